@@ -1,0 +1,82 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from arq import create_pool
+from arq.connections import RedisSettings
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins.pydantic import PydanticPlugin
+
+from service.db.engine import create_engine
+from service.errors import EXCEPTION_HANDLERS
+from service.gateway.bridge import RoutingBridge
+from service.gateway.controllers import VERSION_HEADERS, GatewayController
+from service.gateway.hub import SwitchboardPocketPing
+from service.logging import configure_logging
+from service.ops.controllers import HealthController
+from service.settings import Settings, load_settings
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    """arq's connection settings from ``REDIS_URL`` (TCP or unix socket)."""
+    if settings.redis_url.startswith("unix://"):
+        path, _, query = settings.redis_url.removeprefix("unix://").partition("?")
+        database = int(query.removeprefix("db=")) if query.startswith("db=") else 0
+        return RedisSettings(unix_socket_path=path, database=database)
+    return RedisSettings.from_dsn(settings.redis_url)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the api: widget gateway, health checks; settings come from the caller or the environment."""
+    settings = settings or load_settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        redis = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
+        pocketping = SwitchboardPocketPing(
+            settings=settings, engine=engine, redis=redis, bridges=[RoutingBridge(engine, redis)]
+        )
+        app.state.update(engine=engine, redis=redis, pocketping=pocketping)
+        await pocketping.start()
+        await pocketping.start_subscriber()
+        try:
+            yield
+        finally:
+            await pocketping.stop_subscriber()
+            await pocketping.stop()
+            await redis.aclose()
+            await engine.dispose()
+
+    def provide_pocketping(state: State) -> SwitchboardPocketPing:
+        return state.pocketping  # type: ignore[no-any-return]
+
+    return Litestar(
+        route_handlers=[GatewayController, HealthController],
+        lifespan=[lifespan],
+        dependencies={"pocketping": Provide(provide_pocketping, sync_to_thread=False)},
+        plugins=[PydanticPlugin(prefer_alias=True)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        logging_config=None,
+        cors_config=CORSConfig(
+            allow_origins=settings.widget_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Content-Type", "X-PocketPing-Version"],
+            expose_headers=list(VERSION_HEADERS),
+            allow_credentials=False,
+        )
+        if settings.widget_origins
+        else None,
+        request_max_body_size=settings.widget_max_body_bytes,
+        openapi_config=OpenAPIConfig(title="Switchboard", version="0.1.0", path="/schema"),
+        state=State({"settings": settings}),
+        debug=False,
+    )

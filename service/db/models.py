@@ -1,0 +1,389 @@
+"""SQLModel tables for the whole routing domain (PostgreSQL is the source of truth)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlmodel import Field, SQLModel
+
+TZ = sa.DateTime(timezone=True)
+NOW = {"server_default": sa.func.now(), "nullable": False}
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+OPERATOR_STATUSES = ("online", "away", "offline")
+ROLES = ("lead", "operator")
+POLICIES = ("round_robin", "least_busy", "manual")
+OFFLINE_POLICIES = ("keep", "requeue", "reassign")
+# new: a session that has not asked for help yet; it is routed on its first visitor message.
+CONVERSATION_STATUSES = ("new", "queued", "assigned", "closed")
+SENDERS = ("visitor", "operator", "ai", "system")
+MESSAGE_STATUSES = ("sending", "sent", "delivered", "read")
+TIMER_KINDS = ("first_response", "offline_grace", "ai_takeover")
+TIMER_STATES = ("pending", "fired", "cancelled")
+
+
+class Operator(SQLModel, table=True):
+    """A person who answers conversations; created at first SSO sign-in."""
+
+    __table_args__ = (sa.CheckConstraint(_in("status", OPERATOR_STATUSES), name="status"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    subject: str = Field(unique=True, description="OIDC 'sub' at the issuer")
+    email: str | None = Field(default=None, index=True)
+    display_name: str
+    is_admin: bool = Field(default=False)
+    status: str = Field(default="offline", sa_column_kwargs={"server_default": "offline"})
+    status_changed_at: datetime | None = Field(default=None, sa_type=TZ)
+    last_heartbeat_at: datetime | None = Field(default=None, sa_type=TZ)
+    # Open assigned conversations; changed only in the same transaction as the assignment so
+    # a conditional UPDATE on this row is the capacity check.
+    open_conversations: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+    deactivated_at: datetime | None = Field(default=None, sa_type=TZ)
+
+
+class Team(SQLModel, table=True):
+    """A support team with its routing, AI and offline configuration."""
+
+    __table_args__ = (
+        sa.CheckConstraint(_in("routing_policy", POLICIES), name="routing_policy"),
+        sa.CheckConstraint(_in("offline_policy", OFFLINE_POLICIES), name="offline_policy"),
+        # At most one default team.
+        sa.Index("uq_team_default", "is_default", unique=True, postgresql_where=sa.text("is_default")),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(unique=True)
+    is_default: bool = Field(default=False)
+    routing_policy: str = Field(default="manual")
+    default_capacity: int = Field(default=5, ge=0)
+    welcome_message: str | None = None
+    ai_enabled: bool = Field(default=False)
+    ai_system_prompt: str | None = None
+    ai_takeover_delay_seconds: int = Field(default=120)
+    first_response_timeout_seconds: int | None = None
+    offline_policy: str = Field(default="keep")
+    offline_grace_seconds: int = Field(default=300)
+    queue_alert_threshold: int | None = None
+    bridge_settings: dict[str, Any] = Field(
+        default_factory=dict, sa_type=JSONB, sa_column_kwargs={"server_default": "{}"}
+    )
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+class TeamMember(SQLModel, table=True):
+    """Membership of an operator in a team, with role, capacity override and skills."""
+
+    __tablename__ = "team_member"
+    __table_args__ = (sa.CheckConstraint(_in("role", ROLES), name="role"),)
+
+    team_id: uuid.UUID = Field(foreign_key="team.id", primary_key=True, ondelete="CASCADE")
+    operator_id: uuid.UUID = Field(foreign_key="operator.id", primary_key=True, ondelete="CASCADE", index=True)
+    role: str = Field(default="operator")
+    capacity: int | None = Field(default=None, description="Overrides the team's default capacity")
+    skills: list[str] = Field(
+        default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"}
+    )
+    last_assigned_at: datetime | None = Field(default=None, sa_type=TZ)
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+class RoutingRule(SQLModel, table=True):
+    """An ordered rule choosing a team; conditions match page URL, language, country, identity, metadata."""
+
+    __tablename__ = "routing_rule"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    team_id: uuid.UUID = Field(foreign_key="team.id", ondelete="CASCADE", index=True)
+    position: int = Field(index=True)
+    name: str
+    conditions: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    set_priority: int | None = None
+    required_skills: list[str] = Field(
+        default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"}
+    )
+    enabled: bool = Field(default=True)
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+class Conversation(SQLModel, table=True):
+    """A PocketPing session plus its routing state (team, assignee, queue position, AI state)."""
+
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", CONVERSATION_STATUSES), name="status"),
+        # The team queue: priority first, then who has waited longest.
+        sa.Index(
+            "ix_conversation_queue",
+            "team_id",
+            sa.text("priority DESC"),
+            "waiting_since",
+            postgresql_where=sa.text("status = 'queued'"),
+        ),
+        # Inboxes: an operator's open conversations, newest activity first.
+        sa.Index(
+            "ix_conversation_assignee_open",
+            "assignee_id",
+            sa.text("last_activity DESC"),
+            postgresql_where=sa.text("status = 'assigned'"),
+        ),
+        sa.Index("ix_conversation_team_status", "team_id", "status", sa.text("last_activity DESC")),
+        sa.Index("ix_conversation_visitor", "visitor_id", sa.text("last_activity DESC")),
+    )
+
+    id: str = Field(primary_key=True, description="The PocketPing session id")
+    visitor_id: str
+    team_id: uuid.UUID | None = Field(default=None, foreign_key="team.id", ondelete="SET NULL")
+    assignee_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
+    status: str = Field(default="new")
+    priority: int = Field(default=0)
+    required_skills: list[str] = Field(
+        default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"}
+    )
+    waiting_since: datetime | None = Field(default=None, sa_type=TZ)
+    assigned_at: datetime | None = Field(default=None, sa_type=TZ)
+    first_response_at: datetime | None = Field(default=None, sa_type=TZ)
+    closed_at: datetime | None = Field(default=None, sa_type=TZ)
+    last_visitor_message_at: datetime | None = Field(default=None, sa_type=TZ)
+    visitor_left_at: datetime | None = Field(default=None, sa_type=TZ)
+    # Bumped whenever routing state changes, so stale routing jobs can tell they are stale.
+    routing_revision: int = Field(default=0)
+    ai_active: bool = Field(default=False)
+    ai_paused: bool = Field(default=False)
+    operator_online: bool = Field(default=False)
+    created_at: datetime = Field(sa_type=TZ, index=True)
+    last_activity: datetime = Field(sa_type=TZ)
+    session_metadata: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
+    identity: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
+    user_phone: str | None = None
+    user_phone_country: str | None = None
+    csat: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
+
+
+class Message(SQLModel, table=True):
+    """One chat message; the PocketPing storage and the operator API share this table."""
+
+    __table_args__ = (
+        sa.CheckConstraint(_in("sender", SENDERS), name="sender"),
+        sa.CheckConstraint(_in("status", MESSAGE_STATUSES), name="status"),
+        sa.Index("ix_message_conversation_seq", "conversation_id", "seq"),
+        sa.Index("ix_message_created_at", "created_at"),
+        sa.Index("ix_message_telegram", "telegram_message_id", postgresql_where=sa.text("telegram_message_id IS NOT NULL")),
+        sa.Index("ix_message_discord", "discord_message_id", postgresql_where=sa.text("discord_message_id IS NOT NULL")),
+        sa.Index("ix_message_slack", "slack_message_ts", postgresql_where=sa.text("slack_message_ts IS NOT NULL")),
+    )
+
+    id: str = Field(primary_key=True)
+    # Insertion order: the SDK pages with "after message id", which needs a total order.
+    seq: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), nullable=False))
+    conversation_id: str = Field(foreign_key="conversation.id", ondelete="CASCADE")
+    sender: str
+    operator_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
+    content: str
+    created_at: datetime = Field(sa_type=TZ)
+    reply_to: str | None = None
+    message_metadata: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
+    status: str = Field(default="sent")
+    delivered_at: datetime | None = Field(default=None, sa_type=TZ)
+    read_at: datetime | None = Field(default=None, sa_type=TZ)
+    edited_at: datetime | None = Field(default=None, sa_type=TZ)
+    deleted_at: datetime | None = Field(default=None, sa_type=TZ)
+    telegram_message_id: int | None = Field(default=None, sa_type=sa.BigInteger)
+    discord_message_id: str | None = None
+    slack_message_ts: str | None = None
+
+
+class Attachment(SQLModel, table=True):
+    """A file attached to a message (uploaded through the presigned-URL flow)."""
+
+    id: str = Field(primary_key=True)
+    # No foreign key: the SDK links an upload to its message id before it saves the message.
+    message_id: str | None = Field(default=None, index=True)
+    filename: str
+    mime_type: str
+    size: int
+    url: str
+    thumbnail_url: str | None = None
+    status: str = Field(default="ready")
+    uploaded_from: str | None = None
+    bridge_file_id: str | None = None
+    created_at: datetime = Field(sa_type=TZ)
+
+
+class Assignment(SQLModel, table=True):
+    """History of who held a conversation, from when, until when and why."""
+
+    __table_args__ = (
+        sa.Index("ix_assignment_conversation", "conversation_id", "started_at"),
+        sa.Index("ix_assignment_operator", "operator_id", "started_at"),
+        # A conversation has at most one current holder, whatever runs concurrently.
+        sa.Index(
+            "uq_assignment_open", "conversation_id", unique=True, postgresql_where=sa.text("ended_at IS NULL")
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger)
+    conversation_id: str = Field(foreign_key="conversation.id", ondelete="CASCADE")
+    operator_id: uuid.UUID = Field(foreign_key="operator.id", ondelete="CASCADE")
+    team_id: uuid.UUID | None = Field(default=None, foreign_key="team.id", ondelete="SET NULL")
+    reason: str = Field(description="routed, claimed, transferred, timeout_reassigned, offline_reassigned, ...")
+    actor_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
+    started_at: datetime = Field(sa_type=TZ, sa_column_kwargs=NOW)
+    ended_at: datetime | None = Field(default=None, sa_type=TZ)
+    end_reason: str | None = None
+
+
+class RoutingDecision(SQLModel, table=True):
+    """One routing decision: policy, every candidate with its exclusion reason or score, the outcome."""
+
+    __tablename__ = "routing_decision"
+    __table_args__ = (sa.Index("ix_routing_decision_conversation", "conversation_id", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger)
+    conversation_id: str = Field(foreign_key="conversation.id", ondelete="CASCADE")
+    team_id: uuid.UUID | None = Field(default=None, foreign_key="team.id", ondelete="SET NULL")
+    policy: str
+    trigger: str
+    candidates: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONB)
+    chosen_operator_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
+    outcome: str = Field(description="assigned, queued or unchanged")
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+class CannedResponse(SQLModel, table=True):
+    """A reusable reply, owned by a team or by one operator; shortcut unique per owner."""
+
+    __tablename__ = "canned_response"
+    __table_args__ = (
+        sa.CheckConstraint("(team_id IS NULL) <> (owner_id IS NULL)", name="one_owner"),
+        sa.Index("uq_canned_team_shortcut", "team_id", "shortcut", unique=True,
+                 postgresql_where=sa.text("team_id IS NOT NULL")),
+        sa.Index("uq_canned_owner_shortcut", "owner_id", "shortcut", unique=True,
+                 postgresql_where=sa.text("owner_id IS NOT NULL")),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    team_id: uuid.UUID | None = Field(default=None, foreign_key="team.id", ondelete="CASCADE")
+    owner_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="CASCADE")
+    shortcut: str
+    title: str
+    body: str
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+    updated_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+class InternalNote(SQLModel, table=True):
+    """A note between operators on a conversation; never sent to the visitor."""
+
+    __tablename__ = "internal_note"
+    __table_args__ = (sa.Index("ix_internal_note_conversation", "conversation_id", "created_at"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", ondelete="CASCADE")
+    author_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
+    body: str
+    mentions: list[uuid.UUID] = Field(
+        default_factory=list, sa_type=ARRAY(sa.Uuid), sa_column_kwargs={"server_default": "{}"}
+    )
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+class Timer(SQLModel, table=True):
+    """A durable deadline; jobs are only triggers and act only if the revision still matches."""
+
+    __table_args__ = (
+        sa.CheckConstraint(_in("kind", TIMER_KINDS), name="kind"),
+        sa.CheckConstraint(_in("state", TIMER_STATES), name="state"),
+        sa.Index("ix_timer_due", "due_at", postgresql_where=sa.text("state = 'pending'")),
+        # One live timer of a kind per subject; rescheduling bumps its revision.
+        sa.Index("uq_timer_subject", "kind", "subject", unique=True),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger)
+    kind: str
+    subject: str = Field(description="conversation id or operator id the timer is about")
+    due_at: datetime = Field(sa_type=TZ)
+    revision: int = Field(default=1)
+    state: str = Field(default="pending")
+    fired_at: datetime | None = Field(default=None, sa_type=TZ)
+    updated_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+class Outbox(SQLModel, table=True):
+    """Work to deliver outside the database transaction (widget messages, webhooks), retried until done."""
+
+    __table_args__ = (
+        sa.Index("ix_outbox_pending", "available_at", postgresql_where=sa.text("delivered_at IS NULL")),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger)
+    kind: str
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    webhook_endpoint_id: uuid.UUID | None = Field(
+        default=None, foreign_key="webhook_endpoint.id", ondelete="CASCADE", index=True
+    )
+    dedupe_key: str | None = Field(default=None, unique=True)
+    attempts: int = Field(default=0)
+    available_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+    delivered_at: datetime | None = Field(default=None, sa_type=TZ)
+    last_error: str | None = None
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+class ApiToken(SQLModel, table=True):
+    """A personal access token; only its SHA-256 is stored."""
+
+    __tablename__ = "api_token"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    operator_id: uuid.UUID = Field(foreign_key="operator.id", ondelete="CASCADE", index=True)
+    name: str
+    token_hash: str = Field(unique=True)
+    prefix: str
+    scopes: list[str] = Field(
+        default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"}
+    )
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+    expires_at: datetime | None = Field(default=None, sa_type=TZ)
+    last_used_at: datetime | None = Field(default=None, sa_type=TZ)
+    revoked_at: datetime | None = Field(default=None, sa_type=TZ)
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """A team's outbound webhook receiver; the signing secret is stored encrypted."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    team_id: uuid.UUID = Field(foreign_key="team.id", ondelete="CASCADE", index=True)
+    url: str
+    secret_encrypted: str
+    events: list[str] = Field(
+        default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"}
+    )
+    enabled: bool = Field(default=True)
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what to which object, for leads and admins."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (sa.Index("ix_audit_event_subject", "subject_type", "subject_id", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger)
+    actor_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
+    action: str
+    subject_type: str
+    subject_id: str
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB, sa_column_kwargs={"server_default": "{}"})
+    ip: str | None = None
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW, index=True)

@@ -1,0 +1,59 @@
+"""One mapping from exceptions to RFC 9457 problem details (``application/problem+json``)."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+
+log = structlog.get_logger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+class ConflictException(HTTPException):
+    """409: the request conflicts with the current state (duplicate shortcut, already assigned, ...)."""
+
+    status_code = 409
+
+
+def _problem(request: Request[Any, Any, Any], status: int, detail: str, **extra: Any) -> Response[dict[str, Any]]:
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        **extra,
+    }
+    return Response(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    """HTTP errors keep their status; validation errors list each offending field under ``errors``."""
+    extra: dict[str, Any] = {}
+    if isinstance(exc.extra, list) and exc.extra:
+        extra["errors"] = [
+            {"field": item.get("key"), "message": item.get("message")} if isinstance(item, dict) else item
+            for item in exc.extra
+        ]
+    response = _problem(request, exc.status_code, exc.detail, **extra)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Anything unexpected: logged with its traceback, answered without internals."""
+    log.error("unhandled error", path=request.url.path, exc_info=exc)
+    return _problem(request, 500, "An internal error occurred; it has been logged.")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    HTTPException: http_exception_handler,
+    ValidationException: http_exception_handler,
+    NotFoundException: http_exception_handler,
+    Exception: internal_error_handler,
+}

@@ -1,0 +1,245 @@
+"""The PocketPing widget protocol on Litestar, under ``/pocketping``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+import structlog
+from litestar import Controller, Request, Response, WebSocket, delete, get, patch, post, websocket
+from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException, WebSocketDisconnect
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from pocketping.models import (
+    ConnectRequest,
+    ConnectResponse,
+    CsatRequest,
+    CsatResponse,
+    DeleteMessageRequest,
+    DeleteMessageResponse,
+    EditMessageResponse,
+    IdentifyRequest,
+    IdentifyResponse,
+    PresenceResponse,
+    ReadRequest,
+    ReadResponse,
+    Sender,
+    SendMessageRequest,
+    SendMessageResponse,
+    SessionMetadata,
+    TypingRequest,
+)
+
+from service.gateway.hub import SwitchboardPocketPing
+from service.gateway.limits import enforce_rate_limit
+from service.gateway.schemas import DisconnectRequest, EditMessageBody, MessagesPage, OkResponse, VisibilityRequest
+
+log = structlog.get_logger(__name__)
+
+VERSION_HEADERS = (
+    "X-PocketPing-Version-Status",
+    "X-PocketPing-Min-Version",
+    "X-PocketPing-Latest-Version",
+    "X-PocketPing-Version-Message",
+)
+SSE_KEEPALIVE_SECONDS = 15.0
+
+
+def _client_ip(request: Request[Any, Any, Any]) -> str:
+    # uvicorn's proxy-headers middleware has already applied trusted X-Forwarded-For.
+    return request.client.host if request.client else "unknown"
+
+
+def _only_visitor(sender: Sender) -> None:
+    if sender is not Sender.VISITOR:
+        raise PermissionDeniedException(
+            detail="The widget may only send as 'visitor'.",
+            extra=[{"key": "sender", "message": f"'{sender.value}' is not allowed from the widget"}],
+        )
+
+
+async def _sdk(call: Any) -> Any:
+    """Run an SDK handler, turning its ``ValueError``s into problem details."""
+    try:
+        return await call
+    except ValueError as exc:
+        text = str(exc)
+        if "not found" in text.lower():
+            raise NotFoundException(detail=text) from None
+        raise ValidationException(detail=text) from None
+
+
+class GatewayController(Controller):
+    """Every endpoint the PocketPing widget calls; the SDK does the protocol, we do the limits."""
+
+    path = "/pocketping"
+    tags = ["widget"]
+    before_request = enforce_rate_limit
+
+    @post("/connect", operation_id="widgetConnect", status_code=200)
+    async def connect(
+        self, data: ConnectRequest, request: Request[Any, Any, Any], pocketping: SwitchboardPocketPing
+    ) -> Response[ConnectResponse]:
+        """Start or resume the visitor's session."""
+        version = pocketping.check_widget_version(request.headers.get("x-pocketping-version"))
+        headers = pocketping.get_version_headers(version)
+        if not version.can_continue:
+            return Response(
+                content={"title": "Widget version unsupported", "status": 426, "detail": version.message},
+                status_code=426,
+                headers=headers,
+                media_type="application/problem+json",
+            )
+        metadata = data.metadata or SessionMetadata(user_agent=request.headers.get("user-agent"))
+        metadata.ip = _client_ip(request)
+        data.metadata = metadata
+        result = await _sdk(pocketping.handle_connect(data))
+        return Response(result, headers=headers)
+
+    @post("/message", operation_id="widgetSendMessage", status_code=200)
+    async def send_message(self, data: SendMessageRequest, pocketping: SwitchboardPocketPing) -> SendMessageResponse:
+        """A visitor message: stored, shown to operators and routed."""
+        _only_visitor(data.sender)
+        return await _sdk(pocketping.handle_message(data))  # type: ignore[no-any-return]
+
+    @get("/messages", operation_id="widgetListMessages")
+    async def list_messages(
+        self,
+        pocketping: SwitchboardPocketPing,
+        session_id: Annotated[str, Parameter(query="sessionId", min_length=1, max_length=100)],
+        after: Annotated[str | None, Parameter(max_length=100)] = None,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 50,
+    ) -> MessagesPage:
+        """Messages after a message id, oldest first."""
+        return MessagesPage.model_validate(await pocketping.handle_get_messages(session_id, after, limit))
+
+    @post("/typing", operation_id="widgetTyping", status_code=200)
+    async def typing(self, data: TypingRequest, pocketping: SwitchboardPocketPing) -> OkResponse:
+        """The visitor is (not) typing."""
+        _only_visitor(data.sender)
+        await pocketping.handle_typing(data)
+        return OkResponse()
+
+    @post("/read", operation_id="widgetRead", status_code=200)
+    async def read(self, data: ReadRequest, pocketping: SwitchboardPocketPing) -> ReadResponse:
+        """Delivery and read receipts from the widget."""
+        return await _sdk(pocketping.handle_read(data))  # type: ignore[no-any-return]
+
+    @get("/presence", operation_id="widgetPresence")
+    async def presence(self, pocketping: SwitchboardPocketPing) -> PresenceResponse:
+        """Whether any operator is online."""
+        return await pocketping.handle_presence()
+
+    @post("/identify", operation_id="widgetIdentify", status_code=200)
+    async def identify(self, data: IdentifyRequest, pocketping: SwitchboardPocketPing) -> IdentifyResponse:
+        """Attach the site's user identity to the session."""
+        return await _sdk(pocketping.handle_identify(data))  # type: ignore[no-any-return]
+
+    @post("/csat", operation_id="widgetCsat", status_code=200)
+    async def csat(self, data: CsatRequest, pocketping: SwitchboardPocketPing) -> CsatResponse:
+        """The visitor's satisfaction rating (1-5)."""
+        return await _sdk(pocketping.handle_csat(data))  # type: ignore[no-any-return]
+
+    @patch("/message/{message_id:str}", operation_id="widgetEditMessage")
+    async def edit_message(
+        self, message_id: str, data: EditMessageBody, pocketping: SwitchboardPocketPing
+    ) -> EditMessageResponse:
+        """The visitor edits one of their own messages."""
+        request = data.to_sdk(message_id)
+        return await _sdk(pocketping.handle_edit_message(request))  # type: ignore[no-any-return]
+
+    @delete("/message/{message_id:str}", operation_id="widgetDeleteMessage", status_code=200)
+    async def delete_message(
+        self,
+        message_id: str,
+        pocketping: SwitchboardPocketPing,
+        session_id: Annotated[str, Parameter(query="sessionId", min_length=1, max_length=100)],
+    ) -> DeleteMessageResponse:
+        """The visitor deletes one of their own messages (soft delete)."""
+        request = DeleteMessageRequest(session_id=session_id, message_id=message_id)
+        return await _sdk(pocketping.handle_delete_message(request))  # type: ignore[no-any-return]
+
+    @post("/disconnect", operation_id="widgetDisconnect", status_code=200)
+    async def disconnect(self, data: DisconnectRequest, pocketping: SwitchboardPocketPing) -> OkResponse:
+        """The visitor left the page; operators' bridges are told."""
+        await pocketping.handle_disconnect(data.session_id, data.duration, data.reason)
+        return OkResponse()
+
+    @post("/visibility", operation_id="widgetVisibility", status_code=204)
+    async def visibility(self, data: VisibilityRequest) -> None:
+        """Tab hidden/visible pings; accepted and not stored."""
+
+    @websocket("/stream")
+    async def stream_websocket(self, socket: WebSocket[Any, Any, Any], pocketping: SwitchboardPocketPing) -> None:
+        """Live events for one session over WebSocket (typing can be sent back)."""
+        session_id = socket.query_params.get("sessionId", "")
+        if not session_id or await pocketping.storage.get_session(session_id) is None:
+            await socket.close(code=4404, reason="Session not found")
+            return
+        await socket.accept()
+        pocketping.register_websocket(session_id, socket)
+        try:
+            while True:
+                data = await socket.receive_json()
+                if isinstance(data, dict) and data.get("type") == "typing":
+                    # Whatever the frame claims, a widget socket only ever speaks as the visitor.
+                    await pocketping.handle_typing(
+                        TypingRequest(session_id=session_id, sender=Sender.VISITOR, is_typing=bool(data.get("isTyping", True)))
+                    )
+        except (WebSocketDisconnect, json.JSONDecodeError):
+            pass
+        finally:
+            pocketping.unregister_websocket(session_id, socket)
+
+    @get("/stream", operation_id="widgetStreamSse")
+    async def stream_sse(
+        self,
+        pocketping: SwitchboardPocketPing,
+        session_id: Annotated[str, Parameter(query="sessionId", min_length=1, max_length=100)],
+        after: Annotated[datetime | None, Parameter(description="Replay messages newer than this")] = None,
+    ) -> ServerSentEvent:
+        """Live events for one session over Server-Sent Events (the widget's fallback)."""
+        if await pocketping.storage.get_session(session_id) is None:
+            raise NotFoundException(detail="Session not found")
+        replay = []
+        if after is not None:
+            page = await pocketping.storage.get_messages(session_id, None, 1000)
+            replay = [m for m in page if m.timestamp > after]
+        return ServerSentEvent(_sse_events(pocketping, session_id, replay))
+
+
+class _SseSocket:
+    """Looks like a WebSocket to the SDK (``send_text``) and feeds an SSE response."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
+
+    async def send_text(self, text: str) -> None:
+        self.queue.put_nowait(text)
+
+
+async def _sse_events(
+    pocketping: SwitchboardPocketPing, session_id: str, replay: list[Any]
+) -> AsyncIterator[ServerSentEventMessage]:
+    sink = _SseSocket()
+    pocketping.register_websocket(session_id, sink)
+    try:
+        yield ServerSentEventMessage(event="connected", data=json.dumps({"sessionId": session_id}))
+        for message in replay:
+            event = {"type": "message", "data": message.model_dump(mode="json", by_alias=True)}
+            yield ServerSentEventMessage(event="message", data=json.dumps(event))
+        while True:
+            try:
+                text = await asyncio.wait_for(sink.queue.get(), timeout=SSE_KEEPALIVE_SECONDS)
+            except TimeoutError:
+                yield ServerSentEventMessage(comment="keepalive")
+                continue
+            kind = json.loads(text).get("type", "message")
+            # The widget listens for these names; everything else arrives as "message".
+            name = kind if kind in ("screenshot_request", "csat_request") else "message"
+            yield ServerSentEventMessage(event=name, data=text)
+    finally:
+        pocketping.unregister_websocket(session_id, sink)

@@ -1,0 +1,181 @@
+"""The per-process ``PocketPing`` instance, with widget events fanned out across processes over Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from pocketping import PocketPing
+from pocketping.bridges import Bridge
+from pocketping.models import ConnectRequest, ConnectResponse, Message, PresenceResponse, WebSocketEvent
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.gateway.storage import PostgresStorage, acting_operator
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# A message id chosen before the SDK creates the message, so a retried delivery re-sends the
+# same message (the widget de-duplicates by id) instead of a second copy.
+_preset_message_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("preset_message_id", default=None)
+
+
+def widget_channel(settings: Settings) -> str:
+    """The Redis pub/sub channel carrying widget events between processes."""
+    return f"{settings.redis_prefix}:widget-events"
+
+
+class SwitchboardPocketPing(PocketPing):
+    """PocketPing with our storage, no SDK AI, and socket delivery through Redis pub/sub.
+
+    Any process may produce an event for a visitor; it is published once, and every api
+    process delivers it to the sockets it holds for that session. So each socket gets it
+    exactly once, wherever it is connected, and bridges are called only by the producer.
+    """
+
+    def __init__(
+        self, *, settings: Settings, engine: AsyncEngine, redis: Redis, bridges: list[Bridge] | None = None
+    ) -> None:
+        super().__init__(storage=PostgresStorage(engine), bridges=bridges or [], ai_provider=None)
+        self.settings = settings
+        self.engine = engine
+        self.redis = redis
+        self._channel = widget_channel(settings)
+        self._subscriber: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    # Cross-process delivery ---------------------------------------------------------------
+
+    async def _broadcast_to_session(self, session_id: str, event: WebSocketEvent) -> None:
+        payload = json.dumps({"sessionId": session_id, "event": event.model_dump(mode="json", by_alias=True)})
+        await self.redis.publish(self._channel, payload)
+
+    async def deliver_local(self, session_id: str, text: str) -> None:
+        """Send one serialized event to this process's sockets for the session."""
+        dead = []
+        for socket in list(self._websocket_connections.get(session_id, ())):
+            try:
+                await socket.send_text(text)
+            except Exception:
+                dead.append(socket)
+        for socket in dead:
+            self.unregister_websocket(session_id, socket)
+        if session_id in self._websocket_connections and not self._websocket_connections[session_id]:
+            del self._websocket_connections[session_id]
+
+    async def start_subscriber(self) -> None:
+        """Start relaying published events to local sockets (api processes only)."""
+        self._subscriber = asyncio.create_task(self._relay(), name="widget-relay")
+        await asyncio.wait_for(self._subscribed.wait(), timeout=10)
+
+    async def stop_subscriber(self) -> None:
+        if self._subscriber:
+            self._subscriber.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._subscriber
+
+    async def _relay(self) -> None:
+        while True:
+            try:
+                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self._channel)
+                    self._subscribed.set()
+                    async for item in pubsub.listen():
+                        envelope = json.loads(item["data"])
+                        await self.deliver_local(envelope["sessionId"], json.dumps(envelope["event"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Redis went away: sockets miss live events meanwhile (widgets re-sync through
+                # GET /messages), and we resubscribe as soon as Redis answers again.
+                log.warning("widget relay lost Redis; retrying", exc_info=True)
+                await asyncio.sleep(1)
+
+    # Ids and attribution ----------------------------------------------------------------
+
+    def _generate_id(self) -> str:
+        preset = _preset_message_id.get()
+        if preset is not None:
+            _preset_message_id.set(None)
+            return preset
+        return super()._generate_id()
+
+    @contextlib.contextmanager
+    def _as(self, operator_id: uuid.UUID | None, message_id: str | None) -> Iterator[None]:
+        operator_token = acting_operator.set(operator_id)
+        id_token = _preset_message_id.set(message_id)
+        try:
+            yield
+        finally:
+            acting_operator.reset(operator_token)
+            _preset_message_id.reset(id_token)
+
+    async def send_as_operator(
+        self,
+        session_id: str,
+        content: str,
+        *,
+        operator_id: uuid.UUID | None,
+        operator_name: str | None,
+        message_id: str | None = None,
+        source_bridge: str = "api",
+    ) -> Message:
+        """Send through the SDK (persist, widget, bridges), attributed to ``operator_id``."""
+        with self._as(operator_id, message_id):
+            return await self.send_operator_message(
+                session_id, content, source_bridge=source_bridge, operator_name=operator_name
+            )
+
+    # Protocol handlers that need Switchboard's view ---------------------------------------
+
+    async def handle_connect(self, request: ConnectRequest) -> ConnectResponse:
+        response = await super().handle_connect(request)
+        response.operator_online = await self._anyone_online()
+        response.welcome_message = await self._welcome_message(response.session_id)
+        return response
+
+    async def handle_disconnect(self, session_id: str, duration: int | None, reason: str | None) -> None:
+        """Record that the visitor left and tell the bridges (the SDK has no handler for this)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.text("UPDATE conversation SET visitor_left_at = now() WHERE id = :id"), {"id": session_id}
+            )
+        session = await self.storage.get_session(session_id)
+        if session is None:
+            return
+        text = f"Visitor left after {duration} s" if duration is not None else "Visitor left"
+        for bridge in self.bridges:
+            try:
+                await bridge.notify_disconnect(session, text)
+            except Exception:
+                log.warning("bridge failed on disconnect", bridge=bridge.name, exc_info=True)
+
+    async def handle_presence(self) -> PresenceResponse:
+        return PresenceResponse(online=await self._anyone_online(), ai_enabled=False)
+
+    async def _anyone_online(self) -> bool:
+        async with self.engine.connect() as conn:
+            result = await conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM operator WHERE status = 'online')"))
+            return bool(result.scalar())
+
+    async def _welcome_message(self, session_id: str) -> str | None:
+        """The conversation's team's welcome message, or the default team's before routing."""
+        async with self.engine.connect() as conn:
+            result = await conn.execute(
+                sa.text(
+                    "SELECT t.welcome_message FROM team t "
+                    "LEFT JOIN conversation c ON c.team_id = t.id AND c.id = :id "
+                    "WHERE c.id IS NOT NULL OR t.is_default ORDER BY (c.id IS NULL) LIMIT 1"
+                ),
+                {"id": session_id},
+            )
+            value: Any = result.scalar()
+            return value

@@ -1,0 +1,312 @@
+"""PocketPing ``Storage`` on PostgreSQL: sessions are conversation rows, messages are message rows."""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pocketping.models import Attachment, Message, Session
+from pocketping.storage import BridgeMessageIds, Storage
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.db.models import Attachment as AttachmentRow
+from service.db.models import Conversation
+from service.db.models import Message as MessageRow
+
+conversation_t = Conversation.__table__  # type: ignore[attr-defined]
+message_t = MessageRow.__table__  # type: ignore[attr-defined]
+attachment_t = AttachmentRow.__table__  # type: ignore[attr-defined]
+
+# The operator on whose behalf the SDK is saving a message right now (set around
+# ``send_operator_message``), so operator messages are attributed without changing the SDK.
+acting_operator: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar("acting_operator", default=None)
+
+# Columns the SDK owns on a conversation; routing columns are never written from here.
+_SESSION_COLUMNS = (
+    "visitor_id", "last_activity", "operator_online", "ai_active", "session_metadata", "identity",
+    "user_phone", "user_phone_country", "csat",
+)
+
+
+def _dump(model: Any) -> dict[str, Any] | None:
+    return model.model_dump(mode="json", exclude_none=True) if model is not None else None
+
+
+def session_to_row(session: Session) -> dict[str, Any]:
+    """The conversation columns that hold a PocketPing session."""
+    return {
+        "id": session.id,
+        "visitor_id": session.visitor_id,
+        "created_at": session.created_at,
+        "last_activity": session.last_activity,
+        "operator_online": session.operator_online,
+        "ai_active": session.ai_active,
+        "session_metadata": _dump(session.metadata),
+        "identity": _dump(session.identity),
+        "user_phone": session.user_phone,
+        "user_phone_country": session.user_phone_country,
+        "csat": _dump(session.csat),
+    }
+
+
+def row_to_session(row: Any) -> Session:
+    """Rebuild the SDK's ``Session`` from a conversation row."""
+    return Session(
+        id=row.id,
+        visitor_id=row.visitor_id,
+        created_at=row.created_at,
+        last_activity=row.last_activity,
+        operator_online=row.operator_online,
+        ai_active=row.ai_active,
+        metadata=row.session_metadata,
+        identity=row.identity,
+        user_phone=row.user_phone,
+        user_phone_country=row.user_phone_country,
+        csat=row.csat,
+    )
+
+
+def _attachment_values(attachment: Attachment) -> dict[str, Any]:
+    return {
+        "id": attachment.id,
+        "message_id": attachment.message_id,
+        "filename": attachment.filename,
+        "mime_type": attachment.mime_type,
+        "size": attachment.size,
+        "url": attachment.url,
+        "thumbnail_url": attachment.thumbnail_url,
+        "status": attachment.status.value,
+        "uploaded_from": attachment.uploaded_from.value if attachment.uploaded_from else None,
+        "bridge_file_id": attachment.bridge_file_id,
+        "created_at": attachment.created_at,
+    }
+
+
+def _row_to_attachment(row: Any) -> Attachment:
+    values = dict(row) if not hasattr(row, "_mapping") else dict(row._mapping)
+    return Attachment(**values)
+
+
+# One round trip per read: attachments ride along as a JSON array.
+_attachments_json = (
+    sa.select(
+        sa.func.json_agg(
+            sa.func.json_build_object(
+                "id", attachment_t.c.id, "message_id", attachment_t.c.message_id,
+                "filename", attachment_t.c.filename, "mime_type", attachment_t.c.mime_type,
+                "size", attachment_t.c.size, "url", attachment_t.c.url,
+                "thumbnail_url", attachment_t.c.thumbnail_url, "status", attachment_t.c.status,
+                "uploaded_from", attachment_t.c.uploaded_from, "bridge_file_id", attachment_t.c.bridge_file_id,
+                "created_at", attachment_t.c.created_at,
+            )
+        )
+    )
+    .where(attachment_t.c.message_id == message_t.c.id)
+    .scalar_subquery()
+    .label("attachments")
+)
+
+_message_columns = (
+    message_t.c.id, message_t.c.conversation_id, message_t.c.content, message_t.c.sender,
+    message_t.c.created_at, message_t.c.reply_to, message_t.c.message_metadata, message_t.c.status,
+    message_t.c.delivered_at, message_t.c.read_at, message_t.c.edited_at, message_t.c.deleted_at,
+    _attachments_json,
+)
+
+
+def row_to_message(row: Any) -> Message:
+    """Rebuild the SDK's ``Message`` (with its attachments) from a message row."""
+    return Message(
+        id=row.id,
+        session_id=row.conversation_id,
+        content=row.content,
+        # 'system' rows are Switchboard's own; the widget protocol only knows the SDK's senders.
+        sender=row.sender if row.sender != "system" else "operator",
+        timestamp=row.created_at,
+        reply_to=row.reply_to,
+        metadata=row.message_metadata,
+        status=row.status,
+        delivered_at=row.delivered_at,
+        read_at=row.read_at,
+        edited_at=row.edited_at,
+        deleted_at=row.deleted_at,
+        attachments=[Attachment(**a) for a in row.attachments] if row.attachments else None,
+    )
+
+
+class PostgresStorage(Storage):
+    """Every abstract and optional ``Storage`` method, one statement (one round trip) each."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        # Each call is a single statement, so autocommit saves the BEGIN/COMMIT round trips.
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def _execute(self, statement: Any) -> Any:
+        async with self._engine.connect() as conn:
+            return await conn.execute(statement)
+
+    # Sessions ---------------------------------------------------------------------------
+
+    async def create_session(self, session: Session) -> None:
+        values = session_to_row(session)
+        statement = insert(conversation_t).values(**values)
+        await self._execute(
+            statement.on_conflict_do_update(
+                index_elements=[conversation_t.c.id], set_={c: statement.excluded[c] for c in _SESSION_COLUMNS}
+            )
+        )
+
+    async def get_session(self, session_id: str) -> Session | None:
+        result = await self._execute(sa.select(conversation_t).where(conversation_t.c.id == session_id))
+        row = result.first()
+        return row_to_session(row) if row else None
+
+    async def get_session_by_visitor_id(self, visitor_id: str) -> Session | None:
+        result = await self._execute(
+            sa.select(conversation_t)
+            .where(conversation_t.c.visitor_id == visitor_id)
+            .order_by(conversation_t.c.last_activity.desc())
+            .limit(1)
+        )
+        row = result.first()
+        return row_to_session(row) if row else None
+
+    async def update_session(self, session: Session) -> None:
+        values = session_to_row(session)
+        await self._execute(
+            sa.update(conversation_t)
+            .where(conversation_t.c.id == session.id)
+            .values(**{c: values[c] for c in _SESSION_COLUMNS})
+        )
+
+    async def delete_session(self, session_id: str) -> None:
+        await self._execute(sa.delete(conversation_t).where(conversation_t.c.id == session_id))
+
+    async def list_sessions(self, since: datetime | None = None) -> list[Session]:
+        statement = sa.select(conversation_t).order_by(conversation_t.c.created_at)
+        if since is not None:
+            statement = statement.where(conversation_t.c.created_at >= since)
+        result = await self._execute(statement)
+        return [row_to_session(row) for row in result]
+
+    async def cleanup_old_sessions(self, older_than: datetime) -> int:
+        result = await self._execute(sa.delete(conversation_t).where(conversation_t.c.last_activity < older_than))
+        return int(result.rowcount)
+
+    # Messages ---------------------------------------------------------------------------
+
+    async def save_message(self, message: Message) -> None:
+        """Insert, or update the mutable fields: the SDK re-saves messages on read receipts."""
+        operator_id = acting_operator.get() if message.sender.value == "operator" else None
+        values = {
+            "id": message.id,
+            "conversation_id": message.session_id,
+            "sender": message.sender.value,
+            "operator_id": operator_id,
+            "content": message.content,
+            "created_at": message.timestamp,
+            "reply_to": message.reply_to,
+            "message_metadata": message.metadata,
+            "status": message.status.value,
+            "delivered_at": message.delivered_at,
+            "read_at": message.read_at,
+            "edited_at": message.edited_at,
+            "deleted_at": message.deleted_at,
+        }
+        statement = insert(message_t).values(**values)
+        mutable = ("content", "reply_to", "message_metadata", "status", "delivered_at", "read_at",
+                   "edited_at", "deleted_at")
+        await self._execute(
+            statement.on_conflict_do_update(
+                index_elements=[message_t.c.id], set_={c: statement.excluded[c] for c in mutable}
+            )
+        )
+        for attachment in message.attachments or []:
+            await self.save_attachment(attachment.model_copy(update={"message_id": message.id}))
+
+    async def update_message(self, message: Message) -> None:
+        await self.save_message(message)
+
+    async def get_messages(self, session_id: str, after: str | None = None, limit: int = 50) -> list[Message]:
+        statement = (
+            sa.select(*_message_columns)
+            .where(message_t.c.conversation_id == session_id)
+            .order_by(message_t.c.seq)
+            .limit(limit)
+        )
+        if after:
+            # Like the reference: an unknown "after" id pages from the start.
+            after_seq = (
+                sa.select(message_t.c.seq)
+                .where(message_t.c.id == after, message_t.c.conversation_id == session_id)
+                .scalar_subquery()
+            )
+            statement = statement.where(message_t.c.seq > sa.func.coalesce(after_seq, 0))
+        result = await self._execute(statement)
+        return [row_to_message(row) for row in result]
+
+    async def get_message(self, message_id: str) -> Message | None:
+        result = await self._execute(sa.select(*_message_columns).where(message_t.c.id == message_id))
+        row = result.first()
+        return row_to_message(row) if row else None
+
+    async def save_bridge_message_ids(self, message_id: str, bridge_ids: BridgeMessageIds) -> None:
+        await self._execute(
+            sa.update(message_t)
+            .where(message_t.c.id == message_id)
+            .values(
+                telegram_message_id=sa.func.coalesce(
+                    sa.cast(bridge_ids.telegram_message_id, sa.BigInteger), message_t.c.telegram_message_id
+                ),
+                discord_message_id=sa.func.coalesce(
+                    sa.cast(bridge_ids.discord_message_id, sa.Text), message_t.c.discord_message_id
+                ),
+                slack_message_ts=sa.func.coalesce(
+                    sa.cast(bridge_ids.slack_message_ts, sa.Text), message_t.c.slack_message_ts
+                ),
+            )
+        )
+
+    async def get_bridge_message_ids(self, message_id: str) -> BridgeMessageIds | None:
+        result = await self._execute(
+            sa.select(message_t.c.telegram_message_id, message_t.c.discord_message_id, message_t.c.slack_message_ts)
+            .where(message_t.c.id == message_id)
+        )
+        row = result.first()
+        if row is None or all(value is None for value in row):
+            return None
+        return BridgeMessageIds(
+            telegram_message_id=row.telegram_message_id,
+            discord_message_id=row.discord_message_id,
+            slack_message_ts=row.slack_message_ts,
+        )
+
+    # Attachments ------------------------------------------------------------------------
+
+    async def save_attachment(self, attachment: Attachment) -> None:
+        values = _attachment_values(attachment)
+        statement = insert(attachment_t).values(**values)
+        await self._execute(
+            statement.on_conflict_do_update(
+                index_elements=[attachment_t.c.id],
+                set_={c: statement.excluded[c] for c in values if c not in ("id", "created_at")},
+            )
+        )
+
+    async def update_attachment(self, attachment: Attachment) -> None:
+        await self.save_attachment(attachment)
+
+    async def get_attachment(self, attachment_id: str) -> Attachment | None:
+        result = await self._execute(sa.select(attachment_t).where(attachment_t.c.id == attachment_id))
+        row = result.first()
+        return _row_to_attachment(row) if row else None
+
+    async def get_message_attachments(self, message_id: str) -> list[Attachment]:
+        result = await self._execute(
+            sa.select(attachment_t).where(attachment_t.c.message_id == message_id).order_by(attachment_t.c.created_at)
+        )
+        return [_row_to_attachment(row) for row in result]

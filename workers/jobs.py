@@ -1,0 +1,90 @@
+"""arq jobs: primitives in, idempotent, and each re-checks PostgreSQL before acting."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+
+from service.conversations.outbox import WIDGET_MESSAGE, enqueue_delivery, outbox_t
+from service.routing.services import enqueue_route, route_conversation as route, unrouted_conversations
+
+log = structlog.get_logger(__name__)
+
+# A routing job that has not run this long after the visitor asked is presumed lost (Redis
+# restarted, enqueue failed) and is enqueued again; versioned job ids make that harmless.
+LOST_JOB_AFTER_SECONDS = 5.0
+
+
+async def route_conversation(ctx: dict[str, Any], *, conversation_id: str, revision: int, trigger: str) -> str:
+    """Route one conversation if ``revision`` is still current; otherwise do nothing."""
+    async with ctx["engine"].begin() as conn:
+        outcome = await route(conn, conversation_id, revision, trigger)
+    log.info("routed", conversation_id=conversation_id, revision=revision, outcome=outcome.outcome)
+    return outcome.outcome
+
+
+async def deliver_outbox(ctx: dict[str, Any], *, outbox_id: int) -> str:
+    """Deliver one outbox row once; a duplicate or retried job finds it delivered or locked and stops."""
+    async with ctx["engine"].begin() as conn:
+        row = (
+            await conn.execute(
+                sa.select(outbox_t.c.kind, outbox_t.c.payload, outbox_t.c.attempts)
+                .where(outbox_t.c.id == outbox_id, outbox_t.c.delivered_at.is_(None))
+                .with_for_update(skip_locked=True)
+            )
+        ).first()
+        if row is None:
+            return "skipped"
+        try:
+            if row.kind != WIDGET_MESSAGE:
+                raise ValueError(f"unknown outbox kind {row.kind!r}")
+            payload = row.payload
+            # The message id was fixed when the row was written: a re-delivery after a crash
+            # re-sends the same message, which storage upserts and the widget de-duplicates.
+            await ctx["pocketping"].send_as_operator(
+                payload["conversationId"],
+                payload["content"],
+                operator_id=uuid.UUID(payload["operatorId"]) if payload["operatorId"] else None,
+                operator_name=payload["operatorName"],
+                message_id=payload["messageId"],
+            )
+        except Exception as exc:
+            await conn.execute(
+                sa.update(outbox_t)
+                .where(outbox_t.c.id == outbox_id)
+                .values(
+                    attempts=outbox_t.c.attempts + 1,
+                    last_error=repr(exc)[:500],
+                    # Exponential backoff, capped at about four minutes; the sweep re-enqueues it.
+                    available_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, 2 ** min(row.attempts, 8)),
+                )
+            )
+            log.warning("outbox delivery failed", outbox_id=outbox_id, exc_info=True)
+            return "failed"
+        await conn.execute(
+            sa.update(outbox_t)
+            .where(outbox_t.c.id == outbox_id)
+            .values(delivered_at=sa.func.now(), attempts=outbox_t.c.attempts + 1)
+        )
+    return "delivered"
+
+
+async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
+    """Re-enqueue work whose trigger was lost: unrouted conversations and undelivered outbox rows."""
+    async with ctx["engine"].connect() as conn:
+        unrouted = await unrouted_conversations(conn, LOST_JOB_AFTER_SECONDS)
+        pending = (
+            await conn.execute(
+                sa.select(outbox_t.c.id).where(
+                    outbox_t.c.delivered_at.is_(None), outbox_t.c.available_at <= sa.func.now()
+                ).limit(1000)
+            )
+        ).scalars().all()
+    for conversation_id, revision in unrouted:
+        await enqueue_route(ctx["redis"], conversation_id, revision, trigger="sweep")
+    for outbox_id in pending:
+        await enqueue_delivery(ctx["redis"], outbox_id)
+    return {"unrouted": len(unrouted), "outbox": len(pending)}

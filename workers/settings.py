@@ -1,0 +1,48 @@
+"""arq worker settings, built from the same ``Settings`` as the api."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq import cron
+
+from service.app import redis_settings
+from service.db.engine import create_engine
+from service.gateway.hub import SwitchboardPocketPing
+from service.logging import configure_logging
+from service.settings import Settings
+from workers import jobs
+
+SWEEP_SECONDS = {0, 10, 20, 30, 40, 50}
+
+
+def worker_settings(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for ``arq.Worker`` (also accepted by ``arq.run_worker``)."""
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        configure_logging(settings)
+        ctx["settings"] = settings
+        ctx["engine"] = create_engine(settings)
+        # Workers hold no sockets: their PocketPing only publishes, api processes deliver.
+        ctx["pocketping"] = SwitchboardPocketPing(settings=settings, engine=ctx["engine"], redis=ctx["redis"])
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if "engine" in ctx:
+            await ctx["engine"].dispose()
+
+    return {
+        "functions": [jobs.route_conversation, jobs.deliver_outbox],
+        "cron_jobs": [cron(jobs.sweep, second=SWEEP_SECONDS, run_at_startup=True, unique=True)],
+        "redis_settings": redis_settings(settings),
+        "queue_name": settings.queue_name,
+        "health_check_key": f"{settings.queue_name}:health-check",
+        "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
+        "poll_delay": settings.worker_poll_delay,
+        "max_jobs": settings.worker_max_jobs,
+        # Results are not kept, so a versioned job id is free again as soon as its job ends;
+        # correctness never depends on arq's de-duplication, only on the database re-check.
+        "keep_result": 0,
+        "max_tries": 5,
+        "handle_signals": True,
+    }
