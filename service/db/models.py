@@ -87,7 +87,9 @@ class TeamMember(SQLModel, table=True):
     __table_args__ = (sa.CheckConstraint(_in("role", ROLES), name="role"),)
 
     team_id: uuid.UUID = Field(foreign_key="team.id", primary_key=True, ondelete="CASCADE")
-    operator_id: uuid.UUID = Field(foreign_key="operator.id", primary_key=True, ondelete="CASCADE", index=True)
+    operator_id: uuid.UUID = Field(
+        foreign_key="operator.id", primary_key=True, ondelete="CASCADE", index=True
+    )
     role: str = Field(default="operator")
     capacity: int | None = Field(default=None, description="Overrides the team's default capacity")
     skills: list[str] = Field(
@@ -176,9 +178,19 @@ class Message(SQLModel, table=True):
         sa.CheckConstraint(_in("status", MESSAGE_STATUSES), name="status"),
         sa.Index("ix_message_conversation_seq", "conversation_id", "seq"),
         sa.Index("ix_message_created_at", "created_at"),
-        sa.Index("ix_message_telegram", "telegram_message_id", postgresql_where=sa.text("telegram_message_id IS NOT NULL")),
-        sa.Index("ix_message_discord", "discord_message_id", postgresql_where=sa.text("discord_message_id IS NOT NULL")),
-        sa.Index("ix_message_slack", "slack_message_ts", postgresql_where=sa.text("slack_message_ts IS NOT NULL")),
+        sa.Index(
+            "ix_message_telegram",
+            "telegram_message_id",
+            postgresql_where=sa.text("telegram_message_id IS NOT NULL"),
+        ),
+        sa.Index(
+            "ix_message_discord",
+            "discord_message_id",
+            postgresql_where=sa.text("discord_message_id IS NOT NULL"),
+        ),
+        sa.Index(
+            "ix_message_slack", "slack_message_ts", postgresql_where=sa.text("slack_message_ts IS NOT NULL")
+        ),
     )
 
     id: str = Field(primary_key=True)
@@ -234,7 +246,9 @@ class Assignment(SQLModel, table=True):
     conversation_id: str = Field(foreign_key="conversation.id", ondelete="CASCADE")
     operator_id: uuid.UUID = Field(foreign_key="operator.id", ondelete="CASCADE")
     team_id: uuid.UUID | None = Field(default=None, foreign_key="team.id", ondelete="SET NULL")
-    reason: str = Field(description="routed, claimed, transferred, timeout_reassigned, offline_reassigned, ...")
+    reason: str = Field(
+        description="routed, claimed, transferred, timeout_reassigned, offline_reassigned, ..."
+    )
     actor_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
     started_at: datetime = Field(sa_type=TZ, sa_column_kwargs=NOW)
     ended_at: datetime | None = Field(default=None, sa_type=TZ)
@@ -264,10 +278,20 @@ class CannedResponse(SQLModel, table=True):
     __tablename__ = "canned_response"
     __table_args__ = (
         sa.CheckConstraint("(team_id IS NULL) <> (owner_id IS NULL)", name="one_owner"),
-        sa.Index("uq_canned_team_shortcut", "team_id", "shortcut", unique=True,
-                 postgresql_where=sa.text("team_id IS NOT NULL")),
-        sa.Index("uq_canned_owner_shortcut", "owner_id", "shortcut", unique=True,
-                 postgresql_where=sa.text("owner_id IS NOT NULL")),
+        sa.Index(
+            "uq_canned_team_shortcut",
+            "team_id",
+            "shortcut",
+            unique=True,
+            postgresql_where=sa.text("team_id IS NOT NULL"),
+        ),
+        sa.Index(
+            "uq_canned_owner_shortcut",
+            "owner_id",
+            "shortcut",
+            unique=True,
+            postgresql_where=sa.text("owner_id IS NOT NULL"),
+        ),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -384,6 +408,8 @@ class AuditEvent(SQLModel, table=True):
     action: str
     subject_type: str
     subject_id: str
-    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB, sa_column_kwargs={"server_default": "{}"})
+    data: dict[str, Any] = Field(
+        default_factory=dict, sa_type=JSONB, sa_column_kwargs={"server_default": "{}"}
+    )
     ip: str | None = None
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW, index=True)

@@ -55,11 +55,17 @@ class RoutingBridge(Bridge):
 
     async def on_visitor_message(self, message: Message, session: Session) -> BridgeMessageResult | None:
         async with self._engine.connect() as conn:
-            row = (await conn.execute(_NOTE_VISITOR_MESSAGE, {"id": session.id, "at": message.timestamp})).first()
+            row = (
+                await conn.execute(_NOTE_VISITOR_MESSAGE, {"id": session.id, "at": message.timestamp})
+            ).first()
         if row is not None and row.needs_routing:
             try:
                 await enqueue_route(self._arq, session.id, row.routing_revision, trigger="visitor_message")
             except Exception:
                 # The periodic sweep re-enqueues conversations whose job never reached Redis.
-                log.warning("routing job not enqueued; the sweep will retry", conversation_id=session.id, exc_info=True)
+                log.warning(
+                    "routing job not enqueued; the sweep will retry",
+                    conversation_id=session.id,
+                    exc_info=True,
+                )
         return None

@@ -10,8 +10,14 @@ from typing import Annotated, Any
 
 import structlog
 from litestar import Controller, Request, Response, WebSocket, delete, get, patch, post, websocket
-from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException, WebSocketDisconnect
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.exceptions import (
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+    WebSocketDisconnect,
+)
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from pocketping.models import (
     ConnectRequest,
@@ -35,7 +41,13 @@ from pocketping.models import (
 
 from service.gateway.hub import SwitchboardPocketPing
 from service.gateway.limits import enforce_rate_limit
-from service.gateway.schemas import DisconnectRequest, EditMessageBody, MessagesPage, OkResponse, VisibilityRequest
+from service.gateway.schemas import (
+    DisconnectRequest,
+    EditMessageBody,
+    MessagesPage,
+    OkResponse,
+    VisibilityRequest,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -81,7 +93,10 @@ class GatewayController(Controller):
 
     @post("/connect", operation_id="widgetConnect", status_code=200)
     async def connect(
-        self, data: ConnectRequest, request: Request[Any, Any, Any], pocketping: SwitchboardPocketPing
+        self,
+        data: JSONBody[ConnectRequest],
+        request: Request[Any, Any, Any],
+        pocketping: NamedDependency[SwitchboardPocketPing],
     ) -> Response[ConnectResponse]:
         """Start or resume the visitor's session."""
         version = pocketping.check_widget_version(request.headers.get("x-pocketping-version"))
@@ -100,7 +115,9 @@ class GatewayController(Controller):
         return Response(result, headers=headers)
 
     @post("/message", operation_id="widgetSendMessage", status_code=200)
-    async def send_message(self, data: SendMessageRequest, pocketping: SwitchboardPocketPing) -> SendMessageResponse:
+    async def send_message(
+        self, data: JSONBody[SendMessageRequest], pocketping: NamedDependency[SwitchboardPocketPing]
+    ) -> SendMessageResponse:
         """A visitor message: stored, shown to operators and routed."""
         _only_visitor(data.sender)
         return await _sdk(pocketping.handle_message(data))  # type: ignore[no-any-return]
@@ -108,44 +125,55 @@ class GatewayController(Controller):
     @get("/messages", operation_id="widgetListMessages")
     async def list_messages(
         self,
-        pocketping: SwitchboardPocketPing,
-        session_id: Annotated[str, Parameter(query="sessionId", min_length=1, max_length=100)],
-        after: Annotated[str | None, Parameter(max_length=100)] = None,
-        limit: Annotated[int, Parameter(ge=1, le=100)] = 50,
+        pocketping: NamedDependency[SwitchboardPocketPing],
+        session_id: Annotated[str, QueryParameter(name="sessionId", min_length=1, max_length=100)],
+        after: Annotated[str | None, QueryParameter(max_length=100)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 50,
     ) -> MessagesPage:
         """Messages after a message id, oldest first."""
         return MessagesPage.model_validate(await pocketping.handle_get_messages(session_id, after, limit))
 
     @post("/typing", operation_id="widgetTyping", status_code=200)
-    async def typing(self, data: TypingRequest, pocketping: SwitchboardPocketPing) -> OkResponse:
+    async def typing(
+        self, data: JSONBody[TypingRequest], pocketping: NamedDependency[SwitchboardPocketPing]
+    ) -> OkResponse:
         """The visitor is (not) typing."""
         _only_visitor(data.sender)
         await pocketping.handle_typing(data)
         return OkResponse()
 
     @post("/read", operation_id="widgetRead", status_code=200)
-    async def read(self, data: ReadRequest, pocketping: SwitchboardPocketPing) -> ReadResponse:
+    async def read(
+        self, data: JSONBody[ReadRequest], pocketping: NamedDependency[SwitchboardPocketPing]
+    ) -> ReadResponse:
         """Delivery and read receipts from the widget."""
         return await _sdk(pocketping.handle_read(data))  # type: ignore[no-any-return]
 
     @get("/presence", operation_id="widgetPresence")
-    async def presence(self, pocketping: SwitchboardPocketPing) -> PresenceResponse:
+    async def presence(self, pocketping: NamedDependency[SwitchboardPocketPing]) -> PresenceResponse:
         """Whether any operator is online."""
         return await pocketping.handle_presence()
 
     @post("/identify", operation_id="widgetIdentify", status_code=200)
-    async def identify(self, data: IdentifyRequest, pocketping: SwitchboardPocketPing) -> IdentifyResponse:
+    async def identify(
+        self, data: JSONBody[IdentifyRequest], pocketping: NamedDependency[SwitchboardPocketPing]
+    ) -> IdentifyResponse:
         """Attach the site's user identity to the session."""
         return await _sdk(pocketping.handle_identify(data))  # type: ignore[no-any-return]
 
     @post("/csat", operation_id="widgetCsat", status_code=200)
-    async def csat(self, data: CsatRequest, pocketping: SwitchboardPocketPing) -> CsatResponse:
+    async def csat(
+        self, data: JSONBody[CsatRequest], pocketping: NamedDependency[SwitchboardPocketPing]
+    ) -> CsatResponse:
         """The visitor's satisfaction rating (1-5)."""
         return await _sdk(pocketping.handle_csat(data))  # type: ignore[no-any-return]
 
     @patch("/message/{message_id:str}", operation_id="widgetEditMessage")
     async def edit_message(
-        self, message_id: str, data: EditMessageBody, pocketping: SwitchboardPocketPing
+        self,
+        message_id: FromPath[str],
+        data: JSONBody[EditMessageBody],
+        pocketping: NamedDependency[SwitchboardPocketPing],
     ) -> EditMessageResponse:
         """The visitor edits one of their own messages."""
         request = data.to_sdk(message_id)
@@ -154,26 +182,30 @@ class GatewayController(Controller):
     @delete("/message/{message_id:str}", operation_id="widgetDeleteMessage", status_code=200)
     async def delete_message(
         self,
-        message_id: str,
-        pocketping: SwitchboardPocketPing,
-        session_id: Annotated[str, Parameter(query="sessionId", min_length=1, max_length=100)],
+        message_id: FromPath[str],
+        pocketping: NamedDependency[SwitchboardPocketPing],
+        session_id: Annotated[str, QueryParameter(name="sessionId", min_length=1, max_length=100)],
     ) -> DeleteMessageResponse:
         """The visitor deletes one of their own messages (soft delete)."""
         request = DeleteMessageRequest(session_id=session_id, message_id=message_id)
         return await _sdk(pocketping.handle_delete_message(request))  # type: ignore[no-any-return]
 
     @post("/disconnect", operation_id="widgetDisconnect", status_code=200)
-    async def disconnect(self, data: DisconnectRequest, pocketping: SwitchboardPocketPing) -> OkResponse:
+    async def disconnect(
+        self, data: JSONBody[DisconnectRequest], pocketping: NamedDependency[SwitchboardPocketPing]
+    ) -> OkResponse:
         """The visitor left the page; operators' bridges are told."""
         await pocketping.handle_disconnect(data.session_id, data.duration, data.reason)
         return OkResponse()
 
     @post("/visibility", operation_id="widgetVisibility", status_code=204)
-    async def visibility(self, data: VisibilityRequest) -> None:
+    async def visibility(self, data: JSONBody[VisibilityRequest]) -> None:
         """Tab hidden/visible pings; accepted and not stored."""
 
     @websocket("/stream")
-    async def stream_websocket(self, socket: WebSocket[Any, Any, Any], pocketping: SwitchboardPocketPing) -> None:
+    async def stream_websocket(
+        self, socket: WebSocket[Any, Any, Any], pocketping: NamedDependency[SwitchboardPocketPing]
+    ) -> None:
         """Live events for one session over WebSocket (typing can be sent back)."""
         session_id = socket.query_params.get("sessionId", "")
         if not session_id or await pocketping.storage.get_session(session_id) is None:
@@ -187,7 +219,11 @@ class GatewayController(Controller):
                 if isinstance(data, dict) and data.get("type") == "typing":
                     # Whatever the frame claims, a widget socket only ever speaks as the visitor.
                     await pocketping.handle_typing(
-                        TypingRequest(session_id=session_id, sender=Sender.VISITOR, is_typing=bool(data.get("isTyping", True)))
+                        TypingRequest(
+                            session_id=session_id,
+                            sender=Sender.VISITOR,
+                            is_typing=bool(data.get("isTyping", True)),
+                        )
                     )
         except (WebSocketDisconnect, json.JSONDecodeError):
             pass
@@ -197,9 +233,9 @@ class GatewayController(Controller):
     @get("/stream", operation_id="widgetStreamSse")
     async def stream_sse(
         self,
-        pocketping: SwitchboardPocketPing,
-        session_id: Annotated[str, Parameter(query="sessionId", min_length=1, max_length=100)],
-        after: Annotated[datetime | None, Parameter(description="Replay messages newer than this")] = None,
+        pocketping: NamedDependency[SwitchboardPocketPing],
+        session_id: Annotated[str, QueryParameter(name="sessionId", min_length=1, max_length=100)],
+        after: Annotated[datetime | None, QueryParameter(description="Replay messages newer than this")] = None,
     ) -> ServerSentEvent:
         """Live events for one session over Server-Sent Events (the widget's fallback)."""
         if await pocketping.storage.get_session(session_id) is None:
@@ -222,7 +258,7 @@ class _SseSocket:
 
 
 async def _sse_events(
-    pocketping: SwitchboardPocketPing, session_id: str, replay: list[Any]
+    pocketping: NamedDependency[SwitchboardPocketPing], session_id: str, replay: list[Any]
 ) -> AsyncIterator[ServerSentEventMessage]:
     sink = _SseSocket()
     pocketping.register_websocket(session_id, sink)

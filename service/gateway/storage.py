@@ -23,12 +23,21 @@ attachment_t = AttachmentRow.__table__  # type: ignore[attr-defined]
 
 # The operator on whose behalf the SDK is saving a message right now (set around
 # ``send_operator_message``), so operator messages are attributed without changing the SDK.
-acting_operator: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar("acting_operator", default=None)
+acting_operator: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar(
+    "acting_operator", default=None
+)
 
 # Columns the SDK owns on a conversation; routing columns are never written from here.
 _SESSION_COLUMNS = (
-    "visitor_id", "last_activity", "operator_online", "ai_active", "session_metadata", "identity",
-    "user_phone", "user_phone_country", "csat",
+    "visitor_id",
+    "last_activity",
+    "operator_online",
+    "ai_active",
+    "session_metadata",
+    "identity",
+    "user_phone",
+    "user_phone_country",
+    "csat",
 )
 
 
@@ -96,12 +105,28 @@ _attachments_json = (
     sa.select(
         sa.func.json_agg(
             sa.func.json_build_object(
-                "id", attachment_t.c.id, "message_id", attachment_t.c.message_id,
-                "filename", attachment_t.c.filename, "mime_type", attachment_t.c.mime_type,
-                "size", attachment_t.c.size, "url", attachment_t.c.url,
-                "thumbnail_url", attachment_t.c.thumbnail_url, "status", attachment_t.c.status,
-                "uploaded_from", attachment_t.c.uploaded_from, "bridge_file_id", attachment_t.c.bridge_file_id,
-                "created_at", attachment_t.c.created_at,
+                "id",
+                attachment_t.c.id,
+                "message_id",
+                attachment_t.c.message_id,
+                "filename",
+                attachment_t.c.filename,
+                "mime_type",
+                attachment_t.c.mime_type,
+                "size",
+                attachment_t.c.size,
+                "url",
+                attachment_t.c.url,
+                "thumbnail_url",
+                attachment_t.c.thumbnail_url,
+                "status",
+                attachment_t.c.status,
+                "uploaded_from",
+                attachment_t.c.uploaded_from,
+                "bridge_file_id",
+                attachment_t.c.bridge_file_id,
+                "created_at",
+                attachment_t.c.created_at,
             )
         )
     )
@@ -111,9 +136,18 @@ _attachments_json = (
 )
 
 _message_columns = (
-    message_t.c.id, message_t.c.conversation_id, message_t.c.content, message_t.c.sender,
-    message_t.c.created_at, message_t.c.reply_to, message_t.c.message_metadata, message_t.c.status,
-    message_t.c.delivered_at, message_t.c.read_at, message_t.c.edited_at, message_t.c.deleted_at,
+    message_t.c.id,
+    message_t.c.conversation_id,
+    message_t.c.content,
+    message_t.c.sender,
+    message_t.c.created_at,
+    message_t.c.reply_to,
+    message_t.c.message_metadata,
+    message_t.c.status,
+    message_t.c.delivered_at,
+    message_t.c.read_at,
+    message_t.c.edited_at,
+    message_t.c.deleted_at,
     _attachments_json,
 )
 
@@ -156,7 +190,8 @@ class PostgresStorage(Storage):
         statement = insert(conversation_t).values(**values)
         await self._execute(
             statement.on_conflict_do_update(
-                index_elements=[conversation_t.c.id], set_={c: statement.excluded[c] for c in _SESSION_COLUMNS}
+                index_elements=[conversation_t.c.id],
+                set_={c: statement.excluded[c] for c in _SESSION_COLUMNS},
             )
         )
 
@@ -194,7 +229,9 @@ class PostgresStorage(Storage):
         return [row_to_session(row) for row in result]
 
     async def cleanup_old_sessions(self, older_than: datetime) -> int:
-        result = await self._execute(sa.delete(conversation_t).where(conversation_t.c.last_activity < older_than))
+        result = await self._execute(
+            sa.delete(conversation_t).where(conversation_t.c.last_activity < older_than)
+        )
         return int(result.rowcount)
 
     # Messages ---------------------------------------------------------------------------
@@ -218,8 +255,16 @@ class PostgresStorage(Storage):
             "deleted_at": message.deleted_at,
         }
         statement = insert(message_t).values(**values)
-        mutable = ("content", "reply_to", "message_metadata", "status", "delivered_at", "read_at",
-                   "edited_at", "deleted_at")
+        mutable = (
+            "content",
+            "reply_to",
+            "message_metadata",
+            "status",
+            "delivered_at",
+            "read_at",
+            "edited_at",
+            "deleted_at",
+        )
         await self._execute(
             statement.on_conflict_do_update(
                 index_elements=[message_t.c.id], set_={c: statement.excluded[c] for c in mutable}
@@ -273,8 +318,9 @@ class PostgresStorage(Storage):
 
     async def get_bridge_message_ids(self, message_id: str) -> BridgeMessageIds | None:
         result = await self._execute(
-            sa.select(message_t.c.telegram_message_id, message_t.c.discord_message_id, message_t.c.slack_message_ts)
-            .where(message_t.c.id == message_id)
+            sa.select(
+                message_t.c.telegram_message_id, message_t.c.discord_message_id, message_t.c.slack_message_ts
+            ).where(message_t.c.id == message_id)
         )
         row = result.first()
         if row is None or all(value is None for value in row):
@@ -307,6 +353,8 @@ class PostgresStorage(Storage):
 
     async def get_message_attachments(self, message_id: str) -> list[Attachment]:
         result = await self._execute(
-            sa.select(attachment_t).where(attachment_t.c.message_id == message_id).order_by(attachment_t.c.created_at)
+            sa.select(attachment_t)
+            .where(attachment_t.c.message_id == message_id)
+            .order_by(attachment_t.c.created_at)
         )
         return [_row_to_attachment(row) for row in result]

@@ -27,10 +27,16 @@ class HealthController(Controller):
     @get("/readyz", operation_id="readyz")
     async def readyz(self, state: State) -> Response[Health]:
         checks = dict(
-            zip(("postgres", "redis"), await asyncio.gather(_check_postgres(state), _check_redis(state)), strict=True)
+            zip(
+                ("postgres", "redis"),
+                await asyncio.gather(_check_postgres(state), _check_redis(state)),
+                strict=True,
+            )
         )
         ready = all(value == "ok" for value in checks.values())
-        return Response(Health(status="ok" if ready else "unavailable", checks=checks), status_code=200 if ready else 503)
+        return Response(
+            Health(status="ok" if ready else "unavailable", checks=checks), status_code=200 if ready else 503
+        )
 
 
 async def _check_postgres(state: State) -> str:
@@ -50,5 +56,3 @@ async def _check_redis(state: State) -> str:
         return "ok"
     except Exception as exc:
         return f"error: {type(exc).__name__}"
-
-

@@ -56,7 +56,9 @@ class RouteOutcome:
     team_id: uuid.UUID | None = None
 
 
-async def route_conversation(conn: AsyncConnection, conversation_id: str, revision: int, trigger: str) -> RouteOutcome:
+async def route_conversation(
+    conn: AsyncConnection, conversation_id: str, revision: int, trigger: str
+) -> RouteOutcome:
     """Route one conversation in the caller's transaction; a no-op unless ``revision`` is current.
 
     The row is locked first, so concurrent jobs for the same conversation serialize and all
@@ -81,8 +83,12 @@ async def route_conversation(conn: AsyncConnection, conversation_id: str, revisi
     )
     await conn.execute(
         sa.insert(decision_t).values(
-            conversation_id=conversation_id, team_id=team_id, policy=policy, trigger=trigger,
-            candidates=[], outcome="queued",
+            conversation_id=conversation_id,
+            team_id=team_id,
+            policy=policy,
+            trigger=trigger,
+            candidates=[],
+            outcome="queued",
         )
     )
     return RouteOutcome("queued", team_id)
@@ -105,7 +111,8 @@ async def unrouted_conversations(conn: AsyncConnection, older_than_seconds: floa
         sa.select(conversation_t.c.id, conversation_t.c.routing_revision).where(
             conversation_t.c.status == "new",
             conversation_t.c.waiting_since.is_not(None),
-            conversation_t.c.waiting_since < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, older_than_seconds),
+            conversation_t.c.waiting_since
+            < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, older_than_seconds),
         )
     )
     return [(row.id, row.routing_revision) for row in result]

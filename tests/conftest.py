@@ -1,0 +1,143 @@
+"""Shared fixtures: a fresh PostgreSQL database per run, clean tables and Redis keys per test, real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from service.app import create_app
+from service.db import metadata
+from service.db.migrate import upgrade
+from service.settings import Settings
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SECRET = "test-secret-key-with-at-least-32-characters"
+
+
+def _server_url(database: str) -> str:
+    base, _, _ = TEST_DATABASE_URL.rpartition("/")
+    return f"{base}/{database}"
+
+
+@asynccontextmanager
+async def scratch_database(label: str) -> AsyncIterator[str]:
+    """Create an empty database on the test server; drop it afterwards."""
+    name = f"sb_{label}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(TEST_DATABASE_URL.replace("+asyncpg", ""))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield _server_url(name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    """One migrated database for the whole run; tests empty its tables instead of recreating it."""
+    async with scratch_database("test") as url:
+        await asyncio.to_thread(upgrade, url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(database_url.replace("postgresql://", "postgresql+asyncpg://"))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def clean_db(engine: AsyncEngine) -> AsyncEngine:
+    """Every table empty before the test."""
+    tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    return engine
+
+
+@pytest.fixture
+async def settings(database_url: str, clean_db: AsyncEngine) -> AsyncIterator[Settings]:
+    """Settings for one test: clean tables, and a Redis key prefix (channels, queue, limits) of its own."""
+    prefix = f"sbtest:{uuid.uuid4().hex[:12]}"
+    yield Settings(
+        database_url=database_url,
+        redis_url=TEST_REDIS_URL,
+        secret_key=SECRET,
+        environment="test",
+        redis_prefix=prefix,
+        log_json=False,
+        log_level="WARNING",
+        db_pool_size=5,
+    )
+    redis = Redis.from_url(TEST_REDIS_URL)
+    keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
+    # arq keeps jobs under its own "arq:" keys, named by job id.
+    keys += [key async for key in redis.scan_iter(match="arq:*", count=1000)]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(TEST_REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+class RunningApi:
+    """An api instance served by uvicorn on a loopback port, as in production."""
+
+    def __init__(self, server: uvicorn.Server, app: Any) -> None:
+        self.server = server
+        self.app = app
+        port = server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}"
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=10)
+
+
+@asynccontextmanager
+async def run_api(settings: Settings) -> AsyncIterator[RunningApi]:
+    """Start ``create_app(settings)`` under uvicorn on a free port; stop it afterwards."""
+    app = create_app(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on", ws="websockets-sansio")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield RunningApi(server, app)
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[RunningApi]:
+    async with run_api(settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def http(api: RunningApi) -> AsyncIterator[httpx.AsyncClient]:
+    async with api.client() as client:
+        yield client
