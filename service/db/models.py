@@ -40,7 +40,7 @@ class Operator(SQLModel, table=True):
     subject: str = Field(unique=True, description="OIDC 'sub' at the issuer")
     email: str | None = Field(default=None, index=True)
     display_name: str
-    is_admin: bool = Field(default=False)
+    is_admin: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     status: str = Field(default="offline", sa_column_kwargs={"server_default": "offline"})
     status_changed_at: datetime | None = Field(default=None, sa_type=TZ)
     last_heartbeat_at: datetime | None = Field(default=None, sa_type=TZ)
@@ -63,16 +63,16 @@ class Team(SQLModel, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     name: str = Field(unique=True)
-    is_default: bool = Field(default=False)
-    routing_policy: str = Field(default="manual")
-    default_capacity: int = Field(default=5, ge=0)
+    is_default: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    routing_policy: str = Field(default="manual", sa_column_kwargs={"server_default": "manual"})
+    default_capacity: int = Field(default=5, sa_column_kwargs={"server_default": "5"})
     welcome_message: str | None = None
-    ai_enabled: bool = Field(default=False)
+    ai_enabled: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     ai_system_prompt: str | None = None
-    ai_takeover_delay_seconds: int = Field(default=120)
+    ai_takeover_delay_seconds: int = Field(default=120, sa_column_kwargs={"server_default": "120"})
     first_response_timeout_seconds: int | None = None
-    offline_policy: str = Field(default="keep")
-    offline_grace_seconds: int = Field(default=300)
+    offline_policy: str = Field(default="keep", sa_column_kwargs={"server_default": "keep"})
+    offline_grace_seconds: int = Field(default=300, sa_column_kwargs={"server_default": "300"})
     queue_alert_threshold: int | None = None
     bridge_settings: dict[str, Any] = Field(
         default_factory=dict, sa_type=JSONB, sa_column_kwargs={"server_default": "{}"}
@@ -90,7 +90,7 @@ class TeamMember(SQLModel, table=True):
     operator_id: uuid.UUID = Field(
         foreign_key="operator.id", primary_key=True, ondelete="CASCADE", index=True
     )
-    role: str = Field(default="operator")
+    role: str = Field(default="operator", sa_column_kwargs={"server_default": "operator"})
     capacity: int | None = Field(default=None, description="Overrides the team's default capacity")
     skills: list[str] = Field(
         default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"}
@@ -113,7 +113,7 @@ class RoutingRule(SQLModel, table=True):
     required_skills: list[str] = Field(
         default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"}
     )
-    enabled: bool = Field(default=True)
+    enabled: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
 
 
@@ -145,8 +145,8 @@ class Conversation(SQLModel, table=True):
     visitor_id: str
     team_id: uuid.UUID | None = Field(default=None, foreign_key="team.id", ondelete="SET NULL")
     assignee_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
-    status: str = Field(default="new")
-    priority: int = Field(default=0)
+    status: str = Field(default="new", sa_column_kwargs={"server_default": "new"})
+    priority: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     required_skills: list[str] = Field(
         default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"}
     )
@@ -157,10 +157,10 @@ class Conversation(SQLModel, table=True):
     last_visitor_message_at: datetime | None = Field(default=None, sa_type=TZ)
     visitor_left_at: datetime | None = Field(default=None, sa_type=TZ)
     # Bumped whenever routing state changes, so stale routing jobs can tell they are stale.
-    routing_revision: int = Field(default=0)
-    ai_active: bool = Field(default=False)
-    ai_paused: bool = Field(default=False)
-    operator_online: bool = Field(default=False)
+    routing_revision: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    ai_active: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    ai_paused: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    operator_online: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     created_at: datetime = Field(sa_type=TZ, index=True)
     last_activity: datetime = Field(sa_type=TZ)
     session_metadata: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
@@ -203,7 +203,7 @@ class Message(SQLModel, table=True):
     created_at: datetime = Field(sa_type=TZ)
     reply_to: str | None = None
     message_metadata: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
-    status: str = Field(default="sent")
+    status: str = Field(default="sent", sa_column_kwargs={"server_default": "sent"})
     delivered_at: datetime | None = Field(default=None, sa_type=TZ)
     read_at: datetime | None = Field(default=None, sa_type=TZ)
     edited_at: datetime | None = Field(default=None, sa_type=TZ)
@@ -224,7 +224,7 @@ class Attachment(SQLModel, table=True):
     size: int
     url: str
     thumbnail_url: str | None = None
-    status: str = Field(default="ready")
+    status: str = Field(default="ready", sa_column_kwargs={"server_default": "ready"})
     uploaded_from: str | None = None
     bridge_file_id: str | None = None
     created_at: datetime = Field(sa_type=TZ)
@@ -335,8 +335,8 @@ class Timer(SQLModel, table=True):
     kind: str
     subject: str = Field(description="conversation id or operator id the timer is about")
     due_at: datetime = Field(sa_type=TZ)
-    revision: int = Field(default=1)
-    state: str = Field(default="pending")
+    revision: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    state: str = Field(default="pending", sa_column_kwargs={"server_default": "pending"})
     fired_at: datetime | None = Field(default=None, sa_type=TZ)
     updated_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
 
@@ -355,7 +355,7 @@ class Outbox(SQLModel, table=True):
         default=None, foreign_key="webhook_endpoint.id", ondelete="CASCADE", index=True
     )
     dedupe_key: str | None = Field(default=None, unique=True)
-    attempts: int = Field(default=0)
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     available_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
     delivered_at: datetime | None = Field(default=None, sa_type=TZ)
     last_error: str | None = None
@@ -393,7 +393,7 @@ class WebhookEndpoint(SQLModel, table=True):
     events: list[str] = Field(
         default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"}
     )
-    enabled: bool = Field(default=True)
+    enabled: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
 
 

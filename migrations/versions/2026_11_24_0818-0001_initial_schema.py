@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 08:15:30.026051+00:00
+Create Date: 2026-11-24 08:18:09.783722+00:00
 """
 
 from collections.abc import Sequence
@@ -29,7 +29,7 @@ def upgrade() -> None:
         sa.Column("size", sa.Integer(), nullable=False),
         sa.Column("url", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("thumbnail_url", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), server_default="ready", nullable=False),
         sa.Column("uploaded_from", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("bridge_file_id", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -42,7 +42,7 @@ def upgrade() -> None:
         sa.Column("subject", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("email", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("display_name", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("is_admin", sa.Boolean(), nullable=False),
+        sa.Column("is_admin", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), server_default="offline", nullable=False),
         sa.Column("status_changed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_heartbeat_at", sa.DateTime(timezone=True), nullable=True),
@@ -58,16 +58,20 @@ def upgrade() -> None:
         "team",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("name", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("is_default", sa.Boolean(), nullable=False),
-        sa.Column("routing_policy", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("default_capacity", sa.Integer(), nullable=False),
+        sa.Column("is_default", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column(
+            "routing_policy", sqlmodel.sql.sqltypes.AutoString(), server_default="manual", nullable=False
+        ),
+        sa.Column("default_capacity", sa.Integer(), server_default="5", nullable=False),
         sa.Column("welcome_message", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("ai_enabled", sa.Boolean(), nullable=False),
+        sa.Column("ai_enabled", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("ai_system_prompt", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("ai_takeover_delay_seconds", sa.Integer(), nullable=False),
+        sa.Column("ai_takeover_delay_seconds", sa.Integer(), server_default="120", nullable=False),
         sa.Column("first_response_timeout_seconds", sa.Integer(), nullable=True),
-        sa.Column("offline_policy", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("offline_grace_seconds", sa.Integer(), nullable=False),
+        sa.Column(
+            "offline_policy", sqlmodel.sql.sqltypes.AutoString(), server_default="keep", nullable=False
+        ),
+        sa.Column("offline_grace_seconds", sa.Integer(), server_default="300", nullable=False),
         sa.Column("queue_alert_threshold", sa.Integer(), nullable=True),
         sa.Column(
             "bridge_settings", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False
@@ -91,8 +95,8 @@ def upgrade() -> None:
         sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("subject", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("revision", sa.Integer(), nullable=False),
-        sa.Column("state", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("revision", sa.Integer(), server_default="1", nullable=False),
+        sa.Column("state", sqlmodel.sql.sqltypes.AutoString(), server_default="pending", nullable=False),
         sa.Column("fired_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint(
@@ -190,8 +194,8 @@ def upgrade() -> None:
         sa.Column("visitor_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("team_id", sa.Uuid(), nullable=True),
         sa.Column("assignee_id", sa.Uuid(), nullable=True),
-        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("priority", sa.Integer(), nullable=False),
+        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), server_default="new", nullable=False),
+        sa.Column("priority", sa.Integer(), server_default="0", nullable=False),
         sa.Column("required_skills", postgresql.ARRAY(sa.Text()), server_default="{}", nullable=False),
         sa.Column("waiting_since", sa.DateTime(timezone=True), nullable=True),
         sa.Column("assigned_at", sa.DateTime(timezone=True), nullable=True),
@@ -199,10 +203,10 @@ def upgrade() -> None:
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_visitor_message_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("visitor_left_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("routing_revision", sa.Integer(), nullable=False),
-        sa.Column("ai_active", sa.Boolean(), nullable=False),
-        sa.Column("ai_paused", sa.Boolean(), nullable=False),
-        sa.Column("operator_online", sa.Boolean(), nullable=False),
+        sa.Column("routing_revision", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("ai_active", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("ai_paused", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("operator_online", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_activity", sa.DateTime(timezone=True), nullable=False),
         sa.Column("session_metadata", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
@@ -260,7 +264,7 @@ def upgrade() -> None:
         sa.Column("conditions", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("set_priority", sa.Integer(), nullable=True),
         sa.Column("required_skills", postgresql.ARRAY(sa.Text()), server_default="{}", nullable=False),
-        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("enabled", sa.Boolean(), server_default=sa.text("true"), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.ForeignKeyConstraint(
             ["team_id"], ["team.id"], name=op.f("fk_routing_rule_team_id_team"), ondelete="CASCADE"
@@ -273,7 +277,7 @@ def upgrade() -> None:
         "team_member",
         sa.Column("team_id", sa.Uuid(), nullable=False),
         sa.Column("operator_id", sa.Uuid(), nullable=False),
-        sa.Column("role", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("role", sqlmodel.sql.sqltypes.AutoString(), server_default="operator", nullable=False),
         sa.Column("capacity", sa.Integer(), nullable=True),
         sa.Column("skills", postgresql.ARRAY(sa.Text()), server_default="{}", nullable=False),
         sa.Column("last_assigned_at", sa.DateTime(timezone=True), nullable=True),
@@ -298,7 +302,7 @@ def upgrade() -> None:
         sa.Column("url", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("secret_encrypted", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("events", postgresql.ARRAY(sa.Text()), server_default="{}", nullable=False),
-        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("enabled", sa.Boolean(), server_default=sa.text("true"), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.ForeignKeyConstraint(
             ["team_id"], ["team.id"], name=op.f("fk_webhook_endpoint_team_id_team"), ondelete="CASCADE"
@@ -384,7 +388,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("reply_to", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("message_metadata", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
-        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), server_default="sent", nullable=False),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("read_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("edited_at", sa.DateTime(timezone=True), nullable=True),
@@ -442,7 +446,7 @@ def upgrade() -> None:
         sa.Column("payload", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("webhook_endpoint_id", sa.Uuid(), nullable=True),
         sa.Column("dedupe_key", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
         sa.Column(
             "available_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
         ),
