@@ -17,9 +17,7 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option(
-    "--workers", default=1, show_default=True, type=int, help="Processes to run (the api is stateless)."
-)
+@click.option("--workers", default=1, show_default=True, type=int, help="Processes to run (the api is stateless).")
 def api(host: str, port: int, workers: int) -> None:
     """Run the HTTP api (widget gateway, REST API, dashboard)."""
     import uvicorn

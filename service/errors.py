@@ -19,9 +19,7 @@ class ConflictException(HTTPException):
     status_code = 409
 
 
-def _problem(
-    request: Request[Any, Any, Any], status: int, detail: str, **extra: Any
-) -> Response[dict[str, Any]]:
+def _problem(request: Request[Any, Any, Any], status: int, detail: str, **extra: Any) -> Response[dict[str, Any]]:
     body = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,

@@ -25,9 +25,7 @@ class Settings(BaseSettings):
     redis_url: str = Field(description="Redis URL, e.g. redis://127.0.0.1:6379/0")
     secret_key: str = Field(min_length=32, description="Signs sessions and tokens; 32+ characters.")
     environment: Literal["development", "production", "test"] = "production"
-    public_url: AnyHttpUrl = Field(
-        AnyHttpUrl("http://127.0.0.1:8000"), description="Where users reach the api."
-    )
+    public_url: AnyHttpUrl = Field(AnyHttpUrl("http://127.0.0.1:8000"), description="Where users reach the api.")
 
     oidc_issuer: AnyHttpUrl | None = None
     oidc_client_id: str | None = None
@@ -91,9 +89,7 @@ def load_settings(**overrides: object) -> Settings:
         error = exc.errors()[0]
         variable = str(error["loc"][0]).upper() if error["loc"] else "?"
         message = (
-            "is required but not set"
-            if error["type"] == "missing"
-            else error["msg"].removeprefix("Value error, ")
+            "is required but not set" if error["type"] == "missing" else error["msg"].removeprefix("Value error, ")
         )
         print(f"switchboard: configuration error: {variable} {message}", file=sys.stderr)
         raise SettingsError(2) from None

@@ -9,7 +9,8 @@ import sqlalchemy as sa
 import structlog
 
 from service.conversations.outbox import WIDGET_MESSAGE, enqueue_delivery, outbox_t
-from service.routing.services import enqueue_route, route_conversation as route, unrouted_conversations
+from service.routing.services import enqueue_route, unrouted_conversations
+from service.routing.services import route_conversation as route
 
 log = structlog.get_logger(__name__)
 
@@ -77,12 +78,16 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     async with ctx["engine"].connect() as conn:
         unrouted = await unrouted_conversations(conn, LOST_JOB_AFTER_SECONDS)
         pending = (
-            await conn.execute(
-                sa.select(outbox_t.c.id).where(
-                    outbox_t.c.delivered_at.is_(None), outbox_t.c.available_at <= sa.func.now()
-                ).limit(1000)
+            (
+                await conn.execute(
+                    sa.select(outbox_t.c.id)
+                    .where(outbox_t.c.delivered_at.is_(None), outbox_t.c.available_at <= sa.func.now())
+                    .limit(1000)
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     for conversation_id, revision in unrouted:
         await enqueue_route(ctx["redis"], conversation_id, revision, trigger="sweep")
     for outbox_id in pending:

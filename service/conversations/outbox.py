@@ -38,9 +38,7 @@ async def add_widget_message(
         "operatorName": operator_name,
     }
     return int(
-        await conn.scalar(
-            sa.insert(outbox_t).values(kind=WIDGET_MESSAGE, payload=payload).returning(outbox_t.c.id)
-        )
+        await conn.scalar(sa.insert(outbox_t).values(kind=WIDGET_MESSAGE, payload=payload).returning(outbox_t.c.id))
     )
 
 

@@ -16,7 +16,7 @@ def alembic_config(database_url: str) -> Config:
     """An Alembic config pointing at the packaged migrations and the given database."""
     config = Config(str(MIGRATIONS_DIR / "alembic.ini"))
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    scheme, rest = database_url.split("://", 1)
+    _, rest = database_url.split("://", 1)
     config.set_main_option("sqlalchemy.url", f"postgresql+asyncpg://{rest}".replace("%", "%%"))
     return config
 

@@ -87,14 +87,10 @@ class TeamMember(SQLModel, table=True):
     __table_args__ = (sa.CheckConstraint(_in("role", ROLES), name="role"),)
 
     team_id: uuid.UUID = Field(foreign_key="team.id", primary_key=True, ondelete="CASCADE")
-    operator_id: uuid.UUID = Field(
-        foreign_key="operator.id", primary_key=True, ondelete="CASCADE", index=True
-    )
+    operator_id: uuid.UUID = Field(foreign_key="operator.id", primary_key=True, ondelete="CASCADE", index=True)
     role: str = Field(default="operator", sa_column_kwargs={"server_default": "operator"})
     capacity: int | None = Field(default=None, description="Overrides the team's default capacity")
-    skills: list[str] = Field(
-        default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"}
-    )
+    skills: list[str] = Field(default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"})
     last_assigned_at: datetime | None = Field(default=None, sa_type=TZ)
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
 
@@ -188,9 +184,7 @@ class Message(SQLModel, table=True):
             "discord_message_id",
             postgresql_where=sa.text("discord_message_id IS NOT NULL"),
         ),
-        sa.Index(
-            "ix_message_slack", "slack_message_ts", postgresql_where=sa.text("slack_message_ts IS NOT NULL")
-        ),
+        sa.Index("ix_message_slack", "slack_message_ts", postgresql_where=sa.text("slack_message_ts IS NOT NULL")),
     )
 
     id: str = Field(primary_key=True)
@@ -237,18 +231,14 @@ class Assignment(SQLModel, table=True):
         sa.Index("ix_assignment_conversation", "conversation_id", "started_at"),
         sa.Index("ix_assignment_operator", "operator_id", "started_at"),
         # A conversation has at most one current holder, whatever runs concurrently.
-        sa.Index(
-            "uq_assignment_open", "conversation_id", unique=True, postgresql_where=sa.text("ended_at IS NULL")
-        ),
+        sa.Index("uq_assignment_open", "conversation_id", unique=True, postgresql_where=sa.text("ended_at IS NULL")),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger)
     conversation_id: str = Field(foreign_key="conversation.id", ondelete="CASCADE")
     operator_id: uuid.UUID = Field(foreign_key="operator.id", ondelete="CASCADE")
     team_id: uuid.UUID | None = Field(default=None, foreign_key="team.id", ondelete="SET NULL")
-    reason: str = Field(
-        description="routed, claimed, transferred, timeout_reassigned, offline_reassigned, ..."
-    )
+    reason: str = Field(description="routed, claimed, transferred, timeout_reassigned, offline_reassigned, ...")
     actor_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
     started_at: datetime = Field(sa_type=TZ, sa_column_kwargs=NOW)
     ended_at: datetime | None = Field(default=None, sa_type=TZ)
@@ -344,9 +334,7 @@ class Timer(SQLModel, table=True):
 class Outbox(SQLModel, table=True):
     """Work to deliver outside the database transaction (widget messages, webhooks), retried until done."""
 
-    __table_args__ = (
-        sa.Index("ix_outbox_pending", "available_at", postgresql_where=sa.text("delivered_at IS NULL")),
-    )
+    __table_args__ = (sa.Index("ix_outbox_pending", "available_at", postgresql_where=sa.text("delivered_at IS NULL")),)
 
     id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger)
     kind: str
@@ -372,9 +360,7 @@ class ApiToken(SQLModel, table=True):
     name: str
     token_hash: str = Field(unique=True)
     prefix: str
-    scopes: list[str] = Field(
-        default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"}
-    )
+    scopes: list[str] = Field(default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"})
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
     expires_at: datetime | None = Field(default=None, sa_type=TZ)
     last_used_at: datetime | None = Field(default=None, sa_type=TZ)
@@ -390,9 +376,7 @@ class WebhookEndpoint(SQLModel, table=True):
     team_id: uuid.UUID = Field(foreign_key="team.id", ondelete="CASCADE", index=True)
     url: str
     secret_encrypted: str
-    events: list[str] = Field(
-        default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"}
-    )
+    events: list[str] = Field(default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"})
     enabled: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
 
@@ -408,8 +392,6 @@ class AuditEvent(SQLModel, table=True):
     action: str
     subject_type: str
     subject_id: str
-    data: dict[str, Any] = Field(
-        default_factory=dict, sa_type=JSONB, sa_column_kwargs={"server_default": "{}"}
-    )
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB, sa_column_kwargs={"server_default": "{}"})
     ip: str | None = None
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW, index=True)

@@ -55,9 +55,7 @@ class RoutingBridge(Bridge):
 
     async def on_visitor_message(self, message: Message, session: Session) -> BridgeMessageResult | None:
         async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(_NOTE_VISITOR_MESSAGE, {"id": session.id, "at": message.timestamp})
-            ).first()
+            row = (await conn.execute(_NOTE_VISITOR_MESSAGE, {"id": session.id, "at": message.timestamp})).first()
         if row is not None and row.needs_routing:
             try:
                 await enqueue_route(self._arq, session.id, row.routing_revision, trigger="visitor_message")

@@ -89,7 +89,7 @@ class GatewayController(Controller):
 
     path = "/pocketping"
     tags = ["widget"]
-    before_request = enforce_rate_limit
+    before_request = enforce_rate_limit  # type: ignore[assignment]  # a plain function, not a method
 
     @post("/connect", operation_id="widgetConnect", status_code=200)
     async def connect(

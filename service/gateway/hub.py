@@ -25,9 +25,7 @@ log = structlog.get_logger(__name__)
 
 # A message id chosen before the SDK creates the message, so a retried delivery re-sends the
 # same message (the widget de-duplicates by id) instead of a second copy.
-_preset_message_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "preset_message_id", default=None
-)
+_preset_message_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("preset_message_id", default=None)
 
 
 def widget_channel(settings: Settings) -> str:
@@ -165,9 +163,7 @@ class SwitchboardPocketPing(PocketPing):
 
     async def _anyone_online(self) -> bool:
         async with self.engine.connect() as conn:
-            result = await conn.execute(
-                sa.text("SELECT EXISTS (SELECT 1 FROM operator WHERE status = 'online')")
-            )
+            result = await conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM operator WHERE status = 'online')"))
             return bool(result.scalar())
 
     async def _welcome_message(self, session_id: str) -> str | None:

@@ -23,9 +23,7 @@ attachment_t = AttachmentRow.__table__  # type: ignore[attr-defined]
 
 # The operator on whose behalf the SDK is saving a message right now (set around
 # ``send_operator_message``), so operator messages are attributed without changing the SDK.
-acting_operator: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar(
-    "acting_operator", default=None
-)
+acting_operator: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar("acting_operator", default=None)
 
 # Columns the SDK owns on a conversation; routing columns are never written from here.
 _SESSION_COLUMNS = (
@@ -229,9 +227,7 @@ class PostgresStorage(Storage):
         return [row_to_session(row) for row in result]
 
     async def cleanup_old_sessions(self, older_than: datetime) -> int:
-        result = await self._execute(
-            sa.delete(conversation_t).where(conversation_t.c.last_activity < older_than)
-        )
+        result = await self._execute(sa.delete(conversation_t).where(conversation_t.c.last_activity < older_than))
         return int(result.rowcount)
 
     # Messages ---------------------------------------------------------------------------
@@ -353,8 +349,6 @@ class PostgresStorage(Storage):
 
     async def get_message_attachments(self, message_id: str) -> list[Attachment]:
         result = await self._execute(
-            sa.select(attachment_t)
-            .where(attachment_t.c.message_id == message_id)
-            .order_by(attachment_t.c.created_at)
+            sa.select(attachment_t).where(attachment_t.c.message_id == message_id).order_by(attachment_t.c.created_at)
         )
         return [_row_to_attachment(row) for row in result]

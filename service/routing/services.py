@@ -56,9 +56,7 @@ class RouteOutcome:
     team_id: uuid.UUID | None = None
 
 
-async def route_conversation(
-    conn: AsyncConnection, conversation_id: str, revision: int, trigger: str
-) -> RouteOutcome:
+async def route_conversation(conn: AsyncConnection, conversation_id: str, revision: int, trigger: str) -> RouteOutcome:
     """Route one conversation in the caller's transaction; a no-op unless ``revision`` is current.
 
     The row is locked first, so concurrent jobs for the same conversation serialize and all

@@ -65,8 +65,11 @@ async def test_two_api_instances_deliver_each_event_once_per_socket(settings: Se
         async with websockets.connect(api_a.ws_url + url) as on_a, websockets.connect(api_b.ws_url + url) as on_b:
             # A visitor message handled by instance B.
             async with api_b.client() as http:
-                visitor = (await http.post("/pocketping/message", json={
-                    "sessionId": session_id, "content": "anyone?", "sender": "visitor"})).json()["messageId"]
+                visitor = (
+                    await http.post(
+                        "/pocketping/message", json={"sessionId": session_id, "content": "anyone?", "sender": "visitor"}
+                    )
+                ).json()["messageId"]
             # An operator message produced in instance B's process.
             reply = await api_b.app.state.pocketping.send_as_operator(
                 session_id, "Hi, I'm Ana", operator_id=None, operator_name="Ana"
@@ -87,7 +90,10 @@ async def test_a_message_produced_by_a_worker_arrives_once(settings: Settings, c
                 {"id": operator_id},
             )
             outbox_id = await add_widget_message(
-                conn, conversation_id=session_id, content="Your order shipped", operator_id=operator_id,
+                conn,
+                conversation_id=session_id,
+                content="Your order shipped",
+                operator_id=operator_id,
                 operator_name="Ana",
             )
         async with websockets.connect(f"{api.ws_url}/pocketping/stream?sessionId={session_id}") as socket:

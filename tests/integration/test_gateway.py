@@ -38,12 +38,13 @@ async def send(http: httpx.AsyncClient, session_id: str, content: str = "Hello?"
     )
 
 
-async def next_event(socket: Any, timeout: float = 5) -> dict[str, Any]:
-    return json.loads(await asyncio.wait_for(socket.recv(), timeout))  # type: ignore[no-any-return]
+async def next_event(socket: Any, wait: float = 5) -> dict[str, Any]:
+    return json.loads(await asyncio.wait_for(socket.recv(), wait))  # type: ignore[no-any-return]
 
 
-async def test_full_visitor_flow_over_http(http: httpx.AsyncClient, clean_db: AsyncEngine, settings: Settings,
-                                           redis: Any) -> None:
+async def test_full_visitor_flow_over_http(
+    http: httpx.AsyncClient, clean_db: AsyncEngine, settings: Settings, redis: Any
+) -> None:
     response = await http.post(
         "/pocketping/connect",
         json={"visitorId": "v-1", "metadata": {"url": "https://shop.example/pricing", "language": "fr"}},
@@ -66,7 +67,9 @@ async def test_full_visitor_flow_over_http(http: httpx.AsyncClient, clean_db: As
     message_id = response.json()["messageId"]
     message = await row(clean_db, "SELECT * FROM message WHERE id = :id", id=message_id)
     assert (message["conversation_id"], message["sender"], message["content"]) == (
-        session_id, "visitor", "Do you ship to Lyon?"
+        session_id,
+        "visitor",
+        "Do you ship to Lyon?",
     )
     conversation = await row(clean_db, "SELECT * FROM conversation WHERE id = :id", id=session_id)
     assert conversation["waiting_since"] == message["created_at"]
@@ -129,7 +132,7 @@ async def test_websocket_stream_gets_each_event_once(api: RunningApi, http: http
         event = await next_event(socket)
         assert event == {"type": "typing", "data": {"sessionId": session_id, "sender": "visitor", "isTyping": True}}
         with pytest.raises(TimeoutError):
-            await next_event(socket, timeout=0.3)
+            await next_event(socket, wait=0.3)
 
 
 async def test_websocket_for_unknown_session_is_refused(api: RunningApi) -> None:
@@ -152,9 +155,10 @@ async def test_sse_stream_replays_and_streams(api: RunningApi, http: httpx.Async
     session_id = await connect(http)
     before = await send(http, session_id, "before the stream")
     since = "2000-01-01T00:00:00Z"
-    async with api.client() as sse, sse.stream(
-        "GET", "/pocketping/stream", params={"sessionId": session_id, "after": since}
-    ) as response:
+    async with (
+        api.client() as sse,
+        sse.stream("GET", "/pocketping/stream", params={"sessionId": session_id, "after": since}) as response,
+    ):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         events = _sse_events(response)
@@ -250,8 +254,11 @@ async def test_cors_allows_only_configured_widget_origins(settings: Settings) ->
     async with run_api(configured) as api, api.client() as http:
         allowed = await http.options(
             "/pocketping/message",
-            headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
-                     "Access-Control-Request-Headers": "content-type"},
+            headers={
+                "Origin": "https://shop.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
         )
         assert allowed.status_code == 204
         assert allowed.headers["access-control-allow-origin"] == "https://shop.example"

@@ -38,9 +38,7 @@ def reference_bug(request: pytest.FixtureRequest, why: str) -> None:
 
 
 def make_session(visitor: str = "visitor-1", *, at: datetime = T0, **extra: object) -> Session:
-    return Session(
-        id=f"s-{uuid.uuid4().hex[:10]}", visitor_id=visitor, created_at=at, last_activity=at, **extra
-    )
+    return Session(id=f"s-{uuid.uuid4().hex[:10]}", visitor_id=visitor, created_at=at, last_activity=at, **extra)
 
 
 def make_message(session: Session, n: int, sender: Sender = Sender.VISITOR) -> Message:
@@ -170,7 +168,9 @@ async def test_update_message_edits_and_soft_deletes(storage: Storage) -> None:
     loaded = await storage.get_message(message.id)
     assert loaded is not None
     assert (loaded.content, loaded.edited_at, loaded.deleted_at) == (
-        "edited", T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)
+        "edited",
+        T0 + timedelta(minutes=1),
+        T0 + timedelta(minutes=2),
     )
     assert len(await storage.get_messages(session.id)) == 1
 
@@ -192,8 +192,13 @@ async def test_attachments_are_saved_linked_and_hydrated(storage: Storage) -> No
     session = make_session()
     await storage.create_session(session)
     pending = Attachment(
-        id="att-1", filename="cart.png", mime_type="image/png", size=2048, url="https://files/att-1",
-        status=AttachmentStatus.PENDING, created_at=T0,
+        id="att-1",
+        filename="cart.png",
+        mime_type="image/png",
+        size=2048,
+        url="https://files/att-1",
+        status=AttachmentStatus.PENDING,
+        created_at=T0,
     )
     await storage.save_attachment(pending)
     assert (await storage.get_attachment("att-1")) == pending

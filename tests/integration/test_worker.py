@@ -63,7 +63,9 @@ async def test_new_conversation_is_queued_in_the_default_team(
     assert decision == {"policy": "manual", "trigger": "visitor_message", "outcome": "queued", "candidates": []}
 
 
-async def test_a_page_view_alone_is_not_routed(http: httpx.AsyncClient, settings: Settings, clean_db: AsyncEngine) -> None:
+async def test_a_page_view_alone_is_not_routed(
+    http: httpx.AsyncClient, settings: Settings, clean_db: AsyncEngine
+) -> None:
     await http.post("/pocketping/connect", json={"visitorId": "just-looking"})
     await run_burst(settings)
     assert await rows(clean_db, "SELECT status FROM conversation") == [{"status": "new"}]
@@ -76,8 +78,12 @@ async def test_queue_is_ordered_by_priority_then_waiting_time(
     ids = [await start_conversation(http, f"v-{n}") for n in range(4)]
     base = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
     # (priority, waited since) per conversation
-    shape = {ids[0]: (0, base), ids[1]: (5, base + timedelta(minutes=3)), ids[2]: (0, base - timedelta(minutes=1)),
-             ids[3]: (5, base + timedelta(minutes=1))}
+    shape = {
+        ids[0]: (0, base),
+        ids[1]: (5, base + timedelta(minutes=3)),
+        ids[2]: (0, base - timedelta(minutes=1)),
+        ids[3]: (5, base + timedelta(minutes=1)),
+    }
     async with clean_db.begin() as conn:
         for conversation_id, (priority, since) in shape.items():
             await conn.execute(
