@@ -21,9 +21,10 @@ async def enforce_rate_limit(request: Request[Any, Any, Any]) -> None:
     client = request.client.host if request.client else "unknown"
     key = f"{settings.redis_prefix}:rate:{client}:{window_start}"
     async with pocketping.redis.pipeline(transaction=False) as pipe:
+        # SET NX EX then INCR rather than EXPIRE NX: the embedded Redis (6.2) has no EXPIRE NX.
+        pipe.set(key, 0, ex=window + 1, nx=True)
         pipe.incr(key)
-        pipe.expire(key, window + 1, nx=True)
-        count, _ = await pipe.execute()
+        _, count = await pipe.execute()
     if count > settings.widget_rate_limit:
         retry_after = max(1, int(window_start + window - now + 0.999))
         raise TooManyRequestsException(

@@ -22,7 +22,10 @@ def run_cli(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in GOOD}
     return subprocess.run(
         [sys.executable, "-c", "from service.cli import main; main()", "db", "upgrade"],
-        env={**clean, **env}, capture_output=True, text=True, timeout=60,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -32,7 +35,10 @@ def run_cli(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ({k: v for k, v in GOOD.items() if k != "REDIS_URL"}, "REDIS_URL is required but not set"),
         ({**GOOD, "DATABASE_URL": "mysql://db/x"}, "DATABASE_URL must be a postgresql:// URL"),
         ({**GOOD, "SECRET_KEY": "short"}, "SECRET_KEY String should have at least 32 characters"),
-        ({**GOOD, "WIDGET_RATE_LIMIT": "lots"}, "WIDGET_RATE_LIMIT Input should be a valid integer, unable to parse string as an integer"),
+        (
+            {**GOOD, "WIDGET_RATE_LIMIT": "lots"},
+            "WIDGET_RATE_LIMIT Input should be a valid integer, unable to parse string as an integer",
+        ),
     ],
 )
 def test_bad_configuration_is_one_clear_line(env: dict[str, str], line: str) -> None:

@@ -1,0 +1,396 @@
+"""Widget ingest: visitor messages per second through ``POST /pocketping/message``.
+
+Switchboard (Litestar, PostgreSQL storage, routing job enqueued to Redis by the RoutingBridge)
+against PocketPing's own FastAPI router (``MemoryStorage``): same wrk client, same machine,
+same run, one server at a time so they never compete for the cores.
+
+    .venv/bin/python bench/ingest.py [--duration 10] [--connections 32] [--threads 2]
+
+Each server runs as its own uvicorn subprocess (uvloop, httptools, no access log). For each:
+pre-create ``--sessions`` sessions through ``POST /pocketping/connect``, warm up, then measure
+with ``bench/wrk/message.lua`` (round-robin over the sessions). Any non-2xx response or socket
+error fails the run; for Switchboard the new message rows must match the 2xx responses and
+every session must have exactly one routing job queued.
+
+The last line is ``ratio: X.XX`` (Switchboard 1 process / PocketPing); the line before it is
+``ratio_2proc`` (Switchboard with ``--workers 2``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+from redis import Redis
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA_SCRIPT = ROOT / "bench" / "wrk" / "message.lua"
+SECRET_KEY = "bench-ingest-secret-key-with-32-plus-characters"
+# The widget gateway allows WIDGET_RATE_LIMIT requests per client IP per minute; every wrk
+# request comes from 127.0.0.1, so the benchmark lifts it (the Redis INCR is still paid).
+RATE_LIMIT = 1_000_000_000
+
+
+class BenchError(Exception):
+    """A failed check: the numbers would not mean what they say."""
+
+
+@dataclass
+class WrkResult:
+    requests: int  # 2xx responses (any other status fails the run)
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+@dataclass
+class Measurement:
+    name: str
+    wrk: WrkResult
+    cpu: dict[str, float]  # share of one core, by process kind, during the measured run
+    checks: str = ""
+
+
+# Plumbing -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    pgid: int  # uvicorn and its worker processes
+
+
+@contextlib.contextmanager
+def uvicorn_server(app: list[str], env: dict[str, str], ready_path: str, workers: int = 1) -> Iterator[Server]:
+    """Run ``uvicorn <app>`` in a process group of its own; yield it once it answers."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "uvicorn", *app,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--loop", "uvloop", "--http", "httptools",
+        "--log-level", "warning", "--no-access-log",
+        "--workers", str(workers),
+    ]  # fmt: skip
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise BenchError(f"server did not start: {' '.join(app)}\n{log.read().decode(errors='replace')}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + ready_path, timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        yield Server(url, process.pid)
+    except BaseException:
+        log.seek(0)
+        if tail := log.read()[-3000:].decode(errors="replace").strip():
+            print(f"--- {' '.join(app)} said:\n{tail}", file=sys.stderr)
+        raise
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def create_sessions(url: str, count: int) -> list[str]:
+    """``POST /pocketping/connect`` for ``count`` new visitors; their session ids."""
+    ids = []
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for i in range(count):
+            response = client.post("/pocketping/connect", json={"visitorId": f"bench-visitor-{i}-{uuid.uuid4().hex}"})
+            if response.status_code != 200:
+                raise BenchError(f"connect answered {response.status_code}: {response.text[:300]}")
+            ids.append(response.json()["sessionId"])
+    return ids
+
+
+def run_wrk(url: str, sessions_file: Path, args: argparse.Namespace, seconds: float) -> WrkResult:
+    command = [
+        "wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{seconds:g}s", "--timeout", "5s",
+        "-s", str(LUA_SCRIPT), url, "--", str(sessions_file), str(args.threads),
+    ]  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    line = next((line for line in output.splitlines() if line.startswith("WRK_JSON ")), None)
+    if line is None:
+        raise BenchError(f"no summary from wrk:\n{output}")
+    data = json.loads(line.removeprefix("WRK_JSON "))
+    errors = {kind: data[kind] for kind in ("connect", "read", "write", "status", "timeout")}
+    if any(errors.values()):
+        # wrk's "status" errors are responses with a status >= 400: the non-2xx count here.
+        raise BenchError(f"wrk against {url}: {data['requests']} responses, errors {errors} (must all be 0)")
+    return WrkResult(
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6,
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+    )
+
+
+@dataclass
+class Watched:
+    """The processes whose CPU is reported: the server under test, PostgreSQL, Redis."""
+
+    server_pgid: int
+    postmaster: int | None
+    redis: int | None
+
+    @classmethod
+    def find(cls, server: Server, args: argparse.Namespace) -> Watched:
+        """PostgreSQL's postmaster is the parent of a backend; Redis tells its pid (both on this machine)."""
+
+        async def postmaster_pid() -> int:
+            conn = await asyncpg.connect(args.admin_database_url)
+            try:
+                backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+                return _stat(Path(f"/proc/{backend}/stat"))[1]  # read while the backend lives
+            finally:
+                await conn.close()
+
+        postmaster = redis = None
+        with contextlib.suppress(Exception):
+            postmaster = asyncio.run(postmaster_pid())
+        with contextlib.suppress(Exception), Redis.from_url(args.redis_url) as client:
+            redis = int(client.info("server")["process_id"])
+        return cls(server.pgid, postmaster, redis)
+
+    def snapshot(self) -> dict[tuple[str, int], int]:
+        """CPU ticks used so far, by (kind, pid), and by the whole machine."""
+        busy = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        # user nice system idle iowait irq softirq steal: busy is everything but idle and iowait.
+        ticks = {("machine", 0): sum(busy) - busy[3] - busy[4]}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                pid, ppid, pgid, used = _stat(stat)
+            except (OSError, ValueError):
+                continue
+            if pgid == self.server_pgid:
+                ticks["server", pid] = used
+            elif self.postmaster in (pid, ppid):
+                ticks["postgres", pid] = used
+            elif pid == self.redis:
+                ticks["redis", pid] = used
+        return ticks
+
+
+def _stat(path: Path) -> tuple[int, int, int, int]:
+    """pid, parent pid, process group and CPU ticks from ``/proc/<pid>/stat``."""
+    text = path.read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    # utime + stime, plus cutime + cstime: the postmaster is credited with the backends that
+    # exited (pool connections opened and closed during the run).
+    return int(path.parent.name), int(fields[1]), int(fields[2]), sum(int(field) for field in fields[11:15])
+
+
+def measure(name: str, server: Server, sessions_file: Path, args: argparse.Namespace) -> Measurement:
+    """One measured wrk run, with the CPU each kind of process used meanwhile."""
+    watched = Watched.find(server, args)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before, started = watched.snapshot(), time.monotonic()
+    result = run_wrk(server.url, sessions_file, args, args.duration)
+    after, elapsed = watched.snapshot(), time.monotonic() - started
+    hz = os.sysconf("SC_CLK_TCK")
+    cpu = dict.fromkeys(["server", "wrk", "postgres", "redis", "machine"], 0.0)
+    for (kind, pid), ticks in after.items():
+        cpu[kind] += (ticks - before.get((kind, pid), 0)) / hz / elapsed
+    # wrk has exited by the second snapshot; it is the only child of ours reaped meanwhile.
+    wrk = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu["wrk"] = (wrk.ru_utime + wrk.ru_stime - children.ru_utime - children.ru_stime) / elapsed
+    return Measurement(name, result, cpu)
+
+
+# The two servers -------------------------------------------------------------------------
+
+
+def bench_pocketping(args: argparse.Namespace, workdir: Path) -> Measurement:
+    app = ["--app-dir", str(ROOT / "bench"), "pocketping_reference:app"]
+    with uvicorn_server(app, {}, "/pocketping/presence") as server:
+        sessions_file = workdir / "pocketping-sessions.txt"
+        sessions_file.write_text("\n".join(create_sessions(server.url, args.sessions)) + "\n")
+        run_wrk(server.url, sessions_file, args, args.warmup)
+        return measure("pocketping   FastAPI, MemoryStorage, 1 process", server, sessions_file, args)
+
+
+async def _admin(admin_url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def count_messages(database_url: str) -> int:
+    async def count() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM message"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+def fresh_database(admin_url: str, name: str) -> str:
+    """Drop and recreate database ``name`` on the admin URL's server, migrated to head."""
+    from service.db.migrate import upgrade
+
+    asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'))
+    database_url = f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    upgrade(database_url)
+    return database_url
+
+
+def bench_switchboard(args: argparse.Namespace, workdir: Path, workers: int) -> Measurement:
+    database_url = fresh_database(args.admin_database_url, args.database)
+    prefix = f"bench-ingest-{uuid.uuid4().hex[:8]}"
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": args.redis_url,
+        "SECRET_KEY": SECRET_KEY,
+        "REDIS_PREFIX": prefix,
+        "LOG_LEVEL": "WARNING",
+        "WIDGET_RATE_LIMIT": str(RATE_LIMIT),
+    }
+    redis = Redis.from_url(args.redis_url)
+    sessions: list[str] = []
+    try:
+        with uvicorn_server(["--factory", "service.app:create_app"], env, "/healthz", workers) as server:
+            sessions = create_sessions(server.url, args.sessions)
+            sessions_file = workdir / f"switchboard-{workers}-sessions.txt"
+            sessions_file.write_text("\n".join(sessions) + "\n")
+            run_wrk(server.url, sessions_file, args, args.warmup)
+            time.sleep(0.5)  # requests in flight when wrk stopped still finish
+            rows_before = count_messages(database_url)
+            name = f"switchboard  Litestar, PostgreSQL + Redis, {workers} process{'es' * (workers > 1)}"
+            result = measure(name, server, sessions_file, args)
+            time.sleep(0.5)
+            rows = count_messages(database_url) - rows_before
+        # Every 2xx response has its row; wrk stops at the deadline with up to one request per
+        # connection in flight, which the server still completes.
+        if not result.wrk.requests <= rows <= result.wrk.requests + args.connections:
+            raise BenchError(f"{rows} message rows written for {result.wrk.requests} 2xx responses")
+        jobs = redis.zcard(f"{prefix}:queue")
+        if jobs != len(sessions):
+            raise BenchError(f"{jobs} routing jobs queued for {len(sessions)} sessions (expected one per session)")
+        result.checks = (
+            f"checked: {rows:,} new message rows for {result.wrk.requests:,} 2xx responses;"
+            f" {jobs} routing jobs queued in Redis, one per session"
+        )
+        return result
+    finally:
+        cleanup_redis(redis, prefix, sessions)
+        redis.close()
+
+
+def cleanup_redis(redis: Redis, prefix: str, sessions: list[str]) -> None:
+    keys = list(redis.scan_iter(match=f"{prefix}*", count=1000))
+    # arq keeps each job under "arq:job:<job id>"; routing job ids are "route:<session id>:<revision>".
+    ours = set(sessions)
+    keys += [key for key in redis.scan_iter(match="arq:job:route:*", count=1000) if key.decode().split(":")[3] in ours]
+    if keys:
+        redis.delete(*keys)
+
+
+# Report ---------------------------------------------------------------------------------
+
+
+def report(m: Measurement) -> str:
+    w, cpu = m.wrk, dict(m.cpu)
+    machine = cpu.pop("machine")
+    cpu["other"] = max(0.0, machine - sum(cpu.values()))  # anything else running on the machine meanwhile
+    shares = ", ".join(f"{kind} {share:.0%}" for kind, share in cpu.items())
+    lines = [
+        f"{m.name:<50} {w.rate:>8,.0f} msgs/s   p50 {w.p50_ms:6.2f} ms   p99 {w.p99_ms:6.2f} ms",
+        f"    {w.requests:,} requests in {w.seconds:.1f} s, 0 non-2xx; CPU (100% = one core): {shares};"
+        f" machine busy {machine:.0%} of {100 * (os.cpu_count() or 1)}%",
+    ]
+    if m.checks:
+        lines.append(f"    {m.checks}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10, help="measured seconds per server (default 10)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds per server (default 3)")
+    parser.add_argument("--sessions", type=int, default=200, help="pre-created sessions (default 200)")
+    parser.add_argument(
+        "--admin-database-url",
+        default=os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="a PostgreSQL database to create the benchmark database from",
+    )
+    parser.add_argument("--database", default="switchboard_bench", help="dropped, recreated and dropped again")
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    args = parser.parse_args()
+
+    if shutil.which("wrk") is None:
+        sys.exit("bench/ingest.py needs wrk: apt-get install -y wrk")
+    print(
+        f"POST /pocketping/message: wrk {args.threads} threads, {args.connections} connections,"
+        f" {args.duration:g} s after {args.warmup:g} s warm-up, round-robin over {args.sessions} sessions;"
+        f" {os.cpu_count()} cores, servers one at a time (uvicorn, uvloop, httptools, no access log)"
+    )
+    print(
+        f"note: Switchboard runs with WIDGET_RATE_LIMIT={RATE_LIMIT} (every request comes from 127.0.0.1;"
+        " the per-IP limiter would throttle the benchmark; its Redis round trip is still paid)"
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+            workdir = Path(tmp)
+            reference = bench_pocketping(args, workdir)
+            print(report(reference))
+            single = bench_switchboard(args, workdir, workers=1)
+            print(report(single))
+            double = bench_switchboard(args, workdir, workers=2)
+            print(report(double))
+    except BenchError as exc:
+        sys.exit(f"FAILED: {exc}")
+    finally:
+        with contextlib.suppress(Exception):
+            asyncio.run(_admin(args.admin_database_url, f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)'))
+    print(f"ratio_2proc: {double.wrk.rate / reference.wrk.rate:.2f}")
+    print(f"ratio: {single.wrk.rate / reference.wrk.rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
