@@ -19,6 +19,7 @@ from service.errors import EXCEPTION_HANDLERS
 from service.gateway.bridge import RoutingBridge
 from service.gateway.controllers import VERSION_HEADERS, GatewayController
 from service.gateway.hub import SwitchboardPocketPing
+from service.gateway.limits import RateLimiter
 from service.logging import configure_logging
 from service.ops.controllers import HealthController
 from service.settings import Settings, load_settings
@@ -43,9 +44,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         engine = create_engine(settings)
         redis = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
         pocketping = SwitchboardPocketPing(
-            settings=settings, engine=engine, redis=redis, bridges=[RoutingBridge(engine, redis)]
+            settings=settings, engine=engine, redis=redis, routing=RoutingBridge(engine, redis)
         )
-        app.state.update(engine=engine, redis=redis, pocketping=pocketping)
+        app.state.update(engine=engine, redis=redis, pocketping=pocketping, rate_limiter=RateLimiter(redis, settings))
         await pocketping.start()
         await pocketping.start_subscriber()
         try:

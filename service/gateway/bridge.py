@@ -2,49 +2,77 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 import structlog
 from arq.connections import ArqRedis
 from pocketping.bridges import Bridge
-from pocketping.models import BridgeMessageResult, Message, Session
+from pocketping.models import Message, Session
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.batching import Batcher
 from service.routing.services import enqueue_route
 
 log = structlog.get_logger(__name__)
 
-# One statement: note the message and, when nobody is on the conversation yet (or it was
-# closed), start its wait and bump the routing revision so exactly one routing job is current.
-# The sub-select locks the row and keeps the *old* state for the decision.
-_NOTE_VISITOR_MESSAGE = sa.text(
-    """
+# Visitor messages in one statement per batch: lock the batch's conversations (in id order,
+# so concurrent batches cannot deadlock), keep their *old* routing state for the decision,
+# touch activity and, where nobody is on the conversation yet (or it was closed), start the
+# wait and bump the routing revision; then insert the messages of the conversations found.
+# The messages keep their order through WITH ORDINALITY, so ``seq`` follows arrival.
+_INGEST_VISITOR_MESSAGES = """
+WITH incoming AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])
+        WITH ORDINALITY AS m(id, conversation_id, content, created_at, reply_to, ord)
+), latest AS (
+    SELECT conversation_id, max(created_at) AS at FROM incoming GROUP BY conversation_id
+), old AS (
+    SELECT c.id, (c.status = 'closed' OR (c.status = 'new' AND c.waiting_since IS NULL)) AS needs_routing
+    FROM conversation c JOIN latest ON latest.conversation_id = c.id
+    ORDER BY c.id FOR UPDATE OF c
+), touched AS (
     UPDATE conversation AS c SET
-        last_visitor_message_at = :at,
+        last_activity = greatest(c.last_activity, latest.at),
+        last_visitor_message_at = latest.at,
         status = CASE WHEN old.needs_routing THEN 'new' ELSE c.status END,
         closed_at = CASE WHEN old.needs_routing THEN NULL ELSE c.closed_at END,
-        waiting_since = CASE WHEN old.needs_routing THEN :at ELSE c.waiting_since END,
+        waiting_since = CASE WHEN old.needs_routing THEN latest.at ELSE c.waiting_since END,
         routing_revision = c.routing_revision + CASE WHEN old.needs_routing THEN 1 ELSE 0 END
-    FROM (
-        SELECT id, (status = 'closed' OR (status = 'new' AND waiting_since IS NULL)) AS needs_routing
-        FROM conversation WHERE id = :id FOR UPDATE
-    ) AS old
+    FROM old JOIN latest ON latest.conversation_id = old.id
     WHERE c.id = old.id
-    RETURNING c.routing_revision, old.needs_routing
-    """
+    RETURNING c.id, c.routing_revision, old.needs_routing
+), stored AS (
+    INSERT INTO message (id, conversation_id, sender, content, created_at, reply_to)
+    SELECT m.id, m.conversation_id, 'visitor', m.content, m.created_at, m.reply_to
+    FROM incoming m WHERE m.conversation_id IN (SELECT id FROM touched)
+    ORDER BY m.ord
+    RETURNING id
 )
+SELECT id, routing_revision, needs_routing FROM touched
+"""
+
+
+class SessionNotFound(ValueError):
+    """The message names a session that does not exist (the SDK's wording, so it maps to 404)."""
+
+    def __init__(self) -> None:
+        super().__init__("Session not found")
 
 
 class RoutingBridge(Bridge):
-    """Asks for routing when a visitor first needs help, or comes back to a closed conversation.
+    """Stores visitor messages and asks for routing when a visitor first needs help.
 
-    The SDK has already stored the session and the message when these hooks run. A session by
-    itself (a page view) is not routed: it would take an operator's capacity for nobody.
+    It is the first stop of every visitor message: ``ingest`` writes the message row, the
+    session's activity and the routing mark together, group-committed with the messages
+    that arrive meanwhile (one statement per batch, not three per message), and enqueues
+    ``route_conversation`` for the conversations it marked. A session by itself (a page
+    view) is not routed: it would take an operator's capacity for nobody. The other
+    bridges hear about the message afterwards, through the SDK's usual hook.
     """
 
-    def __init__(self, engine: AsyncEngine, arq: ArqRedis) -> None:
+    def __init__(self, engine: AsyncEngine, arq: ArqRedis, max_batch: int = 256) -> None:
         # A single statement: autocommit saves the BEGIN/COMMIT round trips.
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._arq = arq
+        self._batcher: Batcher[Message, None] = Batcher(self._write, max_size=max_batch)
 
     @property
     def name(self) -> str:
@@ -53,17 +81,30 @@ class RoutingBridge(Bridge):
     async def on_new_session(self, session: Session) -> None:
         log.info("session started", conversation_id=session.id, visitor_id=session.visitor_id)
 
-    async def on_visitor_message(self, message: Message, session: Session) -> BridgeMessageResult | None:
+    async def ingest(self, message: Message) -> None:
+        """Store one visitor message and mark its conversation for routing; ``SessionNotFound`` if none."""
+        return await self._batcher.submit(message)
+
+    async def _write(self, messages: list[Message]) -> list[BaseException | None]:
         async with self._engine.connect() as conn:
-            row = (await conn.execute(_NOTE_VISITOR_MESSAGE, {"id": session.id, "at": message.timestamp})).first()
-        if row is not None and row.needs_routing:
-            try:
-                await enqueue_route(self._arq, session.id, row.routing_revision, trigger="visitor_message")
-            except Exception:
-                # The periodic sweep re-enqueues conversations whose job never reached Redis.
-                log.warning(
-                    "routing job not enqueued; the sweep will retry",
-                    conversation_id=session.id,
-                    exc_info=True,
-                )
-        return None
+            raw = await conn.get_raw_connection()
+            rows = await raw.driver_connection.fetch(  # type: ignore[union-attr]
+                _INGEST_VISITOR_MESSAGES,
+                [m.id for m in messages],
+                [m.session_id for m in messages],
+                [m.content for m in messages],
+                [m.timestamp for m in messages],
+                [m.reply_to for m in messages],
+            )
+        for row in rows:
+            if row["needs_routing"]:
+                await self._enqueue(row["id"], row["routing_revision"])
+        found = {row["id"] for row in rows}
+        return [None if m.session_id in found else SessionNotFound() for m in messages]
+
+    async def _enqueue(self, conversation_id: str, revision: int) -> None:
+        try:
+            await enqueue_route(self._arq, conversation_id, revision, trigger="visitor_message")
+        except Exception:
+            # The periodic sweep re-enqueues conversations whose job never reached Redis.
+            log.warning("routing job not enqueued; sweep will retry", conversation_id=conversation_id, exc_info=True)

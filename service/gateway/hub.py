@@ -8,16 +8,28 @@ import contextvars
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
 from pocketping import PocketPing
 from pocketping.bridges import Bridge
-from pocketping.models import ConnectRequest, ConnectResponse, Message, PresenceResponse, WebSocketEvent
+from pocketping.models import (
+    ConnectRequest,
+    ConnectResponse,
+    Message,
+    PresenceResponse,
+    Sender,
+    SendMessageRequest,
+    SendMessageResponse,
+    WebSocketEvent,
+)
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.batching import Batcher
+from service.gateway.bridge import RoutingBridge
 from service.gateway.storage import PostgresStorage, acting_operator
 from service.settings import Settings
 
@@ -42,21 +54,74 @@ class SwitchboardPocketPing(PocketPing):
     """
 
     def __init__(
-        self, *, settings: Settings, engine: AsyncEngine, redis: Redis, bridges: list[Bridge] | None = None
+        self,
+        *,
+        settings: Settings,
+        engine: AsyncEngine,
+        redis: Redis,
+        routing: RoutingBridge | None = None,
+        bridges: list[Bridge] | None = None,
     ) -> None:
-        super().__init__(storage=PostgresStorage(engine), bridges=bridges or [], ai_provider=None)
+        """``routing`` stores visitor messages (api processes); without it this instance only sends."""
+        all_bridges = ([routing] if routing else []) + (bridges or [])
+        super().__init__(storage=PostgresStorage(engine), bridges=all_bridges, ai_provider=None)
         self.settings = settings
         self.engine = engine
         self.redis = redis
+        self.routing = routing
+        self._others = bridges or []
         self._channel = widget_channel(settings)
         self._subscriber: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._publisher: Batcher[str, None] = Batcher(self._publish, max_size=512)
+
+    # Visitor messages -------------------------------------------------------------------
+
+    async def handle_message(self, request: SendMessageRequest) -> SendMessageResponse:
+        """Visitor messages go through the routing bridge's group commit; the rest as the SDK does it."""
+        if request.sender is not Sender.VISITOR or self.routing is None:
+            return await super().handle_message(request)
+        if "\x00" in request.content:
+            raise ValueError("content must not contain NUL characters")
+        message = Message(
+            id=self._generate_id(),
+            session_id=request.session_id,
+            content=request.content,
+            sender=request.sender,
+            timestamp=datetime.now(UTC),
+            reply_to=request.reply_to,
+        )
+        await self._link_attachments(message, request)
+        await self.routing.ingest(message)
+        for attachment in message.attachments or []:  # inline ones are not stored yet
+            await self.storage.save_attachment(attachment.model_copy(update={"message_id": message.id}))
+        # The WebSocketEvent the SDK would build, encoded in one pass.
+        await self._publish_text(
+            message.session_id, '{"type":"message","data":' + message.model_dump_json(by_alias=True) + "}"
+        )
+        # The routing bridge has done its part; the SDK's hook tells the others.
+        session = await self.storage.get_session(message.session_id) if self._others or self.on_message else None
+        if session is not None:
+            await self._notify_bridges_message(message, session)  # the routing bridge's hook is a no-op
+            if self.on_message:
+                result = self.on_message(message, session)
+                if asyncio.iscoroutine(result):
+                    await result
+        return SendMessageResponse(message_id=message.id, timestamp=message.timestamp)
 
     # Cross-process delivery ---------------------------------------------------------------
 
     async def _broadcast_to_session(self, session_id: str, event: WebSocketEvent) -> None:
-        payload = json.dumps({"sessionId": session_id, "event": event.model_dump(mode="json", by_alias=True)})
-        await self.redis.publish(self._channel, payload)
+        await self._publish_text(session_id, event.model_dump_json(by_alias=True))
+
+    async def _publish_text(self, session_id: str, text: str) -> None:
+        # Encoded once here; the relay forwards the text to sockets as it is.
+        await self._publisher.submit(json.dumps([session_id, text]))
+
+    async def _publish(self, envelopes: list[str]) -> list[None]:
+        """One PUBLISH carries every event produced since the last one: a JSON list of [session id, event]."""
+        await self.redis.publish(self._channel, "[" + ",".join(envelopes) + "]")
+        return [None] * len(envelopes)
 
     async def deliver_local(self, session_id: str, text: str) -> None:
         """Send one serialized event to this process's sockets for the session."""
@@ -89,8 +154,9 @@ class SwitchboardPocketPing(PocketPing):
                     await pubsub.subscribe(self._channel)
                     self._subscribed.set()
                     async for item in pubsub.listen():
-                        envelope = json.loads(item["data"])
-                        await self.deliver_local(envelope["sessionId"], json.dumps(envelope["event"]))
+                        for session_id, text in json.loads(item["data"]):
+                            if session_id in self._websocket_connections:
+                                await self.deliver_local(session_id, text)
             except asyncio.CancelledError:
                 raise
             except Exception:
