@@ -16,14 +16,14 @@ log = structlog.get_logger(__name__)
 # Visitor messages in one statement per batch: lock the batch's conversations (in id order,
 # so concurrent batches cannot deadlock), keep their *old* routing state for the decision,
 # touch activity and, where nobody is on the conversation yet (or it was closed), start the
-# wait and bump the routing revision; then insert the messages of the conversations found.
-# The messages keep their order through WITH ORDINALITY, so ``seq`` follows arrival.
+# wait at its first message in the batch and bump the routing revision; then insert the
+# messages of the conversations found, in arrival order (WITH ORDINALITY), so ``seq`` follows it.
 _INGEST_VISITOR_MESSAGES = """
 WITH incoming AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])
         WITH ORDINALITY AS m(id, conversation_id, content, created_at, reply_to, ord)
 ), latest AS (
-    SELECT conversation_id, max(created_at) AS at FROM incoming GROUP BY conversation_id
+    SELECT conversation_id, min(created_at) AS first_at, max(created_at) AS at FROM incoming GROUP BY conversation_id
 ), old AS (
     SELECT c.id, (c.status = 'closed' OR (c.status = 'new' AND c.waiting_since IS NULL)) AS needs_routing
     FROM conversation c JOIN latest ON latest.conversation_id = c.id
@@ -34,7 +34,7 @@ WITH incoming AS (
         last_visitor_message_at = latest.at,
         status = CASE WHEN old.needs_routing THEN 'new' ELSE c.status END,
         closed_at = CASE WHEN old.needs_routing THEN NULL ELSE c.closed_at END,
-        waiting_since = CASE WHEN old.needs_routing THEN latest.at ELSE c.waiting_since END,
+        waiting_since = CASE WHEN old.needs_routing THEN latest.first_at ELSE c.waiting_since END,
         routing_revision = c.routing_revision + CASE WHEN old.needs_routing THEN 1 ELSE 0 END
     FROM old JOIN latest ON latest.conversation_id = old.id
     WHERE c.id = old.id

@@ -120,6 +120,11 @@ class GatewayController(Controller):
     ) -> SendMessageResponse:
         """A visitor message: stored, shown to operators and routed."""
         _only_visitor(data.sender)
+        if "\x00" in data.content:  # PostgreSQL text cannot hold it
+            raise ValidationException(
+                detail="content must not contain NUL characters",
+                extra=[{"key": "content", "message": "NUL characters are not allowed"}],
+            )
         return await _sdk(pocketping.handle_message(data))  # type: ignore[no-any-return]
 
     @get("/messages", operation_id="widgetListMessages")

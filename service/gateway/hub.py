@@ -81,8 +81,6 @@ class SwitchboardPocketPing(PocketPing):
         """Visitor messages go through the routing bridge's group commit; the rest as the SDK does it."""
         if request.sender is not Sender.VISITOR or self.routing is None:
             return await super().handle_message(request)
-        if "\x00" in request.content:
-            raise ValueError("content must not contain NUL characters")
         message = Message(
             id=self._generate_id(),
             session_id=request.session_id,

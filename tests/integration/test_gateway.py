@@ -282,3 +282,51 @@ async def test_readiness_is_503_when_postgres_does_not_answer(settings: Settings
         assert ready.json()["checks"]["redis"] == "ok"
         assert ready.json()["checks"]["postgres"].startswith("error: ")
         assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_concurrent_messages_share_batches_without_mixing_them_up(
+    http: httpx.AsyncClient, clean_db: AsyncEngine, settings: Settings, redis: Any
+) -> None:
+    sessions = [await connect(http, f"visitor-{i}") for i in range(5)]
+    # 5 sessions x 8 messages, plus messages to a session that does not exist, all at once:
+    # they are group-committed together, and only the unknown session's requests fail.
+    bodies = [(s, f"{s[:6]} #{n}") for n in range(8) for s in sessions] + [("no-such-session", "lost")] * 3
+    responses = await asyncio.gather(*(send(http, s, text) for s, text in bodies))
+    statuses = [r.status_code for r in responses]
+    assert statuses == [200] * 40 + [404] * 3
+    assert all(r.json()["detail"] == "Session not found" for r in responses[40:])
+    for session_id in sessions:
+        stored = await scalar(
+            clean_db,
+            "SELECT array_agg(content ORDER BY seq) FROM message WHERE conversation_id = :id AND sender = 'visitor'",
+            id=session_id,
+        )
+        assert sorted(stored) == sorted(f"{session_id[:6]} #{n}" for n in range(8))
+        conversation = await row(clean_db, "SELECT * FROM conversation WHERE id = :id", id=session_id)
+        # The first message started the wait; the rest did not bump the revision again.
+        assert conversation["routing_revision"] == 1
+        first = await scalar(clean_db, "SELECT min(created_at) FROM message WHERE conversation_id = :id", id=session_id)
+        assert conversation["waiting_since"] == first
+    assert await scalar(clean_db, "SELECT count(*) FROM message") == 40
+    queued = sorted(await redis.zrange(settings.queue_name, 0, -1))
+    assert queued == sorted(f"route:{s}:1".encode() for s in sessions)
+
+
+async def test_nul_characters_are_refused_and_store_nothing(http: httpx.AsyncClient, clean_db: AsyncEngine) -> None:
+    session_id = await connect(http)
+    response, fine = await asyncio.gather(send(http, session_id, "bad\x00byte"), send(http, session_id, "fine"))
+    assert response.status_code == 400
+    assert response.json()["detail"] == "content must not contain NUL characters"
+    assert response.json()["errors"] == [{"field": "content", "message": "NUL characters are not allowed"}]
+    assert fine.status_code == 200  # a bad message does not take down the batch it would have shared
+    assert await scalar(clean_db, "SELECT array_agg(content) FROM message") == ["fine"]
+
+
+async def test_rate_limit_counts_concurrent_requests_exactly(settings: Settings) -> None:
+    limited = settings.model_copy(update={"widget_rate_limit": 10, "widget_rate_window_seconds": 60})
+    async with run_api(limited) as api, api.client() as http:
+        responses = await asyncio.gather(*(http.get("/pocketping/presence") for _ in range(25)))
+        statuses = sorted(r.status_code for r in responses)
+        # Whether the window rolls over mid-test or not, never more than the limit per window.
+        assert statuses.count(200) in (10, 20)
+        assert statuses.count(429) == 25 - statuses.count(200)
