@@ -2,18 +2,20 @@
 
 Switchboard (Litestar, PostgreSQL storage, routing job enqueued to Redis by the RoutingBridge)
 against PocketPing's own FastAPI router (``MemoryStorage``): same wrk client, same machine,
-same run, one server at a time so they never compete for the cores.
+same run. All three servers (PocketPing, Switchboard with 1 and with 2 processes) start once
+and are measured in turn, ``--rounds`` times, so drift on a shared machine (CPU steal) hits
+each alike; a server idles while another is measured.
 
-    .venv/bin/python bench/ingest.py [--duration 10] [--connections 32] [--threads 2]
+    .venv/bin/python bench/ingest.py [--rounds 3] [--duration 8] [--connections 32] [--threads 2]
 
-Each server runs as its own uvicorn subprocess (uvloop, httptools, no access log). For each:
+Each server is its own uvicorn subprocess (uvloop, httptools, no access log). For each:
 pre-create ``--sessions`` sessions through ``POST /pocketping/connect``, warm up, then measure
 with ``bench/wrk/message.lua`` (round-robin over the sessions). Any non-2xx response or socket
 error fails the run; for Switchboard the new message rows must match the 2xx responses and
 every session must have exactly one routing job queued.
 
-The last line is ``ratio: X.XX`` (Switchboard 1 process / PocketPing); the line before it is
-``ratio_2proc`` (Switchboard with ``--workers 2``).
+The last line is ``ratio: X.XX`` (median Switchboard 1 process / median PocketPing); the line
+before it is ``ratio_2proc`` (Switchboard with ``--workers 2``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,7 +72,6 @@ class Measurement:
     name: str
     wrk: WrkResult
     cpu: dict[str, float]  # share of one core, by process kind, during the measured run
-    checks: str = ""
 
 
 # Plumbing -------------------------------------------------------------------------------
@@ -239,13 +241,24 @@ def measure(name: str, server: Server, sessions_file: Path, args: argparse.Names
 # The two servers -------------------------------------------------------------------------
 
 
-def bench_pocketping(args: argparse.Namespace, workdir: Path) -> Measurement:
+@dataclass
+class Target:
+    """A running server with its sessions, ready to be measured any number of times."""
+
+    name: str
+    server: Server
+    sessions_file: Path
+    measurements: list[Measurement]
+
+
+@contextlib.contextmanager
+def pocketping_target(args: argparse.Namespace, workdir: Path) -> Iterator[Target]:
     app = ["--app-dir", str(ROOT / "bench"), "pocketping_reference:app"]
     with uvicorn_server(app, {}, "/pocketping/presence") as server:
         sessions_file = workdir / "pocketping-sessions.txt"
         sessions_file.write_text("\n".join(create_sessions(server.url, args.sessions)) + "\n")
         run_wrk(server.url, sessions_file, args, args.warmup)
-        return measure("pocketping   FastAPI, MemoryStorage, 1 process", server, sessions_file, args)
+        yield Target("pocketping   FastAPI, MemoryStorage, 1 process", server, sessions_file, [])
 
 
 async def _admin(admin_url: str, *statements: str) -> None:
@@ -278,8 +291,11 @@ def fresh_database(admin_url: str, name: str) -> str:
     return database_url
 
 
-def bench_switchboard(args: argparse.Namespace, workdir: Path, workers: int) -> Measurement:
-    database_url = fresh_database(args.admin_database_url, args.database)
+@contextlib.contextmanager
+def switchboard_target(args: argparse.Namespace, workdir: Path, workers: int) -> Iterator[Target]:
+    """A Switchboard api on its own database; on exit, check every 2xx response left its row and job."""
+    database = f"{args.database}_{workers}"
+    database_url = fresh_database(args.admin_database_url, database)
     prefix = f"bench-ingest-{uuid.uuid4().hex[:8]}"
     env = {
         "DATABASE_URL": database_url,
@@ -300,24 +316,28 @@ def bench_switchboard(args: argparse.Namespace, workdir: Path, workers: int) -> 
             time.sleep(0.5)  # requests in flight when wrk stopped still finish
             rows_before = count_messages(database_url)
             name = f"switchboard  Litestar, PostgreSQL + Redis, {workers} process{'es' * (workers > 1)}"
-            result = measure(name, server, sessions_file, args)
+            target = Target(name, server, sessions_file, [])
+            yield target
             time.sleep(0.5)
             rows = count_messages(database_url) - rows_before
         # Every 2xx response has its row; wrk stops at the deadline with up to one request per
         # connection in flight, which the server still completes.
-        if not result.wrk.requests <= rows <= result.wrk.requests + args.connections:
-            raise BenchError(f"{rows} message rows written for {result.wrk.requests} 2xx responses")
+        answered = sum(m.wrk.requests for m in target.measurements)
+        in_flight = args.connections * len(target.measurements)
+        if not answered <= rows <= answered + in_flight:
+            raise BenchError(f"{rows} message rows written for {answered} 2xx responses")
         jobs = redis.zcard(f"{prefix}:queue")
         if jobs != len(sessions):
             raise BenchError(f"{jobs} routing jobs queued for {len(sessions)} sessions (expected one per session)")
-        result.checks = (
-            f"checked: {rows:,} new message rows for {result.wrk.requests:,} 2xx responses;"
+        print(
+            f"checked {name.split(',')[-1].strip()}: {rows:,} new message rows for {answered:,} 2xx responses;"
             f" {jobs} routing jobs queued in Redis, one per session"
         )
-        return result
     finally:
         cleanup_redis(redis, prefix, sessions)
         redis.close()
+        with contextlib.suppress(Exception):
+            asyncio.run(_admin(args.admin_database_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 
 def cleanup_redis(redis: Redis, prefix: str, sessions: list[str]) -> None:
@@ -337,19 +357,21 @@ def report(m: Measurement) -> str:
     machine = cpu.pop("machine")
     cpu["other"] = max(0.0, machine - sum(cpu.values()))  # anything else running on the machine meanwhile
     shares = ", ".join(f"{kind} {share:.0%}" for kind, share in cpu.items())
-    lines = [
-        f"{m.name:<50} {w.rate:>8,.0f} msgs/s   p50 {w.p50_ms:6.2f} ms   p99 {w.p99_ms:6.2f} ms",
+    return (
+        f"{m.name:<50} {w.rate:>8,.0f} msgs/s   p50 {w.p50_ms:6.2f} ms   p99 {w.p99_ms:6.2f} ms\n"
         f"    {w.requests:,} requests in {w.seconds:.1f} s, 0 non-2xx; CPU (100% = one core): {shares};"
-        f" machine busy {machine:.0%} of {100 * (os.cpu_count() or 1)}%",
-    ]
-    if m.checks:
-        lines.append(f"    {m.checks}")
-    return "\n".join(lines)
+        f" machine busy {machine:.0%} of {100 * (os.cpu_count() or 1)}%"
+    )
+
+
+def median_rate(target: Target) -> float:
+    return statistics.median(m.wrk.rate for m in target.measurements)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=10, help="measured seconds per server (default 10)")
+    parser.add_argument("--duration", type=float, default=8, help="measured seconds per run (default 8)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per server, interleaved (default 3)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds per server (default 3)")
@@ -357,9 +379,9 @@ def main() -> None:
     parser.add_argument(
         "--admin-database-url",
         default=os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="a PostgreSQL database to create the benchmark database from",
+        help="a PostgreSQL database to create the benchmark databases from",
     )
-    parser.add_argument("--database", default="switchboard_bench", help="dropped, recreated and dropped again")
+    parser.add_argument("--database", default="switchboard_bench", help="name prefix; dropped again at the end")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = parser.parse_args()
 
@@ -367,29 +389,33 @@ def main() -> None:
         sys.exit("bench/ingest.py needs wrk: apt-get install -y wrk")
     print(
         f"POST /pocketping/message: wrk {args.threads} threads, {args.connections} connections,"
-        f" {args.duration:g} s after {args.warmup:g} s warm-up, round-robin over {args.sessions} sessions;"
-        f" {os.cpu_count()} cores, servers one at a time (uvicorn, uvloop, httptools, no access log)"
+        f" {args.rounds} interleaved runs of {args.duration:g} s per server after {args.warmup:g} s warm-up,"
+        f" round-robin over {args.sessions} sessions; {os.cpu_count()} cores; the servers idle while the"
+        " others are measured (uvicorn, uvloop, httptools, no access log)"
     )
     print(
         f"note: Switchboard runs with WIDGET_RATE_LIMIT={RATE_LIMIT} (every request comes from 127.0.0.1;"
         " the per-IP limiter would throttle the benchmark; its Redis round trip is still paid)"
     )
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-            workdir = Path(tmp)
-            reference = bench_pocketping(args, workdir)
-            print(report(reference))
-            single = bench_switchboard(args, workdir, workers=1)
-            print(report(single))
-            double = bench_switchboard(args, workdir, workers=2)
-            print(report(double))
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
+            pocketping_target(args, Path(tmp)) as reference,
+            switchboard_target(args, Path(tmp), workers=1) as single,
+            switchboard_target(args, Path(tmp), workers=2) as double,
+        ):
+            # Interleaved, so drift on a shared machine (CPU steal, noisy neighbours) hits all alike.
+            for _ in range(args.rounds):
+                for target in (reference, single, double):
+                    measurement = measure(target.name, target.server, target.sessions_file, args)
+                    target.measurements.append(measurement)
+                    print(report(measurement), flush=True)
     except BenchError as exc:
         sys.exit(f"FAILED: {exc}")
-    finally:
-        with contextlib.suppress(Exception):
-            asyncio.run(_admin(args.admin_database_url, f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)'))
-    print(f"ratio_2proc: {double.wrk.rate / reference.wrk.rate:.2f}")
-    print(f"ratio: {single.wrk.rate / reference.wrk.rate:.2f}")
+    for target in (reference, single, double):
+        print(f"median {target.name:<43} {median_rate(target):>8,.0f} msgs/s")
+    print(f"ratio_2proc: {median_rate(double) / median_rate(reference):.2f}")
+    print(f"ratio: {median_rate(single) / median_rate(reference):.2f}")
 
 
 if __name__ == "__main__":

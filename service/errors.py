@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -31,14 +32,24 @@ def _problem(request: Request[Any, Any, Any], status: int, detail: str, **extra:
     return Response(body, status_code=status, media_type=PROBLEM_JSON)
 
 
+_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+
+
+def _field_error(item: Any) -> Any:
+    """``{field, message}``; msgspec reports a missing field on the whole body, so name the field."""
+    if not isinstance(item, dict):
+        return item
+    field, message = item.get("key"), item.get("message")
+    if field == "data" and isinstance(message, str) and (missing := _MISSING_FIELD.search(message)):
+        field = missing.group(1)
+    return {"field": field, "message": message}
+
+
 def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     """HTTP errors keep their status; validation errors list each offending field under ``errors``."""
     extra: dict[str, Any] = {}
     if isinstance(exc.extra, list) and exc.extra:
-        extra["errors"] = [
-            {"field": item.get("key"), "message": item.get("message")} if isinstance(item, dict) else item
-            for item in exc.extra
-        ]
+        extra["errors"] = [_field_error(item) for item in exc.extra]
     response = _problem(request, exc.status_code, exc.detail, **extra)
     if exc.headers:
         response.headers.update(exc.headers)

@@ -33,8 +33,6 @@ from pocketping.models import (
     ReadRequest,
     ReadResponse,
     Sender,
-    SendMessageRequest,
-    SendMessageResponse,
     SessionMetadata,
     TypingRequest,
 )
@@ -46,6 +44,8 @@ from service.gateway.schemas import (
     EditMessageBody,
     MessagesPage,
     OkResponse,
+    SendMessageBody,
+    SentMessage,
     VisibilityRequest,
 )
 
@@ -116,8 +116,8 @@ class GatewayController(Controller):
 
     @post("/message", operation_id="widgetSendMessage", status_code=200)
     async def send_message(
-        self, data: JSONBody[SendMessageRequest], pocketping: NamedDependency[SwitchboardPocketPing]
-    ) -> SendMessageResponse:
+        self, data: JSONBody[SendMessageBody], pocketping: NamedDependency[SwitchboardPocketPing]
+    ) -> SentMessage:
         """A visitor message: stored, shown to operators and routed."""
         _only_visitor(data.sender)
         if "\x00" in data.content:  # PostgreSQL text cannot hold it
@@ -125,7 +125,8 @@ class GatewayController(Controller):
                 detail="content must not contain NUL characters",
                 extra=[{"key": "content", "message": "NUL characters are not allowed"}],
             )
-        return await _sdk(pocketping.handle_message(data))  # type: ignore[no-any-return]
+        sent = await _sdk(pocketping.handle_message(data.to_sdk()))
+        return SentMessage(message_id=sent.message_id, timestamp=sent.timestamp)
 
     @get("/messages", operation_id="widgetListMessages")
     async def list_messages(

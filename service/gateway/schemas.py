@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from pocketping.models import EditMessageRequest
+import msgspec
+from pocketping.models import EditMessageRequest, Sender, SendMessageRequest
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -47,3 +49,39 @@ class MessagesPage(_Body):
 
 class OkResponse(_Body):
     ok: bool = True
+
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+class SendMessageBody(msgspec.Struct, rename="camel"):
+    """``POST /message``, decoded by msgspec: the hottest request, so no pydantic pass on the way in.
+
+    The SDK's fields and limits, minus inline attachments (those come from bridges, not visitors).
+    """
+
+    session_id: _Id
+    content: Annotated[str, msgspec.Meta(max_length=4000)]
+    sender: Sender
+    reply_to: _Id | None = None
+    attachment_ids: (
+        Annotated[list[Annotated[str, msgspec.Meta(max_length=100)]], msgspec.Meta(max_length=10)] | None
+    ) = None
+
+    def to_sdk(self) -> SendMessageRequest:
+        # Already validated to the SDK model's constraints, so skip pydantic's second pass.
+        return SendMessageRequest.model_construct(
+            session_id=self.session_id,
+            content=self.content,
+            sender=self.sender,
+            reply_to=self.reply_to,
+            attachment_ids=self.attachment_ids,
+            attachments=None,
+        )
+
+
+class SentMessage(msgspec.Struct, rename="camel"):
+    """The SDK's ``SendMessageResponse``, encoded by msgspec."""
+
+    message_id: str
+    timestamp: datetime
