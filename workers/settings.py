@@ -36,6 +36,9 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "redis_settings": redis_settings(settings),
         "queue_name": settings.queue_name,
         "health_check_key": f"{settings.queue_name}:health-check",
+        # The key expires a second after each interval, so `switchboard worker --check` fails
+        # within a minute of the worker stopping (arq's default interval is an hour).
+        "health_check_interval": 59,
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
         "poll_delay": settings.worker_poll_delay,
