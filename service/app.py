@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         try:
             yield
         finally:
+            await pocketping.flush_events()
             await pocketping.stop_subscriber()
             await pocketping.stop()
             await redis.aclose()
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[GatewayController, HealthController],
         lifespan=[lifespan],
-        dependencies={"pocketping": Provide(provide_pocketping, sync_to_thread=False)},
+        dependencies={"pocketping": Provide(provide_pocketping, sync_to_thread=False, use_cache=True)},
         plugins=[PydanticPlugin(prefer_alias=True)],
         exception_handlers=EXCEPTION_HANDLERS,
         logging_config=None,

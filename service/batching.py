@@ -24,7 +24,7 @@ class Batcher(Generic[Item, Result]):
     def __init__(self, flush: Callable[[list[Item]], Awaitable[Sequence[Result | BaseException]]], max_size: int):
         self._flush = flush
         self._max_size = max_size
-        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._pending: list[tuple[Item, asyncio.Future[Result] | None]] = []
         self._draining: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Result:
@@ -33,6 +33,17 @@ class Batcher(Generic[Item, Result]):
         if self._draining is None:
             self._draining = asyncio.create_task(self._drain())
         return await future
+
+    def post(self, item: Item) -> None:
+        """Fire and forget: ``item`` rides the next flush, and nobody waits for its result."""
+        self._pending.append((item, None))
+        if self._draining is None:
+            self._draining = asyncio.get_running_loop().create_task(self._drain())
+
+    async def join(self) -> None:
+        """Wait until everything submitted or posted so far has been flushed."""
+        while self._draining is not None:
+            await asyncio.shield(self._draining)
 
     async def _drain(self) -> None:
         try:
@@ -43,16 +54,17 @@ class Batcher(Generic[Item, Result]):
                     results = await self._flush([item for item, _ in batch])
                 except asyncio.CancelledError:
                     for _, future in batch + self._pending:
-                        future.cancel()
+                        if future is not None:
+                            future.cancel()
                     self._pending.clear()
                     raise
                 except Exception as exc:
                     for _, future in batch:
-                        if not future.done():
+                        if future is not None and not future.done():
                             future.set_exception(exc)
                     continue
                 for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():  # the caller went away (client disconnected); the work is done anyway
+                    if future is None or future.done():  # posted, or the caller went away: the work is done anyway
                         continue
                     if isinstance(result, BaseException):
                         future.set_exception(result)

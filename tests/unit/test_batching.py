@@ -74,3 +74,19 @@ async def test_a_caller_that_goes_away_does_not_disturb_the_batch() -> None:
     release.set()
     assert await stays == 2
     assert gone.cancelled()
+
+
+async def test_posted_items_ride_the_next_flush_and_join_waits_for_them() -> None:
+    flushed: list[int] = []
+
+    async def flush(items: list[int]) -> list[None]:
+        await asyncio.sleep(0.01)
+        flushed.extend(items)
+        return [None] * len(items)
+
+    batcher: Batcher[int, None] = Batcher(flush, max_size=10)
+    for n in range(3):
+        batcher.post(n)
+    assert flushed == []  # nobody waited
+    await batcher.join()
+    assert flushed == [0, 1, 2]
