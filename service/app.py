@@ -14,6 +14,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.pydantic import PydanticPlugin
 
+from service.auth.deps import provide_principal
 from service.db.engine import create_engine
 from service.errors import EXCEPTION_HANDLERS
 from service.gateway.bridge import RoutingBridge
@@ -21,6 +22,7 @@ from service.gateway.controllers import VERSION_HEADERS, GatewayController
 from service.gateway.hub import SwitchboardPocketPing
 from service.gateway.limits import RateLimiter
 from service.logging import configure_logging
+from service.operators.controllers import MeController
 from service.ops.controllers import HealthController
 from service.settings import Settings, load_settings
 
@@ -62,9 +64,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         return state.pocketping  # type: ignore[no-any-return]
 
     return Litestar(
-        route_handlers=[GatewayController, HealthController],
+        route_handlers=[GatewayController, HealthController, MeController],
         lifespan=[lifespan],
-        dependencies={"pocketping": Provide(provide_pocketping, sync_to_thread=False, use_cache=True)},
+        dependencies={
+            "pocketping": Provide(provide_pocketping, sync_to_thread=False, use_cache=True),
+            "principal": Provide(provide_principal, use_cache=True),
+        },
         plugins=[PydanticPlugin(prefer_alias=True)],
         exception_handlers=EXCEPTION_HANDLERS,
         logging_config=None,

@@ -59,36 +59,26 @@ def upgrade() -> None:
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("name", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("is_default", sa.Boolean(), server_default=sa.text("false"), nullable=False),
-        sa.Column(
-            "routing_policy", sqlmodel.sql.sqltypes.AutoString(), server_default="manual", nullable=False
-        ),
+        sa.Column("routing_policy", sqlmodel.sql.sqltypes.AutoString(), server_default="manual", nullable=False),
         sa.Column("default_capacity", sa.Integer(), server_default="5", nullable=False),
         sa.Column("welcome_message", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("ai_enabled", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("ai_system_prompt", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("ai_takeover_delay_seconds", sa.Integer(), server_default="120", nullable=False),
         sa.Column("first_response_timeout_seconds", sa.Integer(), nullable=True),
-        sa.Column(
-            "offline_policy", sqlmodel.sql.sqltypes.AutoString(), server_default="keep", nullable=False
-        ),
+        sa.Column("offline_policy", sqlmodel.sql.sqltypes.AutoString(), server_default="keep", nullable=False),
         sa.Column("offline_grace_seconds", sa.Integer(), server_default="300", nullable=False),
         sa.Column("queue_alert_threshold", sa.Integer(), nullable=True),
-        sa.Column(
-            "bridge_settings", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False
-        ),
+        sa.Column("bridge_settings", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.CheckConstraint(
-            "offline_policy IN ('keep', 'requeue', 'reassign')", name=op.f("ck_team_offline_policy")
-        ),
+        sa.CheckConstraint("offline_policy IN ('keep', 'requeue', 'reassign')", name=op.f("ck_team_offline_policy")),
         sa.CheckConstraint(
             "routing_policy IN ('round_robin', 'least_busy', 'manual')", name=op.f("ck_team_routing_policy")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_team")),
         sa.UniqueConstraint("name", name=op.f("uq_team_name")),
     )
-    op.create_index(
-        "uq_team_default", "team", ["is_default"], unique=True, postgresql_where=sa.text("is_default")
-    )
+    op.create_index("uq_team_default", "team", ["is_default"], unique=True, postgresql_where=sa.text("is_default"))
     op.create_table(
         "timer",
         sa.Column("id", sa.BigInteger(), nullable=False),
@@ -99,15 +89,11 @@ def upgrade() -> None:
         sa.Column("state", sqlmodel.sql.sqltypes.AutoString(), server_default="pending", nullable=False),
         sa.Column("fired_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.CheckConstraint(
-            "kind IN ('first_response', 'offline_grace', 'ai_takeover')", name=op.f("ck_timer_kind")
-        ),
+        sa.CheckConstraint("kind IN ('first_response', 'offline_grace', 'ai_takeover')", name=op.f("ck_timer_kind")),
         sa.CheckConstraint("state IN ('pending', 'fired', 'cancelled')", name=op.f("ck_timer_state")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_timer")),
     )
-    op.create_index(
-        "ix_timer_due", "timer", ["due_at"], unique=False, postgresql_where=sa.text("state = 'pending'")
-    )
+    op.create_index("ix_timer_due", "timer", ["due_at"], unique=False, postgresql_where=sa.text("state = 'pending'"))
     op.create_index("uq_timer_subject", "timer", ["kind", "subject"], unique=True)
     op.create_table(
         "api_token",
@@ -147,9 +133,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_event")),
     )
     op.create_index(op.f("ix_audit_event_created_at"), "audit_event", ["created_at"], unique=False)
-    op.create_index(
-        "ix_audit_event_subject", "audit_event", ["subject_type", "subject_id", "created_at"], unique=False
-    )
+    op.create_index("ix_audit_event_subject", "audit_event", ["subject_type", "subject_id", "created_at"], unique=False)
     op.create_table(
         "canned_response",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -160,9 +144,7 @@ def upgrade() -> None:
         sa.Column("body", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.CheckConstraint(
-            "(team_id IS NULL) <> (owner_id IS NULL)", name=op.f("ck_canned_response_one_owner")
-        ),
+        sa.CheckConstraint("(team_id IS NULL) <> (owner_id IS NULL)", name=op.f("ck_canned_response_one_owner")),
         sa.ForeignKeyConstraint(
             ["owner_id"],
             ["operator.id"],
@@ -214,9 +196,7 @@ def upgrade() -> None:
         sa.Column("user_phone", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("user_phone_country", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("csat", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
-        sa.CheckConstraint(
-            "status IN ('new', 'queued', 'assigned', 'closed')", name=op.f("ck_conversation_status")
-        ),
+        sa.CheckConstraint("status IN ('new', 'queued', 'assigned', 'closed')", name=op.f("ck_conversation_status")),
         sa.ForeignKeyConstraint(
             ["assignee_id"],
             ["operator.id"],
@@ -289,9 +269,7 @@ def upgrade() -> None:
             name=op.f("fk_team_member_operator_id_operator"),
             ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(
-            ["team_id"], ["team.id"], name=op.f("fk_team_member_team_id_team"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["team_id"], ["team.id"], name=op.f("fk_team_member_team_id_team"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("team_id", "operator_id", name=op.f("pk_team_member")),
     )
     op.create_index(op.f("ix_team_member_operator_id"), "team_member", ["operator_id"], unique=False)
@@ -336,14 +314,10 @@ def upgrade() -> None:
             name=op.f("fk_assignment_operator_id_operator"),
             ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(
-            ["team_id"], ["team.id"], name=op.f("fk_assignment_team_id_team"), ondelete="SET NULL"
-        ),
+        sa.ForeignKeyConstraint(["team_id"], ["team.id"], name=op.f("fk_assignment_team_id_team"), ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_assignment")),
     )
-    op.create_index(
-        "ix_assignment_conversation", "assignment", ["conversation_id", "started_at"], unique=False
-    )
+    op.create_index("ix_assignment_conversation", "assignment", ["conversation_id", "started_at"], unique=False)
     op.create_index("ix_assignment_operator", "assignment", ["operator_id", "started_at"], unique=False)
     op.create_index(
         "uq_assignment_open",
@@ -374,9 +348,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_internal_note")),
     )
-    op.create_index(
-        "ix_internal_note_conversation", "internal_note", ["conversation_id", "created_at"], unique=False
-    )
+    op.create_index("ix_internal_note_conversation", "internal_note", ["conversation_id", "created_at"], unique=False)
     op.create_table(
         "message",
         sa.Column("id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
@@ -396,12 +368,8 @@ def upgrade() -> None:
         sa.Column("telegram_message_id", sa.BigInteger(), nullable=True),
         sa.Column("discord_message_id", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("slack_message_ts", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.CheckConstraint(
-            "sender IN ('visitor', 'operator', 'ai', 'system')", name=op.f("ck_message_sender")
-        ),
-        sa.CheckConstraint(
-            "status IN ('sending', 'sent', 'delivered', 'read')", name=op.f("ck_message_status")
-        ),
+        sa.CheckConstraint("sender IN ('visitor', 'operator', 'ai', 'system')", name=op.f("ck_message_sender")),
+        sa.CheckConstraint("status IN ('sending', 'sent', 'delivered', 'read')", name=op.f("ck_message_status")),
         sa.ForeignKeyConstraint(
             ["conversation_id"],
             ["conversation.id"],
@@ -447,9 +415,7 @@ def upgrade() -> None:
         sa.Column("webhook_endpoint_id", sa.Uuid(), nullable=True),
         sa.Column("dedupe_key", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
-        sa.Column(
-            "available_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
-        ),
+        sa.Column("available_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_error", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
@@ -519,9 +485,7 @@ def downgrade() -> None:
         table_name="message",
         postgresql_where=sa.text("telegram_message_id IS NOT NULL"),
     )
-    op.drop_index(
-        "ix_message_slack", table_name="message", postgresql_where=sa.text("slack_message_ts IS NOT NULL")
-    )
+    op.drop_index("ix_message_slack", table_name="message", postgresql_where=sa.text("slack_message_ts IS NOT NULL"))
     op.drop_index(
         "ix_message_discord", table_name="message", postgresql_where=sa.text("discord_message_id IS NOT NULL")
     )
@@ -543,9 +507,7 @@ def downgrade() -> None:
     op.drop_table("routing_rule")
     op.drop_index("ix_conversation_visitor", table_name="conversation")
     op.drop_index("ix_conversation_team_status", table_name="conversation")
-    op.drop_index(
-        "ix_conversation_queue", table_name="conversation", postgresql_where=sa.text("status = 'queued'")
-    )
+    op.drop_index("ix_conversation_queue", table_name="conversation", postgresql_where=sa.text("status = 'queued'"))
     op.drop_index(op.f("ix_conversation_created_at"), table_name="conversation")
     op.drop_index(
         "ix_conversation_assignee_open",

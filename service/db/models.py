@@ -395,3 +395,21 @@ class AuditEvent(SQLModel, table=True):
     data: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB, sa_column_kwargs={"server_default": "{}"})
     ip: str | None = None
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW, index=True)
+
+
+class Event(SQLModel, table=True):
+    """A domain event (assignment, message, note, transfer, presence, AI takeover), written in the
+    transaction that caused it; the realtime stream and outbound webhooks read from here."""
+
+    __table_args__ = (sa.Index("ix_event_team", "team_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger)
+    kind: str = Field(description="e.g. conversation.assigned, message.created, note.created, presence.changed")
+    team_id: uuid.UUID | None = Field(default=None, foreign_key="team.id", ondelete="CASCADE")
+    conversation_id: str | None = Field(default=None, foreign_key="conversation.id", ondelete="CASCADE")
+    # Operators who see the event whatever their teams (the mentioned, the previous assignee).
+    operator_ids: list[uuid.UUID] = Field(
+        default_factory=list, sa_type=ARRAY(sa.Uuid), sa_column_kwargs={"server_default": "{}"}
+    )
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB, sa_column_kwargs={"server_default": "{}"})
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)

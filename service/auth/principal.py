@@ -1,0 +1,72 @@
+"""Who is calling: the ``Principal`` every operator endpoint receives, and the guards that check it."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+from litestar.exceptions import NotFoundException, PermissionDeniedException
+
+TOKEN_PREFIX = "sbp_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated operator, with the teams they belong to and what the credential allows."""
+
+    operator_id: uuid.UUID
+    display_name: str
+    is_admin: bool
+    # team id -> "lead" | "operator"
+    teams: dict[uuid.UUID, str] = field(default_factory=dict)
+    via: Literal["session", "jwt", "token"] = "session"
+    # A personal access token's scopes; None means everything the operator may do (session, JWT).
+    scopes: frozenset[str] | None = None
+
+    def is_member(self, team_id: uuid.UUID | None) -> bool:
+        """Admins see every team; others only their own."""
+        return self.is_admin or (team_id is not None and team_id in self.teams)
+
+    def is_lead(self, team_id: uuid.UUID | None) -> bool:
+        return self.is_admin or (team_id is not None and self.teams.get(team_id) == "lead")
+
+    def allows(self, scope: str) -> bool:
+        return self.scopes is None or scope in self.scopes
+
+
+def requires_team_member(principal: Principal, team_id: uuid.UUID | None, what: str = "Conversation") -> None:
+    """Another team's object does not exist for the caller: 404, not 403, so ids cannot be probed."""
+    if not principal.is_member(team_id):
+        raise NotFoundException(f"{what} not found")
+
+
+def requires_lead(principal: Principal, team_id: uuid.UUID) -> None:
+    """Team configuration: leads of that team and admins; members who are not leads get 403."""
+    requires_team_member(principal, team_id, "Team")
+    if not principal.is_lead(team_id):
+        raise PermissionDeniedException("Only the team's leads may do this")
+
+
+def requires_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise PermissionDeniedException("Only administrators may do this")
+
+
+def requires_scope(principal: Principal, scope: str) -> None:
+    """A personal access token acts only within its scopes."""
+    if not principal.allows(scope):
+        raise PermissionDeniedException(f"This token lacks the '{scope}' scope")
+
+
+def new_personal_token() -> tuple[str, str, str]:
+    """A fresh token: (the secret shown once, its SHA-256 hex stored at rest, a display prefix)."""
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return secret, hash_token(secret), secret[:12]
+
+
+def hash_token(secret: str) -> str:
+    """Tokens are 256-bit random, so a plain SHA-256 is enough (no password-style stretching needed)."""
+    return hashlib.sha256(secret.encode()).hexdigest()

@@ -1,0 +1,63 @@
+"""Factories for operators, teams, memberships and tokens, written straight to PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.auth.principal import new_personal_token
+from service.db.models import ApiToken, Operator, Team, TeamMember
+
+
+async def make_operator(engine: AsyncEngine, name: str = "Ada", **values: Any) -> uuid.UUID:
+    operator_id = values.pop("id", uuid.uuid4())
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(Operator.__table__).values(  # type: ignore[attr-defined]
+                id=operator_id,
+                subject=values.pop("subject", f"sub-{operator_id}"),
+                email=values.pop("email", f"{name.lower()}-{operator_id.hex[:6]}@example.test"),
+                display_name=name,
+                **values,
+            )
+        )
+    return operator_id
+
+
+async def make_team(engine: AsyncEngine, name: str | None = None, **values: Any) -> uuid.UUID:
+    team_id = values.pop("id", uuid.uuid4())
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(Team.__table__).values(id=team_id, name=name or f"team-{team_id.hex[:8]}", **values)  # type: ignore[attr-defined]
+        )
+    return team_id
+
+
+async def add_member(
+    engine: AsyncEngine, team_id: uuid.UUID, operator_id: uuid.UUID, role: str = "operator", **values: Any
+) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(TeamMember.__table__).values(team_id=team_id, operator_id=operator_id, role=role, **values)  # type: ignore[attr-defined]
+        )
+
+
+async def personal_token(
+    engine: AsyncEngine, operator_id: uuid.UUID, scopes: tuple[str, ...] = ("read", "write", "admin"), **values: Any
+) -> str:
+    """A personal access token for the operator; returns the secret to send as ``Bearer``."""
+    secret, digest, prefix = new_personal_token()
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(ApiToken.__table__).values(  # type: ignore[attr-defined]
+                operator_id=operator_id, name="test", token_hash=digest, prefix=prefix, scopes=list(scopes), **values
+            )
+        )
+    return secret
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
