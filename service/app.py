@@ -24,6 +24,7 @@ from service.gateway.limits import RateLimiter
 from service.logging import configure_logging
 from service.operators.controllers import MeController
 from service.ops.controllers import HealthController
+from service.routing.controllers import RoutingController
 from service.settings import Settings, load_settings
 
 
@@ -64,11 +65,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         return state.pocketping  # type: ignore[no-any-return]
 
     return Litestar(
-        route_handlers=[GatewayController, HealthController, MeController],
+        route_handlers=[GatewayController, HealthController, MeController, RoutingController],
         lifespan=[lifespan],
         dependencies={
             "pocketping": Provide(provide_pocketping, sync_to_thread=False, use_cache=True),
-            "principal": Provide(provide_principal, use_cache=True),
+            # Not cached: Litestar caches a provider's value on the Provide itself, for every later request.
+            "principal": Provide(provide_principal),
         },
         plugins=[PydanticPlugin(prefer_alias=True)],
         exception_handlers=EXCEPTION_HANDLERS,

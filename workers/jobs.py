@@ -9,8 +9,7 @@ import sqlalchemy as sa
 import structlog
 
 from service.conversations.outbox import WIDGET_MESSAGE, enqueue_delivery, outbox_t
-from service.routing.services import enqueue_route, unrouted_conversations
-from service.routing.services import route_conversation as route
+from service.routing import services as routing
 
 log = structlog.get_logger(__name__)
 
@@ -21,10 +20,17 @@ LOST_JOB_AFTER_SECONDS = 5.0
 
 async def route_conversation(ctx: dict[str, Any], *, conversation_id: str, revision: int, trigger: str) -> str:
     """Route one conversation if ``revision`` is still current; otherwise do nothing."""
-    async with ctx["engine"].begin() as conn:
-        outcome = await route(conn, conversation_id, revision, trigger)
+    outcome = await routing.in_transaction(
+        ctx["engine"], lambda conn: routing.route_conversation(conn, conversation_id, revision, trigger)
+    )
     log.info("routed", conversation_id=conversation_id, revision=revision, outcome=outcome.outcome)
     return outcome.outcome
+
+
+async def drain_team_queue(ctx: dict[str, Any], *, team_id: str, trigger: str) -> int:
+    """Assign the team's queued conversations while members have room; a drain with nothing to do does nothing."""
+    team = uuid.UUID(team_id)
+    return await routing.in_transaction(ctx["engine"], lambda conn: routing.drain_team_queue(conn, team, trigger))
 
 
 async def deliver_outbox(ctx: dict[str, Any], *, outbox_id: int) -> str:
@@ -74,9 +80,10 @@ async def deliver_outbox(ctx: dict[str, Any], *, outbox_id: int) -> str:
 
 
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
-    """Re-enqueue work whose trigger was lost: unrouted conversations and undelivered outbox rows."""
+    """Re-enqueue work whose trigger was lost: unrouted conversations, team queues, undelivered outbox rows."""
     async with ctx["engine"].connect() as conn:
-        unrouted = await unrouted_conversations(conn, LOST_JOB_AFTER_SECONDS)
+        unrouted = await routing.unrouted_conversations(conn, LOST_JOB_AFTER_SECONDS)
+        waiting_teams = await routing.teams_with_queue(conn)
         pending = (
             (
                 await conn.execute(
@@ -89,7 +96,9 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
             .all()
         )
     for conversation_id, revision in unrouted:
-        await enqueue_route(ctx["redis"], conversation_id, revision, trigger="sweep")
+        await routing.enqueue_route(ctx["redis"], conversation_id, revision, trigger="sweep")
+    for team_id in waiting_teams:
+        await routing.enqueue_drain(ctx["redis"], team_id, trigger="sweep")
     for outbox_id in pending:
         await enqueue_delivery(ctx["redis"], outbox_id)
-    return {"unrouted": len(unrouted), "outbox": len(pending)}
+    return {"unrouted": len(unrouted), "outbox": len(pending), "queues": len(waiting_teams)}

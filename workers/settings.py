@@ -31,7 +31,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             await ctx["engine"].dispose()
 
     return {
-        "functions": [jobs.route_conversation, jobs.deliver_outbox],
+        "functions": [jobs.route_conversation, jobs.drain_team_queue, jobs.deliver_outbox],
         "cron_jobs": [cron(jobs.sweep, second=SWEEP_SECONDS, run_at_startup=True, unique=True)],
         "redis_settings": redis_settings(settings),
         "queue_name": settings.queue_name,

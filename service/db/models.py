@@ -147,6 +147,10 @@ class Conversation(SQLModel, table=True):
         default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"}
     )
     waiting_since: datetime | None = Field(default=None, sa_type=TZ)
+    # Operators automatic routing must not give it back to (reassigned away on timeout); cleared on close.
+    excluded_operators: list[uuid.UUID] = Field(
+        default_factory=list, sa_type=ARRAY(sa.Uuid), sa_column_kwargs={"server_default": "{}"}
+    )
     assigned_at: datetime | None = Field(default=None, sa_type=TZ)
     first_response_at: datetime | None = Field(default=None, sa_type=TZ)
     closed_at: datetime | None = Field(default=None, sa_type=TZ)
@@ -243,6 +247,10 @@ class Assignment(SQLModel, table=True):
     started_at: datetime = Field(sa_type=TZ, sa_column_kwargs=NOW)
     ended_at: datetime | None = Field(default=None, sa_type=TZ)
     end_reason: str | None = None
+    # The capacity this assignment was checked against (NULL when a lead overrode it) and the
+    # operator's open conversations including this one, read under the operator's row lock.
+    capacity: int | None = None
+    open_after: int | None = None
 
 
 class RoutingDecision(SQLModel, table=True):
@@ -259,6 +267,8 @@ class RoutingDecision(SQLModel, table=True):
     candidates: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONB)
     chosen_operator_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
     outcome: str = Field(description="assigned, queued or unchanged")
+    actor_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
+    reason: str | None = Field(default=None, description="Why a person moved it (transfer, requeue)")
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
 
 

@@ -1,22 +1,64 @@
-"""Routing: which team a conversation belongs to and where it waits (the team queue)."""
+"""Routing engine: team selection, assignment under capacity, the team queue, claims, transfers, close and reopen.
+
+Every function runs in the caller's transaction. Lock order, everywhere: the conversation row,
+then team rows (the "team queue lock", several in id order), then operator rows. See
+docs/routing.md ("Locking") for why this keeps capacity exact and the queue free of lost wake-ups.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+import structlog
 from arq.connections import ArqRedis
-from sqlalchemy.ext.asyncio import AsyncConnection
+from litestar.exceptions import NotFoundException
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.db.models import Conversation, RoutingDecision, Team
+from service.db.models import Conversation, InternalNote, RoutingDecision, Team
+from service.errors import ConflictException
+from service.events import record_event
+from service.routing.policies import Candidate, Decision, Rule, Visit, decide, select_rule
+
+log = structlog.get_logger(__name__)
 
 conversation_t = Conversation.__table__  # type: ignore[attr-defined]
 team_t = Team.__table__  # type: ignore[attr-defined]
 decision_t = RoutingDecision.__table__  # type: ignore[attr-defined]
+note_t = InternalNote.__table__  # type: ignore[attr-defined]
 
 DEFAULT_TEAM_NAME = "Support"
+# Deadlock and serialization failure: the transaction did nothing and may simply run again.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RouteOutcome:
+    """What routing did: ``assigned`` (to ``operator_id``), ``queued``, or ``stale`` when the job was outdated."""
+
+    outcome: str
+    team_id: uuid.UUID | None = None
+    operator_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class AssignOutcome:
+    """An explicit assignment (claim, transfer to an operator) that took place."""
+
+    operator_id: uuid.UUID
+    team_id: uuid.UUID
+    assignment_id: int
+
+
+# --- Jobs and transactions ------------------------------------------------------------------------------------
 
 
 def route_job_id(conversation_id: str, revision: int) -> str:
@@ -35,6 +77,179 @@ async def enqueue_route(arq: ArqRedis, conversation_id: str, revision: int, trig
     )
 
 
+async def enqueue_drain(arq: ArqRedis, team_id: uuid.UUID, trigger: str) -> None:
+    """Ask a worker to drain the team's queue; call it after the change that freed room has committed.
+
+    No job id on purpose: a drain already running may have read the queue before this change,
+    so a new request must never be folded into it. Drains are idempotent and cheap when idle.
+    """
+    await arq.enqueue_job("drain_team_queue", team_id=str(team_id), trigger=trigger)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A deadlock or serialization failure, which PostgreSQL resolved by rolling this transaction back."""
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+async def in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]], attempts: int = 5) -> T:
+    """Run ``work`` in one transaction, again from the start when PostgreSQL broke a deadlock by aborting it."""
+    for attempt in range(1, attempts + 1):
+        try:
+            async with engine.begin() as conn:
+                return await work(conn)
+        except DBAPIError as exc:
+            if not is_retryable(exc) or attempt == attempts:
+                raise
+            log.info("transaction retried", attempt=attempt, sqlstate=getattr(exc.orig, "sqlstate", None))
+            await asyncio.sleep(0.005 * attempt)
+    raise AssertionError("unreachable")
+
+
+# --- Reading and locking --------------------------------------------------------------------------------------
+
+_LOCK_CONVERSATION = sa.text(
+    """
+    SELECT c.id, c.status, c.team_id, c.assignee_id, c.routing_revision, c.priority, c.required_skills,
+           c.excluded_operators, c.session_metadata, c.identity, c.user_phone_country
+    FROM conversation c WHERE c.id = :id FOR UPDATE
+    """
+)
+
+_CANDIDATES = sa.text(
+    """
+    SELECT t.routing_policy, m.operator_id, o.status, o.open_conversations,
+           coalesce(m.capacity, t.default_capacity) AS capacity, m.skills, m.last_assigned_at
+    FROM team t
+    LEFT JOIN (team_member m JOIN operator o ON o.id = m.operator_id AND o.deactivated_at IS NULL)
+        ON m.team_id = t.id
+    WHERE t.id = :team_id
+    ORDER BY m.operator_id
+    """
+)
+
+# The capacity check is this conditional UPDATE: the operator's row lock serializes every
+# change to ``open_conversations``, and the capacity is re-read (membership included) in the
+# same statement. Assignment, conversation, round-robin clock and decision follow only if it
+# matched. Times come from clock_timestamp() taken after the operator row is locked, so the
+# assignment history is ordered exactly as the operator's counter changed.
+_ASSIGN = sa.text(
+    """
+    WITH cap AS (
+        SELECT coalesce(m.capacity, t.default_capacity) AS capacity
+        FROM team_member m JOIN team t ON t.id = m.team_id
+        WHERE m.team_id = :team_id AND m.operator_id = :operator_id
+    ), op AS (
+        UPDATE operator o SET open_conversations = o.open_conversations + 1
+        FROM cap
+        WHERE o.id = :operator_id AND o.deactivated_at IS NULL
+          AND (NOT :check_online OR o.status = 'online')
+          AND (NOT :check_capacity OR o.open_conversations < cap.capacity)
+        RETURNING o.open_conversations, cap.capacity
+    ), asg AS (
+        INSERT INTO assignment
+            (conversation_id, operator_id, team_id, reason, actor_id, started_at, capacity, open_after)
+        SELECT :conversation_id, :operator_id, :team_id, :reason, :actor_id, clock_timestamp(),
+               CASE WHEN :check_capacity THEN op.capacity END, op.open_conversations
+        FROM op
+        RETURNING id, started_at
+    ), conv AS (
+        UPDATE conversation c SET status = 'assigned', assignee_id = :operator_id, team_id = :team_id,
+            priority = :priority, required_skills = :required_skills, assigned_at = asg.started_at,
+            routing_revision = c.routing_revision + 1
+        FROM asg WHERE c.id = :conversation_id
+        RETURNING c.routing_revision
+    ), member AS (
+        UPDATE team_member m SET last_assigned_at = asg.started_at
+        FROM asg WHERE m.team_id = :team_id AND m.operator_id = :operator_id
+    ), decision AS (
+        INSERT INTO routing_decision (conversation_id, team_id, policy, trigger, candidates, chosen_operator_id,
+                                      outcome, actor_id, reason)
+        SELECT :conversation_id, :team_id, :policy, :trigger, :candidates, :operator_id, 'assigned', :actor_id,
+               :note_reason
+        FROM asg
+    )
+    SELECT asg.id AS assignment_id, op.open_conversations, op.capacity FROM asg, op
+    """
+).bindparams(sa.bindparam("candidates", type_=JSONB), sa.bindparam("required_skills", type_=sa.ARRAY(sa.Text)))
+
+_QUEUE = sa.text(
+    """
+    WITH conv AS (
+        UPDATE conversation c SET status = 'queued', assignee_id = NULL, team_id = :team_id, priority = :priority,
+            required_skills = :required_skills, waiting_since = coalesce(c.waiting_since, now()),
+            routing_revision = c.routing_revision + 1
+        WHERE c.id = :conversation_id
+        RETURNING c.id
+    )
+    INSERT INTO routing_decision (conversation_id, team_id, policy, trigger, candidates, outcome, actor_id, reason)
+    SELECT conv.id, :team_id, :policy, :trigger, :candidates, 'queued', :actor_id, :note_reason FROM conv
+    """
+).bindparams(sa.bindparam("candidates", type_=JSONB), sa.bindparam("required_skills", type_=sa.ARRAY(sa.Text)))
+
+# The operator's row first (its lock orders the history), then the assignment ends.
+_RELEASE = sa.text(
+    """
+    WITH op AS (
+        UPDATE operator SET open_conversations = open_conversations - 1 WHERE id = :operator_id RETURNING id
+    )
+    UPDATE assignment a SET ended_at = clock_timestamp(), end_reason = :end_reason
+    FROM op WHERE a.conversation_id = :conversation_id AND a.ended_at IS NULL AND a.operator_id = op.id
+    RETURNING a.id
+    """
+)
+
+_RULES = sa.text(
+    """
+    SELECT r.team_id, r.conditions, r.set_priority, r.required_skills
+    FROM routing_rule r JOIN team t ON t.id = r.team_id
+    WHERE r.enabled ORDER BY r.position, r.created_at, r.id
+    """
+)
+
+
+async def _lock_conversation(conn: AsyncConnection, conversation_id: str) -> Any:
+    return (await conn.execute(_LOCK_CONVERSATION, {"id": conversation_id})).first()
+
+
+async def _locked(conn: AsyncConnection, conversation_id: str) -> Any:
+    row = await _lock_conversation(conn, conversation_id)
+    if row is None:
+        raise NotFoundException("Conversation not found")
+    return row
+
+
+async def lock_teams(conn: AsyncConnection, *team_ids: uuid.UUID | None) -> None:
+    """Take the teams' queue locks (their rows, in id order). Queueing and draining a team hold it.
+
+    ``FOR NO KEY UPDATE`` so inserts referencing the team (assignments, events) are not blocked.
+    """
+    ids = sorted({t for t in team_ids if t is not None})
+    if ids:
+        await conn.execute(
+            sa.select(team_t.c.id).where(team_t.c.id.in_(ids)).order_by(team_t.c.id).with_for_update(key_share=True)
+        )
+
+
+async def load_candidates(conn: AsyncConnection, team_id: uuid.UUID) -> tuple[str, list[Candidate]]:
+    """The team's policy and its members as candidates; ``NotFoundException`` if the team does not exist."""
+    rows = (await conn.execute(_CANDIDATES, {"team_id": team_id})).all()
+    if not rows:
+        raise NotFoundException("Team not found")
+    candidates = [
+        Candidate(
+            operator_id=r.operator_id,
+            status=r.status,
+            open_conversations=r.open_conversations,
+            capacity=r.capacity,
+            skills=frozenset(r.skills),
+            last_assigned_at=r.last_assigned_at,
+        )
+        for r in rows
+        if r.operator_id is not None
+    ]
+    return rows[0].routing_policy, candidates
+
+
 async def default_team_id(conn: AsyncConnection) -> uuid.UUID:
     """The default team, created on first use so a fresh install routes somewhere."""
     found = await conn.scalar(sa.select(team_t.c.id).where(team_t.c.is_default))
@@ -49,47 +264,535 @@ async def default_team_id(conn: AsyncConnection) -> uuid.UUID:
 
 
 @dataclass(frozen=True)
-class RouteOutcome:
-    """What a routing job did: ``queued``, or ``stale`` when the conversation moved on meanwhile."""
+class _Target:
+    """Where a conversation goes, what it asks for, and who automatic routing must skip."""
 
-    outcome: str
-    team_id: uuid.UUID | None = None
+    team_id: uuid.UUID
+    priority: int
+    required_skills: tuple[str, ...]
+    excluded: tuple[uuid.UUID, ...] = ()
+
+
+async def _select_team(conn: AsyncConnection, conv: Any) -> _Target:
+    """First matching routing rule (which may raise priority and add skills), else the default team."""
+    rules = [
+        Rule(r.team_id, r.conditions or {}, r.set_priority, tuple(r.required_skills))
+        for r in await conn.execute(_RULES)
+    ]
+    visit = Visit.from_session(conv.session_metadata, conv.identity, conv.user_phone_country)
+    rule = select_rule(rules, visit)
+    if rule is None:
+        return _target_of(conv, await default_team_id(conn))
+    priority = conv.priority if rule.set_priority is None else rule.set_priority
+    skills = tuple(dict.fromkeys((*conv.required_skills, *rule.required_skills)))
+    return _Target(rule.team_id, priority, skills, tuple(conv.excluded_operators))
+
+
+# --- Writing --------------------------------------------------------------------------------------------------
+
+
+async def _assign(
+    conn: AsyncConnection,
+    conversation_id: str,
+    operator_id: uuid.UUID,
+    target: _Target,
+    *,
+    policy: str,
+    trigger: str,
+    candidates: list[dict[str, Any]],
+    reason: str,
+    actor_id: uuid.UUID | None = None,
+    note_reason: str | None = None,
+    check_online: bool = True,
+    check_capacity: bool = True,
+) -> int | None:
+    """The capacity-checked assignment in one statement; the assignment id, or None if the operator had no room."""
+    row = (
+        await conn.execute(
+            _ASSIGN,
+            {
+                "conversation_id": conversation_id,
+                "operator_id": operator_id,
+                "team_id": target.team_id,
+                "priority": target.priority,
+                "required_skills": list(target.required_skills),
+                "reason": reason,
+                "actor_id": actor_id,
+                "policy": policy,
+                "trigger": trigger,
+                "candidates": candidates,
+                "note_reason": note_reason,
+                "check_online": check_online,
+                "check_capacity": check_capacity,
+            },
+        )
+    ).first()
+    if row is None:
+        return None
+    await record_event(
+        conn,
+        "conversation.assigned",
+        team_id=target.team_id,
+        conversation_id=conversation_id,
+        operator_ids=[operator_id],
+        data={
+            "conversationId": conversation_id,
+            "operatorId": str(operator_id),
+            "teamId": str(target.team_id),
+            "reason": reason,
+        },
+    )
+    return int(row.assignment_id)
+
+
+async def _queue(
+    conn: AsyncConnection,
+    conversation_id: str,
+    target: _Target,
+    *,
+    policy: str,
+    trigger: str,
+    candidates: list[dict[str, Any]],
+    actor_id: uuid.UUID | None = None,
+    note_reason: str | None = None,
+) -> RouteOutcome:
+    await conn.execute(
+        _QUEUE,
+        {
+            "conversation_id": conversation_id,
+            "team_id": target.team_id,
+            "priority": target.priority,
+            "required_skills": list(target.required_skills),
+            "policy": policy,
+            "trigger": trigger,
+            "candidates": candidates,
+            "actor_id": actor_id,
+            "note_reason": note_reason,
+        },
+    )
+    await record_event(
+        conn,
+        "conversation.queued",
+        team_id=target.team_id,
+        conversation_id=conversation_id,
+        data={"conversationId": conversation_id, "teamId": str(target.team_id), "priority": target.priority},
+    )
+    return RouteOutcome("queued", target.team_id)
+
+
+async def _try_ranked(
+    conn: AsyncConnection,
+    conversation_id: str,
+    target: _Target,
+    decision: Decision,
+    lost: dict[uuid.UUID, str],
+    trigger: str,
+    reason: str,
+    actor_id: uuid.UUID | None = None,
+    note_reason: str | None = None,
+) -> RouteOutcome | None:
+    """Try the ranked candidates in order; one whose row check fails lost a race and is recorded as such."""
+    for operator_id in decision.ranked:
+        if operator_id in lost:
+            continue
+        assigned = await _assign(
+            conn,
+            conversation_id,
+            operator_id,
+            target,
+            policy=decision.policy,
+            trigger=trigger,
+            candidates=decision.candidates_json(lost),
+            reason=reason,
+            actor_id=actor_id,
+            note_reason=note_reason,
+        )
+        if assigned is not None:
+            return RouteOutcome("assigned", target.team_id, operator_id)
+        lost[operator_id] = "at_capacity"
+    return None
+
+
+async def _place(
+    conn: AsyncConnection,
+    conversation_id: str,
+    target: _Target,
+    *,
+    trigger: str,
+    reason: str = "routed",
+    actor_id: uuid.UUID | None = None,
+    note_reason: str | None = None,
+) -> RouteOutcome:
+    """Assign to the best eligible member of the target team, else queue there (the conversation is locked).
+
+    Fast path without the team lock; before queueing, the team lock is taken and the members
+    re-read, so a change that freed room and committed meanwhile is seen, and any later one
+    finds this conversation in the queue when it drains (no lost wake-up).
+    """
+    why = (trigger, reason, actor_id, note_reason)
+    policy, candidates = await load_candidates(conn, target.team_id)
+    lost: dict[uuid.UUID, str] = {}
+    if policy != "manual":
+        decision = decide(policy, candidates, required_skills=target.required_skills, exclude=target.excluded)
+        if decision.ranked and (done := await _try_ranked(conn, conversation_id, target, decision, lost, *why)):
+            return done
+        await lock_teams(conn, target.team_id)
+        policy, candidates = await load_candidates(conn, target.team_id)
+    decision = decide(policy, candidates, required_skills=target.required_skills, exclude=target.excluded)
+    if decision.ranked and (done := await _try_ranked(conn, conversation_id, target, decision, lost, *why)):
+        return done
+    return await _queue(
+        conn,
+        conversation_id,
+        target,
+        policy=policy,
+        trigger=trigger,
+        candidates=decision.candidates_json(lost),
+        actor_id=actor_id,
+        note_reason=note_reason,
+    )
+
+
+async def _release(conn: AsyncConnection, conv: Any, end_reason: str) -> uuid.UUID | None:
+    """End the current assignment and give the operator's slot back; returns who held it."""
+    if conv.status != "assigned" or conv.assignee_id is None:
+        return None
+    ended = (
+        await conn.execute(
+            _RELEASE,
+            {"operator_id": conv.assignee_id, "conversation_id": conv.id, "end_reason": end_reason},
+        )
+    ).first()
+    if ended is None:
+        raise RuntimeError(f"conversation {conv.id} is assigned without an open assignment")
+    return conv.assignee_id  # type: ignore[no-any-return]
+
+
+def _target_of(conv: Any, team_id: uuid.UUID | None = None) -> _Target:
+    return _Target(team_id or conv.team_id, conv.priority, tuple(conv.required_skills), tuple(conv.excluded_operators))
+
+
+# --- Public service functions ---------------------------------------------------------------------------------
 
 
 async def route_conversation(conn: AsyncConnection, conversation_id: str, revision: int, trigger: str) -> RouteOutcome:
-    """Route one conversation in the caller's transaction; a no-op unless ``revision`` is current.
+    """Route one conversation in the caller's transaction; a no-op (``stale``) unless ``revision`` is current.
 
     The row is locked first, so concurrent jobs for the same conversation serialize and all
     but the first find a newer revision and stop.
     """
-    row = (
-        await conn.execute(
-            sa.select(conversation_t.c.status, conversation_t.c.routing_revision, conversation_t.c.team_id)
-            .where(conversation_t.c.id == conversation_id)
-            .with_for_update()
-        )
-    ).first()
-    if row is None or row.routing_revision != revision or row.status != "new":
+    conv = await _lock_conversation(conn, conversation_id)
+    if conv is None or conv.routing_revision != revision or conv.status != "new":
         return RouteOutcome("stale")
-    team_id = row.team_id or await default_team_id(conn)
-    policy = await conn.scalar(sa.select(team_t.c.routing_policy).where(team_t.c.id == team_id))
-    # Automatic policies arrive with the routing engine; until then every team queues (manual).
+    target = _target_of(conv) if conv.team_id is not None else await _select_team(conn, conv)
+    return await _place(conn, conversation_id, target, trigger=trigger)
+
+
+async def drain_team_queue(conn: AsyncConnection, team_id: uuid.UUID, trigger: str, limit: int = 200) -> int:
+    """Assign queued conversations of the team, in queue order, while members have room; returns how many.
+
+    Holds the team lock, so it sees every conversation queued before it and none is queued
+    behind its back. Conversations locked by someone else are skipped: their holder is acting.
+    """
+    await lock_teams(conn, team_id)
+    policy, candidates = await load_candidates(conn, team_id)
+    if policy == "manual":
+        return 0
+    queued = await conn.execute(
+        sa.select(
+            conversation_t.c.id,
+            conversation_t.c.priority,
+            conversation_t.c.required_skills,
+            conversation_t.c.excluded_operators,
+            conversation_t.c.team_id,
+        )
+        .where(conversation_t.c.team_id == team_id, conversation_t.c.status == "queued")
+        .order_by(conversation_t.c.priority.desc(), conversation_t.c.waiting_since, conversation_t.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    assigned = 0
+    for conv in queued.all():
+        if not any(c.status == "online" and c.open_conversations < c.capacity for c in candidates):
+            break
+        decision = decide(policy, candidates, required_skills=conv.required_skills, exclude=conv.excluded_operators)
+        outcome = await _try_ranked(conn, conv.id, _target_of(conv), decision, {}, trigger, "routed")
+        if outcome is not None:
+            assigned += 1
+            _, candidates = await load_candidates(conn, team_id)
+    return assigned
+
+
+async def claim(
+    conn: AsyncConnection, conversation_id: str, operator_id: uuid.UUID, *, actor_id: uuid.UUID
+) -> AssignOutcome:
+    """The operator takes a waiting conversation of their team, within their capacity (409 otherwise)."""
+    conv = await _locked(conn, conversation_id)
+    if conv.status not in ("new", "queued") or conv.team_id is None:
+        raise ConflictException("This conversation is not waiting in a queue")
+    return await _assign_explicit(
+        conn, conv, operator_id, _target_of(conv), trigger="claim", reason="claimed", actor_id=actor_id
+    )
+
+
+async def _assign_explicit(
+    conn: AsyncConnection,
+    conv: Any,
+    operator_id: uuid.UUID,
+    target: _Target,
+    *,
+    trigger: str,
+    reason: str,
+    actor_id: uuid.UUID,
+    note_reason: str | None = None,
+    override_capacity: bool = False,
+) -> AssignOutcome:
+    """A person chose the operator: membership and capacity (unless overridden) are checked, presence is not."""
+    policy, candidates = await load_candidates(conn, target.team_id)
+    member = next((c for c in candidates if c.operator_id == operator_id), None)
+    if member is None:
+        raise ConflictException("That operator is not a member of the conversation's team")
+    # Presence and skills are the person's call; the decision still records them.
+    decision = decide("manual", [member], required_skills=target.required_skills)
+    assignment_id = await _assign(
+        conn,
+        conv.id,
+        operator_id,
+        target,
+        policy=policy,
+        trigger=trigger,
+        candidates=decision.candidates_json(),
+        reason=reason,
+        actor_id=actor_id,
+        note_reason=note_reason,
+        check_online=False,
+        check_capacity=not override_capacity,
+    )
+    if assignment_id is None:
+        raise ConflictException("That operator is at capacity")
+    return AssignOutcome(operator_id, target.team_id, assignment_id)
+
+
+async def _add_note(conn: AsyncConnection, conv: Any, team_id: uuid.UUID, author_id: uuid.UUID, body: str) -> uuid.UUID:
+    note_id = uuid.uuid4()
+    await conn.execute(sa.insert(note_t).values(id=note_id, conversation_id=conv.id, author_id=author_id, body=body))
+    await record_event(
+        conn,
+        "note.created",
+        team_id=team_id,
+        conversation_id=conv.id,
+        data={"conversationId": conv.id, "noteId": str(note_id), "authorId": str(author_id)},
+    )
+    return note_id
+
+
+async def _transferred(
+    conn: AsyncConnection,
+    conv: Any,
+    *,
+    actor_id: uuid.UUID,
+    note: str | None,
+    to_team_id: uuid.UUID,
+    to_operator_id: uuid.UUID | None,
+) -> None:
+    """The handoff's internal note and ``conversation.transferred`` event, seen by both sides."""
+    note_id = await _add_note(conn, conv, to_team_id, actor_id, note) if note else None
+    people = [p for p in (conv.assignee_id, to_operator_id) if p is not None]
+    await record_event(
+        conn,
+        "conversation.transferred",
+        team_id=to_team_id,
+        conversation_id=conv.id,
+        operator_ids=people,
+        data={
+            "conversationId": conv.id,
+            "fromTeamId": str(conv.team_id) if conv.team_id else None,
+            "toTeamId": str(to_team_id),
+            "fromOperatorId": str(conv.assignee_id) if conv.assignee_id else None,
+            "toOperatorId": str(to_operator_id) if to_operator_id else None,
+            "actorId": str(actor_id),
+            "noteId": str(note_id) if note_id else None,
+        },
+    )
+
+
+def _open(conv: Any) -> None:
+    if conv.status == "closed":
+        raise ConflictException("This conversation is closed; reopen it first")
+    if conv.team_id is None:
+        raise ConflictException("This conversation has not been routed to a team yet")
+
+
+async def transfer_to_operator(
+    conn: AsyncConnection,
+    conversation_id: str,
+    operator_id: uuid.UUID,
+    *,
+    actor_id: uuid.UUID,
+    note: str | None = None,
+    override_capacity: bool = False,
+) -> AssignOutcome:
+    """Hand the conversation to a member of its team, capacity-checked unless a lead overrides; drains the queue."""
+    conv = await _locked(conn, conversation_id)
+    _open(conv)
+    if conv.assignee_id == operator_id and conv.status == "assigned":
+        raise ConflictException("The conversation is already assigned to that operator")
+    await lock_teams(conn, conv.team_id)
+    await _release(conn, conv, "transferred")
+    outcome = await _assign_explicit(
+        conn,
+        conv,
+        operator_id,
+        _target_of(conv),
+        trigger="transfer",
+        reason="transferred",
+        actor_id=actor_id,
+        note_reason=note,
+        override_capacity=override_capacity,
+    )
+    await _transferred(conn, conv, actor_id=actor_id, note=note, to_team_id=conv.team_id, to_operator_id=operator_id)
+    await drain_team_queue(conn, conv.team_id, "transfer")
+    return outcome
+
+
+async def transfer_to_team(
+    conn: AsyncConnection, conversation_id: str, team_id: uuid.UUID, *, actor_id: uuid.UUID, note: str | None = None
+) -> RouteOutcome:
+    """Move the conversation to another team, routed there by that team's policy; drains the old team's queue."""
+    conv = await _locked(conn, conversation_id)
+    _open(conv)
+    if conv.team_id == team_id:
+        raise ConflictException("The conversation is already in that team")
+    await lock_teams(conn, conv.team_id, team_id)
+    await _release(conn, conv, "transferred")
+    outcome = await _place(
+        conn,
+        conversation_id,
+        _target_of(conv, team_id),
+        trigger="transfer",
+        reason="transferred",
+        actor_id=actor_id,
+        note_reason=note,
+    )
+    await _transferred(conn, conv, actor_id=actor_id, note=note, to_team_id=team_id, to_operator_id=outcome.operator_id)
+    await drain_team_queue(conn, conv.team_id, "transfer")
+    return outcome
+
+
+async def requeue(
+    conn: AsyncConnection, conversation_id: str, *, reason: str, actor_id: uuid.UUID | None = None
+) -> RouteOutcome:
+    """Take the conversation from its assignee back to its team's queue, then drain that queue (409 if not assigned)."""
+    conv = await _locked(conn, conversation_id)
+    if conv.status != "assigned":
+        raise ConflictException("The conversation is not assigned")
+    await lock_teams(conn, conv.team_id)
+    await _release(conn, conv, reason)
+    target = _target_of(conv)
+    policy, candidates = await load_candidates(conn, target.team_id)
+    decision = decide(policy, candidates, required_skills=target.required_skills)
+    await _queue(
+        conn,
+        conversation_id,
+        target,
+        policy=policy,
+        trigger=reason,
+        candidates=decision.candidates_json(),
+        actor_id=actor_id,
+        note_reason=reason,
+    )
+    await drain_team_queue(conn, target.team_id, reason)
+    row = await _lock_conversation(conn, conversation_id)
+    return RouteOutcome(row.status, target.team_id, row.assignee_id)
+
+
+async def reassign(
+    conn: AsyncConnection,
+    conversation_id: str,
+    *,
+    reason: str,
+    exclude_operator_id: uuid.UUID,
+    actor_id: uuid.UUID | None = None,
+) -> RouteOutcome:
+    """Give the conversation to the next eligible member other than ``exclude_operator_id``, else queue it."""
+    conv = await _locked(conn, conversation_id)
+    if conv.status != "assigned":
+        raise ConflictException("The conversation is not assigned")
+    await lock_teams(conn, conv.team_id)
+    await _release(conn, conv, reason)
+    excluded = await conn.scalar(
+        sa.update(conversation_t)
+        .where(conversation_t.c.id == conversation_id)
+        .values(excluded_operators=sa.func.array_append(conversation_t.c.excluded_operators, exclude_operator_id))
+        .returning(conversation_t.c.excluded_operators)
+    )
+    outcome = await _place(
+        conn,
+        conversation_id,
+        dataclasses.replace(_target_of(conv), excluded=tuple(excluded)),
+        trigger=reason,
+        reason=reason,
+        actor_id=actor_id,
+        note_reason=reason,
+    )
+    await drain_team_queue(conn, conv.team_id, reason)
+    return outcome
+
+
+async def close_conversation(conn: AsyncConnection, conversation_id: str, *, actor_id: uuid.UUID | None) -> None:
+    """Close the conversation, free its assignee's slot and drain the team's queue into it (409 if closed)."""
+    conv = await _locked(conn, conversation_id)
+    if conv.status == "closed":
+        raise ConflictException("The conversation is already closed")
+    await lock_teams(conn, conv.team_id)
+    released = await _release(conn, conv, "closed")
     await conn.execute(
         sa.update(conversation_t)
         .where(conversation_t.c.id == conversation_id)
-        .values(status="queued", team_id=team_id, routing_revision=conversation_t.c.routing_revision + 1)
-    )
-    await conn.execute(
-        sa.insert(decision_t).values(
-            conversation_id=conversation_id,
-            team_id=team_id,
-            policy=policy,
-            trigger=trigger,
-            candidates=[],
-            outcome="queued",
+        .values(
+            status="closed",
+            closed_at=sa.func.now(),
+            waiting_since=None,
+            excluded_operators=[],
+            routing_revision=conversation_t.c.routing_revision + 1,
         )
     )
-    return RouteOutcome("queued", team_id)
+    await record_event(
+        conn,
+        "conversation.closed",
+        team_id=conv.team_id,
+        conversation_id=conversation_id,
+        operator_ids=[released] if released else [],
+        data={"conversationId": conversation_id, "actorId": str(actor_id) if actor_id else None},
+    )
+    if released is not None:
+        await drain_team_queue(conn, conv.team_id, "closed")
+
+
+async def reopen_conversation(
+    conn: AsyncConnection, conversation_id: str, *, actor_id: uuid.UUID | None
+) -> RouteOutcome:
+    """Reopen a closed conversation and route it again at once (its team, or the rules when it has none)."""
+    conv = await _locked(conn, conversation_id)
+    if conv.status != "closed":
+        raise ConflictException("The conversation is not closed")
+    await conn.execute(
+        sa.update(conversation_t)
+        .where(conversation_t.c.id == conversation_id)
+        .values(status="new", closed_at=None, waiting_since=sa.func.now())
+    )
+    await record_event(
+        conn,
+        "conversation.reopened",
+        team_id=conv.team_id,
+        conversation_id=conversation_id,
+        data={"conversationId": conversation_id, "actorId": str(actor_id) if actor_id else None},
+    )
+    target = _target_of(conv) if conv.team_id is not None else await _select_team(conn, conv)
+    return await _place(conn, conversation_id, target, trigger="reopened", actor_id=actor_id)
+
+
+# --- Reading for the API, the sweep and tests -----------------------------------------------------------------
 
 
 async def team_queue(conn: AsyncConnection, team_id: uuid.UUID, limit: int = 100) -> list[dict[str, Any]]:
@@ -103,6 +806,19 @@ async def team_queue(conn: AsyncConnection, team_id: uuid.UUID, limit: int = 100
     return [dict(row._mapping) for row in result]
 
 
+async def teams_with_queue(conn: AsyncConnection) -> list[uuid.UUID]:
+    """Teams with an automatic policy and someone waiting (for the periodic sweep)."""
+    result = await conn.execute(
+        sa.select(team_t.c.id)
+        .where(
+            team_t.c.routing_policy != "manual",
+            sa.exists().where(conversation_t.c.team_id == team_t.c.id, conversation_t.c.status == "queued"),
+        )
+        .order_by(team_t.c.id)
+    )
+    return list(result.scalars())
+
+
 async def unrouted_conversations(conn: AsyncConnection, older_than_seconds: float) -> list[tuple[str, int]]:
     """Conversations waiting for a routing job that may have been lost (for the sweep)."""
     result = await conn.execute(
@@ -114,3 +830,16 @@ async def unrouted_conversations(conn: AsyncConnection, older_than_seconds: floa
         )
     )
     return [(row.id, row.routing_revision) for row in result]
+
+
+async def decisions_for(
+    conn: AsyncConnection, conversation_id: str, *, after_id: int = 0, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Routing decisions about the conversation, oldest first, after the decision ``after_id``."""
+    result = await conn.execute(
+        sa.select(decision_t)
+        .where(decision_t.c.conversation_id == conversation_id, decision_t.c.id > after_id)
+        .order_by(decision_t.c.id)
+        .limit(limit)
+    )
+    return [dict(row) for row in result.mappings()]

@@ -1,0 +1,176 @@
+"""Operator endpoints that move conversations: claim, transfer, close, reopen, and the routing decisions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException, ValidationException
+from litestar.params import FromPath, JSONBody, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from service.auth.principal import Principal, requires_lead, requires_team_member
+from service.routing import services as routing
+from service.routing.schemas import (
+    ConversationRoutingPublic,
+    RoutingDecisionPage,
+    RoutingDecisionPublic,
+    TransferCreate,
+)
+
+conversation_t = routing.conversation_t
+
+
+async def _guard(conn: AsyncConnection, conversation_id: str, principal: Principal) -> Any:
+    """Lock the conversation and check the caller belongs to its team (404 for anyone else)."""
+    row = (
+        await conn.execute(
+            sa.select(conversation_t.c.team_id).where(conversation_t.c.id == conversation_id).with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise NotFoundException("Conversation not found")
+    requires_team_member(principal, row.team_id)
+    return row.team_id
+
+
+async def _public(conn: AsyncConnection, conversation_id: str) -> ConversationRoutingPublic:
+    row = (
+        await conn.execute(
+            sa.select(
+                conversation_t.c.id.label("conversation_id"),
+                conversation_t.c.status,
+                conversation_t.c.team_id,
+                conversation_t.c.assignee_id,
+                conversation_t.c.routing_revision,
+            ).where(conversation_t.c.id == conversation_id)
+        )
+    ).one()
+    return ConversationRoutingPublic.model_validate(dict(row._mapping))
+
+
+async def _act(
+    request: Request[Any, Any, Any],
+    principal: Principal,
+    conversation_id: str,
+    action: Callable[[AsyncConnection, uuid.UUID], Awaitable[object]],
+) -> ConversationRoutingPublic:
+    """Guard, act and read back the routing state in one transaction (run again if PostgreSQL broke a deadlock)."""
+
+    async def work(conn: AsyncConnection) -> ConversationRoutingPublic:
+        await action(conn, await _guard(conn, conversation_id, principal))
+        return await _public(conn, conversation_id)
+
+    return await routing.in_transaction(_engine(request), work)
+
+
+class RoutingController(Controller):
+    """Who holds a conversation, and why."""
+
+    path = "/api/v1/conversations/{conversation_id:str}"
+    tags = ["Routing"]
+
+    @post("/claim", operation_id="claimConversation", summary="Take a waiting conversation", status_code=200)
+    async def claim(
+        self, conversation_id: FromPath[str], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> ConversationRoutingPublic:
+        """Assign a queued conversation of your team to yourself, within your capacity (409 when full or taken)."""
+        me = principal.operator_id
+        return await _act(
+            request, principal, conversation_id, lambda conn, _: routing.claim(conn, conversation_id, me, actor_id=me)
+        )
+
+    @post("/transfer", operation_id="transferConversation", summary="Hand off to an operator or team", status_code=200)
+    async def transfer(
+        self,
+        conversation_id: FromPath[str],
+        data: JSONBody[TransferCreate],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+    ) -> ConversationRoutingPublic:
+        """To an operator of the team (capacity-checked; leads may override) or to a team (routed by its policy)."""
+
+        async def transfer(conn: AsyncConnection, team_id: uuid.UUID) -> None:
+            if data.override_capacity:
+                requires_lead(principal, team_id)
+            if data.operator_id is not None:
+                await routing.transfer_to_operator(
+                    conn,
+                    conversation_id,
+                    data.operator_id,
+                    actor_id=principal.operator_id,
+                    note=data.note,
+                    override_capacity=data.override_capacity,
+                )
+            elif data.team_id is not None:
+                await routing.transfer_to_team(
+                    conn, conversation_id, data.team_id, actor_id=principal.operator_id, note=data.note
+                )
+
+        return await _act(request, principal, conversation_id, transfer)
+
+    @post("/close", operation_id="closeConversation", summary="Close a conversation", status_code=200)
+    async def close(
+        self, conversation_id: FromPath[str], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> ConversationRoutingPublic:
+        """Closes it and gives the assignee's slot to the next queued conversation (409 if already closed)."""
+
+        me = principal.operator_id
+        return await _act(
+            request,
+            principal,
+            conversation_id,
+            lambda conn, _: routing.close_conversation(conn, conversation_id, actor_id=me),
+        )
+
+    @post("/reopen", operation_id="reopenConversation", summary="Reopen a closed conversation", status_code=200)
+    async def reopen(
+        self, conversation_id: FromPath[str], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> ConversationRoutingPublic:
+        """Reopens it and routes it again in its team at once (409 unless closed)."""
+
+        me = principal.operator_id
+        return await _act(
+            request,
+            principal,
+            conversation_id,
+            lambda conn, _: routing.reopen_conversation(conn, conversation_id, actor_id=me),
+        )
+
+    @get(
+        "/routing-decisions",
+        operation_id="listRoutingDecisions",
+        summary="Why the conversation went where it did",
+    )
+    async def decisions(
+        self,
+        conversation_id: FromPath[str],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        cursor: Annotated[str | None, QueryParameter(description="nextCursor of the previous page")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    ) -> RoutingDecisionPage:
+        """Every decision, oldest first: policy, trigger, each candidate's exclusion reason or score, the outcome."""
+        if cursor is not None and not cursor.isdigit():
+            raise ValidationException(
+                detail="cursor is not valid",
+                extra=[{"key": "cursor", "message": "use nextCursor from a previous page"}],
+            )
+        async with _engine(request).connect() as conn:
+            row = (
+                await conn.execute(sa.select(conversation_t.c.team_id).where(conversation_t.c.id == conversation_id))
+            ).first()
+            if row is None:
+                raise NotFoundException("Conversation not found")
+            requires_team_member(principal, row.team_id)
+            found = await routing.decisions_for(conn, conversation_id, after_id=int(cursor or 0), limit=limit + 1)
+        items = [RoutingDecisionPublic.model_validate(row) for row in found[:limit]]
+        return RoutingDecisionPage(items=items, next_cursor=str(items[-1].id) if len(found) > limit else None)
+
+
+def _engine(request: Request[Any, Any, Any]) -> AsyncEngine:
+    return request.app.state.engine  # type: ignore[no-any-return]
