@@ -1,0 +1,226 @@
+"""The authorization matrix: every operator route of the app, every kind of caller, the exact status each gets.
+
+Adding a route? Add ONE line to ``ROWS`` below, e.g.
+    "POST /api/v1/conversations/{conversation_id}/notes": Row(member(201), body={"content": "hi"}),
+The key is "METHOD path" with path parameters written without their type (``{conversation_id}``).
+Path parameters are filled by ``PARAMS`` (a fresh object per request, so one caller's change does not
+affect the next); register a factory there for a new parameter name, or pass ``params=`` for one row.
+``body``/``query`` may be values or functions of ``(world, caller)`` (e.g. to name the team-A operator).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+from litestar import Litestar
+from litestar.routes import HTTPRoute
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.db.models import ApiToken
+from tests.conftest import RunningApi
+from tests.factories import add_member, bearer, make_operator, make_team, personal_token
+from tests.routing_support import make_conversation
+
+CALLERS = ("anonymous", "operator", "other_team", "lead", "admin", "revoked", "expired_jwt")
+
+# Routes this matrix does not cover, and why.
+EXCLUDED_PREFIXES = (
+    "/pocketping/",  # the widget gateway: visitors, authenticated by their session id, not operators
+    "/healthz",  # health checks: public by design
+    "/readyz",
+    "/schema",  # the OpenAPI document and its viewers: public by design
+    "/auth/",  # sign-in, callback, logout: tested end to end in test_oidc.py
+)
+EXCLUDED_METHODS = frozenset({"HEAD", "OPTIONS"})  # added by Litestar itself (CORS preflight)
+
+
+@dataclass(frozen=True)
+class Expect:
+    """The exact status for each kind of caller."""
+
+    anonymous: int
+    operator: int
+    other_team: int
+    lead: int
+    admin: int
+    revoked: int
+    expired_jwt: int
+
+
+def member(ok: int) -> Expect:
+    """Team A's own objects: its members (operator, lead) and admins; another team's operator gets 404."""
+    return Expect(401, ok, 404, ok, ok, 401, 401)
+
+
+def lead_only(ok: int) -> Expect:
+    """Team A's configuration: its leads and admins; its operators 403; another team's operator 404."""
+    return Expect(401, 403, 404, ok, ok, 401, 401)
+
+
+def admin_only(ok: int) -> Expect:
+    return Expect(401, 403, 403, 403, ok, 401, 401)
+
+
+def signed_in(ok: int) -> Expect:
+    """Anyone signed in, each acting on their own things (``/me``)."""
+    return Expect(401, ok, ok, ok, ok, 401, 401)
+
+
+@dataclass
+class World:
+    """Team A (operator, lead), team B (its operator), an admin in no team, and each caller's credential."""
+
+    engine: AsyncEngine
+    team_a: uuid.UUID
+    team_b: uuid.UUID
+    operators: dict[str, uuid.UUID]  # caller -> operator id (revoked and expired_jwt belong to team A's operator)
+    headers: dict[str, dict[str, str]]
+
+
+Value = Any | Callable[[World, str], Any]
+Param = Callable[[World, str], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class Row:
+    expect: Expect
+    body: Value = None
+    query: Value = None
+    params: dict[str, Param] = field(default_factory=dict)
+
+
+async def conversation_of_team_a(world: World, caller: str, **values: Any) -> str:
+    conversation_id, _ = await make_conversation(world.engine, world.team_a, **{"status": "queued", **values})
+    return conversation_id
+
+
+async def closed_conversation_of_team_a(world: World, caller: str) -> str:
+    return await conversation_of_team_a(world, caller, status="closed", closed_at=datetime.now(UTC))
+
+
+async def own_token(world: World, caller: str) -> str:
+    """A personal access token of the caller (of team A's operator for callers with no operator)."""
+    operator_id = world.operators.get(caller, world.operators["operator"])
+    async with world.engine.begin() as conn:
+        token = await conn.execute(
+            sa.insert(ApiToken.__table__)  # type: ignore[attr-defined]
+            .values(operator_id=operator_id, name="matrix", token_hash=uuid.uuid4().hex, prefix="sbp_matrix", scopes=[])
+            .returning(ApiToken.__table__.c.id)  # type: ignore[attr-defined]
+        )
+        return str(token.scalar_one())
+
+
+async def team_a(world: World, caller: str) -> str:
+    return str(world.team_a)
+
+
+# Default factory per path parameter name.
+PARAMS: dict[str, Param] = {
+    "conversation_id": conversation_of_team_a,
+    "team_id": team_a,
+    "token_id": own_token,
+}
+
+ROWS: dict[str, Row] = {
+    "GET /api/v1/me": Row(signed_in(200)),
+    # routing
+    # An admin is in no team, so cannot hold the conversation: 409.
+    "POST /api/v1/conversations/{conversation_id}/claim": Row(Expect(401, 200, 404, 200, 409, 401, 401)),
+    "POST /api/v1/conversations/{conversation_id}/transfer": Row(
+        member(200), body=lambda world, caller: {"teamId": str(world.team_b)}
+    ),
+    "POST /api/v1/conversations/{conversation_id}/close": Row(member(200)),
+    "POST /api/v1/conversations/{conversation_id}/reopen": Row(
+        member(200), params={"conversation_id": closed_conversation_of_team_a}
+    ),
+    "GET /api/v1/conversations/{conversation_id}/routing-decisions": Row(member(200)),
+}
+
+
+def app_routes(app: Litestar) -> set[str]:
+    """Every "METHOD path" the app serves, minus the stated exclusions."""
+    found = set()
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or route.path.startswith(EXCLUDED_PREFIXES):
+            continue
+        path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path)
+        for handler in route.route_handlers:
+            found |= {f"{method} {path}" for method in handler.http_methods - EXCLUDED_METHODS}
+    return found
+
+
+def expired_jwt(subject: str) -> str:
+    """An IdP-style JWT whose expiry has passed."""
+    now = int(time.time())
+    claims = {"iss": "http://127.0.0.1:1", "aud": "switchboard", "sub": subject, "iat": now - 7200, "exp": now - 3600}
+    return jwt.encode({"alg": "RS256"}, claims, RSAKey.generate_key(2048))
+
+
+async def build_world(engine: AsyncEngine) -> World:
+    team_a, team_b = await make_team(engine, "team-a"), await make_team(engine, "team-b")
+    operators = {
+        "operator": await make_operator(engine, "Olga"),
+        "other_team": await make_operator(engine, "Otto"),
+        "lead": await make_operator(engine, "Lena"),
+        "admin": await make_operator(engine, "Ada", is_admin=True),
+    }
+    await add_member(engine, team_a, operators["operator"], "operator")
+    await add_member(engine, team_b, operators["other_team"], "operator")
+    await add_member(engine, team_a, operators["lead"], "lead")
+    headers = {caller: bearer(await personal_token(engine, operator_id)) for caller, operator_id in operators.items()}
+    headers["anonymous"] = {}
+    headers["revoked"] = bearer(await personal_token(engine, operators["operator"], revoked_at=datetime.now(UTC)))
+    headers["expired_jwt"] = bearer(expired_jwt(f"sub-{operators['operator']}"))
+    return World(engine, team_a, team_b, operators, headers)
+
+
+def resolve(value: Value, world: World, caller: str) -> Any:
+    return value(world, caller) if callable(value) else value
+
+
+async def call(http: httpx.AsyncClient, world: World, key: str, row: Row, caller: str) -> httpx.Response:
+    method, path = key.split(" ", 1)
+    for name in re.findall(r"\{(\w+)\}", path):
+        factory = row.params.get(name) or PARAMS.get(name)
+        assert factory is not None, f"{key}: no factory for path parameter {{{name}}}; add one to PARAMS"
+        path = path.replace(f"{{{name}}}", await factory(world, caller))
+    body = resolve(row.body, world, caller)
+    return await http.request(
+        method,
+        path,
+        headers=world.headers[caller],
+        params=resolve(row.query, world, caller),
+        json=body if body is not None else None,
+    )
+
+
+def test_every_route_has_a_row(api: RunningApi) -> None:
+    routes = app_routes(api.app)
+    missing = sorted(routes - ROWS.keys())
+    stale = sorted(ROWS.keys() - routes)
+    assert not missing, "routes without a row in ROWS (tests/integration/test_authorization_matrix.py):\n  " + (
+        "\n  ".join(missing)
+    )
+    assert not stale, "rows in ROWS for routes the app does not serve:\n  " + "\n  ".join(stale)
+
+
+async def test_each_caller_gets_the_expected_status(api: RunningApi, http: httpx.AsyncClient, clean_db: AsyncEngine):
+    world = await build_world(clean_db)
+    mismatches = []
+    for key, row in ROWS.items():
+        for caller in CALLERS:
+            response = await call(http, world, key, row, caller)
+            expected = getattr(row.expect, caller)
+            if response.status_code != expected:
+                mismatches.append(f"{key} as {caller}: expected {expected}, got {response.status_code} {response.text}")
+    assert not mismatches, "\n".join(mismatches)
