@@ -15,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.pydantic import PydanticPlugin
 
 from service.auth.deps import provide_principal
+from service.conversations.controllers import ConversationController
 from service.db.engine import create_engine
 from service.errors import EXCEPTION_HANDLERS
 from service.gateway.bridge import RoutingBridge
@@ -65,7 +66,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         return state.pocketping  # type: ignore[no-any-return]
 
     return Litestar(
-        route_handlers=[GatewayController, HealthController, MeController, RoutingController],
+        route_handlers=[GatewayController, HealthController, MeController, RoutingController, ConversationController],
         lifespan=[lifespan],
         dependencies={
             "pocketping": Provide(provide_pocketping, sync_to_thread=False, use_cache=True),

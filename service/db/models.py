@@ -189,6 +189,8 @@ class Message(SQLModel, table=True):
             postgresql_where=sa.text("discord_message_id IS NOT NULL"),
         ),
         sa.Index("ix_message_slack", "slack_message_ts", postgresql_where=sa.text("slack_message_ts IS NOT NULL")),
+        # Conversation search: words of every message ('simple': no stemming, any language).
+        sa.Index("ix_message_content_fts", sa.text("to_tsvector('simple', content)"), postgresql_using="gin"),
     )
 
     id: str = Field(primary_key=True)

@@ -21,7 +21,6 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from pocketping.models import (
     ConnectRequest,
-    ConnectResponse,
     CsatRequest,
     CsatResponse,
     DeleteMessageRequest,
@@ -37,7 +36,7 @@ from pocketping.models import (
     TypingRequest,
 )
 
-from service.gateway.hub import SwitchboardPocketPing
+from service.gateway.hub import SwitchboardConnectResponse, SwitchboardPocketPing
 from service.gateway.limits import enforce_rate_limit
 from service.gateway.schemas import (
     DisconnectRequest,
@@ -97,13 +96,14 @@ class GatewayController(Controller):
         data: JSONBody[ConnectRequest],
         request: Request[Any, Any, Any],
         pocketping: NamedDependency[SwitchboardPocketPing],
-    ) -> Response[ConnectResponse]:
+    ) -> Response[SwitchboardConnectResponse]:
         """Start or resume the visitor's session."""
         version = pocketping.check_widget_version(request.headers.get("x-pocketping-version"))
         headers = pocketping.get_version_headers(version)
         if not version.can_continue:
+            # A problem document instead of the session.
             return Response(
-                content={"title": "Widget version unsupported", "status": 426, "detail": version.message},
+                content={"title": "Widget version unsupported", "status": 426, "detail": version.message},  # type: ignore[arg-type]
                 status_code=426,
                 headers=headers,
                 media_type="application/problem+json",

@@ -25,6 +25,7 @@ from pocketping.models import (
     SendMessageResponse,
     WebSocketEvent,
 )
+from pydantic import Field
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,6 +39,16 @@ log = structlog.get_logger(__name__)
 # A message id chosen before the SDK creates the message, so a retried delivery re-sends the
 # same message (the widget de-duplicates by id) instead of a second copy.
 _preset_message_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("preset_message_id", default=None)
+# The name of the operator whose message is being sent, shown by the widget next to it.
+_acting_name: contextvars.ContextVar[str | None] = contextvars.ContextVar("acting_name", default=None)
+
+
+class SwitchboardConnectResponse(ConnectResponse):
+    """The SDK's connect response plus who is answering, so the widget can say it."""
+
+    operator_name: str | None = Field(
+        None, alias="operatorName", description="Display name of the assigned operator, if any"
+    )
 
 
 def widget_channel(settings: Settings) -> str:
@@ -115,6 +126,9 @@ class SwitchboardPocketPing(PocketPing):
     # Cross-process delivery ---------------------------------------------------------------
 
     async def _broadcast_to_session(self, session_id: str, event: WebSocketEvent) -> None:
+        name = _acting_name.get()
+        if name is not None and event.type == "message" and event.data.get("sender") == Sender.OPERATOR:
+            event.data["metadata"] = {**(event.data.get("metadata") or {}), "operatorName": name}
         await self._publisher.submit(_envelope(session_id, event.model_dump_json(by_alias=True)))
 
     async def _publish(self, envelopes: list[str]) -> list[None]:
@@ -183,13 +197,15 @@ class SwitchboardPocketPing(PocketPing):
         return super()._generate_id()
 
     @contextlib.contextmanager
-    def _as(self, operator_id: uuid.UUID | None, message_id: str | None) -> Iterator[None]:
+    def _as(self, operator_id: uuid.UUID | None, operator_name: str | None, message_id: str | None) -> Iterator[None]:
         operator_token = acting_operator.set(operator_id)
+        name_token = _acting_name.set(operator_name)
         id_token = _preset_message_id.set(message_id)
         try:
             yield
         finally:
             acting_operator.reset(operator_token)
+            _acting_name.reset(name_token)
             _preset_message_id.reset(id_token)
 
     async def send_as_operator(
@@ -203,18 +219,24 @@ class SwitchboardPocketPing(PocketPing):
         source_bridge: str = "api",
     ) -> Message:
         """Send through the SDK (persist, widget, bridges), attributed to ``operator_id``."""
-        with self._as(operator_id, message_id):
+        with self._as(operator_id, operator_name, message_id):
             return await self.send_operator_message(
                 session_id, content, source_bridge=source_bridge, operator_name=operator_name
             )
 
     # Protocol handlers that need Switchboard's view ---------------------------------------
 
-    async def handle_connect(self, request: ConnectRequest) -> ConnectResponse:
+    async def handle_connect(self, request: ConnectRequest) -> SwitchboardConnectResponse:
         response = await super().handle_connect(request)
-        response.operator_online = await self._anyone_online()
-        response.welcome_message = await self._welcome_message(response.session_id)
-        return response
+        welcome, operator_name = await self._greeting(response.session_id)
+        return SwitchboardConnectResponse.model_validate(
+            {
+                **response.model_dump(),
+                "operator_online": await self._anyone_online(),
+                "welcome_message": welcome,
+                "operator_name": operator_name,
+            }
+        )
 
     async def handle_disconnect(self, session_id: str, duration: int | None, reason: str | None) -> None:
         """Record that the visitor left and tell the bridges (the SDK has no handler for this)."""
@@ -240,16 +262,18 @@ class SwitchboardPocketPing(PocketPing):
             result = await conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM operator WHERE status = 'online')"))
             return bool(result.scalar())
 
-    async def _welcome_message(self, session_id: str) -> str | None:
-        """The conversation's team's welcome message, or the default team's before routing."""
+    async def _greeting(self, session_id: str) -> tuple[str | None, str | None]:
+        """The team's welcome message (the default team's before routing) and the assignee's display name."""
         async with self.engine.connect() as conn:
             result = await conn.execute(
                 sa.text(
-                    "SELECT t.welcome_message FROM team t "
-                    "LEFT JOIN conversation c ON c.team_id = t.id AND c.id = :id "
-                    "WHERE c.id IS NOT NULL OR t.is_default ORDER BY (c.id IS NULL) LIMIT 1"
+                    "SELECT (SELECT t.welcome_message FROM team t "
+                    "        LEFT JOIN conversation c ON c.team_id = t.id AND c.id = :id "
+                    "        WHERE c.id IS NOT NULL OR t.is_default ORDER BY (c.id IS NULL) LIMIT 1) AS welcome, "
+                    "       (SELECT o.display_name FROM conversation c JOIN operator o ON o.id = c.assignee_id "
+                    "        WHERE c.id = :id AND c.status = 'assigned') AS operator_name"
                 ),
                 {"id": session_id},
             )
-            value: Any = result.scalar()
-            return value
+            row: Any = result.one()
+            return row.welcome, row.operator_name

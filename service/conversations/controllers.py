@@ -1,0 +1,183 @@
+"""Operator endpoints for conversations: list and search, detail, message history, replies and internal notes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import ValidationException
+from litestar.openapi.spec import Example
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from service.auth.principal import Principal
+from service.conversations import services
+from service.conversations.schemas import (
+    ConversationPage,
+    ConversationPublic,
+    ConversationStatus,
+    MessagePage,
+    MessagePublic,
+    NoteCreate,
+    NotePage,
+    NotePublic,
+    ReplyCreate,
+)
+from service.gateway.hub import SwitchboardPocketPing
+
+Cursor = Annotated[str | None, QueryParameter(description="nextCursor of the previous page", max_length=500)]
+Limit = Annotated[int, QueryParameter(ge=1, le=services.MAX_PAGE, description="Items per page")]
+REPLAYED = "Idempotent-Replayed"
+
+
+def _engine(request: Request[Any, Any, Any]) -> AsyncEngine:
+    return request.app.state.engine  # type: ignore[no-any-return]
+
+
+Lister = Callable[[AsyncConnection, str, str | None, int], Awaitable[tuple[list[dict[str, Any]], str | None]]]
+
+
+async def _list_of(
+    request: Request[Any, Any, Any],
+    principal: Principal,
+    conversation_id: str,
+    lister: Lister,
+    cursor: str | None,
+    limit: int,
+) -> dict[str, Any]:
+    """A page of something inside a conversation the caller can see."""
+    async with _engine(request).connect() as conn:
+        await services.visible_conversation(conn, principal, conversation_id)
+        items, after = await lister(conn, conversation_id, cursor, limit)
+    return {"items": items, "next_cursor": after}
+
+
+class ConversationController(Controller):
+    """Conversations of the caller's teams (every team for admins); another team's conversation is 404."""
+
+    path = "/api/v1/conversations"
+    tags = ["Conversations"]
+
+    @get("", operation_id="listConversations", summary="List and search conversations")
+    async def list_conversations(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        cursor: Cursor = None,
+        limit: Limit = 25,
+        status: Annotated[
+            list[ConversationStatus] | None, QueryParameter(description="Repeat to match several statuses")
+        ] = None,
+        team_id: Annotated[uuid.UUID | None, QueryParameter(name="teamId")] = None,
+        assignee: Annotated[
+            str | None,
+            QueryParameter(
+                description="me, unassigned, or an operator id",
+                max_length=36,
+                examples=[Example(value="me"), Example(value="unassigned")],
+            ),
+        ] = None,
+        q: Annotated[
+            str | None,
+            QueryParameter(
+                description="Words in any message, or part of the visitor's id, name or email",
+                min_length=1,
+                max_length=200,
+            ),
+        ] = None,
+    ) -> ConversationPage:
+        """Most recent activity first; filters combine with AND."""
+        if q is not None and "\x00" in q:
+            raise ValidationException(
+                detail="q is not valid", extra=[{"key": "q", "message": "NUL characters are not allowed"}]
+            )
+        filters = services.ConversationFilters(statuses=status or (), team_id=team_id, assignee=assignee, q=q)
+        async with _engine(request).connect() as conn:
+            items, after = await services.list_conversations(conn, principal, filters, cursor, limit)
+        return ConversationPage.model_validate({"items": items, "next_cursor": after})
+
+    @get("/{conversation_id:str}", operation_id="getConversation", summary="A conversation in detail")
+    async def get_conversation(
+        self, conversation_id: FromPath[str], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> ConversationPublic:
+        """Team, assignee, status, priority, waiting time, AI state, and the visitor's identity and metadata."""
+        async with _engine(request).connect() as conn:
+            row = await services.visible_conversation(conn, principal, conversation_id)
+        return ConversationPublic.model_validate(services.conversation_public(row))
+
+    @get("/{conversation_id:str}/messages", operation_id="listMessages", summary="The conversation's messages")
+    async def list_messages(
+        self,
+        conversation_id: FromPath[str],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        cursor: Cursor = None,
+        limit: Limit = 50,
+    ) -> MessagePage:
+        """Oldest first, in the order they were stored, with the operator who wrote each reply."""
+        page = await _list_of(request, principal, conversation_id, services.list_messages, cursor, limit)
+        return MessagePage.model_validate(page)
+
+    @post(
+        "/{conversation_id:str}/messages",
+        operation_id="replyToConversation",
+        summary="Reply to the visitor",
+        status_code=201,
+    )
+    async def reply(
+        self,
+        conversation_id: FromPath[str],
+        data: JSONBody[ReplyCreate],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        pocketping: NamedDependency[SwitchboardPocketPing],
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                description="Retry-safe sends: the same key from the same operator never sends a second message",
+                min_length=1,
+                max_length=255,
+            ),
+        ] = None,
+    ) -> Response[MessagePublic]:
+        """Sent to the widget and the bridges as you. A waiting conversation of your team is claimed first."""
+        sent, message = await services.reply(
+            _engine(request), pocketping, principal, conversation_id, data.content, idempotency_key
+        )
+        headers = {} if sent else {REPLAYED: "true"}
+        return Response(MessagePublic.model_validate(message), status_code=201, headers=headers)
+
+    @get("/{conversation_id:str}/notes", operation_id="listNotes", summary="The conversation's internal notes")
+    async def list_notes(
+        self,
+        conversation_id: FromPath[str],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        cursor: Cursor = None,
+        limit: Limit = 50,
+    ) -> NotePage:
+        """Oldest first. Notes are for operators only."""
+        page = await _list_of(request, principal, conversation_id, services.list_notes, cursor, limit)
+        return NotePage.model_validate(page)
+
+    @post(
+        "/{conversation_id:str}/notes",
+        operation_id="createNote",
+        summary="Add an internal note",
+        status_code=201,
+    )
+    async def create_note(
+        self,
+        conversation_id: FromPath[str],
+        data: JSONBody[NoteCreate],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+    ) -> NotePublic:
+        """Visible to operators only, never sent to the visitor or the bridges; ``@handle`` notifies that operator."""
+        async with _engine(request).begin() as conn:
+            note = await services.add_note(conn, principal, conversation_id, data.body)
+        return NotePublic.model_validate(note)

@@ -1,0 +1,213 @@
+"""API schemas for conversations, their messages and internal notes (camelCase on the wire)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from service.schemas import ApiModel
+
+ConversationStatus = Literal["new", "queued", "assigned", "closed"]
+Sender = Literal["visitor", "operator", "ai", "system"]
+
+_OPERATOR_ID = "5b0c1f7e-3c1e-4f7a-9d54-2f1c8e6a4b21"
+_TEAM_ID = "0f6d9a2e-8b7c-4e1d-a3f5-6c2b9e8d7a10"
+_CONVERSATION_ID = "18c2f0a9d41-4be1c2d3"
+
+
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    """The base model's config plus OpenAPI examples (already in wire format)."""
+    return ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        from_attributes=True,
+        json_schema_extra={"examples": list(examples)},
+    )
+
+
+def _clean(value: str) -> str:
+    if "\x00" in value:  # PostgreSQL text cannot hold it
+        raise ValueError("NUL characters are not allowed")
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+# Text an operator writes: not blank, and storable.
+Text = Annotated[str, AfterValidator(_clean)]
+
+
+class TeamRef(ApiModel):
+    """The team a conversation belongs to."""
+
+    id: uuid.UUID
+    name: str
+
+
+class OperatorRef(ApiModel):
+    """An operator, as shown next to what they did."""
+
+    id: uuid.UUID
+    display_name: str
+
+
+class AiState(ApiModel):
+    """Whether the AI answers this conversation right now, and whether an operator paused it."""
+
+    active: bool
+    paused: bool
+
+
+class VisitorPublic(ApiModel):
+    """Who the visitor is, as far as the widget told us."""
+
+    id: str
+    identity: dict[str, Any] | None = Field(description="What the site passed to identify(): id, email, name, ...")
+    metadata: dict[str, Any] | None = Field(description="Page URL, referrer, language, country, device, ...")
+    phone: str | None
+    phone_country: str | None
+
+
+class ConversationPublic(ApiModel):
+    """A conversation with its routing state, assignee, AI state and visitor."""
+
+    model_config = _examples(
+        {
+            "id": _CONVERSATION_ID,
+            "status": "assigned",
+            "priority": 0,
+            "team": {"id": _TEAM_ID, "name": "Support"},
+            "assignee": {"id": _OPERATOR_ID, "displayName": "Ada Lovelace"},
+            "waitingSince": "2026-11-25T21:58:03Z",
+            "assignedAt": "2026-11-25T21:58:04Z",
+            "firstResponseAt": "2026-11-25T21:59:10Z",
+            "closedAt": None,
+            "createdAt": "2026-11-25T21:57:40Z",
+            "lastActivity": "2026-11-25T22:01:15Z",
+            "visitorLeftAt": None,
+            "requiredSkills": ["billing"],
+            "ai": {"active": False, "paused": False},
+            "visitor": {
+                "id": "visitor-7f3a",
+                "identity": {"id": "u-42", "email": "grace@example.com", "name": "Grace"},
+                "metadata": {"url": "https://shop.example/pricing", "language": "en"},
+                "phone": None,
+                "phoneCountry": None,
+            },
+        }
+    )
+
+    id: str = Field(description="The PocketPing session id")
+    status: ConversationStatus
+    priority: int
+    team: TeamRef | None
+    assignee: OperatorRef | None
+    waiting_since: datetime | None = Field(description="When the visitor started waiting for a person")
+    assigned_at: datetime | None
+    first_response_at: datetime | None
+    closed_at: datetime | None
+    created_at: datetime
+    last_activity: datetime
+    visitor_left_at: datetime | None
+    required_skills: list[str]
+    ai: AiState
+    visitor: VisitorPublic
+
+
+class ConversationPage(ApiModel):
+    """Conversations, most recent activity first; pass ``nextCursor`` as ``cursor`` for the next page."""
+
+    items: list[ConversationPublic]
+    next_cursor: str | None = Field(description="Opaque; null on the last page")
+
+
+class MessagePublic(ApiModel):
+    """One message of the conversation, with the operator who wrote it when there is one."""
+
+    model_config = _examples(
+        {
+            "id": "18c2f0b1e02-9a8b7c6d",
+            "seq": 12,
+            "conversationId": _CONVERSATION_ID,
+            "sender": "operator",
+            "operator": {"id": _OPERATOR_ID, "displayName": "Ada Lovelace"},
+            "content": "Yes, we ship to Lyon in two days.",
+            "createdAt": "2026-11-25T21:59:10Z",
+            "replyTo": None,
+            "status": "sent",
+            "deliveredAt": None,
+            "readAt": None,
+            "editedAt": None,
+            "deletedAt": None,
+        }
+    )
+
+    id: str
+    seq: int = Field(description="Position in the conversation (increasing)")
+    conversation_id: str
+    sender: Sender
+    operator: OperatorRef | None
+    content: str
+    created_at: datetime
+    reply_to: str | None
+    status: Literal["sending", "sent", "delivered", "read"]
+    delivered_at: datetime | None
+    read_at: datetime | None
+    edited_at: datetime | None
+    deleted_at: datetime | None
+
+
+class MessagePage(ApiModel):
+    """Messages, oldest first; pass ``nextCursor`` as ``cursor`` for the next page."""
+
+    items: list[MessagePublic]
+    next_cursor: str | None = Field(description="Opaque; null on the last page")
+
+
+class ReplyCreate(ApiModel):
+    """An operator's reply, sent to the visitor's widget and mirrored to the bridges."""
+
+    model_config = _examples({"content": "Yes, we ship to Lyon in two days."})
+
+    content: Text = Field(min_length=1, max_length=4000, description="Plain text, as the widget shows it")
+
+
+class NoteCreate(ApiModel):
+    """An internal note for the team; ``@handle`` mentions notify those operators. Never sent to the visitor."""
+
+    model_config = _examples({"body": "@grace.hopper can you check the refund for this order?"})
+
+    body: Text = Field(min_length=1, max_length=10_000)
+
+
+class NotePublic(ApiModel):
+    """An internal note with its author and the operators it mentioned."""
+
+    model_config = _examples(
+        {
+            "id": "6a1e4c2b-0d3f-4b5a-9c8e-7f6a5b4c3d2e",
+            "conversationId": _CONVERSATION_ID,
+            "author": {"id": _OPERATOR_ID, "displayName": "Ada Lovelace"},
+            "body": "@grace.hopper can you check the refund for this order?",
+            "mentions": ["3c9e1b7a-5d2f-4e6a-8b1c-0f9e8d7c6b5a"],
+            "createdAt": "2026-11-25T22:03:00Z",
+        }
+    )
+
+    id: uuid.UUID
+    conversation_id: str
+    author: OperatorRef | None
+    body: str
+    mentions: list[uuid.UUID] = Field(description="Operators mentioned with @handle and notified")
+    created_at: datetime
+
+
+class NotePage(ApiModel):
+    """Notes, oldest first; pass ``nextCursor`` as ``cursor`` for the next page."""
+
+    items: list[NotePublic]
+    next_cursor: str | None = Field(description="Opaque; null on the last page")

@@ -1,0 +1,440 @@
+"""Reading conversations, replying as an operator (idempotently) and internal notes with mentions."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from service.auth.principal import Principal, requires_team_member
+from service.db.models import Conversation, InternalNote, Message, Operator, Team, TeamMember
+from service.errors import ConflictException
+from service.events import record_event
+from service.gateway.hub import SwitchboardPocketPing
+from service.routing import services as routing
+from service.routing.services import in_transaction
+
+conversation_t = Conversation.__table__  # type: ignore[attr-defined]
+message_t = Message.__table__  # type: ignore[attr-defined]
+note_t = InternalNote.__table__  # type: ignore[attr-defined]
+operator_t = Operator.__table__  # type: ignore[attr-defined]
+team_t = Team.__table__  # type: ignore[attr-defined]
+member_t = TeamMember.__table__  # type: ignore[attr-defined]
+
+MAX_PAGE = 100
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+# --- Cursors ----------------------------------------------------------------------------------------------------
+
+
+def encode_cursor(*values: Any) -> str:
+    """An opaque cursor: the sort key of the last item of a page."""
+    return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    """The sort key inside a cursor from ``encode_cursor``; 400 naming ``cursor`` when it is not one."""
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        values = None
+    if not isinstance(values, list) or len(values) != arity or not all(isinstance(v, str | int) for v in values):
+        raise ValidationException(
+            detail="cursor is not valid", extra=[{"key": "cursor", "message": "use nextCursor from a previous page"}]
+        )
+    return values
+
+
+def _page(rows: Sequence[Any], limit: int, key: Callable[[Any], tuple[Any, ...]]) -> tuple[list[Any], str | None]:
+    """The first ``limit`` of ``limit + 1`` rows, and the cursor after them when there are more."""
+    page = list(rows[:limit])
+    return page, encode_cursor(*key(page[-1])) if len(rows) > limit else None
+
+
+def _bad(field: str, message: str) -> ValidationException:
+    return ValidationException(detail=f"{field} is not valid", extra=[{"key": field, "message": message}])
+
+
+def _timestamp(value: Any) -> datetime:
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        raise _bad("cursor", "use nextCursor from a previous page") from None
+
+
+# --- Conversations ----------------------------------------------------------------------------------------------
+
+assignee_o = operator_t.alias("assignee")
+
+_CONVERSATION_COLUMNS = (
+    conversation_t,
+    team_t.c.name.label("team_name"),
+    assignee_o.c.display_name.label("assignee_name"),
+)
+
+
+def _conversations() -> sa.Select[Any]:
+    return sa.select(*_CONVERSATION_COLUMNS).select_from(
+        conversation_t.outerjoin(team_t, team_t.c.id == conversation_t.c.team_id).outerjoin(
+            assignee_o, assignee_o.c.id == conversation_t.c.assignee_id
+        )
+    )
+
+
+def conversation_public(row: Any) -> dict[str, Any]:
+    """A joined conversation row as ``ConversationPublic`` fields."""
+    return {
+        "id": row.id,
+        "status": row.status,
+        "priority": row.priority,
+        "team": {"id": row.team_id, "name": row.team_name} if row.team_id else None,
+        "assignee": {"id": row.assignee_id, "display_name": row.assignee_name} if row.assignee_id else None,
+        "waiting_since": row.waiting_since,
+        "assigned_at": row.assigned_at,
+        "first_response_at": row.first_response_at,
+        "closed_at": row.closed_at,
+        "created_at": row.created_at,
+        "last_activity": row.last_activity,
+        "visitor_left_at": row.visitor_left_at,
+        "required_skills": row.required_skills,
+        "ai": {"active": row.ai_active, "paused": row.ai_paused},
+        "visitor": {
+            "id": row.visitor_id,
+            "identity": row.identity,
+            "metadata": row.session_metadata,
+            "phone": row.user_phone,
+            "phone_country": row.user_phone_country,
+        },
+    }
+
+
+def _visible(principal: Principal) -> sa.ColumnElement[bool]:
+    """Admins see every conversation; others only their teams' ones."""
+    if principal.is_admin:
+        return sa.true()
+    return conversation_t.c.team_id.in_(list(principal.teams))
+
+
+@dataclass(frozen=True)
+class ConversationFilters:
+    """What ``GET /api/v1/conversations`` narrows by; ``assignee`` is ``me``, ``unassigned`` or an operator id."""
+
+    statuses: Sequence[str] = ()
+    team_id: uuid.UUID | None = None
+    assignee: str | None = None
+    q: str | None = None
+
+
+def _assignee_filter(principal: Principal, assignee: str) -> sa.ColumnElement[bool]:
+    if assignee == "me":
+        return conversation_t.c.assignee_id == principal.operator_id
+    if assignee == "unassigned":
+        return conversation_t.c.assignee_id.is_(None)
+    try:
+        return conversation_t.c.assignee_id == uuid.UUID(assignee)
+    except ValueError:
+        raise _bad("assignee", "use me, unassigned or an operator id") from None
+
+
+def _search(q: str) -> sa.ColumnElement[bool]:
+    """Words in any message (full-text, indexed), or a substring of the visitor's id or identity values."""
+    words = sa.func.plainto_tsquery("simple", q)
+    in_messages = (
+        sa.select(message_t.c.id)
+        .where(
+            message_t.c.conversation_id == conversation_t.c.id,
+            sa.func.to_tsvector("simple", message_t.c.content).op("@@")(words),
+        )
+        .exists()
+    )
+    pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    identity = sa.func.jsonb_each_text(conversation_t.c.identity).table_valued("value").alias("identity_value")
+    in_identity = sa.select(identity.c.value).where(identity.c.value.ilike(pattern)).exists()
+    return sa.or_(in_messages, conversation_t.c.visitor_id.ilike(pattern), in_identity)
+
+
+async def list_conversations(
+    conn: AsyncConnection, principal: Principal, filters: ConversationFilters, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of visible conversations, most recent activity first (keyset on ``(last_activity, id)``)."""
+    statement = _conversations().where(_visible(principal))
+    if filters.statuses:
+        statement = statement.where(conversation_t.c.status.in_(list(filters.statuses)))
+    if filters.team_id is not None:
+        statement = statement.where(conversation_t.c.team_id == filters.team_id)
+    if filters.assignee is not None:
+        statement = statement.where(_assignee_filter(principal, filters.assignee))
+    if filters.q:
+        statement = statement.where(_search(filters.q))
+    if cursor is not None:
+        last_activity, last_id = decode_cursor(cursor, 2)
+        statement = statement.where(
+            sa.tuple_(conversation_t.c.last_activity, conversation_t.c.id) < (_timestamp(last_activity), str(last_id))
+        )
+    statement = statement.order_by(conversation_t.c.last_activity.desc(), conversation_t.c.id.desc()).limit(limit + 1)
+    page, after = _page((await conn.execute(statement)).all(), limit, lambda r: (r.last_activity.isoformat(), r.id))
+    return [conversation_public(row) for row in page], after
+
+
+async def visible_conversation(conn: AsyncConnection, principal: Principal, conversation_id: str) -> Any:
+    """The conversation's joined row; 404 when it does not exist or belongs to another team."""
+    if "\x00" in conversation_id:
+        raise NotFoundException("Conversation not found")
+    row = (await conn.execute(_conversations().where(conversation_t.c.id == conversation_id))).first()
+    if row is None:
+        raise NotFoundException("Conversation not found")
+    requires_team_member(principal, row.team_id)
+    return row
+
+
+# --- Messages ---------------------------------------------------------------------------------------------------
+
+author_o = operator_t.alias("author")
+
+
+def _messages() -> sa.Select[Any]:
+    return sa.select(message_t, author_o.c.display_name.label("operator_name")).select_from(
+        message_t.outerjoin(author_o, author_o.c.id == message_t.c.operator_id)
+    )
+
+
+def message_public(row: Any) -> dict[str, Any]:
+    """A message row (with its author's name) as ``MessagePublic`` fields."""
+    return {
+        "id": row.id,
+        "seq": row.seq,
+        "conversation_id": row.conversation_id,
+        "sender": row.sender,
+        "operator": {"id": row.operator_id, "display_name": row.operator_name} if row.operator_id else None,
+        "content": row.content,
+        "created_at": row.created_at,
+        "reply_to": row.reply_to,
+        "status": row.status,
+        "delivered_at": row.delivered_at,
+        "read_at": row.read_at,
+        "edited_at": row.edited_at,
+        "deleted_at": row.deleted_at,
+    }
+
+
+async def list_messages(
+    conn: AsyncConnection, conversation_id: str, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the conversation's messages in the order they were stored."""
+    statement = _messages().where(message_t.c.conversation_id == conversation_id)
+    if cursor is not None:
+        (after_seq,) = decode_cursor(cursor, 1)
+        if not isinstance(after_seq, int):
+            raise _bad("cursor", "use nextCursor from a previous page")
+        statement = statement.where(message_t.c.seq > after_seq)
+    rows = (await conn.execute(statement.order_by(message_t.c.seq).limit(limit + 1))).all()
+    page, after = _page(rows, limit, lambda r: (r.seq,))
+    return [message_public(row) for row in page], after
+
+
+async def _message(conn: AsyncConnection, message_id: str) -> Any:
+    return (await conn.execute(_messages().where(message_t.c.id == message_id))).first()
+
+
+# --- Replies ----------------------------------------------------------------------------------------------------
+
+
+def reply_message_id(operator_id: uuid.UUID, key: str) -> str:
+    """The message id an idempotent reply gets: the same key from the same operator names the same message."""
+    return "r-" + hashlib.sha256(f"{operator_id}\n{key}".encode()).hexdigest()[:32]
+
+
+def _lock_id(message_id: str) -> int:
+    """A signed 64-bit advisory lock id for the message id."""
+    return int.from_bytes(hashlib.sha256(message_id.encode()).digest()[:8], "big", signed=True)
+
+
+async def _may_reply(engine: AsyncEngine, principal: Principal, conversation_id: str) -> None:
+    """The assignee replies; leads and admins may step in; a team member replying to a waiting conversation claims it.
+
+    An admin outside the team replies to a waiting conversation without taking it.
+    """
+
+    async def check(conn: AsyncConnection) -> None:
+        row = await visible_conversation(conn, principal, conversation_id)
+        me = principal.operator_id
+        if row.status == "closed":
+            raise ConflictException("The conversation is closed; reopen it to reply")
+        if row.assignee_id == me or (row.status == "assigned" and principal.is_lead(row.team_id)):
+            return
+        if row.status == "assigned":
+            raise PermissionDeniedException("Another operator holds this conversation; claim or transfer it first")
+        if row.team_id is not None and row.team_id in principal.teams:
+            await routing.claim(conn, conversation_id, me, actor_id=me)
+
+    await in_transaction(engine, check)
+
+
+async def reply(
+    engine: AsyncEngine,
+    pocketping: SwitchboardPocketPing,
+    principal: Principal,
+    conversation_id: str,
+    content: str,
+    idempotency_key: str | None,
+) -> tuple[bool, dict[str, Any]]:
+    """Send ``content`` to the visitor as the caller; returns (sent now, the message).
+
+    With a key, the send happens under a transaction-scoped advisory lock on the key's message
+    id and only if that message does not exist yet: concurrent duplicates wait for the first,
+    then find its message, and a retry after a crash finds the message the first one stored.
+    """
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise _bad("Idempotency-Key", "1 to 255 printable ASCII characters without spaces")
+    async with engine.connect() as conn:
+        await visible_conversation(conn, principal, conversation_id)
+    if idempotency_key is None:
+        return True, await _send(engine, pocketping, principal, conversation_id, content, None)
+    message_id = reply_message_id(principal.operator_id, idempotency_key)
+    async with engine.begin() as conn:
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_id(message_id))))
+        existing = await _message(conn, message_id)
+        if existing is not None:
+            if existing.conversation_id != conversation_id or existing.content != content:
+                raise ConflictException("This Idempotency-Key was used for a different reply")
+            return False, message_public(existing)
+        return True, await _send(engine, pocketping, principal, conversation_id, content, message_id)
+
+
+async def _send(
+    engine: AsyncEngine,
+    pocketping: SwitchboardPocketPing,
+    principal: Principal,
+    conversation_id: str,
+    content: str,
+    message_id: str | None,
+) -> dict[str, Any]:
+    await _may_reply(engine, principal, conversation_id)
+    try:
+        sent = await pocketping.send_as_operator(
+            conversation_id,
+            content,
+            operator_id=principal.operator_id,
+            operator_name=principal.display_name,
+            message_id=message_id,
+        )
+    except ValueError:  # the SDK's "Session not found": deleted meanwhile
+        raise NotFoundException("Conversation not found") from None
+    async with engine.begin() as conn:
+        row = await _message(conn, sent.id)
+        team_id = await conn.scalar(sa.select(conversation_t.c.team_id).where(conversation_t.c.id == conversation_id))
+        await record_event(
+            conn,
+            "message.created",
+            team_id=team_id,
+            conversation_id=conversation_id,
+            data={
+                "conversationId": conversation_id,
+                "messageId": sent.id,
+                "sender": "operator",
+                "operatorId": str(principal.operator_id),
+            },
+        )
+    return message_public(row)
+
+
+# --- Notes ------------------------------------------------------------------------------------------------------
+
+# "@" at the start of a word, then an email local part; a trailing dot or dash ends the sentence, not the handle.
+_MENTION = re.compile(r"(?<![\w@.])@([a-z0-9](?:[a-z0-9._+-]*[a-z0-9])?)", re.IGNORECASE)
+
+
+def mention_handles(body: str) -> set[str]:
+    """The ``@handle`` mentions in a note, lowercased; a handle is the local part of an operator's email."""
+    return {match.group(1).lower() for match in _MENTION.finditer(body)}
+
+
+async def _resolve_mentions(conn: AsyncConnection, team_id: uuid.UUID | None, handles: set[str]) -> list[uuid.UUID]:
+    """Active operators with those handles who can see the conversation (its team's members, and admins)."""
+    if not handles:
+        return []
+    member = sa.select(member_t.c.operator_id).where(
+        member_t.c.team_id == team_id, member_t.c.operator_id == operator_t.c.id
+    )
+    statement = (
+        sa.select(operator_t.c.id)
+        .where(
+            sa.func.lower(sa.func.split_part(operator_t.c.email, "@", 1)).in_(sorted(handles)),
+            operator_t.c.deactivated_at.is_(None),
+            sa.or_(operator_t.c.is_admin, member.exists()),
+        )
+        .order_by(operator_t.c.id)
+    )
+    return list((await conn.scalars(statement)).all())
+
+
+def _notes() -> sa.Select[Any]:
+    return sa.select(note_t, author_o.c.display_name.label("author_name")).select_from(
+        note_t.outerjoin(author_o, author_o.c.id == note_t.c.author_id)
+    )
+
+
+def note_public(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "conversation_id": row.conversation_id,
+        "author": {"id": row.author_id, "display_name": row.author_name} if row.author_id else None,
+        "body": row.body,
+        "mentions": row.mentions,
+        "created_at": row.created_at,
+    }
+
+
+async def add_note(conn: AsyncConnection, principal: Principal, conversation_id: str, body: str) -> dict[str, Any]:
+    """Store the note and a ``note.created`` event addressed to the mentioned operators; the visitor never sees it."""
+    conversation = await visible_conversation(conn, principal, conversation_id)
+    mentions = await _resolve_mentions(conn, conversation.team_id, mention_handles(body))
+    note_id = uuid.uuid4()
+    await conn.execute(
+        sa.insert(note_t).values(
+            id=note_id, conversation_id=conversation_id, author_id=principal.operator_id, body=body, mentions=mentions
+        )
+    )
+    await record_event(
+        conn,
+        "note.created",
+        team_id=conversation.team_id,
+        conversation_id=conversation_id,
+        operator_ids=mentions,
+        data={
+            "conversationId": conversation_id,
+            "noteId": str(note_id),
+            "authorId": str(principal.operator_id),
+            "mentions": [str(m) for m in mentions],
+        },
+    )
+    return note_public((await conn.execute(_notes().where(note_t.c.id == note_id))).one())
+
+
+async def list_notes(
+    conn: AsyncConnection, conversation_id: str, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the conversation's notes, oldest first (keyset on ``(created_at, id)``)."""
+    statement = _notes().where(note_t.c.conversation_id == conversation_id)
+    if cursor is not None:
+        created_at, note_id = decode_cursor(cursor, 2)
+        try:
+            after = (_timestamp(created_at), uuid.UUID(str(note_id)))
+        except ValueError:
+            raise _bad("cursor", "use nextCursor from a previous page") from None
+        statement = statement.where(sa.tuple_(note_t.c.created_at, note_t.c.id) > after)
+    rows = (await conn.execute(statement.order_by(note_t.c.created_at, note_t.c.id).limit(limit + 1))).all()
+    page, after_cursor = _page(rows, limit, lambda r: (r.created_at.isoformat(), str(r.id)))
+    return [note_public(row) for row in page], after_cursor
