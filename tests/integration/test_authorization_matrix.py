@@ -144,6 +144,14 @@ ROWS: dict[str, Row] = {
         member(200), params={"conversation_id": closed_conversation_of_team_a}
     ),
     "GET /api/v1/conversations/{conversation_id}/routing-decisions": Row(member(200)),
+    # conversations
+    "GET /api/v1/conversations": Row(signed_in(200)),
+    "GET /api/v1/conversations/{conversation_id}": Row(member(200)),
+    "GET /api/v1/conversations/{conversation_id}/messages": Row(member(200)),
+    # Members claim the waiting conversation by replying; the admin (in no team) replies without taking it.
+    "POST /api/v1/conversations/{conversation_id}/messages": Row(member(201), body={"content": "hi"}),
+    "GET /api/v1/conversations/{conversation_id}/notes": Row(member(200)),
+    "POST /api/v1/conversations/{conversation_id}/notes": Row(member(201), body={"body": "@lena have a look"}),
 }
 
 
