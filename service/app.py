@@ -11,7 +11,6 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 from litestar.plugins.pydantic import PydanticPlugin
 
 from service.auth.deps import provide_principal
@@ -23,6 +22,7 @@ from service.gateway.controllers import VERSION_HEADERS, GatewayController
 from service.gateway.hub import SwitchboardPocketPing
 from service.gateway.limits import RateLimiter
 from service.logging import configure_logging
+from service.openapi import finish_openapi, openapi_config
 from service.operators.controllers import MeController
 from service.ops.controllers import HealthController
 from service.routing.controllers import RoutingController
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     def provide_pocketping(state: State) -> SwitchboardPocketPing:
         return state.pocketping  # type: ignore[no-any-return]
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[GatewayController, HealthController, MeController, RoutingController, ConversationController],
         lifespan=[lifespan],
         dependencies={
@@ -86,7 +86,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         if settings.widget_origins
         else None,
         request_max_body_size=settings.widget_max_body_bytes,
-        openapi_config=OpenAPIConfig(title="Switchboard", version="0.1.0", path="/schema"),
+        openapi_config=openapi_config("0.1.0"),
         state=State({"settings": settings}),
         debug=False,
     )
+    finish_openapi(app)
+    return app

@@ -7,14 +7,16 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.openapi.spec import Example
-from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.auth.principal import Principal
 from service.conversations import services
+from service.conversations.schemas import EXAMPLE_CONVERSATION_ID as EXAMPLE_ID
 from service.conversations.schemas import (
     ConversationPage,
     ConversationPublic,
@@ -28,6 +30,9 @@ from service.conversations.schemas import (
 )
 from service.gateway.hub import SwitchboardPocketPing
 
+ConversationId = Annotated[
+    str, PathParameter(description="Its PocketPing session id", examples=[Example(value=EXAMPLE_ID)])
+]
 Cursor = Annotated[str | None, QueryParameter(description="nextCursor of the previous page", max_length=500)]
 Limit = Annotated[int, QueryParameter(ge=1, le=services.MAX_PAGE, description="Items per page")]
 REPLAYED = "Idempotent-Replayed"
@@ -101,7 +106,7 @@ class ConversationController(Controller):
 
     @get("/{conversation_id:str}", operation_id="getConversation", summary="A conversation in detail")
     async def get_conversation(
-        self, conversation_id: FromPath[str], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+        self, conversation_id: ConversationId, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> ConversationPublic:
         """Team, assignee, status, priority, waiting time, AI state, and the visitor's identity and metadata."""
         async with _engine(request).connect() as conn:
@@ -111,7 +116,7 @@ class ConversationController(Controller):
     @get("/{conversation_id:str}/messages", operation_id="listMessages", summary="The conversation's messages")
     async def list_messages(
         self,
-        conversation_id: FromPath[str],
+        conversation_id: ConversationId,
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         cursor: Cursor = None,
@@ -126,10 +131,18 @@ class ConversationController(Controller):
         operation_id="replyToConversation",
         summary="Reply to the visitor",
         status_code=201,
+        response_headers=[
+            ResponseHeader(
+                name=REPLAYED,
+                documentation_only=True,
+                required=False,
+                description="true when this answers a repeated Idempotency-Key: nothing was sent again",
+            )
+        ],
     )
     async def reply(
         self,
-        conversation_id: FromPath[str],
+        conversation_id: ConversationId,
         data: JSONBody[ReplyCreate],
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
@@ -154,7 +167,7 @@ class ConversationController(Controller):
     @get("/{conversation_id:str}/notes", operation_id="listNotes", summary="The conversation's internal notes")
     async def list_notes(
         self,
-        conversation_id: FromPath[str],
+        conversation_id: ConversationId,
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         cursor: Cursor = None,
@@ -172,7 +185,7 @@ class ConversationController(Controller):
     )
     async def create_note(
         self,
-        conversation_id: FromPath[str],
+        conversation_id: ConversationId,
         data: JSONBody[NoteCreate],
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],

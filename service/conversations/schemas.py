@@ -16,7 +16,7 @@ Sender = Literal["visitor", "operator", "ai", "system"]
 
 _OPERATOR_ID = "5b0c1f7e-3c1e-4f7a-9d54-2f1c8e6a4b21"
 _TEAM_ID = "0f6d9a2e-8b7c-4e1d-a3f5-6c2b9e8d7a10"
-_CONVERSATION_ID = "18c2f0a9d41-4be1c2d3"
+EXAMPLE_CONVERSATION_ID = "18c2f0a9d41-4be1c2d3"
 
 
 def _examples(*examples: dict[str, Any]) -> ConfigDict:
@@ -77,7 +77,7 @@ class ConversationPublic(ApiModel):
 
     model_config = _examples(
         {
-            "id": _CONVERSATION_ID,
+            "id": EXAMPLE_CONVERSATION_ID,
             "status": "assigned",
             "priority": 0,
             "team": {"id": _TEAM_ID, "name": "Support"},
@@ -132,7 +132,7 @@ class MessagePublic(ApiModel):
         {
             "id": "18c2f0b1e02-9a8b7c6d",
             "seq": 12,
-            "conversationId": _CONVERSATION_ID,
+            "conversationId": EXAMPLE_CONVERSATION_ID,
             "sender": "operator",
             "operator": {"id": _OPERATOR_ID, "displayName": "Ada Lovelace"},
             "content": "Yes, we ship to Lyon in two days.",
@@ -190,7 +190,7 @@ class NotePublic(ApiModel):
     model_config = _examples(
         {
             "id": "6a1e4c2b-0d3f-4b5a-9c8e-7f6a5b4c3d2e",
-            "conversationId": _CONVERSATION_ID,
+            "conversationId": EXAMPLE_CONVERSATION_ID,
             "author": {"id": _OPERATOR_ID, "displayName": "Ada Lovelace"},
             "body": "@grace.hopper can you check the refund for this order?",
             "mentions": ["3c9e1b7a-5d2f-4e6a-8b1c-0f9e8d7c6b5a"],

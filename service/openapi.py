@@ -1,0 +1,126 @@
+"""The OpenAPI 3.1 document at ``/schema``: security schemes, and the problem responses every operator route shares."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Reference,
+    Schema,
+    SecurityRequirement,
+    SecurityScheme,
+    Tag,
+)
+from litestar.openapi.spec.enums import OpenAPIType
+
+from service.errors import PROBLEM_JSON
+
+API_PREFIX = "/api/v1/"
+SESSION_COOKIE = "sb_session"
+# Either credential is enough: a bearer token (personal access token or IdP JWT) or the browser session.
+API_SECURITY: list[SecurityRequirement] = [{"bearer": []}, {"session": []}]
+
+_PROBLEM = Schema(
+    type=OpenAPIType.OBJECT,
+    description="RFC 9457 problem details",
+    required=["type", "title", "status", "detail", "instance"],
+    properties={
+        "type": Schema(type=OpenAPIType.STRING, examples=["about:blank"]),
+        "title": Schema(type=OpenAPIType.STRING, examples=["Not Found"]),
+        "status": Schema(type=OpenAPIType.INTEGER, examples=[404]),
+        "detail": Schema(type=OpenAPIType.STRING, examples=["Conversation not found"]),
+        "instance": Schema(type=OpenAPIType.STRING, examples=["/api/v1/conversations/18c2f0a9d41-4be1c2d3"]),
+        "errors": Schema(
+            type=OpenAPIType.ARRAY,
+            description="Validation errors only: each offending field and what is wrong with it",
+            items=Schema(
+                type=OpenAPIType.OBJECT,
+                required=["field", "message"],
+                properties={
+                    "field": Schema(one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)]),
+                    "message": Schema(type=OpenAPIType.STRING),
+                },
+            ),
+        ),
+    },
+)
+
+_PROBLEMS = {
+    "400": "The request is not valid; ``errors`` names each field",
+    "401": "No valid credential (missing, unknown, revoked or expired)",
+    "403": "Signed in, but not allowed (role, or the token's scopes)",
+    "404": "Not found, or belongs to a team the caller is not in",
+    "409": "Conflicts with the current state",
+}
+
+
+def openapi_config(version: str) -> OpenAPIConfig:
+    """Title, version, security schemes and tags of the document."""
+    return OpenAPIConfig(
+        title="Switchboard",
+        version=version,
+        path="/schema",
+        description=(
+            "Team routing for PocketPing. Operator endpoints live under /api/v1 and take a bearer token "
+            "(a personal access token `sbp_...` or the identity provider's JWT) or the browser session cookie. "
+            "Errors are RFC 9457 problem details (application/problem+json). Lists use cursor pagination: "
+            "pass `nextCursor` back as `cursor` until it is null."
+        ),
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    bearer_format="sbp_ personal access token, or JWT",
+                    description="A personal access token (created at /api/v1/me/tokens) or the IdP's access token",
+                ),
+                "session": SecurityScheme(
+                    type="apiKey",
+                    name=SESSION_COOKIE,
+                    security_scheme_in="cookie",
+                    description="Browser session after /auth/login; unsafe methods also need the X-CSRF-Token header",
+                ),
+            },
+            schemas={"Problem": _PROBLEM},
+        ),
+        tags=[
+            Tag(name="Conversations", description="Inbox, search, history, replies and internal notes"),
+            Tag(name="Routing", description="Claim, transfer, close, reopen, and why routing decided"),
+            Tag(name="Me", description="The signed-in operator"),
+        ],
+    )
+
+
+def _problem_response(description: str) -> OpenAPIResponse:
+    return OpenAPIResponse(
+        description=description,
+        content={PROBLEM_JSON: OpenAPIMediaType(schema=Reference(ref="#/components/schemas/Problem"))},
+    )
+
+
+def finish_openapi(app: Litestar) -> None:
+    """Give every ``/api/v1`` operation its security and the problem responses it can return.
+
+    Done once on the built document, so every engineer's routes get the same treatment; it also
+    replaces Litestar's generic 400 body, which is not what ``service.errors`` sends.
+    """
+    document = app.openapi_schema
+    for path, item in (document.paths or {}).items():
+        operations = [getattr(item, method) for method in ("get", "put", "post", "delete", "patch")]
+        for method, operation in zip(("get", "put", "post", "delete", "patch"), operations, strict=True):
+            if operation is None:
+                continue
+            responses = operation.responses or {}
+            if "400" in responses:
+                responses["400"] = _problem_response(_PROBLEMS["400"])
+            if not path.startswith(API_PREFIX):
+                continue
+            operation.security = operation.security or API_SECURITY
+            for status, description in _PROBLEMS.items():
+                if (status == "404" and "{" not in path) or (status == "409" and method == "get"):
+                    continue
+                responses.setdefault(status, _problem_response(description))
+            operation.responses = dict(sorted(responses.items()))
