@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import (
@@ -15,6 +17,8 @@ from litestar.openapi.spec import (
     Tag,
 )
 from litestar.openapi.spec.enums import OpenAPIType
+from litestar.response import ServerSentEvent
+from litestar.routes import HTTPRoute
 
 from service.errors import PROBLEM_JSON
 
@@ -47,6 +51,8 @@ _PROBLEM = Schema(
         ),
     },
 )
+
+_EVENT_STREAM = Schema(type=OpenAPIType.STRING, description="Server-Sent Events (id, event, data lines)")
 
 _PROBLEMS = {
     "400": "The request is not valid; ``errors`` names each field",
@@ -101,19 +107,39 @@ def _problem_response(description: str) -> OpenAPIResponse:
     )
 
 
+def _event_streams(app: Litestar) -> set[tuple[str, str]]:
+    """(path, method) of the handlers answering with Server-Sent Events."""
+    found = set()
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            returns = handler.parsed_fn_signature.return_type.annotation
+            if isinstance(returns, type) and issubclass(returns, ServerSentEvent):
+                path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path)  # as the document writes it
+                found |= {(path, method.lower()) for method in handler.http_methods}
+    return found
+
+
 def finish_openapi(app: Litestar) -> None:
     """Give every ``/api/v1`` operation its security and the problem responses it can return.
 
     Done once on the built document, so every engineer's routes get the same treatment; it also
-    replaces Litestar's generic 400 body, which is not what ``service.errors`` sends.
+    replaces Litestar's generic 400 body, which is not what ``service.errors`` sends, and
+    documents event streams as ``text/event-stream`` rather than JSON.
     """
     document = app.openapi_schema
+    streams = _event_streams(app)
     for path, item in (document.paths or {}).items():
         operations = [getattr(item, method) for method in ("get", "put", "post", "delete", "patch")]
         for method, operation in zip(("get", "put", "post", "delete", "patch"), operations, strict=True):
             if operation is None:
                 continue
             responses = operation.responses or {}
+            if (path, method) in streams:
+                for response in responses.values():
+                    if isinstance(response, OpenAPIResponse) and response.content:
+                        response.content = {"text/event-stream": OpenAPIMediaType(schema=_EVENT_STREAM)}
             if "400" in responses:
                 responses["400"] = _problem_response(_PROBLEMS["400"])
             if not path.startswith(API_PREFIX):

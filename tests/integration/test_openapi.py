@@ -9,11 +9,15 @@ import httpx
 import hypothesis
 import schemathesis
 from hypothesis import HealthCheck, Phase
+from litestar import Litestar, get
+from litestar.params import FromPath
+from litestar.response import ServerSentEvent
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.conversations.schemas import EXAMPLE_CONVERSATION_ID
+from service.openapi import finish_openapi
 from tests.conftest import RunningApi
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 from tests.routing_support import make_conversation
@@ -57,6 +61,12 @@ async def test_every_operator_operation_is_documented_for_client_generation(http
     assert len(operation_ids) == len(set(operation_ids)), "operationIds must be unique"
 
 
+def _streams(raw: dict[str, Any]) -> bool:
+    """Server-Sent Events never end, so a generated request would only wait for its timeout."""
+    ok = [r for status, r in raw.get("responses", {}).items() if status.startswith("2")]
+    return any(media.startswith("text/event-stream") for r in ok for media in r.get("content", {}))
+
+
 def fuzz(base_url: str, headers: dict[str, str], known: dict[str, str]) -> tuple[int, list[str]]:
     """Generated requests for every /api/v1 operation; returns (cases run, failures).
 
@@ -68,7 +78,7 @@ def fuzz(base_url: str, headers: dict[str, str], known: dict[str, str]) -> tuple
     ran = 0
     for result in schema.get_all_operations():
         operation = result.ok()
-        if not operation.path.startswith("/api/v1/"):
+        if not operation.path.startswith("/api/v1/") or _streams(operation.definition.raw):
             continue
 
         @hypothesis.given(case=operation.as_strategy())
@@ -108,3 +118,17 @@ async def test_generated_requests_get_no_server_error_and_schema_conforming_answ
     ran, failures = await asyncio.to_thread(fuzz, api.url, headers, known)
     assert failures == []
     assert ran > 100
+
+
+def test_event_streams_are_documented_as_text_event_stream() -> None:
+    @get("/api/v1/things/{thing_id:str}/events", operation_id="streamThings", summary="Stream")
+    async def stream(thing_id: FromPath[str]) -> ServerSentEvent:
+        return ServerSentEvent(iter(["x"]))
+
+    app = Litestar([stream])
+    finish_openapi(app)
+    operation = app.openapi_schema.to_schema()["paths"]["/api/v1/things/{thing_id}/events"]["get"]
+    assert operation["responses"]["200"]["content"] == {
+        "text/event-stream": {"schema": {"type": "string", "description": "Server-Sent Events (id, event, data lines)"}}
+    }
+    assert operation["security"] == [{"bearer": []}, {"session": []}]
