@@ -27,6 +27,7 @@ from service.operators.controllers import MeController
 from service.ops.controllers import HealthController
 from service.routing.controllers import RoutingController
 from service.settings import Settings, load_settings
+from service.teams.controllers import TeamController
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -66,7 +67,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         return state.pocketping  # type: ignore[no-any-return]
 
     app = Litestar(
-        route_handlers=[GatewayController, HealthController, MeController, RoutingController, ConversationController],
+        route_handlers=[
+            GatewayController,
+            HealthController,
+            MeController,
+            RoutingController,
+            ConversationController,
+            TeamController,
+        ],
         lifespan=[lifespan],
         dependencies={
             "pocketping": Provide(provide_pocketping, sync_to_thread=False, use_cache=True),

@@ -20,6 +20,12 @@ class ConflictException(HTTPException):
     status_code = 409
 
 
+class UnprocessableException(HTTPException):
+    """422: well-formed but unusable (an unknown template variable, an operator who does not exist, ...)."""
+
+    status_code = 422
+
+
 def _problem(request: Request[Any, Any, Any], status: int, detail: str, **extra: Any) -> Response[dict[str, Any]]:
     body = {
         "type": "about:blank",
@@ -68,3 +74,21 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     NotFoundException: http_exception_handler,
     Exception: internal_error_handler,
 }
+
+
+def unique_violation(exc: Exception) -> str | None:
+    """The name of the unique constraint or index a failed INSERT/UPDATE violated, if that was the failure."""
+    cause = getattr(getattr(exc, "orig", None), "__cause__", None)
+    if getattr(cause, "sqlstate", None) != "23505":
+        return None
+    return getattr(cause, "constraint_name", None)
+
+
+def field_conflict(field: str, message: str) -> ConflictException:
+    """409 naming the field whose value is already taken (``errors: [{field, message}]``)."""
+    return ConflictException(detail=message, extra=[{"key": field, "message": message}])
+
+
+def field_invalid(field: str, message: str) -> UnprocessableException:
+    """422 naming the field: the body parsed, but a value cannot be used (checked against the database, say)."""
+    return UnprocessableException(detail=message, extra=[{"key": field, "message": message}])

@@ -124,11 +124,27 @@ async def team_a(world: World, caller: str) -> str:
     return str(world.team_a)
 
 
+async def fresh_team(world: World, caller: str) -> str:
+    """A team of its own, with team A's operator and lead in the same roles (for deletions)."""
+    team_id = await make_team(world.engine)
+    await add_member(world.engine, team_id, world.operators["operator"], "operator")
+    await add_member(world.engine, team_id, world.operators["lead"], "lead")
+    return str(team_id)
+
+
+async def member_of_team_a(world: World, caller: str) -> str:
+    """A fresh operator in team A, so each caller changes or removes a membership of their own."""
+    operator_id = await make_operator(world.engine, "Mia")
+    await add_member(world.engine, world.team_a, operator_id, "operator")
+    return str(operator_id)
+
+
 # Default factory per path parameter name.
 PARAMS: dict[str, Param] = {
     "conversation_id": conversation_of_team_a,
     "team_id": team_a,
     "token_id": own_token,
+    "operator_id": member_of_team_a,
 }
 
 ROWS: dict[str, Row] = {
@@ -152,6 +168,25 @@ ROWS: dict[str, Row] = {
     "POST /api/v1/conversations/{conversation_id}/messages": Row(member(201), body={"content": "hi"}),
     "GET /api/v1/conversations/{conversation_id}/notes": Row(member(200)),
     "POST /api/v1/conversations/{conversation_id}/notes": Row(member(201), body={"body": "@lena have a look"}),
+    # teams
+    "GET /api/v1/teams": Row(signed_in(200)),
+    "POST /api/v1/teams": Row(admin_only(201), body=lambda world, caller: {"name": f"new-{caller}"}),
+    "GET /api/v1/teams/{team_id}": Row(member(200)),
+    "PATCH /api/v1/teams/{team_id}": Row(lead_only(200), body={"welcomeMessage": "Hello"}),
+    "DELETE /api/v1/teams/{team_id}": Row(admin_only(204), params={"team_id": fresh_team}),
+    "GET /api/v1/teams/{team_id}/members": Row(member(200)),
+    "POST /api/v1/teams/{team_id}/members": Row(
+        lead_only(201),
+        body=lambda world, caller: {"operatorId": str(world.operators.get(f"newcomer_{caller}", uuid.uuid4()))},
+    ),
+    "PATCH /api/v1/teams/{team_id}/members/{operator_id}": Row(lead_only(200), body={"capacity": 2}),
+    "DELETE /api/v1/teams/{team_id}/members/{operator_id}": Row(lead_only(204)),
+    "GET /api/v1/teams/{team_id}/rules": Row(member(200)),
+    "PUT /api/v1/teams/{team_id}/rules": Row(
+        lead_only(200), body={"rules": [{"name": "fr", "conditions": {"language": "fr"}}]}
+    ),
+    "GET /api/v1/teams/{team_id}/bridges": Row(lead_only(200)),
+    "PATCH /api/v1/teams/{team_id}/bridges": Row(lead_only(200), body={"discord": {"channelId": "123456789012345678"}}),
 }
 
 
@@ -182,6 +217,8 @@ async def build_world(engine: AsyncEngine) -> World:
         "lead": await make_operator(engine, "Lena"),
         "admin": await make_operator(engine, "Ada", is_admin=True),
     }
+    # In no team: the operators a lead and an admin add to team A.
+    operators |= {f"newcomer_{caller}": await make_operator(engine, "Nina") for caller in ("lead", "admin")}
     await add_member(engine, team_a, operators["operator"], "operator")
     await add_member(engine, team_b, operators["other_team"], "operator")
     await add_member(engine, team_a, operators["lead"], "lead")

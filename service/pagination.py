@@ -1,0 +1,27 @@
+"""Opaque keyset cursors: the sort key of a page's last item, as URL-safe base64 JSON."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from litestar.exceptions import ValidationException
+
+
+def encode_cursor(*key: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key, default=str).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    """The sort key a ``nextCursor`` stands for; anything else is a 400 naming ``cursor``."""
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        key = None
+    if not isinstance(key, list) or len(key) != arity or not all(isinstance(part, str) for part in key):
+        raise ValidationException(
+            detail="cursor is not valid", extra=[{"key": "cursor", "message": "use nextCursor from a previous page"}]
+        )
+    return key

@@ -1,0 +1,305 @@
+"""Teams: settings, memberships and bridge settings; each function runs in the caller's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from litestar.exceptions import NotFoundException
+from pydantic.alias_generators import to_camel
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.audit import record_audit
+from service.auth.principal import Principal
+from service.crypto import decrypt_secret, encrypt_secret
+from service.db.models import Conversation, Operator, Team, TeamMember
+from service.errors import ConflictException, field_conflict, field_invalid, unique_violation
+from service.pagination import decode_cursor, encode_cursor
+from service.teams.schemas import (
+    BridgesPublic,
+    BridgesUpdate,
+    MemberCreate,
+    MemberPublic,
+    MemberUpdate,
+    TeamCreate,
+    TeamPage,
+    TeamPublic,
+    TeamUpdate,
+)
+
+team_t = Team.__table__  # type: ignore[attr-defined]
+member_t = TeamMember.__table__  # type: ignore[attr-defined]
+operator_t = Operator.__table__  # type: ignore[attr-defined]
+conversation_t = Conversation.__table__  # type: ignore[attr-defined]
+
+# Settings whose change can let queued conversations through: the caller drains the queue after commit.
+DRAIN_SETTINGS = frozenset({"routing_policy", "default_capacity"})
+SECRET_PURPOSE = "bridge-settings"
+# Secret fields per bridge (camelCase, stored encrypted as "<field>Encrypted"); what a bridge needs to be enabled.
+BRIDGE_SECRETS = {"telegram": ("botToken",), "discord": ("botToken",), "slack": ("botToken", "signingSecret")}
+BRIDGE_REQUIRED = {
+    "telegram": ("chatId", "botToken"),
+    "discord": ("channelId", "botToken"),
+    "slack": ("channelId", "botToken", "signingSecret"),
+}
+
+_member_count = (
+    sa.select(sa.func.count()).select_from(member_t).where(member_t.c.team_id == team_t.c.id).scalar_subquery()
+)
+
+
+def _camel(values: dict[str, Any]) -> dict[str, Any]:
+    """Audit data uses the API's field names."""
+    return {to_camel(key): value for key, value in values.items()}
+
+
+# --- Teams ----------------------------------------------------------------------------------------------------
+
+
+def _team_public(row: Any, show_bridges: bool) -> TeamPublic:
+    values = dict(row._mapping)
+    bridges = values.pop("bridge_settings")
+    return TeamPublic.model_validate({**values, "bridges": public_bridges(bridges) if show_bridges else None})
+
+
+async def _team_row(conn: AsyncConnection, team_id: uuid.UUID, *, lock: bool = False) -> Any:
+    query = sa.select(team_t, _member_count.label("member_count")).where(team_t.c.id == team_id)
+    row = (await conn.execute(query.with_for_update(of=team_t, key_share=True) if lock else query)).first()
+    if row is None:
+        raise NotFoundException("Team not found")
+    return row
+
+
+async def lock_team(conn: AsyncConnection, team_id: uuid.UUID, *, lock: bool = True) -> None:
+    """404 unless the team exists; with ``lock``, hold its row so its configuration changes one at a time."""
+    await _team_row(conn, team_id, lock=lock)
+
+
+async def get_team(conn: AsyncConnection, team_id: uuid.UUID, principal: Principal) -> TeamPublic:
+    """The team as the caller may see it (bridges for its leads and admins only)."""
+    return _team_public(await _team_row(conn, team_id), principal.is_lead(team_id))
+
+
+async def list_teams(conn: AsyncConnection, principal: Principal, cursor: str | None, limit: int) -> TeamPage:
+    """The caller's teams (every team for admins), by name."""
+    query = sa.select(team_t, _member_count.label("member_count")).order_by(team_t.c.name).limit(limit + 1)
+    if not principal.is_admin:
+        query = query.where(team_t.c.id.in_(list(principal.teams)))
+    if cursor is not None:
+        [after] = decode_cursor(cursor, 1)
+        query = query.where(team_t.c.name > after)
+    rows = (await conn.execute(query)).all()
+    items = [_team_public(row, principal.is_lead(row.id)) for row in rows[:limit]]
+    return TeamPage(items=items, next_cursor=encode_cursor(items[-1].name) if len(rows) > limit else None)
+
+
+async def _write_team(conn: AsyncConnection, statement: Any) -> None:
+    """Run an INSERT/UPDATE of a team; a taken name is a 409 naming ``name``."""
+    try:
+        await conn.execute(statement)
+    except IntegrityError as exc:
+        if unique_violation(exc) == "uq_team_name":
+            raise field_conflict("name", "A team with this name already exists") from exc
+        raise
+
+
+async def _take_default(conn: AsyncConnection, team_id: uuid.UUID) -> None:
+    # One default team: the partial unique index enforces it, this hands the flag over.
+    await conn.execute(sa.update(team_t).where(team_t.c.is_default, team_t.c.id != team_id).values(is_default=False))
+
+
+async def create_team(conn: AsyncConnection, data: TeamCreate, actor: Principal) -> TeamPublic:
+    team_id = uuid.uuid4()
+    values = data.model_dump()
+    if data.is_default:
+        await _take_default(conn, team_id)
+    await _write_team(conn, sa.insert(team_t).values(id=team_id, **values))
+    await record_audit(conn, actor.operator_id, "team.created", "team", team_id, _camel(values))
+    return _team_public(await _team_row(conn, team_id), True)
+
+
+async def update_team(
+    conn: AsyncConnection, team_id: uuid.UUID, data: TeamUpdate, actor: Principal
+) -> tuple[TeamPublic, bool]:
+    """Apply the given settings; returns the team and whether its queue should be drained."""
+    current = await _team_row(conn, team_id, lock=True)
+    changes = {
+        name: getattr(data, name) for name in data.model_fields_set if getattr(data, name) != getattr(current, name)
+    }
+    if changes.get("is_default") is False:
+        raise field_invalid("isDefault", "Make another team the default instead")
+    if changes.get("is_default"):
+        await _take_default(conn, team_id)
+    if changes:
+        await _write_team(conn, sa.update(team_t).where(team_t.c.id == team_id).values(**changes))
+        await record_audit(conn, actor.operator_id, "team.updated", "team", team_id, _camel(changes))
+    team = _team_public(await _team_row(conn, team_id), True)
+    return team, bool(DRAIN_SETTINGS & changes.keys())
+
+
+async def delete_team(conn: AsyncConnection, team_id: uuid.UUID, actor: Principal) -> None:
+    """Delete a team with its memberships, rules and canned responses; refused while it holds open conversations."""
+    current = await _team_row(conn, team_id, lock=True)
+    if current.is_default:
+        raise ConflictException("The default team cannot be deleted; make another team the default first")
+    open_count = await conn.scalar(
+        sa.select(sa.func.count())
+        .select_from(conversation_t)
+        .where(conversation_t.c.team_id == team_id, conversation_t.c.status != "closed")
+    )
+    if open_count:
+        raise ConflictException(f"The team still has {open_count} open conversations; transfer or close them first")
+    await conn.execute(sa.delete(team_t).where(team_t.c.id == team_id))
+    await record_audit(conn, actor.operator_id, "team.deleted", "team", team_id, {"name": current.name})
+
+
+# --- Members --------------------------------------------------------------------------------------------------
+
+
+def _members_query(team_id: uuid.UUID) -> Any:
+    return (
+        sa.select(
+            member_t.c.operator_id,
+            operator_t.c.display_name,
+            operator_t.c.email,
+            member_t.c.role,
+            member_t.c.capacity,
+            sa.func.coalesce(member_t.c.capacity, team_t.c.default_capacity).label("effective_capacity"),
+            member_t.c.skills,
+            operator_t.c.status,
+            operator_t.c.open_conversations,
+            member_t.c.last_assigned_at,
+            member_t.c.created_at,
+        )
+        .select_from(member_t.join(operator_t, operator_t.c.id == member_t.c.operator_id).join(team_t))
+        .where(member_t.c.team_id == team_id)
+    )
+
+
+async def list_members(conn: AsyncConnection, team_id: uuid.UUID) -> list[MemberPublic]:
+    await _team_row(conn, team_id)
+    rows = await conn.execute(_members_query(team_id).order_by(operator_t.c.display_name, member_t.c.operator_id))
+    return [MemberPublic.model_validate(row) for row in rows]
+
+
+async def _member(conn: AsyncConnection, team_id: uuid.UUID, operator_id: uuid.UUID) -> MemberPublic:
+    row = (await conn.execute(_members_query(team_id).where(member_t.c.operator_id == operator_id))).first()
+    if row is None:
+        raise NotFoundException("Member not found")
+    return MemberPublic.model_validate(row)
+
+
+async def add_member(conn: AsyncConnection, team_id: uuid.UUID, data: MemberCreate, actor: Principal) -> MemberPublic:
+    await _team_row(conn, team_id, lock=True)
+    active = await conn.scalar(
+        sa.select(operator_t.c.id).where(operator_t.c.id == data.operator_id, operator_t.c.deactivated_at.is_(None))
+    )
+    if active is None:
+        raise field_invalid("operatorId", "No active operator has this id")
+    values = data.model_dump()
+    added = await conn.scalar(
+        sa.dialects.postgresql.insert(member_t)
+        .values(team_id=team_id, **values)
+        .on_conflict_do_nothing()
+        .returning(member_t.c.operator_id)
+    )
+    if added is None:
+        raise field_conflict("operatorId", "This operator is already a member of the team")
+    await record_audit(conn, actor.operator_id, "team.member_added", "team", team_id, _camel(values))
+    return await _member(conn, team_id, data.operator_id)
+
+
+async def update_member(
+    conn: AsyncConnection, team_id: uuid.UUID, operator_id: uuid.UUID, data: MemberUpdate, actor: Principal
+) -> tuple[MemberPublic, bool]:
+    """Change role, capacity or skills; returns the member and whether the team's queue should be drained."""
+    await _team_row(conn, team_id, lock=True)
+    current = await _member(conn, team_id, operator_id)
+    changes = {
+        name: getattr(data, name) for name in data.model_fields_set if getattr(data, name) != getattr(current, name)
+    }
+    if changes:
+        await conn.execute(
+            sa.update(member_t)
+            .where(member_t.c.team_id == team_id, member_t.c.operator_id == operator_id)
+            .values(**changes)
+        )
+        audit = {"operatorId": operator_id, **_camel(changes)}
+        await record_audit(conn, actor.operator_id, "team.member_updated", "team", team_id, audit)
+    return await _member(conn, team_id, operator_id), bool({"capacity", "skills"} & changes.keys())
+
+
+async def remove_member(conn: AsyncConnection, team_id: uuid.UUID, operator_id: uuid.UUID, actor: Principal) -> None:
+    """Remove a membership; conversations the operator holds stay with them until closed or transferred."""
+    await _team_row(conn, team_id, lock=True)
+    removed = await conn.scalar(
+        sa.delete(member_t)
+        .where(member_t.c.team_id == team_id, member_t.c.operator_id == operator_id)
+        .returning(member_t.c.operator_id)
+    )
+    if removed is None:
+        raise NotFoundException("Member not found")
+    await record_audit(conn, actor.operator_id, "team.member_removed", "team", team_id, {"operatorId": operator_id})
+
+
+# --- Bridge settings ------------------------------------------------------------------------------------------
+
+
+def public_bridges(stored: dict[str, Any]) -> BridgesPublic:
+    """Stored bridge settings without their secrets: each secret becomes a ``<field>Configured`` flag."""
+    out: dict[str, Any] = {}
+    for bridge, settings in stored.items():
+        entry = {k: v for k, v in settings.items() if not k.endswith("Encrypted")}
+        for secret in BRIDGE_SECRETS[bridge]:
+            entry[f"{secret}Configured"] = f"{secret}Encrypted" in settings
+        out[bridge] = entry
+    return BridgesPublic.model_validate(out)
+
+
+def bridge_secret(secret_key: str, stored: dict[str, Any], bridge: str, field: str) -> str | None:
+    """A bridge's decrypted secret (``botToken``, ``signingSecret``) for the code that runs the bridge."""
+    token = stored.get(bridge, {}).get(f"{field}Encrypted")
+    return None if token is None else decrypt_secret(secret_key, SECRET_PURPOSE, token)
+
+
+def merge_bridges(stored: dict[str, Any], data: BridgesUpdate, secret_key: str) -> dict[str, Any]:
+    """The new stored settings: named bridges replaced or removed, secrets kept unless given or cleared."""
+    merged = dict(stored)
+    for bridge in data.model_fields_set:
+        update = getattr(data, bridge)
+        if update is None:
+            merged.pop(bridge, None)
+            continue
+        secrets = BRIDGE_SECRETS[bridge]
+        given = update.model_dump(by_alias=True)
+        entry = {k: v for k, v in given.items() if k not in secrets}
+        for secret in secrets:
+            stored_key = f"{secret}Encrypted"
+            if secret not in {to_camel(name) for name in update.model_fields_set}:
+                if stored_key in stored.get(bridge, {}):
+                    entry[stored_key] = stored[bridge][stored_key]
+            elif given[secret] is not None:
+                entry[stored_key] = encrypt_secret(secret_key, SECRET_PURPOSE, given[secret])
+        if entry["enabled"]:
+            for needed in BRIDGE_REQUIRED[bridge]:
+                if entry.get(needed) is None and f"{needed}Encrypted" not in entry:
+                    raise field_invalid(f"{bridge}.{needed}", f"{needed} is required to enable the {bridge} bridge")
+        merged[bridge] = entry
+    return merged
+
+
+async def update_bridges(
+    conn: AsyncConnection, team_id: uuid.UUID, data: BridgesUpdate, actor: Principal, secret_key: str
+) -> BridgesPublic:
+    current = await _team_row(conn, team_id, lock=True)
+    merged = merge_bridges(current.bridge_settings, data, secret_key)
+    await conn.execute(sa.update(team_t).where(team_t.c.id == team_id).values(bridge_settings=merged))
+    # The audit shows what changed as the API shows it: never the secrets themselves.
+    changed = public_bridges({b: merged[b] for b in data.model_fields_set if b in merged})
+    audit = changed.model_dump(by_alias=True, exclude_none=True) | {
+        b: None for b in data.model_fields_set if b not in merged
+    }
+    await record_audit(conn, actor.operator_id, "team.bridges_updated", "team", team_id, audit)
+    return public_bridges(merged)
