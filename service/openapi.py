@@ -60,6 +60,7 @@ _PROBLEMS = {
     "403": "Signed in, but not allowed (role, or the token's scopes)",
     "404": "Not found, or belongs to a team the caller is not in",
     "409": "Conflicts with the current state",
+    "422": "Well-formed, but a value cannot be used (an unknown operator, ...); ``errors`` names each field",
 }
 
 
@@ -96,6 +97,7 @@ def openapi_config(version: str) -> OpenAPIConfig:
             Tag(name="Conversations", description="Inbox, search, history, replies and internal notes"),
             Tag(name="Routing", description="Claim, transfer, close, reopen, and why routing decided"),
             Tag(name="Me", description="The signed-in operator"),
+            Tag(name="Teams", description="Team settings, members, routing rules and bridge settings"),
         ],
     )
 
@@ -146,7 +148,7 @@ def finish_openapi(app: Litestar) -> None:
                 continue
             operation.security = operation.security or API_SECURITY
             for status, description in _PROBLEMS.items():
-                if (status == "404" and "{" not in path) or (status == "409" and method == "get"):
+                if (status == "404" and "{" not in path) or (status in ("409", "422") and method == "get"):
                     continue
                 responses.setdefault(status, _problem_response(description))
             operation.responses = dict(sorted(responses.items()))

@@ -37,13 +37,23 @@ def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+def _no_nul(value: str) -> str:
+    # PostgreSQL text and JSONB cannot hold NUL: refuse it here, naming the field, not with a 500.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+NoNul = AfterValidator(_no_nul)
+
+
 Skill = Annotated[str, BeforeValidator(_lowercase), StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,49}$")]
 Skills = Annotated[list[Skill], Field(max_length=MAX_SKILLS), AfterValidator(_unique)]
-TeamName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
+TeamName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80), NoNul]
 Capacity = Annotated[int, Field(ge=0, le=MAX_CAPACITY)]
 Seconds = Annotated[int, Field(ge=1, le=MAX_DELAY_SECONDS)]
-WelcomeMessage = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
-AiPrompt = Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+WelcomeMessage = Annotated[str, StringConstraints(min_length=1, max_length=2000), NoNul]
+AiPrompt = Annotated[str, StringConstraints(min_length=1, max_length=20_000), NoNul]
 QueueThreshold = Annotated[int, Field(ge=1, le=10_000)]
 
 
@@ -182,6 +192,8 @@ FieldName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
 def _scalar(value: Any) -> Any:
     if isinstance(value, str) and len(value) > 500:
         raise ValueError("at most 500 characters")
+    if isinstance(value, str):
+        _no_nul(value)
     if not isinstance(value, str | bool | int | float):
         raise ValueError("must be a string (a glob), a number or a boolean")
     return value
@@ -200,7 +212,7 @@ class RuleConditions(ApiModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = Field(
+    url: Annotated[str, StringConstraints(min_length=1, max_length=2000), NoNul] | None = Field(
         default=None, description="Glob on the page URL (*, ?, [...]), e.g. https://shop.example/*"
     )
     language: Annotated[list[Language], BeforeValidator(_as_list), Field(min_length=1, max_length=20)] | None = Field(
@@ -220,7 +232,7 @@ class RuleConditions(ApiModel):
 class RuleCreate(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NoNul]
     enabled: bool = True
     conditions: RuleConditions = Field(default_factory=RuleConditions)
     set_priority: Annotated[int, Field(ge=-1000, le=1000)] | None = Field(
@@ -248,7 +260,7 @@ class RuleList(ApiModel):
 # --- Bridge settings ------------------------------------------------------------------------------------------
 # Secrets are write-only: absent keeps the stored one, null removes it, a string replaces it.
 
-Secret = Annotated[str, StringConstraints(min_length=8, max_length=512, pattern=r"^\S+$")]
+Secret = Annotated[str, StringConstraints(min_length=8, max_length=512, pattern=r"^[\x21-\x7e]+$")]
 Snowflake = Annotated[str, StringConstraints(pattern=r"^\d{15,25}$")]
 
 
