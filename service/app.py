@@ -13,7 +13,9 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.plugins.pydantic import PydanticPlugin
 
+from service.auth.controllers import AuthController, TokenController
 from service.auth.deps import provide_principal
+from service.auth.oidc import OidcClient
 from service.conversations.controllers import ConversationController
 from service.db.engine import create_engine
 from service.errors import EXCEPTION_HANDLERS
@@ -51,7 +53,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         pocketping = SwitchboardPocketPing(
             settings=settings, engine=engine, redis=redis, routing=RoutingBridge(engine, redis)
         )
-        app.state.update(engine=engine, redis=redis, pocketping=pocketping, rate_limiter=RateLimiter(redis, settings))
+        # Without an issuer, browsers cannot sign in; personal access tokens still work.
+        oidc = OidcClient(settings) if settings.oidc_issuer_url and settings.oidc_client_id else None
+        app.state.update(
+            engine=engine, redis=redis, pocketping=pocketping, rate_limiter=RateLimiter(redis, settings), oidc=oidc
+        )
         await pocketping.start()
         await pocketping.start_subscriber()
         try:
@@ -60,6 +66,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await pocketping.flush_events()
             await pocketping.stop_subscriber()
             await pocketping.stop()
+            if oidc is not None:
+                await oidc.aclose()
             await redis.aclose()
             await engine.dispose()
 
@@ -74,6 +82,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             RoutingController,
             ConversationController,
             TeamController,
+            AuthController,
+            TokenController,
         ],
         lifespan=[lifespan],
         dependencies={

@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import sys
 from functools import cached_property
+from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, Field, ValidationError, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class SettingsError(SystemExit):
     """Start-up stops with one line naming the offending variable."""
+
+
+class GroupGrant(BaseModel):
+    """What membership of one IdP group grants: a role in a team (by name), or administration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    team: str | None = None
+    role: Literal["lead", "operator"] = "operator"
+    admin: bool = False
+
+    @model_validator(mode="after")
+    def _team_or_admin(self) -> GroupGrant:
+        if (self.team is None) != self.admin:
+            raise ValueError('each group grants either {"team": ..., "role": ...} or {"admin": true}')
+        return self
 
 
 class Settings(BaseSettings):
@@ -30,6 +47,14 @@ class Settings(BaseSettings):
     oidc_issuer: AnyHttpUrl | None = None
     oidc_client_id: str | None = None
     oidc_client_secret: str | None = None
+    oidc_audience: str | None = Field(None, description="Expected 'aud' of bearer JWTs; defaults to the client id.")
+    oidc_scopes: str = "openid email profile"
+    oidc_groups_claim: str = Field("groups", description="The id_token claim listing the user's IdP groups.")
+    # IdP group -> {"team": name, "role": "lead"|"operator"} or {"admin": true}; see docs/authentication.md.
+    oidc_group_map: dict[str, GroupGrant] = Field(default_factory=dict)
+    session_ttl_seconds: int = Field(12 * 3600, ge=60, description="Browser sessions end this long after sign-in.")
+    # Routes marked admin answer 403 to clients outside these networks; empty means anywhere.
+    admin_allowed_cidrs: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(default_factory=list)
 
     widget_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed to embed the widget; '*' for any."
@@ -62,9 +87,9 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
-    @field_validator("widget_origins", mode="before")
+    @field_validator("widget_origins", "admin_allowed_cidrs", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
@@ -74,6 +99,11 @@ class Settings(BaseSettings):
         """The database URL with the asyncpg driver SQLAlchemy needs."""
         scheme, rest = self.database_url.split("://", 1)
         return f"postgresql+asyncpg://{rest}" if scheme != "postgresql+asyncpg" else self.database_url
+
+    @property
+    def oidc_issuer_url(self) -> str | None:
+        """The issuer exactly as tokens carry it (pydantic adds a trailing slash to bare hosts)."""
+        return str(self.oidc_issuer).rstrip("/") if self.oidc_issuer else None
 
     @property
     def queue_name(self) -> str:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg
@@ -20,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from service.app import create_app
 from service.db import metadata
 from service.db.migrate import upgrade
+from service.dev import free_port
 from service.settings import Settings
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -114,9 +118,11 @@ class RunningApi:
 
 
 @asynccontextmanager
-async def run_api(settings: Settings) -> AsyncIterator[RunningApi]:
-    """Start ``create_app(settings)`` under uvicorn on a free port; stop it afterwards."""
+async def run_api(settings: Settings, extra_handlers: tuple[Any, ...] = ()) -> AsyncIterator[RunningApi]:
+    """Start ``create_app(settings)`` (plus any test-only handlers) under uvicorn on a free port; stop it afterwards."""
     app = create_app(settings)
+    for handler in extra_handlers:
+        app.register(handler)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on", ws="websockets-sansio")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -141,3 +147,39 @@ async def api(settings: Settings) -> AsyncIterator[RunningApi]:
 async def http(api: RunningApi) -> AsyncIterator[httpx.AsyncClient]:
     async with api.client() as client:
         yield client
+
+
+@contextmanager
+def oidc_provider(*options: str) -> Iterator[str]:
+    """A real oidc-provider-mock process on loopback (its own process: it imports the deprecated authlib.jose)."""
+    issuer = f"http://127.0.0.1:{free_port()}"
+    argv = [sys.executable, "-m", "oidc_provider_mock", "--port", issuer.rpartition(":")[2], *options]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{issuer}/.well-known/openid-configuration").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"oidc-provider-mock did not start (exit code {process.poll()})")
+            time.sleep(0.05)
+        yield issuer
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def oidc_issuer() -> Iterator[str]:
+    with oidc_provider() as issuer:
+        yield issuer
+
+
+@pytest.fixture(scope="session")
+def expired_issuer() -> Iterator[str]:
+    """A second real provider whose tokens are born expired (max age -1 h), signed with its real key."""
+    with oidc_provider("--token-max-age", "-3600") as issuer:
+        yield issuer

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from ipaddress import ip_address
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from litestar import Request
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.auth.oidc import OidcClient, OidcError
 from service.auth.principal import TOKEN_PREFIX, Principal, hash_token
+from service.auth.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches, load_session
 from service.db.models import ApiToken, Operator, TeamMember
 
+log = structlog.get_logger(__name__)
 token_t = ApiToken.__table__  # type: ignore[attr-defined]
 operator_t = Operator.__table__  # type: ignore[attr-defined]
 member_t = TeamMember.__table__  # type: ignore[attr-defined]
@@ -81,14 +86,66 @@ def check_token_scope(request: Request[Any, Any, Any], principal: Principal) -> 
             raise PermissionDeniedException(f"This token lacks the '{scope}' scope")
 
 
+async def principal_from_jwt(request: Request[Any, Any, Any], token: str) -> Principal | None:
+    """An access token JWT the IdP signed for this api; its subject must have signed in once in a browser."""
+    oidc: OidcClient | None = request.app.state.oidc
+    if oidc is None:
+        return None
+    try:
+        claims = await oidc.verify(token)
+    except OidcError as exc:
+        log.info("bearer JWT rejected", reason=str(exc))
+        return None
+    async with request.app.state.engine.connect() as conn:
+        operator_id = (
+            await conn.execute(sa.select(operator_t.c.id).where(operator_t.c.subject == claims["sub"]))
+        ).scalar_one_or_none()
+        return None if operator_id is None else await load_principal(conn, operator_id, "jwt")
+
+
+async def principal_from_session(request: Request[Any, Any, Any], cookie: str) -> Principal | None:
+    """The browser session's operator; unsafe methods must echo the session's CSRF token (403 otherwise)."""
+    session = await load_session(request.app.state.redis, request.app.state.settings, cookie)
+    if session is None:
+        return None
+    if request.method not in SAFE_METHODS and not csrf_matches(session, request.headers.get(CSRF_HEADER)):
+        raise PermissionDeniedException(f"Send the session's CSRF token in the {CSRF_HEADER} header")
+    async with request.app.state.engine.connect() as conn:
+        return await load_principal(conn, session.operator_id, "session")
+
+
+def check_admin_network(request: Request[Any, Any, Any]) -> None:
+    """Admin routes answer only clients inside ``ADMIN_ALLOWED_CIDRS`` (when set)."""
+    networks = request.app.state.settings.admin_allowed_cidrs
+    if not networks or not request.route_handler.opt.get("admin"):
+        return
+    client = request.client.host if request.client else None
+    try:
+        address = ip_address(client or "")
+    except ValueError:
+        address = None
+    if address is None or not any(address in network for network in networks):
+        raise PermissionDeniedException("Administration is not allowed from this network")
+
+
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
-    """The caller, from ``Authorization: Bearer`` (personal access token); 401 when absent or invalid."""
-    engine: AsyncEngine = request.app.state.engine
+    """The caller, from ``Authorization: Bearer`` (personal access token or IdP JWT) or else the session cookie.
+
+    401 when there is no valid credential. A bearer header wins: the cookie is not consulted then,
+    so programs are never subject to CSRF checks and browsers always are.
+    """
+    check_admin_network(request)
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
+    credential = credential.strip()
     principal: Principal | None = None
-    if scheme.lower() == "bearer" and credential.startswith(TOKEN_PREFIX):
-        principal = await principal_from_personal_token(engine, credential.strip())
+    if header:
+        if scheme.lower() == "bearer" and credential.startswith(TOKEN_PREFIX):
+            principal = await principal_from_personal_token(request.app.state.engine, credential)
+        elif scheme.lower() == "bearer" and credential:
+            principal = await principal_from_jwt(request, credential)
+    elif cookie := request.cookies.get(SESSION_COOKIE):
+        principal = await principal_from_session(request, cookie)
     if principal is None:
         raise NotAuthorizedException("Sign in or send a valid bearer token", headers=UNAUTHORIZED_HEADERS)
     check_token_scope(request, principal)

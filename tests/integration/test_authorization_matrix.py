@@ -11,24 +11,27 @@ affect the next); register a factory there for a new parameter name, or pass ``p
 from __future__ import annotations
 
 import re
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
-from joserfc import jwt
-from joserfc.jwk import RSAKey
 from litestar import Litestar
 from litestar.routes import HTTPRoute
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.auth.oidc import OidcClient, OidcError
+from service.auth.sessions import CSRF_HEADER, create_session
 from service.db.models import ApiToken
-from tests.conftest import RunningApi
+from service.settings import Settings
+from tests.conftest import RunningApi, run_api
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
+from tests.oidc_support import idp_tokens, oidc_settings
 from tests.routing_support import make_conversation
 
 CALLERS = ("anonymous", "operator", "other_team", "lead", "admin", "revoked", "expired_jwt")
@@ -149,6 +152,9 @@ PARAMS: dict[str, Param] = {
 
 ROWS: dict[str, Row] = {
     "GET /api/v1/me": Row(signed_in(200)),
+    "GET /api/v1/me/tokens": Row(signed_in(200)),
+    "POST /api/v1/me/tokens": Row(signed_in(201), body={"name": "matrix", "scopes": ["read"]}),
+    "DELETE /api/v1/me/tokens/{token_id}": Row(signed_in(204)),
     # routing
     # An admin is in no team, so cannot hold the conversation: 409.
     "POST /api/v1/conversations/{conversation_id}/claim": Row(Expect(401, 200, 404, 200, 409, 401, 401)),
@@ -202,14 +208,14 @@ def app_routes(app: Litestar) -> set[str]:
     return found
 
 
-def expired_jwt(subject: str) -> str:
-    """An IdP-style JWT whose expiry has passed."""
-    now = int(time.time())
-    claims = {"iss": "http://127.0.0.1:1", "aud": "switchboard", "sub": subject, "iat": now - 7200, "exp": now - 3600}
-    return jwt.encode({"alg": "RS256"}, claims, RSAKey.generate_key(2048))
+@pytest.fixture
+async def matrix_api(settings: Settings, expired_issuer: str) -> AsyncIterator[RunningApi]:
+    """The api trusting the provider that issues expired tokens, so the expired JWT fails only for its expiry."""
+    async with run_api(oidc_settings(settings, expired_issuer)) as running:
+        yield running
 
 
-async def build_world(engine: AsyncEngine) -> World:
+async def build_world(engine: AsyncEngine, settings: Settings, redis: Redis, issuer: str) -> World:
     team_a, team_b = await make_team(engine, "team-a"), await make_team(engine, "team-b")
     operators = {
         "operator": await make_operator(engine, "Olga"),
@@ -223,10 +229,24 @@ async def build_world(engine: AsyncEngine) -> World:
     await add_member(engine, team_b, operators["other_team"], "operator")
     await add_member(engine, team_a, operators["lead"], "lead")
     headers = {caller: bearer(await personal_token(engine, operator_id)) for caller, operator_id in operators.items()}
+    # The lead uses a browser session instead, so cookie authentication and its CSRF check are covered too.
+    session, csrf = await create_session(redis, settings, operators["lead"], id_token="")
+    headers["lead"] = {"Cookie": f"sb_session={session}", CSRF_HEADER: csrf}
     headers["anonymous"] = {}
     headers["revoked"] = bearer(await personal_token(engine, operators["operator"], revoked_at=datetime.now(UTC)))
-    headers["expired_jwt"] = bearer(expired_jwt(f"sub-{operators['operator']}"))
+    # Signed by the real provider for team A's operator, but already expired.
+    headers["expired_jwt"] = bearer((await idp_tokens(issuer, f"sub-{operators['operator']}"))["id_token"])
     return World(engine, team_a, team_b, operators, headers)
+
+
+async def assert_rejected_only_for_expiry(world: World, settings: Settings, issuer: str) -> None:
+    """The expired-JWT caller must be refused for its expiry, not for anything else that is wrong with it."""
+    oidc = OidcClient(oidc_settings(settings, issuer))
+    try:
+        with pytest.raises(OidcError, match="expired_token"):
+            await oidc.verify(world.headers["expired_jwt"]["Authorization"].removeprefix("Bearer "))
+    finally:
+        await oidc.aclose()
 
 
 def resolve(value: Value, world: World, caller: str) -> Any:
@@ -249,8 +269,8 @@ async def call(http: httpx.AsyncClient, world: World, key: str, row: Row, caller
     )
 
 
-def test_every_route_has_a_row(api: RunningApi) -> None:
-    routes = app_routes(api.app)
+def test_every_route_has_a_row(matrix_api: RunningApi) -> None:
+    routes = app_routes(matrix_api.app)
     missing = sorted(routes - ROWS.keys())
     stale = sorted(ROWS.keys() - routes)
     assert not missing, "routes without a row in ROWS (tests/integration/test_authorization_matrix.py):\n  " + (
@@ -259,12 +279,16 @@ def test_every_route_has_a_row(api: RunningApi) -> None:
     assert not stale, "rows in ROWS for routes the app does not serve:\n  " + "\n  ".join(stale)
 
 
-async def test_each_caller_gets_the_expected_status(api: RunningApi, http: httpx.AsyncClient, clean_db: AsyncEngine):
-    world = await build_world(clean_db)
+async def test_each_caller_gets_the_expected_status(
+    matrix_api: RunningApi, settings: Settings, redis: Redis, clean_db: AsyncEngine, expired_issuer: str
+) -> None:
+    world = await build_world(clean_db, settings, redis, expired_issuer)
+    await assert_rejected_only_for_expiry(world, settings, expired_issuer)
     mismatches = []
     for key, row in ROWS.items():
         for caller in CALLERS:
-            response = await call(http, world, key, row, caller)
+            async with matrix_api.client() as http:  # no cookie carried from one caller to the next
+                response = await call(http, world, key, row, caller)
             expected = getattr(row.expect, caller)
             if response.status_code != expected:
                 mismatches.append(f"{key} as {caller}: expected {expected}, got {response.status_code} {response.text}")

@@ -1,0 +1,274 @@
+"""Sign-in and sign-out through the IdP (``/auth``), and personal access tokens (``/api/v1/me/tokens``)."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+import structlog
+from litestar import Controller, Request, delete, get, post
+from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
+from litestar.exceptions import (
+    ClientException,
+    NotFoundException,
+    PermissionDeniedException,
+    ServiceUnavailableException,
+)
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.response import Redirect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.auth.deps import token_t
+from service.auth.oidc import OidcClient, OidcError
+from service.auth.principal import Principal, new_personal_token
+from service.auth.provisioning import sign_in_operator
+from service.auth.schemas import TokenCreate, TokenCreated, TokenList, TokenPublic
+from service.auth.sessions import (
+    CSRF_COOKIE,
+    CSRF_HEADER,
+    LOGIN_COOKIE,
+    LOGIN_TTL,
+    SESSION_COOKIE,
+    cookie_options,
+    create_session,
+    csrf_matches,
+    end_session,
+    load_session,
+    start_login,
+    take_login,
+)
+from service.errors import ConflictException
+from service.routing.services import enqueue_drain
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+MAX_LIVE_TOKENS = 50
+
+
+def _oidc(request: Request[Any, Any, Any]) -> OidcClient:
+    oidc: OidcClient | None = request.app.state.oidc
+    if oidc is None:
+        raise ServiceUnavailableException("Sign-in is not configured: set OIDC_ISSUER and OIDC_CLIENT_ID")
+    return oidc
+
+
+def _settings(request: Request[Any, Any, Any]) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def _callback_url(settings: Settings) -> str:
+    return f"{str(settings.public_url).rstrip('/')}/auth/callback"
+
+
+def _local_path(value: str | None) -> str:
+    """Only paths on this site: an open redirect would let others borrow the sign-in page."""
+    if value and value.startswith("/") and not value.startswith(("//", "/\\")):
+        return value
+    return "/"
+
+
+def _expired(name: str, settings: Settings) -> Cookie:
+    return Cookie(key=name, value="", max_age=0, **cookie_options(settings))
+
+
+class AuthController(Controller):
+    """Browser sign-in with the IdP (authorization code + PKCE), and sign-out."""
+
+    path = "/auth"
+    tags = ["Authentication"]
+
+    @get("/login", operation_id="signIn", summary="Start signing in at the identity provider")
+    async def login(
+        self,
+        request: Request[Any, Any, Any],
+        return_to: Annotated[
+            str | None, QueryParameter(name="returnTo", description="A path on this site to land on afterwards")
+        ] = None,
+    ) -> Redirect:
+        """Redirects to the IdP; the state, nonce and PKCE verifier stay server-side, bound to this browser."""
+        settings = _settings(request)
+        try:
+            url, login = await _oidc(request).authorization_url(_callback_url(settings))
+        except OidcError as exc:
+            raise ServiceUnavailableException(str(exc)) from exc
+        cookie = await start_login(request.app.state.redis, settings, {**login, "returnTo": _local_path(return_to)})
+        options = cookie_options(settings) | {"path": "/auth"}
+        return Redirect(
+            url, status_code=302, cookies=[Cookie(key=LOGIN_COOKIE, value=cookie, max_age=LOGIN_TTL, **options)]
+        )
+
+    @get("/callback", operation_id="signInCallback", summary="Where the identity provider sends the browser back")
+    async def callback(
+        self,
+        request: Request[Any, Any, Any],
+        code: FromQuery[str | None] = None,
+        oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
+        error: FromQuery[str | None] = None,
+    ) -> Redirect:
+        """Checks state, exchanges the code, verifies the id_token, signs the operator in (400 on any failure)."""
+        settings = _settings(request)
+        redis = request.app.state.redis
+        login_cookie = request.cookies.get(LOGIN_COOKIE)
+        login = await take_login(redis, settings, login_cookie) if login_cookie else None
+        if login is None:
+            raise ClientException("Sign-in failed: no sign-in was started in this browser, or it expired")
+        if error:
+            raise ClientException(f"Sign-in failed: the identity provider answered '{error}'")
+        if not oauth_state or not hmac.compare_digest(oauth_state, login["state"]):
+            raise ClientException("Sign-in failed: the state does not match this browser's sign-in")
+        if not code:
+            raise ClientException("Sign-in failed: no authorization code")
+        oidc = _oidc(request)
+        try:
+            tokens = await oidc.exchange_code(code, _callback_url(settings), login["code_verifier"])
+            if not isinstance(tokens.get("id_token"), str):
+                raise OidcError("the identity provider sent no id_token")
+            claims = await oidc.verify(tokens["id_token"], nonce=login["nonce"])
+        except OidcError as exc:
+            log.info("sign-in rejected", reason=str(exc))
+            raise ClientException(f"Sign-in failed: {exc}") from exc
+
+        engine: AsyncEngine = request.app.state.engine
+        async with engine.begin() as conn:
+            operator_id, joined = await sign_in_operator(
+                conn, claims, settings.oidc_group_map, settings.oidc_groups_claim
+            )
+        for team_id in joined:
+            # A new member may take conversations waiting in the team's queue.
+            await enqueue_drain(redis, team_id, "membership")
+        session, csrf = await create_session(redis, settings, operator_id, tokens["id_token"])
+        log.info("signed in", operator_id=str(operator_id))
+        options = cookie_options(settings)
+        return Redirect(
+            login["returnTo"],
+            status_code=303,
+            cookies=[
+                Cookie(key=SESSION_COOKIE, value=session, max_age=settings.session_ttl_seconds, **options),
+                Cookie(
+                    key=CSRF_COOKIE, value=csrf, max_age=settings.session_ttl_seconds, **options | {"httponly": False}
+                ),
+                Cookie(key=LOGIN_COOKIE, value="", max_age=0, **options | {"path": "/auth"}),
+            ],
+        )
+
+    @post("/logout", operation_id="signOut", summary="Sign out of Switchboard (and of the IdP when it supports it)")
+    async def logout(self, request: Request[Any, Any, Any]) -> Redirect:
+        """Needs the CSRF token (header or ``csrfToken`` form field); ends the server-side session."""
+        settings = _settings(request)
+        redis = request.app.state.redis
+        cookie = request.cookies.get(SESSION_COOKIE)
+        session = await load_session(redis, settings, cookie) if cookie else None
+        target = "/"
+        if session is not None and cookie:
+            sent = request.headers.get(CSRF_HEADER)
+            if sent is None and request.content_type[0] == "application/x-www-form-urlencoded":
+                sent = (await request.form()).get("csrfToken")
+            if not csrf_matches(session, sent):
+                raise PermissionDeniedException(f"Send the session's CSRF token in the {CSRF_HEADER} header")
+            await end_session(redis, settings, cookie)
+            target = await self._idp_logout_url(request, session.id_token, settings)
+        return Redirect(
+            target, status_code=303, cookies=[_expired(SESSION_COOKIE, settings), _expired(CSRF_COOKIE, settings)]
+        )
+
+    @staticmethod
+    async def _idp_logout_url(request: Request[Any, Any, Any], id_token: str, settings: Settings) -> str:
+        """The IdP's end-session endpoint when it has one (RP-initiated logout), else the home page."""
+        oidc: OidcClient | None = request.app.state.oidc
+        try:
+            endpoint = (await oidc.metadata()).get("end_session_endpoint") if oidc else None
+        except OidcError:
+            endpoint = None
+        if not endpoint or oidc is None:
+            return "/"
+        query = {
+            "id_token_hint": id_token,
+            "client_id": oidc.client_id,
+            "post_logout_redirect_uri": str(settings.public_url),
+        }
+        return f"{endpoint}?{urlencode(query)}"
+
+
+class TokenController(Controller):
+    """Personal access tokens for scripts and programs: the secret is shown once, only its hash is kept."""
+
+    path = "/api/v1/me/tokens"
+    tags = ["Me"]
+
+    @get("", operation_id="listMyTokens", summary="Your live personal access tokens")
+    async def list_tokens(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> TokenList:
+        async with request.app.state.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(token_t)
+                .where(token_t.c.operator_id == principal.operator_id, *_live())
+                .order_by(token_t.c.created_at.desc(), token_t.c.id)
+            )
+            return TokenList(items=[TokenPublic.model_validate(row._mapping) for row in rows])
+
+    @post("", operation_id="createMyToken", summary="Create a personal access token", status_code=201)
+    async def create_token(
+        self, data: JSONBody[TokenCreate], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> TokenCreated:
+        """The response holds the secret; it cannot be shown again. A token never gets more than its creator."""
+        scopes = sorted(set(data.scopes))
+        if "admin" in scopes and not principal.is_admin:
+            raise PermissionDeniedException("Only administrators may create tokens with the 'admin' scope")
+        if principal.scopes is not None and not set(scopes) <= principal.scopes:
+            raise PermissionDeniedException("A token cannot create a token with scopes it does not have")
+        secret, digest, prefix = new_personal_token()
+        async with request.app.state.engine.begin() as conn:
+            # Lock the operator row so two creations cannot both pass the limit.
+            await conn.execute(
+                sa.text("SELECT 1 FROM operator WHERE id = :id FOR UPDATE"), {"id": principal.operator_id}
+            )
+            live = (
+                await conn.execute(
+                    sa.select(sa.func.count()).where(token_t.c.operator_id == principal.operator_id, *_live())
+                )
+            ).scalar_one()
+            if live >= MAX_LIVE_TOKENS:
+                raise ConflictException(f"You already have {MAX_LIVE_TOKENS} live tokens; revoke one first")
+            row = (
+                await conn.execute(
+                    sa.insert(token_t)
+                    .values(
+                        operator_id=principal.operator_id,
+                        name=data.name,
+                        token_hash=digest,
+                        prefix=prefix,
+                        scopes=scopes,
+                        expires_at=data.expires_at,
+                    )
+                    .returning(token_t)
+                )
+            ).one()
+        return TokenCreated.model_validate({**row._mapping, "token": secret})
+
+    @delete("/{token_id:uuid}", operation_id="revokeMyToken", summary="Revoke a personal access token", status_code=204)
+    async def revoke_token(
+        self, token_id: FromPath[uuid.UUID], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> None:
+        """It stops working at once; someone else's token, or one already revoked, is 404."""
+        async with request.app.state.engine.begin() as conn:
+            revoked = await conn.execute(
+                sa.update(token_t)
+                .where(
+                    token_t.c.id == token_id,
+                    token_t.c.operator_id == principal.operator_id,
+                    token_t.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=sa.func.now())
+            )
+        if revoked.rowcount == 0:
+            raise NotFoundException("Token not found")
+
+
+def _live() -> tuple[Any, ...]:
+    return (
+        token_t.c.revoked_at.is_(None),
+        sa.or_(token_t.c.expires_at.is_(None), token_t.c.expires_at > sa.func.now()),
+    )

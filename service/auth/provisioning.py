@@ -1,0 +1,114 @@
+"""Sign-in side effects: the operator is created on first sign-in, and IdP groups set teams and roles every time."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from litestar.exceptions import PermissionDeniedException
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.db.models import Operator, Team, TeamMember
+from service.settings import GroupGrant
+
+operator_t = Operator.__table__  # type: ignore[attr-defined]
+team_t = Team.__table__  # type: ignore[attr-defined]
+member_t = TeamMember.__table__  # type: ignore[attr-defined]
+
+
+def display_name(claims: dict[str, Any]) -> str:
+    for claim in ("name", "preferred_username", "email"):
+        if isinstance(claims.get(claim), str) and claims[claim].strip():
+            return str(claims[claim]).strip()
+    return str(claims["sub"])
+
+
+def groups_of(claims: dict[str, Any], claim: str) -> set[str]:
+    """The user's IdP groups; a single string counts as one group, anything else as none."""
+    value = claims.get(claim)
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, list):
+        return {item for item in value if isinstance(item, str)}
+    return set()
+
+
+async def sign_in_operator(
+    conn: AsyncConnection, claims: dict[str, Any], group_map: dict[str, GroupGrant], groups_claim: str
+) -> tuple[uuid.UUID, set[uuid.UUID]]:
+    """Create or refresh the operator for verified id_token claims; returns (operator id, teams they joined).
+
+    Deactivated operators are refused (403).
+    """
+    email = claims.get("email") if isinstance(claims.get("email"), str) else None
+    row = (
+        await conn.execute(
+            insert(operator_t)
+            .values(subject=claims["sub"], email=email, display_name=display_name(claims))
+            .on_conflict_do_update(
+                index_elements=[operator_t.c.subject],
+                set_={"email": email, "display_name": display_name(claims)},
+            )
+            .returning(operator_t.c.id, operator_t.c.deactivated_at)
+        )
+    ).one()
+    if row.deactivated_at is not None:
+        raise PermissionDeniedException("This operator has been deactivated")
+    joined = await apply_group_map(conn, row.id, groups_of(claims, groups_claim), group_map)
+    return row.id, joined
+
+
+async def apply_group_map(
+    conn: AsyncConnection, operator_id: uuid.UUID, groups: set[str], group_map: dict[str, GroupGrant]
+) -> set[uuid.UUID]:
+    """Memberships of mapped teams become exactly what the groups grant (lead wins over operator).
+
+    Teams no group maps to are left alone, so memberships managed in Switchboard survive; a mapped
+    team that does not exist yet is created. Admin is set only when some group grants admin.
+    Returns the teams the operator joined or changed role in (their queues may now drain).
+    """
+    if not group_map:
+        return set()
+    if any(grant.admin for grant in group_map.values()):
+        is_admin = any(group_map[group].admin for group in groups if group in group_map)
+        await conn.execute(sa.update(operator_t).where(operator_t.c.id == operator_id).values(is_admin=is_admin))
+
+    team_names = {grant.team for grant in group_map.values() if grant.team}
+    await conn.execute(insert(team_t).values([{"name": name} for name in sorted(team_names)]).on_conflict_do_nothing())
+    team_ids: dict[str, uuid.UUID] = dict(
+        (await conn.execute(sa.select(team_t.c.name, team_t.c.id).where(team_t.c.name.in_(team_names)))).all()
+    )
+
+    wanted: dict[uuid.UUID, str] = {}
+    for group in groups & group_map.keys():
+        grant = group_map[group]
+        if grant.team:
+            team_id = team_ids[grant.team]
+            wanted[team_id] = "lead" if "lead" in (grant.role, wanted.get(team_id)) else grant.role
+    current: dict[uuid.UUID, str] = dict(
+        (
+            await conn.execute(
+                sa.select(member_t.c.team_id, member_t.c.role).where(
+                    member_t.c.operator_id == operator_id, member_t.c.team_id.in_(team_ids.values())
+                )
+            )
+        ).all()
+    )
+    gone = current.keys() - wanted.keys()
+    if gone:
+        await conn.execute(
+            sa.delete(member_t).where(member_t.c.operator_id == operator_id, member_t.c.team_id.in_(gone))
+        )
+    changed = {team_id for team_id, role in wanted.items() if current.get(team_id) != role}
+    if changed:
+        statement = insert(member_t).values(
+            [{"team_id": team_id, "operator_id": operator_id, "role": wanted[team_id]} for team_id in changed]
+        )
+        await conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[member_t.c.team_id, member_t.c.operator_id], set_={"role": statement.excluded.role}
+            )
+        )
+    return changed

@@ -1,0 +1,80 @@
+"""Server-side browser sessions and sign-in attempts in Redis; the browser holds only random ids in cookies."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from service.settings import Settings
+
+SESSION_COOKIE = "sb_session"
+LOGIN_COOKIE = "sb_login"
+# Readable by the page's scripts (not HttpOnly), so htmx can copy it into the X-CSRF-Token header.
+CSRF_COOKIE = "sb_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+LOGIN_TTL = 600  # seconds a sign-in may take at the IdP
+
+
+@dataclass(frozen=True)
+class BrowserSession:
+    operator_id: uuid.UUID
+    csrf_token: str
+    id_token: str
+
+
+def _key(settings: Settings, kind: str, cookie_value: str) -> str:
+    """Keys are hashes of the cookie value, so a Redis dump cannot be replayed as cookies."""
+    return f"{settings.redis_prefix}:{kind}:{hashlib.sha256(cookie_value.encode()).hexdigest()}"
+
+
+async def start_login(redis: Redis, settings: Settings, login: dict[str, str]) -> str:
+    """Keep one sign-in attempt (state, nonce, PKCE verifier, where to return); returns the cookie value."""
+    cookie = secrets.token_urlsafe(32)
+    await redis.set(_key(settings, "login", cookie), json.dumps(login), ex=LOGIN_TTL)
+    return cookie
+
+
+async def take_login(redis: Redis, settings: Settings, cookie: str) -> dict[str, str] | None:
+    """The sign-in attempt, removed as it is read: a callback can complete it once."""
+    raw = await redis.getdel(_key(settings, "login", cookie))
+    return json.loads(raw) if raw else None
+
+
+async def create_session(redis: Redis, settings: Settings, operator_id: uuid.UUID, id_token: str) -> tuple[str, str]:
+    """A new session for a signed-in operator; returns (session cookie value, CSRF token)."""
+    cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    record = {"operatorId": str(operator_id), "csrfToken": csrf, "idToken": id_token}
+    await redis.set(_key(settings, "session", cookie), json.dumps(record), ex=settings.session_ttl_seconds)
+    return cookie, csrf
+
+
+def _session(raw: bytes | None) -> BrowserSession | None:
+    if not raw:
+        return None
+    record: dict[str, Any] = json.loads(raw)
+    return BrowserSession(uuid.UUID(record["operatorId"]), record["csrfToken"], record["idToken"])
+
+
+async def load_session(redis: Redis, settings: Settings, cookie: str) -> BrowserSession | None:
+    return _session(await redis.get(_key(settings, "session", cookie)))
+
+
+async def end_session(redis: Redis, settings: Settings, cookie: str) -> BrowserSession | None:
+    """Sign out: the session is gone from Redis, whatever the browser keeps."""
+    return _session(await redis.getdel(_key(settings, "session", cookie)))
+
+
+def csrf_matches(session: BrowserSession, sent: str | None) -> bool:
+    return sent is not None and hmac.compare_digest(session.csrf_token.encode(), sent.encode())
+
+
+def cookie_options(settings: Settings) -> dict[str, Any]:
+    """HttpOnly, SameSite=Lax, and Secure when the public URL is https."""
+    return {"httponly": True, "samesite": "lax", "secure": settings.public_url.scheme == "https", "path": "/"}
