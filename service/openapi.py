@@ -20,10 +20,10 @@ from litestar.openapi.spec.enums import OpenAPIType
 from litestar.response import ServerSentEvent
 from litestar.routes import HTTPRoute
 
+from service.auth.sessions import SESSION_COOKIE
 from service.errors import PROBLEM_JSON
 
 API_PREFIX = "/api/v1/"
-SESSION_COOKIE = "sb_session"
 # Either credential is enough: a bearer token (personal access token or IdP JWT) or the browser session.
 API_SECURITY: list[SecurityRequirement] = [{"bearer": []}, {"session": []}]
 
@@ -96,7 +96,8 @@ def openapi_config(version: str) -> OpenAPIConfig:
         tags=[
             Tag(name="Conversations", description="Inbox, search, history, replies and internal notes"),
             Tag(name="Routing", description="Claim, transfer, close, reopen, and why routing decided"),
-            Tag(name="Me", description="The signed-in operator"),
+            Tag(name="Me", description="The signed-in operator and their personal access tokens"),
+            Tag(name="Authentication", description="Browser sign-in and sign-out through the identity provider"),
             Tag(name="Teams", description="Team settings, members, routing rules and bridge settings"),
         ],
     )
