@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import secrets
@@ -98,6 +99,7 @@ def _run(stack: contextlib.ExitStack, data: Path, host: str, port: int) -> int:
         f"  widget gateway  {url}/pocketping\n"
         f"  OpenAPI         {url}/schema\n"
         f"  OIDC issuer     {env.get('OIDC_ISSUER') or 'not set'}\n"
+        f"{_sign_in_hint(url, env, embedded)}"
         f"  database        {_hide_password(env['DATABASE_URL'])}\n"
         f"  redis           {_hide_password(env['REDIS_URL'])}\n"
         "Press Ctrl-C to stop."
@@ -105,6 +107,17 @@ def _run(stack: contextlib.ExitStack, data: Path, host: str, port: int) -> int:
     problem = _wait_for(lambda: False, children, timeout=float("inf"))
     _say(f"stopping everything: {problem}")
     return 1
+
+
+def _sign_in_hint(url: str, env: dict[str, str], embedded: list[str]) -> str:
+    """Where to sign in, and as whom when the development provider is running."""
+    if not env.get("OIDC_ISSUER"):
+        return "  sign in         unavailable (no OIDC provider); use personal access tokens\n"
+    hint = f"  sign in         {url}/auth/login?returnTo=/api/v1/me\n"
+    if "OIDC_ISSUER" in embedded:
+        who = ", ".join(f"{user['sub']} ({user['groups'][0]})" for user in DEMO_USERS)
+        hint += f"  demo users      {who} -- one click on the provider's page\n"
+    return hint
 
 
 def _banner(data: Path, embedded: list[str]) -> None:
@@ -182,19 +195,39 @@ def _start_redis(stack: contextlib.ExitStack, directory: Path) -> tuple[str, sub
     return url, process
 
 
+# Demo identities the development provider offers with one click; their groups map to roles below.
+DEMO_USERS = (
+    {"sub": "ada", "name": "Ada Admin", "email": "ada@demo.test", "groups": ["switchboard-admins"]},
+    {"sub": "lena", "name": "Lena Lead", "email": "lena@demo.test", "groups": ["demo-support-leads"]},
+    {"sub": "olga", "name": "Olga Operator", "email": "olga@demo.test", "groups": ["demo-support"]},
+    {"sub": "otto", "name": "Otto Billing", "email": "otto@demo.test", "groups": ["demo-billing"]},
+)
+DEMO_GROUP_MAP = {
+    "switchboard-admins": {"admin": True},
+    "demo-support-leads": {"team": "Demo Support", "role": "lead"},
+    "demo-support": {"team": "Demo Support", "role": "operator"},
+    "demo-billing": {"team": "Demo Billing", "role": "operator"},
+}
+
+
 def _start_oidc(stack: contextlib.ExitStack, log: Path, env: dict[str, str]) -> str | None:
-    """Start the development OIDC provider; on failure warn and return None (login is then unavailable)."""
+    """Start the development OIDC provider with the demo users; on failure warn and return None (no sign-in)."""
     _say("starting the development OIDC provider (oidc-provider-mock)...")
     issuer = f"http://127.0.0.1:{free_port()}"
     # Its own process: it imports the deprecated authlib.jose, whose warning must not reach our code.
     output = stack.enter_context(log.open("ab"))
     argv = [sys.executable, "-m", "oidc_provider_mock", "--port", issuer.rpartition(":")[2]]
+    argv += [option for user in DEMO_USERS for option in ("--user-claims", json.dumps(user))]
     process = _start(stack, "oidc-provider-mock", argv, env=env, stdout=output, stderr=subprocess.STDOUT)
     check = f"{issuer}/.well-known/openid-configuration"
     if problem := _wait_for(lambda: _http_ok(check), {"oidc-provider-mock": process}, timeout=20):
         _say(f"WARNING: the development OIDC provider did not start ({problem}); see {log}. Continuing without it.")
         _stop("oidc-provider-mock", process)
         return None
+    # The mock accepts any client id and secret; the group map turns the demo groups into teams and roles.
+    env.setdefault("OIDC_CLIENT_ID", "switchboard-dev")
+    env.setdefault("OIDC_CLIENT_SECRET", "switchboard-dev-secret")
+    env.setdefault("OIDC_GROUP_MAP", json.dumps(DEMO_GROUP_MAP))
     return issuer
 
 

@@ -91,6 +91,7 @@ def test_dev_runner_embeds_stops_and_keeps_data(tmp_path: Path) -> None:
         first = client.post("/pocketping/connect", json={"visitorId": "v1"})
         assert first.status_code == 200, first.text
         session_id = first.json()["sessionId"]
+        _sign_in_as_demo_lead(client)
     secret_key = tmp_path / ".data" / "secret_key"
     assert secret_key.stat().st_mode & 0o777 == 0o600
     key = secret_key.read_text()
@@ -100,3 +101,14 @@ def test_dev_runner_embeds_stops_and_keeps_data(tmp_path: Path) -> None:
         assert again.status_code == 200, again.text
         assert again.json()["sessionId"] == session_id
     assert secret_key.read_text() == key
+
+
+def _sign_in_as_demo_lead(client: httpx.Client) -> None:
+    """The embedded provider offers the demo users, and their groups become the demo team's roles."""
+    authorize_url = client.get("/auth/login", params={"returnTo": "/api/v1/me"}).headers["location"]
+    back = httpx.post(authorize_url, data={"sub": "lena"})
+    assert back.status_code == 302, back.text
+    callback = client.get("/auth/callback", params=httpx.URL(back.headers["location"]).params)
+    assert (callback.status_code, callback.headers["location"]) == (303, "/api/v1/me")
+    me = client.get("/api/v1/me").json()
+    assert (me["displayName"], me["isAdmin"], [team["role"] for team in me["teams"]]) == ("Lena Lead", False, ["lead"])
