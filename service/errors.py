@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from sqlalchemy.exc import DBAPIError
 
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -68,10 +69,22 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     return _problem(request, 500, "An internal error occurred; it has been logged.")
 
 
+# PostgreSQL refuses NUL in text ("invalid byte sequence for encoding UTF8: 0x00"), wherever it came from.
+_UNSTORABLE_TEXT = "22021"
+
+
+def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
+    """Text PostgreSQL cannot hold is the caller's mistake (400); any other database error is ours (500)."""
+    if getattr(exc.orig, "sqlstate", None) == _UNSTORABLE_TEXT:
+        return _problem(request, 400, "Text in the request (path, query or body) must not contain NUL characters")
+    return internal_error_handler(request, exc)
+
+
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     HTTPException: http_exception_handler,
     ValidationException: http_exception_handler,
     NotFoundException: http_exception_handler,
+    DBAPIError: database_error_handler,
     Exception: internal_error_handler,
 }
 

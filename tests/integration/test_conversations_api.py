@@ -411,3 +411,21 @@ async def test_notes_mention_operators_who_can_see_the_conversation_and_never_re
         f"/api/v1/conversations/{session_id}/notes", json={"body": " "}, headers=crew.headers["ada"]
     )
     assert (response.status_code, response.json()["errors"][0]["field"]) == (400, "body")
+
+
+async def test_nul_in_any_route_text_is_a_bad_request_not_a_server_error(
+    http: httpx.AsyncClient, clean_db: AsyncEngine, crew: Crew
+) -> None:
+    root = crew.headers["root"]
+    assert (await http.get("/api/v1/conversations/%00", headers=root)).status_code == 404
+    for method, path in (("GET", "/routing-decisions"), ("POST", "/claim"), ("POST", "/close")):
+        response = await http.request(method, f"/api/v1/conversations/a%00b{path}", headers=root)
+        assert (response.status_code, response.json()["detail"]) == (
+            400,
+            "Text in the request (path, query or body) must not contain NUL characters",
+        )
+    response = await http.get("/api/v1/conversations", params={"q": "a\x00"}, headers=root)
+    assert (response.status_code, response.json()["errors"]) == (
+        400,
+        [{"field": "q", "message": "NUL characters are not allowed"}],
+    )
