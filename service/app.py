@@ -16,6 +16,7 @@ from litestar.plugins.pydantic import PydanticPlugin
 from service.auth.controllers import AuthController, TokenController
 from service.auth.deps import provide_principal
 from service.auth.oidc import OidcClient
+from service.canned.controllers import CannedResponseController
 from service.conversations.controllers import ConversationController
 from service.db.engine import create_engine
 from service.errors import EXCEPTION_HANDLERS
@@ -25,7 +26,7 @@ from service.gateway.hub import SwitchboardPocketPing
 from service.gateway.limits import RateLimiter
 from service.logging import configure_logging
 from service.openapi import finish_openapi, openapi_config
-from service.operators.controllers import MeController
+from service.operators.controllers import MeController, OperatorController
 from service.ops.controllers import HealthController
 from service.routing.controllers import RoutingController
 from service.settings import Settings, load_settings
@@ -84,6 +85,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TeamController,
             AuthController,
             TokenController,
+            CannedResponseController,
+            OperatorController,
         ],
         lifespan=[lifespan],
         dependencies={

@@ -99,6 +99,8 @@ def openapi_config(version: str) -> OpenAPIConfig:
             Tag(name="Me", description="The signed-in operator and their personal access tokens"),
             Tag(name="Authentication", description="Browser sign-in and sign-out through the identity provider"),
             Tag(name="Teams", description="Team settings, members, routing rules and bridge settings"),
+            Tag(name="Canned responses", description="Reusable replies with placeholders, and their rendering"),
+            Tag(name="Operators", description="Operator administration (admins)"),
         ],
     )
 

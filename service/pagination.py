@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from litestar.exceptions import ValidationException
+
+T = TypeVar("T")
 
 
 def encode_cursor(*key: Any) -> str:
@@ -25,3 +28,11 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
             detail="cursor is not valid", extra=[{"key": "cursor", "message": "use nextCursor from a previous page"}]
         )
     return key
+
+
+def page(
+    rows: Sequence[Any], limit: int, convert: Callable[[Any], T], key: Callable[[T], tuple[Any, ...]]
+) -> tuple[list[T], str | None]:
+    """Items of a page fetched with ``limit + 1`` rows, and the cursor for the next page (None on the last)."""
+    items = [convert(row) for row in rows[:limit]]
+    return items, encode_cursor(*key(items[-1])) if len(rows) > limit else None

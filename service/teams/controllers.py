@@ -40,11 +40,13 @@ def _engine(request: Request[Any, Any, Any]) -> AsyncEngine:
     return request.app.state.engine  # type: ignore[no-any-return]
 
 
-async def _write(request: Request[Any, Any, Any], work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+async def write(request: Request[Any, Any, Any], work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """``work`` in one transaction (run again if PostgreSQL broke a deadlock): all of it happens or none."""
     return await in_transaction(_engine(request), work)
 
 
-async def _read(request: Request[Any, Any, Any], work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+async def read(request: Request[Any, Any, Any], work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """``work`` on a connection of its own (reads only)."""
     async with _engine(request).connect() as conn:
         return await work(conn)
 
@@ -69,7 +71,7 @@ class TeamController(Controller):
         limit: Limit = 50,
     ) -> TeamPage:
         """Ordered by name; bridge settings only on teams the caller leads."""
-        return await _read(request, lambda conn: services.list_teams(conn, principal, cursor, limit))
+        return await read(request, lambda conn: services.list_teams(conn, principal, cursor, limit))
 
     @post("", operation_id="createTeam", summary="Create a team", opt={"admin": True})
     async def create_team(
@@ -77,14 +79,14 @@ class TeamController(Controller):
     ) -> TeamPublic:
         """Admins only; a taken name is a 409 naming ``name``."""
         requires_admin(principal)
-        return await _write(request, lambda conn: services.create_team(conn, data, principal))
+        return await write(request, lambda conn: services.create_team(conn, data, principal))
 
     @get("/{team_id:uuid}", operation_id="getTeam", summary="A team's configuration")
     async def get_team(
         self, team_id: FromPath[uuid.UUID], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> TeamPublic:
         requires_team_member(principal, team_id, "Team")
-        return await _read(request, lambda conn: services.get_team(conn, team_id, principal))
+        return await read(request, lambda conn: services.get_team(conn, team_id, principal))
 
     @patch("/{team_id:uuid}", operation_id="updateTeam", summary="Change a team's settings")
     async def update_team(
@@ -98,7 +100,7 @@ class TeamController(Controller):
         requires_lead(principal, team_id)
         if data.is_default is not None:
             requires_admin(principal)
-        team, drain = await _write(request, lambda conn: services.update_team(conn, team_id, data, principal))
+        team, drain = await write(request, lambda conn: services.update_team(conn, team_id, data, principal))
         if drain:
             await _drain(request, team_id, "team_settings")
         return team
@@ -109,7 +111,7 @@ class TeamController(Controller):
     ) -> None:
         """Admins only; 409 for the default team or while the team has open conversations."""
         requires_admin(principal)
-        await _write(request, lambda conn: services.delete_team(conn, team_id, principal))
+        await write(request, lambda conn: services.delete_team(conn, team_id, principal))
 
     # --- members
 
@@ -119,7 +121,7 @@ class TeamController(Controller):
     ) -> MemberList:
         """Every member with role, capacity, skills and current load, by name."""
         requires_team_member(principal, team_id, "Team")
-        return MemberList(items=await _read(request, lambda conn: services.list_members(conn, team_id)))
+        return MemberList(items=await read(request, lambda conn: services.list_members(conn, team_id)))
 
     @post("/{team_id:uuid}/members", operation_id="addTeamMember", summary="Add an operator to a team")
     async def add_member(
@@ -131,7 +133,7 @@ class TeamController(Controller):
     ) -> MemberPublic:
         """Leads and admins; 409 if already a member, 422 for an unknown or deactivated operator."""
         requires_lead(principal, team_id)
-        member = await _write(request, lambda conn: services.add_member(conn, team_id, data, principal))
+        member = await write(request, lambda conn: services.add_member(conn, team_id, data, principal))
         await _drain(request, team_id, "member_added")
         return member
 
@@ -146,7 +148,7 @@ class TeamController(Controller):
     ) -> MemberPublic:
         """Role, capacity (null = the team default) or skills; capacity and skill changes drain the queue."""
         requires_lead(principal, team_id)
-        member, drain = await _write(
+        member, drain = await write(
             request, lambda conn: services.update_member(conn, team_id, operator_id, data, principal)
         )
         if drain:
@@ -165,7 +167,7 @@ class TeamController(Controller):
     ) -> None:
         """Leads and admins; the operator keeps conversations they hold until they are closed or transferred."""
         requires_lead(principal, team_id)
-        await _write(request, lambda conn: services.remove_member(conn, team_id, operator_id, principal))
+        await write(request, lambda conn: services.remove_member(conn, team_id, operator_id, principal))
 
     # --- routing rules
 
@@ -174,7 +176,7 @@ class TeamController(Controller):
         self, team_id: FromPath[uuid.UUID], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> RuleList:
         requires_team_member(principal, team_id, "Team")
-        return await _read(request, lambda conn: rules_service.list_rules(conn, team_id))
+        return await read(request, lambda conn: rules_service.list_rules(conn, team_id))
 
     @put("/{team_id:uuid}/rules", operation_id="replaceTeamRules", summary="Replace a team's routing rules")
     async def replace_rules(
@@ -186,7 +188,7 @@ class TeamController(Controller):
     ) -> RuleList:
         """The whole ordered list at once (reorder, add, edit, remove); all or nothing."""
         requires_lead(principal, team_id)
-        return await _write(request, lambda conn: rules_service.replace_rules(conn, team_id, data, principal))
+        return await write(request, lambda conn: rules_service.replace_rules(conn, team_id, data, principal))
 
     # --- bridges
 
@@ -196,7 +198,7 @@ class TeamController(Controller):
     ) -> BridgesPublic:
         """Leads and admins; secrets appear only as ``...Configured`` flags."""
         requires_lead(principal, team_id)
-        team = await _read(request, lambda conn: services.get_team(conn, team_id, principal))
+        team = await read(request, lambda conn: services.get_team(conn, team_id, principal))
         return team.bridges or BridgesPublic()
 
     @patch("/{team_id:uuid}/bridges", operation_id="updateTeamBridges", summary="Change a team's bridge settings")
@@ -210,6 +212,6 @@ class TeamController(Controller):
         """Leads and admins; secrets are encrypted at rest and never returned."""
         requires_lead(principal, team_id)
         settings: Settings = request.app.state.settings
-        return await _write(
+        return await write(
             request, lambda conn: services.update_bridges(conn, team_id, data, principal, settings.secret_key)
         )

@@ -29,7 +29,7 @@ OfflinePolicy = Literal["keep", "requeue", "reassign"]
 Role = Literal["lead", "operator"]
 
 
-def _lowercase(value: Any) -> Any:
+def lowercase(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
@@ -47,7 +47,7 @@ def _no_nul(value: str) -> str:
 NoNul = AfterValidator(_no_nul)
 
 
-Skill = Annotated[str, BeforeValidator(_lowercase), StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,49}$")]
+Skill = Annotated[str, BeforeValidator(lowercase), StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,49}$")]
 Skills = Annotated[list[Skill], Field(max_length=MAX_SKILLS), AfterValidator(_unique)]
 TeamName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80), NoNul]
 Capacity = Annotated[int, Field(ge=0, le=MAX_CAPACITY)]
@@ -57,7 +57,7 @@ AiPrompt = Annotated[str, StringConstraints(min_length=1, max_length=20_000), No
 QueueThreshold = Annotated[int, Field(ge=1, le=10_000)]
 
 
-def _not_null(value: Any) -> Any:
+def not_null(value: Any) -> Any:
     """In a PATCH, ``null`` clears an optional setting; for a required one it is an error naming the field."""
     if value is None:
         raise ValueError("may not be null; leave the field out to keep its value")
@@ -113,7 +113,7 @@ class TeamUpdate(ApiModel):
         "ai_takeover_delay_seconds",
         "offline_policy",
         "offline_grace_seconds",
-    )(_not_null)
+    )(not_null)
 
 
 class TeamPublic(TeamSettings):
@@ -151,7 +151,7 @@ class MemberUpdate(ApiModel):
     capacity: Capacity | None = None
     skills: Skills | None = None
 
-    _required = field_validator("role", "skills")(_not_null)
+    _required = field_validator("role", "skills")(not_null)
 
 
 class MemberPublic(ApiModel):
@@ -184,7 +184,7 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-Language = Annotated[str, BeforeValidator(_lowercase), StringConstraints(pattern=r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")]
+Language = Annotated[str, BeforeValidator(lowercase), StringConstraints(pattern=r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")]
 Country = Annotated[str, BeforeValidator(_uppercase), StringConstraints(pattern=r"^[A-Z]{2}$")]
 FieldName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 

@@ -16,7 +16,7 @@ from service.auth.principal import Principal
 from service.crypto import decrypt_secret, encrypt_secret
 from service.db.models import Conversation, Operator, Team, TeamMember
 from service.errors import ConflictException, field_conflict, field_invalid, unique_violation
-from service.pagination import decode_cursor, encode_cursor
+from service.pagination import decode_cursor, page
 from service.teams.schemas import (
     BridgesPublic,
     BridgesUpdate,
@@ -91,8 +91,10 @@ async def list_teams(conn: AsyncConnection, principal: Principal, cursor: str | 
         [after] = decode_cursor(cursor, 1)
         query = query.where(team_t.c.name > after)
     rows = (await conn.execute(query)).all()
-    items = [_team_public(row, principal.is_lead(row.id)) for row in rows[:limit]]
-    return TeamPage(items=items, next_cursor=encode_cursor(items[-1].name) if len(rows) > limit else None)
+    items, next_cursor = page(
+        rows, limit, lambda row: _team_public(row, principal.is_lead(row.id)), lambda t: (t.name,)
+    )
+    return TeamPage(items=items, next_cursor=next_cursor)
 
 
 async def _write_team(conn: AsyncConnection, statement: Any) -> None:

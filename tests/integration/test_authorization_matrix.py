@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth.oidc import OidcClient, OidcError
 from service.auth.sessions import CSRF_HEADER, create_session
-from service.db.models import ApiToken
+from service.db.models import ApiToken, CannedResponse
 from service.settings import Settings
 from tests.conftest import RunningApi, run_api
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
@@ -142,12 +142,30 @@ async def member_of_team_a(world: World, caller: str) -> str:
     return str(operator_id)
 
 
+async def canned_of_team_a(world: World, caller: str) -> str:
+    """A fresh team-A canned response (fresh, so one caller's delete does not affect the next)."""
+    async with world.engine.begin() as conn:
+        canned_id = await conn.scalar(
+            sa.insert(CannedResponse.__table__)  # type: ignore[attr-defined]
+            .values(team_id=world.team_a, shortcut=uuid.uuid4().hex[:12], title="t", body="Hi {{visitor.name}}")
+            .returning(CannedResponse.__table__.c.id)  # type: ignore[attr-defined]
+        )
+    return str(canned_id)
+
+
+async def canned_for_render(world: World, caller: str) -> str:
+    """A team-A canned response, and a team-A conversation named after the caller to render it for."""
+    await make_conversation(world.engine, world.team_a, id=f"matrix-{caller}")
+    return await canned_of_team_a(world, caller)
+
+
 # Default factory per path parameter name.
 PARAMS: dict[str, Param] = {
     "conversation_id": conversation_of_team_a,
     "team_id": team_a,
     "token_id": own_token,
     "operator_id": member_of_team_a,
+    "canned_id": canned_of_team_a,
 }
 
 ROWS: dict[str, Row] = {
@@ -193,6 +211,23 @@ ROWS: dict[str, Row] = {
     ),
     "GET /api/v1/teams/{team_id}/bridges": Row(lead_only(200)),
     "PATCH /api/v1/teams/{team_id}/bridges": Row(lead_only(200), body={"discord": {"channelId": "123456789012345678"}}),
+    # canned responses: team A's (members read, leads change) and, for creation, each caller's own
+    "GET /api/v1/canned-responses": Row(signed_in(200)),
+    "POST /api/v1/canned-responses": Row(
+        signed_in(201), body=lambda world, caller: {"shortcut": caller.replace("_", "-"), "title": "t", "body": "b"}
+    ),
+    "GET /api/v1/canned-responses/{canned_id}": Row(member(200)),
+    "PATCH /api/v1/canned-responses/{canned_id}": Row(lead_only(200), body={"title": "New"}),
+    "DELETE /api/v1/canned-responses/{canned_id}": Row(lead_only(204)),
+    "POST /api/v1/canned-responses/{canned_id}/render": Row(
+        member(200),
+        body=lambda world, caller: {"conversationId": f"matrix-{caller}"},
+        params={"canned_id": canned_for_render},
+    ),
+    # operators (administration)
+    "GET /api/v1/operators": Row(admin_only(200)),
+    "GET /api/v1/operators/{operator_id}": Row(admin_only(200)),
+    "PATCH /api/v1/operators/{operator_id}": Row(admin_only(200), body={"displayName": "Renamed"}),
 }
 
 
