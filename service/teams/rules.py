@@ -11,7 +11,7 @@ from service.audit import record_audit
 from service.auth.principal import Principal
 from service.db.models import RoutingRule
 from service.teams.schemas import RuleList, RulePublic, RulesReplace
-from service.teams.services import lock_team
+from service.teams.services import lock_team, team_t
 
 rule_t = RoutingRule.__table__  # type: ignore[attr-defined]
 
@@ -25,6 +25,9 @@ async def list_rules(conn: AsyncConnection, team_id: uuid.UUID) -> RuleList:
 async def replace_rules(conn: AsyncConnection, team_id: uuid.UUID, data: RulesReplace, actor: Principal) -> RuleList:
     """Delete the team's rules and insert the new list with positions 0..n-1, in one transaction."""
     await lock_team(conn, team_id)
+    # Routing evaluates every team's rules together by position, then creation time: stamping the
+    # team's own creation time keeps ties between teams in team-age order, however often a list is saved.
+    created_at = await conn.scalar(sa.select(team_t.c.created_at).where(team_t.c.id == team_id))
     await conn.execute(sa.delete(rule_t).where(rule_t.c.team_id == team_id))
     stored = [
         {
@@ -36,6 +39,7 @@ async def replace_rules(conn: AsyncConnection, team_id: uuid.UUID, data: RulesRe
             "conditions": rule.conditions.model_dump(exclude_none=True),
             "set_priority": rule.set_priority,
             "required_skills": rule.required_skills,
+            "created_at": created_at,
         }
         for position, rule in enumerate(data.rules)
     ]

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.routing import services as routing
 from service.settings import Settings
 from service.teams.services import bridge_secret
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
@@ -278,6 +279,28 @@ async def test_rules_are_validated_strictly_and_replaced_in_order(
     listed = (await http.get(path, headers=member_auth)).json()["items"]
     assert [(r["position"], r["name"]) for r in listed] == [(0, "German"), (1, "VIP")]
     assert (await http.put(path, json={"rules": []}, headers=lead_auth)).json() == {"items": []}
+
+
+async def test_saved_rules_route_new_conversations_older_team_first_on_equal_positions(
+    http: httpx.AsyncClient, clean_db: AsyncEngine
+) -> None:
+    older = await make_team(clean_db, "Older", created_at=datetime(2025, 1, 1, tzinfo=UTC))
+    newer = await make_team(clean_db, "Newer", created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    _, admin_auth = await person(clean_db, "Ada", is_admin=True)
+    german = {"name": "German", "conditions": {"language": "de"}}
+    anyone = {"name": "Anyone", "conditions": {}}
+    # The older team saves last, and its German rule is at position 0 like the newer team's catch-all.
+    assert (await http.put(f"{API}/{newer}/rules", json={"rules": [anyone]}, headers=admin_auth)).status_code == 200
+    assert (await http.put(f"{API}/{older}/rules", json={"rules": [german]}, headers=admin_auth)).status_code == 200
+
+    async def routed(language: str) -> uuid.UUID:
+        conversation_id, revision = await make_conversation(clean_db, session_metadata={"language": language})
+        await routing.in_transaction(
+            clean_db, lambda c: routing.route_conversation(c, conversation_id, revision, "test")
+        )
+        return (await state(clean_db, conversation_id))["team_id"]
+
+    assert (await routed("de-AT"), await routed("fr")) == (older, newer)
 
 
 async def test_bridge_secrets_are_encrypted_and_never_returned(
