@@ -28,9 +28,12 @@ from service.logging import configure_logging
 from service.openapi import finish_openapi, openapi_config
 from service.operators.controllers import MeController, OperatorController
 from service.ops.controllers import HealthController
+from service.realtime.controllers import EventsController
+from service.realtime.hub import EventHub
 from service.routing.controllers import RoutingController
 from service.settings import Settings, load_settings
 from service.teams.controllers import TeamController
+from service.webhooks.controllers import WebhookController
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -56,14 +59,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         # Without an issuer, browsers cannot sign in; personal access tokens still work.
         oidc = OidcClient(settings) if settings.oidc_issuer_url and settings.oidc_client_id else None
+        event_hub = EventHub(engine, redis, settings)
         app.state.update(
-            engine=engine, redis=redis, pocketping=pocketping, rate_limiter=RateLimiter(redis, settings), oidc=oidc
+            engine=engine,
+            redis=redis,
+            pocketping=pocketping,
+            rate_limiter=RateLimiter(redis, settings),
+            oidc=oidc,
+            event_hub=event_hub,
         )
         await pocketping.start()
         await pocketping.start_subscriber()
+        await event_hub.start()
         try:
             yield
         finally:
+            await event_hub.stop()
             await pocketping.flush_events()
             await pocketping.stop_subscriber()
             await pocketping.stop()
@@ -87,6 +98,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TokenController,
             CannedResponseController,
             OperatorController,
+            EventsController,
+            WebhookController,
         ],
         lifespan=[lifespan],
         dependencies={

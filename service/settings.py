@@ -70,6 +70,17 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(20, ge=1)
     worker_poll_delay: float = Field(0.05, gt=0)
     worker_max_jobs: int = Field(50, ge=1)
+    # Operator event stream: api instances read new events when Redis says there are some, and
+    # at least this often anyway (a lost notification costs this much latency, never an event).
+    events_poll_seconds: float = Field(2.0, gt=0)
+    # How often the worker's relay reads the event table for webhooks and notifications.
+    event_relay_poll_seconds: float = Field(0.1, gt=0)
+    # A missing event id (a transaction still running, or rolled back) is waited for this long at
+    # least, beyond every transaction that was running when the gap was seen.
+    events_settle_seconds: float = Field(1.0, ge=0)
+    # Webhook retries wait base * 2**attempts seconds, capped at 2**10 times the base.
+    webhook_retry_base_seconds: float = Field(5.0, gt=0)
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
 

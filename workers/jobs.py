@@ -9,7 +9,9 @@ import sqlalchemy as sa
 import structlog
 
 from service.conversations.outbox import WIDGET_MESSAGE, enqueue_delivery, outbox_t
+from service.realtime.relay import EventRelay
 from service.routing import services as routing
+from service.webhooks import delivery as webhooks
 
 log = structlog.get_logger(__name__)
 
@@ -35,48 +37,76 @@ async def drain_team_queue(ctx: dict[str, Any], *, team_id: str, trigger: str) -
 
 async def deliver_outbox(ctx: dict[str, Any], *, outbox_id: int) -> str:
     """Deliver one outbox row once; a duplicate or retried job finds it delivered or locked and stops."""
+    retry_in: float | None = None
     async with ctx["engine"].begin() as conn:
         row = (
             await conn.execute(
                 sa.select(outbox_t.c.kind, outbox_t.c.payload, outbox_t.c.attempts)
-                .where(outbox_t.c.id == outbox_id, outbox_t.c.delivered_at.is_(None))
+                .where(
+                    outbox_t.c.id == outbox_id,
+                    outbox_t.c.delivered_at.is_(None),
+                    # A duplicate job (the sweep's, a second relay's) must not cut a retry's backoff short.
+                    outbox_t.c.available_at <= sa.func.now(),
+                )
                 .with_for_update(skip_locked=True)
             )
         ).first()
         if row is None:
             return "skipped"
+        status_code = None
         try:
-            if row.kind != WIDGET_MESSAGE:
+            if row.kind == WIDGET_MESSAGE:
+                await _send_widget_message(ctx, row.payload)
+            elif row.kind == webhooks.WEBHOOK:
+                status_code = await webhooks.deliver(ctx["http"], ctx["settings"], conn, outbox_id, row.payload)
+            else:
                 raise ValueError(f"unknown outbox kind {row.kind!r}")
-            payload = row.payload
-            # The message id was fixed when the row was written: a re-delivery after a crash
-            # re-sends the same message, which storage upserts and the widget de-duplicates.
-            await ctx["pocketping"].send_as_operator(
-                payload["conversationId"],
-                payload["content"],
-                operator_id=uuid.UUID(payload["operatorId"]) if payload["operatorId"] else None,
-                operator_name=payload["operatorName"],
-                message_id=payload["messageId"],
-            )
         except Exception as exc:
+            if row.kind == webhooks.WEBHOOK:
+                retry_in = webhooks.retry_delay(ctx["settings"], row.attempts + 1)
+            else:
+                # Exponential backoff, capped at about four minutes; the sweep re-enqueues it.
+                retry_in = float(2 ** min(row.attempts, 8))
             await conn.execute(
                 sa.update(outbox_t)
                 .where(outbox_t.c.id == outbox_id)
                 .values(
                     attempts=outbox_t.c.attempts + 1,
-                    last_error=repr(exc)[:500],
-                    # Exponential backoff, capped at about four minutes; the sweep re-enqueues it.
-                    available_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, 2 ** min(row.attempts, 8)),
+                    last_error=str(exc)[:500] if isinstance(exc, webhooks.DeliveryFailed) else repr(exc)[:500],
+                    status_code=getattr(exc, "status_code", None),
+                    available_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, retry_in),
                 )
             )
-            log.warning("outbox delivery failed", outbox_id=outbox_id, exc_info=True)
-            return "failed"
-        await conn.execute(
-            sa.update(outbox_t)
-            .where(outbox_t.c.id == outbox_id)
-            .values(delivered_at=sa.func.now(), attempts=outbox_t.c.attempts + 1)
+            log.warning("outbox delivery failed", outbox_id=outbox_id, kind=row.kind, error=str(exc)[:200])
+        else:
+            await conn.execute(
+                sa.update(outbox_t)
+                .where(outbox_t.c.id == outbox_id)
+                .values(delivered_at=sa.func.now(), attempts=outbox_t.c.attempts + 1, status_code=status_code)
+            )
+    if retry_in is None:
+        return "delivered"
+    if row.kind == webhooks.WEBHOOK:
+        # After the commit, so the retry finds the row unlocked; if this is lost, the sweep retries.
+        await ctx["redis"].enqueue_job(
+            "deliver_outbox",
+            outbox_id=outbox_id,
+            _job_id=f"outbox:{outbox_id}:{row.attempts + 1}",
+            _defer_by=retry_in,
         )
-    return "delivered"
+    return "failed"
+
+
+async def _send_widget_message(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
+    # The message id was fixed when the row was written: a re-delivery after a crash
+    # re-sends the same message, which storage upserts and the widget de-duplicates.
+    await ctx["pocketping"].send_as_operator(
+        payload["conversationId"],
+        payload["content"],
+        operator_id=uuid.UUID(payload["operatorId"]) if payload["operatorId"] else None,
+        operator_name=payload["operatorName"],
+        message_id=payload["messageId"],
+    )
 
 
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
@@ -101,4 +131,6 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
         await routing.enqueue_drain(ctx["redis"], team_id, trigger="sweep")
     for outbox_id in pending:
         await enqueue_delivery(ctx["redis"], outbox_id)
+    # One relay pass too, in case the worker's relay loop is stuck (and so burst workers relay).
+    await EventRelay(ctx["engine"], ctx["redis"], ctx["settings"]).step()
     return {"unrouted": len(unrouted), "outbox": len(pending), "queues": len(waiting_teams)}

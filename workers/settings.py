@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
+import httpx2
 from arq import cron
 
 from service.app import redis_settings
 from service.db.engine import create_engine
 from service.gateway.hub import SwitchboardPocketPing
 from service.logging import configure_logging
+from service.realtime.relay import EventRelay
 from service.settings import Settings
 from workers import jobs
 
@@ -25,8 +29,17 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         ctx["engine"] = create_engine(settings)
         # Workers hold no sockets: their PocketPing only publishes, api processes deliver.
         ctx["pocketping"] = SwitchboardPocketPing(settings=settings, engine=ctx["engine"], redis=ctx["redis"])
+        # Webhook receivers: no redirects followed (a signed body must reach the configured URL only).
+        ctx["http"] = httpx2.AsyncClient(follow_redirects=False)
+        ctx["relay"] = asyncio.create_task(EventRelay(ctx["engine"], ctx["redis"], settings).run(), name="event-relay")
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if "relay" in ctx:
+            ctx["relay"].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ctx["relay"]
+        if "http" in ctx:
+            await ctx["http"].aclose()
         if "engine" in ctx:
             await ctx["engine"].dispose()
 

@@ -332,21 +332,9 @@ async def _send(
         )
     except ValueError:  # the SDK's "Session not found": deleted meanwhile
         raise NotFoundException("Conversation not found") from None
-    async with engine.begin() as conn:
+    # Storage recorded the message.created event with the message itself.
+    async with engine.connect() as conn:
         row = await _message(conn, sent.id)
-        team_id = await conn.scalar(sa.select(conversation_t.c.team_id).where(conversation_t.c.id == conversation_id))
-        await record_event(
-            conn,
-            "message.created",
-            team_id=team_id,
-            conversation_id=conversation_id,
-            data={
-                "conversationId": conversation_id,
-                "messageId": sent.id,
-                "sender": "operator",
-                "operatorId": str(principal.operator_id),
-            },
-        )
     return message_public(row)
 
 

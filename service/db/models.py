@@ -359,6 +359,8 @@ class Outbox(SQLModel, table=True):
     available_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
     delivered_at: datetime | None = Field(default=None, sa_type=TZ)
     last_error: str | None = None
+    # The receiver's HTTP status on the latest attempt (webhooks), for the delivery log.
+    status_code: int | None = None
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
 
 
@@ -425,3 +427,12 @@ class Event(SQLModel, table=True):
     )
     data: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB, sa_column_kwargs={"server_default": "{}"})
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+class EventCursor(SQLModel, table=True):
+    """How far a consumer of the event table (the webhook relay) has read, so a restart resumes there."""
+
+    __tablename__ = "event_cursor"
+
+    name: str = Field(primary_key=True)
+    last_id: int = Field(default=0, sa_type=sa.BigInteger)

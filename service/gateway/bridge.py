@@ -19,7 +19,8 @@ log = structlog.get_logger(__name__)
 # so concurrent batches cannot deadlock), keep their *old* routing state for the decision,
 # touch activity and, where nobody is on the conversation yet (or it was closed), start the
 # wait at its first message in the batch and bump the routing revision; then insert the
-# messages of the conversations found, in arrival order (WITH ORDINALITY), so ``seq`` follows it.
+# messages of the conversations found, in arrival order (WITH ORDINALITY), so ``seq`` follows it,
+# with their ``message.created`` events (to the team and assignee as they were before this batch).
 _INGEST_VISITOR_MESSAGES = """
 WITH incoming AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])
@@ -47,6 +48,13 @@ WITH incoming AS (
     FROM incoming m WHERE m.conversation_id IN (SELECT id FROM touched)
     ORDER BY m.ord
     RETURNING id
+), announced AS (
+    INSERT INTO event (kind, team_id, conversation_id, operator_ids, data)
+    SELECT 'message.created', c.team_id, m.conversation_id, array_remove(ARRAY[c.assignee_id], NULL),
+           jsonb_build_object('conversationId', m.conversation_id, 'messageId', m.id, 'sender', 'visitor',
+                              'operatorId', NULL, 'content', m.content)
+    FROM incoming m JOIN old ON old.id = m.conversation_id JOIN conversation c ON c.id = m.conversation_id
+    ORDER BY m.ord
 )
 SELECT id, routing_revision, needs_routing FROM touched
 """

@@ -10,12 +10,13 @@ from typing import Any
 import sqlalchemy as sa
 from pocketping.models import Attachment, Message, Session
 from pocketping.storage import BridgeMessageIds, Storage
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, array, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.models import Attachment as AttachmentRow
 from service.db.models import Conversation
 from service.db.models import Message as MessageRow
+from service.events import event_t
 
 conversation_t = Conversation.__table__  # type: ignore[attr-defined]
 message_t = MessageRow.__table__  # type: ignore[attr-defined]
@@ -75,6 +76,34 @@ def row_to_session(row: Any) -> Session:
         user_phone_country=row.user_phone_country,
         csat=row.csat,
     )
+
+
+def message_created_on_insert(upsert: Any, message: Message, operator_id: uuid.UUID | None) -> Any:
+    """The message upsert plus, only when it inserted (not on the SDK's re-saves), its ``message.created`` event.
+
+    One statement, so the event exists exactly when the message does; the conversation's team
+    and assignee are its audience.
+    """
+    saved = upsert.returning(message_t.c.id, sa.literal_column("xmax = 0").label("inserted")).cte("saved")
+    data = {
+        "conversationId": message.session_id,
+        "messageId": message.id,
+        "sender": message.sender.value,
+        "operatorId": str(operator_id) if operator_id else None,
+        "content": message.content,
+    }
+    audience = (
+        sa.select(
+            sa.literal("message.created"),
+            conversation_t.c.team_id,
+            conversation_t.c.id,
+            sa.func.array_remove(array([conversation_t.c.assignee_id]), None),
+            sa.literal(data, type_=JSONB),
+        )
+        .select_from(saved.join(conversation_t, conversation_t.c.id == message.session_id))
+        .where(saved.c.inserted)
+    )
+    return sa.insert(event_t).from_select(["kind", "team_id", "conversation_id", "operator_ids", "data"], audience)
 
 
 def _attachment_values(attachment: Attachment) -> dict[str, Any]:
@@ -261,11 +290,14 @@ class PostgresStorage(Storage):
             "edited_at",
             "deleted_at",
         )
-        await self._execute(
-            statement.on_conflict_do_update(
-                index_elements=[message_t.c.id], set_={c: statement.excluded[c] for c in mutable}
-            )
+        upsert = statement.on_conflict_do_update(
+            index_elements=[message_t.c.id], set_={c: statement.excluded[c] for c in mutable}
         )
+        if message.sender.value == "visitor":
+            # Visitor messages are inserted (with their event) by the routing bridge; this is a re-save.
+            await self._execute(upsert)
+        else:
+            await self._execute(message_created_on_insert(upsert, message, operator_id))
         for attachment in message.attachments or []:
             await self.save_attachment(attachment.model_copy(update={"message_id": message.id}))
 

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth.oidc import OidcClient, OidcError
 from service.auth.sessions import CSRF_HEADER, create_session
-from service.db.models import ApiToken, CannedResponse
+from service.db.models import ApiToken, CannedResponse, WebhookEndpoint
 from service.settings import Settings
 from tests.conftest import RunningApi, run_api
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
@@ -100,6 +100,8 @@ class Row:
     body: Value = None
     query: Value = None
     params: dict[str, Param] = field(default_factory=dict)
+    # An endless response (an event stream): only its status is read.
+    streams: bool = False
 
 
 async def conversation_of_team_a(world: World, caller: str, **values: Any) -> str:
@@ -159,6 +161,17 @@ async def canned_for_render(world: World, caller: str) -> str:
     return await canned_of_team_a(world, caller)
 
 
+async def webhook_of_team_a(world: World, caller: str) -> str:
+    webhook_id = uuid.uuid4()
+    async with world.engine.begin() as conn:
+        await conn.execute(
+            sa.insert(WebhookEndpoint.__table__).values(  # type: ignore[attr-defined]
+                id=webhook_id, team_id=world.team_a, url="http://127.0.0.1:9/hook", secret_encrypted="x"
+            )
+        )
+    return str(webhook_id)
+
+
 # Default factory per path parameter name.
 PARAMS: dict[str, Param] = {
     "conversation_id": conversation_of_team_a,
@@ -166,6 +179,7 @@ PARAMS: dict[str, Param] = {
     "token_id": own_token,
     "operator_id": member_of_team_a,
     "canned_id": canned_of_team_a,
+    "webhook_id": webhook_of_team_a,
 }
 
 ROWS: dict[str, Row] = {
@@ -228,6 +242,16 @@ ROWS: dict[str, Row] = {
     "GET /api/v1/operators": Row(admin_only(200)),
     "GET /api/v1/operators/{operator_id}": Row(admin_only(200)),
     "PATCH /api/v1/operators/{operator_id}": Row(admin_only(200), body={"displayName": "Renamed"}),
+    # realtime: everyone signed in gets their own stream, filtered to what they may see
+    "GET /api/v1/events": Row(signed_in(200), streams=True),
+    # webhooks: the team's leads and admins
+    "GET /api/v1/teams/{team_id}/webhooks": Row(lead_only(200)),
+    "POST /api/v1/teams/{team_id}/webhooks": Row(lead_only(201), body={"url": "https://example.com/hook"}),
+    "GET /api/v1/teams/{team_id}/webhooks/{webhook_id}": Row(lead_only(200)),
+    "PATCH /api/v1/teams/{team_id}/webhooks/{webhook_id}": Row(lead_only(200), body={"enabled": False}),
+    "DELETE /api/v1/teams/{team_id}/webhooks/{webhook_id}": Row(lead_only(204)),
+    "POST /api/v1/teams/{team_id}/webhooks/{webhook_id}/test": Row(lead_only(202)),
+    "GET /api/v1/teams/{team_id}/webhooks/{webhook_id}/deliveries": Row(lead_only(200)),
 }
 
 
@@ -295,13 +319,16 @@ async def call(http: httpx.AsyncClient, world: World, key: str, row: Row, caller
         assert factory is not None, f"{key}: no factory for path parameter {{{name}}}; add one to PARAMS"
         path = path.replace(f"{{{name}}}", await factory(world, caller))
     body = resolve(row.body, world, caller)
-    return await http.request(
+    request = http.build_request(
         method,
         path,
         headers=world.headers[caller],
         params=resolve(row.query, world, caller),
         json=body if body is not None else None,
     )
+    response = await http.send(request, stream=row.streams)
+    await (response.aclose() if row.streams else response.aread())
+    return response
 
 
 def test_every_route_has_a_row(matrix_api: RunningApi) -> None:

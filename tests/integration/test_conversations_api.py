@@ -284,6 +284,7 @@ async def test_reply_reaches_the_visitor_once_attributed(
         "messageId": body["id"],
         "sender": "operator",
         "operatorId": str(crew.ids["ada"]),
+        "content": "We ship to Lyon.",
     }
 
 

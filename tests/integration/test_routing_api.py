@@ -171,6 +171,7 @@ async def test_handoff_end_to_end_through_workers(
         for r in await rows(clean_db, "SELECT kind FROM event WHERE conversation_id = :id ORDER BY id", id=first)
     ]
     assert kinds == [
+        "message.created",
         "conversation.assigned",
         "conversation.queued",
         "note.created",

@@ -1,0 +1,104 @@
+"""``GET /api/v1/events``: the operator event stream over Server-Sent Events, resumable with ``Last-Event-ID``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from litestar import Controller, Request, get
+from litestar.di import NamedDependency
+from litestar.params import HeaderParameter, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.auth.principal import Principal
+from service.events import event_t
+from service.realtime.hub import EventHub, StreamEvent, visible_clause
+
+KEEPALIVE_SECONDS = 15.0
+RECONNECT_MILLISECONDS = 2000
+BACKLOG_PAGE = 500
+
+
+def _message(event: StreamEvent) -> ServerSentEventMessage:
+    return ServerSentEventMessage(id=str(event.id), event=event.kind, data=event.json)
+
+
+async def _backlog(engine: AsyncEngine, principal: Principal, after: int, upto: int) -> AsyncIterator[StreamEvent]:
+    """The caller's events in (after, upto], from the table, a page at a time."""
+    while after < upto:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(event_t)
+                    .where(event_t.c.id > after, event_t.c.id <= upto, visible_clause(principal))
+                    .order_by(event_t.c.id)
+                    .limit(BACKLOG_PAGE)
+                )
+            ).all()
+        for row in rows:
+            yield StreamEvent.from_row(row)
+        if len(rows) < BACKLOG_PAGE:
+            return
+        after = rows[-1].id
+
+
+async def _stream(
+    engine: AsyncEngine, hub: EventHub, principal: Principal, after: int | None
+) -> AsyncIterator[ServerSentEventMessage]:
+    # Join first, then read what was missed up to the join point: nothing falls between the two.
+    listener = await hub.listen(principal)
+    try:
+        yield ServerSentEventMessage(comment="connected", data=None, retry=RECONNECT_MILLISECONDS)
+        last = listener.start
+        if after is not None and after < listener.start:
+            async for event in _backlog(engine, principal, after, listener.start):
+                yield _message(event)
+        elif after is not None:
+            last = after  # resumed from an instance that had read further than this one
+        while not (listener.overflowed and listener.queue.empty()):
+            try:
+                event = await asyncio.wait_for(listener.queue.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                yield ServerSentEventMessage(comment="keepalive", data=None)
+                continue
+            if event.id > last:
+                last = event.id
+                yield _message(event)
+        # Too slow a reader: the stream ends, and the client resumes from the table with Last-Event-ID.
+    finally:
+        hub.forget(listener)
+
+
+class EventsController(Controller):
+    """Live events for operators."""
+
+    path = "/api/v1/events"
+    tags = ["Realtime"]
+
+    @get(
+        "/",
+        operation_id="streamEvents",
+        summary="Stream the caller's events (Server-Sent Events)",
+        response_description="text/event-stream: `id:` event id, `event:` kind, `data:` an EventPublic JSON object",
+    )
+    async def stream(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        last_event_id: Annotated[
+            int | None,
+            HeaderParameter(
+                name="Last-Event-ID", ge=0, description="Resume after this event id (browsers send it on reconnect)"
+            ),
+        ] = None,
+        after: Annotated[
+            int | None, QueryParameter(ge=0, description="Resume after this event id when a header cannot be set")
+        ] = None,
+    ) -> ServerSentEvent:
+        """Assignments, messages, notes, transfers, presence and AI takeovers the caller may see, in id order."""
+        state = request.app.state
+        resume = last_event_id if last_event_id is not None else after
+        return ServerSentEvent(_stream(state.engine, state.event_hub, principal, resume))

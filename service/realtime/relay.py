@@ -1,0 +1,70 @@
+"""The worker's reader of the event table: webhook deliveries for new events, then a Redis notification.
+
+Any number of workers may run it: the ``event_cursor`` row only moves forward, and the outbox
+dedupe key makes a second pass over the same events (another worker, a restart) add nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import sqlalchemy as sa
+import structlog
+from arq.connections import ArqRedis
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.conversations.outbox import enqueue_delivery
+from service.db.models import EventCursor
+from service.realtime.hub import events_channel
+from service.realtime.tail import EventTail
+from service.settings import Settings
+from service.webhooks.delivery import fan_out
+
+log = structlog.get_logger(__name__)
+cursor_t = EventCursor.__table__  # type: ignore[attr-defined]
+RELAY_CURSOR = "relay"
+
+
+class EventRelay:
+    """Turns new events into webhook outbox rows and tells every api instance that events up to N exist."""
+
+    def __init__(self, engine: AsyncEngine, arq: ArqRedis, settings: Settings) -> None:
+        self._engine = engine
+        self._arq = arq
+        self._settings = settings
+        self._tail = EventTail(0, settings.events_settle_seconds)
+
+    async def run(self) -> None:
+        """Forever: read, fan out, notify; pause when caught up."""
+        while True:
+            try:
+                more = await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("event relay failed; retrying", exc_info=True)
+                more = False
+            if not more:
+                await asyncio.sleep(self._settings.event_relay_poll_seconds)
+
+    async def step(self) -> bool:
+        """One batch; returns whether more events may be waiting right now."""
+        async with self._engine.begin() as conn:
+            stored = await conn.scalar(sa.select(cursor_t.c.last_id).where(cursor_t.c.name == RELAY_CURSOR))
+            self._tail.advance_to(stored or 0)
+            rows, more = await self._tail.read(conn)
+            outbox_ids = await fan_out(conn, [row.id for row in rows]) if rows else []
+            if self._tail.watermark != stored:
+                statement = insert(cursor_t).values(name=RELAY_CURSOR, last_id=self._tail.watermark)
+                await conn.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=[cursor_t.c.name],
+                        set_={"last_id": sa.func.greatest(cursor_t.c.last_id, statement.excluded.last_id)},
+                    )
+                )
+        for outbox_id in outbox_ids:
+            await enqueue_delivery(self._arq, outbox_id)
+        if rows:
+            await self._arq.publish(events_channel(self._settings), str(self._tail.watermark))
+        return more

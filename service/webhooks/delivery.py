@@ -1,0 +1,128 @@
+"""Outbound webhooks: one outbox row per (event, endpoint), signed, retried with backoff until delivered."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Sequence
+from typing import Any, get_args
+
+import httpx2
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.conversations.outbox import outbox_t
+from service.crypto import decrypt_secret
+from service.db.models import WebhookEndpoint
+from service.settings import Settings
+from service.webhooks.schemas import WebhookEventKind
+
+endpoint_t = WebhookEndpoint.__table__  # type: ignore[attr-defined]
+
+WEBHOOK = "webhook"
+SECRET_PURPOSE = "webhook-signing"  # the key-derivation label for endpoint secrets at rest
+TEST_EVENT = "webhook.test"
+# The domain events a receiver outside Switchboard can subscribe to (notes and presence stay inside).
+WEBHOOK_EVENT_KINDS = get_args(WebhookEventKind)
+# Retries wait base * 2**attempts, at most 2**MAX_BACKOFF_EXPONENT times the base.
+MAX_BACKOFF_EXPONENT = 10
+
+# Each new event, for each enabled endpoint of its team that wants its kind: one row, whose
+# dedupe key makes a second pass over the same events (another relay, a restart) add nothing.
+_FAN_OUT = sa.text(
+    """
+    INSERT INTO outbox (kind, payload, webhook_endpoint_id, dedupe_key)
+    SELECT 'webhook',
+           jsonb_build_object('event', jsonb_build_object(
+               'id', e.id, 'type', e.kind, 'createdAt', e.created_at, 'teamId', e.team_id,
+               'conversationId', e.conversation_id, 'data', e.data)),
+           w.id,
+           'webhook:' || w.id || ':' || e.id
+    FROM event e
+    JOIN webhook_endpoint w
+      ON w.team_id = e.team_id AND w.enabled AND (cardinality(w.events) = 0 OR e.kind = ANY(w.events))
+    WHERE e.id = ANY(:ids) AND e.kind = ANY(:kinds)
+    ORDER BY e.id, w.id
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING id
+    """
+)
+
+
+async def fan_out(conn: AsyncConnection, event_ids: Sequence[int]) -> list[int]:
+    """Outbox rows for the webhook deliveries these events call for; returns the new rows' ids."""
+    result = await conn.execute(_FAN_OUT, {"ids": list(event_ids), "kinds": list(WEBHOOK_EVENT_KINDS)})
+    return [row.id for row in result]
+
+
+async def add_test_delivery(conn: AsyncConnection, endpoint_id: Any, team_id: Any) -> int:
+    """A ``webhook.test`` delivery to one endpoint, through the same outbox and retries as real events."""
+    event: dict[str, Any] = {
+        "id": None,
+        "type": TEST_EVENT,
+        "createdAt": None,
+        "teamId": str(team_id),
+        "conversationId": None,
+        "data": {"message": "Test delivery from Switchboard"},
+    }
+    statement = (
+        sa.insert(outbox_t)
+        .values(kind=WEBHOOK, payload={"event": event}, webhook_endpoint_id=endpoint_id)
+        .returning(outbox_t.c.id)
+    )
+    return int(await conn.scalar(statement))
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The ``Switchboard-Signature`` header: HMAC-SHA256 of ``"{timestamp}.{body}"`` keyed with the secret."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def retry_delay(settings: Settings, attempts: int) -> float:
+    """Seconds before the next try, after ``attempts`` failed ones (the first retry waits the base)."""
+    return settings.webhook_retry_base_seconds * 2 ** min(max(attempts - 1, 0), MAX_BACKOFF_EXPONENT)
+
+
+class DeliveryFailed(Exception):
+    """The receiver did not answer 2xx; ``status_code`` is None when it did not answer at all."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+async def deliver(
+    client: httpx2.AsyncClient, settings: Settings, conn: AsyncConnection, outbox_id: int, payload: dict[str, Any]
+) -> int:
+    """POST one delivery to its endpoint; returns the 2xx status, raises ``DeliveryFailed`` otherwise."""
+    endpoint = (
+        await conn.execute(
+            sa.select(endpoint_t.c.url, endpoint_t.c.secret_encrypted, endpoint_t.c.enabled)
+            .join(outbox_t, outbox_t.c.webhook_endpoint_id == endpoint_t.c.id)
+            .where(outbox_t.c.id == outbox_id)
+        )
+    ).one()
+    if not endpoint.enabled:
+        raise DeliveryFailed("endpoint disabled; delivery waits until it is enabled again")
+    body = json.dumps(payload["event"], separators=(",", ":"), ensure_ascii=False).encode()
+    secret = decrypt_secret(settings.secret_key, SECRET_PURPOSE, endpoint.secret_encrypted)
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Switchboard-Webhooks/1",
+        "Switchboard-Event": payload["event"]["type"],
+        "Switchboard-Delivery": str(outbox_id),
+        "Switchboard-Signature": sign(secret, timestamp, body),
+    }
+    try:
+        response = await client.post(
+            endpoint.url, content=body, headers=headers, timeout=settings.webhook_timeout_seconds
+        )
+    except httpx2.HTTPError as exc:
+        raise DeliveryFailed(f"{type(exc).__name__}: {exc}"[:500]) from exc
+    if not 200 <= response.status_code < 300:
+        raise DeliveryFailed(f"HTTP {response.status_code}: {response.text[:200]}", response.status_code)
+    return response.status_code
