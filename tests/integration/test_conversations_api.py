@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.conversations.services import decode_cursor, encode_cursor
 from tests.conftest import RunningApi
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
-from tests.integration.test_fanout import received
+from tests.integration.test_fanout import RecordingBridge, received
 from tests.routing_support import make_conversation, rows, set_values, state
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -367,6 +367,8 @@ async def test_notes_mention_operators_who_can_see_the_conversation_and_never_re
     api: RunningApi, http: httpx.AsyncClient, clean_db: AsyncEngine, crew: Crew
 ) -> None:
     session_id = await widget_held_by_ada(http, clean_db, crew)
+    bridge = RecordingBridge()
+    api.app.state.pocketping.bridges.append(bridge)
     body = "@lea can you check? (cc @Root, @bob is another team, @nobody, mail ada@example.test) @ada."
     async with websockets.connect(f"{api.ws_url}/pocketping/stream?sessionId={session_id}") as socket:
         response = await http.post(
@@ -390,6 +392,10 @@ async def test_notes_mention_operators_who_can_see_the_conversation_and_never_re
     assert await rows(clean_db, "SELECT count(*) AS n FROM message") == [{"n": 0}]
     widget = await http.get("/pocketping/messages", params={"sessionId": session_id})
     assert widget.json()["messages"] == []
+    # Nor the chat bridges, which do get a reply.
+    assert bridge.operator_messages == []
+    reply = await http.post(reply_path(session_id), json={"content": "On it"}, headers=crew.headers["ada"])
+    assert bridge.operator_messages == [reply.json()["id"]]
 
     for index in range(3):
         await http.post(
