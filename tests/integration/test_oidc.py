@@ -310,3 +310,14 @@ async def test_deactivated_operator_cannot_sign_in(
     response = await sign_in(browser, "gone")
     assert response.status_code == 403
     assert "sb_session" not in browser.cookies
+
+
+async def test_return_to_stays_on_this_site_and_a_form_can_sign_out(browser: httpx.AsyncClient) -> None:
+    callback = await authorize(await start_login(browser, return_to="//evil.example/steal"), "heidi")
+    response = await browser.get("/auth/callback", params=callback)
+    assert (response.status_code, response.headers["location"]) == (303, "/")
+
+    logout = await browser.post("/auth/logout", data={"csrfToken": browser.cookies["sb_csrf"]})
+
+    assert logout.status_code == 303
+    assert (await browser.get("/api/v1/me")).status_code == 401
