@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.auth.principal import Principal, requires_team_member
@@ -33,6 +34,9 @@ team_t = Team.__table__  # type: ignore[attr-defined]
 member_t = TeamMember.__table__  # type: ignore[attr-defined]
 
 MAX_PAGE = 100
+# How long a repeated Idempotency-Key waits for the first request before a 409 asks to retry.
+REPLY_LOCK_TIMEOUT_MS = 10_000
+_LOCK_NOT_AVAILABLE = "55P03"
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
@@ -304,7 +308,14 @@ async def reply(
         return True, await _send(engine, pocketping, principal, conversation_id, content, None)
     message_id = reply_message_id(principal.operator_id, idempotency_key)
     async with engine.begin() as conn:
-        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_id(message_id))))
+        # A duplicate waits for the first request, but not forever: it holds a pooled connection meanwhile.
+        await conn.execute(sa.text(f"SET LOCAL lock_timeout = {int(REPLY_LOCK_TIMEOUT_MS)}"))
+        try:
+            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_id(message_id))))
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            raise ConflictException("A reply with this Idempotency-Key is still being sent; retry shortly") from None
         existing = await _message(conn, message_id)
         if existing is not None:
             if existing.conversation_id != conversation_id or existing.content != content:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 import websockets
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.conversations import services
 from service.conversations.services import decode_cursor, encode_cursor
 from tests.conftest import RunningApi
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
@@ -436,3 +437,22 @@ async def test_nul_in_any_route_text_is_a_bad_request_not_a_server_error(
         400,
         [{"field": "q", "message": "NUL characters are not allowed"}],
     )
+
+
+async def test_a_duplicate_waits_for_the_first_send_only_so_long(
+    http: httpx.AsyncClient, clean_db: AsyncEngine, crew: Crew, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session_id = await widget_held_by_ada(http, clean_db, crew)
+    monkeypatch.setattr(services, "REPLY_LOCK_TIMEOUT_MS", 200)
+    lock = services._lock_id(services.reply_message_id(crew.ids["ada"], "slow-1"))
+    headers = crew.headers["ada"] | {"Idempotency-Key": "slow-1"}
+    async with clean_db.begin() as conn:  # the first request, still sending
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock)))
+        response = await http.post(reply_path(session_id), json={"content": "Hi"}, headers=headers)
+    assert (response.status_code, response.json()["detail"]) == (
+        409,
+        "A reply with this Idempotency-Key is still being sent; retry shortly",
+    )
+    assert await rows(clean_db, "SELECT count(*) AS n FROM message") == [{"n": 0}]
+    response = await http.post(reply_path(session_id), json={"content": "Hi"}, headers=headers)
+    assert response.status_code == 201
