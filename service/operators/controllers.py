@@ -66,6 +66,11 @@ class OperatorController(Controller):
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
     ) -> OperatorPublic:
-        """``deactivated: true`` stops their tokens and sessions and takes them out of routing; 422 on yourself."""
+        """``deactivated: true`` stops their credentials, takes them out of routing and requeues their conversations."""
         requires_admin(principal)
-        return await write(request, lambda conn: services.update_operator(conn, operator_id, data, principal))
+        operator = await write(request, lambda conn: services.update_operator(conn, operator_id, data, principal))
+        if data.deactivated:
+            # Also when already deactivated: a repeated request finishes what an interrupted one started.
+            await services.requeue_held(request.app.state.engine, operator_id, principal.operator_id)
+            operator = await read(request, lambda conn: services.get_operator(conn, operator_id))
+        return operator

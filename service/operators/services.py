@@ -8,17 +8,19 @@ from typing import Any
 import sqlalchemy as sa
 from litestar.exceptions import NotFoundException
 from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.audit import record_audit
 from service.auth.principal import Principal
-from service.db.models import Operator, TeamMember
+from service.db.models import Conversation, Operator, TeamMember
 from service.errors import field_invalid
 from service.operators.schemas import OperatorPage, OperatorPublic, OperatorUpdate
 from service.pagination import decode_cursor, page
+from service.routing import services as routing
 
 operator_t = Operator.__table__  # type: ignore[attr-defined]
 member_t = TeamMember.__table__  # type: ignore[attr-defined]
+conversation_t = Conversation.__table__  # type: ignore[attr-defined]
 
 _teams = (
     sa.select(
@@ -98,3 +100,34 @@ async def update_operator(
         audit = data.model_dump(by_alias=True, exclude_unset=True)
         await record_audit(conn, actor.operator_id, "operator.updated", "operator", operator_id, audit)
     return await get_operator(conn, operator_id)
+
+
+async def requeue_held(engine: AsyncEngine, operator_id: uuid.UUID, actor_id: uuid.UUID) -> int:
+    """Give a deactivated operator's open conversations back to their teams (each routed again at once).
+
+    Runs after the deactivation committed, one conversation per transaction (the routing lock order
+    starts at the conversation); routing already skips the operator, so nothing new reaches them.
+    """
+    async with engine.connect() as conn:
+        held = await conn.scalars(
+            sa.select(conversation_t.c.id).where(
+                conversation_t.c.assignee_id == operator_id, conversation_t.c.status == "assigned"
+            )
+        )
+        conversation_ids = list(held)
+    moved = 0
+    for conversation_id in conversation_ids:
+
+        async def work(conn: AsyncConnection, conversation_id: str = conversation_id) -> bool:
+            current = await conn.scalar(
+                sa.select(conversation_t.c.assignee_id)
+                .where(conversation_t.c.id == conversation_id, conversation_t.c.status == "assigned")
+                .with_for_update()
+            )
+            if current != operator_id:  # closed or moved meanwhile
+                return False
+            await routing.requeue(conn, conversation_id, reason="operator_deactivated", actor_id=actor_id)
+            return True
+
+        moved += await routing.in_transaction(engine, work)
+    return moved

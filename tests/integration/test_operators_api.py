@@ -7,9 +7,10 @@ import uuid
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.routing import services as routing
 from tests.factories import bearer, make_team, personal_token
 from tests.integration.test_teams_api import errors, person
-from tests.routing_support import rows
+from tests.routing_support import make_conversation, rows, state
 
 API = "/api/v1/operators"
 
@@ -73,3 +74,21 @@ async def test_rename_grant_deactivate_and_reactivate(http: httpx.AsyncClient, c
         {"actor_id": admin, "action": "operator.updated", "subject_id": str(bea), "data": data}
         for data in ({"displayName": "Beatrice", "isAdmin": True}, {"deactivated": True}, {"deactivated": False})
     ]
+
+
+async def test_deactivation_requeues_held_conversations_to_the_next_operator(
+    http: httpx.AsyncClient, clean_db: AsyncEngine
+) -> None:
+    team_id = await make_team(clean_db, "Billing", routing_policy="round_robin")
+    _, admin_auth = await person(clean_db, "Ada", is_admin=True)
+    bea, _ = await person(clean_db, "Bea", team_id, status="online")
+    conversation_id, revision = await make_conversation(clean_db, team_id)
+    await routing.in_transaction(clean_db, lambda c: routing.route_conversation(c, conversation_id, revision, "test"))
+    assert (await state(clean_db, conversation_id))["assignee_id"] == bea
+    olga, _ = await person(clean_db, "Olga", team_id, status="online")
+
+    response = await http.patch(f"{API}/{bea}", json={"deactivated": True}, headers=admin_auth)
+    assert (response.status_code, response.json()["openConversations"]) == (200, 0)
+    assert await state(clean_db, conversation_id) == {"status": "assigned", "team_id": team_id, "assignee_id": olga}
+    [ended] = await rows(clean_db, "SELECT end_reason FROM assignment WHERE operator_id = :id", id=bea)
+    assert ended == {"end_reason": "operator_deactivated"}
