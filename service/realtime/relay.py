@@ -44,6 +44,9 @@ class EventRelay:
                 raise
             except Exception:
                 log.warning("event relay failed; retrying", exc_info=True)
+                # The failed batch was rolled back: read again from the stored cursor, not from
+                # where this reader had got to in memory.
+                self._tail = EventTail(0, self._settings.events_settle_seconds)
                 more = False
             if not more:
                 await asyncio.sleep(self._settings.event_relay_poll_seconds)
