@@ -13,6 +13,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.plugins.pydantic import PydanticPlugin
 
+from service.ai.controllers import AiController
 from service.auth.controllers import AuthController, TokenController
 from service.auth.deps import provide_principal
 from service.auth.oidc import OidcClient
@@ -28,6 +29,7 @@ from service.logging import configure_logging
 from service.openapi import finish_openapi, openapi_config
 from service.operators.controllers import MeController, OperatorController
 from service.ops.controllers import HealthController
+from service.presence.controllers import PresenceController
 from service.realtime.controllers import EventsController
 from service.realtime.hub import EventHub
 from service.routing.controllers import RoutingController
@@ -91,6 +93,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             GatewayController,
             HealthController,
             MeController,
+            PresenceController,
             RoutingController,
             ConversationController,
             TeamController,
@@ -100,6 +103,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             OperatorController,
             EventsController,
             WebhookController,
+            AiController,
         ],
         lifespan=[lifespan],
         dependencies={

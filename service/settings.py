@@ -7,7 +7,16 @@ from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -81,6 +90,16 @@ class Settings(BaseSettings):
     # Webhook retries wait base * 2**attempts seconds, capped at 2**10 times the base.
     webhook_retry_base_seconds: float = Field(5.0, gt=0)
     webhook_timeout_seconds: float = Field(10.0, gt=0)
+    # An operator whose client sends heartbeats goes offline when none arrives for this long.
+    presence_heartbeat_timeout_seconds: int = Field(90, ge=5)
+    ai_provider: Literal["local", "openai", "anthropic", "gemini"] = Field(
+        "local", description="Who writes AI-takeover replies; 'local' is a deterministic development stand-in."
+    )
+    ai_api_key: str | None = Field(
+        None, validate_default=True, description="The vendor's API key (required unless AI_PROVIDER=local)."
+    )
+    ai_model: str | None = Field(None, description="The vendor's model; PocketPing's default when unset.")
+    ai_context_messages: int = Field(20, ge=1, le=200, description="Latest messages given to the AI as context.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
 
@@ -96,6 +115,14 @@ class Settings(BaseSettings):
     def _redis_only(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("ai_api_key")
+    @classmethod
+    def _vendor_needs_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        provider = info.data.get("ai_provider", "local")
+        if provider != "local" and not value:
+            raise ValueError(f"is required when AI_PROVIDER={provider}")
         return value
 
     @field_validator("widget_origins", "admin_allowed_cidrs", mode="before")

@@ -7,10 +7,15 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.ai import services as ai
 from service.conversations.outbox import WIDGET_MESSAGE, enqueue_delivery, outbox_t
+from service.presence import services as presence
 from service.realtime.relay import EventRelay
 from service.routing import services as routing
+from service.timers import actions
+from service.timers import services as timers
 from service.webhooks import delivery as webhooks
 
 log = structlog.get_logger(__name__)
@@ -22,9 +27,15 @@ LOST_JOB_AFTER_SECONDS = 5.0
 
 async def route_conversation(ctx: dict[str, Any], *, conversation_id: str, revision: int, trigger: str) -> str:
     """Route one conversation if ``revision`` is still current; otherwise do nothing."""
-    outcome = await routing.in_transaction(
-        ctx["engine"], lambda conn: routing.route_conversation(conn, conversation_id, revision, trigger)
-    )
+
+    async def work(conn: AsyncConnection) -> routing.RouteOutcome:
+        outcome = await routing.route_conversation(conn, conversation_id, revision, trigger)
+        if outcome.outcome != "stale":
+            await ai.arm_after_routing(conn, conversation_id)
+        return outcome
+
+    async with timers.triggers(ctx["redis"]):
+        outcome = await routing.in_transaction(ctx["engine"], work)
     log.info("routed", conversation_id=conversation_id, revision=revision, outcome=outcome.outcome)
     return outcome.outcome
 
@@ -32,7 +43,32 @@ async def route_conversation(ctx: dict[str, Any], *, conversation_id: str, revis
 async def drain_team_queue(ctx: dict[str, Any], *, team_id: str, trigger: str) -> int:
     """Assign the team's queued conversations while members have room; a drain with nothing to do does nothing."""
     team = uuid.UUID(team_id)
-    return await routing.in_transaction(ctx["engine"], lambda conn: routing.drain_team_queue(conn, team, trigger))
+    async with timers.triggers(ctx["redis"]):
+        return await routing.in_transaction(ctx["engine"], lambda conn: routing.drain_team_queue(conn, team, trigger))
+
+
+async def fire_timer(ctx: dict[str, Any], *, timer_id: int, revision: int) -> str:
+    """Fire one timer revision if it is still pending (a stale, duplicated or retried trigger does nothing)."""
+    async with timers.triggers(ctx["redis"]):
+        outcome, takeover = await routing.in_transaction(
+            ctx["engine"], lambda conn: actions.fire(conn, timer_id, revision)
+        )
+    if takeover is not None:
+        # After the commit: the provider may take seconds, and no lock is held meanwhile. The
+        # timer has fired, so a retry would do nothing: a failed reply is logged, not retried.
+        try:
+            await ai.respond(
+                ctx["pocketping"],
+                ctx["ai_provider"],
+                takeover,
+                message_id=f"ai-{timer_id}-{revision}",
+                context_messages=ctx["settings"].ai_context_messages,
+            )
+        except Exception:
+            log.warning("AI reply failed", conversation_id=takeover.conversation_id, exc_info=True)
+            return "ai_failed"
+    log.info("timer fired", timer_id=timer_id, revision=revision, outcome=outcome)
+    return outcome
 
 
 async def deliver_outbox(ctx: dict[str, Any], *, outbox_id: int) -> str:
@@ -110,8 +146,15 @@ async def _send_widget_message(ctx: dict[str, Any], payload: dict[str, Any]) -> 
 
 
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
-    """Re-enqueue work whose trigger was lost: unrouted conversations, team queues, undelivered outbox rows."""
+    """Re-enqueue work whose trigger was lost (unrouted conversations, team queues, outbox rows, overdue timers);
+    set silent heartbeating operators offline."""
+    async with timers.triggers(ctx["redis"]):
+        expired = await routing.in_transaction(
+            ctx["engine"],
+            lambda conn: presence.expire_heartbeats(conn, ctx["settings"].presence_heartbeat_timeout_seconds),
+        )
     async with ctx["engine"].connect() as conn:
+        overdue = await timers.due_before(conn, 0)
         unrouted = await routing.unrouted_conversations(conn, LOST_JOB_AFTER_SECONDS)
         waiting_teams = await routing.teams_with_queue(conn)
         pending = (
@@ -131,6 +174,15 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
         await routing.enqueue_drain(ctx["redis"], team_id, trigger="sweep")
     for outbox_id in pending:
         await enqueue_delivery(ctx["redis"], outbox_id)
+    # A trigger already waiting keeps its job id, so this only restores the lost ones.
+    for trigger in overdue:
+        await timers.enqueue_trigger(ctx["redis"], trigger)
     # One relay pass too, in case the worker's relay loop is stuck (and so burst workers relay).
     await EventRelay(ctx["engine"], ctx["redis"], ctx["settings"]).step()
-    return {"unrouted": len(unrouted), "outbox": len(pending), "queues": len(waiting_teams)}
+    return {
+        "unrouted": len(unrouted),
+        "outbox": len(pending),
+        "queues": len(waiting_teams),
+        "timers": len(overdue),
+        "expired": len(expired),
+    }

@@ -9,6 +9,7 @@ from typing import Any
 import httpx2
 from arq import cron
 
+from service.ai.providers import build_provider
 from service.app import redis_settings
 from service.db.engine import create_engine
 from service.gateway.hub import SwitchboardPocketPing
@@ -29,6 +30,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         ctx["engine"] = create_engine(settings)
         # Workers hold no sockets: their PocketPing only publishes, api processes deliver.
         ctx["pocketping"] = SwitchboardPocketPing(settings=settings, engine=ctx["engine"], redis=ctx["redis"])
+        ctx["ai_provider"] = build_provider(settings)
         # Webhook receivers: no redirects followed (a signed body must reach the configured URL only).
         ctx["http"] = httpx2.AsyncClient(follow_redirects=False)
         ctx["relay"] = asyncio.create_task(EventRelay(ctx["engine"], ctx["redis"], settings).run(), name="event-relay")
@@ -44,7 +46,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             await ctx["engine"].dispose()
 
     return {
-        "functions": [jobs.route_conversation, jobs.drain_team_queue, jobs.deliver_outbox],
+        "functions": [jobs.route_conversation, jobs.drain_team_queue, jobs.deliver_outbox, jobs.fire_timer],
         "cron_jobs": [cron(jobs.sweep, second=SWEEP_SECONDS, run_at_startup=True, unique=True)],
         "redis_settings": redis_settings(settings),
         "queue_name": settings.queue_name,

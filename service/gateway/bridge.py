@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.batching import Batcher
 from service.routing.services import enqueue_route
+from service.timers.services import Trigger, enqueue_trigger
 
 log = structlog.get_logger(__name__)
 
@@ -21,6 +22,9 @@ log = structlog.get_logger(__name__)
 # wait at its first message in the batch and bump the routing revision; then insert the
 # messages of the conversations found, in arrival order (WITH ORDINALITY), so ``seq`` follows it,
 # with their ``message.created`` events (to the team and assignee as they were before this batch).
+# Routed conversations of a team with AI on (and not paused) get their AI-takeover timer (re)armed
+# from the latest message: the team's delay, or none when the AI already answers (AI mode); new
+# ones are armed by the routing job once they have a team.
 _INGEST_VISITOR_MESSAGES = """
 WITH incoming AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])
@@ -41,7 +45,16 @@ WITH incoming AS (
         routing_revision = c.routing_revision + CASE WHEN old.needs_routing THEN 1 ELSE 0 END
     FROM old JOIN latest ON latest.conversation_id = old.id
     WHERE c.id = old.id
-    RETURNING c.id, c.routing_revision, old.needs_routing
+    RETURNING c.id, c.routing_revision, old.needs_routing, c.team_id, c.status, c.ai_active, c.ai_paused, latest.at
+), ai AS (
+    INSERT INTO timer (kind, subject, due_at)
+    SELECT 'ai_takeover', t.id,
+           t.at + make_interval(secs => CASE WHEN t.ai_active THEN 0 ELSE team.ai_takeover_delay_seconds END)
+    FROM touched t JOIN team ON team.id = t.team_id
+    WHERE team.ai_enabled AND NOT t.ai_paused AND t.status <> 'new'
+    ON CONFLICT (kind, subject) DO UPDATE SET
+        due_at = EXCLUDED.due_at, revision = timer.revision + 1, state = 'pending', fired_at = NULL, updated_at = now()
+    RETURNING id, subject, revision, due_at
 ), stored AS (
     INSERT INTO message (id, conversation_id, sender, content, created_at, reply_to)
     SELECT m.id, m.conversation_id, 'visitor', m.content, m.created_at, m.reply_to
@@ -56,7 +69,9 @@ WITH incoming AS (
     FROM incoming m JOIN old ON old.id = m.conversation_id JOIN conversation c ON c.id = m.conversation_id
     ORDER BY m.ord
 )
-SELECT id, routing_revision, needs_routing FROM touched
+SELECT touched.id, touched.routing_revision, touched.needs_routing,
+       ai.id AS timer_id, ai.revision AS timer_revision, ai.due_at AS timer_due_at
+FROM touched LEFT JOIN ai ON ai.subject = touched.id
 """
 
 
@@ -107,10 +122,22 @@ class RoutingBridge(Bridge):
                 [m.reply_to for m in messages],
             )
         await asyncio.gather(
-            *(self._enqueue(row["id"], row["routing_revision"]) for row in rows if row["needs_routing"])
+            *(self._enqueue(row["id"], row["routing_revision"]) for row in rows if row["needs_routing"]),
+            *(
+                self._arm(Trigger(row["timer_id"], row["timer_revision"], row["timer_due_at"]))
+                for row in rows
+                if row["timer_id"] is not None
+            ),
         )
         found = {row["id"] for row in rows}
         return [None if m.session_id in found else SessionNotFound() for m in messages]
+
+    async def _arm(self, trigger: Trigger) -> None:
+        try:
+            await enqueue_trigger(self._arq, trigger)
+        except Exception:
+            # The row is committed: the sweep fires it once it is overdue.
+            log.warning("AI timer trigger not enqueued; sweep will", timer_id=trigger.timer_id, exc_info=True)
 
     async def _enqueue(self, conversation_id: str, revision: int) -> None:
         try:

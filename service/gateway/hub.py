@@ -29,6 +29,7 @@ from pydantic import Field
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.ai.services import operator_replied
 from service.batching import Batcher
 from service.gateway.bridge import RoutingBridge
 from service.gateway.storage import PostgresStorage, acting_operator
@@ -220,9 +221,49 @@ class SwitchboardPocketPing(PocketPing):
     ) -> Message:
         """Send through the SDK (persist, widget, bridges), attributed to ``operator_id``."""
         with self._as(operator_id, operator_name, message_id):
-            return await self.send_operator_message(
+            sent = await self.send_operator_message(
                 session_id, content, source_bridge=source_bridge, operator_name=operator_name
             )
+        async with self.engine.begin() as conn:
+            await operator_replied(conn, session_id, operator_id)
+        return sent
+
+    async def send_as_ai(
+        self, session_id: str, content: str, *, message_id: str, takeover_reason: str | None = None
+    ) -> Message:
+        """Send an AI reply (sender ``ai``): stored, pushed to the widget, mirrored to bridges.
+
+        With ``takeover_reason`` the AI is starting to answer this conversation: bridges hear
+        ``on_ai_takeover`` and the widget an ``ai_takeover`` event first, as the SDK does it.
+        """
+        session = await self.storage.get_session(session_id)
+        if session is None:
+            raise ValueError("Session not found")
+        if takeover_reason is not None:
+            await self.announce_takeover(session_id, takeover_reason)
+        message = Message(
+            id=message_id, session_id=session_id, content=content, sender=Sender.AI, timestamp=datetime.now(UTC)
+        )
+        await self.storage.save_message(message)
+        await self._broadcast_to_session(
+            session_id, WebSocketEvent(type="message", data=message.model_dump(by_alias=True))
+        )
+        await self._notify_bridges_operator_message(message, session, "ai", "AI")
+        return message
+
+    async def announce_takeover(self, session_id: str, reason: str) -> None:
+        """Tell the bridges (``on_ai_takeover``) and the widget that the AI now answers this conversation."""
+        session = await self.storage.get_session(session_id)
+        if session is None:
+            return
+        for bridge in self.bridges:
+            try:
+                await bridge.on_ai_takeover(session, reason)
+            except Exception:
+                log.warning("bridge failed on AI takeover", bridge=bridge.name, exc_info=True)
+        await self._broadcast_to_session(
+            session_id, WebSocketEvent(type="ai_takeover", data={"sessionId": session_id, "reason": reason})
+        )
 
     # Protocol handlers that need Switchboard's view ---------------------------------------
 

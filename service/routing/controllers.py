@@ -21,6 +21,7 @@ from service.routing.schemas import (
     RoutingDecisionPublic,
     TransferCreate,
 )
+from service.timers.services import triggers
 
 conversation_t = routing.conversation_t
 
@@ -65,7 +66,9 @@ async def _act(
         await action(conn, await _guard(conn, conversation_id, principal))
         return await _public(conn, conversation_id)
 
-    return await routing.in_transaction(_engine(request), work)
+    # Assignments start first-response timers; their triggers go to Redis once this commits.
+    async with triggers(request.app.state.redis):
+        return await routing.in_transaction(_engine(request), work)
 
 
 class RoutingController(Controller):

@@ -26,6 +26,7 @@ from service.db.models import Conversation, InternalNote, RoutingDecision, Team
 from service.errors import ConflictException
 from service.events import record_event
 from service.routing.policies import Candidate, Decision, Rule, Visit, decide, select_rule
+from service.timers.services import arm_first_response
 
 log = structlog.get_logger(__name__)
 
@@ -329,6 +330,7 @@ async def _assign(
     ).first()
     if row is None:
         return None
+    await arm_first_response(conn, conversation_id, target.team_id)
     await record_event(
         conn,
         "conversation.assigned",

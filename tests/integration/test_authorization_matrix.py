@@ -254,6 +254,15 @@ ROWS: dict[str, Row] = {
     "DELETE /api/v1/teams/{team_id}/webhooks/{webhook_id}": Row(lead_only(204)),
     "POST /api/v1/teams/{team_id}/webhooks/{webhook_id}/test": Row(lead_only(202)),
     "GET /api/v1/teams/{team_id}/webhooks/{webhook_id}/deliveries": Row(lead_only(200)),
+    # presence (each caller's own)
+    "GET /api/v1/me/presence": Row(signed_in(200)),
+    "PUT /api/v1/me/presence": Row(signed_in(200), body={"status": "away"}),
+    "POST /api/v1/me/heartbeat": Row(signed_in(200)),
+    # AI controls; team A has AI off, so handing over is refused with 409
+    "POST /api/v1/conversations/{conversation_id}/ai/pause": Row(member(200)),
+    "POST /api/v1/conversations/{conversation_id}/ai/resume": Row(member(200)),
+    "POST /api/v1/conversations/{conversation_id}/ai/handover": Row(member(409)),
+    "POST /api/v1/conversations/{conversation_id}/ai/takeback": Row(member(200)),
 }
 
 

@@ -101,12 +101,14 @@ async def test_duplicated_and_stale_jobs_act_once(
     http: httpx.AsyncClient, settings: Settings, clean_db: AsyncEngine
 ) -> None:
     session_id = await start_conversation(http, "v-1")
-    ctx = {"engine": clean_db}
+    arq = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
+    ctx = {"engine": clean_db, "redis": arq}
     assert await jobs.route_conversation(ctx, conversation_id=session_id, revision=1, trigger="test") == "queued"
     # The same job again (a retry, a duplicate enqueue) and an older revision both do nothing.
     assert await jobs.route_conversation(ctx, conversation_id=session_id, revision=1, trigger="test") == "stale"
     assert await jobs.route_conversation(ctx, conversation_id=session_id, revision=0, trigger="test") == "stale"
     assert await jobs.route_conversation(ctx, conversation_id="missing", revision=1, trigger="test") == "stale"
+    await arq.aclose()
     assert len(await rows(clean_db, "SELECT id FROM routing_decision")) == 1
 
 

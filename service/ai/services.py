@@ -1,0 +1,229 @@
+"""AI takeover: who may answer a conversation (operator or AI), the operator-replied hook, and the AI reply itself."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from litestar.exceptions import NotFoundException
+from pocketping.ai.base import AIProvider
+from pocketping.models import Message, Sender
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from service.db.models import Conversation, Team
+from service.db.models import Message as MessageRow
+from service.errors import ConflictException
+from service.events import record_event
+from service.timers.services import AI_TAKEOVER, FIRST_RESPONSE, cancel_timer, schedule_timer
+
+if TYPE_CHECKING:
+    from service.gateway.hub import SwitchboardPocketPing
+
+conversation_t = Conversation.__table__  # type: ignore[attr-defined]
+team_t = Team.__table__  # type: ignore[attr-defined]
+message_t = MessageRow.__table__  # type: ignore[attr-defined]
+
+ACTIONS = ("pause", "resume", "handover", "takeback")
+
+
+@dataclass(frozen=True)
+class AiState:
+    conversation_id: str
+    ai_active: bool
+    ai_paused: bool
+
+
+async def operator_replied(conn: AsyncConnection, conversation_id: str, operator_id: uuid.UUID | None) -> None:
+    """Every operator message passes here: first response noted, first-response and AI timers cancelled, AI off."""
+    row = (
+        await conn.execute(
+            sa.select(conversation_t.c.team_id, conversation_t.c.ai_active)
+            .where(conversation_t.c.id == conversation_id)
+            .with_for_update()
+        )
+    ).first()
+    if row is None:
+        return
+    await conn.execute(
+        sa.update(conversation_t)
+        .where(conversation_t.c.id == conversation_id)
+        .values(first_response_at=sa.func.coalesce(conversation_t.c.first_response_at, sa.func.now()), ai_active=False)
+    )
+    await cancel_timer(conn, FIRST_RESPONSE, conversation_id)
+    await cancel_timer(conn, AI_TAKEOVER, conversation_id)
+    if row.ai_active:
+        await _state_event(conn, row.team_id, conversation_id, False, None, "operator_replied", operator_id)
+
+
+async def _state_event(
+    conn: AsyncConnection,
+    team_id: uuid.UUID | None,
+    conversation_id: str,
+    active: bool,
+    paused: bool | None,
+    reason: str,
+    actor_id: uuid.UUID | None,
+) -> None:
+    data: dict[str, Any] = {"conversationId": conversation_id, "aiActive": active, "reason": reason}
+    if paused is not None:
+        data["aiPaused"] = paused
+    data["actorId"] = str(actor_id) if actor_id else None
+    await record_event(conn, "ai.state_changed", team_id=team_id, conversation_id=conversation_id, data=data)
+
+
+async def control(conn: AsyncConnection, conversation_id: str, action: str, *, actor_id: uuid.UUID) -> AiState:
+    """An operator's AI control: ``pause``, ``resume``, ``handover`` (AI answers now) or ``takeback``."""
+    row = (
+        await conn.execute(
+            sa.select(
+                conversation_t.c.team_id,
+                conversation_t.c.status,
+                conversation_t.c.ai_active,
+                conversation_t.c.ai_paused,
+                team_t.c.ai_enabled,
+            )
+            .select_from(conversation_t.outerjoin(team_t, team_t.c.id == conversation_t.c.team_id))
+            .where(conversation_t.c.id == conversation_id)
+            .with_for_update(of=conversation_t)
+        )
+    ).first()
+    if row is None:
+        raise NotFoundException("Conversation not found")
+    active, paused = row.ai_active, row.ai_paused
+    if action == "pause":
+        active, paused = False, True
+        await cancel_timer(conn, AI_TAKEOVER, conversation_id)
+    elif action == "resume":
+        paused = False
+    elif action == "takeback":
+        active = False
+        await cancel_timer(conn, AI_TAKEOVER, conversation_id)
+    else:
+        if row.status == "closed":
+            raise ConflictException("The conversation is closed")
+        if not row.ai_enabled:
+            raise ConflictException("AI is not enabled for this conversation's team")
+        active, paused = True, False
+        # Due now: the AI answers the visitor's waiting message at once, and each later one.
+        await schedule_timer(conn, AI_TAKEOVER, conversation_id, datetime.now(UTC))
+        await record_event(
+            conn,
+            "ai.takeover",
+            team_id=row.team_id,
+            conversation_id=conversation_id,
+            data={"conversationId": conversation_id, "reason": "handover", "actorId": str(actor_id)},
+        )
+    await conn.execute(
+        sa.update(conversation_t)
+        .where(conversation_t.c.id == conversation_id)
+        .values(ai_active=active, ai_paused=paused)
+    )
+    if (active, paused) != (row.ai_active, row.ai_paused):
+        await _state_event(conn, row.team_id, conversation_id, active, paused, action, actor_id)
+    return AiState(conversation_id, active, paused)
+
+
+async def arm_after_routing(conn: AsyncConnection, conversation_id: str) -> None:
+    """Once a new conversation has its team, start the AI timer for its unanswered visitor message (if AI applies)."""
+    row = (
+        await conn.execute(
+            sa.select(conversation_t.c.last_visitor_message_at, team_t.c.ai_takeover_delay_seconds)
+            .select_from(conversation_t.join(team_t, team_t.c.id == conversation_t.c.team_id))
+            .where(
+                conversation_t.c.id == conversation_id,
+                team_t.c.ai_enabled,
+                sa.not_(conversation_t.c.ai_paused),
+                conversation_t.c.first_response_at.is_(None),
+                conversation_t.c.last_visitor_message_at.is_not(None),
+            )
+        )
+    ).first()
+    if row is not None:
+        due = row.last_visitor_message_at + timedelta(seconds=row.ai_takeover_delay_seconds)
+        await schedule_timer(conn, AI_TAKEOVER, conversation_id, due)
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """An AI reply owed after the firing transaction commits; ``announce`` when AI mode starts with it."""
+
+    conversation_id: str
+    announce: bool
+
+
+async def take_over(conn: AsyncConnection, conversation_id: str) -> Takeover | None:
+    """In the firing transaction: AI mode on, if AI still applies and the visitor's last message waits for an answer."""
+    row = (
+        await conn.execute(
+            sa.text(
+                """
+                SELECT c.team_id, c.ai_active, c.ai_paused, c.status, t.ai_enabled,
+                       (SELECT m.sender FROM message m WHERE m.conversation_id = c.id AND m.deleted_at IS NULL
+                        ORDER BY m.seq DESC LIMIT 1) AS last_sender
+                FROM conversation c LEFT JOIN team t ON t.id = c.team_id
+                WHERE c.id = :id FOR UPDATE OF c
+                """
+            ),
+            {"id": conversation_id},
+        )
+    ).first()
+    if row is None or row.status == "closed" or not row.ai_enabled or row.ai_paused or row.last_sender != "visitor":
+        return None
+    if not row.ai_active:
+        await conn.execute(
+            sa.update(conversation_t).where(conversation_t.c.id == conversation_id).values(ai_active=True)
+        )
+        await record_event(
+            conn,
+            "ai.takeover",
+            team_id=row.team_id,
+            conversation_id=conversation_id,
+            data={"conversationId": conversation_id, "reason": "timeout"},
+        )
+    return Takeover(conversation_id, announce=not row.ai_active)
+
+
+async def ai_context(engine: AsyncEngine, conversation_id: str, limit: int) -> tuple[str | None, list[Message]]:
+    """The team's system prompt and the latest ``limit`` messages, oldest first."""
+    async with engine.connect() as conn:
+        prompt = await conn.scalar(
+            sa.select(team_t.c.ai_system_prompt)
+            .select_from(conversation_t.join(team_t, team_t.c.id == conversation_t.c.team_id))
+            .where(conversation_t.c.id == conversation_id)
+        )
+        rows = (
+            await conn.execute(
+                sa.select(message_t.c.id, message_t.c.sender, message_t.c.content, message_t.c.created_at)
+                .where(message_t.c.conversation_id == conversation_id, message_t.c.deleted_at.is_(None))
+                .order_by(message_t.c.seq.desc())
+                .limit(limit)
+            )
+        ).all()
+    messages = [
+        Message(id=r.id, session_id=conversation_id, content=r.content, sender=Sender(r.sender), timestamp=r.created_at)
+        for r in reversed(rows)
+    ]
+    return prompt, messages
+
+
+async def respond(
+    pocketping: SwitchboardPocketPing,
+    provider: AIProvider,
+    takeover: Takeover,
+    *,
+    message_id: str,
+    context_messages: int,
+) -> Message:
+    """Write the AI's reply with the team prompt and recent messages, and deliver it to the visitor as sender ``ai``."""
+    prompt, messages = await ai_context(pocketping.engine, takeover.conversation_id, context_messages)
+    content = await provider.generate_response(messages, prompt)
+    # Storage records the message.created event with the message itself.
+    return await pocketping.send_as_ai(
+        takeover.conversation_id,
+        content,
+        message_id=message_id,
+        takeover_reason="timeout" if takeover.announce else None,
+    )

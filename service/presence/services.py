@@ -1,0 +1,160 @@
+"""Operator presence: online, away or offline, set explicitly or by heartbeat expiry, and what follows from it.
+
+``away`` takes no new work (routing only picks ``online`` members) but keeps its conversations.
+Going offline starts the operator's ``offline_grace`` timer; when it fires, each team's offline
+policy applies to the operator's conversations in that team (see ``service/timers/actions.py``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from litestar.exceptions import NotFoundException
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.db.models import Operator, Team, TeamMember
+from service.events import record_event
+from service.timers.services import OFFLINE_GRACE, cancel_timer, schedule_timer
+
+operator_t = Operator.__table__  # type: ignore[attr-defined]
+team_t = Team.__table__  # type: ignore[attr-defined]
+member_t = TeamMember.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class PresenceChange:
+    """The operator's presence after the call; ``drain_teams`` need a queue drain once the change commits."""
+
+    status: str
+    previous: str
+    status_changed_at: datetime | None
+    last_heartbeat_at: datetime | None
+    drain_teams: list[uuid.UUID] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return self.status != self.previous
+
+
+_SET_STATUS = sa.text(
+    """
+    WITH old AS (SELECT id, status FROM operator WHERE id = :id AND deactivated_at IS NULL FOR UPDATE)
+    UPDATE operator o SET
+        status = CAST(:status AS text),
+        status_changed_at = CASE WHEN old.status <> CAST(:status AS text) THEN clock_timestamp()
+                                 ELSE o.status_changed_at END,
+        -- A client that heartbeats has its clock restarted by an explicit change.
+        last_heartbeat_at = CASE WHEN o.last_heartbeat_at IS NOT NULL THEN clock_timestamp() END
+    FROM old WHERE o.id = old.id
+    RETURNING old.status AS previous, o.status, o.status_changed_at, o.last_heartbeat_at
+    """
+)
+
+
+_NEXT_GRACE = sa.text(
+    """
+    SELECT min(t.offline_grace_seconds) FROM team_member m JOIN team t ON t.id = m.team_id
+    WHERE m.operator_id = :operator_id AND t.offline_policy <> 'keep'
+      AND CAST(:since AS timestamptz) + make_interval(secs => t.offline_grace_seconds) > now()
+    """
+)
+
+
+async def _teams_of(conn: AsyncConnection, operator_id: uuid.UUID) -> list[uuid.UUID]:
+    result = await conn.execute(
+        sa.select(member_t.c.team_id).where(member_t.c.operator_id == operator_id).order_by(member_t.c.team_id)
+    )
+    return list(result.scalars())
+
+
+async def set_presence(conn: AsyncConnection, operator_id: uuid.UUID, status: str, *, reason: str) -> PresenceChange:
+    """Set the operator's status in the caller's transaction, with its event, grace timer and drains."""
+    row = (await conn.execute(_SET_STATUS, {"id": operator_id, "status": status})).first()
+    if row is None:
+        raise NotFoundException("Operator not found")
+    change = PresenceChange(row.status, row.previous, row.status_changed_at, row.last_heartbeat_at)
+    if not change.changed:
+        return change
+    teams = await _teams_of(conn, operator_id)
+    for team_id in teams:
+        await record_event(
+            conn,
+            "presence.changed",
+            team_id=team_id,
+            operator_ids=[operator_id],
+            data={"operatorId": str(operator_id), "status": status, "previous": change.previous, "reason": reason},
+        )
+    if status == "offline":
+        await schedule_grace(conn, operator_id, row.status_changed_at)
+    elif change.previous == "offline":
+        await cancel_timer(conn, OFFLINE_GRACE, str(operator_id))
+    if status == "online":
+        return PresenceChange(**{**change.__dict__, "drain_teams": teams})
+    return change
+
+
+async def schedule_grace(conn: AsyncConnection, operator_id: uuid.UUID, offline_since: datetime | None) -> bool:
+    """Schedule the operator's grace timer for the next team whose grace ends and whose policy is not ``keep``.
+
+    Teams' grace periods differ, so one timer per operator walks through them: each firing applies
+    the teams whose grace has ended and schedules the next. False when no team is left.
+    """
+    if offline_since is None:
+        return False
+    soonest = await conn.scalar(_NEXT_GRACE, {"operator_id": operator_id, "since": offline_since})
+    if soonest is None:
+        return False
+    await schedule_timer(conn, OFFLINE_GRACE, str(operator_id), offline_since + timedelta(seconds=soonest))
+    return True
+
+
+async def heartbeat(conn: AsyncConnection, operator_id: uuid.UUID) -> PresenceChange:
+    """Record that the operator's client is alive; the status itself changes only explicitly or by expiry."""
+    row = (
+        await conn.execute(
+            sa.update(operator_t)
+            .where(operator_t.c.id == operator_id, operator_t.c.deactivated_at.is_(None))
+            .values(last_heartbeat_at=sa.func.clock_timestamp())
+            .returning(operator_t.c.status, operator_t.c.status_changed_at, operator_t.c.last_heartbeat_at)
+        )
+    ).first()
+    if row is None:
+        raise NotFoundException("Operator not found")
+    return PresenceChange(row.status, row.status, row.status_changed_at, row.last_heartbeat_at)
+
+
+async def expire_heartbeats(conn: AsyncConnection, timeout_seconds: float) -> list[uuid.UUID]:
+    """Set offline every online or away operator whose client heartbeats but fell silent; returns who."""
+    silent = (
+        await conn.execute(
+            sa.select(operator_t.c.id)
+            .where(
+                operator_t.c.status != "offline",
+                operator_t.c.last_heartbeat_at
+                < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, timeout_seconds),
+            )
+            .order_by(operator_t.c.id)
+            .with_for_update(skip_locked=True)
+        )
+    ).scalars()
+    expired = list(silent)
+    for operator_id in expired:
+        await set_presence(conn, operator_id, "offline", reason="heartbeat_expired")
+    return expired
+
+
+async def current(conn: AsyncConnection, operator_id: uuid.UUID) -> PresenceChange:
+    """The operator's presence as it is."""
+    row = (
+        await conn.execute(
+            sa.select(operator_t.c.status, operator_t.c.status_changed_at, operator_t.c.last_heartbeat_at).where(
+                operator_t.c.id == operator_id
+            )
+        )
+    ).first()
+    if row is None:
+        raise NotFoundException("Operator not found")
+    return PresenceChange(row.status, row.status, row.status_changed_at, row.last_heartbeat_at)

@@ -1,0 +1,101 @@
+"""What each kind of timer does when it fires, in the transaction that marks it fired."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.ai.services import Takeover, take_over
+from service.presence.services import schedule_grace
+from service.routing import services as routing
+from service.timers.services import AI_TAKEOVER, FIRST_RESPONSE, OFFLINE_GRACE, claim_fire, timer_t
+
+log = structlog.get_logger(__name__)
+
+FIRST_RESPONSE_REASON = "first_response_timeout"
+OFFLINE_REASON = "operator_offline"
+
+_OFFLINE_TEAMS = sa.text(
+    """
+    SELECT t.id, t.offline_policy FROM team_member m JOIN team t ON t.id = m.team_id
+    WHERE m.operator_id = :operator_id AND t.offline_policy <> 'keep'
+      AND coalesce(CAST(:since AS timestamptz), '-infinity') + make_interval(secs => t.offline_grace_seconds) <= now()
+    ORDER BY t.id
+    """
+)
+
+
+async def fire(conn: AsyncConnection, timer_id: int, revision: int) -> tuple[str, Takeover | None]:
+    """Fire this revision once: ``(outcome, AI reply owed)``; outcome ``stale`` when it is no longer pending.
+
+    The subject (conversation) is locked before the timer row, the order the operator-reply hook
+    uses too, so a reply and a firing serialize: whichever comes second sees the other's work.
+    """
+    row = (
+        await conn.execute(
+            sa.select(timer_t.c.kind, timer_t.c.subject).where(
+                timer_t.c.id == timer_id, timer_t.c.revision == revision, timer_t.c.state == "pending"
+            )
+        )
+    ).first()
+    if row is None:
+        return "stale", None
+    if row.kind in (FIRST_RESPONSE, AI_TAKEOVER):
+        await conn.execute(sa.text("SELECT 1 FROM conversation WHERE id = :id FOR UPDATE"), {"id": row.subject})
+    if await claim_fire(conn, timer_id, revision) is None:
+        return "stale", None
+    if row.kind == FIRST_RESPONSE:
+        return await _first_response(conn, row.subject), None
+    if row.kind == OFFLINE_GRACE:
+        return await _offline_grace(conn, uuid.UUID(row.subject)), None
+    takeover = await take_over(conn, row.subject)
+    return ("ai_takeover" if takeover else "ai_not_needed"), takeover
+
+
+async def _first_response(conn: AsyncConnection, conversation_id: str) -> str:
+    """The assignee never replied: the next eligible operator (never the same one) gets it, else the queue."""
+    conv = (
+        await conn.execute(
+            sa.text("SELECT status, assignee_id, first_response_at FROM conversation WHERE id = :id"),
+            {"id": conversation_id},
+        )
+    ).first()
+    if conv is None or conv.status != "assigned" or conv.first_response_at is not None:
+        return "answered"
+    outcome = await routing.reassign(
+        conn, conversation_id, reason=FIRST_RESPONSE_REASON, exclude_operator_id=conv.assignee_id
+    )
+    return f"first_response_{outcome.outcome}"
+
+
+async def _offline_grace(conn: AsyncConnection, operator_id: uuid.UUID) -> str:
+    """The operator stayed offline through a team's grace: that team's policy applies to their conversations there."""
+    op = (
+        await conn.execute(
+            sa.text("SELECT status, status_changed_at FROM operator WHERE id = :id"), {"id": operator_id}
+        )
+    ).first()
+    if op is None or op.status != "offline":
+        return "back_online"
+    moved = 0
+    for team in (await conn.execute(_OFFLINE_TEAMS, {"operator_id": operator_id, "since": op.status_changed_at})).all():
+        held = await conn.execute(
+            sa.text(
+                "SELECT id FROM conversation WHERE assignee_id = :op AND team_id = :team AND status = 'assigned' "
+                "ORDER BY id"
+            ),
+            {"op": operator_id, "team": team.id},
+        )
+        for (conversation_id,) in held.all():
+            if team.offline_policy == "requeue":
+                await routing.requeue(conn, conversation_id, reason=OFFLINE_REASON)
+            else:
+                await routing.reassign(conn, conversation_id, reason=OFFLINE_REASON, exclude_operator_id=operator_id)
+            moved += 1
+    # Teams with a longer grace come later, on the same timer's next revision.
+    await schedule_grace(conn, operator_id, op.status_changed_at)
+    log.info("offline policy applied", operator_id=str(operator_id), conversations=moved)
+    return "offline_applied"

@@ -1,0 +1,157 @@
+"""Durable timers: a PostgreSQL row per deadline (kind, subject) with a revision; arq jobs are only triggers.
+
+Scheduling upserts the row and bumps its revision, so every earlier trigger becomes stale. A
+trigger's job id is ``timer:<id>:<revision>`` and the job fires the row only if that revision
+is still pending, in the same transaction as the action: a duplicated, retried or stale job
+finds nothing to do. Triggers are enqueued after the scheduling transaction commits (inside
+``triggers(arq)``); the sweep enqueues every pending timer due before its next run, so a lost
+trigger (Redis flushed, enqueue failed, scheduled where no Redis was at hand) only delays it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+import structlog
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.db.models import Timer
+
+log = structlog.get_logger(__name__)
+
+timer_t = Timer.__table__  # type: ignore[attr-defined]
+
+FIRST_RESPONSE = "first_response"
+OFFLINE_GRACE = "offline_grace"
+AI_TAKEOVER = "ai_takeover"
+FIRE_JOB = "fire_timer"
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What a worker needs to fire one revision of a timer."""
+
+    timer_id: int
+    revision: int
+    due_at: datetime
+
+
+# Timers scheduled in the current task since ``triggers`` opened; enqueued when it closes.
+_scheduled: contextvars.ContextVar[list[Trigger] | None] = contextvars.ContextVar("scheduled_timers", default=None)
+
+# Rescheduling (or re-arming a fired or cancelled timer) bumps the revision: older triggers go stale.
+_ON_CONFLICT = """
+    ON CONFLICT (kind, subject) DO UPDATE SET
+        due_at = EXCLUDED.due_at, revision = timer.revision + 1, state = 'pending', fired_at = NULL, updated_at = now()
+    RETURNING id, revision, due_at
+"""
+UPSERT_TIMER = "INSERT INTO timer (kind, subject, due_at) VALUES (:kind, :subject, :due_at)" + _ON_CONFLICT
+
+
+def timer_job_id(timer_id: int, revision: int) -> str:
+    """Versioned job id: one trigger per timer revision, however often it is enqueued."""
+    return f"timer:{timer_id}:{revision}"
+
+
+def remember(trigger: Trigger) -> None:
+    """Queue a trigger for enqueueing when the enclosing ``triggers`` block ends (dropped outside one)."""
+    pending = _scheduled.get()
+    if pending is not None:
+        pending.append(trigger)
+
+
+async def schedule_timer(conn: AsyncConnection, kind: str, subject: str, due_at: datetime) -> int:
+    """Create or move the (kind, subject) timer to ``due_at`` in the caller's transaction; returns its new revision."""
+    row = (await conn.execute(sa.text(UPSERT_TIMER), {"kind": kind, "subject": subject, "due_at": due_at})).one()
+    remember(Trigger(row.id, row.revision, row.due_at))
+    return int(row.revision)
+
+
+async def cancel_timer(conn: AsyncConnection, kind: str, subject: str) -> bool:
+    """Cancel the pending (kind, subject) timer, if any; its triggers become stale. True if one was pending."""
+    result = await conn.execute(
+        sa.update(timer_t)
+        .where(timer_t.c.kind == kind, timer_t.c.subject == subject, timer_t.c.state == "pending")
+        .values(state="cancelled", revision=timer_t.c.revision + 1, updated_at=sa.func.now())
+    )
+    return bool(result.rowcount)
+
+
+async def enqueue_trigger(arq: ArqRedis, trigger: Trigger) -> None:
+    """Ask a worker to fire this revision at its due time (arq ignores a second copy while the first waits)."""
+    await arq.enqueue_job(
+        FIRE_JOB,
+        timer_id=trigger.timer_id,
+        revision=trigger.revision,
+        _job_id=timer_job_id(trigger.timer_id, trigger.revision),
+        _defer_until=trigger.due_at,
+    )
+
+
+@contextlib.asynccontextmanager
+async def triggers(arq: ArqRedis) -> AsyncIterator[None]:
+    """Enqueue the triggers of timers scheduled inside the block once it ends without error (after the commit)."""
+    pending: list[Trigger] = []
+    token = _scheduled.set(pending)
+    try:
+        yield
+    finally:
+        _scheduled.reset(token)
+    for trigger in pending:
+        try:
+            await enqueue_trigger(arq, trigger)
+        except Exception:
+            log.warning("timer trigger not enqueued; the sweep will", timer_id=trigger.timer_id, exc_info=True)
+
+
+async def claim_fire(conn: AsyncConnection, timer_id: int, revision: int) -> tuple[str, str] | None:
+    """Mark this revision fired if it is still the pending one; returns (kind, subject), or None when stale."""
+    row = (
+        await conn.execute(
+            sa.update(timer_t)
+            .where(timer_t.c.id == timer_id, timer_t.c.revision == revision, timer_t.c.state == "pending")
+            .values(state="fired", fired_at=sa.func.clock_timestamp(), updated_at=sa.func.now())
+            .returning(timer_t.c.kind, timer_t.c.subject)
+        )
+    ).first()
+    return (row.kind, row.subject) if row is not None else None
+
+
+async def due_before(conn: AsyncConnection, horizon_seconds: float, limit: int = 20_000) -> list[Trigger]:
+    """Pending timers due within ``horizon_seconds`` (overdue ones included), soonest first."""
+    result = await conn.execute(
+        sa.select(timer_t.c.id, timer_t.c.revision, timer_t.c.due_at)
+        .where(
+            timer_t.c.state == "pending",
+            timer_t.c.due_at <= sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, horizon_seconds),
+        )
+        .order_by(timer_t.c.due_at)
+        .limit(limit)
+    )
+    return [Trigger(r.id, r.revision, r.due_at) for r in result]
+
+
+_ARM_FIRST_RESPONSE = sa.text(
+    """
+    INSERT INTO timer (kind, subject, due_at)
+    SELECT 'first_response', c.id, now() + make_interval(secs => t.first_response_timeout_seconds)
+    FROM conversation c JOIN team t ON t.id = :team_id
+    WHERE c.id = :conversation_id AND c.first_response_at IS NULL AND t.first_response_timeout_seconds IS NOT NULL
+    """
+    + _ON_CONFLICT
+)
+
+
+async def arm_first_response(conn: AsyncConnection, conversation_id: str, team_id: object) -> None:
+    """On assignment: the assignee's first-response clock starts if the team has a timeout and nobody replied yet."""
+    row = (await conn.execute(_ARM_FIRST_RESPONSE, {"conversation_id": conversation_id, "team_id": team_id})).first()
+    if row is None:
+        await cancel_timer(conn, FIRST_RESPONSE, conversation_id)
+    else:
+        remember(Trigger(row.id, row.revision, row.due_at))
