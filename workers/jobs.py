@@ -72,8 +72,7 @@ async def fire_timer(ctx: dict[str, Any], *, timer_id: int, revision: int) -> st
 
 
 async def deliver_outbox(ctx: dict[str, Any], *, outbox_id: int) -> str:
-    """Deliver one outbox row once; a duplicate or retried job finds it delivered or locked and stops."""
-    retry_in: float | None = None
+    """Deliver one outbox row once; a duplicate or retried job finds it delivered, locked or leased and stops."""
     async with ctx["engine"].begin() as conn:
         row = (
             await conn.execute(
@@ -89,48 +88,67 @@ async def deliver_outbox(ctx: dict[str, Any], *, outbox_id: int) -> str:
         ).first()
         if row is None:
             return "skipped"
-        status_code = None
+        if row.kind != webhooks.WEBHOOK:
+            return await _deliver_widget_message(ctx, conn, outbox_id, row)
+        target: webhooks.Target | None = None
+        error: Exception | None = None
         try:
-            if row.kind == WIDGET_MESSAGE:
-                await _send_widget_message(ctx, row.payload)
-            elif row.kind == webhooks.WEBHOOK:
-                status_code = await webhooks.deliver(ctx["http"], ctx["settings"], conn, outbox_id, row.payload)
-            else:
-                raise ValueError(f"unknown outbox kind {row.kind!r}")
-        except Exception as exc:
-            if row.kind == webhooks.WEBHOOK:
-                retry_in = webhooks.retry_delay(ctx["settings"], row.attempts + 1)
-            else:
-                # Exponential backoff, capped at about four minutes; the sweep re-enqueues it.
-                retry_in = float(2 ** min(row.attempts, 8))
-            await conn.execute(
-                sa.update(outbox_t)
-                .where(outbox_t.c.id == outbox_id)
-                .values(
-                    attempts=outbox_t.c.attempts + 1,
-                    last_error=str(exc)[:500] if isinstance(exc, webhooks.DeliveryFailed) else repr(exc)[:500],
-                    status_code=getattr(exc, "status_code", None),
-                    available_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, retry_in),
-                )
-            )
-            log.warning("outbox delivery failed", outbox_id=outbox_id, kind=row.kind, error=str(exc)[:200])
-        else:
-            await conn.execute(
-                sa.update(outbox_t)
-                .where(outbox_t.c.id == outbox_id)
-                .values(delivered_at=sa.func.now(), attempts=outbox_t.c.attempts + 1, status_code=status_code)
-            )
-    if retry_in is None:
-        return "delivered"
-    if row.kind == webhooks.WEBHOOK:
-        # After the commit, so the retry finds the row unlocked; if this is lost, the sweep retries.
-        await ctx["redis"].enqueue_job(
-            "deliver_outbox",
-            outbox_id=outbox_id,
-            _job_id=f"outbox:{outbox_id}:{row.attempts + 1}",
-            _defer_by=retry_in,
-        )
+            target = await webhooks.lease(conn, ctx["settings"], outbox_id)
+        except webhooks.DeliveryFailed as exc:
+            error = exc
+    # Outside any transaction: a slow receiver holds no database connection.
+    status_code = None
+    if target is not None:
+        try:
+            status_code = await webhooks.send(ctx["http"], ctx["settings"], outbox_id, row.payload, target)
+        except webhooks.DeliveryFailed as exc:
+            error = exc
+    retry_in = webhooks.retry_delay(ctx["settings"], row.attempts + 1)
+    async with ctx["engine"].begin() as conn:
+        if error is None:
+            await _mark_delivered(conn, outbox_id, status_code)
+            return "delivered"
+        await _mark_failed(conn, outbox_id, error, retry_in)
+    # After the commit, so the retry finds the row updated; if this is lost, the sweep retries.
+    await ctx["redis"].enqueue_job(
+        "deliver_outbox", outbox_id=outbox_id, _job_id=f"outbox:{outbox_id}:{row.attempts + 1}", _defer_by=retry_in
+    )
     return "failed"
+
+
+async def _deliver_widget_message(ctx: dict[str, Any], conn: Any, outbox_id: int, row: Any) -> str:
+    try:
+        if row.kind != WIDGET_MESSAGE:
+            raise ValueError(f"unknown outbox kind {row.kind!r}")
+        await _send_widget_message(ctx, row.payload)
+    except Exception as exc:
+        # Exponential backoff, capped at about four minutes; the sweep re-enqueues it.
+        await _mark_failed(conn, outbox_id, exc, float(2 ** min(row.attempts, 8)))
+        return "failed"
+    await _mark_delivered(conn, outbox_id, None)
+    return "delivered"
+
+
+async def _mark_delivered(conn: Any, outbox_id: int, status_code: int | None) -> None:
+    await conn.execute(
+        sa.update(outbox_t)
+        .where(outbox_t.c.id == outbox_id)
+        .values(delivered_at=sa.func.now(), attempts=outbox_t.c.attempts + 1, status_code=status_code)
+    )
+
+
+async def _mark_failed(conn: Any, outbox_id: int, exc: Exception, retry_in: float) -> None:
+    await conn.execute(
+        sa.update(outbox_t)
+        .where(outbox_t.c.id == outbox_id)
+        .values(
+            attempts=outbox_t.c.attempts + 1,
+            last_error=str(exc)[:500] if isinstance(exc, webhooks.DeliveryFailed) else repr(exc)[:500],
+            status_code=getattr(exc, "status_code", None),
+            available_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, retry_in),
+        )
+    )
+    log.warning("outbox delivery failed", outbox_id=outbox_id, error=str(exc)[:200])
 
 
 async def _send_widget_message(ctx: dict[str, Any], payload: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ import hmac
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, get_args
 
 import httpx2
@@ -26,6 +27,8 @@ SECRET_PURPOSE = "webhook-signing"  # the key-derivation label for endpoint secr
 TEST_EVENT = "webhook.test"
 # The domain events a receiver outside Switchboard can subscribe to (notes and presence stay inside).
 WEBHOOK_EVENT_KINDS = get_args(WebhookEventKind)
+# A delivery being sent is leased for the send's timeout plus this.
+LEASE_MARGIN_SECONDS = 30.0
 # Retries wait base * 2**attempts, at most 2**MAX_BACKOFF_EXPONENT times the base.
 MAX_BACKOFF_EXPONENT = 10
 
@@ -94,10 +97,17 @@ class DeliveryFailed(Exception):
         self.status_code = status_code
 
 
-async def deliver(
-    client: httpx2.AsyncClient, settings: Settings, conn: AsyncConnection, outbox_id: int, payload: dict[str, Any]
-) -> int:
-    """POST one delivery to its endpoint; returns the 2xx status, raises ``DeliveryFailed`` otherwise."""
+@dataclass(frozen=True)
+class Target:
+    """Where one delivery goes, read in the delivering transaction."""
+
+    url: str
+    secret: str
+
+
+async def lease(conn: AsyncConnection, settings: Settings, outbox_id: int) -> Target:
+    """The delivery's endpoint; the row is leased past the send's timeout, so that while it is sent outside
+    the transaction a duplicate job skips it, and after a crash the sweep sends it again."""
     endpoint = (
         await conn.execute(
             sa.select(endpoint_t.c.url, endpoint_t.c.secret_encrypted, endpoint_t.c.enabled)
@@ -107,19 +117,30 @@ async def deliver(
     ).one()
     if not endpoint.enabled:
         raise DeliveryFailed("endpoint disabled; delivery waits until it is enabled again")
+    lease_seconds = settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
+    await conn.execute(
+        sa.update(outbox_t)
+        .where(outbox_t.c.id == outbox_id)
+        .values(available_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds))
+    )
+    return Target(endpoint.url, decrypt_secret(settings.secret_key, SECRET_PURPOSE, endpoint.secret_encrypted))
+
+
+async def send(
+    client: httpx2.AsyncClient, settings: Settings, outbox_id: int, payload: dict[str, Any], target: Target
+) -> int:
+    """POST one delivery, signed; returns the 2xx status, raises ``DeliveryFailed`` otherwise."""
     body = json.dumps(payload["event"], separators=(",", ":"), ensure_ascii=False).encode()
-    secret = decrypt_secret(settings.secret_key, SECRET_PURPOSE, endpoint.secret_encrypted)
-    timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "Switchboard-Webhooks/1",
         "Switchboard-Event": payload["event"]["type"],
         "Switchboard-Delivery": str(outbox_id),
-        "Switchboard-Signature": sign(secret, timestamp, body),
+        "Switchboard-Signature": sign(target.secret, int(time.time()), body),
     }
     try:
         response = await client.post(
-            endpoint.url, content=body, headers=headers, timeout=settings.webhook_timeout_seconds
+            target.url, content=body, headers=headers, timeout=settings.webhook_timeout_seconds
         )
     except httpx2.HTTPError as exc:
         raise DeliveryFailed(f"{type(exc).__name__}: {exc}"[:500]) from exc

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import sqlalchemy as sa
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,6 +22,7 @@ from service.settings import Settings
 from tests.conftest import RunningApi
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 from tests.integration.test_worker import run_burst
+from workers import jobs
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
 
@@ -213,3 +215,24 @@ async def test_the_test_delivery_reaches_the_receiver_signed(
         200,
     )
     assert documented_verifier()(created["secret"], headers["switchboard-signature"], body) is True
+
+
+async def test_a_duplicate_job_while_the_receiver_is_answering_sends_nothing(
+    api: RunningApi, http: httpx.AsyncClient, settings: Settings, clean_db: AsyncEngine
+) -> None:
+    team, lead = await lead_of_new_team(clean_db)
+    duplicate_results: list[str] = []
+
+    class SlowReceiver(Receiver):
+        async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+            # The first send is in flight (outside any transaction): a second job must leave the row alone.
+            duplicate_results.append(await jobs.deliver_outbox(ctx, outbox_id=outbox_id))
+            await super().__call__(scope, receive, send)
+
+    receiver = SlowReceiver()
+    async with serve(receiver) as url, httpx2.AsyncClient() as client:
+        created = (await http.post(f"/api/v1/teams/{team}/webhooks", json={"url": url}, headers=lead)).json()
+        outbox_id = (await http.post(f"/api/v1/teams/{team}/webhooks/{created['id']}/test", headers=lead)).json()["id"]
+        ctx = {"engine": clean_db, "settings": settings, "http": client, "redis": api.app.state.redis}
+        assert await jobs.deliver_outbox(ctx, outbox_id=outbox_id) == "delivered"
+    assert (duplicate_results, len(receiver.requests)) == (["skipped"], 1)
