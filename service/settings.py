@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     # Operator event stream: api instances read new events when Redis says there are some, and
     # at least this often anyway (a lost notification costs this much latency, never an event).
     events_poll_seconds: float = Field(2.0, gt=0)
+    # A stream ends after this long; the client reconnects with Last-Event-ID and is authenticated
+    # again, so a revoked credential or a changed team membership takes effect within this time.
+    events_stream_max_seconds: float = Field(900.0, gt=0)
     # How often the worker's relay reads the event table for webhooks and notifications.
     event_relay_poll_seconds: float = Field(0.1, gt=0)
     # A missing event id (a transaction still running, or rolled back) is waited for this long at

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -48,6 +49,18 @@ class SseStream:
             elif not line.startswith(":"):
                 name, _, value = line.partition(": ")
                 fields[name] = value
+
+    async def until_closed(self) -> list[SseEvent]:
+        """The events left until the server ends the stream; fails if it has not within ten seconds."""
+        events: list[SseEvent] = []
+
+        async def drain() -> None:
+            with contextlib.suppress(StopAsyncIteration):
+                while True:
+                    events.append(await self._next())
+
+        await asyncio.wait_for(drain(), 10)
+        return events
 
     async def take(self, count: int) -> list[SseEvent]:
         return [await self.next() for _ in range(count)]

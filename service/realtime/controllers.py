@@ -46,7 +46,7 @@ async def _backlog(engine: AsyncEngine, principal: Principal, after: int, upto: 
 
 
 async def _stream(
-    engine: AsyncEngine, hub: EventHub, principal: Principal, after: int | None
+    engine: AsyncEngine, hub: EventHub, principal: Principal, after: int | None, max_seconds: float
 ) -> AsyncIterator[ServerSentEventMessage]:
     # Join first, then read what was missed up to the join point: nothing falls between the two.
     listener = await hub.listen(principal)
@@ -58,16 +58,21 @@ async def _stream(
                 yield _message(event)
         elif after is not None:
             last = after  # resumed from an instance that had read further than this one
-        while not (listener.overflowed and listener.queue.empty()):
+        loop = asyncio.get_running_loop()
+        ends_at = loop.time() + max_seconds
+        while not (listener.overflowed and listener.queue.empty()) and loop.time() < ends_at:
             try:
-                event = await asyncio.wait_for(listener.queue.get(), KEEPALIVE_SECONDS)
+                event = await asyncio.wait_for(
+                    listener.queue.get(), min(KEEPALIVE_SECONDS, max(ends_at - loop.time(), 0))
+                )
             except TimeoutError:
                 yield ServerSentEventMessage(comment="keepalive", data=None)
                 continue
             if event.id > last:
                 last = event.id
                 yield _message(event)
-        # Too slow a reader: the stream ends, and the client resumes from the table with Last-Event-ID.
+        # Too slow a reader, or time to authenticate again: the stream ends, and the client resumes
+        # from the table with Last-Event-ID.
     finally:
         hub.forget(listener)
 
@@ -101,4 +106,5 @@ class EventsController(Controller):
         """Assignments, messages, notes, transfers, presence and AI takeovers the caller may see, in id order."""
         state = request.app.state
         resume = last_event_id if last_event_id is not None else after
-        return ServerSentEvent(_stream(state.engine, state.event_hub, principal, resume))
+        max_seconds = state.settings.events_stream_max_seconds
+        return ServerSentEvent(_stream(state.engine, state.event_hub, principal, resume, max_seconds))

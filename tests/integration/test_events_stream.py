@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -16,7 +17,7 @@ from service.realtime.relay import EventRelay
 from service.realtime.tail import EventTail
 from service.settings import Settings
 from tests.conftest import RunningApi, run_api
-from tests.factories import add_member, make_operator, make_team, personal_token
+from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 from tests.sse import open_stream
 
 
@@ -113,6 +114,24 @@ async def test_last_event_id_resumes_with_exactly_the_missed_events(settings: Se
             (missed[2], "conversation.closed"),
             (live, "conversation.reopened"),
         ]
+
+
+async def test_streams_end_in_time_so_a_revoked_token_stops_receiving(
+    settings: Settings, clean_db: AsyncEngine
+) -> None:
+    settings = settings.model_copy(update={"events_poll_seconds": 0.05, "events_stream_max_seconds": 1.0})
+    team = await make_team(clean_db)
+    token = await operator_in(clean_db, team, "Ana")
+    async with run_api(settings) as api:
+        async with open_stream(api.url, token) as stream:
+            seen = await record(clean_db, "conversation.assigned", team)
+            assert [e.id for e in await stream.take(1)] == [seen]
+            async with clean_db.begin() as conn:
+                await conn.execute(sa.text("UPDATE api_token SET revoked_at = now()"))
+            assert await stream.until_closed() == []
+        async with httpx.AsyncClient(base_url=api.url) as client:
+            response = await client.get("/api/v1/events", headers=bearer(token))
+        assert response.status_code == 401
 
 
 async def test_a_late_commit_is_not_skipped_and_a_rollback_does_not_block(clean_db: AsyncEngine) -> None:
