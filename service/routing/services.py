@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -22,7 +26,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.db.models import Conversation, InternalNote, RoutingDecision, Team
+from service.db.models import Conversation, InternalNote, RoutingDecision, Team, TeamMember
 from service.errors import ConflictException
 from service.events import record_event
 from service.routing.policies import Candidate, Decision, Rule, Visit, decide, select_rule
@@ -34,11 +38,18 @@ conversation_t = Conversation.__table__  # type: ignore[attr-defined]
 team_t = Team.__table__  # type: ignore[attr-defined]
 decision_t = RoutingDecision.__table__  # type: ignore[attr-defined]
 note_t = InternalNote.__table__  # type: ignore[attr-defined]
+member_t = TeamMember.__table__  # type: ignore[attr-defined]
 
 DEFAULT_TEAM_NAME = "Support"
 # Deadlock and serialization failure: the transaction did nothing and may simply run again.
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 T = TypeVar("T")
+# A drain passes over the queue again when a conversation it could assign was locked by a
+# short-lived holder (a stale routing job, a visitor message being stored).
+DRAIN_PASSES = 3
+# Drain requests for a team within one window share a job that starts when the window ends.
+DRAIN_WINDOW_SECONDS = 0.05
+DRAIN_PASS_PAUSE_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -81,10 +92,19 @@ async def enqueue_route(arq: ArqRedis, conversation_id: str, revision: int, trig
 async def enqueue_drain(arq: ArqRedis, team_id: uuid.UUID, trigger: str) -> None:
     """Ask a worker to drain the team's queue; call it after the change that freed room has committed.
 
-    No job id on purpose: a drain already running may have read the queue before this change,
-    so a new request must never be folded into it. Drains are idempotent and cheap when idle.
+    Requests are batched in short windows: all requests of one window share one job, which starts
+    only when the window has ended, so it runs after every change that asked for it (a job that
+    had already started could not be trusted with a later request). At most one drain per team
+    per window, instead of one per presence flap.
     """
-    await arq.enqueue_job("drain_team_queue", team_id=str(team_id), trigger=trigger)
+    window = math.floor(time.time() / DRAIN_WINDOW_SECONDS) + 1
+    await arq.enqueue_job(
+        "drain_team_queue",
+        team_id=str(team_id),
+        trigger=trigger,
+        _job_id=f"drain:{team_id}:{window}",
+        _defer_until=datetime.fromtimestamp(window * DRAIN_WINDOW_SECONDS, UTC),
+    )
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -108,13 +128,22 @@ async def in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], 
 
 # --- Reading and locking --------------------------------------------------------------------------------------
 
+# The conversation row, and for one without a team yet the enabled rules in order and the default
+# team, in the same round trip.
 _LOCK_CONVERSATION = sa.text(
     """
     SELECT c.id, c.status, c.team_id, c.assignee_id, c.routing_revision, c.priority, c.required_skills,
-           c.excluded_operators, c.session_metadata, c.identity, c.user_phone_country
-    FROM conversation c WHERE c.id = :id FOR UPDATE
+           c.excluded_operators, c.session_metadata, c.identity, c.user_phone_country,
+           CASE WHEN c.team_id IS NULL THEN (
+               SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'teamId', r.team_id, 'conditions', r.conditions, 'setPriority', r.set_priority,
+                   'requiredSkills', r.required_skills) ORDER BY r.position, r.created_at, r.id), '[]')
+               FROM routing_rule r WHERE r.enabled
+           ) END AS rules,
+           CASE WHEN c.team_id IS NULL THEN (SELECT t.id FROM team t WHERE t.is_default) END AS default_team_id
+    FROM conversation c WHERE c.id = :id FOR UPDATE OF c
     """
-)
+).columns(rules=JSONB)
 
 _CANDIDATES = sa.text(
     """
@@ -199,13 +228,27 @@ _RELEASE = sa.text(
     """
 )
 
-_RULES = sa.text(
-    """
-    SELECT r.team_id, r.conditions, r.set_priority, r.required_skills
-    FROM routing_rule r JOIN team t ON t.id = r.team_id
-    WHERE r.enabled ORDER BY r.position, r.created_at, r.id
-    """
+# Queued conversations of the team that one of the members with room (``:roomy``, a JSON list of
+# {id, skills}) could take. Only a filter: decide() still ranks and the row check still decides.
+_ASSIGNABLE = """
+    FROM conversation c
+    WHERE c.team_id = :team_id AND c.status = 'queued' AND EXISTS (
+        SELECT 1 FROM jsonb_to_recordset(CAST(:roomy AS jsonb)) AS r(id uuid, skills text[])
+        WHERE r.skills @> c.required_skills AND r.id <> ALL(c.excluded_operators)
+    )
+"""
+_NEXT_ASSIGNABLE = sa.text(
+    "SELECT c.id, c.priority, c.required_skills, c.excluded_operators, c.team_id"
+    + _ASSIGNABLE
+    + "ORDER BY c.priority DESC, c.waiting_since, c.id LIMIT 1 FOR UPDATE OF c SKIP LOCKED"
 )
+_ANY_ASSIGNABLE = sa.text("SELECT EXISTS (SELECT 1" + _ASSIGNABLE + ")")
+
+_TEAM_KEYS = "(SELECT DISTINCT hashtextextended(t, 0) AS k FROM unnest(CAST(:ids AS text[])) AS t ORDER BY k) AS keys"
+_LOCK_TEAMS = sa.text("SELECT pg_advisory_xact_lock(k) FROM " + _TEAM_KEYS)
+_LOCK_TEAMS_SHARED = sa.text("SELECT pg_advisory_xact_lock_shared(k) FROM " + _TEAM_KEYS)
+_SAVEPOINT = sa.text("SAVEPOINT routing_fast_path")
+_ROLLBACK_TO_SAVEPOINT = sa.text("ROLLBACK TO SAVEPOINT routing_fast_path")
 
 
 async def _lock_conversation(conn: AsyncConnection, conversation_id: str) -> Any:
@@ -219,16 +262,17 @@ async def _locked(conn: AsyncConnection, conversation_id: str) -> Any:
     return row
 
 
-async def lock_teams(conn: AsyncConnection, *team_ids: uuid.UUID | None) -> None:
-    """Take the teams' queue locks (their rows, in id order). Queueing and draining a team hold it.
+async def lock_teams(conn: AsyncConnection, *team_ids: uuid.UUID | None, shared: bool = False) -> None:
+    """Take the teams' queue locks, in key order, until commit: shared to queue, exclusive to free room or drain.
 
-    ``FOR NO KEY UPDATE`` so inserts referencing the team (assignments, events) are not blocked.
+    Routers about to queue only need to exclude drains and slot-freeing changes, not each other.
+    Transaction-scoped advisory locks, not the team rows: every assignment and event checks its
+    foreign key with a share lock on the team row, and mixing those with a row lock would make
+    PostgreSQL build a multixact on the team row for each of them.
     """
-    ids = sorted({t for t in team_ids if t is not None})
+    ids = sorted({str(t) for t in team_ids if t is not None})
     if ids:
-        await conn.execute(
-            sa.select(team_t.c.id).where(team_t.c.id.in_(ids)).order_by(team_t.c.id).with_for_update(key_share=True)
-        )
+        await conn.execute(_LOCK_TEAMS_SHARED if shared else _LOCK_TEAMS, {"ids": ids})
 
 
 async def load_candidates(conn: AsyncConnection, team_id: uuid.UUID) -> tuple[str, list[Candidate]]:
@@ -277,13 +321,13 @@ class _Target:
 async def _select_team(conn: AsyncConnection, conv: Any) -> _Target:
     """First matching routing rule (which may raise priority and add skills), else the default team."""
     rules = [
-        Rule(r.team_id, r.conditions or {}, r.set_priority, tuple(r.required_skills))
-        for r in await conn.execute(_RULES)
+        Rule(uuid.UUID(r["teamId"]), r["conditions"] or {}, r["setPriority"], tuple(r["requiredSkills"]))
+        for r in conv.rules or []
     ]
     visit = Visit.from_session(conv.session_metadata, conv.identity, conv.user_phone_country)
     rule = select_rule(rules, visit)
     if rule is None:
-        return _target_of(conv, await default_team_id(conn))
+        return _target_of(conv, conv.default_team_id or await default_team_id(conn))
     priority = conv.priority if rule.set_priority is None else rule.set_priority
     skills = tuple(dict.fromkeys((*conv.required_skills, *rule.required_skills)))
     return _Target(rule.team_id, priority, skills, tuple(conv.excluded_operators))
@@ -424,21 +468,29 @@ async def _place(
     reason: str = "routed",
     actor_id: uuid.UUID | None = None,
     note_reason: str | None = None,
+    team_locked: bool = False,
 ) -> RouteOutcome:
     """Assign to the best eligible member of the target team, else queue there (the conversation is locked).
 
     Fast path without the team lock; before queueing, the team lock is taken and the members
     re-read, so a change that freed room and committed meanwhile is seen, and any later one
-    finds this conversation in the queue when it drains (no lost wake-up).
+    finds this conversation in the queue when it drains (no lost wake-up). ``team_locked``:
+    the caller already holds it, so the first read is already fresh.
     """
     why = (trigger, reason, actor_id, note_reason)
     policy, candidates = await load_candidates(conn, target.team_id)
     lost: dict[uuid.UUID, str] = {}
-    if policy != "manual":
+    if policy != "manual" and not team_locked:
         decision = decide(policy, candidates, required_skills=target.required_skills, exclude=target.excluded)
-        if decision.ranked and (done := await _try_ranked(conn, conversation_id, target, decision, lost, *why)):
-            return done
-        await lock_teams(conn, target.team_id)
+        if decision.ranked:
+            await conn.execute(_SAVEPOINT)
+            if done := await _try_ranked(conn, conversation_id, target, decision, lost, *why):
+                return done
+            # A failed capacity check can leave the operator row locked (PostgreSQL locks the newest
+            # row version before re-checking it); release it so the team lock is never taken after
+            # an operator lock, the order every other path keeps.
+            await conn.execute(_ROLLBACK_TO_SAVEPOINT)
+        await lock_teams(conn, target.team_id, shared=True)
         policy, candidates = await load_candidates(conn, target.team_id)
     decision = decide(policy, candidates, required_skills=target.required_skills, exclude=target.excluded)
     if decision.ranked and (done := await _try_ranked(conn, conversation_id, target, decision, lost, *why)):
@@ -490,39 +542,55 @@ async def route_conversation(conn: AsyncConnection, conversation_id: str, revisi
     return await _place(conn, conversation_id, target, trigger=trigger)
 
 
-async def drain_team_queue(conn: AsyncConnection, team_id: uuid.UUID, trigger: str, limit: int = 200) -> int:
+async def drain_team_queue(conn: AsyncConnection, team_id: uuid.UUID, trigger: str) -> int:
     """Assign queued conversations of the team, in queue order, while members have room; returns how many.
 
     Holds the team lock, so it sees every conversation queued before it and none is queued
-    behind its back. Conversations locked by someone else are skipped: their holder is acting.
+    behind its back. Each step locks the first queued conversation some member with room could
+    take (``SKIP LOCKED``: a claim, transfer or close holding one acts on it itself); short
+    holders (a stale routing job, a visitor message) are waited out by another pass.
     """
     await lock_teams(conn, team_id)
     policy, candidates = await load_candidates(conn, team_id)
     if policy == "manual":
         return 0
-    queued = await conn.execute(
-        sa.select(
-            conversation_t.c.id,
-            conversation_t.c.priority,
-            conversation_t.c.required_skills,
-            conversation_t.c.excluded_operators,
-            conversation_t.c.team_id,
-        )
-        .where(conversation_t.c.team_id == team_id, conversation_t.c.status == "queued")
-        .order_by(conversation_t.c.priority.desc(), conversation_t.c.waiting_since, conversation_t.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
     assigned = 0
-    for conv in queued.all():
-        if not any(c.status == "online" and c.open_conversations < c.capacity for c in candidates):
-            break
-        decision = decide(policy, candidates, required_skills=conv.required_skills, exclude=conv.excluded_operators)
-        outcome = await _try_ranked(conn, conv.id, _target_of(conv), decision, {}, trigger, "routed")
-        if outcome is not None:
-            assigned += 1
+    for _ in range(DRAIN_PASSES):
+        while roomy := [c for c in candidates if c.status == "online" and c.open_conversations < c.capacity]:
+            params = {"team_id": team_id, "roomy": _roomy_json(roomy)}
+            conv = (await conn.execute(_NEXT_ASSIGNABLE, params)).first()
+            if conv is None:
+                break
+            decision = decide(policy, candidates, required_skills=conv.required_skills, exclude=conv.excluded_operators)
+            if await _try_ranked(conn, conv.id, _target_of(conv), decision, {}, trigger, "routed"):
+                assigned += 1
+            # Loads changed (ours, or a concurrent fast-path assignment that beat us to an operator).
             _, candidates = await load_candidates(conn, team_id)
+        if not roomy or not await conn.scalar(_ANY_ASSIGNABLE, params):
+            break
+        await asyncio.sleep(DRAIN_PASS_PAUSE_SECONDS)
     return assigned
+
+
+def _roomy_json(roomy: list[Candidate]) -> str:
+    return json.dumps([{"id": str(c.operator_id), "skills": sorted(c.skills)} for c in roomy])
+
+
+async def _freed_teams(conn: AsyncConnection, conv: Any) -> list[uuid.UUID]:
+    """Teams whose queues may use the slot this conversation's assignee is about to free (and its own team)."""
+    teams = {conv.team_id} if conv.team_id is not None else set()
+    if conv.status == "assigned" and conv.assignee_id is not None:
+        teams |= set(
+            (
+                await conn.execute(sa.select(member_t.c.team_id).where(member_t.c.operator_id == conv.assignee_id))
+            ).scalars()
+        )
+    return sorted(teams)
+
+
+async def _drain_all(conn: AsyncConnection, team_ids: list[uuid.UUID], trigger: str) -> None:
+    for team_id in team_ids:
+        await drain_team_queue(conn, team_id, trigger)
 
 
 async def claim(
@@ -639,7 +707,8 @@ async def transfer_to_operator(
     _open(conv)
     if conv.assignee_id == operator_id and conv.status == "assigned":
         raise ConflictException("The conversation is already assigned to that operator")
-    await lock_teams(conn, conv.team_id)
+    freed = await _freed_teams(conn, conv)
+    await lock_teams(conn, *freed)
     await _release(conn, conv, "transferred")
     outcome = await _assign_explicit(
         conn,
@@ -653,7 +722,7 @@ async def transfer_to_operator(
         override_capacity=override_capacity,
     )
     await _transferred(conn, conv, actor_id=actor_id, note=note, to_team_id=conv.team_id, to_operator_id=operator_id)
-    await drain_team_queue(conn, conv.team_id, "transfer")
+    await _drain_all(conn, freed, "transfer")
     return outcome
 
 
@@ -665,7 +734,8 @@ async def transfer_to_team(
     _open(conv)
     if conv.team_id == team_id:
         raise ConflictException("The conversation is already in that team")
-    await lock_teams(conn, conv.team_id, team_id)
+    freed = await _freed_teams(conn, conv)
+    await lock_teams(conn, *freed, team_id)
     await _release(conn, conv, "transferred")
     outcome = await _place(
         conn,
@@ -675,9 +745,10 @@ async def transfer_to_team(
         reason="transferred",
         actor_id=actor_id,
         note_reason=note,
+        team_locked=True,
     )
     await _transferred(conn, conv, actor_id=actor_id, note=note, to_team_id=team_id, to_operator_id=outcome.operator_id)
-    await drain_team_queue(conn, conv.team_id, "transfer")
+    await _drain_all(conn, [t for t in freed if t != team_id], "transfer")
     return outcome
 
 
@@ -688,7 +759,8 @@ async def requeue(
     conv = await _locked(conn, conversation_id)
     if conv.status != "assigned":
         raise ConflictException("The conversation is not assigned")
-    await lock_teams(conn, conv.team_id)
+    freed = await _freed_teams(conn, conv)
+    await lock_teams(conn, *freed)
     await _release(conn, conv, reason)
     target = _target_of(conv)
     policy, candidates = await load_candidates(conn, target.team_id)
@@ -703,7 +775,7 @@ async def requeue(
         actor_id=actor_id,
         note_reason=reason,
     )
-    await drain_team_queue(conn, target.team_id, reason)
+    await _drain_all(conn, freed, reason)
     row = await _lock_conversation(conn, conversation_id)
     return RouteOutcome(row.status, target.team_id, row.assignee_id)
 
@@ -720,7 +792,8 @@ async def reassign(
     conv = await _locked(conn, conversation_id)
     if conv.status != "assigned":
         raise ConflictException("The conversation is not assigned")
-    await lock_teams(conn, conv.team_id)
+    freed = await _freed_teams(conn, conv)
+    await lock_teams(conn, *freed)
     await _release(conn, conv, reason)
     excluded = await conn.scalar(
         sa.update(conversation_t)
@@ -736,8 +809,9 @@ async def reassign(
         reason=reason,
         actor_id=actor_id,
         note_reason=reason,
+        team_locked=True,
     )
-    await drain_team_queue(conn, conv.team_id, reason)
+    await _drain_all(conn, freed, reason)
     return outcome
 
 
@@ -746,7 +820,8 @@ async def close_conversation(conn: AsyncConnection, conversation_id: str, *, act
     conv = await _locked(conn, conversation_id)
     if conv.status == "closed":
         raise ConflictException("The conversation is already closed")
-    await lock_teams(conn, conv.team_id)
+    freed = await _freed_teams(conn, conv)
+    await lock_teams(conn, *freed)
     released = await _release(conn, conv, "closed")
     await conn.execute(
         sa.update(conversation_t)
@@ -768,7 +843,7 @@ async def close_conversation(conn: AsyncConnection, conversation_id: str, *, act
         data={"conversationId": conversation_id, "actorId": str(actor_id) if actor_id else None},
     )
     if released is not None:
-        await drain_team_queue(conn, conv.team_id, "closed")
+        await _drain_all(conn, freed, "closed")
 
 
 async def reopen_conversation(
