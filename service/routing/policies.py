@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
@@ -67,15 +67,21 @@ class Decision:
     evaluations: tuple[Evaluation, ...]
     ranked: tuple[uuid.UUID, ...] = field(default=())
 
-    def candidates_json(self, lost: Mapping[uuid.UUID, str] | None = None) -> list[dict[str, Any]]:
-        """Stored form; ``lost`` marks ranked candidates whose capacity check failed at the row (a race)."""
+    def candidates_json(
+        self, lost: Mapping[uuid.UUID, str] | None = None, busy: Collection[uuid.UUID] = ()
+    ) -> list[dict[str, Any]]:
+        """Stored form; ``lost`` marks ranked candidates whose capacity check failed at the row (a race),
+        ``busy`` those passed over because another assignment to them was in flight."""
         out = []
         for evaluation in self.evaluations:
             entry = evaluation.as_json()
-            if lost and evaluation.candidate.operator_id in lost:
+            operator_id = evaluation.candidate.operator_id
+            if lost and operator_id in lost:
                 entry.pop("rank", None)
                 entry.pop("load", None)
-                entry["excluded"] = lost[evaluation.candidate.operator_id]
+                entry["excluded"] = lost[operator_id]
+            elif operator_id in busy:
+                entry["busy"] = True
             out.append(entry)
         return out
 

@@ -53,6 +53,7 @@ class CandidatePublic(ApiModel):
     excluded: ExclusionReason | None = None
     rank: int | None = None
     load: float | None = Field(default=None, description="open ÷ capacity (least_busy only)")
+    busy: bool = Field(default=False, description="Passed over: another assignment to them was in flight")
 
 
 class RoutingDecisionPublic(ApiModel):

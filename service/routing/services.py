@@ -162,8 +162,7 @@ _CANDIDATES = sa.text(
 # same statement. Assignment, conversation, round-robin clock and decision follow only if it
 # matched. Times come from clock_timestamp() taken after the operator row is locked, so the
 # assignment history is ordered exactly as the operator's counter changed.
-_ASSIGN = sa.text(
-    """
+_ASSIGN_SQL = """
     WITH cap AS (
         SELECT coalesce(m.capacity, t.default_capacity) AS capacity
         FROM team_member m JOIN team t ON t.id = m.team_id
@@ -171,7 +170,7 @@ _ASSIGN = sa.text(
     ), op AS (
         UPDATE operator o SET open_conversations = o.open_conversations + 1
         FROM cap
-        WHERE o.id = :operator_id AND o.deactivated_at IS NULL
+        WHERE o.id = :operator_id AND o.deactivated_at IS NULL {skip_locked}
           AND (NOT :check_online OR o.status = 'online')
           AND (NOT :check_capacity OR o.open_conversations < cap.capacity)
         RETURNING o.open_conversations, cap.capacity
@@ -199,8 +198,16 @@ _ASSIGN = sa.text(
         FROM asg
     )
     SELECT asg.id AS assignment_id, op.open_conversations, op.capacity FROM asg, op
-    """
-).bindparams(sa.bindparam("candidates", type_=JSONB), sa.bindparam("required_skills", type_=sa.ARRAY(sa.Text)))
+"""
+_ASSIGN_BINDS = (sa.bindparam("candidates", type_=JSONB), sa.bindparam("required_skills", type_=sa.ARRAY(sa.Text)))
+_ASSIGN = sa.text(_ASSIGN_SQL.format(skip_locked="")).bindparams(*_ASSIGN_BINDS)
+# The same, except that an operator whose row another transaction holds (it is assigning to them
+# right now) is passed over at once instead of waited for: concurrent routers spread out.
+_ASSIGN_UNLESS_BUSY = sa.text(
+    _ASSIGN_SQL.format(
+        skip_locked="AND o.id IN (SELECT b.id FROM operator b WHERE b.id = :operator_id FOR NO KEY UPDATE SKIP LOCKED)"
+    )
+).bindparams(*_ASSIGN_BINDS)
 
 _QUEUE = sa.text(
     """
@@ -350,11 +357,13 @@ async def _assign(
     note_reason: str | None = None,
     check_online: bool = True,
     check_capacity: bool = True,
+    unless_busy: bool = False,
 ) -> int | None:
-    """The capacity-checked assignment in one statement; the assignment id, or None if the operator had no room."""
+    """The capacity-checked assignment in one statement; the assignment id, or None if the operator had no room
+    (or, ``unless_busy``, their row was held by another transaction)."""
     row = (
         await conn.execute(
-            _ASSIGN,
+            _ASSIGN_UNLESS_BUSY if unless_busy else _ASSIGN,
             {
                 "conversation_id": conversation_id,
                 "operator_id": operator_id,
@@ -437,25 +446,35 @@ async def _try_ranked(
     actor_id: uuid.UUID | None = None,
     note_reason: str | None = None,
 ) -> RouteOutcome | None:
-    """Try the ranked candidates in order; one whose row check fails lost a race and is recorded as such."""
-    for operator_id in decision.ranked:
-        if operator_id in lost:
-            continue
-        assigned = await _assign(
-            conn,
-            conversation_id,
-            operator_id,
-            target,
-            policy=decision.policy,
-            trigger=trigger,
-            candidates=decision.candidates_json(lost),
-            reason=reason,
-            actor_id=actor_id,
-            note_reason=note_reason,
-        )
-        if assigned is not None:
-            return RouteOutcome("assigned", target.team_id, operator_id)
-        lost[operator_id] = "at_capacity"
+    """Try the ranked candidates in order; one whose row check fails lost a race and is recorded as such.
+
+    First pass: candidates whose row another transaction holds are passed over (``busy``), so
+    concurrent routers do not queue up behind the same operator; second pass: wait for them.
+    """
+    busy: set[uuid.UUID] = set()
+    for unless_busy in (True, False):
+        for operator_id in decision.ranked:
+            if operator_id in lost or (not unless_busy and operator_id not in busy):
+                continue
+            assigned = await _assign(
+                conn,
+                conversation_id,
+                operator_id,
+                target,
+                policy=decision.policy,
+                trigger=trigger,
+                candidates=decision.candidates_json(lost, busy),
+                reason=reason,
+                actor_id=actor_id,
+                note_reason=note_reason,
+                unless_busy=unless_busy,
+            )
+            if assigned is not None:
+                return RouteOutcome("assigned", target.team_id, operator_id)
+            if unless_busy:
+                busy.add(operator_id)
+            else:
+                lost[operator_id] = "at_capacity"
     return None
 
 
