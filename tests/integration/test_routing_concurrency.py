@@ -272,7 +272,7 @@ async def test_no_double_assignment_no_overload_no_stranded_queue(
         " AND (b.ended_at IS NULL OR b.ended_at > a.started_at)) AS held "
         "FROM assignment a",
     )
-    assert len(history) > 300
+    assert len(history) >= chaos.counts["close"] + chaos.counts["transfer_operator"]
     assert [a["id"] for a in history if a["held"] != a["open_after"]] == []
     assert [a["id"] for a in history if a["capacity"] is None or a["held"] > a["capacity"]] == []
     defaults = {teams["support"]: 3, teams["billing"]: 2}
