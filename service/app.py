@@ -35,6 +35,7 @@ from service.realtime.hub import EventHub
 from service.routing.controllers import RoutingController
 from service.settings import Settings, load_settings
 from service.teams.controllers import TeamController
+from service.timers.services import timer_triggers_middleware
 from service.webhooks.controllers import WebhookController
 
 
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         plugins=[PydanticPlugin(prefer_alias=True)],
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[timer_triggers_middleware],
         logging_config=None,
         cors_config=CORSConfig(
             allow_origins=settings.widget_origins,

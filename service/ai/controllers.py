@@ -15,7 +15,6 @@ from service.ai import services as ai
 from service.ai.schemas import AiStatePublic
 from service.auth.principal import Principal, requires_team_member
 from service.routing.services import in_transaction
-from service.timers.services import triggers
 
 
 async def _control(
@@ -34,8 +33,7 @@ async def _control(
         requires_team_member(principal, row.team_id)
         return await ai.control(conn, conversation_id, action, actor_id=principal.operator_id)
 
-    async with triggers(state.redis):
-        result = await in_transaction(state.engine, work)
+    result = await in_transaction(state.engine, work)
     if action == "handover":
         await state.pocketping.announce_takeover(conversation_id, "handover")
     return AiStatePublic(conversation_id=result.conversation_id, ai_active=result.ai_active, ai_paused=result.ai_paused)

@@ -12,7 +12,6 @@ from service.auth.principal import Principal
 from service.presence import services as presence
 from service.presence.schemas import PresencePublic, PresenceUpdate
 from service.routing.services import enqueue_drain, in_transaction
-from service.timers.services import triggers
 
 
 def _public(request: Request[Any, Any, Any], change: presence.PresenceChange) -> PresencePublic:
@@ -48,11 +47,10 @@ class PresenceController(Controller):
         """online takes new work (your teams' queues are drained to you); away keeps yours and takes none;
         offline keeps them for each team's grace period, then its offline policy applies."""
         state = request.app.state
-        async with triggers(state.redis):
-            change = await in_transaction(
-                state.engine,
-                lambda conn: presence.set_presence(conn, principal.operator_id, data.status, reason="explicit"),
-            )
+        change = await in_transaction(
+            state.engine,
+            lambda conn: presence.set_presence(conn, principal.operator_id, data.status, reason="explicit"),
+        )
         for team_id in change.drain_teams:
             await enqueue_drain(state.redis, team_id, "operator_online")
         return _public(request, change)

@@ -21,7 +21,6 @@ from service.routing.schemas import (
     RoutingDecisionPublic,
     TransferCreate,
 )
-from service.timers.services import triggers
 
 conversation_t = routing.conversation_t
 
@@ -66,9 +65,7 @@ async def _act(
         await action(conn, await _guard(conn, conversation_id, principal))
         return await _public(conn, conversation_id)
 
-    # Assignments start first-response timers; their triggers go to Redis once this commits.
-    async with triggers(request.app.state.redis):
-        return await routing.in_transaction(_engine(request), work)
+    return await routing.in_transaction(_engine(request), work)
 
 
 class RoutingController(Controller):

@@ -19,6 +19,7 @@ from datetime import datetime
 import sqlalchemy as sa
 import structlog
 from arq.connections import ArqRedis
+from litestar.types import ASGIApp, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.models import Timer
@@ -155,3 +156,18 @@ async def arm_first_response(conn: AsyncConnection, conversation_id: str, team_i
         await cancel_timer(conn, FIRST_RESPONSE, conversation_id)
     else:
         remember(Trigger(row.id, row.revision, row.due_at))
+
+
+def timer_triggers_middleware(app: ASGIApp) -> ASGIApp:
+    """Every HTTP request runs inside ``triggers``: whatever a handler's transactions schedule (a claim's
+    first-response timer, a presence change's grace timer) is enqueued once the handler is done. A
+    trigger from a transaction that rolled back is harmless: its job finds no such pending revision."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        async with triggers(scope["app"].state.redis):
+            await app(scope, receive, send)
+
+    return middleware

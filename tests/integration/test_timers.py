@@ -191,3 +191,24 @@ async def test_after_flushall_every_overdue_timer_fires_exactly_once(settings: S
         assert (await state(clean_db, conversation_id))["status"] == "queued"
         row = await timer_row(clean_db, "first_response", conversation_id)
         assert (row["revision"], row["state"]) == (1, "fired")
+
+
+async def test_a_timer_started_by_any_api_request_is_triggered_at_once(
+    settings: Settings, clean_db: AsyncEngine, http: httpx.AsyncClient, redis: Redis
+) -> None:
+    """Deactivating an operator hands their conversation to the next one; its first-response timer's trigger
+    is enqueued by the request itself, not left for the overdue sweep."""
+    team_id, (ada, bea) = await team_with(clean_db, "Ada", "Bea", first_response_timeout_seconds=60)
+    [conversation_id] = await routed(settings, clean_db, team_id)
+    holder = (await state(clean_db, conversation_id))["assignee_id"]
+    admin = await make_operator(clean_db, "Root", is_admin=True)
+
+    response = await http.patch(
+        f"/api/v1/operators/{holder}", json={"deactivated": True}, headers=bearer(await personal_token(clean_db, admin))
+    )
+
+    assert response.status_code == 200
+    assert (await state(clean_db, conversation_id))["assignee_id"] == ({ada, bea} - {holder}).pop()
+    row = await timer_row(clean_db, "first_response", conversation_id)
+    assert (row["revision"], row["state"]) == (2, "pending")
+    assert await redis.exists(f"arq:job:timer:{row['id']}:2") == 1
