@@ -11,7 +11,9 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.plugins.pydantic import PydanticPlugin
+from litestar.template.config import TemplateConfig
 
 from service.ai.controllers import AiController
 from service.auth.controllers import AuthController, TokenController
@@ -19,6 +21,7 @@ from service.auth.deps import provide_principal
 from service.auth.oidc import OidcClient
 from service.canned.controllers import CannedResponseController
 from service.conversations.controllers import ConversationController
+from service.dashboard.controllers import TEMPLATES, dashboard_router
 from service.db.engine import create_engine
 from service.errors import EXCEPTION_HANDLERS
 from service.gateway.bridge import RoutingBridge
@@ -105,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             EventsController,
             WebhookController,
             AiController,
+            dashboard_router,
         ],
         lifespan=[lifespan],
         dependencies={
@@ -126,6 +130,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         if settings.widget_origins
         else None,
         request_max_body_size=settings.widget_max_body_bytes,
+        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         openapi_config=openapi_config("0.1.0"),
         state=State({"settings": settings}),
         debug=False,

@@ -113,7 +113,7 @@ def _sign_in_hint(url: str, env: dict[str, str], embedded: list[str]) -> str:
     """Where to sign in, and as whom when the development provider is running."""
     if not env.get("OIDC_ISSUER"):
         return "  sign in         unavailable (no OIDC provider); use personal access tokens\n"
-    hint = f"  sign in         {url}/auth/login?returnTo=/api/v1/me\n"
+    hint = f"  dashboard       {url}/app (sends you to sign in)\n"
     if "OIDC_ISSUER" in embedded:
         who = ", ".join(f"{user['sub']} ({user['groups'][0]})" for user in DEMO_USERS)
         hint += f"  demo users      {who} -- one click on the provider's page\n"

@@ -118,12 +118,12 @@ class RunningApi:
 
 
 @asynccontextmanager
-async def run_api(settings: Settings, extra_handlers: tuple[Any, ...] = ()) -> AsyncIterator[RunningApi]:
-    """Start ``create_app(settings)`` (plus any test-only handlers) under uvicorn on a free port; stop it afterwards."""
+async def run_api(settings: Settings, extra_handlers: tuple[Any, ...] = (), port: int = 0) -> AsyncIterator[RunningApi]:
+    """Start ``create_app(settings)`` (plus any test-only handlers) under uvicorn on ``port`` (0: any free one)."""
     app = create_app(settings)
     for handler in extra_handlers:
         app.register(handler)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on", ws="websockets-sansio")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on", ws="websockets-sansio")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -76,6 +76,11 @@ def admin_only(ok: int) -> Expect:
     return Expect(401, 403, 403, 403, ok, 401, 401)
 
 
+def page(ok: int, other_team: int | None = None) -> Expect:
+    """A dashboard page: anyone without a valid credential is sent to sign in (303), others as for the API."""
+    return Expect(303, ok, ok if other_team is None else other_team, ok, ok, 303, 303)
+
+
 def signed_in(ok: int) -> Expect:
     """Anyone signed in, each acting on their own things (``/me``)."""
     return Expect(401, ok, ok, ok, ok, 401, 401)
@@ -113,6 +118,10 @@ async def conversation_of_team_a(world: World, caller: str, **values: Any) -> st
 
 async def closed_conversation_of_team_a(world: World, caller: str) -> str:
     return await conversation_of_team_a(world, caller, status="closed", closed_at=datetime.now(UTC))
+
+
+async def dashboard_script(world: World, caller: str) -> str:
+    return "dashboard.js"
 
 
 async def own_token(world: World, caller: str) -> str:
@@ -263,6 +272,14 @@ ROWS: dict[str, Row] = {
     "POST /api/v1/conversations/{conversation_id}/ai/resume": Row(member(200)),
     "POST /api/v1/conversations/{conversation_id}/ai/handover": Row(member(409)),
     "POST /api/v1/conversations/{conversation_id}/ai/takeback": Row(member(200)),
+    # The dashboard: pages and the fragments they refresh; its static files are public.
+    "GET /app": Row(page(200)),
+    "GET /app/inbox": Row(page(200)),
+    "GET /app/conversations/{conversation_id}": Row(page(200, other_team=404)),
+    "GET /app/conversations/{conversation_id}/thread": Row(page(200, other_team=404)),
+    "GET /app/static/{file_path}": Row(
+        Expect(200, 200, 200, 200, 200, 200, 200), params={"file_path": dashboard_script}
+    ),
 }
 
 

@@ -1,0 +1,159 @@
+"""The operator dashboard: server-rendered pages under ``/app`` that read through the same services as the REST API.
+
+Pages render what the services return; every change (reply, claim, close) is a call from the page to the
+REST API with the session's CSRF token, so the rules live in one place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from litestar import Controller, Request, Response, Router, get
+from litestar.di import NamedDependency
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.params import FromPath, QueryParameter
+from litestar.response import Redirect, Template
+from litestar.static_files import create_static_files_router
+from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from service.auth.principal import Principal
+from service.auth.sessions import SESSION_COOKIE, load_session
+from service.conversations import services
+from service.conversations.services import ConversationFilters, message_t
+
+HERE = Path(__file__).parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+Tab = Literal["mine", "queue", "all"]
+TABS: dict[str, tuple[str, ConversationFilters]] = {
+    "mine": ("Mine", ConversationFilters(statuses=("assigned",), assignee="me")),
+    "queue": ("Team queue", ConversationFilters(statuses=("new", "queued"), assignee="unassigned")),
+    "all": ("All open", ConversationFilters(statuses=("new", "queued", "assigned"))),
+}
+INBOX_SIZE = 50
+
+
+def _engine(request: Request[Any, Any, Any]) -> AsyncEngine:
+    return request.app.state.engine  # type: ignore[no-any-return]
+
+
+def may_see_all(principal: Principal) -> bool:
+    """The "all" tab is for team leads and admins."""
+    return principal.is_admin or "lead" in principal.teams.values()
+
+
+async def _csrf_token(request: Request[Any, Any, Any]) -> str:
+    """The session's CSRF token for the page's writes; empty for bearer callers, who need none."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if request.headers.get("authorization") or not cookie:
+        return ""
+    session = await load_session(request.app.state.redis, request.app.state.settings, cookie)
+    return session.csrf_token if session else ""
+
+
+async def _last_messages(conn: AsyncConnection, conversation_ids: list[str]) -> dict[str, str]:
+    """The newest message of each conversation, for the inbox preview."""
+    if not conversation_ids:
+        return {}
+    rows = await conn.execute(
+        sa.select(message_t.c.conversation_id, message_t.c.content)
+        .where(message_t.c.conversation_id.in_(conversation_ids))
+        .ext(distinct_on(message_t.c.conversation_id))
+        .order_by(message_t.c.conversation_id, message_t.c.seq.desc())
+    )
+    return {row.conversation_id: row.content for row in rows}
+
+
+async def _inbox_context(request: Request[Any, Any, Any], principal: Principal, tab: Tab) -> dict[str, Any]:
+    if tab == "all" and not may_see_all(principal):
+        raise PermissionDeniedException("The all-conversations view is for team leads")
+    async with _engine(request).connect() as conn:
+        items, _ = await services.list_conversations(conn, principal, TABS[tab][1], None, INBOX_SIZE)
+        previews = await _last_messages(conn, [item["id"] for item in items])
+    tabs = [(key, label) for key, (label, _) in TABS.items() if key != "all" or may_see_all(principal)]
+    return {"principal": principal, "tab": tab, "tabs": tabs, "items": items, "previews": previews}
+
+
+async def _thread_context(
+    request: Request[Any, Any, Any], principal: Principal, conversation_id: str
+) -> dict[str, Any]:
+    async with _engine(request).connect() as conn:
+        row = await services.visible_conversation(conn, principal, conversation_id)
+        messages, _ = await services.list_messages(conn, conversation_id, None, services.MAX_PAGE)
+    return {"principal": principal, "conversation": services.conversation_public(row), "messages": messages}
+
+
+InboxTab = Annotated[Tab, QueryParameter(description="mine, queue or all")]
+
+
+class DashboardController(Controller):
+    """Inbox and conversation pages, and the fragments the pages refresh when the event stream says so."""
+
+    path = "/app"
+    include_in_schema = False
+
+    @get("")
+    async def inbox(
+        self, request: Request[Any, Any, Any], principal: NamedDependency[Principal], tab: InboxTab = "mine"
+    ) -> Template:
+        """The inbox page: one tab of conversations, refreshed live."""
+        context = await _inbox_context(request, principal, tab)
+        return Template("inbox.html", context={**context, "csrf_token": await _csrf_token(request)})
+
+    @get("/inbox")
+    async def inbox_list(
+        self, request: Request[Any, Any, Any], principal: NamedDependency[Principal], tab: InboxTab = "mine"
+    ) -> Template:
+        """The inbox list alone, for the page to swap in."""
+        return Template("_inbox_list.html", context=await _inbox_context(request, principal, tab))
+
+    @get("/conversations/{conversation_id:str}")
+    async def conversation(
+        self, conversation_id: FromPath[str], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> Template:
+        """A conversation: state, history, actions and the reply box."""
+        context = await _thread_context(request, principal, conversation_id)
+        return Template("conversation.html", context={**context, "csrf_token": await _csrf_token(request)})
+
+    @get("/conversations/{conversation_id:str}/thread")
+    async def thread(
+        self, conversation_id: FromPath[str], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> Template:
+        """The conversation's state and history alone, for the page to swap in."""
+        return Template("_thread.html", context=await _thread_context(request, principal, conversation_id))
+
+
+def sign_in_or_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Anonymous visitors go to sign-in and come back; other errors are a small HTML page."""
+    if isinstance(exc, NotAuthorizedException):
+        target = "/auth/login?returnTo=" + quote(
+            request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        )
+        if request.headers.get("hx-request"):
+            # A fragment request from a page whose session ended: htmx moves the whole page.
+            return Response(None, status_code=401, headers={"HX-Redirect": target})
+        return Redirect(target, status_code=303)
+    return Template(
+        "error.html", context={"status": exc.status_code, "detail": exc.detail}, status_code=exc.status_code
+    )
+
+
+dashboard_router = Router(
+    path="/",
+    route_handlers=[
+        DashboardController,
+        create_static_files_router(path="/app/static", directories=[STATIC], include_in_schema=False),
+    ],
+    # The app registers these exact classes for problem+json; pages answer in HTML instead.
+    exception_handlers={cls: sign_in_or_error for cls in (HTTPException, ValidationException, NotFoundException)},
+)

@@ -1,0 +1,134 @@
+"""The dashboard in headless Chromium: the running service, a real OIDC provider, PostgreSQL, Redis and a worker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import websockets
+from playwright.async_api import Browser, Page, async_playwright, expect
+from pydantic import AnyHttpUrl
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.dev import free_port
+from service.routing.services import DEFAULT_TEAM_NAME
+from service.settings import Settings
+from tests.conftest import run_api
+from tests.factories import make_team
+from tests.integration.test_fanout import received
+from tests.integration.test_worker import run_burst
+from tests.oidc_support import oidc_settings, set_user
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+async def sign_in(page: Page, url: str, sub: str) -> None:
+    """Open ``url`` signed out: the dashboard sends the browser to the IdP, whose form signs in as ``sub``."""
+    await page.goto(url)
+    await page.fill("input[name=sub]", sub)
+    await page.click("button[type=submit]:has-text('Authorize')")
+    await page.wait_for_url(url)
+
+
+async def test_sign_in_see_a_visitor_live_and_reply_once(
+    settings: Settings, clean_db: AsyncEngine, oidc_issuer: str, browser: Browser
+) -> None:
+    port = free_port()
+    settings = oidc_settings(
+        settings, oidc_issuer, public_url=AnyHttpUrl(f"http://127.0.0.1:{port}"), events_poll_seconds=0.2
+    )
+    # The IdP's group makes Lena lead of the default team, where the visitor's conversation is routed.
+    await make_team(clean_db, DEFAULT_TEAM_NAME, is_default=True)
+    await set_user(oidc_issuer, "lena", name="Lena", groups=["support-leads"])
+    async with run_api(settings, port=port) as api:
+        context = await browser.new_context(viewport=PHONE)
+        try:
+            page = await context.new_page()
+            inbox = f"{api.url}/app?tab=queue"
+            await sign_in(page, inbox, "lena")
+            await expect(page.locator(".who")).to_have_text("Lena")
+            await expect(page.locator("#inbox")).to_contain_text("Nothing here.")
+            # Events after the stream opened are the ones the page is promised.
+            await expect(page.locator("body")).to_have_attribute("data-live", "open")
+
+            async with api.client() as http:
+                session_id = (await http.post("/pocketping/connect", json={"visitorId": "v-browser"})).json()[
+                    "sessionId"
+                ]
+                async with websockets.connect(f"{api.ws_url}/pocketping/stream?sessionId={session_id}") as socket:
+                    sent = await http.post(
+                        "/pocketping/message",
+                        json={"sessionId": session_id, "content": "Where is my parcel?", "sender": "visitor"},
+                    )
+                    assert sent.status_code == 200
+                    worker = await run_burst(settings)
+                    assert worker.jobs_failed == 0
+
+                    # Routed to the team's queue by the worker: the open page shows it without a reload.
+                    row = page.locator(f"a[data-conversation='{session_id}']")
+                    await expect(row).to_contain_text("Where is my parcel?")
+                    await expect(row).to_contain_text("queued")
+                    await row.click()
+                    await page.wait_for_url(f"{api.url}/app/conversations/{session_id}")
+                    await expect(page.locator(".messages")).to_contain_text("Where is my parcel?")
+
+                    await page.fill("#reply-content", "It ships today.")
+                    await page.click("form.reply button[type=submit]")
+                    # Replying to a waiting conversation claims it; the page follows.
+                    await expect(page.locator(".conversation-head")).to_contain_text("with Lena")
+                    await expect(page.locator(".message.from-operator p")).to_have_text(["It ships today."])
+                    await expect(page.locator(".message.from-operator .author")).to_have_text(["Lena"])
+                    await expect(page.locator("#reply-content")).to_have_value("")
+
+                    events = await received(socket)
+            replies = [e for e in events if e["type"] == "message" and e["data"]["sender"] == "operator"]
+            assert [r["data"]["content"] for r in replies] == ["It ships today."]
+            assert replies[0]["data"]["metadata"]["operatorName"] == "Lena"
+        finally:
+            # Before the api stops: the page's event stream would otherwise hold the server open.
+            await context.close()
+
+
+async def test_signed_out_visitors_are_sent_to_sign_in_and_strangers_get_a_page(
+    settings: Settings, clean_db: AsyncEngine, oidc_issuer: str, browser: Browser
+) -> None:
+    port = free_port()
+    settings = oidc_settings(settings, oidc_issuer, public_url=AnyHttpUrl(f"http://127.0.0.1:{port}"))
+    await set_user(oidc_issuer, "olga", name="Olga", groups=["support"])
+    async with run_api(settings, port=port) as api:
+        async with api.client() as http:
+            response = await http.get("/app/conversations/c-1?x=1")
+            assert (response.status_code, response.headers["location"]) == (
+                303,
+                "/auth/login?returnTo=/app/conversations/c-1%3Fx%3D1",
+            )
+            fragment = await http.get("/app/inbox", headers={"HX-Request": "true"})
+            assert (fragment.status_code, fragment.headers["HX-Redirect"]) == (401, "/auth/login?returnTo=/app/inbox")
+        context = await browser.new_context(viewport=PHONE)
+        try:
+            page = await context.new_page()
+            await sign_in(page, f"{api.url}/app", "olga")
+            await expect(page.locator(".tabs a")).to_have_text(["Mine", "Team queue"])
+            response = await page.goto(f"{api.url}/app/conversations/not-there")
+            assert response is not None and response.status == 404
+            await expect(page.locator("h1")).to_have_text("404")
+            response = await page.goto(f"{api.url}/app?tab=all")
+            assert response is not None and response.status == 403
+        finally:
+            await context.close()
