@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import sqlalchemy as sa
 from litestar import Controller, Request, Response, Router, get
@@ -84,13 +84,28 @@ async def _inbox_context(request: Request[Any, Any, Any], principal: Principal, 
     return {"principal": principal, "tab": tab, "tabs": tabs, "items": items, "previews": previews}
 
 
+async def _newest_messages(conn: AsyncConnection, conversation_id: str) -> tuple[list[dict[str, Any]], bool]:
+    """The newest ``MAX_PAGE`` messages, oldest first, and whether older ones are left out."""
+    newest_left_out = await conn.scalar(
+        sa.select(message_t.c.seq)
+        .where(message_t.c.conversation_id == conversation_id)
+        .order_by(message_t.c.seq.desc())
+        .offset(services.MAX_PAGE)
+        .limit(1)
+    )
+    cursor = None if newest_left_out is None else services.encode_cursor(newest_left_out)
+    messages, _ = await services.list_messages(conn, conversation_id, cursor, services.MAX_PAGE)
+    return messages, cursor is not None
+
+
 async def _thread_context(
     request: Request[Any, Any, Any], principal: Principal, conversation_id: str
 ) -> dict[str, Any]:
     async with _engine(request).connect() as conn:
         row = await services.visible_conversation(conn, principal, conversation_id)
-        messages, _ = await services.list_messages(conn, conversation_id, None, services.MAX_PAGE)
-    return {"principal": principal, "conversation": services.conversation_public(row), "messages": messages}
+        messages, older = await _newest_messages(conn, conversation_id)
+    conversation = services.conversation_public(row)
+    return {"principal": principal, "conversation": conversation, "messages": messages, "older": older}
 
 
 InboxTab = Annotated[Tab, QueryParameter(description="mine, queue or all")]
@@ -133,15 +148,19 @@ class DashboardController(Controller):
         return Template("_thread.html", context=await _thread_context(request, principal, conversation_id))
 
 
+def _sign_in_url(path: str, query: str) -> str:
+    """Sign-in that comes back to this page."""
+    return "/auth/login?returnTo=" + quote(path + (f"?{query}" if query else ""))
+
+
 def sign_in_or_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     """Anonymous visitors go to sign-in and come back; other errors are a small HTML page."""
     if isinstance(exc, NotAuthorizedException):
-        target = "/auth/login?returnTo=" + quote(
-            request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        )
         if request.headers.get("hx-request"):
-            # A fragment request from a page whose session ended: htmx moves the whole page.
-            return Response(None, status_code=401, headers={"HX-Redirect": target})
+            # A fragment request from a page whose session ended: htmx moves the whole page, which comes back after.
+            current = urlsplit(request.headers.get("hx-current-url", "/app"))
+            return Response(None, status_code=401, headers={"HX-Redirect": _sign_in_url(current.path, current.query)})
+        target = _sign_in_url(request.url.path, request.url.query)
         return Redirect(target, status_code=303)
     return Template(
         "error.html", context={"status": exc.status_code, "detail": exc.detail}, status_code=exc.status_code

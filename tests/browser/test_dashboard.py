@@ -118,8 +118,14 @@ async def test_signed_out_visitors_are_sent_to_sign_in_and_strangers_get_a_page(
                 303,
                 "/auth/login?returnTo=/app/conversations/c-1%3Fx%3D1",
             )
-            fragment = await http.get("/app/inbox", headers={"HX-Request": "true"})
-            assert (fragment.status_code, fragment.headers["HX-Redirect"]) == (401, "/auth/login?returnTo=/app/inbox")
+            # A fragment's page comes back after sign-in, not the fragment.
+            fragment = await http.get(
+                "/app/inbox", headers={"HX-Request": "true", "HX-Current-URL": f"{api.url}/app?tab=queue"}
+            )
+            assert (fragment.status_code, fragment.headers["HX-Redirect"]) == (
+                401,
+                "/auth/login?returnTo=/app%3Ftab%3Dqueue",
+            )
         context = await browser.new_context(viewport=PHONE)
         try:
             page = await context.new_page()
