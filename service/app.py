@@ -16,6 +16,7 @@ from litestar.plugins.pydantic import PydanticPlugin
 from litestar.template.config import TemplateConfig
 
 from service.ai.controllers import AiController
+from service.analytics.controllers import AnalyticsController
 from service.auth.controllers import AuthController, TokenController
 from service.auth.deps import provide_principal
 from service.auth.oidc import OidcClient
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             WebhookController,
             AiController,
             dashboard_router,
+            AnalyticsController,
         ],
         lifespan=[lifespan],
         dependencies={

@@ -101,6 +101,7 @@ def openapi_config(version: str) -> OpenAPIConfig:
             Tag(name="Teams", description="Team settings, members, routing rules and bridge settings"),
             Tag(name="Canned responses", description="Reusable replies with placeholders, and their rendering"),
             Tag(name="Operators", description="Operator administration (admins)"),
+            Tag(name="Analytics", description="Team metrics for a period, as JSON or CSV (leads and admins)"),
         ],
     )
 

@@ -183,6 +183,10 @@ async def webhook_of_team_a(world: World, caller: str) -> str:
     return str(webhook_id)
 
 
+def analytics_query(world: World) -> dict[str, str]:
+    return {"teamId": str(world.team_a), "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
+
+
 # Default factory per path parameter name.
 PARAMS: dict[str, Param] = {
     "conversation_id": conversation_of_team_a,
@@ -279,6 +283,11 @@ ROWS: dict[str, Row] = {
     "GET /app/conversations/{conversation_id}/thread": Row(page(200, other_team=404)),
     "GET /app/static/{file_path}": Row(
         Expect(200, 200, 200, 200, 200, 200, 200), params={"file_path": dashboard_script}
+    ),
+    # analytics: the team's leads and admins (operators see colleagues' load, so not them)
+    "GET /api/v1/analytics": Row(lead_only(200), query=lambda world, caller: analytics_query(world)),
+    "GET /api/v1/analytics/export.csv": Row(
+        lead_only(200), query=lambda world, caller: {**analytics_query(world), "metric": "operatorLoad"}
     ),
 }
 

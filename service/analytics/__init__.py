@@ -1,0 +1,1 @@
+"""Analytics: sessions, response and assignment times, AI share, pages, peak hours, operator load."""

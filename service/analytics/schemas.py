@@ -1,0 +1,96 @@
+"""Analytics response bodies: one model per metric, and the report that holds them all."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from service.schemas import ApiModel
+
+
+class SessionBucket(ApiModel):
+    """Sessions started in one day or hour of the requested time zone (empty buckets included)."""
+
+    start: datetime
+    label: str  # the bucket's wall-clock start in the requested zone: "2026-11-24" or "2026-11-24T13:00"
+    sessions: int
+
+
+class DurationStats(ApiModel):
+    """Seconds from a visitor's first message to an event (first reply, first assignment)."""
+
+    conversations: int  # conversations with at least one visitor message
+    measured: int  # of those, how many reached the event
+    average_seconds: float | None
+    p50_seconds: float | None
+    p90_seconds: float | None
+
+
+class ReplySplit(ApiModel):
+    """Reply messages by sender: operators (human) against the AI."""
+
+    human: int
+    ai: int
+    human_share: float | None
+    ai_share: float | None
+
+
+class PageCount(ApiModel):
+    """A page (URL without query string or fragment) and how many sessions opened the chat there."""
+
+    page: str
+    sessions: int
+
+
+class HeatmapCell(ApiModel):
+    """Sessions started on an ISO weekday (1 = Monday) at an hour (0-23) of the requested zone."""
+
+    weekday: int
+    hour: int
+    sessions: int
+
+
+class OperatorLoad(ApiModel):
+    """One operator's share of the work in the period."""
+
+    operator_id: uuid.UUID
+    display_name: str
+    assignments: int
+    conversations: int
+    messages: int
+    capacity: int | None  # the largest capacity among the selected teams; None when no longer a member
+    assignments_per_slot: float | None
+
+
+class Fairness(ApiModel):
+    """How evenly assignments were spread (0 = perfectly even)."""
+
+    operators: int
+    mean_assignments: float | None
+    coefficient_of_variation: float | None
+    gini: float | None
+    gini_per_slot: float | None
+
+
+class LoadReport(ApiModel):
+    """Per-operator load and the fairness of assignment across them."""
+
+    operators: list[OperatorLoad]
+    fairness: Fairness
+
+
+class AnalyticsReport(ApiModel):
+    """Every metric for the selected teams and period."""
+
+    team_ids: list[uuid.UUID]
+    start: datetime
+    end: datetime
+    tz: str
+    sessions_by_day: list[SessionBucket]
+    sessions_by_hour: list[SessionBucket]
+    first_response: DurationStats
+    time_to_assignment: DurationStats
+    replies: ReplySplit
+    top_pages: list[PageCount]
+    peak_hours: list[HeatmapCell]
+    operator_load: LoadReport

@@ -1,0 +1,303 @@
+"""Analytics queries: one function per metric, each an SQL aggregate over (teams, [start, end), time zone).
+
+Every function takes ``(conn, team_ids, start, end, tz)``; the population is the conversations of those
+teams created in ``[start, end)`` (definitions in docs/analytics.md).
+"""
+
+from __future__ import annotations
+
+import statistics
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.analytics.schemas import (
+    AnalyticsReport,
+    DurationStats,
+    Fairness,
+    HeatmapCell,
+    LoadReport,
+    OperatorLoad,
+    PageCount,
+    ReplySplit,
+    SessionBucket,
+)
+
+TOP_PAGES = 20
+SECONDS_DIGITS = 3
+SHARE_DIGITS = 4
+
+_POPULATION = """
+population AS (
+    SELECT id, created_at, session_metadata FROM conversation
+    WHERE team_id = ANY(:team_ids) AND created_at >= :start AND created_at < :end
+)"""
+
+# The first visitor message of each conversation in the population: when the visitor asked.
+_ASKED = (
+    _POPULATION
+    + """,
+asked AS (
+    SELECT m.conversation_id, min(m.created_at) AS at
+    FROM message m JOIN population p ON p.id = m.conversation_id
+    WHERE m.sender = 'visitor'
+    GROUP BY m.conversation_id
+)"""
+)
+
+_DURATION_STATS = """
+SELECT count(*) AS conversations, count(seconds) AS measured, avg(seconds) AS average,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS p50,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY seconds) AS p90
+FROM durations"""
+
+
+async def _rows(conn: AsyncConnection, sql: str, team_ids: Sequence[uuid.UUID], **params: Any) -> list[Any]:
+    statement = sa.text(sql).bindparams(sa.bindparam("team_ids", type_=ARRAY(sa.Uuid)))
+    return list((await conn.execute(statement, {"team_ids": list(team_ids), **params})).all())
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else round(float(value), SECONDS_DIGITS)
+
+
+def _share(part: float, whole: float) -> float | None:
+    return None if whole == 0 else round(part / whole, SHARE_DIGITS)
+
+
+async def _sessions(
+    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str, unit: str
+) -> list[SessionBucket]:
+    # Buckets are wall-clock days/hours of `tz`; generate_series supplies the empty ones.
+    sql = f"""
+WITH {_POPULATION},
+buckets AS (
+    SELECT generate_series(
+        date_trunc(:unit, CAST(:start AS timestamptz) AT TIME ZONE :tz),
+        (CAST(:end AS timestamptz) AT TIME ZONE :tz) - interval '1 microsecond',
+        CAST(:step AS interval)
+    ) AS local
+),
+counts AS (
+    SELECT date_trunc(:unit, created_at AT TIME ZONE :tz) AS local, count(*) AS sessions
+    FROM population GROUP BY 1
+)
+SELECT b.local, b.local AT TIME ZONE :tz AS start, coalesce(c.sessions, 0) AS sessions
+FROM buckets b LEFT JOIN counts c ON c.local = b.local
+ORDER BY b.local"""
+    rows = await _rows(
+        conn,
+        sql,
+        team_ids,
+        start=start,
+        end=end,
+        tz=tz,
+        unit=unit,
+        step=timedelta(days=1) if unit == "day" else timedelta(hours=1),
+    )
+    label = "%Y-%m-%d" if unit == "day" else "%Y-%m-%dT%H:00"
+    return [SessionBucket(start=r.start, label=r.local.strftime(label), sessions=r.sessions) for r in rows]
+
+
+async def sessions_by_day(
+    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+) -> list[SessionBucket]:
+    """Sessions started per day of ``tz``, every day of the range."""
+    return await _sessions(conn, team_ids, start, end, tz, "day")
+
+
+async def sessions_by_hour(
+    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+) -> list[SessionBucket]:
+    """Sessions started per hour of ``tz``, every hour of the range."""
+    return await _sessions(conn, team_ids, start, end, tz, "hour")
+
+
+async def _duration_stats(
+    conn: AsyncConnection, sql: str, team_ids: Sequence[uuid.UUID], **params: Any
+) -> DurationStats:
+    [row] = await _rows(conn, sql + _DURATION_STATS, team_ids, **params)
+    return DurationStats(
+        conversations=row.conversations,
+        measured=row.measured,
+        average_seconds=_seconds(row.average),
+        p50_seconds=_seconds(row.p50),
+        p90_seconds=_seconds(row.p90),
+    )
+
+
+async def first_response(
+    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+) -> DurationStats:
+    """From the first visitor message to the first operator or AI message at or after it."""
+    sql = f"""
+WITH {_ASKED},
+durations AS (
+    SELECT extract(epoch FROM min(m.created_at) - a.at) AS seconds
+    FROM asked a
+    LEFT JOIN message m
+      ON m.conversation_id = a.conversation_id AND m.sender IN ('operator', 'ai') AND m.created_at >= a.at
+    GROUP BY a.conversation_id, a.at
+)"""
+    return await _duration_stats(conn, sql, team_ids, start=start, end=end)
+
+
+async def time_to_assignment(
+    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+) -> DurationStats:
+    """From the first visitor message to the conversation's first assignment (0 if assigned before it)."""
+    sql = f"""
+WITH {_ASKED},
+durations AS (
+    -- GREATEST skips NULLs, so a conversation never assigned must stay NULL explicitly.
+    SELECT CASE WHEN min(s.started_at) IS NOT NULL
+                THEN extract(epoch FROM greatest(min(s.started_at) - a.at, interval '0')) END AS seconds
+    FROM asked a LEFT JOIN assignment s ON s.conversation_id = a.conversation_id
+    GROUP BY a.conversation_id, a.at
+)"""
+    return await _duration_stats(conn, sql, team_ids, start=start, end=end)
+
+
+async def replies(
+    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+) -> ReplySplit:
+    """Operator against AI messages in the population's conversations (visitor and system messages left out)."""
+    sql = f"""
+WITH {_POPULATION}
+SELECT count(*) FILTER (WHERE m.sender = 'operator') AS human, count(*) FILTER (WHERE m.sender = 'ai') AS ai
+FROM message m JOIN population p ON p.id = m.conversation_id
+WHERE m.sender IN ('operator', 'ai')"""
+    [row] = await _rows(conn, sql, team_ids, start=start, end=end)
+    total = row.human + row.ai
+    return ReplySplit(human=row.human, ai=row.ai, human_share=_share(row.human, total), ai_share=_share(row.ai, total))
+
+
+async def top_pages(
+    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+) -> list[PageCount]:
+    """The pages where most sessions opened the chat (PocketPing's ``metadata.url``), query and fragment cut off."""
+    sql = f"""
+WITH {_POPULATION},
+pages AS (
+    SELECT split_part(split_part(session_metadata->>'url', '#', 1), '?', 1) AS page FROM population
+)
+SELECT page, count(*) AS sessions FROM pages
+WHERE page <> ''
+GROUP BY page ORDER BY sessions DESC, page COLLATE "C" LIMIT :limit"""
+    rows = await _rows(conn, sql, team_ids, start=start, end=end, limit=TOP_PAGES)
+    return [PageCount(page=r.page, sessions=r.sessions) for r in rows]
+
+
+async def peak_hours(
+    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+) -> list[HeatmapCell]:
+    """Sessions started per (ISO weekday, hour) of ``tz``: all 168 cells, Monday 00h first."""
+    sql = f"""
+WITH {_POPULATION},
+counts AS (
+    SELECT extract(isodow FROM created_at AT TIME ZONE :tz)::int AS weekday,
+           extract(hour FROM created_at AT TIME ZONE :tz)::int AS hour,
+           count(*) AS sessions
+    FROM population GROUP BY 1, 2
+)
+SELECT d.weekday, h.hour, coalesce(c.sessions, 0) AS sessions
+FROM generate_series(1, 7) AS d(weekday) CROSS JOIN generate_series(0, 23) AS h(hour)
+LEFT JOIN counts c ON c.weekday = d.weekday AND c.hour = h.hour
+ORDER BY d.weekday, h.hour"""
+    rows = await _rows(conn, sql, team_ids, start=start, end=end, tz=tz)
+    return [HeatmapCell(weekday=r.weekday, hour=r.hour, sessions=r.sessions) for r in rows]
+
+
+async def operator_load(
+    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+) -> LoadReport:
+    """Assignments started and operator messages sent in the period, per operator, and how evenly they fell."""
+    # Current active members count even with nothing assigned (an idle member is what unfairness looks like);
+    # former members appear only if they were assigned something in the period.
+    sql = """
+WITH given AS (
+    SELECT operator_id, count(*) AS assignments, count(DISTINCT conversation_id) AS conversations
+    FROM assignment
+    WHERE team_id = ANY(:team_ids) AND started_at >= :start AND started_at < :end
+    GROUP BY operator_id
+),
+members AS (
+    SELECT tm.operator_id, max(coalesce(tm.capacity, t.default_capacity)) AS capacity
+    FROM team_member tm JOIN team t ON t.id = tm.team_id
+    WHERE tm.team_id = ANY(:team_ids)
+    GROUP BY tm.operator_id
+),
+sent AS (
+    SELECT m.operator_id, count(*) AS messages
+    FROM message m JOIN conversation c ON c.id = m.conversation_id
+    WHERE m.sender = 'operator' AND c.team_id = ANY(:team_ids) AND m.created_at >= :start AND m.created_at < :end
+    GROUP BY m.operator_id
+)
+SELECT o.id, o.display_name, coalesce(g.assignments, 0) AS assignments, coalesce(g.conversations, 0) AS conversations,
+       coalesce(s.messages, 0) AS messages, mb.capacity
+FROM operator o
+LEFT JOIN given g ON g.operator_id = o.id
+LEFT JOIN members mb ON mb.operator_id = o.id
+LEFT JOIN sent s ON s.operator_id = o.id
+WHERE g.operator_id IS NOT NULL OR (mb.operator_id IS NOT NULL AND o.deactivated_at IS NULL)
+ORDER BY assignments DESC, o.display_name, o.id"""
+    rows = await _rows(conn, sql, team_ids, start=start, end=end)
+    loads = [
+        OperatorLoad(
+            operator_id=r.id,
+            display_name=r.display_name,
+            assignments=r.assignments,
+            conversations=r.conversations,
+            messages=r.messages,
+            capacity=r.capacity,
+            assignments_per_slot=round(r.assignments / r.capacity, SHARE_DIGITS) if r.capacity else None,
+        )
+        for r in rows
+    ]
+    counts = [float(load.assignments) for load in loads]
+    per_slot = [load.assignments / load.capacity for load in loads if load.capacity]
+    mean = statistics.fmean(counts) if counts else None
+    fairness = Fairness(
+        operators=len(loads),
+        mean_assignments=None if mean is None else round(mean, SHARE_DIGITS),
+        coefficient_of_variation=None if not mean else round(statistics.pstdev(counts) / mean, SHARE_DIGITS),
+        gini=_gini(counts),
+        gini_per_slot=_gini(per_slot),
+    )
+    return LoadReport(operators=loads, fairness=fairness)
+
+
+def _gini(values: Sequence[float]) -> float | None:
+    """Gini coefficient from the sorted values (0 when even, towards 1 when one operator takes everything)."""
+    total = sum(values)
+    if not values or total == 0:
+        return None
+    n = len(values)
+    ranked = sum(rank * value for rank, value in enumerate(sorted(values), start=1))
+    return round(2 * ranked / (n * total) - (n + 1) / n, SHARE_DIGITS)
+
+
+async def report(
+    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+) -> AnalyticsReport:
+    """Every metric at once, read in one snapshot (the caller opens a REPEATABLE READ transaction)."""
+    args = (conn, team_ids, start, end, tz)
+    return AnalyticsReport(
+        team_ids=list(team_ids),
+        start=start,
+        end=end,
+        tz=tz,
+        sessions_by_day=await sessions_by_day(*args),
+        sessions_by_hour=await sessions_by_hour(*args),
+        first_response=await first_response(*args),
+        time_to_assignment=await time_to_assignment(*args),
+        replies=await replies(*args),
+        top_pages=await top_pages(*args),
+        peak_hours=await peak_hours(*args),
+        operator_load=await operator_load(*args),
+    )
