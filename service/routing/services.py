@@ -30,7 +30,7 @@ from service.db.models import Conversation, InternalNote, RoutingDecision, Team,
 from service.errors import ConflictException
 from service.events import record_event
 from service.routing.policies import Candidate, Decision, Rule, Visit, decide, select_rule
-from service.timers.services import arm_first_response
+from service.timers.services import FIRST_RESPONSE_COLUMNS, FIRST_RESPONSE_CTES, remember_first_response
 
 log = structlog.get_logger(__name__)
 
@@ -159,10 +159,12 @@ _CANDIDATES = sa.text(
 
 # The capacity check is this conditional UPDATE: the operator's row lock serializes every
 # change to ``open_conversations``, and the capacity is re-read (membership included) in the
-# same statement. Assignment, conversation, round-robin clock and decision follow only if it
-# matched. Times come from clock_timestamp() taken after the operator row is locked, so the
-# assignment history is ordered exactly as the operator's counter changed.
-_ASSIGN_SQL = """
+# same statement. Assignment, conversation, round-robin clock, decision, ``conversation.assigned``
+# event and first-response timer follow only if it matched, all in this one round trip. Times come
+# from clock_timestamp() taken after the operator row is locked, so the assignment history is
+# ordered exactly as the operator's counter changed.
+_ASSIGN_SQL = (
+    """
     WITH cap AS (
         SELECT coalesce(m.capacity, t.default_capacity) AS capacity
         FROM team_member m JOIN team t ON t.id = m.team_id
@@ -180,7 +182,7 @@ _ASSIGN_SQL = """
         SELECT :conversation_id, :operator_id, :team_id, :reason, :actor_id, clock_timestamp(),
                CASE WHEN :check_capacity THEN op.capacity END, op.open_conversations
         FROM op
-        RETURNING id, started_at
+        RETURNING id, started_at, conversation_id, operator_id, team_id, reason
     ), conv AS (
         UPDATE conversation c SET status = 'assigned', assignee_id = :operator_id, team_id = :team_id,
             priority = :priority, required_skills = :required_skills, assigned_at = asg.started_at,
@@ -196,9 +198,19 @@ _ASSIGN_SQL = """
         SELECT :conversation_id, :team_id, :policy, :trigger, :candidates, :operator_id, 'assigned', :actor_id,
                :note_reason
         FROM asg
-    )
-    SELECT asg.id AS assignment_id, op.open_conversations, op.capacity FROM asg, op
-"""
+    ), event AS (
+        INSERT INTO event (kind, team_id, conversation_id, operator_ids, data)
+        SELECT 'conversation.assigned', asg.team_id, asg.conversation_id, ARRAY[asg.operator_id],
+               jsonb_build_object('conversationId', asg.conversation_id, 'operatorId', asg.operator_id::text,
+                                  'teamId', asg.team_id::text, 'reason', asg.reason)
+        FROM asg
+    ), """
+    + FIRST_RESPONSE_CTES
+    + f"""
+    SELECT asg.id AS assignment_id, {FIRST_RESPONSE_COLUMNS}
+    FROM asg LEFT JOIN first_response ON true
+    """
+)
 _ASSIGN_BINDS = (sa.bindparam("candidates", type_=JSONB), sa.bindparam("required_skills", type_=sa.ARRAY(sa.Text)))
 _ASSIGN = sa.text(_ASSIGN_SQL.format(skip_locked="")).bindparams(*_ASSIGN_BINDS)
 # The same, except that an operator whose row another transaction holds (it is assigning to them
@@ -209,6 +221,7 @@ _ASSIGN_UNLESS_BUSY = sa.text(
     )
 ).bindparams(*_ASSIGN_BINDS)
 
+# Queued, with its decision row and the ``conversation.queued`` event, in one round trip.
 _QUEUE = sa.text(
     """
     WITH conv AS (
@@ -216,10 +229,15 @@ _QUEUE = sa.text(
             required_skills = :required_skills, waiting_since = coalesce(c.waiting_since, now()),
             routing_revision = c.routing_revision + 1
         WHERE c.id = :conversation_id
-        RETURNING c.id
+        RETURNING c.id, c.team_id, c.priority
+    ), decision AS (
+        INSERT INTO routing_decision (conversation_id, team_id, policy, trigger, candidates, outcome, actor_id, reason)
+        SELECT conv.id, :team_id, :policy, :trigger, :candidates, 'queued', :actor_id, :note_reason FROM conv
     )
-    INSERT INTO routing_decision (conversation_id, team_id, policy, trigger, candidates, outcome, actor_id, reason)
-    SELECT conv.id, :team_id, :policy, :trigger, :candidates, 'queued', :actor_id, :note_reason FROM conv
+    INSERT INTO event (kind, team_id, conversation_id, data)
+    SELECT 'conversation.queued', conv.team_id, conv.id,
+           jsonb_build_object('conversationId', conv.id, 'teamId', conv.team_id::text, 'priority', conv.priority)
+    FROM conv
     """
 ).bindparams(sa.bindparam("candidates", type_=JSONB), sa.bindparam("required_skills", type_=sa.ARRAY(sa.Text)))
 
@@ -383,20 +401,7 @@ async def _assign(
     ).first()
     if row is None:
         return None
-    await arm_first_response(conn, conversation_id, target.team_id)
-    await record_event(
-        conn,
-        "conversation.assigned",
-        team_id=target.team_id,
-        conversation_id=conversation_id,
-        operator_ids=[operator_id],
-        data={
-            "conversationId": conversation_id,
-            "operatorId": str(operator_id),
-            "teamId": str(target.team_id),
-            "reason": reason,
-        },
-    )
+    remember_first_response(row)
     return int(row.assignment_id)
 
 
@@ -424,13 +429,6 @@ async def _queue(
             "actor_id": actor_id,
             "note_reason": note_reason,
         },
-    )
-    await record_event(
-        conn,
-        "conversation.queued",
-        team_id=target.team_id,
-        conversation_id=conversation_id,
-        data={"conversationId": conversation_id, "teamId": str(target.team_id), "priority": target.priority},
     )
     return RouteOutcome("queued", target.team_id)
 

@@ -15,6 +15,7 @@ import contextvars
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
@@ -138,24 +139,42 @@ async def due_before(conn: AsyncConnection, horizon_seconds: float, limit: int =
     return [Trigger(r.id, r.revision, r.due_at) for r in result]
 
 
-_ARM_FIRST_RESPONSE = sa.text(
+# The first-response clock as CTEs of the assignment statement, so arming it costs no round trip of
+# its own. It starts when the team has a timeout and nobody has replied yet; otherwise a pending
+# one is cancelled (the conversation was answered, or the team has no timeout any more). Both CTEs
+# read the same snapshot, so exactly one of them applies. The statement provides a CTE ``asg`` (a row
+# when the assignment took place), ``:conversation_id`` and ``:team_id``, and selects the armed
+# timer's ``FIRST_RESPONSE_COLUMNS`` from ``first_response`` (NULLs when none was armed).
+FIRST_RESPONSE_CTES = (
     """
-    INSERT INTO timer (kind, subject, due_at)
-    SELECT 'first_response', c.id, now() + make_interval(secs => t.first_response_timeout_seconds)
-    FROM conversation c JOIN team t ON t.id = :team_id
-    WHERE c.id = :conversation_id AND c.first_response_at IS NULL AND t.first_response_timeout_seconds IS NOT NULL
+    first_response_due AS (
+        SELECT c.first_response_at IS NULL AND t.first_response_timeout_seconds IS NOT NULL AS arm,
+               t.first_response_timeout_seconds AS seconds
+        FROM asg, conversation c, team t WHERE c.id = :conversation_id AND t.id = :team_id
+    ), first_response AS (
+        INSERT INTO timer (kind, subject, due_at)
+        SELECT 'first_response', :conversation_id, now() + make_interval(secs => d.seconds)
+        FROM first_response_due d WHERE d.arm
     """
     + _ON_CONFLICT
+    + """
+    ), first_response_cancelled AS (
+        UPDATE timer SET state = 'cancelled', revision = timer.revision + 1, updated_at = now()
+        FROM first_response_due d
+        WHERE NOT d.arm AND timer.kind = 'first_response' AND timer.subject = :conversation_id
+          AND timer.state = 'pending'
+    )
+    """
+)
+FIRST_RESPONSE_COLUMNS = (
+    "first_response.id AS timer_id, first_response.revision AS timer_revision, first_response.due_at"
 )
 
 
-async def arm_first_response(conn: AsyncConnection, conversation_id: str, team_id: object) -> None:
-    """On assignment: the assignee's first-response clock starts if the team has a timeout and nobody replied yet."""
-    row = (await conn.execute(_ARM_FIRST_RESPONSE, {"conversation_id": conversation_id, "team_id": team_id})).first()
-    if row is None:
-        await cancel_timer(conn, FIRST_RESPONSE, conversation_id)
-    else:
-        remember(Trigger(row.id, row.revision, row.due_at))
+def remember_first_response(row: Any) -> None:
+    """After the assignment statement: enqueue the armed first-response timer's trigger after the commit."""
+    if row.timer_id is not None:
+        remember(Trigger(row.timer_id, row.timer_revision, row.due_at))
 
 
 def timer_triggers_middleware(app: ASGIApp) -> ASGIApp:
