@@ -8,6 +8,7 @@ docs/routing.md ("Locking") for why this keeps capacity exact and the queue free
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import json
 import math
@@ -107,17 +108,37 @@ async def enqueue_drain(arq: ArqRedis, team_id: uuid.UUID, trigger: str) -> None
     )
 
 
+class RestartTransaction(Exception):
+    """Routing's fast path lost every race and may hold operator rows: run the transaction again, carefully."""
+
+
+# True while ``in_transaction`` runs work again after a ``RestartTransaction``: routing then takes the
+# team lock before it ranks, instead of trying the fast path first.
+_careful: contextvars.ContextVar[bool] = contextvars.ContextVar("routing_careful", default=False)
+
+
 def is_retryable(exc: BaseException) -> bool:
     """A deadlock or serialization failure, which PostgreSQL resolved by rolling this transaction back."""
     return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
 
 
 async def in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]], attempts: int = 5) -> T:
-    """Run ``work`` in one transaction, again from the start when PostgreSQL broke a deadlock by aborting it."""
+    """Run ``work`` in one transaction, again from the start when PostgreSQL broke a deadlock by aborting it.
+
+    Routing that assigns or queues (``route_conversation``, ``reopen_conversation``) must run in here:
+    on its rare ``RestartTransaction`` the work runs once more, on the careful path.
+    """
     for attempt in range(1, attempts + 1):
         try:
-            async with engine.begin() as conn:
-                return await work(conn)
+            try:
+                return await _run(engine, work)
+            except RestartTransaction:
+                log.info("transaction restarted on the careful path")
+                token = _careful.set(True)
+                try:
+                    return await _run(engine, work)
+                finally:
+                    _careful.reset(token)
         except DBAPIError as exc:
             if not is_retryable(exc) or attempt == attempts:
                 raise
@@ -126,10 +147,29 @@ async def in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], 
     raise AssertionError("unreachable")
 
 
+async def _run(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async with engine.begin() as conn:
+        return await work(conn)
+
+
 # --- Reading and locking --------------------------------------------------------------------------------------
 
-# The conversation row, and for one without a team yet the enabled rules in order and the default
-# team, in the same round trip.
+# A team's policy and members (with their load) as one JSON document, so that the conversation's
+# lock can read them in its own round trip; ``{team}`` is the team id's expression.
+_TEAM_JSON = """(
+    SELECT jsonb_build_object('id', t.id, 'policy', t.routing_policy, 'members', coalesce(jsonb_agg(jsonb_build_object(
+               'operatorId', m.operator_id, 'status', o.status, 'open', o.open_conversations,
+               'capacity', coalesce(m.capacity, t.default_capacity), 'skills', m.skills,
+               'lastAssignedAt', m.last_assigned_at) ORDER BY m.operator_id) FILTER (WHERE o.id IS NOT NULL), '[]'))
+    FROM team t
+    LEFT JOIN (team_member m JOIN operator o ON o.id = m.operator_id AND o.deactivated_at IS NULL) ON m.team_id = t.id
+    WHERE t.id = {team} GROUP BY t.id
+)"""
+
+# The conversation row, for one without a team yet the enabled rules in order and the default team,
+# and the members of its team (or of the default team), all in the same round trip. The members are
+# read in the snapshot taken before any wait for the row lock: only the fast path ranks with them,
+# where the assignment statement's capacity check decides, and queueing re-reads under the team lock.
 _LOCK_CONVERSATION = sa.text(
     """
     SELECT c.id, c.status, c.team_id, c.assignee_id, c.routing_revision, c.priority, c.required_skills,
@@ -140,22 +180,15 @@ _LOCK_CONVERSATION = sa.text(
                    'requiredSkills', r.required_skills) ORDER BY r.position, r.created_at, r.id), '[]')
                FROM routing_rule r WHERE r.enabled
            ) END AS rules,
-           CASE WHEN c.team_id IS NULL THEN (SELECT t.id FROM team t WHERE t.is_default) END AS default_team_id
+           CASE WHEN c.team_id IS NULL THEN (SELECT t.id FROM team t WHERE t.is_default) END AS default_team_id,
+    """
+    + _TEAM_JSON.format(team="coalesce(c.team_id, (SELECT d.id FROM team d WHERE d.is_default))")
+    + """ AS team
     FROM conversation c WHERE c.id = :id FOR UPDATE OF c
     """
-).columns(rules=JSONB)
+).columns(rules=JSONB, team=JSONB)
 
-_CANDIDATES = sa.text(
-    """
-    SELECT t.routing_policy, m.operator_id, o.status, o.open_conversations,
-           coalesce(m.capacity, t.default_capacity) AS capacity, m.skills, m.last_assigned_at
-    FROM team t
-    LEFT JOIN (team_member m JOIN operator o ON o.id = m.operator_id AND o.deactivated_at IS NULL)
-        ON m.team_id = t.id
-    WHERE t.id = :team_id
-    ORDER BY m.operator_id
-    """
-)
+_CANDIDATES = sa.text("SELECT " + _TEAM_JSON.format(team=":team_id") + " AS team").columns(team=JSONB)
 
 # The capacity check is this conditional UPDATE: the operator's row lock serializes every
 # change to ``open_conversations``, and the capacity is re-read (membership included) in the
@@ -272,8 +305,6 @@ _ANY_ASSIGNABLE = sa.text("SELECT EXISTS (SELECT 1" + _ASSIGNABLE + ")")
 _TEAM_KEYS = "(SELECT DISTINCT hashtextextended(t, 0) AS k FROM unnest(CAST(:ids AS text[])) AS t ORDER BY k) AS keys"
 _LOCK_TEAMS = sa.text("SELECT pg_advisory_xact_lock(k) FROM " + _TEAM_KEYS)
 _LOCK_TEAMS_SHARED = sa.text("SELECT pg_advisory_xact_lock_shared(k) FROM " + _TEAM_KEYS)
-_SAVEPOINT = sa.text("SAVEPOINT routing_fast_path")
-_ROLLBACK_TO_SAVEPOINT = sa.text("ROLLBACK TO SAVEPOINT routing_fast_path")
 
 
 async def _lock_conversation(conn: AsyncConnection, conversation_id: str) -> Any:
@@ -302,22 +333,26 @@ async def lock_teams(conn: AsyncConnection, *team_ids: uuid.UUID | None, shared:
 
 async def load_candidates(conn: AsyncConnection, team_id: uuid.UUID) -> tuple[str, list[Candidate]]:
     """The team's policy and its members as candidates; ``NotFoundException`` if the team does not exist."""
-    rows = (await conn.execute(_CANDIDATES, {"team_id": team_id})).all()
-    if not rows:
+    team = await conn.scalar(_CANDIDATES, {"team_id": team_id})
+    if team is None:
         raise NotFoundException("Team not found")
+    return _team_of(team)
+
+
+def _team_of(team: dict[str, Any]) -> tuple[str, list[Candidate]]:
+    """The policy and candidates from a ``_TEAM_JSON`` document."""
     candidates = [
         Candidate(
-            operator_id=r.operator_id,
-            status=r.status,
-            open_conversations=r.open_conversations,
-            capacity=r.capacity,
-            skills=frozenset(r.skills),
-            last_assigned_at=r.last_assigned_at,
+            operator_id=uuid.UUID(m["operatorId"]),
+            status=m["status"],
+            open_conversations=m["open"],
+            capacity=m["capacity"],
+            skills=frozenset(m["skills"]),
+            last_assigned_at=datetime.fromisoformat(m["lastAssignedAt"]) if m["lastAssignedAt"] else None,
         )
-        for r in rows
-        if r.operator_id is not None
+        for m in team["members"]
     ]
-    return rows[0].routing_policy, candidates
+    return team["policy"], candidates
 
 
 async def default_team_id(conn: AsyncConnection) -> uuid.UUID:
@@ -486,29 +521,31 @@ async def _place(
     actor_id: uuid.UUID | None = None,
     note_reason: str | None = None,
     team_locked: bool = False,
+    team: tuple[str, list[Candidate]] | None = None,
 ) -> RouteOutcome:
     """Assign to the best eligible member of the target team, else queue there (the conversation is locked).
 
-    Fast path without the team lock; before queueing, the team lock is taken and the members
-    re-read, so a change that freed room and committed meanwhile is seen, and any later one
-    finds this conversation in the queue when it drains (no lost wake-up). ``team_locked``:
-    the caller already holds it, so the first read is already fresh.
+    Fast path without the team lock, ranking ``team`` (policy and candidates already read) if given.
+    Before queueing, the team lock is taken and the members re-read, so a change that freed room
+    and committed meanwhile is seen, and any later one finds this conversation in the queue when
+    it drains (no lost wake-up). ``team_locked``: the caller already holds it, so there is no fast path.
     """
     why = (trigger, reason, actor_id, note_reason)
+    if not team_locked and not _careful.get():
+        policy, candidates = team or await load_candidates(conn, target.team_id)
+        decision = decide(policy, candidates, required_skills=target.required_skills, exclude=target.excluded)
+        if policy != "manual" and decision.ranked:
+            if done := await _try_ranked(conn, conversation_id, target, decision, {}, *why):
+                return done
+            # Every ranked candidate lost a race. A failed capacity check can leave the operator's row
+            # locked (PostgreSQL locks the newest row version before re-checking it), and the team lock
+            # must never be taken after an operator lock, the order every other path keeps: start over,
+            # team lock first. Rare, so this costs less than a savepoint around every fast path.
+            raise RestartTransaction
+    if not team_locked:
+        await lock_teams(conn, target.team_id, shared=True)
     policy, candidates = await load_candidates(conn, target.team_id)
     lost: dict[uuid.UUID, str] = {}
-    if policy != "manual" and not team_locked:
-        decision = decide(policy, candidates, required_skills=target.required_skills, exclude=target.excluded)
-        if decision.ranked:
-            await conn.execute(_SAVEPOINT)
-            if done := await _try_ranked(conn, conversation_id, target, decision, lost, *why):
-                return done
-            # A failed capacity check can leave the operator row locked (PostgreSQL locks the newest
-            # row version before re-checking it); release it so the team lock is never taken after
-            # an operator lock, the order every other path keeps.
-            await conn.execute(_ROLLBACK_TO_SAVEPOINT)
-        await lock_teams(conn, target.team_id, shared=True)
-        policy, candidates = await load_candidates(conn, target.team_id)
     decision = decide(policy, candidates, required_skills=target.required_skills, exclude=target.excluded)
     if decision.ranked and (done := await _try_ranked(conn, conversation_id, target, decision, lost, *why)):
         return done
@@ -556,7 +593,9 @@ async def route_conversation(conn: AsyncConnection, conversation_id: str, revisi
     if conv is None or conv.routing_revision != revision or conv.status != "new":
         return RouteOutcome("stale")
     target = _target_of(conv) if conv.team_id is not None else await _select_team(conn, conv)
-    return await _place(conn, conversation_id, target, trigger=trigger)
+    # The lock read the members of the conversation's team, or of the default one: usually the target.
+    team = _team_of(conv.team) if conv.team and uuid.UUID(conv.team["id"]) == target.team_id else None
+    return await _place(conn, conversation_id, target, trigger=trigger, team=team)
 
 
 async def drain_team_queue(conn: AsyncConnection, team_id: uuid.UUID, trigger: str) -> int:
