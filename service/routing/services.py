@@ -1,6 +1,7 @@
 """Routing engine: team selection, assignment under capacity, the team queue, claims, transfers, close and reopen.
 
-Every function runs in the caller's transaction. Lock order, everywhere: the conversation row,
+Every function runs in the caller's transaction, opened by ``in_transaction`` (which also runs it
+again when routing's fast path asks for a restart). Lock order, everywhere: the conversation row,
 then team rows (the "team queue lock", several in id order), then operator rows. See
 docs/routing.md ("Locking") for why this keeps capacity exact and the queue free of lost wake-ups.
 """

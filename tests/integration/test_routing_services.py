@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import structlog
 from litestar.exceptions import NotFoundException
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -79,6 +81,43 @@ async def test_no_eligible_operator_queues_with_every_reason_recorded(clean_db: 
     }
     assert await state(clean_db, conversation_id) == {"status": "queued", "team_id": team_id, "assignee_id": None}
     assert await rows(clean_db, "SELECT kind FROM event") == [{"kind": "conversation.queued"}]
+
+
+async def waiting_for_a_lock(engine: AsyncEngine) -> None:
+    """Return once some other session of this database waits for a lock."""
+    for _ in range(1000):
+        waiting = await rows(
+            engine,
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("nobody waited for the lock")
+
+
+async def test_fast_path_that_loses_every_race_starts_over_and_queues(clean_db: AsyncEngine) -> None:
+    """The members read with the conversation's lock predate the wait for it: Ada filled up meanwhile, so the
+    capacity check fails, the transaction starts over with the team lock first, and queues with the reason."""
+    team_id, ops = await team_of(clean_db, "least_busy", ("Ada", {"capacity": 1}))
+    conversation_id, _ = await make_conversation(clean_db, team_id)
+    with structlog.testing.capture_logs() as logs:
+        async with clean_db.connect() as holder:
+            await holder.execute(
+                sa.text("SELECT 1 FROM conversation WHERE id = :id FOR UPDATE"), {"id": conversation_id}
+            )
+            routed = asyncio.create_task(route(clean_db, conversation_id))
+            await waiting_for_a_lock(clean_db)
+            await set_values(clean_db, "operator", {"id": ops["Ada"]}, open_conversations=1)
+            await holder.rollback()
+        assert await routed == routing.RouteOutcome("queued", team_id)
+    assert [e["event"] for e in logs] == ["transaction restarted on the careful path"]
+    [decision] = await rows(clean_db, "SELECT outcome, candidates FROM routing_decision")
+    assert decision["outcome"] == "queued"
+    assert [(c["operatorId"], c["open"], c["excluded"]) for c in decision["candidates"]] == [
+        (str(ops["Ada"]), 1, "at_capacity")
+    ]
+    assert await rows(clean_db, "SELECT count(*) AS n FROM assignment") == [{"n": 0}]
 
 
 async def test_rules_choose_team_priority_and_skills_first_match_wins(clean_db: AsyncEngine) -> None:
