@@ -1,8 +1,9 @@
 """Routing decisions per second and their latency, against a pgbench claim on the same database, same run.
 
-Switchboard: ``route_conversation`` (the worker's path: lock the conversation, read the rules and the
-team's members, rank them, the capacity-checked assignment with its decision row, the event) in one
-transaction per conversation, run by worker-like processes, each with its own connections. Every
+Switchboard: ``route_conversation`` (the worker's path: lock the conversation while reading the rules
+and the team's members, rank them, then the capacity-checked assignment with its decision row, event
+and first-response timer) in one transaction per conversation, run by worker-like processes, each
+with its own connections. Every
 conversation must end up assigned (capacities are large), otherwise the run fails.
 
 pgbench: the DESIGN's raw-SQL claim, one ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED)``
