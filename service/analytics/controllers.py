@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, available_timezones
 import sqlalchemy as sa
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
+from litestar.exceptions import ValidationException
 from litestar.params import QueryParameter
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -32,11 +32,9 @@ from service.analytics.schemas import (
     ReplySplit,
     SessionBucket,
 )
-from service.auth.principal import Principal, requires_lead
-from service.db.models import Team
+from service.auth.principal import Principal
 
 MAX_SPAN = timedelta(days=366)
-team_t = Team.__table__  # type: ignore[attr-defined]
 
 
 class Metric(StrEnum):
@@ -86,24 +84,6 @@ def _period(start: datetime, end: datetime, tz: str) -> tuple[datetime, datetime
     if end - start > MAX_SPAN:
         raise _invalid("to", f"the period may span at most {MAX_SPAN.days} days")
     return start, end
-
-
-async def _teams(conn: AsyncConnection, principal: Principal, requested: list[uuid.UUID] | None) -> list[uuid.UUID]:
-    """The teams to report on: the requested ones (each led by the caller), else every team the caller leads."""
-    if requested:
-        wanted = list(dict.fromkeys(requested))
-        for team_id in wanted:
-            requires_lead(principal, team_id)
-        found = set((await conn.execute(sa.select(team_t.c.id).where(team_t.c.id.in_(wanted)))).scalars())
-        if len(found) < len(wanted):
-            raise NotFoundException("Team not found")
-        return wanted
-    if principal.is_admin:
-        return list((await conn.execute(sa.select(team_t.c.id).order_by(team_t.c.name))).scalars())
-    led = [team_id for team_id, role in principal.teams.items() if role == "lead"]
-    if not led:
-        raise PermissionDeniedException("Analytics are for team leads and administrators")
-    return led
 
 
 @asynccontextmanager
@@ -177,7 +157,7 @@ class AnalyticsController(Controller):
         """Leads see the teams they lead, admins every team; operators 403, another team's id 404."""
         start, end = _period(start, end, tz)
         async with _snapshot(request) as conn:
-            teams = await _teams(conn, principal, team_id)
+            teams = await services.teams_for(conn, principal, team_id)
             return await services.report(conn, teams, start, end, tz)
 
     @get(
@@ -199,7 +179,7 @@ class AnalyticsController(Controller):
         """A header row with the JSON field names, then one row per bucket, page, cell or operator."""
         start, end = _period(start, end, tz)
         async with _snapshot(request) as conn:
-            teams = await _teams(conn, principal, team_id)
+            teams = await services.teams_for(conn, principal, team_id)
             model, rows = await _metric_rows(metric, conn, teams, start, end, tz)
         filename = f"analytics-{metric.value}-{start.date().isoformat()}.csv"
         return Response(

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from litestar.exceptions import NotFoundException, PermissionDeniedException
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,6 +28,8 @@ from service.analytics.schemas import (
     ReplySplit,
     SessionBucket,
 )
+from service.auth.principal import Principal, requires_lead
+from service.db.models import Team
 
 TOP_PAGES = 20
 SECONDS_DIGITS = 3
@@ -55,6 +58,31 @@ SELECT count(*) AS conversations, count(seconds) AS measured, avg(seconds) AS av
        percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS p50,
        percentile_cont(0.9) WITHIN GROUP (ORDER BY seconds) AS p90
 FROM durations"""
+
+
+async def teams_for(
+    conn: AsyncConnection, principal: Principal, requested: Sequence[uuid.UUID] | None = None
+) -> list[uuid.UUID]:
+    """The teams to report on: the requested ones (each led by the caller), else every team the caller leads.
+
+    Another team's id (or one that does not exist) is 404; a team the caller is only an operator of is 403,
+    and so is asking for nothing while leading no team. Admins lead every team.
+    """
+    team_t = Team.__table__  # type: ignore[attr-defined]
+    if requested:
+        wanted = list(dict.fromkeys(requested))
+        for team_id in wanted:
+            requires_lead(principal, team_id)
+        found = set((await conn.execute(sa.select(team_t.c.id).where(team_t.c.id.in_(wanted)))).scalars())
+        if len(found) < len(wanted):
+            raise NotFoundException("Team not found")
+        return wanted
+    if principal.is_admin:
+        return list((await conn.execute(sa.select(team_t.c.id).order_by(team_t.c.name))).scalars())
+    led = [team_id for team_id, role in principal.teams.items() if role == "lead"]
+    if not led:
+        raise PermissionDeniedException("Analytics are for team leads and administrators")
+    return led
 
 
 async def _rows(conn: AsyncConnection, sql: str, team_ids: Sequence[uuid.UUID], **params: Any) -> list[Any]:
