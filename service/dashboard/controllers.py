@@ -1,6 +1,6 @@
 """The operator dashboard: server-rendered pages under ``/app`` that read through the same services as the REST API.
 
-Pages render what the services return; every change (reply, claim, close) is a call from the page to the
+Pages render what the services return; every change (reply, note, claim, close) is a call from the page to the
 REST API with the session's CSRF token, so the rules live in one place.
 """
 
@@ -104,8 +104,16 @@ async def _thread_context(
     async with _engine(request).connect() as conn:
         row = await services.visible_conversation(conn, principal, conversation_id)
         messages, older = await _newest_messages(conn, conversation_id)
+        notes, more_notes = await services.list_notes(conn, conversation_id, None, services.MAX_PAGE)
     conversation = services.conversation_public(row)
-    return {"principal": principal, "conversation": conversation, "messages": messages, "older": older}
+    return {
+        "principal": principal,
+        "conversation": conversation,
+        "messages": messages,
+        "older": older,
+        "notes": notes,
+        "more_notes": more_notes is not None,
+    }
 
 
 InboxTab = Annotated[Tab, QueryParameter(description="mine, queue or all")]
@@ -136,7 +144,7 @@ class DashboardController(Controller):
     async def conversation(
         self, conversation_id: FromPath[str], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> Template:
-        """A conversation: state, history, actions and the reply box."""
+        """A conversation: state, history, notes, actions, the note form and the reply box (with its picker)."""
         context = await _thread_context(request, principal, conversation_id)
         return Template("conversation.html", context={**context, "csrf_token": await _csrf_token(request)})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -46,16 +47,24 @@ async def sign_in(page: Page, url: str, sub: str) -> None:
     await page.wait_for_url(url)
 
 
-async def test_sign_in_see_a_visitor_live_and_reply_once(
-    settings: Settings, clean_db: AsyncEngine, oidc_issuer: str, browser: Browser
-) -> None:
+async def lena_leads_the_default_team(
+    settings: Settings, clean_db: AsyncEngine, oidc_issuer: str
+) -> tuple[Settings, int, uuid.UUID]:
+    """Settings for an api on a free port with a quick event stream; Lena (IdP group) leads the default team."""
     port = free_port()
     settings = oidc_settings(
         settings, oidc_issuer, public_url=AnyHttpUrl(f"http://127.0.0.1:{port}"), events_poll_seconds=0.2
     )
     # The IdP's group makes Lena lead of the default team, where the visitor's conversation is routed.
-    await make_team(clean_db, DEFAULT_TEAM_NAME, is_default=True)
+    team_id = await make_team(clean_db, DEFAULT_TEAM_NAME, is_default=True)
     await set_user(oidc_issuer, "lena", name="Lena", groups=["support-leads"])
+    return settings, port, team_id
+
+
+async def test_sign_in_see_a_visitor_live_and_reply_once(
+    settings: Settings, clean_db: AsyncEngine, oidc_issuer: str, browser: Browser
+) -> None:
+    settings, port, _ = await lena_leads_the_default_team(settings, clean_db, oidc_issuer)
     async with run_api(settings, port=port) as api:
         context = await browser.new_context(viewport=PHONE)
         try:
@@ -136,5 +145,62 @@ async def test_signed_out_visitors_are_sent_to_sign_in_and_strangers_get_a_page(
             await expect(page.locator("h1")).to_have_text("404")
             response = await page.goto(f"{api.url}/app?tab=all")
             assert response is not None and response.status == 403
+        finally:
+            await context.close()
+
+
+async def test_canned_response_picker_fills_the_reply_and_notes_stay_internal(
+    settings: Settings, clean_db: AsyncEngine, oidc_issuer: str, browser: Browser
+) -> None:
+    settings, port, team_id = await lena_leads_the_default_team(settings, clean_db, oidc_issuer)
+    async with run_api(settings, port=port) as api:
+        context = await browser.new_context(viewport=PHONE)
+        try:
+            page = await context.new_page()
+            await sign_in(page, f"{api.url}/app", "lena")
+            # Lena leads the team, so the page's own session may create the team's response.
+            created = await page.evaluate(
+                """async (teamId) => {
+                    const response = await fetch("/api/v1/canned-responses", {
+                        method: "POST",
+                        headers: Object.assign({"Content-Type": "application/json"},
+                                               JSON.parse(document.body.getAttribute("hx-headers"))),
+                        body: JSON.stringify({teamId: teamId, shortcut: "hello", title: "Greeting",
+                                              body: 'Hi {{visitor.name || "there"}}'}),
+                    });
+                    return response.status;
+                }""",
+                str(team_id),
+            )
+            assert created == 201
+
+            async with api.client() as http:
+                session_id = (await http.post("/pocketping/connect", json={"visitorId": "v-notes"})).json()["sessionId"]
+                sent = await http.post(
+                    "/pocketping/message", json={"sessionId": session_id, "content": "Hello?", "sender": "visitor"}
+                )
+                assert sent.status_code == 200
+                worker = await run_burst(settings)
+                assert worker.jobs_failed == 0
+
+                await page.goto(f"{api.url}/app/conversations/{session_id}")
+                await expect(page.locator("body")).to_have_attribute("data-live", "open")
+                await page.locator("#reply-content").press_sequentially("/hel")
+                await expect(page.locator("#canned-picker li")).to_have_text(["/hello — Greeting"])
+                await page.locator("#reply-content").press("Enter")
+                await expect(page.locator("#reply-content")).to_have_value("Hi there")
+                await expect(page.locator("#canned-picker")).to_be_hidden()
+
+                async with websockets.connect(f"{api.ws_url}/pocketping/stream?sessionId={session_id}") as socket:
+                    await received(socket)  # whatever the socket replays on connect
+                    await page.fill("#note-body", "Asked twice already.")
+                    await page.click("form.note-form button[type=submit]")
+                    await expect(page.locator(".note p")).to_have_text(["Asked twice already."])
+                    await expect(page.locator(".note .author")).to_have_text(["Lena"])
+                    await expect(page.locator("#note-body")).to_have_value("")
+                    events = await received(socket)
+            assert [e for e in events if e["type"] == "message"] == []
+            # The picked text is only in the box: nothing was sent to the visitor.
+            await expect(page.locator(".message.from-operator")).to_have_count(0)
         finally:
             await context.close()

@@ -46,11 +46,108 @@
     } catch (ignored) {
       // Not problem details: keep the generic text.
     }
+    showError(detail);
+  });
+
+  // Canned-response picker: "/shortcut" typed at the start of the reply box or after whitespace lists the
+  // caller's responses by that prefix; picking one replaces "/shortcut" with its text rendered for this conversation.
+  function csrfHeaders() {
+    const headers = JSON.parse(document.body.getAttribute("hx-headers") || "{}");
+    return Object.assign({ "Content-Type": "application/json" }, headers);
+  }
+
+  function showError(text) {
     if (flash()) {
-      flash().textContent = detail;
+      flash().textContent = text;
       flash().hidden = false;
     }
-  });
+  }
+
+  async function problemDetail(response) {
+    try {
+      return (await response.json()).detail || "Something went wrong (" + response.status + ")";
+    } catch (ignored) {
+      return "Something went wrong (" + response.status + ")";
+    }
+  }
+
+  function setUpPicker(box, list) {
+    let typed = null; // {start, end, prefix} of the "/shortcut" before the caret, or null
+    let asked = 0; // newest lookup; older answers arriving late are dropped
+
+    function close() {
+      typed = null;
+      list.hidden = true;
+      list.replaceChildren();
+    }
+
+    function choices() {
+      return Array.from(list.children);
+    }
+
+    function select(index) {
+      choices().forEach((item, i) => item.setAttribute("aria-selected", String(i === index)));
+    }
+
+    async function pick(item) {
+      const where = typed;
+      close();
+      const response = await fetch("/api/v1/canned-responses/" + item.dataset.canned + "/render", {
+        method: "POST",
+        headers: csrfHeaders(),
+        body: JSON.stringify({ conversationId: box.dataset.conversation }),
+      });
+      if (!response.ok) return showError(await problemDetail(response));
+      const text = (await response.json()).body;
+      box.setRangeText(text, where.start, where.end, "end");
+      box.focus();
+    }
+
+    async function lookUp() {
+      const before = box.value.slice(0, box.selectionStart);
+      const match = /(^|\s)\/([A-Za-z0-9_-]{0,32})$/.exec(before);
+      if (!match) return close();
+      typed = { start: before.length - match[2].length - 1, end: before.length, prefix: match[2] };
+      const lookup = ++asked;
+      const query = match[2] ? "?prefix=" + encodeURIComponent(match[2]) : "";
+      const response = await fetch("/api/v1/canned-responses" + query, { headers: { Accept: "application/json" } });
+      if (lookup !== asked || typed === null) return;
+      if (!response.ok) return showError(await problemDetail(response));
+      const items = (await response.json()).items;
+      list.replaceChildren(
+        ...items.map(function (canned) {
+          const item = document.createElement("li");
+          item.setAttribute("role", "option");
+          item.dataset.canned = canned.id;
+          item.textContent = "/" + canned.shortcut + " — " + canned.title;
+          item.addEventListener("mousedown", function (evt) {
+            evt.preventDefault(); // keep the caret in the box
+            pick(item);
+          });
+          return item;
+        }),
+      );
+      list.hidden = items.length === 0;
+      select(0);
+    }
+
+    box.addEventListener("input", lookUp);
+    box.addEventListener("blur", close);
+    box.addEventListener("keydown", function (evt) {
+      if (list.hidden) return;
+      const items = choices();
+      const current = items.findIndex((item) => item.getAttribute("aria-selected") === "true");
+      if (evt.key === "ArrowDown" || evt.key === "ArrowUp") {
+        evt.preventDefault();
+        select((current + (evt.key === "ArrowDown" ? 1 : items.length - 1)) % items.length);
+      } else if (evt.key === "Enter" || evt.key === "Tab") {
+        evt.preventDefault();
+        pick(items[Math.max(current, 0)]);
+      } else if (evt.key === "Escape") {
+        close();
+      }
+    });
+  }
 
   // Every event kind of the operator stream (docs/realtime.md) becomes one "sb:event" on <body>;
   // the page's fragments decide which ones concern them.
@@ -60,6 +157,9 @@
     "ai.state_changed",
   ];
   document.addEventListener("DOMContentLoaded", function () {
+    const box = document.getElementById("reply-content");
+    const list = document.getElementById("canned-picker");
+    if (box && list) setUpPicker(box, list);
     const source = new EventSource("/api/v1/events");
     for (const kind of KINDS) {
       source.addEventListener(kind, function (message) {
