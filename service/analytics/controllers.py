@@ -64,30 +64,30 @@ Tz = Annotated[
 ]
 
 
-def _invalid(field: str, message: str) -> ValidationException:
+def invalid(field: str, message: str) -> ValidationException:
     return ValidationException(detail=f"{field} is not valid", extra=[{"key": field, "message": message}])
 
 
 @cache
-def _zones() -> frozenset[str]:
+def zones() -> frozenset[str]:
     return frozenset(available_timezones())
 
 
-def _period(start: datetime, end: datetime, tz: str) -> tuple[datetime, datetime]:
+def period(start: datetime, end: datetime, tz: str) -> tuple[datetime, datetime]:
     """Validated, offset-aware bounds: a known zone, from < to, at most MAX_SPAN apart."""
-    if tz not in _zones():
-        raise _invalid("tz", "use an IANA time zone name such as Europe/Paris or UTC")
+    if tz not in zones():
+        raise invalid("tz", "use an IANA time zone name such as Europe/Paris or UTC")
     zone = ZoneInfo(tz)
     start, end = ((t if t.tzinfo is not None else t.replace(tzinfo=zone)).astimezone(UTC) for t in (start, end))
     if start >= end:
-        raise _invalid("to", "must be after from")
+        raise invalid("to", "must be after from")
     if end - start > MAX_SPAN:
-        raise _invalid("to", f"the period may span at most {MAX_SPAN.days} days")
+        raise invalid("to", f"the period may span at most {MAX_SPAN.days} days")
     return start, end
 
 
 @asynccontextmanager
-async def _snapshot(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncConnection]:
+async def snapshot(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncConnection]:
     """One read-only REPEATABLE READ transaction, so every metric of a report sees the same data."""
     engine: AsyncEngine = request.app.state.engine
     async with engine.connect() as conn:
@@ -155,8 +155,8 @@ class AnalyticsController(Controller):
         tz: Tz = "UTC",
     ) -> AnalyticsReport:
         """Leads see the teams they lead, admins every team; operators 403, another team's id 404."""
-        start, end = _period(start, end, tz)
-        async with _snapshot(request) as conn:
+        start, end = period(start, end, tz)
+        async with snapshot(request) as conn:
             teams = await services.teams_for(conn, principal, team_id)
             return await services.report(conn, teams, start, end, tz)
 
@@ -177,8 +177,8 @@ class AnalyticsController(Controller):
         tz: Tz = "UTC",
     ) -> Response[str]:
         """A header row with the JSON field names, then one row per bucket, page, cell or operator."""
-        start, end = _period(start, end, tz)
-        async with _snapshot(request) as conn:
+        start, end = period(start, end, tz)
+        async with snapshot(request) as conn:
             teams = await services.teams_for(conn, principal, team_id)
             model, rows = await _metric_rows(metric, conn, teams, start, end, tz)
         filename = f"analytics-{metric.value}-{start.date().isoformat()}.csv"

@@ -6,6 +6,7 @@ REST API with the session's CSRF token, so the rules live in one place.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
@@ -30,6 +31,7 @@ from service.auth.principal import Principal
 from service.auth.sessions import SESSION_COOKIE, load_session
 from service.conversations import services
 from service.conversations.services import ConversationFilters, message_t
+from service.dashboard.analytics import analytics_context
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -154,6 +156,20 @@ class DashboardController(Controller):
     ) -> Template:
         """The conversation's state and history alone, for the page to swap in."""
         return Template("_thread.html", context=await _thread_context(request, principal, conversation_id))
+
+    @get("/analytics")
+    async def analytics(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        team: Annotated[str, QueryParameter(name="teamId", max_length=36)] = "",
+        first: Annotated[date | None, QueryParameter(name="from")] = None,
+        last: Annotated[date | None, QueryParameter(name="to")] = None,
+        tz: Annotated[str, QueryParameter(min_length=1, max_length=64)] = "UTC",
+    ) -> Template:
+        """Team metrics for a range of days (both included), with charts and CSV exports; leads and admins."""
+        context = await analytics_context(request, principal, team, first, last, tz)
+        return Template("analytics.html", context={**context, "csrf_token": await _csrf_token(request)})
 
 
 def _sign_in_url(path: str, query: str) -> str:

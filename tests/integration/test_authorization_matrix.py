@@ -76,9 +76,9 @@ def admin_only(ok: int) -> Expect:
     return Expect(401, 403, 403, 403, ok, 401, 401)
 
 
-def page(ok: int, other_team: int | None = None) -> Expect:
+def page(ok: int, other_team: int | None = None, operator: int | None = None) -> Expect:
     """A dashboard page: anyone without a valid credential is sent to sign in (303), others as for the API."""
-    return Expect(303, ok, ok if other_team is None else other_team, ok, ok, 303, 303)
+    return Expect(303, ok if operator is None else operator, ok if other_team is None else other_team, ok, ok, 303, 303)
 
 
 def signed_in(ok: int) -> Expect:
@@ -281,6 +281,11 @@ ROWS: dict[str, Row] = {
     "GET /app/inbox": Row(page(200)),
     "GET /app/conversations/{conversation_id}": Row(page(200, other_team=404)),
     "GET /app/conversations/{conversation_id}/thread": Row(page(200, other_team=404)),
+    # analytics for team A: its lead and admins; its operator 403, another team's operator 404 (as in the API)
+    "GET /app/analytics": Row(
+        page(200, other_team=404, operator=403),
+        query=lambda world, caller: {"teamId": str(world.team_a), "from": "2026-11-01", "to": "2026-11-30"},
+    ),
     "GET /app/static/{file_path}": Row(
         Expect(200, 200, 200, 200, 200, 200, 200), params={"file_path": dashboard_script}
     ),

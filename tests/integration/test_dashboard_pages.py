@@ -1,4 +1,4 @@
-"""Dashboard pages over HTTP: which conversations each inbox tab lists, long histories, and escaping."""
+"""Dashboard pages over HTTP: which conversations each inbox tab lists, long histories, escaping, analytics."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db.models import Message
+from service.db.models import Assignment, Message
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 from tests.routing_support import make_conversation
 
@@ -81,3 +81,115 @@ async def test_a_long_conversation_shows_its_newest_messages_escaped(
     thread = await http.get(f"/app/conversations/{short_id}/thread", headers=headers)
     assert thread.status_code == 200
     assert "No messages yet." in thread.text and "Older messages" not in thread.text
+
+
+def utc(day: int, clock: str) -> datetime:
+    hour, minute, second = (int(part) for part in clock.split(":"))
+    return datetime(2026, 11, day, hour, minute, second, tzinfo=UTC)
+
+
+async def test_the_analytics_page_shows_the_numbers_and_draws_the_charts(
+    http: httpx.AsyncClient, clean_db: AsyncEngine
+) -> None:
+    team = await make_team(clean_db, "Support", default_capacity=2)
+    olga, oskar, lena = [await make_operator(clean_db, name) for name in ("Olga", "Oskar", "Lena")]
+    for operator, role in ((olga, "operator"), (oskar, "operator"), (lena, "lead")):
+        await add_member(clean_db, team, operator, role)
+    ops = {"Olga": olga, "Oskar": oskar}
+    # (id, created, url, messages [(sender, operator, at)], assignment (operator, at)); Monday 23 to Wednesday 25.
+    seeded = [
+        (
+            "c1",
+            utc(23, "09:00:00"),
+            "https://shop.example/pricing?x=1",
+            [("visitor", None, utc(23, "09:00:00")), ("operator", "Olga", utc(23, "09:00:30"))],
+            ("Olga", utc(23, "09:00:10")),
+        ),
+        (
+            "c2",
+            utc(23, "09:30:00"),
+            "https://shop.example/pricing",
+            [
+                ("visitor", None, utc(23, "09:30:00")),
+                ("ai", None, utc(23, "09:30:10")),
+                ("operator", "Olga", utc(23, "09:31:30")),
+            ],
+            ("Olga", utc(23, "09:31:00")),
+        ),
+        (
+            "c3",
+            utc(25, "14:00:00"),
+            "https://shop.example/checkout",
+            [("visitor", None, utc(25, "14:00:00")), ("operator", "Oskar", utc(25, "14:02:00"))],
+            ("Oskar", utc(25, "14:00:50")),
+        ),
+    ]
+    async with clean_db.begin() as conn:
+        for conversation_id, created, url, messages, (assignee, assigned) in seeded:
+            await make_conversation(conn, team, id=conversation_id, created_at=created, session_metadata={"url": url})
+            for n, (sender, name, sent) in enumerate(messages):
+                operator_id = ops[name] if name else None
+                await conn.execute(
+                    sa.insert(Message.__table__).values(  # type: ignore[attr-defined]
+                        id=f"{conversation_id}-{n}",
+                        conversation_id=conversation_id,
+                        sender=sender,
+                        operator_id=operator_id,
+                        content="x",
+                        created_at=sent,
+                    )
+                )
+            await conn.execute(
+                sa.insert(Assignment.__table__).values(  # type: ignore[attr-defined]
+                    conversation_id=conversation_id,
+                    operator_id=ops[assignee],
+                    team_id=team,
+                    reason="routed",
+                    started_at=assigned,
+                )
+            )
+    as_lena, as_olga = bearer(await personal_token(clean_db, lena)), bearer(await personal_token(clean_db, olga))
+    query = {"teamId": str(team), "from": "2026-11-23", "to": "2026-11-25", "tz": "UTC"}
+
+    page = await http.get("/app/analytics", params=query, headers=as_lena)
+    assert page.status_code == 200, page.text
+    html = page.text
+    # One bar per day of the range, Tuesday empty.
+    assert re.findall(r'data-day="([^"]+)" data-sessions="(\d+)"', html) == [
+        ("2026-11-23", "2"),
+        ("2026-11-24", "0"),
+        ("2026-11-25", "1"),
+    ]
+    # The heatmap has every weekday x hour; Monday 09h holds both Monday sessions.
+    cells = re.findall(r'<rect class="cell" data-sessions="(\d+)"', html)
+    assert len(cells) == 168 and cells[9] == "2" and cells[2 * 24 + 14] == "1" and cells.count("0") == 166
+    # First response 30 s, 10 s (the AI), 120 s: average 53.3, p50 30, p90 30 + 0.8 * 90 = 102.
+    assert "<th>First response</th><td>53.3 s</td><td>30.0 s</td><td>102.0 s</td><td>3 of 3</td>" in html
+    # Time to assignment 10 s, 60 s, 50 s: average 40, p50 50, p90 50 + 0.8 * 10 = 58.
+    assert "<th>Time to assignment</th><td>40.0 s</td><td>50.0 s</td><td>58.0 s</td><td>3 of 3</td>" in html
+    assert "Human: <strong>3</strong> (75.0 %) · AI: <strong>1</strong> (25.0 %)" in html
+    assert re.findall(r'<td class="page">([^<]+)</td><td>(\d+)</td>', html) == [
+        ("https://shop.example/pricing", "2"),
+        ("https://shop.example/checkout", "1"),
+    ]
+    # Assignments 2, 1, 0: mean 1, CV sqrt(2/3), Gini 4/9; per slot (capacity 2) 1, 0.5, 0.
+    assert (
+        "Mean assignments 1.0 · coefficient of variation 0.8165 · Gini 0.4444 · Gini per capacity slot 0.4444" in html
+    )
+    assert f'<tr data-operator="{olga}"><td>Olga</td><td>2</td><td>2</td><td>2</td><td>2</td><td>1.0</td></tr>' in html
+    assert f'<tr data-operator="{lena}"><td>Lena</td><td>0</td><td>0</td><td>0</td><td>2</td><td>0.0</td></tr>' in html
+    export = re.search(r'href="(/api/v1/analytics/export.csv\?metric=sessionsByDay[^"]*)"', html)
+    assert export is not None
+    csv = await http.get(export.group(1).replace("&amp;", "&"), headers=as_lena)
+    assert csv.status_code == 200
+    assert csv.text.splitlines()[1:] == [
+        "2026-11-23T00:00:00Z,2026-11-23,2",
+        "2026-11-24T00:00:00Z,2026-11-24,0",
+        "2026-11-25T00:00:00Z,2026-11-25,1",
+    ]
+
+    assert 'href="/app/analytics"' in (await http.get("/app", headers=as_lena)).text
+    assert 'href="/app/analytics"' not in (await http.get("/app", headers=as_olga)).text
+    assert (await http.get("/app/analytics", params=query, headers=as_olga)).status_code == 403
+    bad_team = await http.get("/app/analytics", params={**query, "teamId": "nope"}, headers=as_lena)
+    assert bad_team.status_code == 400 and "teamId is not valid" in bad_team.text
