@@ -14,16 +14,17 @@ T = TypeVar("T")
 
 
 def encode_cursor(*key: Any) -> str:
+    """An opaque cursor standing for the sort key of a page's last item."""
     return base64.urlsafe_b64encode(json.dumps(key, default=str).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, arity: int) -> list[Any]:
-    """The sort key a ``nextCursor`` stands for; anything else is a 400 naming ``cursor``."""
+def decode_cursor(cursor: str, arity: int, kind: type = str) -> list[Any]:
+    """The sort key behind a ``nextCursor``: ``arity`` parts of ``kind``, else a 400 naming ``cursor``."""
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, UnicodeDecodeError, ValueError):
         key = None
-    if not isinstance(key, list) or len(key) != arity or not all(isinstance(part, str) for part in key):
+    if not isinstance(key, list) or len(key) != arity or not all(isinstance(part, kind) for part in key):
         raise ValidationException(
             detail="cursor is not valid", extra=[{"key": "cursor", "message": "use nextCursor from a previous page"}]
         )

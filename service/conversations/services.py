@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +20,8 @@ from service.db.models import Conversation, InternalNote, Message, Operator, Tea
 from service.errors import ConflictException
 from service.events import record_event
 from service.gateway.hub import SwitchboardPocketPing
+from service.pagination import decode_cursor
+from service.pagination import page as keyset_page
 from service.routing import services as routing
 from service.routing.services import in_transaction
 
@@ -40,31 +39,8 @@ _LOCK_NOT_AVAILABLE = "55P03"
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
-# --- Cursors ----------------------------------------------------------------------------------------------------
-
-
-def encode_cursor(*values: Any) -> str:
-    """An opaque cursor: the sort key of the last item of a page."""
-    return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, arity: int) -> list[Any]:
-    """The sort key inside a cursor from ``encode_cursor``; 400 naming ``cursor`` when it is not one."""
-    try:
-        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        values = None
-    if not isinstance(values, list) or len(values) != arity or not all(isinstance(v, str | int) for v in values):
-        raise ValidationException(
-            detail="cursor is not valid", extra=[{"key": "cursor", "message": "use nextCursor from a previous page"}]
-        )
-    return values
-
-
-def _page(rows: Sequence[Any], limit: int, key: Callable[[Any], tuple[Any, ...]]) -> tuple[list[Any], str | None]:
-    """The first ``limit`` of ``limit + 1`` rows, and the cursor after them when there are more."""
-    page = list(rows[:limit])
-    return page, encode_cursor(*key(page[-1])) if len(rows) > limit else None
+def _as_is(row: Any) -> Any:
+    return row
 
 
 def _bad(field: str, message: str) -> ValidationException:
@@ -188,7 +164,8 @@ async def list_conversations(
             sa.tuple_(conversation_t.c.last_activity, conversation_t.c.id) < (_timestamp(last_activity), str(last_id))
         )
     statement = statement.order_by(conversation_t.c.last_activity.desc(), conversation_t.c.id.desc()).limit(limit + 1)
-    page, after = _page((await conn.execute(statement)).all(), limit, lambda r: (r.last_activity.isoformat(), r.id))
+    rows = (await conn.execute(statement)).all()
+    page, after = keyset_page(rows, limit, _as_is, lambda r: (r.last_activity.isoformat(), r.id))
     return [conversation_public(row) for row in page], after
 
 
@@ -239,12 +216,12 @@ async def list_messages(
     """One page of the conversation's messages in the order they were stored."""
     statement = _messages().where(message_t.c.conversation_id == conversation_id)
     if cursor is not None:
-        (after_seq,) = decode_cursor(cursor, 1)
+        (after_seq,) = decode_cursor(cursor, 1, int)
         if not isinstance(after_seq, int):
             raise _bad("cursor", "use nextCursor from a previous page")
         statement = statement.where(message_t.c.seq > after_seq)
     rows = (await conn.execute(statement.order_by(message_t.c.seq).limit(limit + 1))).all()
-    page, after = _page(rows, limit, lambda r: (r.seq,))
+    page, after = keyset_page(rows, limit, _as_is, lambda r: (r.seq,))
     return [message_public(row) for row in page], after
 
 
@@ -435,5 +412,5 @@ async def list_notes(
             raise _bad("cursor", "use nextCursor from a previous page") from None
         statement = statement.where(sa.tuple_(note_t.c.created_at, note_t.c.id) > after)
     rows = (await conn.execute(statement.order_by(note_t.c.created_at, note_t.c.id).limit(limit + 1))).all()
-    page, after_cursor = _page(rows, limit, lambda r: (r.created_at.isoformat(), str(r.id)))
+    page, after_cursor = keyset_page(rows, limit, _as_is, lambda r: (r.created_at.isoformat(), str(r.id)))
     return [note_public(row) for row in page], after_cursor

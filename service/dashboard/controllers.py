@@ -32,6 +32,7 @@ from service.auth.sessions import SESSION_COOKIE, load_session
 from service.conversations import services
 from service.conversations.services import ConversationFilters, message_t
 from service.dashboard.analytics import analytics_context
+from service.pagination import encode_cursor
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -95,7 +96,7 @@ async def _newest_messages(conn: AsyncConnection, conversation_id: str) -> tuple
         .offset(services.MAX_PAGE)
         .limit(1)
     )
-    cursor = None if newest_left_out is None else services.encode_cursor(newest_left_out)
+    cursor = None if newest_left_out is None else encode_cursor(newest_left_out)
     messages, _ = await services.list_messages(conn, conversation_id, cursor, services.MAX_PAGE)
     return messages, cursor is not None
 

@@ -9,15 +9,15 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException, ValidationException
+from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.auth.principal import Principal, requires_lead
 from service.conversations.outbox import enqueue_delivery, outbox_t
-from service.conversations.services import decode_cursor, encode_cursor
 from service.crypto import encrypt_secret
 from service.db.models import Team
+from service.pagination import decode_cursor, encode_cursor
 from service.webhooks.delivery import SECRET_PURPOSE, add_test_delivery, endpoint_t
 from service.webhooks.schemas import (
     WebhookDeliveryPage,
@@ -232,12 +232,7 @@ class WebhookController(Controller):
         """Newest first: event, attempts, the receiver's last status, last error, when delivered or retried."""
         statement = sa.select(*_DELIVERY_COLUMNS).where(outbox_t.c.webhook_endpoint_id == webhook_id)
         if cursor is not None:
-            (before,) = decode_cursor(cursor, 1)
-            if not isinstance(before, int):
-                raise ValidationException(
-                    detail="cursor is not valid",
-                    extra=[{"key": "cursor", "message": "use nextCursor from a previous page"}],
-                )
+            (before,) = decode_cursor(cursor, 1, int)
             statement = statement.where(outbox_t.c.id < before)
         async with _engine(request).connect() as conn:
             await _lead_of(conn, principal, team_id)

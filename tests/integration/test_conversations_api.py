@@ -14,7 +14,7 @@ import websockets
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.conversations import services
-from service.conversations.services import decode_cursor, encode_cursor
+from service.pagination import decode_cursor, encode_cursor
 from tests.conftest import RunningApi
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 from tests.integration.test_fanout import RecordingBridge, received
