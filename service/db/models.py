@@ -436,3 +436,42 @@ class EventCursor(SQLModel, table=True):
 
     name: str = Field(primary_key=True)
     last_id: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+BRIDGE_PLATFORMS = ("telegram", "discord", "slack")
+
+
+class BridgeLink(SQLModel, table=True):
+    """An operator's account on a chat platform, linked with a one-time code; replies from it are theirs."""
+
+    __tablename__ = "bridge_link"
+    __table_args__ = (
+        sa.CheckConstraint(_in("platform", BRIDGE_PLATFORMS), name="platform"),
+        sa.UniqueConstraint("platform", "external_user_id"),
+        sa.UniqueConstraint("operator_id", "platform"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    operator_id: uuid.UUID = Field(foreign_key="operator.id", ondelete="CASCADE", index=True)
+    platform: str
+    external_user_id: str = Field(description="Telegram user id, Discord user id or Slack user id")
+    external_name: str | None = None
+    # Where the bot writes to this operator directly (Telegram private chat, Slack/Discord DM channel).
+    direct_chat_id: str | None = None
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+class BridgeThread(SQLModel, table=True):
+    """Where a conversation lives in a team's chat: Telegram forum topic, Slack thread ts, Discord thread id."""
+
+    __tablename__ = "bridge_thread"
+    __table_args__ = (
+        sa.CheckConstraint(_in("platform", BRIDGE_PLATFORMS), name="platform"),
+        sa.UniqueConstraint("team_id", "platform", "thread_ref"),
+    )
+
+    conversation_id: str = Field(foreign_key="conversation.id", ondelete="CASCADE", primary_key=True)
+    team_id: uuid.UUID = Field(foreign_key="team.id", ondelete="CASCADE", primary_key=True)
+    platform: str = Field(primary_key=True)
+    thread_ref: str
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)

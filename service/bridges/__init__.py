@@ -1,0 +1,1 @@
+"""Team-aware chat bridges: per-team PocketPing bridges, operator links, inbound webhooks and commands."""
