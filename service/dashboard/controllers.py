@@ -25,13 +25,13 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from sqlalchemy.dialects.postgresql import distinct_on
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
-from service.auth.sessions import SESSION_COOKIE, load_session
 from service.conversations import services
 from service.conversations.services import ConversationFilters, message_t
 from service.dashboard.analytics import analytics_context
+from service.dashboard.common import csrf_token, engine
 from service.pagination import encode_cursor
 
 HERE = Path(__file__).parent
@@ -46,22 +46,9 @@ TABS: dict[str, tuple[str, ConversationFilters]] = {
 INBOX_SIZE = 50
 
 
-def _engine(request: Request[Any, Any, Any]) -> AsyncEngine:
-    return request.app.state.engine  # type: ignore[no-any-return]
-
-
 def may_see_all(principal: Principal) -> bool:
     """The "all" tab is for team leads and admins."""
     return principal.is_admin or "lead" in principal.teams.values()
-
-
-async def _csrf_token(request: Request[Any, Any, Any]) -> str:
-    """The session's CSRF token for the page's writes; empty for bearer callers, who need none."""
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if request.headers.get("authorization") or not cookie:
-        return ""
-    session = await load_session(request.app.state.redis, request.app.state.settings, cookie)
-    return session.csrf_token if session else ""
 
 
 async def _last_messages(conn: AsyncConnection, conversation_ids: list[str]) -> dict[str, str]:
@@ -80,7 +67,7 @@ async def _last_messages(conn: AsyncConnection, conversation_ids: list[str]) -> 
 async def _inbox_context(request: Request[Any, Any, Any], principal: Principal, tab: Tab) -> dict[str, Any]:
     if tab == "all" and not may_see_all(principal):
         raise PermissionDeniedException("The all-conversations view is for team leads")
-    async with _engine(request).connect() as conn:
+    async with engine(request).connect() as conn:
         items, _ = await services.list_conversations(conn, principal, TABS[tab][1], None, INBOX_SIZE)
         previews = await _last_messages(conn, [item["id"] for item in items])
     tabs = [(key, label) for key, (label, _) in TABS.items() if key != "all" or may_see_all(principal)]
@@ -104,7 +91,7 @@ async def _newest_messages(conn: AsyncConnection, conversation_id: str) -> tuple
 async def _thread_context(
     request: Request[Any, Any, Any], principal: Principal, conversation_id: str
 ) -> dict[str, Any]:
-    async with _engine(request).connect() as conn:
+    async with engine(request).connect() as conn:
         row = await services.visible_conversation(conn, principal, conversation_id)
         messages, older = await _newest_messages(conn, conversation_id)
         notes, more_notes = await services.list_notes(conn, conversation_id, None, services.MAX_PAGE)
@@ -134,7 +121,7 @@ class DashboardController(Controller):
     ) -> Template:
         """The inbox page: one tab of conversations, refreshed live."""
         context = await _inbox_context(request, principal, tab)
-        return Template("inbox.html", context={**context, "csrf_token": await _csrf_token(request)})
+        return Template("inbox.html", context={**context, "csrf_token": await csrf_token(request)})
 
     @get("/inbox")
     async def inbox_list(
@@ -149,7 +136,7 @@ class DashboardController(Controller):
     ) -> Template:
         """A conversation: state, history, notes, actions, the note form and the reply box (with its picker)."""
         context = await _thread_context(request, principal, conversation_id)
-        return Template("conversation.html", context={**context, "csrf_token": await _csrf_token(request)})
+        return Template("conversation.html", context={**context, "csrf_token": await csrf_token(request)})
 
     @get("/conversations/{conversation_id:str}/thread")
     async def thread(
@@ -170,7 +157,7 @@ class DashboardController(Controller):
     ) -> Template:
         """Team metrics for a range of days (both included), with charts and CSV exports; leads and admins."""
         context = await analytics_context(request, principal, team, first, last, tz)
-        return Template("analytics.html", context={**context, "csrf_token": await _csrf_token(request)})
+        return Template("analytics.html", context={**context, "csrf_token": await csrf_token(request)})
 
 
 def _sign_in_url(path: str, query: str) -> str:
