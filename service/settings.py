@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     )
     ai_model: str | None = Field(None, description="The vendor's model; PocketPing's default when unset.")
     ai_context_messages: int = Field(20, ge=1, le=200, description="Latest messages given to the AI as context.")
+    # Chat platform APIs; tests point them at loopback stand-ins (tests/standins).
+    telegram_api_base: str = Field("https://api.telegram.org", description="Bot API root; /bot<token>/<method>")
+    slack_api_base: str = Field("https://slack.com/api", description="Web API root; /<method>")
+    discord_api_base: str = Field("https://discord.com/api/v10", description="REST API v10 root")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
 

@@ -25,6 +25,7 @@ from service.db import metadata
 from service.db.migrate import upgrade
 from service.dev import free_port
 from service.settings import Settings
+from tests.standins import DiscordStandIn, SlackStandIn, TelegramStandIn
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -183,3 +184,24 @@ def expired_issuer() -> Iterator[str]:
     """A second real provider whose tokens are born expired (max age -1 h), signed with its real key."""
     with oidc_provider("--token-max-age", "-3600") as issuer:
         yield issuer
+
+
+# Chat platform stand-ins (tests/standins): real HTTP servers on loopback recording every call.
+
+
+@pytest.fixture
+def telegram_api() -> Iterator[TelegramStandIn]:
+    with TelegramStandIn() as server:
+        yield server
+
+
+@pytest.fixture
+def slack_api() -> Iterator[SlackStandIn]:
+    with SlackStandIn() as server:
+        yield server
+
+
+@pytest.fixture
+def discord_api() -> Iterator[DiscordStandIn]:
+    with DiscordStandIn() as server:
+        yield server
