@@ -270,6 +270,10 @@ class TelegramUpdate(ApiModel):
         default=None, description="The group (forum) the team's conversations go to"
     )
     bot_token: Secret | None = Field(default=None, description="Write-only")
+    webhook_secret: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16,256}$")] | None = Field(
+        default=None,
+        description="Write-only: the secret_token given to Telegram's setWebhook; inbound updates without it get 401",
+    )
 
 
 class DiscordUpdate(ApiModel):
@@ -301,6 +305,7 @@ class TelegramPublic(ApiModel):
     enabled: bool
     chat_id: str | None
     bot_token_configured: bool
+    webhook_secret_configured: bool
 
 
 class DiscordPublic(ApiModel):

@@ -38,7 +38,11 @@ conversation_t = Conversation.__table__  # type: ignore[attr-defined]
 DRAIN_SETTINGS = frozenset({"routing_policy", "default_capacity"})
 SECRET_PURPOSE = "bridge-settings"
 # Secret fields per bridge (camelCase, stored encrypted as "<field>Encrypted"); what a bridge needs to be enabled.
-BRIDGE_SECRETS = {"telegram": ("botToken",), "discord": ("botToken",), "slack": ("botToken", "signingSecret")}
+BRIDGE_SECRETS = {
+    "telegram": ("botToken", "webhookSecret"),
+    "discord": ("botToken",),
+    "slack": ("botToken", "signingSecret"),
+}
 BRIDGE_REQUIRED = {
     "telegram": ("chatId", "botToken"),
     "discord": ("channelId", "botToken"),

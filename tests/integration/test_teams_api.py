@@ -315,14 +315,19 @@ async def test_bridge_secrets_are_encrypted_and_never_returned(
     response = await http.patch(path, json={"telegram": {"enabled": True, "chatId": "-1001"}}, headers=lead_auth)
     assert (response.status_code, errors(response)) == (422, ["telegram.botToken"])
     body = {
-        "telegram": {"enabled": True, "chatId": "-1001", "botToken": token},
+        "telegram": {"enabled": True, "chatId": "-1001", "botToken": token, "webhookSecret": "tg_webhook_secret_42"},
         "slack": {"channelId": "C0123456", "signingSecret": "s3cr3t-signing"},
     }
     assert (await http.patch(path, json=body, headers=member_auth)).status_code == 403
     response = await http.patch(path, json=body, headers=lead_auth)
     assert response.status_code == 200, response.text
     assert response.json() == {
-        "telegram": {"enabled": True, "chatId": "-1001", "botTokenConfigured": True},
+        "telegram": {
+            "enabled": True,
+            "chatId": "-1001",
+            "botTokenConfigured": True,
+            "webhookSecretConfigured": True,
+        },
         "discord": None,
         "slack": {
             "enabled": False,
@@ -332,17 +337,28 @@ async def test_bridge_secrets_are_encrypted_and_never_returned(
         },
     }
     [raw] = await rows(clean_db, "SELECT bridge_settings::text AS text, bridge_settings AS json FROM team")
-    assert token not in raw["text"] and "s3cr3t-signing" not in raw["text"]
+    assert token not in raw["text"] and "s3cr3t-signing" not in raw["text"] and "tg_webhook" not in raw["text"]
     assert bridge_secret(settings.secret_key, raw["json"], "telegram", "botToken") == token
+    assert bridge_secret(settings.secret_key, raw["json"], "telegram", "webhookSecret") == "tg_webhook_secret_42"
 
     # Non-secret settings replaced, the stored token kept; then the token cleared and the bridge removed.
     response = await http.patch(path, json={"telegram": {"enabled": True, "chatId": "-1002"}}, headers=lead_auth)
-    assert response.json()["telegram"] == {"enabled": True, "chatId": "-1002", "botTokenConfigured": True}
-    response = await http.patch(path, json={"telegram": {"botToken": None}}, headers=lead_auth)
-    assert response.json()["telegram"] == {"enabled": False, "chatId": None, "botTokenConfigured": False}
+    assert response.json()["telegram"] == {
+        "enabled": True,
+        "chatId": "-1002",
+        "botTokenConfigured": True,
+        "webhookSecretConfigured": True,
+    }
+    response = await http.patch(path, json={"telegram": {"botToken": None, "webhookSecret": None}}, headers=lead_auth)
+    assert response.json()["telegram"] == {
+        "enabled": False,
+        "chatId": None,
+        "botTokenConfigured": False,
+        "webhookSecretConfigured": False,
+    }
     response = await http.patch(path, json={"slack": None}, headers=lead_auth)
     assert response.json()["slack"] is None
     assert (await http.get(path, headers=lead_auth)).json() == response.json()
     assert (await http.get(path, headers=member_auth)).status_code == 403
     audits = await rows(clean_db, "SELECT data::text AS text FROM audit_event")
-    assert all(token not in a["text"] and "s3cr3t" not in a["text"] for a in audits)
+    assert all(token not in a["text"] and "s3cr3t" not in a["text"] and "tg_webhook" not in a["text"] for a in audits)
