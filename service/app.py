@@ -20,6 +20,7 @@ from service.analytics.controllers import AnalyticsController
 from service.auth.controllers import AuthController, TokenController
 from service.auth.deps import provide_principal
 from service.auth.oidc import OidcClient
+from service.bridges.controllers import BridgeLinkController, BridgeWebhookController
 from service.canned.controllers import CannedResponseController
 from service.conversations.controllers import ConversationController
 from service.dashboard.controllers import TEMPLATES, dashboard_router
@@ -111,6 +112,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AiController,
             dashboard_router,
             AnalyticsController,
+            BridgeWebhookController,
+            BridgeLinkController,
         ],
         lifespan=[lifespan],
         dependencies={

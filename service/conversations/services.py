@@ -232,6 +232,14 @@ async def _message(conn: AsyncConnection, message_id: str) -> Any:
 # --- Replies ----------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _How:
+    """Where a reply comes from, and whether a lead may answer someone else's conversation."""
+
+    source_bridge: str
+    lead_steps_in: bool
+
+
 def reply_message_id(operator_id: uuid.UUID, key: str) -> str:
     """The message id an idempotent reply gets: the same key from the same operator names the same message."""
     return "r-" + hashlib.sha256(f"{operator_id}\n{key}".encode()).hexdigest()[:32]
@@ -242,10 +250,11 @@ def _lock_id(message_id: str) -> int:
     return int.from_bytes(hashlib.sha256(message_id.encode()).digest()[:8], "big", signed=True)
 
 
-async def _may_reply(engine: AsyncEngine, principal: Principal, conversation_id: str) -> None:
+async def _may_reply(engine: AsyncEngine, principal: Principal, conversation_id: str, lead_steps_in: bool) -> None:
     """The assignee replies; leads and admins may step in; a team member replying to a waiting conversation claims it.
 
-    An admin outside the team replies to a waiting conversation without taking it.
+    An admin outside the team replies to a waiting conversation without taking it. Without
+    ``lead_steps_in`` (chat bridges), only the assignee answers an assigned conversation.
     """
 
     async def check(conn: AsyncConnection) -> None:
@@ -253,7 +262,7 @@ async def _may_reply(engine: AsyncEngine, principal: Principal, conversation_id:
         me = principal.operator_id
         if row.status == "closed":
             raise ConflictException("The conversation is closed; reopen it to reply")
-        if row.assignee_id == me or (row.status == "assigned" and principal.is_lead(row.team_id)):
+        if row.assignee_id == me or (row.status == "assigned" and lead_steps_in and principal.is_lead(row.team_id)):
             return
         if row.status == "assigned":
             raise PermissionDeniedException("Another operator holds this conversation; claim or transfer it first")
@@ -270,8 +279,14 @@ async def reply(
     conversation_id: str,
     content: str,
     idempotency_key: str | None,
+    *,
+    source_bridge: str = "api",
+    lead_steps_in: bool = True,
 ) -> tuple[bool, dict[str, Any]]:
     """Send ``content`` to the visitor as the caller; returns (sent now, the message).
+
+    ``source_bridge`` names where the reply was written (a chat bridge does not get its own message
+    back); ``lead_steps_in=False`` refuses a lead's reply to someone else's conversation.
 
     With a key, the send happens under a transaction-scoped advisory lock on the key's message
     id and only if that message does not exist yet: concurrent duplicates wait for the first,
@@ -281,8 +296,9 @@ async def reply(
         raise _bad("Idempotency-Key", "1 to 255 printable ASCII characters without spaces")
     async with engine.connect() as conn:
         await visible_conversation(conn, principal, conversation_id)
+    how = _How(source_bridge, lead_steps_in)
     if idempotency_key is None:
-        return True, await _send(engine, pocketping, principal, conversation_id, content, None)
+        return True, await _send(engine, pocketping, principal, conversation_id, content, None, how)
     message_id = reply_message_id(principal.operator_id, idempotency_key)
     async with engine.begin() as conn:
         # A duplicate waits for the first request, but not forever: it holds a pooled connection meanwhile.
@@ -298,7 +314,7 @@ async def reply(
             if existing.conversation_id != conversation_id or existing.content != content:
                 raise ConflictException("This Idempotency-Key was used for a different reply")
             return False, message_public(existing)
-        return True, await _send(engine, pocketping, principal, conversation_id, content, message_id)
+        return True, await _send(engine, pocketping, principal, conversation_id, content, message_id, how)
 
 
 async def _send(
@@ -308,8 +324,9 @@ async def _send(
     conversation_id: str,
     content: str,
     message_id: str | None,
+    how: _How,
 ) -> dict[str, Any]:
-    await _may_reply(engine, principal, conversation_id)
+    await _may_reply(engine, principal, conversation_id, how.lead_steps_in)
     try:
         sent = await pocketping.send_as_operator(
             conversation_id,
@@ -317,6 +334,7 @@ async def _send(
             operator_id=principal.operator_id,
             operator_name=principal.display_name,
             message_id=message_id,
+            source_bridge=how.source_bridge,
         )
     except ValueError:  # the SDK's "Session not found": deleted meanwhile
         raise NotFoundException("Conversation not found") from None

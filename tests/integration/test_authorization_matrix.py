@@ -29,9 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.app import create_app
 from service.auth.oidc import OidcClient, OidcError
 from service.auth.sessions import CSRF_HEADER, create_session
-from service.db.models import ApiToken, CannedResponse, WebhookEndpoint
+from service.db.models import ApiToken, BridgeLink, CannedResponse, WebhookEndpoint
 from service.settings import Settings
-from tests.conftest import RunningApi, run_api
+from tests.bridge_support import bridge_settings
+from tests.conftest import SECRET, RunningApi, run_api
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 from tests.oidc_support import idp_tokens, oidc_settings
 from tests.routing_support import make_conversation
@@ -86,6 +87,11 @@ def signed_in(ok: int) -> Expect:
     return Expect(401, ok, ok, ok, ok, 401, 401)
 
 
+def platform_signed() -> Expect:
+    """Bridge webhooks: only the platform's signature counts, so every caller here (none signs) gets 401."""
+    return Expect(401, 401, 401, 401, 401, 401, 401)
+
+
 @dataclass
 class World:
     """Team A (operator, lead), team B (its operator), an admin in no team, and each caller's credential."""
@@ -134,6 +140,24 @@ async def own_token(world: World, caller: str) -> str:
             .returning(ApiToken.__table__.c.id)  # type: ignore[attr-defined]
         )
         return str(token.scalar_one())
+
+
+async def own_bridge_link(world: World, caller: str) -> str:
+    """A Telegram link of the caller's (of team A's operator for callers with no operator)."""
+    operator_id = world.operators.get(caller, world.operators["operator"])
+    async with world.engine.begin() as conn:
+        await conn.execute(sa.delete(BridgeLink.__table__).where(BridgeLink.__table__.c.operator_id == operator_id))  # type: ignore[attr-defined]
+        link = await conn.scalar(
+            sa.insert(BridgeLink.__table__)  # type: ignore[attr-defined]
+            .values(operator_id=operator_id, platform="telegram", external_user_id=uuid.uuid4().hex)
+            .returning(BridgeLink.__table__.c.id)  # type: ignore[attr-defined]
+        )
+    return str(link)
+
+
+async def team_with_bridges(world: World, caller: str) -> str:
+    """A team whose three bridges are enabled with their secrets, so a 401 is the missing signature's."""
+    return str(await make_team(world.engine, bridge_settings=bridge_settings(SECRET)))
 
 
 async def team_a(world: World, caller: str) -> str:
@@ -195,6 +219,7 @@ PARAMS: dict[str, Param] = {
     "operator_id": member_of_team_a,
     "canned_id": canned_of_team_a,
     "webhook_id": webhook_of_team_a,
+    "link_id": own_bridge_link,
 }
 
 ROWS: dict[str, Row] = {
@@ -202,6 +227,17 @@ ROWS: dict[str, Row] = {
     "GET /api/v1/me/tokens": Row(signed_in(200)),
     "POST /api/v1/me/tokens": Row(signed_in(201), body={"name": "matrix", "scopes": ["read"]}),
     "DELETE /api/v1/me/tokens/{token_id}": Row(signed_in(204)),
+    # chat bridge links (each caller's own) and the platforms' webhooks (signature, not bearer: all 401 unsigned)
+    "GET /api/v1/me/bridge-links": Row(signed_in(200)),
+    "POST /api/v1/me/bridge-links/codes": Row(signed_in(201)),
+    "DELETE /api/v1/me/bridge-links/{link_id}": Row(signed_in(204)),
+    "POST /bridges/telegram/{team_id}": Row(
+        platform_signed(), body={"update_id": 1}, params={"team_id": team_with_bridges}
+    ),
+    "POST /bridges/slack/{team_id}": Row(
+        platform_signed(), body={"type": "url_verification", "challenge": "x"}, params={"team_id": team_with_bridges}
+    ),
+    "POST /bridges/discord/{team_id}": Row(platform_signed(), body={"type": 1}, params={"team_id": team_with_bridges}),
     # routing
     # An admin is in no team, so cannot hold the conversation: 409.
     "POST /api/v1/conversations/{conversation_id}/claim": Row(Expect(401, 200, 404, 200, 409, 401, 401)),

@@ -1,0 +1,292 @@
+"""Inbound bridge webhooks over real HTTP: signatures first, replies attributed to linked operators, commands, links."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import websockets
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.bridges import inbound
+from service.db.models import BridgeLink, BridgeThread
+from service.settings import Settings
+from tests.bridge_support import (
+    SLACK_SIGNING_SECRET,
+    bridge_settings,
+    discord_command,
+    discord_interaction,
+    slack_event,
+    slack_post,
+    telegram_message,
+    telegram_update,
+)
+from tests.conftest import RunningApi
+from tests.factories import add_member, bearer, make_operator, make_team, personal_token
+from tests.integration.test_fanout import received
+from tests.routing_support import rows, set_values, state
+
+# Each operator's account on each platform.
+ACCOUNTS = {
+    "ana": {"telegram": "7001", "slack": "U0ANA0001", "discord": "200000000000000001"},
+    "ben": {"telegram": "7002", "slack": "U0BEN0002", "discord": "200000000000000002"},
+}
+STRANGER = {"telegram": "7999", "slack": "U0NOBODY9", "discord": "200000000000000999"}
+# Where the conversation lives in the team's chats.
+THREADS = {"telegram": "42", "slack": "1800000000.000001", "discord": "300000000000000001"}
+# Every table an inbound webhook could write to.
+WRITTEN = ("message", "bridge_link", "event", "audit_event", "assignment", "conversation")
+
+
+@dataclass
+class Desk:
+    """A team with all three bridges, Ana and Ben linked on each platform, and a live widget session."""
+
+    team_id: uuid.UUID
+    ids: dict[str, uuid.UUID]
+    headers: dict[str, dict[str, str]]
+    session_id: str
+
+
+async def link(engine: AsyncEngine, operator_id: uuid.UUID, platform: str, external_id: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(BridgeLink.__table__).values(  # type: ignore[attr-defined]
+                operator_id=operator_id, platform=platform, external_user_id=external_id
+            )
+        )
+
+
+@pytest.fixture
+async def desk(http: httpx.AsyncClient, clean_db: AsyncEngine, settings: Settings) -> Desk:
+    team_id = await make_team(clean_db, "Support", bridge_settings=bridge_settings(settings.secret_key))
+    ids, headers = {}, {}
+    for name in ACCOUNTS:
+        ids[name] = await make_operator(clean_db, name.title(), email=f"{name}@example.test", status="online")
+        await add_member(clean_db, team_id, ids[name])
+        headers[name] = bearer(await personal_token(clean_db, ids[name]))
+        for platform, external_id in ACCOUNTS[name].items():
+            await link(clean_db, ids[name], platform, external_id)
+    response = await http.post("/pocketping/connect", json={"visitorId": "v-bridge"})
+    session_id = response.json()["sessionId"]
+    await set_values(clean_db, "conversation", {"id": session_id}, team_id=team_id)
+    async with clean_db.begin() as conn:
+        for platform, ref in THREADS.items():
+            await conn.execute(
+                sa.insert(BridgeThread.__table__).values(  # type: ignore[attr-defined]
+                    conversation_id=session_id, team_id=team_id, platform=platform, thread_ref=ref
+                )
+            )
+    return Desk(team_id, ids, headers, session_id)
+
+
+async def assign(engine: AsyncEngine, desk: Desk, name: str) -> None:
+    await set_values(engine, "conversation", {"id": desk.session_id}, status="assigned", assignee_id=desk.ids[name])
+
+
+async def counts(engine: AsyncEngine) -> dict[str, int]:
+    return {table: (await rows(engine, f"SELECT count(*) AS n FROM {table}"))[0]["n"] for table in WRITTEN}
+
+
+def discord_content(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert (body["type"], body["data"]["flags"]) == (4, 64)
+    return str(body["data"]["content"])
+
+
+# --- Signatures -------------------------------------------------------------------------------------------------
+
+
+async def test_unverifiable_webhooks_are_401_and_change_nothing(
+    api: RunningApi, http: httpx.AsyncClient, clean_db: AsyncEngine, desk: Desk
+) -> None:
+    await assign(clean_db, desk, "ana")
+    before = await counts(clean_db)
+    reply = telegram_message(int(ACCOUNTS["ana"]["telegram"]), "Hello from Telegram", topic=42)
+    slack_reply = slack_event(ACCOUNTS["ana"]["slack"], "Hello from Slack", thread_ts=THREADS["slack"])
+    discord_reply = discord_command(
+        ACCOUNTS["ana"]["discord"], "reply", ("message", "Hi"), channel_id=THREADS["discord"]
+    )
+    async with websockets.connect(f"{api.ws_url}/pocketping/stream?sessionId={desk.session_id}") as socket:
+        refused = [
+            await telegram_update(http, desk.team_id, reply, secret="tg_wrong_secret_0000"),
+            await telegram_update(http, desk.team_id, reply, secret=None),
+            await slack_post(http, desk.team_id, slack_reply, secret="not-the-signing-secret"),
+            await slack_post(http, desk.team_id, slack_reply, timestamp=int(time.time()) - 301),
+            await discord_interaction(http, desk.team_id, discord_reply, key=Ed25519PrivateKey.generate()),
+            # A body changed after signing.
+            await http.post(
+                f"/bridges/slack/{desk.team_id}",
+                content=slack_reply.replace(b"Hello", b"Jello"),
+                headers=(await _signed_slack_headers(slack_reply)),
+            ),
+            # A team that does not exist, or has no such bridge, is refused the same way.
+            await telegram_update(http, uuid.uuid4(), reply),
+        ]
+        assert [r.status_code for r in refused] == [401] * len(refused)
+        for response in refused:
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["detail"] == "The request's signature could not be verified"
+        assert await received(socket) == []
+    assert await counts(clean_db) == before
+
+
+async def _signed_slack_headers(body: bytes) -> dict[str, str]:
+    from service.bridges.verify import slack_signature
+
+    ts = str(int(time.time()))
+    return {
+        "Content-Type": "application/json",
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": slack_signature(SLACK_SIGNING_SECRET, ts, body),
+    }
+
+
+async def test_handshakes(http: httpx.AsyncClient, desk: Desk) -> None:
+    """Slack's url_verification and Discord's PING, each only when signed."""
+    body = b'{"type":"url_verification","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}'
+    response = await slack_post(http, desk.team_id, body)
+    assert (response.status_code, response.json()) == (
+        200,
+        {"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"},
+    )
+    response = await discord_interaction(http, desk.team_id, {"type": 1, "id": "1"})
+    assert (response.status_code, response.json()) == (200, {"type": 1})
+    response = await discord_interaction(http, desk.team_id, {"type": 1, "id": "1"}, key=Ed25519PrivateKey.generate())
+    assert response.status_code == 401
+
+
+# --- Replies ----------------------------------------------------------------------------------------------------
+
+
+async def test_unlinked_account_and_non_assignee_get_their_answer_and_nothing_is_delivered(
+    api: RunningApi, http: httpx.AsyncClient, clean_db: AsyncEngine, desk: Desk
+) -> None:
+    await assign(clean_db, desk, "ana")
+    before = await counts(clean_db)
+    async with websockets.connect(f"{api.ws_url}/pocketping/stream?sessionId={desk.session_id}") as socket:
+        stranger = discord_command(
+            STRANGER["discord"], "reply", ("message", "I am not linked"), channel_id=THREADS["discord"]
+        )
+        assert discord_content(await discord_interaction(http, desk.team_id, stranger)) == (
+            "Nothing was sent to the visitor. Your Discord account is not linked to a Switchboard operator. "
+            "Get a link code in Switchboard (POST /api/v1/me/bridge-links/codes) and send /link CODE here."
+        )
+        ben = discord_command(
+            ACCOUNTS["ben"]["discord"], "reply", ("message", "Let me help"), channel_id=THREADS["discord"]
+        )
+        assert discord_content(await discord_interaction(http, desk.team_id, ben)) == (
+            "This conversation is assigned to Ana, so your message was not sent to the visitor. "
+            "Ask them or a lead to transfer it to you."
+        )
+        assert await received(socket) == []
+    assert await counts(clean_db) == before
+
+
+async def test_a_reply_to_a_waiting_conversation_claims_it(
+    api: RunningApi, http: httpx.AsyncClient, clean_db: AsyncEngine, desk: Desk
+) -> None:
+    await set_values(clean_db, "conversation", {"id": desk.session_id}, status="queued")
+    ben = discord_command(ACCOUNTS["ben"]["discord"], "reply", ("message", "Ben here"), channel_id=THREADS["discord"])
+    async with websockets.connect(f"{api.ws_url}/pocketping/stream?sessionId={desk.session_id}") as socket:
+        assert discord_content(await discord_interaction(http, desk.team_id, ben)) == (
+            "You claimed this conversation; your message was sent to the visitor."
+        )
+        events = [e for e in await received(socket) if e["type"] == "message"]
+    assert [(e["data"]["content"], e["data"]["metadata"]["operatorName"]) for e in events] == [("Ben here", "Ben")]
+    assert (await state(clean_db, desk.session_id))["assignee_id"] == desk.ids["ben"]
+    [message] = await rows(clean_db, "SELECT sender, operator_id FROM message")
+    assert message == {"sender": "operator", "operator_id": desk.ids["ben"]}
+
+    # At capacity, Ana cannot take another waiting conversation by replying.
+    await set_values(clean_db, "team_member", {"operator_id": desk.ids["ana"]}, capacity=0)
+    await set_values(clean_db, "conversation", {"id": desk.session_id}, status="queued", assignee_id=None)
+    ana = discord_command(ACCOUNTS["ana"]["discord"], "reply", ("message", "Ana here"), channel_id=THREADS["discord"])
+    assert discord_content(await discord_interaction(http, desk.team_id, ana)) == (
+        "You are at capacity. Your message was not sent to the visitor."
+    )
+
+
+# --- Commands and links -----------------------------------------------------------------------------------------
+
+
+async def test_presence_commands_change_only_the_senders_presence(
+    http: httpx.AsyncClient, clean_db: AsyncEngine, desk: Desk
+) -> None:
+    async def statuses() -> dict[str, str]:
+        found = await rows(clean_db, "SELECT display_name, status FROM operator ORDER BY display_name")
+        return {r["display_name"]: r["status"] for r in found}
+
+    assert await statuses() == {"Ana": "online", "Ben": "online"}
+    away = discord_command(ACCOUNTS["ana"]["discord"], "away")
+    assert discord_content(await discord_interaction(http, desk.team_id, away)) == "You are now away."
+    assert await statuses() == {"Ana": "away", "Ben": "online"}
+    offline = discord_command(ACCOUNTS["ben"]["discord"], "offline", dm=True)
+    assert discord_content(await discord_interaction(http, desk.team_id, offline)) == "You are now offline."
+    assert await statuses() == {"Ana": "away", "Ben": "offline"}
+    online = discord_command(ACCOUNTS["ana"]["discord"], "online")
+    assert discord_content(await discord_interaction(http, desk.team_id, online)) == "You are now online."
+    assert discord_content(await discord_interaction(http, desk.team_id, online)) == "You are already online."
+    assert await statuses() == {"Ana": "online", "Ben": "offline"}
+    stranger = discord_command(STRANGER["discord"], "online")
+    assert discord_content(await discord_interaction(http, desk.team_id, stranger)).startswith(
+        "Your Discord account is not linked"
+    )
+    assert await statuses() == {"Ana": "online", "Ben": "offline"}
+
+
+async def test_link_code_flow(http: httpx.AsyncClient, clean_db: AsyncEngine, desk: Desk) -> None:
+    carla = await make_operator(clean_db, "Carla", email="carla@example.test")
+    await add_member(clean_db, desk.team_id, carla)
+    auth = bearer(await personal_token(clean_db, carla))
+    assert (await http.get("/api/v1/me/bridge-links", headers=auth)).json() == {"items": []}
+
+    response = await http.post("/api/v1/me/bridge-links/codes", headers=auth)
+    assert response.status_code == 201, response.text
+    code = response.json()["code"]
+    assert response.json()["command"] == f"/link {code}"
+    # Typed in lower case with a space, from a DM with the bot.
+    typed = code[:5].lower() + " " + code[5:]
+    dm = discord_command("200000000000000077", "link", ("code", typed), channel_id="400000000000000001", dm=True)
+    assert discord_content(await discord_interaction(http, desk.team_id, dm)) == (
+        "Linked: what this Discord account writes here now counts as Carla's."
+    )
+    [listed] = (await http.get("/api/v1/me/bridge-links", headers=auth)).json()["items"]
+    assert (listed["platform"], listed["externalUserId"], listed["externalName"], listed["directChat"]) == (
+        "discord",
+        "200000000000000077",
+        "user0077",
+        True,
+    )
+    [stored] = await rows(clean_db, "SELECT direct_chat_id FROM bridge_link WHERE operator_id = :id", id=carla)
+    assert stored["direct_chat_id"] == "400000000000000001"
+
+    # Single use: the same code again, or a made-up one, links nothing.
+    again = discord_command(STRANGER["discord"], "link", ("code", code))
+    assert discord_content(await discord_interaction(http, desk.team_id, again)) == inbound.BAD_CODE
+    assert (
+        await rows(clean_db, "SELECT count(*) AS n FROM bridge_link WHERE external_user_id = :u", u=STRANGER["discord"])
+    )[0]["n"] == 0
+
+    # Now Carla's Discord messages are hers: /status answers her.
+    status = discord_command("200000000000000077", "status")
+    assert discord_content(await discord_interaction(http, desk.team_id, status)) == (
+        "You are offline.\nYour open conversations: 0\nWaiting in the Support queue: 0"
+    )
+
+    # Another operator cannot remove Carla's link; Carla can, and then her account is unknown again.
+    response = await http.delete(f"/api/v1/me/bridge-links/{listed['id']}", headers=desk.headers["ana"])
+    assert response.status_code == 404
+    response = await http.delete(f"/api/v1/me/bridge-links/{listed['id']}", headers=auth)
+    assert response.status_code == 204
+    assert (await http.get("/api/v1/me/bridge-links", headers=auth)).json() == {"items": []}
+    assert discord_content(await discord_interaction(http, desk.team_id, status)).startswith(
+        "Your Discord account is not linked"
+    )
