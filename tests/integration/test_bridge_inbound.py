@@ -6,6 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from service.bridges import inbound
 from service.db.models import BridgeLink, BridgeThread
 from service.settings import Settings
 from tests.bridge_support import (
+    DISCORD_CHANNEL_ID,
     SLACK_SIGNING_SECRET,
     bridge_settings,
     discord_command,
@@ -41,6 +43,7 @@ STRANGER = {"telegram": "7999", "slack": "U0NOBODY9", "discord": "20000000000000
 # Where the conversation lives in the team's chats.
 THREADS = {"telegram": "42", "slack": "1800000000.000001", "discord": "300000000000000001"}
 # Every table an inbound webhook could write to.
+FORM = "application/x-www-form-urlencoded"
 WRITTEN = ("message", "bridge_link", "event", "audit_event", "assignment", "conversation")
 
 
@@ -290,3 +293,50 @@ async def test_link_code_flow(http: httpx.AsyncClient, clean_db: AsyncEngine, de
     assert discord_content(await discord_interaction(http, desk.team_id, status)).startswith(
         "Your Discord account is not linked"
     )
+
+
+async def test_thread_commands_act_on_the_threads_conversation(
+    http: httpx.AsyncClient, clean_db: AsyncEngine, desk: Desk
+) -> None:
+    await set_values(clean_db, "conversation", {"id": desk.session_id}, status="queued")
+
+    async def run(who: str, name: str, *options: tuple[str, str], channel: str = THREADS["discord"]) -> str:
+        command = discord_command(ACCOUNTS[who]["discord"], name, *options, channel_id=channel)
+        return discord_content(await discord_interaction(http, desk.team_id, command))
+
+    assert await run("ana", "claim", channel=DISCORD_CHANNEL_ID) == "Use /claim in a conversation's thread."
+    assert await run("ana", "claim") == "You now hold this conversation."
+    assert (await state(clean_db, desk.session_id))["assignee_id"] == desk.ids["ana"]
+    assert await run("ben", "claim") == "This conversation is not waiting in a queue."
+    assert await run("ana", "transfer", ("operator", "@nobody")) == "No member of this team is @nobody."
+    assert await run("ana", "transfer", ("operator", "@ben"), ("note", "VIP customer")) == "Transferred to Ben."
+    assert (await state(clean_db, desk.session_id))["assignee_id"] == desk.ids["ben"]
+    [note] = await rows(clean_db, "SELECT body, author_id FROM internal_note")
+    assert note == {"body": "VIP customer", "author_id": desk.ids["ana"]}
+    assert await run("ben", "ai") == "AI is not enabled for this conversation's team."
+    await set_values(clean_db, "team", {"id": desk.team_id}, ai_enabled=True)
+    assert await run("ben", "ai") == "The AI answers this conversation now."
+    [ai] = await rows(clean_db, "SELECT ai_active FROM conversation")
+    assert ai == {"ai_active": True}
+    assert await run("ben", "close") == "Conversation closed."
+    assert (await state(clean_db, desk.session_id))["status"] == "closed"
+    assert await run("ben", "close") == "The conversation is already closed."
+    assert (await run("ben", "frobnicate")).startswith("Unknown command /frobnicate. Commands:")
+
+
+async def test_slack_slash_commands_answer_in_the_response(
+    http: httpx.AsyncClient, clean_db: AsyncEngine, desk: Desk
+) -> None:
+    def form(command: str, text: str, user: str) -> bytes:
+        fields = {"command": command, "text": text, "user_id": user, "channel_id": "C0TEAM0001", "trigger_id": "t1"}
+        return urlencode(fields).encode()
+
+    response = await slack_post(http, desk.team_id, form("/away", "", ACCOUNTS["ana"]["slack"]), FORM)
+    assert (response.status_code, response.json()) == (200, {"response_type": "ephemeral", "text": "You are now away."})
+    # One command for all: "/switchboard online".
+    response = await slack_post(http, desk.team_id, form("/switchboard", "online", ACCOUNTS["ana"]["slack"]), FORM)
+    assert response.json()["text"] == "You are now online."
+    [ana] = await rows(clean_db, "SELECT status FROM operator WHERE id = :id", id=desk.ids["ana"])
+    assert ana == {"status": "online"}
+    response = await slack_post(http, desk.team_id, form("/online", "", ACCOUNTS["ana"]["slack"]), FORM, secret="wrong")
+    assert response.status_code == 401
