@@ -33,6 +33,10 @@ def _topic_reply(message: dict[str, Any]) -> tuple[str, str, str | None] | None:
     return seen[0] if seen else None
 
 
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def telegram_inbound(team_id: uuid.UUID, update: dict[str, Any]) -> Inbound | None:
     """A new message from a person (edits, reactions, bots' own messages and service messages are ignored)."""
     message = update.get("message")
@@ -43,7 +47,7 @@ def telegram_inbound(team_id: uuid.UUID, update: dict[str, Any]) -> Inbound | No
     if sender.get("is_bot") or "id" not in sender or "id" not in chat or not text:
         return None
     topic = _topic_reply(message)
-    replied = (message.get("reply_to_message") or {}).get("message_id")
+    replied = _str((message.get("reply_to_message") or {}).get("message_id"))
     chat_id = str(chat["id"])
     return Inbound(
         team_id=team_id,
@@ -51,8 +55,9 @@ def telegram_inbound(team_id: uuid.UUID, update: dict[str, Any]) -> Inbound | No
         user_id=str(sender["id"]),
         user_name=sender.get("username") or sender.get("first_name"),
         text=topic[1] if topic else text,
-        thread_ref=topic[0] if topic else None,
-        reply_to_ref=None if replied is None else str(replied),
+        # Commands are not replies, so PocketPing's handler skips them: their topic is read here.
+        thread_ref=topic[0] if topic else _str(message.get("message_thread_id")),
+        reply_to_ref=replied,
         direct_chat_id=chat_id if chat.get("type") == "private" else None,
         chat_id=chat_id,
         message_ref=str(message.get("message_id")),
