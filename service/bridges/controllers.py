@@ -20,7 +20,7 @@ from litestar.params import FromPath
 from service.auth.principal import Principal
 from service.bridges import answers, links
 from service.bridges.inbound import Bridges, Inbound, handle
-from service.bridges.platforms import (
+from service.bridges.payloads import (
     DISCORD_PING,
     discord_inbound,
     slack_command_inbound,

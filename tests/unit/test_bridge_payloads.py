@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from urllib.parse import urlencode
 
-from service.bridges.platforms import discord_inbound, slack_command_inbound, slack_event_inbound, telegram_inbound
+from service.bridges.payloads import discord_inbound, slack_command_inbound, slack_event_inbound, telegram_inbound
 from tests.bridge_support import discord_command, telegram_message
 
 TEAM = uuid.UUID(int=1)
