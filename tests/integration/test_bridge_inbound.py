@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -20,7 +21,10 @@ from service.db.models import BridgeLink, BridgeThread
 from service.settings import Settings
 from tests.bridge_support import (
     DISCORD_CHANNEL_ID,
+    SLACK_CHANNEL_ID,
     SLACK_SIGNING_SECRET,
+    TELEGRAM_BOT_TOKEN,
+    TELEGRAM_CHAT_ID,
     bridge_settings,
     discord_command,
     discord_interaction,
@@ -29,10 +33,11 @@ from tests.bridge_support import (
     telegram_message,
     telegram_update,
 )
-from tests.conftest import RunningApi
+from tests.conftest import RunningApi, run_api
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 from tests.integration.test_fanout import received
 from tests.routing_support import rows, set_values, state
+from tests.standins import DiscordStandIn, SlackStandIn, TelegramStandIn
 
 # Each operator's account on each platform.
 ACCOUNTS = {
@@ -68,6 +73,10 @@ async def link(engine: AsyncEngine, operator_id: uuid.UUID, platform: str, exter
 
 @pytest.fixture
 async def desk(http: httpx.AsyncClient, clean_db: AsyncEngine, settings: Settings) -> Desk:
+    return await make_desk(http, clean_db, settings)
+
+
+async def make_desk(http: httpx.AsyncClient, clean_db: AsyncEngine, settings: Settings) -> Desk:
     team_id = await make_team(clean_db, "Support", bridge_settings=bridge_settings(settings.secret_key))
     ids, headers = {}, {}
     for name in ACCOUNTS:
@@ -340,3 +349,57 @@ async def test_slack_slash_commands_answer_in_the_response(
     assert ana == {"status": "online"}
     response = await slack_post(http, desk.team_id, form("/online", "", ACCOUNTS["ana"]["slack"]), FORM, secret="wrong")
     assert response.status_code == 401
+
+
+@pytest.fixture
+async def platform_api(
+    settings: Settings, telegram_api: TelegramStandIn, slack_api: SlackStandIn, discord_api: DiscordStandIn
+) -> AsyncIterator[RunningApi]:
+    """The api with the platform APIs pointed at their loopback stand-ins."""
+    bases = {
+        "telegram_api_base": telegram_api.base_url,
+        "slack_api_base": slack_api.base_url,
+        "discord_api_base": discord_api.base_url,
+    }
+    async with run_api(settings.model_copy(update=bases)) as running:
+        yield running
+
+
+async def test_telegram_and_slack_answer_in_the_thread_and_deliver_nothing(
+    platform_api: RunningApi, clean_db: AsyncEngine, telegram_api: TelegramStandIn, slack_api: SlackStandIn
+) -> None:
+    async with platform_api.client() as http:
+        desk = await make_desk(http, clean_db, platform_api.app.state.settings)
+        await assign(clean_db, desk, "ana")
+        before = await counts(clean_db)
+        socket_url = f"{platform_api.ws_url}/pocketping/stream?sessionId={desk.session_id}"
+        async with websockets.connect(socket_url) as socket:
+            for n, user in enumerate((STRANGER["telegram"], ACCOUNTS["ben"]["telegram"]), start=10):
+                update = telegram_message(int(user), "Can I help?", topic=int(THREADS["telegram"]), message_id=n)
+                response = await telegram_update(http, desk.team_id, update)
+                assert (response.status_code, response.json()) == (200, {"ok": True})
+            for user in (STRANGER["slack"], ACCOUNTS["ben"]["slack"]):
+                response = await slack_post(http, desk.team_id, slack_event(user, "Hi", thread_ts=THREADS["slack"]))
+                assert (response.status_code, response.json()) == (200, {"ok": True})
+            assert await received(socket) == []
+    unlinked = "Nothing was sent to the visitor. Your {} account is not linked to a Switchboard operator. " + (
+        "Get a link code in Switchboard (POST /api/v1/me/bridge-links/codes) and send /link CODE here."
+    )
+    assigned = (
+        "This conversation is assigned to Ana, so your message was not sent to the visitor. "
+        "Ask them or a lead to transfer it to you."
+    )
+    answers = [call.body for call in telegram_api.calls_to("sendMessage")]
+    assert [
+        (a["chat_id"], a["message_thread_id"], a["reply_parameters"]["message_id"], a["text"]) for a in answers
+    ] == [
+        (TELEGRAM_CHAT_ID, 42, 10, unlinked.format("Telegram")),
+        (TELEGRAM_CHAT_ID, 42, 11, assigned),
+    ]
+    assert {call.token for call in telegram_api.calls_to("sendMessage")} == {TELEGRAM_BOT_TOKEN}
+    answers = [call.body for call in slack_api.calls_to("chat.postMessage")]
+    assert [(a["channel"], a["thread_ts"], a["text"]) for a in answers] == [
+        (SLACK_CHANNEL_ID, THREADS["slack"], unlinked.format("Slack")),
+        (SLACK_CHANNEL_ID, THREADS["slack"], assigned),
+    ]
+    assert await counts(clean_db) == before
