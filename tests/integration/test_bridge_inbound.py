@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,11 +22,16 @@ from service.bridges import inbound
 from service.db.models import BridgeLink, BridgeThread
 from service.settings import Settings
 from tests.bridge_support import (
+    DISCORD_BOT_TOKEN,
     DISCORD_CHANNEL_ID,
+    DISCORD_PUBLIC_KEY,
+    SECRETS,
+    SLACK_BOT_TOKEN,
     SLACK_CHANNEL_ID,
     SLACK_SIGNING_SECRET,
     TELEGRAM_BOT_TOKEN,
     TELEGRAM_CHAT_ID,
+    TELEGRAM_WEBHOOK_SECRET,
     bridge_settings,
     discord_command,
     discord_interaction,
@@ -403,3 +410,81 @@ async def test_telegram_and_slack_answer_in_the_thread_and_deliver_nothing(
         (SLACK_CHANNEL_ID, THREADS["slack"], assigned),
     ]
     assert await counts(clean_db) == before
+
+
+async def test_secrets_appear_in_no_response_and_no_log(
+    settings: Settings, clean_db: AsyncEngine, telegram_api: TelegramStandIn, slack_api: SlackStandIn
+) -> None:
+    debug = settings.model_copy(
+        update={
+            "log_level": "DEBUG",
+            "telegram_api_base": telegram_api.base_url,
+            "slack_api_base": slack_api.base_url,
+        }
+    )
+    async with run_api(debug) as api, api.client() as http:
+        log = io.StringIO()
+        capture = logging.StreamHandler(log)
+        capture.setFormatter(logging.getLogger().handlers[0].formatter)
+        logging.getLogger().addHandler(capture)
+        try:
+            responses = await exercise_with_secrets(http, clean_db, telegram_api)
+        finally:
+            logging.getLogger().removeHandler(capture)
+    logged = log.getvalue()
+    assert "bridge webhook rejected" in logged and "bridge answer not posted" in logged
+    for secret in SECRETS:
+        assert secret not in logged
+        leaks = [r.request.url.path for r in responses if secret in r.text or secret in str(r.headers)]
+        assert leaks == [], f"{secret} in {leaks}"
+
+
+async def exercise_with_secrets(
+    http: httpx.AsyncClient, engine: AsyncEngine, telegram_api: TelegramStandIn
+) -> list[httpx.Response]:
+    """Set every secret through the API, then use each bridge (signed, unsigned, failing); returns the responses."""
+    team_id = await make_team(engine, "Support")
+    lead = await make_operator(engine, "Lena", email="lena@example.test")
+    await add_member(engine, team_id, lead, "lead")
+    await link(engine, lead, "telegram", "7001")
+    auth = bearer(await personal_token(engine, lead))
+    body = {
+        "telegram": {
+            "enabled": True,
+            "chatId": TELEGRAM_CHAT_ID,
+            "botToken": TELEGRAM_BOT_TOKEN,
+            "webhookSecret": TELEGRAM_WEBHOOK_SECRET,
+        },
+        "slack": {
+            "enabled": True,
+            "channelId": SLACK_CHANNEL_ID,
+            "botToken": SLACK_BOT_TOKEN,
+            "signingSecret": SLACK_SIGNING_SECRET,
+        },
+        "discord": {
+            "enabled": True,
+            "channelId": DISCORD_CHANNEL_ID,
+            "botToken": DISCORD_BOT_TOKEN,
+            "publicKey": DISCORD_PUBLIC_KEY,
+        },
+    }
+    responses = [await http.patch(f"/api/v1/teams/{team_id}/bridges", json=body, headers=auth)]
+    assert responses[0].status_code == 200, responses[0].text
+    responses += [
+        await http.get(f"/api/v1/teams/{team_id}/bridges", headers=auth),
+        await http.get(f"/api/v1/teams/{team_id}", headers=auth),
+        await http.get("/api/v1/teams", headers=auth),
+        await http.post("/api/v1/me/bridge-links/codes", headers=auth),
+        await http.get("/api/v1/me/bridge-links", headers=auth),
+        await telegram_update(http, team_id, telegram_message(7001, "/status")),
+        await telegram_update(http, team_id, telegram_message(7999, "hello", topic=1)),
+        await telegram_update(http, team_id, telegram_message(7001, "/online"), secret="tg_wrong_secret_0000"),
+        await slack_post(http, team_id, slack_event("U0NOBODY9", "/status")),
+        await slack_post(http, team_id, slack_event("U0NOBODY9", "/status"), timestamp=int(time.time()) - 600),
+        await discord_interaction(http, team_id, discord_command("200000000000000001", "status")),
+        await discord_interaction(http, team_id, {"type": 1}, key=Ed25519PrivateKey.generate()),
+    ]
+    # The platform refuses the bot's answer: logged, without the token its URL carries.
+    telegram_api.fail("sendMessage", 401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
+    responses.append(await telegram_update(http, team_id, telegram_message(7001, "/status", message_id=2)))
+    return responses
