@@ -131,7 +131,7 @@ async def handle(bridges: Bridges, inbound: Inbound) -> str | None:
     try:
         return await run(bridges, inbound, principal, conversation_id, argument)
     except HTTPException as exc:
-        return f"{exc.detail}."
+        return f"{_as_yours(exc.detail)}."
 
 
 # --- Finding the conversation ---------------------------------------------------------------------------------
@@ -304,10 +304,7 @@ async def _claim(bridges: Bridges, inbound: Inbound, principal: Principal, conve
         await _in_team(conn, principal, conversation_id)
         await routing.claim(conn, conversation_id, me, actor_id=me)
 
-    try:
-        await routing.in_transaction(bridges.engine, work)
-    except HTTPException as exc:
-        return f"{_as_yours(exc.detail)}."
+    await routing.in_transaction(bridges.engine, work)
     return "You now hold this conversation."
 
 
