@@ -25,6 +25,7 @@ from service.canned.controllers import CannedResponseController
 from service.conversations.controllers import ConversationController
 from service.dashboard.controllers import TEMPLATES, dashboard_router
 from service.db.engine import create_engine
+from service.demo.controllers import demo_router
 from service.errors import EXCEPTION_HANDLERS
 from service.gateway.bridge import RoutingBridge
 from service.gateway.controllers import VERSION_HEADERS, GatewayController
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AnalyticsController,
             BridgeWebhookController,
             BridgeLinkController,
+            demo_router,
         ],
         lifespan=[lifespan],
         dependencies={

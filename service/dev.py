@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from service.db.migrate import upgrade
+from service.demo.seed import seed_demo
 
 SWITCHBOARD = [sys.executable, "-c", "from service.cli import main; main()"]
 START_TIMEOUT = 60.0  # seconds for a server to answer after it was started
@@ -87,6 +88,9 @@ def _run(stack: contextlib.ExitStack, data: Path, host: str, port: int) -> int:
 
     _say("migrating the database...")
     upgrade(env["DATABASE_URL"])
+    if "DATABASE_URL" in embedded:
+        # A database of its own is a demo: the demo users' team takes visitors, and the AI answers after a wait.
+        seed_demo(env["DATABASE_URL"])
     # Started worker first, so the stack stops the api first: no new work arrives while the worker drains.
     children["worker"] = _start(stack, "worker", [*SWITCHBOARD, "worker"], env=env)
     children["api"] = _start(stack, "api", [*SWITCHBOARD, "api", "--host", host, "--port", str(port)], env=env)
@@ -97,6 +101,7 @@ def _run(stack: contextlib.ExitStack, data: Path, host: str, port: int) -> int:
         "Switchboard is running (development mode):\n"
         f"  api             {url}\n"
         f"  widget gateway  {url}/pocketping\n"
+        f"  visitor demo    {url}/demo (write as a visitor, answer in the dashboard)\n"
         f"  OpenAPI         {url}/schema\n"
         f"  OIDC issuer     {env.get('OIDC_ISSUER') or 'not set'}\n"
         f"{_sign_in_hint(url, env, embedded)}"

@@ -20,7 +20,7 @@ from litestar.exceptions import (
 )
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Redirect
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.auth.deps import token_t
 from service.auth.oidc import OidcClient, OidcError
@@ -202,12 +202,7 @@ class TokenController(Controller):
     @get("", operation_id="listMyTokens", summary="Your live personal access tokens")
     async def list_tokens(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> TokenList:
         async with request.app.state.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(token_t)
-                .where(token_t.c.operator_id == principal.operator_id, *_live())
-                .order_by(token_t.c.created_at.desc(), token_t.c.id)
-            )
-            return TokenList(items=[TokenPublic.model_validate(row._mapping) for row in rows])
+            return await live_tokens(conn, principal.operator_id)
 
     @post("", operation_id="createMyToken", summary="Create a personal access token", status_code=201)
     async def create_token(
@@ -265,6 +260,16 @@ class TokenController(Controller):
             )
         if revoked.rowcount == 0:
             raise NotFoundException("Token not found")
+
+
+async def live_tokens(conn: AsyncConnection, operator_id: uuid.UUID) -> TokenList:
+    """The operator's tokens that still work, newest first."""
+    rows = await conn.execute(
+        sa.select(token_t)
+        .where(token_t.c.operator_id == operator_id, *_live())
+        .order_by(token_t.c.created_at.desc(), token_t.c.id)
+    )
+    return TokenList(items=[TokenPublic.model_validate(row._mapping) for row in rows])
 
 
 def _live() -> tuple[Any, ...]:

@@ -11,7 +11,15 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service.auth.principal import Principal
 from service.canned import services
-from service.canned.schemas import CannedCreate, CannedPage, CannedPublic, CannedUpdate, RenderedPublic, RenderRequest
+from service.canned.schemas import (
+    CannedCreate,
+    CannedPage,
+    CannedPublic,
+    CannedUpdate,
+    PreviewRequest,
+    RenderedPublic,
+    RenderRequest,
+)
 from service.teams.controllers import Cursor, Limit, read, write
 
 
@@ -48,6 +56,15 @@ class CannedResponseController(Controller):
     ) -> CannedPublic:
         """With ``teamId``: the team's (its leads); without: your own. 409 naming ``shortcut`` if taken."""
         return await write(request, lambda conn: services.create_canned(conn, data, principal))
+
+    @post("/preview", operation_id="previewCannedResponse", summary="Fill a draft body", status_code=200)
+    async def preview(
+        self, data: JSONBody[PreviewRequest], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> RenderedPublic:
+        """A body not saved yet, checked and filled as ``render`` would (for editors' live previews)."""
+        return await read(
+            request, lambda conn: services.preview_canned(conn, data.body, data.conversation_id, principal)
+        )
 
     @get("/{canned_id:uuid}", operation_id="getCannedResponse", summary="A canned response")
     async def get_canned(

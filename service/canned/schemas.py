@@ -65,6 +65,13 @@ class RenderRequest(ApiModel):
     conversation_id: Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul]
 
 
+class PreviewRequest(ApiModel):
+    body: Body
+    conversation_id: Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul] | None = Field(
+        default=None, description="Fill the visitor and team variables from this conversation; none: left empty"
+    )
+
+
 class RenderedPublic(ApiModel):
     body: str = Field(description="The text to send, placeholders filled")
     missing: list[str] = Field(description="Placeholders that came out empty (no value and no fallback)")

@@ -149,11 +149,17 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-async def render_canned(
-    conn: AsyncConnection, canned_id: uuid.UUID, conversation_id: str, principal: Principal
-) -> RenderedPublic:
-    """Fill the response for this conversation, as sent by the caller."""
-    row = await _visible(conn, canned_id, principal, manage=False)
+async def _values(conn: AsyncConnection, conversation_id: str | None, principal: Principal) -> dict[str, str | None]:
+    """Every template variable's value for the caller, and for the conversation when one is given."""
+    me = (await conn.execute(sa.select(operator_t.c.email).where(operator_t.c.id == principal.operator_id))).one()
+    names = principal.display_name.split()
+    values = {
+        "operator.name": principal.display_name,
+        "operator.firstName": names[0] if names else None,
+        "operator.email": me.email,
+    }
+    if conversation_id is None:
+        return values
     conversation = (
         await conn.execute(
             sa.select(
@@ -172,10 +178,9 @@ async def render_canned(
     if conversation is None:
         raise NotFoundException("Conversation not found")
     requires_team_member(principal, conversation.team_id)
-    me = (await conn.execute(sa.select(operator_t.c.email).where(operator_t.c.id == principal.operator_id))).one()
     identity = conversation.identity or {}
     meta = conversation.session_metadata or {}
-    values = {
+    return values | {
         "visitor.name": _text(identity.get("name")),
         "visitor.email": _text(identity.get("email")),
         "visitor.id": _text(identity.get("id")),
@@ -183,11 +188,24 @@ async def render_canned(
         "visitor.country": _text(meta.get("country") or conversation.user_phone_country),
         "visitor.language": _text(meta.get("language")),
         "visitor.url": _text(meta.get("url")),
-        "operator.name": principal.display_name,
-        "operator.firstName": principal.display_name.split()[0] if principal.display_name.split() else None,
-        "operator.email": me.email,
         "team.name": conversation.team_name,
         "conversation.id": conversation.id,
     }
-    body, missing = template.render(row.body, values)
+
+
+async def render_canned(
+    conn: AsyncConnection, canned_id: uuid.UUID, conversation_id: str, principal: Principal
+) -> RenderedPublic:
+    """Fill the response for this conversation, as sent by the caller."""
+    row = await _visible(conn, canned_id, principal, manage=False)
+    body, missing = template.render(row.body, await _values(conn, conversation_id, principal))
+    return RenderedPublic(body=body, missing=missing)
+
+
+async def preview_canned(
+    conn: AsyncConnection, draft: str, conversation_id: str | None, principal: Principal
+) -> RenderedPublic:
+    """A draft body filled as ``render`` would fill it (visitor and team left empty without a conversation)."""
+    _check_body(draft)
+    body, missing = template.render(draft, await _values(conn, conversation_id, principal))
     return RenderedPublic(body=body, missing=missing)

@@ -31,7 +31,9 @@ from service.auth.principal import Principal
 from service.conversations import services
 from service.conversations.services import ConversationFilters, message_t
 from service.dashboard.analytics import analytics_context
+from service.dashboard.canned import CannedPageController
 from service.dashboard.common import csrf_token, engine
+from service.dashboard.profile import ProfilePageController
 from service.pagination import encode_cursor
 
 HERE = Path(__file__).parent
@@ -183,6 +185,8 @@ dashboard_router = Router(
     path="/",
     route_handlers=[
         DashboardController,
+        CannedPageController,
+        ProfilePageController,
         create_static_files_router(path="/app/static", directories=[STATIC], include_in_schema=False),
     ],
     # The app registers these exact classes for problem+json; pages answer in HTML instead.

@@ -92,6 +92,11 @@ def platform_signed() -> Expect:
     return Expect(401, 401, 401, 401, 401, 401, 401)
 
 
+def everyone(status: int) -> Expect:
+    """Public routes: credentials make no difference."""
+    return Expect(status, status, status, status, status, status, status)
+
+
 @dataclass
 class World:
     """Team A (operator, lead), team B (its operator), an admin in no team, and each caller's credential."""
@@ -115,6 +120,8 @@ class Row:
     params: dict[str, Param] = field(default_factory=dict)
     # An endless response (an event stream): only its status is read.
     streams: bool = False
+    # The statuses when the service runs in development mode (`switchboard dev`), for routes that differ there.
+    development: Expect | None = None
 
 
 async def conversation_of_team_a(world: World, caller: str, **values: Any) -> str:
@@ -128,6 +135,10 @@ async def closed_conversation_of_team_a(world: World, caller: str) -> str:
 
 async def dashboard_script(world: World, caller: str) -> str:
     return "dashboard.js"
+
+
+async def demo_script(world: World, caller: str) -> str:
+    return "demo.js"
 
 
 async def own_token(world: World, caller: str) -> str:
@@ -284,6 +295,7 @@ ROWS: dict[str, Row] = {
     "GET /api/v1/canned-responses/{canned_id}": Row(member(200)),
     "PATCH /api/v1/canned-responses/{canned_id}": Row(lead_only(200), body={"title": "New"}),
     "DELETE /api/v1/canned-responses/{canned_id}": Row(lead_only(204)),
+    "POST /api/v1/canned-responses/preview": Row(signed_in(200), body={"body": 'Hi {{visitor.name || "there"}}'}),
     "POST /api/v1/canned-responses/{canned_id}/render": Row(
         member(200),
         body=lambda world, caller: {"conversationId": f"matrix-{caller}"},
@@ -322,6 +334,14 @@ ROWS: dict[str, Row] = {
         page(200, other_team=404, operator=403),
         query=lambda world, caller: {"teamId": str(world.team_a), "from": "2026-11-01", "to": "2026-11-30"},
     ),
+    # canned responses and profile pages: each caller's own and their teams'
+    "GET /app/canned": Row(page(200)),
+    "GET /app/canned/list": Row(page(200)),
+    "GET /app/profile": Row(page(200)),
+    "GET /app/profile/details": Row(page(200)),
+    # The visitor demo exists in development mode only, for anyone (it plays a visitor).
+    "GET /demo": Row(everyone(404), development=everyone(200)),
+    "GET /demo/{file_path}": Row(everyone(404), params={"file_path": demo_script}, development=everyone(200)),
     "GET /app/static/{file_path}": Row(
         Expect(200, 200, 200, 200, 200, 200, 200), params={"file_path": dashboard_script}
     ),
@@ -433,17 +453,36 @@ def test_a_route_without_a_row_is_named(settings: Settings) -> None:
     assert route_problems(app) == ["no row in ROWS for GET /api/v1/unlisted/{thing_id}"]
 
 
+async def mismatches(api: RunningApi, world: World, rows: dict[str, tuple[Row, Expect]]) -> list[str]:
+    """Every (route, caller) whose status is not the expected one."""
+    found = []
+    for key, (row, expect) in rows.items():
+        for caller in CALLERS:
+            async with api.client() as http:  # no cookie carried from one caller to the next
+                response = await call(http, world, key, row, caller)
+            expected = getattr(expect, caller)
+            if response.status_code != expected:
+                found.append(f"{key} as {caller}: expected {expected}, got {response.status_code} {response.text}")
+    return found
+
+
 async def test_each_caller_gets_the_expected_status(
     matrix_api: RunningApi, settings: Settings, redis: Redis, clean_db: AsyncEngine, expired_issuer: str
 ) -> None:
     world = await build_world(clean_db, settings, redis, expired_issuer)
     await assert_rejected_only_for_expiry(world, settings, expired_issuer)
-    mismatches = []
-    for key, row in ROWS.items():
-        for caller in CALLERS:
-            async with matrix_api.client() as http:  # no cookie carried from one caller to the next
-                response = await call(http, world, key, row, caller)
-            expected = getattr(row.expect, caller)
-            if response.status_code != expected:
-                mismatches.append(f"{key} as {caller}: expected {expected}, got {response.status_code} {response.text}")
-    assert not mismatches, "\n".join(mismatches)
+    problems = await mismatches(matrix_api, world, {key: (row, row.expect) for key, row in ROWS.items()})
+    assert not problems, "\n".join(problems)
+
+
+async def test_development_mode_statuses(
+    settings: Settings, redis: Redis, clean_db: AsyncEngine, expired_issuer: str
+) -> None:
+    """The routes that answer differently under `switchboard dev`, run in development mode."""
+    development = oidc_settings(settings.model_copy(update={"environment": "development"}), expired_issuer)
+    rows = {key: (row, row.development) for key, row in ROWS.items() if row.development is not None}
+    assert rows.keys() == {"GET /demo", "GET /demo/{file_path}"}
+    async with run_api(development) as api:
+        world = await build_world(clean_db, settings, redis, expired_issuer)
+        problems = await mismatches(api, world, rows)
+    assert not problems, "\n".join(problems)

@@ -182,3 +182,31 @@ async def test_render_fills_visitor_operator_and_team_with_fallbacks(
     assert (response.status_code, response.json()["detail"]) == (404, "Canned response not found")
     response = await http.post(path, json={}, headers=olga_auth)
     assert (response.status_code, errors(response)) == (400, ["conversationId"])
+
+
+async def test_preview_fills_a_draft_as_render_would_and_checks_it(
+    http: httpx.AsyncClient, clean_db: AsyncEngine
+) -> None:
+    team_id = await make_team(clean_db, "Billing")
+    _, olga_auth = await person(clean_db, "Olga Petrova", team_id)
+    known, _ = await make_conversation(clean_db, team_id, identity={"name": "Marie Curie"})
+    elsewhere, _ = await make_conversation(clean_db, await make_team(clean_db, "Elsewhere"))
+    draft = 'Hi {{visitor.name || "there"}}, {{operator.firstName}} from {{team.name}}'
+    path = f"{API}/preview"
+
+    response = await http.post(path, json={"body": draft, "conversationId": known}, headers=olga_auth)
+    assert (response.status_code, response.json()) == (
+        200,
+        {"body": "Hi Marie Curie, Olga from Billing", "missing": []},
+    )
+    # Without a conversation only the operator's own variables have values.
+    response = await http.post(path, json={"body": draft}, headers=olga_auth)
+    assert response.json() == {"body": "Hi there, Olga from ", "missing": ["team.name"]}
+    response = await http.post(path, json={"body": draft, "conversationId": elsewhere}, headers=olga_auth)
+    assert (response.status_code, response.json()["detail"]) == (404, "Conversation not found")
+    response = await http.post(path, json={"body": "Hi {{visitor.age}}"}, headers=olga_auth)
+    assert (response.status_code, errors(response)) == (422, ["body"])
+    response = await http.post(path, json={"body": ""}, headers=olga_auth)
+    assert (response.status_code, errors(response)) == (400, ["body"])
+    # Nothing is stored by a preview.
+    assert await rows(clean_db, "SELECT id FROM canned_response") == []

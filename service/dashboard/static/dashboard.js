@@ -71,6 +71,24 @@
     }
   }
 
+  // For the page scripts (canned.js, profile.js): a JSON call to the REST API with the session's CSRF token.
+  // Resolves to the answer's JSON (null for 204); rejects with an Error whose message is the problem detail.
+  async function call(method, url, body) {
+    const response = await fetch(url, {
+      method: method,
+      headers: csrfHeaders(),
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (!response.ok) throw new Error(await problemDetail(response));
+    return response.status === 204 ? null : response.json();
+  }
+
+  window.Switchboard = {
+    call: call,
+    showError: showError,
+    refresh: function () { htmx.trigger(document.body, "sb:refresh"); },
+  };
+
   function setUpPicker(box, list) {
     let typed = null; // {start, end, prefix} of the "/shortcut" before the caret, or null
     let asked = 0; // newest lookup; older answers arriving late are dropped

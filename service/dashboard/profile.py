@@ -1,0 +1,58 @@
+"""The profile page: your presence, your teams and roles, and your personal access tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from litestar import Controller, Request, get
+from litestar.di import NamedDependency
+from litestar.response import Template
+
+from service.auth.controllers import live_tokens
+from service.auth.principal import Principal
+from service.dashboard.common import csrf_token, engine
+from service.db.models import Team, TeamMember
+from service.presence import services as presence
+
+team_t = Team.__table__  # type: ignore[attr-defined]
+member_t = TeamMember.__table__  # type: ignore[attr-defined]
+# Token lifetimes offered by the form, in days; "never" is offered too.
+EXPIRY_DAYS = (7, 30, 90, 365)
+
+
+async def _profile_context(request: Request[Any, Any, Any], principal: Principal) -> dict[str, Any]:
+    async with engine(request).connect() as conn:
+        now = await presence.current(conn, principal.operator_id)
+        teams = await conn.execute(
+            sa.select(
+                team_t.c.name,
+                member_t.c.role,
+                sa.func.coalesce(member_t.c.capacity, team_t.c.default_capacity).label("capacity"),
+                member_t.c.skills,
+            )
+            .join(team_t, team_t.c.id == member_t.c.team_id)
+            .where(member_t.c.operator_id == principal.operator_id)
+            .order_by(team_t.c.name)
+        )
+        tokens = await live_tokens(conn, principal.operator_id)
+    return {"principal": principal, "presence": now, "teams": teams.all(), "tokens": tokens.items}
+
+
+class ProfilePageController(Controller):
+    """``/app/profile``: changes go to the presence and token endpoints; the page part refreshes after each."""
+
+    path = "/app/profile"
+    include_in_schema = False
+
+    @get("")
+    async def profile_page(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> Template:
+        """Presence buttons, teams and roles, tokens with the form that creates one (its secret shown once)."""
+        context = await _profile_context(request, principal)
+        context |= {"csrf_token": await csrf_token(request), "expiry_days": EXPIRY_DAYS}
+        return Template("profile.html", context=context)
+
+    @get("/details")
+    async def profile_details(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> Template:
+        """Presence, teams and tokens alone, for the page to swap in."""
+        return Template("_profile.html", context=await _profile_context(request, principal))
