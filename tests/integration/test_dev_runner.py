@@ -93,6 +93,8 @@ def test_dev_runner_embeds_stops_and_keeps_data(tmp_path: Path) -> None:
         assert first.status_code == 200, first.text
         session_id = first.json()["sessionId"]
         _sign_in_as_demo_lead(client)
+        demo = client.get("/demo")
+        assert (demo.status_code, demo.headers["content-type"]) == (200, "text/html; charset=utf-8")
     secret_key = tmp_path / ".data" / "secret_key"
     assert secret_key.stat().st_mode & 0o777 == 0o600
     key = secret_key.read_text()
@@ -113,3 +115,11 @@ def _sign_in_as_demo_lead(client: httpx.Client) -> None:
     assert (callback.status_code, callback.headers["location"]) == (303, "/api/v1/me")
     me = client.get("/api/v1/me").json()
     assert (me["displayName"], me["isAdmin"], [team["role"] for team in me["teams"]]) == ("Lena Lead", False, ["lead"])
+    # Her team is the demo's: it takes the visitors (default team) and lets the AI answer after a short wait.
+    [team] = client.get("/api/v1/teams").json()["items"]
+    assert {key: team[key] for key in ("name", "isDefault", "aiEnabled", "aiTakeoverDelaySeconds")} == {
+        "name": "Demo Support",
+        "isDefault": True,
+        "aiEnabled": True,
+        "aiTakeoverDelaySeconds": 30,
+    }

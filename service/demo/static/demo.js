@@ -5,8 +5,6 @@
   const ENDPOINT = "/pocketping";
   const VISITOR_KEY = "switchboard_demo_visitor";
   const SESSION_KEY = "switchboard_demo_session";
-  // "?transport=sse" skips the WebSocket, to see the fallback at work.
-  const FORCED = new URLSearchParams(location.search).get("transport");
   const QUICK_FAILURE_MS = 2000; // a socket closed this soon was refused: use SSE instead
 
   const seen = new Set();
@@ -133,8 +131,7 @@
     }
     byId("operator").textContent = session.operatorName || (session.operatorOnline ? "Support (online)" : "Support");
     (session.messages || []).forEach(show);
-    if (FORCED === "sse") connectEvents();
-    else connectSocket();
+    connectSocket();
   }
 
   async function send(evt) {
