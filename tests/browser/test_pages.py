@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 from playwright.async_api import Browser, Dialog, Page, expect
 from pydantic import AnyHttpUrl
@@ -104,10 +105,12 @@ async def test_profile_sets_presence_and_shows_a_new_token_once_then_revokes_it(
         await expect(page.locator("#new-token")).to_be_visible()
         token = await page.locator("#new-token-value").text_content()
         assert token is not None and token.startswith("sbp_")
-        row = page.locator("table.tokens tr[data-token]")
-        await expect(row.locator("td").nth(0)).to_have_text("script")
-        await expect(row.locator("td").nth(1)).to_have_text(token[:12] + "…")
-        await expect(row.locator("td").nth(2)).to_have_text("read")
+        row = page.locator("li.token")
+        await expect(row.locator(".token-name")).to_have_text("script")
+        await expect(row.locator(".token-prefix")).to_have_text(token[:12] + "…")
+        await expect(row.locator(".token-scopes")).to_have_text("read")
+        expires = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
+        await expect(row.locator(".hint")).to_contain_text(f"expires {expires} · never used")
 
         async with api.client() as http:
             assert (await http.get("/api/v1/me", headers=bearer(token))).status_code == 200
@@ -120,7 +123,7 @@ async def test_profile_sets_presence_and_shows_a_new_token_once_then_revokes_it(
             assert token not in await page.content()
 
             await row.locator("button.revoke").click()
-            await expect(page.locator("table.tokens")).to_have_count(0)
+            await expect(page.locator("li.token")).to_have_count(0)
             await expect(page.locator("#profile")).to_contain_text("No tokens.")
             assert (await http.get("/api/v1/me", headers=bearer(token))).status_code == 401
 
