@@ -1,11 +1,12 @@
 """The operator dashboard: server-rendered pages under ``/app`` that read through the same services as the REST API.
 
-Pages render what the services return; every change (reply, note, claim, close) is a call from the page to the
-REST API with the session's CSRF token, so the rules live in one place.
+Pages render what the services return; every change (reply, note, claim, transfer, AI control...) is a call from
+the page to the REST API with the session's CSRF token, so the rules live in one place.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,6 +34,7 @@ from service.conversations.services import ConversationFilters, message_t
 from service.dashboard.analytics import analytics_context
 from service.dashboard.canned import CannedPageController
 from service.dashboard.common import csrf_token, engine
+from service.dashboard.conversation import ai_enabled, decision_views, transfer_targets
 from service.dashboard.profile import ProfilePageController
 from service.pagination import encode_cursor
 
@@ -90,22 +92,46 @@ async def _newest_messages(conn: AsyncConnection, conversation_id: str) -> tuple
     return messages, cursor is not None
 
 
-async def _thread_context(
-    request: Request[Any, Any, Any], principal: Principal, conversation_id: str
-) -> dict[str, Any]:
-    async with engine(request).connect() as conn:
-        row = await services.visible_conversation(conn, principal, conversation_id)
-        messages, older = await _newest_messages(conn, conversation_id)
-        notes, more_notes = await services.list_notes(conn, conversation_id, None, services.MAX_PAGE)
-    conversation = services.conversation_public(row)
+async def _thread_context(conn: AsyncConnection, principal: Principal, row: Any) -> dict[str, Any]:
+    """State, AI state, newest messages and notes: the part of the page that refreshes on the conversation's events."""
+    messages, older = await _newest_messages(conn, row.id)
+    notes, more_notes = await services.list_notes(conn, row.id, None, services.MAX_PAGE)
     return {
-        "principal": principal,
-        "conversation": conversation,
+        "conversation": services.conversation_public(row),
+        "ai_enabled": await ai_enabled(conn, row.team_id),
         "messages": messages,
         "older": older,
         "notes": notes,
         "more_notes": more_notes is not None,
     }
+
+
+async def _transfer_context(conn: AsyncConnection, principal: Principal, row: Any) -> dict[str, Any]:
+    """Who the conversation can be transferred to; the capacity override is offered to the team's leads only."""
+    return {
+        "assignee_id": row.assignee_id,
+        "targets": await transfer_targets(conn, row.team_id),
+        "may_override": principal.is_lead(row.team_id),
+    }
+
+
+async def _routing_context(conn: AsyncConnection, principal: Principal, row: Any) -> dict[str, Any]:
+    return {"decisions": await decision_views(conn, row.id)}
+
+
+Part = Callable[[AsyncConnection, Principal, Any], Awaitable[dict[str, Any]]]
+
+
+async def _conversation_template(
+    template: str, request: Request[Any, Any, Any], principal: Principal, conversation_id: str, *parts: Part
+) -> Template:
+    """The visible conversation (404 otherwise) rendered with the context of each part, read on one connection."""
+    context: dict[str, Any] = {"principal": principal}
+    async with engine(request).connect() as conn:
+        row = await services.visible_conversation(conn, principal, conversation_id)
+        for part in parts:
+            context.update(await part(conn, principal, row))
+    return Template(template, context=context)
 
 
 InboxTab = Annotated[Tab, QueryParameter(description="mine, queue or all")]
@@ -136,16 +162,34 @@ class DashboardController(Controller):
     async def conversation(
         self, conversation_id: FromPath[str], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> Template:
-        """A conversation: state, history, notes, actions, the note form and the reply box (with its picker)."""
-        context = await _thread_context(request, principal, conversation_id)
-        return Template("conversation.html", context={**context, "csrf_token": await csrf_token(request)})
+        """A conversation: state, AI controls, history, notes, transfer, why it was routed here, and the forms."""
+        parts = (_thread_context, _transfer_context, _routing_context)
+        page = await _conversation_template("conversation.html", request, principal, conversation_id, *parts)
+        page.context["csrf_token"] = await csrf_token(request)
+        return page
 
     @get("/conversations/{conversation_id:str}/thread")
     async def thread(
         self, conversation_id: FromPath[str], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> Template:
-        """The conversation's state and history alone, for the page to swap in."""
-        return Template("_thread.html", context=await _thread_context(request, principal, conversation_id))
+        """The conversation's state, AI state and history alone, for the page to swap in."""
+        return await _conversation_template("_thread.html", request, principal, conversation_id, _thread_context)
+
+    @get("/conversations/{conversation_id:str}/transfer-targets")
+    async def transfer_choices(
+        self, conversation_id: FromPath[str], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> Template:
+        """The transfer form's choices (members with presence and load, other teams), refreshed as they change."""
+        return await _conversation_template(
+            "_transfer_targets.html", request, principal, conversation_id, _transfer_context
+        )
+
+    @get("/conversations/{conversation_id:str}/routing")
+    async def why(
+        self, conversation_id: FromPath[str], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> Template:
+        """The "why was this routed here" panel: the newest routing decisions in plain words."""
+        return await _conversation_template("_routing.html", request, principal, conversation_id, _routing_context)
 
     @get("/analytics")
     async def analytics(

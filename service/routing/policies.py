@@ -39,6 +39,7 @@ class Evaluation:
     excluded: str | None = None
     rank: int | None = None
     load: Fraction | None = None
+    missing_skills: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         """The candidate as stored in ``routing_decision.candidates`` (camelCase, like the API)."""
@@ -52,6 +53,8 @@ class Evaluation:
         }
         if self.excluded is not None:
             entry["excluded"] = self.excluded
+            if self.missing_skills:
+                entry["missingSkills"] = list(self.missing_skills)
         else:
             entry["rank"] = self.rank
             if self.load is not None:
@@ -137,6 +140,7 @@ def decide(
             excluded=reason,
             rank=rank.get(c.operator_id),
             load=Fraction(c.open_conversations, c.capacity) if policy == "least_busy" and reason is None else None,
+            missing_skills=tuple(sorted(set(skills) - c.skills)) if reason == MISSING_SKILL else (),
         )
         for c, reason in verdicts
     ]

@@ -54,6 +54,9 @@ class CandidatePublic(ApiModel):
     rank: int | None = None
     load: float | None = Field(default=None, description="open ÷ capacity (least_busy only)")
     busy: bool = Field(default=False, description="Passed over: another assignment to them was in flight")
+    missing_skills: list[str] = Field(
+        default_factory=list, description="The required skills they lack (missing_skill only)"
+    )
 
 
 class RoutingDecisionPublic(ApiModel):

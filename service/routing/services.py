@@ -967,13 +967,13 @@ async def unrouted_conversations(conn: AsyncConnection, older_than_seconds: floa
 
 
 async def decisions_for(
-    conn: AsyncConnection, conversation_id: str, *, after_id: int = 0, limit: int = 50
+    conn: AsyncConnection, conversation_id: str, *, after_id: int = 0, limit: int = 50, newest_first: bool = False
 ) -> list[dict[str, Any]]:
-    """Routing decisions about the conversation, oldest first, after the decision ``after_id``."""
+    """Routing decisions about the conversation after the decision ``after_id``, oldest first (or newest first)."""
     result = await conn.execute(
         sa.select(decision_t)
         .where(decision_t.c.conversation_id == conversation_id, decision_t.c.id > after_id)
-        .order_by(decision_t.c.id)
+        .order_by(decision_t.c.id.desc() if newest_first else decision_t.c.id)
         .limit(limit)
     )
     return [dict(row) for row in result.mappings()]

@@ -329,6 +329,8 @@ ROWS: dict[str, Row] = {
     "GET /app/inbox": Row(page(200)),
     "GET /app/conversations/{conversation_id}": Row(page(200, other_team=404)),
     "GET /app/conversations/{conversation_id}/thread": Row(page(200, other_team=404)),
+    "GET /app/conversations/{conversation_id}/transfer-targets": Row(page(200, other_team=404)),
+    "GET /app/conversations/{conversation_id}/routing": Row(page(200, other_team=404)),
     # analytics for team A: its lead and admins; its operator 403, another team's operator 404 (as in the API)
     "GET /app/analytics": Row(
         page(200, other_team=404, operator=403),

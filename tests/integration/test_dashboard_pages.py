@@ -11,8 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.models import Assignment, Message
+from service.routing import services as routing
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
-from tests.routing_support import make_conversation
+from tests.routing_support import make_conversation, set_values
 
 
 async def add_messages(engine: AsyncEngine, conversation_id: str, contents: list[str]) -> None:
@@ -193,3 +194,64 @@ async def test_the_analytics_page_shows_the_numbers_and_draws_the_charts(
     assert (await http.get("/app/analytics", params=query, headers=as_olga)).status_code == 403
     bad_team = await http.get("/app/analytics", params={**query, "teamId": "nope"}, headers=as_lena)
     assert bad_team.status_code == 400 and "teamId is not valid" in bad_team.text
+
+
+def words(page: httpx.Response) -> str:
+    """The page's text with whitespace collapsed, for phrase assertions."""
+    assert page.status_code == 200, page.text
+    return " ".join(page.text.split())
+
+
+async def test_the_conversation_page_explains_routing_and_offers_transfers_and_ai_controls(
+    http: httpx.AsyncClient, clean_db: AsyncEngine
+) -> None:
+    team = await make_team(clean_db, "Support", routing_policy="least_busy", default_capacity=3)
+    billing = await make_team(clean_db, "Billing")
+    people = {}
+    for name, role, status, skills in (
+        ("Lena", "lead", "online", ["billing"]),
+        ("Olga", "operator", "offline", ["billing"]),
+        ("Max", "operator", "online", ["billing"]),
+        ("Sam", "operator", "online", []),
+    ):
+        people[name] = await make_operator(clean_db, name, status=status)
+        await add_member(clean_db, team, people[name], role, skills=skills)
+    await set_values(clean_db, "operator", {"id": people["Max"]}, open_conversations=3)
+    conversation_id, revision = await make_conversation(clean_db, team, required_skills=["billing"])
+    outcome = await routing.in_transaction(
+        clean_db, lambda conn: routing.route_conversation(conn, conversation_id, revision, "visitor_message")
+    )
+    assert outcome.operator_id == people["Lena"]
+    as_olga, as_lena = [bearer(await personal_token(clean_db, people[n])) for n in ("Olga", "Lena")]
+
+    why = words(await http.get(f"/app/conversations/{conversation_id}/routing", headers=as_olga))
+    assert re.findall(r'"trigger">([^<]+)</span> · policy ([^<]+) · <strong class="outcome">([^<]+)<', why) == [
+        ("the visitor wrote", "least busy", "assigned to Lena")
+    ]
+    assert sorted(re.findall(r'<span class="name">([^<]+)</span>: ([^<]+)</li>', why)) == [
+        ("Lena", "eligible, rank 1, 0/3 open — chosen"),
+        ("Max", "at capacity 3/3"),
+        ("Olga", "offline"),
+        ("Sam", "missing skill billing"),
+    ]
+
+    choices = words(await http.get(f"/app/conversations/{conversation_id}/transfer-targets", headers=as_olga))
+    assert re.findall(r'<option value="([a-z]*):?[^"]*"( disabled)?> ?([^<]+?) ?</option>', choices) == [
+        ("", "", "Choose an operator or a team"),
+        ("operator", " disabled", "Lena — online, 1/3 open, has it"),
+        ("operator", "", "Max — online, 3/3 open, full"),
+        ("operator", "", "Olga (you) — offline, 0/3 open"),
+        ("operator", "", "Sam — online, 0/3 open"),
+        ("team", "", "Billing"),
+    ]
+    assert f'value="team:{billing}"' in choices
+
+    # The capacity override is offered to leads only; the AI state follows the team and the controls.
+    olga_page = words(await http.get(f"/app/conversations/{conversation_id}", headers=as_olga))
+    assert 'name="overrideCapacity"' not in olga_page and "AI is off for this team" in olga_page
+    assert "Hand over to AI" not in olga_page and "Pause AI" in olga_page
+    await set_values(clean_db, "team", {"id": team}, ai_enabled=True)
+    await set_values(clean_db, "conversation", {"id": conversation_id}, ai_paused=True)
+    lena_page = words(await http.get(f"/app/conversations/{conversation_id}", headers=as_lena))
+    assert 'name="overrideCapacity"' in lena_page and 'data-ai-state="paused"' in lena_page
+    assert "Resume AI" in lena_page and "Hand over to AI" in lena_page and "Pause AI" not in lena_page

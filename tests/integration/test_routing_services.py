@@ -78,6 +78,7 @@ async def test_no_eligible_operator_queues_with_every_reason_recorded(clean_db: 
         str(ops["Full"]): "at_capacity",
         str(ops["NoSkill"]): "missing_skill",
     }
+    assert [c.get("missingSkills") for c in decision["candidates"] if c["excluded"] == "missing_skill"] == [["billing"]]
     assert await state(clean_db, conversation_id) == {"status": "queued", "team_id": team_id, "assignee_id": None}
     assert await rows(clean_db, "SELECT kind FROM event") == [{"kind": "conversation.queued"}]
 

@@ -83,6 +83,12 @@ def test_exclusion_reasons(
     assert list(decision.ranked) == ([] if reason else [A])
 
 
+def test_stored_candidates_name_the_missing_skills() -> None:
+    decision = decide("round_robin", [cand(A, skills=frozenset({"fr"}))], required_skills=("fr", "billing", "de"))
+    [stored] = decision.candidates_json()
+    assert (stored["excluded"], stored["missingSkills"]) == ("missing_skill", ["billing", "de"])
+
+
 def test_stored_candidates_show_reasons_scores_and_lost_races() -> None:
     decision = decide(
         "least_busy",

@@ -20,10 +20,33 @@
         evt.detail.headers["Idempotency-Key"] = elt.dataset.idempotencyKey;
       }
     },
-    encodeParameters: function (xhr, parameters) {
+    encodeParameters: function (xhr, parameters, elt) {
       xhr.overrideMimeType("text/json");
-      return JSON.stringify(Object.fromEntries(parameters));
+      const fields = Object.fromEntries(parameters);
+      return JSON.stringify(elt.hasAttribute("data-transfer") ? transferBody(fields) : fields);
     },
+  });
+
+  // The transfer form picks an operator or a team in one list ("operator:<id>" or "team:<id>"); the API takes
+  // operatorId or teamId, a boolean overrideCapacity, and no note rather than an empty one.
+  function transferBody(fields) {
+    const [kind, id] = fields.target.split(":");
+    const body = { [kind === "team" ? "teamId" : "operatorId"]: id };
+    if (fields.note) body.note = fields.note;
+    if (fields.overrideCapacity) body.overrideCapacity = true;
+    return body;
+  }
+
+  // A <select> whose options refresh live keeps the choice the user already made.
+  document.addEventListener("htmx:beforeSwap", function (evt) {
+    const target = evt.detail.target;
+    if (target.tagName === "SELECT") target.dataset.kept = target.value;
+  });
+  document.addEventListener("htmx:afterSwap", function (evt) {
+    const target = evt.detail.target;
+    if (target.tagName !== "SELECT") return;
+    target.value = target.dataset.kept || "";
+    if (target.selectedIndex < 0 || target.selectedOptions[0].disabled) target.value = "";
   });
 
   const flash = () => document.getElementById("flash");

@@ -1,0 +1,156 @@
+"""The conversation page's panels: transfer targets, AI state and "why was this routed here", in plain words."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.conversations.services import operator_t, team_t
+from service.routing import services as routing
+from service.routing.schemas import CandidatePublic, RoutingDecisionPublic
+from service.teams import services as teams
+from service.teams.schemas import MemberPublic
+
+# The "why" panel shows this many decisions, newest first; the REST API pages through all of them.
+DECISIONS_SHOWN = 20
+
+TRIGGERS = {
+    "visitor_message": "the visitor wrote",
+    "sweep": "periodic check",
+    "claim": "claimed by an operator",
+    "transfer": "transferred",
+    "reopened": "reopened",
+    "closed": "a slot freed when a conversation closed",
+    "operator_online": "an operator came online",
+    "membership": "team membership changed at sign-in",
+    "member_added": "a member was added",
+    "member_updated": "a member's capacity, role or skills changed",
+    "team_settings": "the team's settings changed",
+    "first_response_timeout": "nobody answered in time",
+    "operator_offline": "the assignee went offline",
+    "operator_deactivated": "the assignee was deactivated",
+}
+POLICIES = {
+    "round_robin": "round robin",
+    "least_busy": "least busy",
+    "manual": "manual (nobody assigned automatically)",
+}
+
+
+def trigger_words(trigger: str) -> str:
+    return TRIGGERS.get(trigger, trigger.replace("_", " "))
+
+
+def policy_words(policy: str) -> str:
+    return POLICIES.get(policy, policy.replace("_", " "))
+
+
+def verdict_words(candidate: CandidatePublic) -> str:
+    """Why the candidate was passed over, or their place in the ranking."""
+    match candidate.excluded:
+        case "not_member":
+            return "not in the team"
+        case "previous_assignee":
+            return "it was taken from them earlier (no answer in time)"
+        case "offline":
+            return "away" if candidate.status == "away" else "offline"
+        case "missing_skill":
+            if candidate.missing_skills:
+                return "missing skill " + ", ".join(candidate.missing_skills)
+            return "missing a required skill"
+        case "at_capacity":
+            return f"at capacity {candidate.open}/{candidate.capacity}"
+    if candidate.busy:
+        return "passed over: another assignment to them was in flight"
+    if candidate.rank is None:
+        return f"eligible, {candidate.open}/{candidate.capacity} open"
+    return f"eligible, rank {candidate.rank + 1}, {candidate.open}/{candidate.capacity} open"
+
+
+@dataclass(frozen=True)
+class CandidateView:
+    name: str
+    verdict: str
+    chosen: bool
+
+
+@dataclass(frozen=True)
+class DecisionView:
+    """One routing decision as the panel words it."""
+
+    created_at: datetime
+    trigger: str
+    policy: str
+    outcome: str
+    actor: str | None
+    note: str | None
+    candidates: list[CandidateView]
+
+
+async def _names(conn: AsyncConnection, ids: Iterable[uuid.UUID | None]) -> dict[uuid.UUID, str]:
+    wanted = {operator_id for operator_id in ids if operator_id is not None}
+    if not wanted:
+        return {}
+    rows = await conn.execute(sa.select(operator_t.c.id, operator_t.c.display_name).where(operator_t.c.id.in_(wanted)))
+    return {row.id: row.display_name for row in rows}
+
+
+async def decision_views(conn: AsyncConnection, conversation_id: str) -> list[DecisionView]:
+    """The newest decisions about the conversation, newest first, with operators' names."""
+    stored = await routing.decisions_for(conn, conversation_id, limit=DECISIONS_SHOWN, newest_first=True)
+    decisions = [RoutingDecisionPublic.model_validate(row) for row in stored]
+    names = await _names(
+        conn,
+        [d.chosen_operator_id for d in decisions]
+        + [d.actor_id for d in decisions]
+        + [c.operator_id for d in decisions for c in d.candidates],
+    )
+
+    def name(operator_id: uuid.UUID) -> str:
+        return names.get(operator_id, "former operator")
+
+    return [
+        DecisionView(
+            created_at=d.created_at,
+            trigger=trigger_words(d.trigger),
+            policy=policy_words(d.policy),
+            outcome=f"assigned to {name(d.chosen_operator_id)}" if d.chosen_operator_id else "queued",
+            actor=name(d.actor_id) if d.actor_id else None,
+            note=d.reason,
+            candidates=[
+                CandidateView(name(c.operator_id), verdict_words(c), c.operator_id == d.chosen_operator_id)
+                for c in d.candidates
+            ],
+        )
+        for d in decisions
+    ]
+
+
+@dataclass(frozen=True)
+class TransferTargets:
+    """Who the conversation can go to: its team's members (with presence and load) and the other teams."""
+
+    members: list[MemberPublic]
+    teams: list[Any]
+
+
+async def transfer_targets(conn: AsyncConnection, team_id: uuid.UUID | None) -> TransferTargets:
+    """Every other team is a target: a transfer to a team is routed there by that team's policy."""
+    members = await teams.list_members(conn, team_id) if team_id is not None else []
+    others = await conn.execute(
+        sa.select(team_t.c.id, team_t.c.name).where(team_t.c.id.is_distinct_from(team_id)).order_by(team_t.c.name)
+    )
+    return TransferTargets(members=members, teams=list(others))
+
+
+async def ai_enabled(conn: AsyncConnection, team_id: uuid.UUID | None) -> bool:
+    """Whether the conversation's team lets the AI take over (hand-over needs it)."""
+    if team_id is None:
+        return False
+    return bool(await conn.scalar(sa.select(team_t.c.ai_enabled).where(team_t.c.id == team_id)))
