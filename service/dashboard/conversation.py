@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,7 +23,7 @@ DECISIONS_SHOWN = 20
 TRIGGERS = {
     "visitor_message": "the visitor wrote",
     "sweep": "periodic check",
-    "claim": "claimed by an operator",
+    "claim": "claimed",
     "transfer": "transferred",
     "reopened": "reopened",
     "closed": "a slot freed when a conversation closed",
@@ -36,19 +36,10 @@ TRIGGERS = {
     "operator_offline": "the assignee went offline",
     "operator_deactivated": "the assignee was deactivated",
 }
-POLICIES = {
-    "round_robin": "round robin",
-    "least_busy": "least busy",
-    "manual": "manual (nobody assigned automatically)",
-}
 
 
 def trigger_words(trigger: str) -> str:
     return TRIGGERS.get(trigger, trigger.replace("_", " "))
-
-
-def policy_words(policy: str) -> str:
-    return POLICIES.get(policy, policy.replace("_", " "))
 
 
 def verdict_words(candidate: CandidatePublic) -> str:
@@ -101,6 +92,17 @@ async def _names(conn: AsyncConnection, ids: Iterable[uuid.UUID | None]) -> dict
     return {row.id: row.display_name for row in rows}
 
 
+def _shown_order(
+    candidate: CandidatePublic, chosen: uuid.UUID | None, name: Callable[[uuid.UUID], str]
+) -> tuple[int, int, str]:
+    """The chosen operator first, then the others by rank, then the excluded ones by name."""
+    if candidate.operator_id == chosen:
+        return (0, 0, "")
+    if candidate.rank is not None:
+        return (1, candidate.rank, "")
+    return (2, 0, name(candidate.operator_id))
+
+
 async def decision_views(conn: AsyncConnection, conversation_id: str) -> list[DecisionView]:
     """The newest decisions about the conversation, newest first, with operators' names."""
     stored = await routing.decisions_for(conn, conversation_id, limit=DECISIONS_SHOWN, newest_first=True)
@@ -119,13 +121,13 @@ async def decision_views(conn: AsyncConnection, conversation_id: str) -> list[De
         DecisionView(
             created_at=d.created_at,
             trigger=trigger_words(d.trigger),
-            policy=policy_words(d.policy),
+            policy=d.policy.replace("_", " "),
             outcome=f"assigned to {name(d.chosen_operator_id)}" if d.chosen_operator_id else "queued",
             actor=name(d.actor_id) if d.actor_id else None,
             note=d.reason,
             candidates=[
                 CandidateView(name(c.operator_id), verdict_words(c), c.operator_id == d.chosen_operator_id)
-                for c in d.candidates
+                for c in sorted(d.candidates, key=lambda c: _shown_order(c, d.chosen_operator_id, name))
             ],
         )
         for d in decisions

@@ -3,40 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from typing import Any
 
-import pytest
 import websockets
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from pydantic import AnyHttpUrl
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.dev import free_port
 from service.routing.services import DEFAULT_TEAM_NAME
 from service.settings import Settings
-from tests.conftest import run_api
+from tests.conftest import RunningApi, run_api
 from tests.factories import make_team
 from tests.integration.test_fanout import received
 from tests.integration.test_worker import run_burst
 from tests.oidc_support import oidc_settings, set_user
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
 
 
 async def sign_in(page: Page, url: str, sub: str) -> None:
@@ -45,6 +28,36 @@ async def sign_in(page: Page, url: str, sub: str) -> None:
     await page.fill("input[name=sub]", sub)
     await page.click("button[type=submit]:has-text('Authorize')")
     await page.wait_for_url(url)
+
+
+async def fetch_as_page(page: Page, method: str, path: str, body: dict[str, Any]) -> int:
+    """Call the REST API from the page, with its session and CSRF header, as the dashboard does; the status."""
+    status = await page.evaluate(
+        """async ([method, path, body]) => {
+            const response = await fetch(path, {
+                method: method,
+                headers: Object.assign({"Content-Type": "application/json"},
+                                       JSON.parse(document.body.getAttribute("hx-headers"))),
+                body: JSON.stringify(body),
+            });
+            return response.status;
+        }""",
+        [method, path, body],
+    )
+    return int(status)
+
+
+async def visitor_writes(api: RunningApi, settings: Settings, visitor_id: str, content: str) -> str:
+    """A visitor opens a session and writes (widget protocol over HTTP), then a burst worker routes it; its id."""
+    async with api.client() as http:
+        session_id = str((await http.post("/pocketping/connect", json={"visitorId": visitor_id})).json()["sessionId"])
+        sent = await http.post(
+            "/pocketping/message", json={"sessionId": session_id, "content": content, "sender": "visitor"}
+        )
+        assert sent.status_code == 200
+    worker = await run_burst(settings)
+    assert worker.jobs_failed == 0
+    return session_id
 
 
 async def lena_leads_the_default_team(
@@ -159,46 +172,31 @@ async def test_canned_response_picker_fills_the_reply_and_notes_stay_internal(
             page = await context.new_page()
             await sign_in(page, f"{api.url}/app", "lena")
             # Lena leads the team, so the page's own session may create the team's response.
-            created = await page.evaluate(
-                """async (teamId) => {
-                    const response = await fetch("/api/v1/canned-responses", {
-                        method: "POST",
-                        headers: Object.assign({"Content-Type": "application/json"},
-                                               JSON.parse(document.body.getAttribute("hx-headers"))),
-                        body: JSON.stringify({teamId: teamId, shortcut: "hello", title: "Greeting",
-                                              body: 'Hi {{visitor.name || "there"}}'}),
-                    });
-                    return response.status;
-                }""",
-                str(team_id),
-            )
-            assert created == 201
+            canned = {
+                "teamId": str(team_id),
+                "shortcut": "hello",
+                "title": "Greeting",
+                "body": 'Hi {{visitor.name || "there"}}',
+            }
+            assert await fetch_as_page(page, "POST", "/api/v1/canned-responses", canned) == 201
+            session_id = await visitor_writes(api, settings, "v-notes", "Hello?")
 
-            async with api.client() as http:
-                session_id = (await http.post("/pocketping/connect", json={"visitorId": "v-notes"})).json()["sessionId"]
-                sent = await http.post(
-                    "/pocketping/message", json={"sessionId": session_id, "content": "Hello?", "sender": "visitor"}
-                )
-                assert sent.status_code == 200
-                worker = await run_burst(settings)
-                assert worker.jobs_failed == 0
+            await page.goto(f"{api.url}/app/conversations/{session_id}")
+            await expect(page.locator("body")).to_have_attribute("data-live", "open")
+            await page.locator("#reply-content").press_sequentially("/hel")
+            await expect(page.locator("#canned-picker li")).to_have_text(["/hello — Greeting"])
+            await page.locator("#reply-content").press("Enter")
+            await expect(page.locator("#reply-content")).to_have_value("Hi there")
+            await expect(page.locator("#canned-picker")).to_be_hidden()
 
-                await page.goto(f"{api.url}/app/conversations/{session_id}")
-                await expect(page.locator("body")).to_have_attribute("data-live", "open")
-                await page.locator("#reply-content").press_sequentially("/hel")
-                await expect(page.locator("#canned-picker li")).to_have_text(["/hello — Greeting"])
-                await page.locator("#reply-content").press("Enter")
-                await expect(page.locator("#reply-content")).to_have_value("Hi there")
-                await expect(page.locator("#canned-picker")).to_be_hidden()
-
-                async with websockets.connect(f"{api.ws_url}/pocketping/stream?sessionId={session_id}") as socket:
-                    await received(socket)  # whatever the socket replays on connect
-                    await page.fill("#note-body", "Asked twice already.")
-                    await page.click("form.note-form button[type=submit]")
-                    await expect(page.locator(".note p")).to_have_text(["Asked twice already."])
-                    await expect(page.locator(".note .author")).to_have_text(["Lena"])
-                    await expect(page.locator("#note-body")).to_have_value("")
-                    events = await received(socket)
+            async with websockets.connect(f"{api.ws_url}/pocketping/stream?sessionId={session_id}") as socket:
+                await received(socket)  # whatever the socket replays on connect
+                await page.fill("#note-body", "Asked twice already.")
+                await page.click("form.note-form button[type=submit]")
+                await expect(page.locator(".note p")).to_have_text(["Asked twice already."])
+                await expect(page.locator(".note .author")).to_have_text(["Lena"])
+                await expect(page.locator("#note-body")).to_have_value("")
+                events = await received(socket)
             assert [e for e in events if e["type"] == "message"] == []
             # The picked text is only in the box: nothing was sent to the visitor.
             await expect(page.locator(".message.from-operator")).to_have_count(0)

@@ -16,12 +16,10 @@ from service.ai.providers import LOCAL_LABEL
 from service.demo.seed import DEMO_TEAM, WELCOME, seed_demo_team
 from service.dev import DEMO_GROUP_MAP, free_port
 from service.settings import GroupGrant, Settings
-from tests.browser.test_dashboard import PHONE, browser, sign_in
+from tests.browser.test_dashboard import PHONE, sign_in
 from tests.conftest import run_api
 from tests.integration.test_worker import burst_worker
 from tests.oidc_support import oidc_settings, set_user
-
-__all__ = ["browser"]  # the session's Chromium, shared with test_dashboard.py
 
 
 @contextlib.asynccontextmanager

@@ -12,14 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.dev import free_port
 from service.settings import Settings
-from tests.browser.test_dashboard import PHONE, browser, lena_leads_the_default_team, sign_in
-from tests.conftest import RunningApi, run_api
+from tests.browser.test_dashboard import PHONE, lena_leads_the_default_team, sign_in, visitor_writes
+from tests.conftest import run_api
 from tests.factories import bearer
 from tests.integration.test_analytics import build
-from tests.integration.test_worker import run_burst
 from tests.oidc_support import oidc_settings, set_user
-
-__all__ = ["browser"]  # the session's Chromium, shared with test_dashboard.py
 
 
 async def accept(dialog: Dialog) -> None:
@@ -37,16 +34,6 @@ async def signed_in_page(browser: Browser, url: str, sub: str) -> AsyncIterator[
         yield page
     finally:
         await context.close()
-
-
-async def routed_conversation(api: RunningApi, settings: Settings, visitor_id: str) -> str:
-    """A visitor's first message through the widget protocol, routed by a worker; returns the session id."""
-    async with api.client() as http:
-        session_id = str((await http.post("/pocketping/connect", json={"visitorId": visitor_id})).json()["sessionId"])
-        message = {"sessionId": session_id, "content": "Hi", "sender": "visitor"}
-        assert (await http.post("/pocketping/message", json=message)).status_code == 200
-    assert (await run_burst(settings)).jobs_failed == 0
-    return session_id
 
 
 async def test_a_canned_response_made_on_its_page_is_offered_by_the_picker(
@@ -76,7 +63,7 @@ async def test_a_canned_response_made_on_its_page_is_offered_by_the_picker(
         await page.click("#canned-save")
         await expect(item.locator(".canned-title")).to_have_text(["Thank you"])
 
-        session_id = await routed_conversation(api, settings, "v-canned")
+        session_id = await visitor_writes(api, settings, "v-canned", "Hi")
         await page.goto(f"{api.url}/app/conversations/{session_id}")
         await page.locator("#reply-content").press_sequentially("/tha")
         await expect(page.locator("#canned-picker li")).to_have_text(["/thanks — Thank you"])
