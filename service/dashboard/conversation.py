@@ -48,7 +48,7 @@ def verdict_words(candidate: CandidatePublic) -> str:
         case "not_member":
             return "not in the team"
         case "previous_assignee":
-            return "it was taken from them earlier (no answer in time)"
+            return "it was taken from them earlier"
         case "offline":
             return "away" if candidate.status == "away" else "offline"
         case "missing_skill":

@@ -121,6 +121,7 @@ async def test_close_reopen_and_decisions_pages(http: httpx.AsyncClient, clean_d
             "rank": 0,
             "load": 0.0,
             "busy": False,
+            "missingSkills": [],
         }
     ]
     second = (

@@ -20,7 +20,7 @@ def candidate(**values: Any) -> CandidatePublic:
     ("stored", "words"),
     [
         ({"excluded": "not_member"}, "not in the team"),
-        ({"excluded": "previous_assignee"}, "it was taken from them earlier (no answer in time)"),
+        ({"excluded": "previous_assignee"}, "it was taken from them earlier"),
         ({"excluded": "offline", "status": "offline"}, "offline"),
         ({"excluded": "offline", "status": "away"}, "away"),
         ({"excluded": "missing_skill", "missingSkills": ["billing", "fr"]}, "missing skill billing, fr"),
