@@ -21,6 +21,8 @@ from service.auth.controllers import AuthController, TokenController
 from service.auth.deps import provide_principal
 from service.auth.oidc import OidcClient
 from service.bridges.controllers import BridgeLinkController, BridgeWebhookController
+from service.bridges.dispatch import TeamBridge
+from service.bridges.registry import BridgeRegistry
 from service.canned.controllers import CannedResponseController
 from service.conversations.controllers import ConversationController
 from service.dashboard.controllers import TEMPLATES, dashboard_router
@@ -63,8 +65,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         engine = create_engine(settings)
         redis = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
+        bridge_registry = BridgeRegistry(settings)
         pocketping = SwitchboardPocketPing(
-            settings=settings, engine=engine, redis=redis, routing=RoutingBridge(engine, redis)
+            settings=settings,
+            engine=engine,
+            redis=redis,
+            routing=RoutingBridge(engine, redis),
+            bridges=[TeamBridge(engine, bridge_registry)],
         )
         # Without an issuer, browsers cannot sign in; personal access tokens still work.
         oidc = OidcClient(settings) if settings.oidc_issuer_url and settings.oidc_client_id else None
@@ -73,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             engine=engine,
             redis=redis,
             pocketping=pocketping,
+            bridge_registry=bridge_registry,
             rate_limiter=RateLimiter(redis, settings),
             oidc=oidc,
             event_hub=event_hub,
@@ -94,6 +102,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     def provide_pocketping(state: State) -> SwitchboardPocketPing:
         return state.pocketping  # type: ignore[no-any-return]
+
+    def provide_bridge_registry(state: State) -> BridgeRegistry:
+        return state.bridge_registry  # type: ignore[no-any-return]
 
     app = Litestar(
         route_handlers=[
@@ -120,6 +131,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         dependencies={
             "pocketping": Provide(provide_pocketping, sync_to_thread=False, use_cache=True),
+            "bridge_registry": Provide(provide_bridge_registry, sync_to_thread=False, use_cache=True),
             # Not cached: Litestar caches a provider's value on the Provide itself, for every later request.
             "principal": Provide(provide_principal),
         },

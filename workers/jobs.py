@@ -10,6 +10,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.ai import services as ai
+from service.bridges import notify as bridges
 from service.conversations.outbox import WIDGET_MESSAGE, enqueue_delivery, outbox_t
 from service.presence import services as presence
 from service.realtime.relay import EventRelay
@@ -88,6 +89,8 @@ async def deliver_outbox(ctx: dict[str, Any], *, outbox_id: int) -> str:
         ).first()
         if row is None:
             return "skipped"
+        if row.kind == bridges.BRIDGE:
+            return await _deliver_bridge(ctx, conn, outbox_id, row)
         if row.kind != webhooks.WEBHOOK:
             return await _deliver_widget_message(ctx, conn, outbox_id, row)
         target: webhooks.Target | None = None
@@ -127,6 +130,19 @@ async def _deliver_widget_message(ctx: dict[str, Any], conn: Any, outbox_id: int
         return "failed"
     await _mark_delivered(conn, outbox_id, None)
     return "delivered"
+
+
+async def _deliver_bridge(ctx: dict[str, Any], conn: Any, outbox_id: int, row: Any) -> str:
+    try:
+        outcome = await bridges.deliver(ctx["engine"], ctx["team_bridge"], row.payload)
+    except Exception as exc:
+        if row.attempts + 1 < bridges.MAX_ATTEMPTS:
+            await _mark_failed(conn, outbox_id, exc, float(2 ** min(row.attempts, 8)))
+            return "failed"
+        log.warning("bridge work given up", outbox_id=outbox_id, action=row.payload.get("action"))
+        outcome = "given_up"
+    await _mark_delivered(conn, outbox_id, None)
+    return outcome
 
 
 async def _mark_delivered(conn: Any, outbox_id: int, status_code: int | None) -> None:
@@ -195,8 +211,9 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     # A trigger already waiting keeps its job id, so this only restores the lost ones.
     for trigger in overdue:
         await timers.enqueue_trigger(ctx["redis"], trigger)
-    # One relay pass too, in case the worker's relay loop is stuck (and so burst workers relay).
+    # One pass of each relay too, in case the worker's loop is stuck (and so burst workers relay).
     await EventRelay(ctx["engine"], ctx["redis"], ctx["settings"]).step()
+    await bridges.BridgeRelay(ctx["engine"], ctx["redis"], ctx["settings"]).step()
     return {
         "unrouted": len(unrouted),
         "outbox": len(pending),

@@ -11,6 +11,9 @@ from arq import cron
 
 from service.ai.providers import build_provider
 from service.app import redis_settings
+from service.bridges.dispatch import TeamBridge
+from service.bridges.notify import BridgeRelay
+from service.bridges.registry import BridgeRegistry
 from service.db.engine import create_engine
 from service.gateway.hub import SwitchboardPocketPing
 from service.logging import configure_logging
@@ -28,20 +31,31 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         configure_logging(settings)
         ctx["settings"] = settings
         ctx["engine"] = create_engine(settings)
-        # Workers hold no sockets: their PocketPing only publishes, api processes deliver.
-        ctx["pocketping"] = SwitchboardPocketPing(settings=settings, engine=ctx["engine"], redis=ctx["redis"])
+        # Workers hold no sockets: their PocketPing only publishes, api processes deliver. Their
+        # messages (replies from the dashboard, the AI) reach the team's chats through the team bridge.
+        ctx["team_bridge"] = TeamBridge(ctx["engine"], BridgeRegistry(settings))
+        ctx["pocketping"] = SwitchboardPocketPing(
+            settings=settings, engine=ctx["engine"], redis=ctx["redis"], bridges=[ctx["team_bridge"]]
+        )
+        await ctx["team_bridge"].init(ctx["pocketping"])
         ctx["ai_provider"] = build_provider(settings)
         # Webhook receivers: no redirects followed (a signed body must reach the configured URL only).
         ctx["http"] = httpx2.AsyncClient(follow_redirects=False)
         ctx["relay"] = asyncio.create_task(EventRelay(ctx["engine"], ctx["redis"], settings).run(), name="event-relay")
+        ctx["bridge_relay"] = asyncio.create_task(
+            BridgeRelay(ctx["engine"], ctx["redis"], settings).run(), name="bridge-relay"
+        )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
-        if "relay" in ctx:
-            ctx["relay"].cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ctx["relay"]
+        for relay in ("relay", "bridge_relay"):
+            if relay in ctx:
+                ctx[relay].cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ctx[relay]
         if "http" in ctx:
             await ctx["http"].aclose()
+        if "team_bridge" in ctx:
+            await ctx["team_bridge"].destroy()
         if "engine" in ctx:
             await ctx["engine"].dispose()
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import structlog
 from arq.connections import ArqRedis
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.conversations.outbox import enqueue_delivery
 from service.db.models import EventCursor
@@ -27,7 +27,13 @@ RELAY_CURSOR = "relay"
 
 
 class EventRelay:
-    """Turns new events into webhook outbox rows and tells every api instance that events up to N exist."""
+    """Turns new events into webhook outbox rows and tells every api instance that events up to N exist.
+
+    Other consumers of the event table subclass it with a cursor of their own (``cursor``) and
+    their own outbox rows (``fan_out``).
+    """
+
+    cursor = RELAY_CURSOR
 
     def __init__(self, engine: AsyncEngine, arq: ArqRedis, settings: Settings) -> None:
         self._engine = engine
@@ -54,12 +60,12 @@ class EventRelay:
     async def step(self) -> bool:
         """One batch; returns whether more events may be waiting right now."""
         async with self._engine.begin() as conn:
-            stored = await conn.scalar(sa.select(cursor_t.c.last_id).where(cursor_t.c.name == RELAY_CURSOR))
+            stored = await conn.scalar(sa.select(cursor_t.c.last_id).where(cursor_t.c.name == self.cursor))
             self._tail.advance_to(stored or 0)
             rows, more = await self._tail.read(conn)
-            outbox_ids = await fan_out(conn, [row.id for row in rows]) if rows else []
+            outbox_ids = await self.fan_out(conn, [row.id for row in rows]) if rows else []
             if self._tail.watermark != stored:
-                statement = insert(cursor_t).values(name=RELAY_CURSOR, last_id=self._tail.watermark)
+                statement = insert(cursor_t).values(name=self.cursor, last_id=self._tail.watermark)
                 await conn.execute(
                     statement.on_conflict_do_update(
                         index_elements=[cursor_t.c.name],
@@ -69,5 +75,13 @@ class EventRelay:
         for outbox_id in outbox_ids:
             await enqueue_delivery(self._arq, outbox_id)
         if rows:
-            await self._arq.publish(events_channel(self._settings), str(self._tail.watermark))
+            await self.announce()
         return more
+
+    async def fan_out(self, conn: AsyncConnection, event_ids: list[int]) -> list[int]:
+        """Outbox rows for these events (webhook deliveries); returns their ids."""
+        return await fan_out(conn, event_ids)
+
+    async def announce(self) -> None:
+        """Tell the api instances that events up to the watermark exist."""
+        await self._arq.publish(events_channel(self._settings), str(self._tail.watermark))

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.audit import record_audit
 from service.auth.principal import Principal
 from service.crypto import decrypt_secret, encrypt_secret
-from service.db.models import Conversation, Operator, Team, TeamMember
+from service.db.models import BridgeThread, Conversation, Operator, Team, TeamMember
 from service.errors import ConflictException, field_conflict, field_invalid, unique_violation
 from service.pagination import decode_cursor, page
 from service.teams.schemas import (
@@ -33,6 +33,7 @@ team_t = Team.__table__  # type: ignore[attr-defined]
 member_t = TeamMember.__table__  # type: ignore[attr-defined]
 operator_t = Operator.__table__  # type: ignore[attr-defined]
 conversation_t = Conversation.__table__  # type: ignore[attr-defined]
+thread_t = BridgeThread.__table__  # type: ignore[attr-defined]
 
 # Settings whose change can let queued conversations through: the caller drains the queue after commit.
 DRAIN_SETTINGS = frozenset({"routing_policy", "default_capacity"})
@@ -253,6 +254,11 @@ async def remove_member(conn: AsyncConnection, team_id: uuid.UUID, operator_id: 
 # --- Bridge settings ------------------------------------------------------------------------------------------
 
 
+def _chat(stored: dict[str, Any], bridge: str) -> str | None:
+    entry = stored.get(bridge) or {}
+    return entry.get("chatId") or entry.get("channelId")
+
+
 def public_bridges(stored: dict[str, Any]) -> BridgesPublic:
     """Stored bridge settings without their secrets: each secret becomes a ``<field>Configured`` flag."""
     out: dict[str, Any] = {}
@@ -302,6 +308,10 @@ async def update_bridges(
     current = await _team_row(conn, team_id, lock=True)
     merged = merge_bridges(current.bridge_settings, data, secret_key)
     await conn.execute(sa.update(team_t).where(team_t.c.id == team_id).values(bridge_settings=merged))
+    # Threads live in one chat: a bridge removed or pointed at another chat opens new ones there.
+    moved = [b for b in data.model_fields_set if _chat(current.bridge_settings, b) != _chat(merged, b)]
+    if moved:
+        await conn.execute(sa.delete(thread_t).where(thread_t.c.team_id == team_id, thread_t.c.platform.in_(moved)))
     # The audit shows what changed as the API shows it: never the secrets themselves.
     changed = public_bridges({b: merged[b] for b in data.model_fields_set if b in merged})
     audit = changed.model_dump(by_alias=True, exclude_none=True) | {

@@ -1,0 +1,188 @@
+"""Bridge work driven by domain events: threads for routed conversations, and notifications.
+
+The worker's bridge relay reads the event table with a cursor of its own (``bridges``) and
+writes one outbox row per piece of work, whose dedupe key makes a second pass over the same
+events add nothing; ``deliver_outbox`` then does it, with retries. So each happens once, and
+survives a restart:
+
+- ``threads``: a conversation queued, assigned or transferred in a team with bridges gets its
+  thread in each of the team's chats (``TeamBridge.open_threads``);
+- ``assigned``: the assignee hears of a new assignment (visitor, page, last message) in their
+  linked direct chat, on each platform the team has enabled;
+- ``mention``: an operator @mentioned in an internal note hears of it the same way;
+- ``queue``: the team's channel hears when its queue is longer than the platform's
+  ``queueAlertThreshold``, at most once per ``QUEUE_ALERT_QUIET_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from service.bridges.dispatch import TeamBridge
+from service.bridges.outbound import BridgeUnavailable, send, send_direct, team_bridges
+from service.realtime.relay import EventRelay
+
+log = structlog.get_logger(__name__)
+BRIDGE = "bridge"  # the outbox kind
+BRIDGE_CURSOR = "bridges"
+QUEUE_ALERT_QUIET_SECONDS = 600
+# A notification the platform keeps refusing (a revoked token, a deleted chat) is given up after this many tries.
+MAX_ATTEMPTS = 10
+
+_FAN_OUT = sa.text(
+    """
+    WITH enabled AS (
+        SELECT e.id, e.kind, e.team_id, e.conversation_id, e.operator_ids, e.data, e.created_at,
+               b.key AS platform, b.value AS config
+        FROM event e
+        JOIN team t ON t.id = e.team_id
+        CROSS JOIN LATERAL jsonb_each(t.bridge_settings) AS b
+        WHERE e.id = ANY(:ids) AND (b.value ->> 'enabled')::boolean
+    ), work AS (
+        SELECT DISTINCT ON (id) id,
+               jsonb_build_object('action', 'threads', 'conversationId', conversation_id) AS payload,
+               'bridge:threads:' || id AS dedupe_key
+        FROM enabled
+        WHERE kind IN ('conversation.queued', 'conversation.assigned', 'conversation.transferred')
+        UNION ALL
+        SELECT en.id,
+               jsonb_build_object('action', 'assigned', 'conversationId', en.conversation_id, 'teamId', en.team_id,
+                                  'operatorId', l.operator_id, 'platform', en.platform),
+               'bridge:assigned:' || en.id || ':' || en.platform
+        FROM enabled en
+        JOIN bridge_link l ON l.operator_id = (en.data ->> 'operatorId')::uuid AND l.platform = en.platform
+        -- An operator who claimed the conversation needs no telling.
+        WHERE en.kind = 'conversation.assigned' AND en.data ->> 'reason' IS DISTINCT FROM 'claimed'
+        UNION ALL
+        SELECT en.id,
+               jsonb_build_object('action', 'mention', 'conversationId', en.conversation_id, 'teamId', en.team_id,
+                                  'operatorId', l.operator_id, 'platform', en.platform,
+                                  'noteId', en.data ->> 'noteId'),
+               'bridge:mention:' || en.id || ':' || l.operator_id || ':' || en.platform
+        FROM enabled en
+        CROSS JOIN LATERAL unnest(en.operator_ids) AS mentioned(operator_id)
+        JOIN bridge_link l ON l.operator_id = mentioned.operator_id AND l.platform = en.platform
+        WHERE en.kind = 'note.created'
+        UNION ALL
+        SELECT en.id,
+               jsonb_build_object('action', 'queue', 'teamId', en.team_id, 'platform', en.platform),
+               'bridge:queue:' || en.team_id || ':' || en.platform || ':'
+                   || floor(extract(epoch FROM en.created_at) / :quiet)::bigint
+        FROM enabled en
+        WHERE en.kind = 'conversation.queued' AND en.config ->> 'queueAlertThreshold' IS NOT NULL
+          AND (SELECT count(*) FROM conversation c WHERE c.team_id = en.team_id AND c.status = 'queued')
+              > (en.config ->> 'queueAlertThreshold')::int
+    )
+    INSERT INTO outbox (kind, payload, dedupe_key)
+    SELECT 'bridge', payload, dedupe_key FROM work ORDER BY id
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING id
+    """
+)
+
+
+class BridgeRelay(EventRelay):
+    """Reads new events into bridge outbox rows (threads, notifications) with the ``bridges`` cursor."""
+
+    cursor = BRIDGE_CURSOR
+
+    async def fan_out(self, conn: AsyncConnection, event_ids: list[int]) -> list[int]:
+        result = await conn.execute(_FAN_OUT, {"ids": event_ids, "quiet": QUEUE_ALERT_QUIET_SECONDS})
+        return [row.id for row in result]
+
+    async def announce(self) -> None:
+        pass  # the api instances hear of events from the main relay
+
+
+# --- Delivery ----------------------------------------------------------------------------------------------------
+
+_CONVERSATION = sa.text(
+    """
+    SELECT c.id, c.team_id, c.status, c.assignee_id, c.visitor_id, c.identity, c.session_metadata,
+           (SELECT m.content FROM message m WHERE m.conversation_id = c.id AND m.sender = 'visitor'
+            ORDER BY m.seq DESC LIMIT 1) AS last_message
+    FROM conversation c WHERE c.id = :id
+    """
+)
+
+
+def _visitor(row: Any) -> str:
+    identity = row.identity or {}
+    return str(identity.get("name") or identity.get("email") or row.visitor_id[:8])
+
+
+def _summary(row: Any) -> list[str]:
+    page = (row.session_metadata or {}).get("url")
+    lines = [f"Visitor: {_visitor(row)}"]
+    if page:
+        lines.append(f"Page: {page}")
+    if row.last_message:
+        lines.append(f"Last message: {row.last_message[:300]}")
+    return lines
+
+
+async def deliver(engine: AsyncEngine, team_bridge: TeamBridge, payload: dict[str, Any]) -> str:
+    """Do one piece of bridge work; returns what happened. Re-checks the database first: stale work is skipped."""
+    action = payload["action"]
+    if action == "threads":
+        opened = await team_bridge.open_threads(payload["conversationId"])
+        return "opened" if opened else "nothing"
+    async with engine.begin() as conn:
+        team_id = uuid.UUID(payload["teamId"])
+        try:
+            team = await team_bridges(conn, team_bridge.registry, team_id)
+            if action == "queue":
+                return await _queue_alert(conn, team, team_id, payload["platform"])
+            conversation = (await conn.execute(_CONVERSATION, {"id": payload["conversationId"]})).first()
+            if conversation is None or conversation.team_id != team_id:
+                return "stale"
+            operator_id = uuid.UUID(payload["operatorId"])
+            if action == "assigned":
+                if conversation.status != "assigned" or conversation.assignee_id != operator_id:
+                    return "stale"
+                text = "\n".join(["New conversation assigned to you", *_summary(conversation)])
+            else:
+                text = await _mention_text(conn, conversation, payload["noteId"])
+            sent = await send_direct(conn, team, operator_id, payload["platform"], text)
+        except BridgeUnavailable:
+            return "disabled"
+    return "sent" if sent else "unlinked"
+
+
+async def _mention_text(conn: AsyncConnection, conversation: Any, note_id: str) -> str:
+    note = (
+        await conn.execute(
+            sa.text(
+                "SELECT n.body, o.display_name FROM internal_note n LEFT JOIN operator o ON o.id = n.author_id "
+                "WHERE n.id = :id"
+            ),
+            {"id": note_id},
+        )
+    ).one()
+    return "\n".join(
+        [f"{note.display_name or 'Someone'} mentioned you in a note", *_summary(conversation), f"Note: {note.body}"]
+    )
+
+
+async def _queue_alert(conn: AsyncConnection, team: Any, team_id: uuid.UUID, platform: str) -> str:
+    row = (
+        await conn.execute(
+            sa.text(
+                "SELECT t.name, (SELECT count(*) FROM conversation c WHERE c.team_id = t.id AND c.status = 'queued') "
+                "AS waiting FROM team t WHERE t.id = :id"
+            ),
+            {"id": team_id},
+        )
+    ).one()
+    threshold = team.stored.get(platform, {}).get("queueAlertThreshold")
+    if threshold is None or row.waiting <= threshold:
+        return "stale"
+    await send(
+        team, platform, f"Queue alert: {row.waiting} conversations waiting in {row.name} (alert above {threshold})"
+    )
+    return "sent"

@@ -1,0 +1,223 @@
+"""Outbound bridges: PocketPing's real Telegram/Slack/Discord bridges, per team, against loopback stand-ins.
+
+Real api (uvicorn), real arq workers, real PostgreSQL and Redis, the real widget protocol; only the
+chat platforms are stand-ins (tests/standins), recording every call.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.bridges.notify import BridgeRelay
+from service.db.models import BridgeLink
+from service.settings import Settings
+from tests.conftest import RunningApi, run_api
+from tests.factories import add_member, bearer, make_operator, make_team, personal_token
+from tests.integration.test_worker import run_burst
+from tests.routing_support import rows, set_values
+from tests.standins import DiscordStandIn, SlackStandIn, TelegramStandIn
+
+TOKEN_A = "111111:team-a-telegram-bot-token"
+TOKEN_B = "222222:team-b-telegram-bot-token"
+SLACK_TOKEN = "xoxb-team-a-slack-bot-token"
+SLACK_SIGNING = "team-a-slack-signing-secret"
+DISCORD_TOKEN = "team-a-discord-bot-token.XYZ"
+CHAT_A, CHAT_B = "-1001000000001", "-1001000000002"
+SLACK_CHANNEL = "C0TEAMA01"
+DISCORD_CHANNEL = "300000000000000001"
+
+
+@dataclass
+class Platforms:
+    telegram: TelegramStandIn
+    slack: SlackStandIn
+    discord: DiscordStandIn
+
+
+@pytest.fixture
+def bridged(
+    settings: Settings, telegram_api: TelegramStandIn, slack_api: SlackStandIn, discord_api: DiscordStandIn
+) -> Settings:
+    """The test's settings with every platform API pointed at its stand-in."""
+    return settings.model_copy(
+        update={
+            "telegram_api_base": telegram_api.base_url,
+            "slack_api_base": slack_api.base_url,
+            "discord_api_base": discord_api.base_url,
+        }
+    )
+
+
+@pytest.fixture
+def platforms(telegram_api: TelegramStandIn, slack_api: SlackStandIn, discord_api: DiscordStandIn) -> Platforms:
+    return Platforms(telegram_api, slack_api, discord_api)
+
+
+@pytest.fixture
+async def bridged_api(bridged: Settings) -> AsyncIterator[RunningApi]:
+    async with run_api(bridged) as running:
+        yield running
+
+
+async def member(
+    engine: AsyncEngine, name: str, team_id: uuid.UUID, role: str = "operator", **operator: Any
+) -> tuple[uuid.UUID, dict[str, str]]:
+    operator_id = await make_operator(engine, name, **operator)
+    await add_member(engine, team_id, operator_id, role)
+    return operator_id, bearer(await personal_token(engine, operator_id))
+
+
+async def link(engine: AsyncEngine, operator_id: uuid.UUID, platform: str, user: str, chat: str | None) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            BridgeLink.__table__.insert().values(  # type: ignore[attr-defined]
+                id=uuid.uuid4(), operator_id=operator_id, platform=platform, external_user_id=user, direct_chat_id=chat
+            )
+        )
+
+
+async def configure(http: httpx.AsyncClient, team_id: uuid.UUID, auth: dict[str, str], body: dict[str, Any]) -> Any:
+    response = await http.patch(f"/api/v1/teams/{team_id}/bridges", json=body, headers=auth)
+    assert response.status_code == 200, response.text
+    return response
+
+
+async def visitor(http: httpx.AsyncClient, name: str, url: str, text: str) -> str:
+    connect = await http.post(
+        "/pocketping/connect",
+        json={"visitorId": f"v-{name}", "metadata": {"url": url}, "identity": {"id": name, "name": name}},
+    )
+    session_id = str(connect.json()["sessionId"])
+    await say(http, session_id, text)
+    return session_id
+
+
+async def say(http: httpx.AsyncClient, session_id: str, text: str) -> None:
+    response = await http.post(
+        "/pocketping/message", json={"sessionId": session_id, "content": text, "sender": "visitor"}
+    )
+    assert response.status_code == 200, response.text
+
+
+async def work(settings: Settings, api: RunningApi) -> None:
+    """Route what waits, relay the new events to bridge work, and do that work (as the worker's loops do)."""
+    assert (await run_burst(settings, cron_jobs=[])).jobs_failed == 0
+    await BridgeRelay(api.app.state.engine, api.app.state.redis, settings).step()
+    assert (await run_burst(settings, cron_jobs=[])).jobs_failed == 0
+
+
+def texts(calls: list[Any]) -> list[str]:
+    return [str(call.body.get("text", "")) for call in calls]
+
+
+async def two_teams(engine: AsyncEngine) -> dict[str, Any]:
+    """Team A (default) with Ada (online) and Bob (away), team B with Carl (online), every one linked on Telegram."""
+    team_a = await make_team(engine, "Alpha", is_default=True, routing_policy="round_robin")
+    team_b = await make_team(engine, "Beta", routing_policy="round_robin")
+    lead_a, lead_a_auth = await member(engine, "Lena", team_a, "lead", status="offline")
+    lead_b, lead_b_auth = await member(engine, "Lars", team_b, "lead", status="offline")
+    ada, _ = await member(engine, "Ada", team_a, status="online", email="ada@example.test")
+    bob, _ = await member(engine, "Bob", team_a, status="away", email="bob@example.test")
+    carl, _ = await member(engine, "Carl", team_b, status="online", email="carl@example.test")
+    for operator_id, telegram_user in ((ada, "5001"), (bob, "5002"), (carl, "5003"), (lead_a, "5004")):
+        await link(engine, operator_id, "telegram", telegram_user, telegram_user)
+    await link(engine, ada, "slack", "UADA0001", None)
+    return {
+        "a": team_a,
+        "b": team_b,
+        "lead_a": lead_a_auth,
+        "lead_b": lead_b_auth,
+        "ada": ada,
+        "bob": bob,
+        "carl": carl,
+    }
+
+
+async def test_an_assignment_notifies_only_the_assignee_and_posts_in_the_teams_thread(
+    bridged_api: RunningApi, bridged: Settings, platforms: Platforms, clean_db: AsyncEngine
+) -> None:
+    people = await two_teams(clean_db)
+    async with bridged_api.client() as http:
+        await configure(
+            http,
+            people["a"],
+            people["lead_a"],
+            {
+                "telegram": {"enabled": True, "chatId": CHAT_A, "botToken": TOKEN_A},
+                "slack": {
+                    "enabled": True,
+                    "channelId": SLACK_CHANNEL,
+                    "botToken": SLACK_TOKEN,
+                    "signingSecret": SLACK_SIGNING,
+                },
+            },
+        )
+        await configure(
+            http, people["b"], people["lead_b"], {"telegram": {"enabled": True, "chatId": CHAT_B, "botToken": TOKEN_B}}
+        )
+        session_id = await visitor(http, "Vera", "https://shop.example/pricing", "Is there a student discount?")
+        await work(bridged, bridged_api)
+        [conversation] = await rows(clean_db, "SELECT assignee_id, team_id FROM conversation")
+        assert (conversation["team_id"], conversation["assignee_id"]) == (people["a"], people["ada"])
+
+        # Telegram: a forum topic in team A's group, the new-session card and the message in it.
+        [topic] = platforms.telegram.calls_to("createForumTopic")
+        assert (topic.token, topic.body["chat_id"], topic.body["name"]) == (
+            TOKEN_A,
+            CHAT_A,
+            "Vera · https://shop.example/pricing",
+        )
+        thread = topic.response["result"]["message_thread_id"]
+        in_topic = [c for c in platforms.telegram.calls_to("sendMessage") if c.body.get("message_thread_id") == thread]
+        assert [c.body["chat_id"] for c in in_topic] == [CHAT_A, CHAT_A]
+        assert "New chat session" in in_topic[0].body["text"]
+        assert "Is there a student discount?" in in_topic[1].body["text"]
+        # The assignee alone is told, in her linked private chat, with visitor, page and last message.
+        direct = [c for c in platforms.telegram.calls_to("sendMessage") if "message_thread_id" not in c.body]
+        assert [(c.token, c.body["chat_id"]) for c in direct] == [(TOKEN_A, "5001")]
+        assert direct[0].body["text"] == (
+            "New conversation assigned to you\nVisitor: Vera\nPage: https://shop.example/pricing\n"
+            "Last message: Is there a student discount?"
+        )
+        assert all(call.token == TOKEN_A for call in platforms.telegram.calls)  # team B's bot said nothing
+        # Slack: the DM channel is opened (and stored) because Ada's link had none; the thread in the channel.
+        [opened] = platforms.slack.calls_to("conversations.open")
+        assert opened.body == {"users": "UADA0001"}
+        posts = platforms.slack.calls_to("chat.postMessage")
+        root = next(c for c in posts if c.body["channel"] == SLACK_CHANNEL and "thread_ts" not in c.body)
+        assert [c.body["channel"] for c in posts if c.body.get("thread_ts") == root.response["ts"]] == [SLACK_CHANNEL]
+        [dm] = [c for c in posts if c.body["channel"] == "DUADA0001"]
+        assert dm.body["text"].startswith("New conversation assigned to you\nVisitor: Vera")
+        [stored] = await rows(clean_db, "SELECT direct_chat_id FROM bridge_link WHERE platform = 'slack'")
+        assert stored["direct_chat_id"] == "DUADA0001"
+        threads = await rows(clean_db, "SELECT platform, thread_ref, team_id FROM bridge_thread ORDER BY platform")
+        assert threads == [
+            {"platform": "slack", "thread_ref": root.response["ts"], "team_id": people["a"]},
+            {"platform": "telegram", "thread_ref": str(thread), "team_id": people["a"]},
+        ]
+
+        # Later visitor messages go straight into the topic and the thread, once each, with their ids stored.
+        platforms.telegram.clear()
+        platforms.slack.clear()
+        await say(http, session_id, "Hello?")
+        [sent] = platforms.telegram.calls_to("sendMessage")
+        assert (sent.token, sent.body["chat_id"], sent.body["message_thread_id"]) == (TOKEN_A, CHAT_A, thread)
+        [slack_sent] = platforms.slack.calls_to("chat.postMessage")
+        assert slack_sent.body["thread_ts"] == root.response["ts"]
+        [ids] = await rows(
+            clean_db, "SELECT telegram_message_id, slack_message_ts FROM message WHERE content = 'Hello?'"
+        )
+        assert ids == {
+            "telegram_message_id": sent.response["result"]["message_id"],
+            "slack_message_ts": slack_sent.response["ts"],
+        }
+        # The work was done once: relaying and delivering again sends nothing more.
+        await work(bridged, bridged_api)
+        assert len(platforms.telegram.calls) == 1 and len(platforms.slack.calls) == 1
