@@ -1,4 +1,4 @@
-"""What the rest of Switchboard (inbound webhooks, commands, notifications) uses to talk through a team's bridges.
+"""Bot messages through a team's bridges: into a conversation's thread, a chat, or an operator's direct chat.
 
 Platforms are ``"telegram"``, ``"discord"`` and ``"slack"``, the SDK bridges' names, so
 ``send_as_operator(..., source_bridge=platform)`` keeps a reply from echoing back to its source.
@@ -14,19 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.bridges.platforms import PlatformBridge, PlatformError, destination
 from service.bridges.registry import BridgeRegistry, TeamBridges
-from service.db.models import BridgeLink, BridgeThread, Conversation, Message, Team
+from service.db.models import BridgeLink, Team
 
 link_t = BridgeLink.__table__  # type: ignore[attr-defined]
-thread_t = BridgeThread.__table__  # type: ignore[attr-defined]
-conversation_t = Conversation.__table__  # type: ignore[attr-defined]
-message_t = Message.__table__  # type: ignore[attr-defined]
 team_t = Team.__table__  # type: ignore[attr-defined]
 
 __all__ = [
     "BridgeUnavailable",
     "PlatformError",
-    "conversation_for_message",
-    "conversation_for_thread",
     "send",
     "send_direct",
     "team_bridges",
@@ -35,35 +30,6 @@ __all__ = [
 
 class BridgeUnavailable(PlatformError):
     """The team has no enabled bridge for this platform."""
-
-
-async def conversation_for_thread(
-    conn: AsyncConnection, team_id: uuid.UUID, platform: str, thread_ref: str
-) -> str | None:
-    """The conversation whose thread this is in the team's chat (forum topic id, Slack thread ts, Discord thread id)."""
-    return await conn.scalar(  # type: ignore[no-any-return]
-        sa.select(thread_t.c.conversation_id).where(
-            thread_t.c.team_id == team_id, thread_t.c.platform == platform, thread_t.c.thread_ref == str(thread_ref)
-        )
-    )
-
-
-_MESSAGE_ID_COLUMN = {"telegram": "telegram_message_id", "discord": "discord_message_id", "slack": "slack_message_ts"}
-
-
-async def conversation_for_message(
-    conn: AsyncConnection, team_id: uuid.UUID, platform: str, platform_message_id: str | int
-) -> str | None:
-    """The conversation of the team one of whose messages the bridge posted with this platform id (a reply target)."""
-    column = message_t.c[_MESSAGE_ID_COLUMN[platform]]
-    value = int(platform_message_id) if platform == "telegram" else str(platform_message_id)
-    return await conn.scalar(  # type: ignore[no-any-return]
-        sa.select(message_t.c.conversation_id)
-        .join(conversation_t, conversation_t.c.id == message_t.c.conversation_id)
-        .where(column == value, conversation_t.c.team_id == team_id)
-        .order_by(message_t.c.seq.desc())
-        .limit(1)
-    )
 
 
 async def team_bridges(conn: AsyncConnection, registry: BridgeRegistry, team_id: uuid.UUID) -> TeamBridges:

@@ -6,6 +6,7 @@ chat platforms are stand-ins (tests/standins), recording every call.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -109,8 +110,16 @@ async def say(http: httpx.AsyncClient, session_id: str, text: str) -> None:
 async def work(settings: Settings, api: RunningApi) -> None:
     """Route what waits, relay the new events to bridge work, and do that work (as the worker's loops do)."""
     assert (await run_burst(settings, cron_jobs=[])).jobs_failed == 0
-    await BridgeRelay(api.app.state.engine, api.app.state.redis, settings).step()
+    engine = api.app.state.engine
+    relay = BridgeRelay(engine, api.app.state.redis, settings)
+    [latest] = await rows(engine, "SELECT coalesce(max(id), 0) AS id FROM event")
+    # A step stops at an event id not yet committed until it settles, so steps run as the worker's loop runs them.
+    while await relay.step() or (await rows(engine, RELAYED))[0]["id"] < latest["id"]:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
     assert (await run_burst(settings, cron_jobs=[])).jobs_failed == 0
+
+
+RELAYED = "SELECT coalesce((SELECT last_id FROM event_cursor WHERE name = 'bridges'), 0) AS id"
 
 
 def texts(calls: list[Any]) -> list[str]:
@@ -122,7 +131,7 @@ async def two_teams(engine: AsyncEngine) -> dict[str, Any]:
     team_a = await make_team(engine, "Alpha", is_default=True, routing_policy="round_robin")
     team_b = await make_team(engine, "Beta", routing_policy="round_robin")
     lead_a, lead_a_auth = await member(engine, "Lena", team_a, "lead", status="offline")
-    lead_b, lead_b_auth = await member(engine, "Lars", team_b, "lead", status="offline")
+    _, lead_b_auth = await member(engine, "Lars", team_b, "lead", status="offline")
     ada, _ = await member(engine, "Ada", team_a, status="online", email="ada@example.test")
     bob, _ = await member(engine, "Bob", team_a, status="away", email="bob@example.test")
     carl, _ = await member(engine, "Carl", team_b, status="online", email="carl@example.test")
@@ -221,3 +230,213 @@ async def test_an_assignment_notifies_only_the_assignee_and_posts_in_the_teams_t
         # The work was done once: relaying and delivering again sends nothing more.
         await work(bridged, bridged_api)
         assert len(platforms.telegram.calls) == 1 and len(platforms.slack.calls) == 1
+
+
+def chats(telegram: TelegramStandIn) -> list[tuple[str | None, str, Any]]:
+    """Every Telegram message sent: (bot token, chat, topic)."""
+    return [(c.token, c.body["chat_id"], c.body.get("message_thread_id")) for c in telegram.calls_to("sendMessage")]
+
+
+async def test_each_conversation_reaches_its_current_teams_chat_only(
+    bridged_api: RunningApi, bridged: Settings, platforms: Platforms, clean_db: AsyncEngine
+) -> None:
+    people = await two_teams(clean_db)
+    async with bridged_api.client() as http:
+        await configure(
+            http, people["a"], people["lead_a"], {"telegram": {"enabled": True, "chatId": CHAT_A, "botToken": TOKEN_A}}
+        )
+        await configure(
+            http, people["b"], people["lead_b"], {"telegram": {"enabled": True, "chatId": CHAT_B, "botToken": TOKEN_B}}
+        )
+        rules = {"rules": [{"name": "German", "conditions": {"language": "de"}}]}
+        response = await http.put(f"/api/v1/teams/{people['b']}/rules", json=rules, headers=people["lead_b"])
+        assert response.status_code == 200, response.text
+        for_a = await visitor(http, "Anna", "https://shop.example/a", "Hello from A")
+        connect = await http.post("/pocketping/connect", json={"visitorId": "v-bernd", "metadata": {"language": "de"}})
+        for_b = str(connect.json()["sessionId"])
+        await say(http, for_b, "Hallo von B")
+        await work(bridged, bridged_api)
+        topics = {
+            c.token: c.response["result"]["message_thread_id"] for c in platforms.telegram.calls_to("createForumTopic")
+        }
+        assert sorted(c.body["chat_id"] for c in platforms.telegram.calls_to("createForumTopic")) == [CHAT_A, CHAT_B]
+
+        platforms.telegram.clear()
+        await say(http, for_a, "Second from A")
+        await say(http, for_b, "Zweite von B")
+        assert chats(platforms.telegram) == [(TOKEN_A, CHAT_A, topics[TOKEN_A]), (TOKEN_B, CHAT_B, topics[TOKEN_B])]
+        assert ["Second from A" in t for t in texts(platforms.telegram.calls)] == [True, False]
+
+        # Moved to team A: a topic opens in A's group with the messages so far; B's group hears nothing more.
+        lead_b = people["lead_b"]
+        response = await http.post(
+            f"/api/v1/conversations/{for_b}/transfer", json={"teamId": str(people["a"])}, headers=lead_b
+        )
+        assert response.status_code == 200, response.text
+        await work(bridged, bridged_api)
+        platforms.telegram.clear()
+        await say(http, for_b, "Dritte")
+        [(token, chat, topic)] = chats(platforms.telegram)
+        assert (token, chat) == (TOKEN_A, CHAT_A) and topic not in topics.values()
+
+
+async def test_changed_settings_are_followed_without_a_restart(
+    bridged_api: RunningApi, bridged: Settings, platforms: Platforms, clean_db: AsyncEngine
+) -> None:
+    people = await two_teams(clean_db)
+    async with bridged_api.client() as http:
+        settings_a = {"telegram": {"enabled": True, "chatId": CHAT_A, "botToken": TOKEN_A}}
+        await configure(http, people["a"], people["lead_a"], settings_a)
+        session_id = await visitor(http, "Vera", "https://shop.example/", "First")
+        await work(bridged, bridged_api)
+        assert {c.body["chat_id"] for c in platforms.telegram.calls_to("sendMessage")} == {CHAT_A, "5001"}
+
+        # A new group and a new bot: the running api (and worker) use them from the next message on.
+        new_token, new_chat = "333333:replacement-telegram-token", "-1001000000009"
+        settings_a = {"telegram": {"enabled": True, "chatId": new_chat, "botToken": new_token}}
+        await configure(http, people["a"], people["lead_a"], settings_a)
+        platforms.telegram.clear()
+        await say(http, session_id, "Second")
+        [topic] = platforms.telegram.calls_to("createForumTopic")
+        assert (topic.token, topic.body["chat_id"]) == (new_token, new_chat)
+        thread = topic.response["result"]["message_thread_id"]
+        assert chats(platforms.telegram) == [(new_token, new_chat, thread), (new_token, new_chat, thread)]
+        assert "Second" in texts(platforms.telegram.calls_to("sendMessage"))[1]
+
+        # Disabled: nothing is sent any more.
+        await configure(http, people["a"], people["lead_a"], {"telegram": {"enabled": False}})
+        platforms.telegram.clear()
+        await say(http, session_id, "Third")
+        assert platforms.telegram.calls == []
+
+
+async def test_operator_replies_are_mirrored_to_the_other_bridges_never_back_to_their_source(
+    bridged_api: RunningApi, bridged: Settings, platforms: Platforms, clean_db: AsyncEngine
+) -> None:
+    people = await two_teams(clean_db)
+    async with bridged_api.client() as http:
+        body = {
+            "telegram": {"enabled": True, "chatId": CHAT_A, "botToken": TOKEN_A},
+            "discord": {"enabled": True, "channelId": DISCORD_CHANNEL, "botToken": DISCORD_TOKEN},
+        }
+        await configure(http, people["a"], people["lead_a"], body)
+        session_id = await visitor(http, "Vera", "https://shop.example/", "Anyone there?")
+        await work(bridged, bridged_api)
+        [thread] = platforms.discord.calls_to("POST /channels/{id}/threads")
+        assert thread.path.endswith(f"/channels/{DISCORD_CHANNEL}/threads") and thread.token == DISCORD_TOKEN
+        discord_thread = thread.response["id"]
+        platforms.telegram.clear()
+        platforms.discord.clear()
+
+        # A reply from the dashboard (through the worker): both chats show it, attributed.
+        ada_auth = bearer(await personal_token(clean_db, people["ada"]))
+        response = await http.post(
+            f"/api/v1/conversations/{session_id}/messages", json={"content": "Yes, Ada here"}, headers=ada_auth
+        )
+        assert response.status_code == 201, response.text
+        assert (await run_burst(bridged, cron_jobs=[])).jobs_failed == 0
+        [telegram_post] = platforms.telegram.calls_to("sendMessage")
+        assert "Ada" in telegram_post.body["text"] and "Yes, Ada here" in telegram_post.body["text"]
+        [discord_post] = platforms.discord.calls_to("POST /channels/{id}/messages")
+        assert discord_post.path.endswith(f"/channels/{discord_thread}/messages")
+        assert discord_post.body["embeds"][0]["description"] == "Yes, Ada here"
+
+        # A reply that came from Telegram (as the inbound webhook sends it): Discord only.
+        platforms.telegram.clear()
+        platforms.discord.clear()
+        pocketping = bridged_api.app.state.pocketping
+        await pocketping.send_as_operator(
+            session_id, "From my phone", operator_id=people["ada"], operator_name="Ada", source_bridge="telegram"
+        )
+        assert platforms.telegram.calls == []
+        [mirrored] = platforms.discord.calls_to("POST /channels/{id}/messages")
+        assert mirrored.body["embeds"][0]["author"]["name"] == "Ada via telegram"
+
+
+async def test_mentions_reach_the_mentioned_operator_and_long_queues_the_team_channel(
+    bridged_api: RunningApi, bridged: Settings, platforms: Platforms, clean_db: AsyncEngine
+) -> None:
+    people = await two_teams(clean_db)
+    await set_values(clean_db, "team", {"id": people["a"]}, routing_policy="manual")
+    async with bridged_api.client() as http:
+        body = {"telegram": {"enabled": True, "chatId": CHAT_A, "botToken": TOKEN_A, "queueAlertThreshold": 2}}
+        assert (await configure(http, people["a"], people["lead_a"], body)).json()["telegram"][
+            "queueAlertThreshold"
+        ] == 2
+        sessions = [await visitor(http, f"V{i}", "https://shop.example/", f"Question {i}") for i in range(4)]
+        await work(bridged, bridged_api)
+        general = [c for c in platforms.telegram.calls_to("sendMessage") if "message_thread_id" not in c.body]
+        # Three and four waiting are both above 2; one alert (at most one per ten minutes).
+        assert [(c.body["chat_id"], c.body["text"]) for c in general] == [
+            (CHAT_A, "Queue alert: 4 conversations waiting in Alpha (alert above 2)")
+        ]
+
+        platforms.telegram.clear()
+        ada_auth = bearer(await personal_token(clean_db, people["ada"]))
+        note = {"body": "@bob can you take this one? @carl is in another team"}
+        response = await http.post(f"/api/v1/conversations/{sessions[0]}/notes", json=note, headers=ada_auth)
+        assert response.status_code == 201, response.text
+        await work(bridged, bridged_api)
+        [told] = platforms.telegram.calls_to("sendMessage")
+        assert (told.token, told.body["chat_id"]) == (TOKEN_A, "5002")
+        assert told.body["text"].startswith("Ada mentioned you in a note\nVisitor: V0")
+        assert told.body["text"].endswith("Note: @bob can you take this one? @carl is in another team")
+
+
+async def test_outbound_secrets_appear_in_no_response_log_or_error(
+    bridged: Settings, platforms: Platforms, clean_db: AsyncEngine, capfd: pytest.CaptureFixture[str]
+) -> None:
+    debug = bridged.model_copy(update={"log_level": "DEBUG"})
+    secrets = (TOKEN_A, SLACK_TOKEN, SLACK_SIGNING, DISCORD_TOKEN)
+    people = await two_teams(clean_db)
+    await link(clean_db, people["ada"], "discord", "400000000000000001", None)
+    async with run_api(debug) as api, api.client() as http:
+        body = {
+            "telegram": {"enabled": True, "chatId": CHAT_A, "botToken": TOKEN_A},
+            "slack": {
+                "enabled": True,
+                "channelId": SLACK_CHANNEL,
+                "botToken": SLACK_TOKEN,
+                "signingSecret": SLACK_SIGNING,
+            },
+            "discord": {"enabled": True, "channelId": DISCORD_CHANNEL, "botToken": DISCORD_TOKEN},
+        }
+        responses = [await configure(http, people["a"], people["lead_a"], body)]
+        session_id = await visitor(http, "Vera", "https://shop.example/", "Hello")
+        await work(debug, api)
+        assert {c.token for c in platforms.telegram.calls} == {TOKEN_A} and platforms.discord.calls
+        ada_auth = bearer(await personal_token(clean_db, people["ada"]))
+        responses.append(
+            await http.post(f"/api/v1/conversations/{session_id}/messages", json={"content": "Hi"}, headers=ada_auth)
+        )
+        assert (await run_burst(debug, cron_jobs=[])).jobs_failed == 0
+        # Every platform refuses from now on: hooks, a new thread and the assignee's notice all fail, and say so.
+        for platform, name, status, answer in (
+            (platforms.telegram, "sendMessage", 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}),
+            (
+                platforms.telegram,
+                "createForumTopic",
+                401,
+                {"ok": False, "error_code": 401, "description": "Unauthorized"},
+            ),
+            (platforms.slack, "chat.postMessage", 200, {"ok": False, "error": "invalid_auth"}),
+            (platforms.discord, "POST /channels/{id}/messages", 401, {"message": "401: Unauthorized", "code": 0}),
+            (platforms.discord, "POST /channels/{id}/threads", 401, {"message": "401: Unauthorized", "code": 0}),
+        ):
+            platform.fail(name, status, answer)
+        await say(http, session_id, "Still there?")
+        await set_values(clean_db, "conversation", {"id": session_id}, status="closed", assignee_id=None)
+        await set_values(clean_db, "operator", {"id": people["ada"]}, open_conversations=0)
+        await visitor(http, "Walt", "https://shop.example/", "Second visitor")
+        await work(debug, api)
+        for path in (f"/api/v1/teams/{people['a']}", f"/api/v1/teams/{people['a']}/bridges", "/api/v1/teams"):
+            responses.append(await http.get(path, headers=people["lead_a"]))
+    out, err = capfd.readouterr()
+    logged = out + err
+    assert "bridge thread not opened" in logged and "outbox delivery failed" in logged
+    errors = await rows(clean_db, "SELECT last_error FROM outbox WHERE last_error IS NOT NULL")
+    assert errors, "the failing notice is recorded"
+    for secret in secrets:
+        assert secret not in logged
+        assert [r.request.url.path for r in responses if secret in r.text or secret in str(r.headers)] == []
+        assert all(secret not in e["last_error"] for e in errors)
