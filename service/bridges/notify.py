@@ -10,8 +10,8 @@ survives a restart:
 - ``assigned``: the assignee hears of a new assignment (visitor, page, last message) in their
   linked direct chat, on each platform the team has enabled;
 - ``mention``: an operator @mentioned in an internal note hears of it the same way;
-- ``queue``: the team's channel hears when its queue is longer than the platform's
-  ``queueAlertThreshold``, at most once per ``QUEUE_ALERT_QUIET_SECONDS``.
+- ``queue``: the team's channels hear when its queue is longer than the team's
+  ``queue_alert_threshold``, at most once per platform per ``QUEUE_ALERT_QUIET_SECONDS``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ _FAN_OUT = sa.text(
     """
     WITH enabled AS (
         SELECT e.id, e.kind, e.team_id, e.conversation_id, e.operator_ids, e.data, e.created_at,
-               b.key AS platform, b.value AS config
+               b.key AS platform, t.queue_alert_threshold
         FROM event e
         JOIN team t ON t.id = e.team_id
         CROSS JOIN LATERAL jsonb_each(t.bridge_settings) AS b
@@ -74,9 +74,9 @@ _FAN_OUT = sa.text(
                'bridge:queue:' || en.team_id || ':' || en.platform || ':'
                    || floor(extract(epoch FROM en.created_at) / :quiet)::bigint
         FROM enabled en
-        WHERE en.kind = 'conversation.queued' AND en.config ->> 'queueAlertThreshold' IS NOT NULL
+        WHERE en.kind = 'conversation.queued' AND en.queue_alert_threshold IS NOT NULL
           AND (SELECT count(*) FROM conversation c WHERE c.team_id = en.team_id AND c.status = 'queued')
-              > (en.config ->> 'queueAlertThreshold')::int
+              > en.queue_alert_threshold
     )
     INSERT INTO outbox (kind, payload, dedupe_key)
     SELECT 'bridge', payload, dedupe_key FROM work ORDER BY id
@@ -173,16 +173,15 @@ async def _queue_alert(conn: AsyncConnection, team: Any, team_id: uuid.UUID, pla
     row = (
         await conn.execute(
             sa.text(
-                "SELECT t.name, (SELECT count(*) FROM conversation c WHERE c.team_id = t.id AND c.status = 'queued') "
-                "AS waiting FROM team t WHERE t.id = :id"
+                "SELECT t.name, t.queue_alert_threshold AS threshold, "
+                "(SELECT count(*) FROM conversation c WHERE c.team_id = t.id AND c.status = 'queued') AS waiting "
+                "FROM team t WHERE t.id = :id"
             ),
             {"id": team_id},
         )
     ).one()
-    threshold = team.stored.get(platform, {}).get("queueAlertThreshold")
-    if threshold is None or row.waiting <= threshold:
+    if row.threshold is None or row.waiting <= row.threshold:
         return "stale"
-    await send(
-        team, platform, f"Queue alert: {row.waiting} conversations waiting in {row.name} (alert above {threshold})"
-    )
+    text = f"Queue alert: {row.waiting} conversations waiting in {row.name} (alert above {row.threshold})"
+    await send(team, platform, text)
     return "sent"

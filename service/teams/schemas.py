@@ -264,10 +264,6 @@ Secret = Annotated[str, StringConstraints(min_length=8, max_length=512, pattern=
 Snowflake = Annotated[str, StringConstraints(pattern=r"^\d{15,25}$")]
 
 
-QueueAlertThreshold = Annotated[int, Field(ge=1, le=10000)]
-_QUEUE_ALERT = "Tell the team's chat when more conversations than this wait in the queue (at most every 10 minutes)"
-
-
 class TelegramUpdate(ApiModel):
     enabled: bool = False
     chat_id: Annotated[str, StringConstraints(pattern=r"^-?\d{1,20}$")] | None = Field(
@@ -278,7 +274,6 @@ class TelegramUpdate(ApiModel):
         default=None,
         description="Write-only: the secret_token given to Telegram's setWebhook; inbound updates without it get 401",
     )
-    queue_alert_threshold: QueueAlertThreshold | None = Field(default=None, description=_QUEUE_ALERT)
 
 
 class DiscordUpdate(ApiModel):
@@ -289,7 +284,6 @@ class DiscordUpdate(ApiModel):
         default=None, description="The application's Ed25519 public key (hex); not a secret"
     )
     bot_token: Secret | None = Field(default=None, description="Write-only")
-    queue_alert_threshold: QueueAlertThreshold | None = Field(default=None, description=_QUEUE_ALERT)
 
 
 class SlackUpdate(ApiModel):
@@ -297,7 +291,6 @@ class SlackUpdate(ApiModel):
     channel_id: Annotated[str, StringConstraints(pattern=r"^[CGD][A-Z0-9]{6,20}$")] | None = None
     bot_token: Secret | None = Field(default=None, description="Write-only (xoxb-...)")
     signing_secret: Secret | None = Field(default=None, description="Write-only")
-    queue_alert_threshold: QueueAlertThreshold | None = Field(default=None, description=_QUEUE_ALERT)
 
 
 class BridgesUpdate(ApiModel):
@@ -313,7 +306,6 @@ class TelegramPublic(ApiModel):
     chat_id: str | None
     bot_token_configured: bool
     webhook_secret_configured: bool
-    queue_alert_threshold: int | None = None
 
 
 class DiscordPublic(ApiModel):
@@ -322,7 +314,6 @@ class DiscordPublic(ApiModel):
     application_id: str | None
     public_key: str | None
     bot_token_configured: bool
-    queue_alert_threshold: int | None = None
 
 
 class SlackPublic(ApiModel):
@@ -330,7 +321,6 @@ class SlackPublic(ApiModel):
     channel_id: str | None
     bot_token_configured: bool
     signing_secret_configured: bool
-    queue_alert_threshold: int | None = None
 
 
 class BridgesPublic(ApiModel):

@@ -359,10 +359,13 @@ async def test_mentions_reach_the_mentioned_operator_and_long_queues_the_team_ch
     people = await two_teams(clean_db)
     await set_values(clean_db, "team", {"id": people["a"]}, routing_policy="manual")
     async with bridged_api.client() as http:
-        body = {"telegram": {"enabled": True, "chatId": CHAT_A, "botToken": TOKEN_A, "queueAlertThreshold": 2}}
-        assert (await configure(http, people["a"], people["lead_a"], body)).json()["telegram"][
-            "queueAlertThreshold"
-        ] == 2
+        await configure(
+            http, people["a"], people["lead_a"], {"telegram": {"enabled": True, "chatId": CHAT_A, "botToken": TOKEN_A}}
+        )
+        response = await http.patch(
+            f"/api/v1/teams/{people['a']}", json={"queueAlertThreshold": 2}, headers=people["lead_a"]
+        )
+        assert response.json()["queueAlertThreshold"] == 2
         sessions = [await visitor(http, f"V{i}", "https://shop.example/", f"Question {i}") for i in range(4)]
         await work(bridged, bridged_api)
         general = [c for c in platforms.telegram.calls_to("sendMessage") if "message_thread_id" not in c.body]

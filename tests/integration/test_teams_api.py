@@ -327,7 +327,6 @@ async def test_bridge_secrets_are_encrypted_and_never_returned(
             "chatId": "-1001",
             "botTokenConfigured": True,
             "webhookSecretConfigured": True,
-            "queueAlertThreshold": None,
         },
         "discord": None,
         "slack": {
@@ -335,7 +334,6 @@ async def test_bridge_secrets_are_encrypted_and_never_returned(
             "channelId": "C0123456",
             "botTokenConfigured": False,
             "signingSecretConfigured": True,
-            "queueAlertThreshold": None,
         },
     }
     [raw] = await rows(clean_db, "SELECT bridge_settings::text AS text, bridge_settings AS json FROM team")
@@ -350,7 +348,6 @@ async def test_bridge_secrets_are_encrypted_and_never_returned(
         "chatId": "-1002",
         "botTokenConfigured": True,
         "webhookSecretConfigured": True,
-        "queueAlertThreshold": None,
     }
     response = await http.patch(path, json={"telegram": {"botToken": None, "webhookSecret": None}}, headers=lead_auth)
     assert response.json()["telegram"] == {
@@ -358,7 +355,6 @@ async def test_bridge_secrets_are_encrypted_and_never_returned(
         "chatId": None,
         "botTokenConfigured": False,
         "webhookSecretConfigured": False,
-        "queueAlertThreshold": None,
     }
     response = await http.patch(path, json={"slack": None}, headers=lead_auth)
     assert response.json()["slack"] is None
