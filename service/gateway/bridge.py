@@ -70,7 +70,9 @@ WITH incoming AS (
     ORDER BY m.ord
 )
 SELECT touched.id, touched.routing_revision, touched.needs_routing,
-       ai.id AS timer_id, ai.revision AS timer_revision, ai.due_at AS timer_due_at
+       ai.id AS timer_id, ai.revision AS timer_revision, ai.due_at AS timer_due_at,
+       EXISTS (SELECT 1 FROM team t CROSS JOIN LATERAL jsonb_each(t.bridge_settings) AS b
+               WHERE t.id = touched.team_id AND (b.value ->> 'enabled')::boolean) AS bridged
 FROM touched LEFT JOIN ai ON ai.subject = touched.id
 """
 
@@ -97,7 +99,7 @@ class RoutingBridge(Bridge):
         # A single statement: autocommit saves the BEGIN/COMMIT round trips.
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._arq = arq
-        self._batcher: Batcher[Message, None] = Batcher(self._write, max_size=max_batch)
+        self._batcher: Batcher[Message, bool] = Batcher(self._write, max_size=max_batch)
 
     @property
     def name(self) -> str:
@@ -106,11 +108,14 @@ class RoutingBridge(Bridge):
     async def on_new_session(self, session: Session) -> None:
         log.info("session started", conversation_id=session.id, visitor_id=session.visitor_id)
 
-    async def ingest(self, message: Message) -> None:
-        """Store one visitor message and mark its conversation for routing; ``SessionNotFound`` if none."""
+    async def ingest(self, message: Message) -> bool:
+        """Store one visitor message and mark its conversation for routing; ``SessionNotFound`` if none.
+
+        Returns whether the conversation's team has a chat bridge enabled (which must then hear of it).
+        """
         return await self._batcher.submit(message)
 
-    async def _write(self, messages: list[Message]) -> list[BaseException | None]:
+    async def _write(self, messages: list[Message]) -> list[BaseException | bool]:
         async with self._engine.connect() as conn:
             raw = await conn.get_raw_connection()
             rows = await raw.driver_connection.fetch(  # type: ignore[union-attr]
@@ -129,8 +134,8 @@ class RoutingBridge(Bridge):
                 if row["timer_id"] is not None
             ),
         )
-        found = {row["id"] for row in rows}
-        return [None if m.session_id in found else SessionNotFound() for m in messages]
+        bridged = {row["id"]: row["bridged"] for row in rows}
+        return [bridged[m.session_id] if m.session_id in bridged else SessionNotFound() for m in messages]
 
     async def _arm(self, trigger: Trigger) -> None:
         try:

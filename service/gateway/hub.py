@@ -106,16 +106,16 @@ class SwitchboardPocketPing(PocketPing):
             reply_to=request.reply_to,
         )
         await self._link_attachments(message, request)
-        await self.routing.ingest(message)
+        bridged = await self.routing.ingest(message)
         for attachment in message.attachments or []:  # inline ones are not stored yet
             await self.storage.save_attachment(attachment.model_copy(update={"message_id": message.id}))
         # The WebSocketEvent the SDK would build, encoded in one pass. Pub/sub delivers at most
         # once anyway, so the visitor's answer does not wait for the PUBLISH.
         event = '{"type":"message","data":' + message.model_dump_json(by_alias=True) + "}"
         self._publisher.post(_envelope(message.session_id, event))
-        # The routing bridge has done its part; the SDK's hook tells the others.
-        others = any(bridge is not self.routing for bridge in self.bridges)
-        session = await self.storage.get_session(message.session_id) if others or self.on_message else None
+        # The routing bridge has done its part; the SDK's hook tells the team's chat bridges, if it has any
+        # (most conversations' teams have none: their messages cost no further round trip).
+        session = await self.storage.get_session(message.session_id) if bridged or self.on_message else None
         if session is not None:
             await self._notify_bridges_message(message, session)  # the routing bridge's hook is a no-op
             if self.on_message:
