@@ -63,6 +63,10 @@ def _ids(posted: dict[str, str]) -> BridgeMessageIds:
     )
 
 
+async def _nothing() -> None:
+    pass
+
+
 def thread_title(session: Session) -> str:
     """A thread's name in the team's chat: who the visitor is and where they are."""
     who = session.visitor_id[:8]
@@ -157,6 +161,27 @@ class TeamBridge(Bridge):
             session.id,
             lambda bridge: bridge.on_operator_message(message, session, source_bridge, operator_name),
             message.id,
+        )
+
+    async def on_message_edit(
+        self, message: Message, session: Session, platform_message_id: str | int | None = None
+    ) -> None:
+        await self._each_posted(message, lambda bridge, posted: bridge.on_message_edit(message, session, posted))
+
+    async def on_message_delete(
+        self, message: Message, session: Session, platform_message_id: str | int | None = None
+    ) -> None:
+        await self._each_posted(message, lambda bridge, posted: bridge.on_message_delete(message, session, posted))
+
+    async def _each_posted(self, message: Message, call: Callable[[PlatformBridge, str | int], Awaitable[Any]]) -> None:
+        """Run ``call`` with each platform's id of the message (edits, deletes); the SDK passes none for us."""
+        ids = await self._pocketping.storage.get_bridge_message_ids(message.id) if self._pocketping else None
+        if ids is None:
+            return
+        posted = {"telegram": ids.telegram_message_id, "discord": ids.discord_message_id, "slack": ids.slack_message_ts}
+        await self._post(
+            message.session_id,
+            lambda bridge: call(bridge, posted[bridge.name]) if posted.get(bridge.name) else _nothing(),
         )
 
     async def on_ai_takeover(self, session: Session, reason: str) -> None:

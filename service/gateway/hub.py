@@ -25,12 +25,14 @@ from pocketping.models import (
     SendMessageResponse,
     WebSocketEvent,
 )
+from pocketping.storage import BridgeMessageIds
 from pydantic import Field
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.ai.services import operator_replied
 from service.batching import Batcher
+from service.bridges.dispatch import TeamBridge
 from service.gateway.bridge import RoutingBridge
 from service.gateway.storage import PostgresStorage, acting_operator
 from service.settings import Settings
@@ -264,6 +266,12 @@ class SwitchboardPocketPing(PocketPing):
         await self._broadcast_to_session(
             session_id, WebSocketEvent(type="ai_takeover", data={"sessionId": session_id, "reason": reason})
         )
+
+    def _platform_message_id(self, bridge: Bridge, bridge_ids: BridgeMessageIds) -> str | int | None:
+        # The team bridge posts to several platforms and reads each one's message id itself.
+        if isinstance(bridge, TeamBridge):
+            return bridge.name
+        return super()._platform_message_id(bridge, bridge_ids)
 
     # Protocol handlers that need Switchboard's view ---------------------------------------
 

@@ -231,6 +231,24 @@ async def test_an_assignment_notifies_only_the_assignee_and_posts_in_the_teams_t
         await work(bridged, bridged_api)
         assert len(platforms.telegram.calls) == 1 and len(platforms.slack.calls) == 1
 
+        # The visitor edits, then deletes it: each platform's copy follows.
+        [hello] = await rows(clean_db, "SELECT id FROM message WHERE content = 'Hello?'")
+        response = await http.patch(
+            f"/pocketping/message/{hello['id']}", json={"sessionId": session_id, "content": "Hello??"}
+        )
+        assert response.status_code == 200, response.text
+        [edit] = platforms.telegram.calls_to("editMessageText")
+        assert (edit.body["chat_id"], edit.body["message_id"]) == (CHAT_A, sent.response["result"]["message_id"])
+        assert "Hello??" in edit.body["text"]
+        [update] = platforms.slack.calls_to("chat.update")
+        assert (update.body["channel"], update.body["ts"]) == (SLACK_CHANNEL, slack_sent.response["ts"])
+        response = await http.delete(f"/pocketping/message/{hello['id']}", params={"sessionId": session_id})
+        assert response.status_code == 200, response.text
+        [deleted] = platforms.telegram.calls_to("deleteMessage")
+        assert deleted.body == {"chat_id": CHAT_A, "message_id": sent.response["result"]["message_id"]}
+        [slack_deleted] = platforms.slack.calls_to("chat.delete")
+        assert slack_deleted.body == {"channel": SLACK_CHANNEL, "ts": slack_sent.response["ts"]}
+
 
 def chats(telegram: TelegramStandIn) -> list[tuple[str | None, str, Any]]:
     """Every Telegram message sent: (bot token, chat, topic)."""
@@ -325,6 +343,12 @@ async def test_operator_replies_are_mirrored_to_the_other_bridges_never_back_to_
         [thread] = platforms.discord.calls_to("POST /channels/{id}/threads")
         assert thread.path.endswith(f"/channels/{DISCORD_CHANNEL}/threads") and thread.token == DISCORD_TOKEN
         discord_thread = thread.response["id"]
+        # An edit reaches the copy in the thread (the message lives in the thread's channel).
+        [question] = await rows(clean_db, "SELECT id, discord_message_id FROM message WHERE content = 'Anyone there?'")
+        edited = {"sessionId": session_id, "content": "Anyone there at all?"}
+        assert (await http.patch(f"/pocketping/message/{question['id']}", json=edited)).status_code == 200
+        [patched] = platforms.discord.calls_to("PATCH /channels/{id}/messages/{id}")
+        assert patched.path.endswith(f"/channels/{discord_thread}/messages/{question['discord_message_id']}")
         platforms.telegram.clear()
         platforms.discord.clear()
 
