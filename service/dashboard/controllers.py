@@ -36,6 +36,7 @@ from service.dashboard.canned import CannedPageController
 from service.dashboard.common import csrf_token, engine
 from service.dashboard.conversation import ai_enabled, decision_views, transfer_targets
 from service.dashboard.profile import ProfilePageController
+from service.dashboard.teams import TeamSettingsController
 from service.pagination import encode_cursor
 
 HERE = Path(__file__).parent
@@ -231,6 +232,7 @@ dashboard_router = Router(
         DashboardController,
         CannedPageController,
         ProfilePageController,
+        TeamSettingsController,
         create_static_files_router(path="/app/static", directories=[STATIC], include_in_schema=False),
     ],
     # The app registers these exact classes for problem+json; pages answer in HTML instead.

@@ -17,7 +17,7 @@ from service.auth.principal import Principal, requires_lead
 from service.conversations.outbox import enqueue_delivery, outbox_t
 from service.crypto import encrypt_secret
 from service.db.models import Team
-from service.pagination import decode_cursor, encode_cursor
+from service.webhooks import services
 from service.webhooks.delivery import SECRET_PURPOSE, add_test_delivery, endpoint_t
 from service.webhooks.schemas import (
     WebhookDeliveryPage,
@@ -32,14 +32,6 @@ from service.webhooks.schemas import (
 team_t = Team.__table__  # type: ignore[attr-defined]
 Cursor = Annotated[str | None, QueryParameter(description="nextCursor of the previous page", max_length=500)]
 Limit = Annotated[int, QueryParameter(ge=1, le=100, description="Items per page")]
-_PUBLIC = (
-    endpoint_t.c.id,
-    endpoint_t.c.team_id,
-    endpoint_t.c.url,
-    endpoint_t.c.events,
-    endpoint_t.c.enabled,
-    endpoint_t.c.created_at,
-)
 
 
 def _engine(request: Request[Any, Any, Any]) -> AsyncEngine:
@@ -51,42 +43,6 @@ async def _lead_of(conn: AsyncConnection, principal: Principal, team_id: uuid.UU
     requires_lead(principal, team_id)
     if await conn.scalar(sa.select(team_t.c.id).where(team_t.c.id == team_id)) is None:
         raise NotFoundException("Team not found")
-
-
-async def _endpoint(conn: AsyncConnection, team_id: uuid.UUID, webhook_id: uuid.UUID) -> Any:
-    row = (
-        await conn.execute(sa.select(*_PUBLIC).where(endpoint_t.c.id == webhook_id, endpoint_t.c.team_id == team_id))
-    ).first()
-    if row is None:
-        raise NotFoundException("Webhook not found")
-    return row
-
-
-def _delivery(row: Any) -> WebhookDeliveryPublic:
-    event = row.payload["event"]
-    return WebhookDeliveryPublic(
-        id=row.id,
-        event_id=event["id"],
-        event_type=event["type"],
-        attempts=row.attempts,
-        status_code=row.status_code,
-        last_error=row.last_error,
-        delivered_at=row.delivered_at,
-        next_attempt_at=None if row.delivered_at else row.available_at,
-        created_at=row.created_at,
-    )
-
-
-_DELIVERY_COLUMNS = (
-    outbox_t.c.id,
-    outbox_t.c.payload,
-    outbox_t.c.attempts,
-    outbox_t.c.status_code,
-    outbox_t.c.last_error,
-    outbox_t.c.delivered_at,
-    outbox_t.c.available_at,
-    outbox_t.c.created_at,
-)
 
 
 class WebhookController(Controller):
@@ -105,21 +61,9 @@ class WebhookController(Controller):
         limit: Limit = 50,
     ) -> WebhookEndpointPage:
         """Oldest first."""
-        statement = sa.select(*_PUBLIC).where(endpoint_t.c.team_id == team_id)
-        if cursor is not None:
-            created_at, last_id = decode_cursor(cursor, 2)
-            statement = statement.where(
-                sa.tuple_(endpoint_t.c.created_at, endpoint_t.c.id)
-                > sa.tuple_(sa.cast(created_at, endpoint_t.c.created_at.type), sa.cast(last_id, sa.Uuid))
-            )
         async with _engine(request).connect() as conn:
             await _lead_of(conn, principal, team_id)
-            rows = (
-                await conn.execute(statement.order_by(endpoint_t.c.created_at, endpoint_t.c.id).limit(limit + 1))
-            ).all()
-        page = rows[:limit]
-        after = encode_cursor(page[-1].created_at.isoformat(), str(page[-1].id)) if len(rows) > limit else None
-        return WebhookEndpointPage(items=[WebhookEndpointPublic.model_validate(row) for row in page], next_cursor=after)
+            return await services.list_endpoints(conn, team_id, cursor, limit)
 
     @post("", operation_id="createWebhook", summary="Add a webhook endpoint", status_code=201)
     async def create_webhook(
@@ -145,7 +89,7 @@ class WebhookController(Controller):
                         events=list(data.events),
                         enabled=data.enabled,
                     )
-                    .returning(*_PUBLIC)
+                    .returning(*services.ENDPOINT_COLUMNS)
                 )
             ).one()
         return WebhookEndpointCreated(**WebhookEndpointPublic.model_validate(row).model_dump(), secret=secret)
@@ -161,7 +105,7 @@ class WebhookController(Controller):
         """Its URL, event filter and whether it is enabled."""
         async with _engine(request).connect() as conn:
             await _lead_of(conn, principal, team_id)
-            return WebhookEndpointPublic.model_validate(await _endpoint(conn, team_id, webhook_id))
+            return WebhookEndpointPublic.model_validate(await services.get_endpoint(conn, team_id, webhook_id))
 
     @patch("/{webhook_id:uuid}", operation_id="updateWebhook", summary="Change a webhook endpoint")
     async def update_webhook(
@@ -178,10 +122,10 @@ class WebhookController(Controller):
             values["url"] = str(values["url"])
         async with _engine(request).begin() as conn:
             await _lead_of(conn, principal, team_id)
-            await _endpoint(conn, team_id, webhook_id)
+            await services.get_endpoint(conn, team_id, webhook_id)
             if values:
                 await conn.execute(sa.update(endpoint_t).where(endpoint_t.c.id == webhook_id).values(**values))
-            return WebhookEndpointPublic.model_validate(await _endpoint(conn, team_id, webhook_id))
+            return WebhookEndpointPublic.model_validate(await services.get_endpoint(conn, team_id, webhook_id))
 
     @delete("/{webhook_id:uuid}", operation_id="deleteWebhook", summary="Remove a webhook endpoint", status_code=204)
     async def delete_webhook(
@@ -194,7 +138,7 @@ class WebhookController(Controller):
         """Its pending deliveries and log go with it."""
         async with _engine(request).begin() as conn:
             await _lead_of(conn, principal, team_id)
-            await _endpoint(conn, team_id, webhook_id)
+            await services.get_endpoint(conn, team_id, webhook_id)
             await conn.execute(sa.delete(endpoint_t).where(endpoint_t.c.id == webhook_id))
 
     @post(
@@ -213,11 +157,11 @@ class WebhookController(Controller):
         """A signed ``webhook.test`` event, delivered by the worker like any other (see the delivery log)."""
         async with _engine(request).begin() as conn:
             await _lead_of(conn, principal, team_id)
-            await _endpoint(conn, team_id, webhook_id)
+            await services.get_endpoint(conn, team_id, webhook_id)
             outbox_id = await add_test_delivery(conn, webhook_id, team_id)
-            row = (await conn.execute(sa.select(*_DELIVERY_COLUMNS).where(outbox_t.c.id == outbox_id))).one()
+            row = (await conn.execute(sa.select(*services.DELIVERY_COLUMNS).where(outbox_t.c.id == outbox_id))).one()
         await enqueue_delivery(request.app.state.redis, outbox_id)
-        return _delivery(row)
+        return services.delivery_public(row)
 
     @get("/{webhook_id:uuid}/deliveries", operation_id="listWebhookDeliveries", summary="The delivery log")
     async def list_deliveries(
@@ -230,16 +174,7 @@ class WebhookController(Controller):
         limit: Limit = 50,
     ) -> WebhookDeliveryPage:
         """Newest first: event, attempts, the receiver's last status, last error, when delivered or retried."""
-        statement = sa.select(*_DELIVERY_COLUMNS).where(outbox_t.c.webhook_endpoint_id == webhook_id)
-        if cursor is not None:
-            (before,) = decode_cursor(cursor, 1, int)
-            statement = statement.where(outbox_t.c.id < before)
         async with _engine(request).connect() as conn:
             await _lead_of(conn, principal, team_id)
-            await _endpoint(conn, team_id, webhook_id)
-            rows = (await conn.execute(statement.order_by(outbox_t.c.id.desc()).limit(limit + 1))).all()
-        page = rows[:limit]
-        return WebhookDeliveryPage(
-            items=[_delivery(row) for row in page],
-            next_cursor=encode_cursor(page[-1].id) if len(rows) > limit else None,
-        )
+            await services.get_endpoint(conn, team_id, webhook_id)
+            return await services.list_deliveries(conn, webhook_id, cursor, limit)

@@ -141,6 +141,10 @@ async def demo_script(world: World, caller: str) -> str:
     return "demo.js"
 
 
+async def team_section(world: World, caller: str) -> str:
+    return "members"
+
+
 async def own_token(world: World, caller: str) -> str:
     """A personal access token of the caller (of team A's operator for callers with no operator)."""
     operator_id = world.operators.get(caller, world.operators["operator"])
@@ -344,6 +348,14 @@ ROWS: dict[str, Row] = {
     # The visitor demo exists in development mode only, for anyone (it plays a visitor).
     "GET /demo": Row(everyone(404), development=everyone(200)),
     "GET /demo/{file_path}": Row(everyone(404), params={"file_path": demo_script}, development=everyone(200)),
+    # team settings: team A's lead and admins; its operator 403, another team's operator 404 (as in the API);
+    # the list of teams is for anyone who leads one (403 for operators who lead none).
+    "GET /app/teams": Row(page(200, other_team=403, operator=403)),
+    "GET /app/teams/{team_id}": Row(page(200, other_team=404, operator=403)),
+    "GET /app/teams/{team_id}/sections/{section}": Row(
+        page(200, other_team=404, operator=403), params={"section": team_section}
+    ),
+    "GET /app/teams/{team_id}/webhooks/{webhook_id}/deliveries": Row(page(200, other_team=404, operator=403)),
     "GET /app/static/{file_path}": Row(
         Expect(200, 200, 200, 200, 200, 200, 200), params={"file_path": dashboard_script}
     ),
