@@ -92,7 +92,9 @@ def bridge_forms(bridges: BridgesPublic) -> list[BridgeForm]:
             alias = field.alias or name
             if f"{name}_configured" in public_model.model_fields:
                 configured = bool(stored and getattr(stored, f"{name}_configured"))
-                fields.append(BridgeField(alias, _label(name), "secret", configured, None))
+                # Every secret is write-only, as the page says once; the rest of its description still helps.
+                hint = re.sub(r"^Write-only\W*", "", field.description or "").rstrip(")") or None
+                fields.append(BridgeField(alias, _label(name), "secret", configured, hint))
             else:
                 value = getattr(stored, name, None) if stored else None
                 kind: Literal["bool", "text"] = "bool" if field.annotation is bool else "text"

@@ -88,7 +88,7 @@ async def test_a_bridge_secret_is_never_shown_back_and_errors_sit_at_their_field
     async with run_api(settings, port=port) as api:
         async with signed_in_page(browser, f"{api.url}/app/teams/{team_id}", "lena") as page:
             telegram = "#section-bridges form[data-bridge=telegram]"
-            await expect(page.locator(f"{telegram} .configured")).to_have_text("not set")
+            await expect(page.locator(f"{telegram} .configured[data-for='telegram.botToken']")).to_have_text("not set")
 
             # A bad chat id: the API's problem names the field, the page shows it there and saves nothing.
             await page.fill(f"{telegram} input[name='telegram.chatId']", "my group")
@@ -104,7 +104,9 @@ async def test_a_bridge_secret_is_never_shown_back_and_errors_sit_at_their_field
             await page.fill(f"{telegram} input[name='telegram.chatId']", "-1001234")
             await page.check(f"{telegram} input[name='telegram.enabled']")
             assert await save(page, telegram, "PATCH") == 200
-            await expect(page.locator(f"{telegram} .configured")).to_have_text("configured")
+            await expect(page.locator(f"{telegram} .configured[data-for='telegram.botToken']")).to_have_text(
+                "configured"
+            )
             await expect(page.locator(f"{telegram} .field-error")).to_have_count(0)
             await expect(page.locator(f"{telegram} input[name='telegram.botToken']")).to_have_value("")
             assert token not in await page.content()
@@ -115,7 +117,9 @@ async def test_a_bridge_secret_is_never_shown_back_and_errors_sit_at_their_field
             await expect(page.locator(f"{telegram} input[name='telegram.chatId']")).to_have_value("-1009999")
             response = await page.reload()
             assert response is not None and token not in await response.text()
-            await expect(page.locator(f"{telegram} .configured")).to_have_text("configured")
+            await expect(page.locator(f"{telegram} .configured[data-for='telegram.botToken']")).to_have_text(
+                "configured"
+            )
     [team] = await rows(clean_db, "SELECT bridge_settings FROM team WHERE id = :id", id=team_id)
     stored = team["bridge_settings"]
     assert (stored["telegram"]["chatId"], stored["telegram"]["enabled"]) == ("-1009999", True)
