@@ -11,14 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.settings import Settings
 from service.teams.services import bridge_secret
-from tests.browser.test_dashboard import browser, lena_leads_the_default_team
-from tests.browser.test_pages import routed_conversation, signed_in_page
+from tests.browser.test_dashboard import lena_leads_the_default_team, visitor_writes
+from tests.browser.test_pages import signed_in_page
 from tests.conftest import run_api
 from tests.factories import add_member, make_operator
 from tests.oidc_support import set_user
 from tests.routing_support import make_conversation, rows, set_values
-
-__all__ = ["browser"]  # the session's Chromium, shared with test_dashboard.py
 
 
 async def online_member(engine: AsyncEngine, team_id: uuid.UUID, name: str, last_assigned: datetime) -> uuid.UUID:
@@ -63,7 +61,7 @@ async def test_a_lead_changes_the_routing_policy_and_the_next_conversation_follo
     await set_values(clean_db, "operator", {"id": olga}, open_conversations=2)
 
     async with run_api(settings, port=port) as api:
-        first = await routed_conversation(api, settings, "v-first")
+        first = await visitor_writes(api, settings, "v-first", "Hello?")
         assert await routed(clean_db, first) == ("assigned", otto, "least_busy")
 
         settings_page = f"{api.url}/app/teams/{team_id}"
@@ -76,7 +74,7 @@ async def test_a_lead_changes_the_routing_policy_and_the_next_conversation_follo
             await expect(policy).to_have_value("round_robin")
 
         # Now Otto holds 1 of 5 and Olga 2 of 5: least busy would pick Otto again, round robin picks Olga.
-        second = await routed_conversation(api, settings, "v-second")
+        second = await visitor_writes(api, settings, "v-second", "Hello?")
         assert await routed(clean_db, second) == ("assigned", olga, "round_robin")
 
 
