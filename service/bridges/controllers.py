@@ -18,7 +18,7 @@ from litestar.exceptions import NotAuthorizedException, ValidationException
 from litestar.params import FromPath
 
 from service.auth.principal import Principal
-from service.bridges import answers, links
+from service.bridges import links, outbound
 from service.bridges.inbound import Bridges, Inbound, handle
 from service.bridges.payloads import (
     DISCORD_PING,
@@ -131,9 +131,10 @@ async def _act(request: Request[Any, Any, Any], stored: dict[str, Any], inbound:
     text = await handle(_bridges(request), inbound)
     if text is None:
         return
+    team = await request.app.state.bridge_registry.team(inbound.team_id, stored)
     try:
-        await answers.post(request.app.state.settings, stored, inbound, text)
-    except answers.AnswerFailed as exc:
+        await outbound.send(team, inbound.platform, text, chat=inbound.chat_id, thread=inbound.thread_ref)
+    except outbound.PlatformError as exc:
         # The operator's message was handled; only the bot's remark is lost.
         log.warning("bridge answer not posted", platform=inbound.platform, team_id=str(inbound.team_id), error=str(exc))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 import uuid
@@ -397,11 +398,9 @@ async def test_telegram_and_slack_answer_in_the_thread_and_deliver_nothing(
         "Ask them or a lead to transfer it to you."
     )
     answers = [call.body for call in telegram_api.calls_to("sendMessage")]
-    assert [
-        (a["chat_id"], a["message_thread_id"], a["reply_parameters"]["message_id"], a["text"]) for a in answers
-    ] == [
-        (TELEGRAM_CHAT_ID, 42, 10, unlinked.format("Telegram")),
-        (TELEGRAM_CHAT_ID, 42, 11, assigned),
+    assert [(a["chat_id"], a["message_thread_id"], a["text"]) for a in answers] == [
+        (TELEGRAM_CHAT_ID, 42, unlinked.format("Telegram")),
+        (TELEGRAM_CHAT_ID, 42, assigned),
     ]
     assert {call.token for call in telegram_api.calls_to("sendMessage")} == {TELEGRAM_BOT_TOKEN}
     answers = [call.body for call in slack_api.calls_to("chat.postMessage")]
@@ -488,3 +487,40 @@ async def exercise_with_secrets(
     telegram_api.fail("sendMessage", 401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
     responses.append(await telegram_update(http, team_id, telegram_message(7001, "/status", message_id=2)))
     return responses
+
+
+async def test_assignees_reply_reaches_the_visitor_once_and_the_other_bridges_once(
+    platform_api: RunningApi,
+    clean_db: AsyncEngine,
+    telegram_api: TelegramStandIn,
+    slack_api: SlackStandIn,
+    discord_api: DiscordStandIn,
+) -> None:
+    async with platform_api.client() as http:
+        desk = await make_desk(http, clean_db, platform_api.app.state.settings)
+        await assign(clean_db, desk, "ana")
+        for standin in (telegram_api, slack_api, discord_api):
+            standin.clear()
+        socket_url = f"{platform_api.ws_url}/pocketping/stream?sessionId={desk.session_id}"
+        async with websockets.connect(socket_url) as socket:
+            update = telegram_message(int(ACCOUNTS["ana"]["telegram"]), "We ship to Lyon.", topic=42, message_id=20)
+            # Telegram delivers an update again when it did not see a 200: the visitor still gets it once.
+            for _ in range(2):
+                response = await telegram_update(http, desk.team_id, update)
+                assert (response.status_code, response.json()) == (200, {"ok": True})
+            events = [e for e in await received(socket) if e["type"] == "message"]
+        await slack_api.wait_for("chat.postMessage")
+        await discord_api.wait_for("POST /channels/{id}/messages")
+    assert [(e["data"]["content"], e["data"]["sender"], e["data"]["metadata"]["operatorName"]) for e in events] == [
+        ("We ship to Lyon.", "operator", "Ana")
+    ]
+    [message] = await rows(clean_db, "SELECT sender, operator_id, content FROM message")
+    assert message == {"sender": "operator", "operator_id": desk.ids["ana"], "content": "We ship to Lyon."}
+    [conversation] = await rows(clean_db, "SELECT first_response_at IS NOT NULL AS answered FROM conversation")
+    assert conversation == {"answered": True}
+    # Mirrored once to each other bridge, in the conversation's thread; nothing back to Telegram.
+    [slack] = slack_api.calls_to("chat.postMessage")
+    assert (slack.body["thread_ts"], "We ship to Lyon." in json.dumps(slack.body)) == (THREADS["slack"], True)
+    [discord] = discord_api.calls_to("POST /channels/{id}/messages")
+    assert (THREADS["discord"] in discord.path, "We ship to Lyon." in json.dumps(discord.body)) == (True, True)
+    assert telegram_api.calls_to("sendMessage") == []
