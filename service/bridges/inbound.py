@@ -110,13 +110,15 @@ async def handle(bridges: Bridges, inbound: Inbound) -> str | None:
         principal = None if operator_id is None else await load_principal(conn, operator_id, "bridge")
         conversation_id = await _conversation_of(conn, inbound)
     if principal is None:
-        if command is None and conversation_id is None:
+        if command is None and conversation_id is None and not inbound.is_reply:
             return None  # chatter outside any conversation, from someone the bot does not know
         return (NOT_LINKED if command else NOT_LINKED_REPLY).format(platform=PLATFORM_NAMES[inbound.platform])
     if command is None:
-        if conversation_id is None:
-            return HELP if inbound.direct_chat_id is not None else None
-        return await _reply(bridges, inbound, principal, conversation_id)
+        if conversation_id is not None:
+            return await _reply(bridges, inbound, principal, conversation_id)
+        if inbound.is_reply:
+            return NEEDS_THREAD.format(command="reply")
+        return HELP if inbound.direct_chat_id is not None else None
     run, needs_thread = COMMANDS[name]
     if needs_thread and conversation_id is None:
         return NEEDS_THREAD.format(command=name)

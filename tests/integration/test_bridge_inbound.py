@@ -322,6 +322,9 @@ async def test_thread_commands_act_on_the_threads_conversation(
         return discord_content(await discord_interaction(http, desk.team_id, command))
 
     assert await run("ana", "claim", channel=DISCORD_CHANNEL_ID) == "Use /claim in a conversation's thread."
+    assert await run("ana", "reply", ("message", "hi"), channel=DISCORD_CHANNEL_ID) == (
+        "Use /reply in a conversation's thread."
+    )
     assert await run("ana", "claim") == "You now hold this conversation."
     assert (await state(clean_db, desk.session_id))["assignee_id"] == desk.ids["ana"]
     assert await run("ben", "claim") == "This conversation is not waiting in a queue."
