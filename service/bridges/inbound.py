@@ -22,20 +22,28 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from service.ai import services as ai
 from service.auth.deps import load_principal
 from service.auth.principal import Principal, requires_team_member
-from service.bridges import links, outbound
+from service.bridges import links
 from service.conversations.services import reply
-from service.db.models import Conversation, Operator, Team, TeamMember
+from service.db.models import BridgeThread, Conversation, Message, Operator, Team, TeamMember
 from service.gateway.hub import SwitchboardPocketPing
 from service.presence import services as presence
 from service.routing import services as routing
 from service.settings import Settings
 
 conversation_t = Conversation.__table__  # type: ignore[attr-defined]
+thread_t = BridgeThread.__table__  # type: ignore[attr-defined]
+message_t = Message.__table__  # type: ignore[attr-defined]
 operator_t = Operator.__table__  # type: ignore[attr-defined]
 member_t = TeamMember.__table__  # type: ignore[attr-defined]
 team_t = Team.__table__  # type: ignore[attr-defined]
 
 PLATFORM_NAMES = {"telegram": "Telegram", "discord": "Discord", "slack": "Slack"}
+# The bridge message id columns of ``message``, by platform (a reply to a mirrored message names its conversation).
+_BRIDGE_MESSAGE_ID = {
+    "telegram": sa.cast(message_t.c.telegram_message_id, sa.Text),
+    "discord": message_t.c.discord_message_id,
+    "slack": message_t.c.slack_message_ts,
+}
 # "/claim", "/transfer@TeamBot @ana", and "!claim" (Slack takes every message starting with "/" for a slash command).
 _COMMAND = re.compile(r"^[/!]([A-Za-z]+)(?:@\S+)?(?:\s+(.*))?$", re.DOTALL)
 STATUS_LIMIT = 10
@@ -134,13 +142,27 @@ async def handle(bridges: Bridges, inbound: Inbound) -> str | None:
 async def _conversation_of(conn: AsyncConnection, inbound: Inbound) -> str | None:
     """The team's conversation of the thread, else of the mirrored message replied to (not from a DM)."""
     if inbound.thread_ref is not None:
-        found = await outbound.conversation_for_thread(conn, inbound.team_id, inbound.platform, inbound.thread_ref)
+        found = await conn.scalar(
+            sa.select(thread_t.c.conversation_id).where(
+                thread_t.c.team_id == inbound.team_id,
+                thread_t.c.platform == inbound.platform,
+                thread_t.c.thread_ref == inbound.thread_ref,
+            )
+        )
         if found is not None:
-            return found
+            return str(found)
     # Platform message ids are unique per chat: one replied to in a DM is not the team chat's.
     if inbound.reply_to_ref is None or inbound.direct_chat_id is not None:
         return None
-    return await outbound.conversation_for_message(conn, inbound.team_id, inbound.platform, inbound.reply_to_ref)
+    return await conn.scalar(  # type: ignore[no-any-return]
+        sa.select(message_t.c.conversation_id)
+        .select_from(message_t.join(conversation_t, conversation_t.c.id == message_t.c.conversation_id))
+        .where(
+            conversation_t.c.team_id == inbound.team_id, _BRIDGE_MESSAGE_ID[inbound.platform] == inbound.reply_to_ref
+        )
+        .order_by(message_t.c.seq.desc())
+        .limit(1)
+    )
 
 
 async def _holder(conn: AsyncConnection, conversation_id: str) -> Any:

@@ -80,6 +80,20 @@ async def link(engine: AsyncEngine, operator_id: uuid.UUID, platform: str, exter
 
 
 @pytest.fixture
+async def api(
+    settings: Settings, telegram_api: TelegramStandIn, slack_api: SlackStandIn, discord_api: DiscordStandIn
+) -> AsyncIterator[RunningApi]:
+    """The api with the platform APIs pointed at their loopback stand-ins (the team bridges mirror replies there)."""
+    bases = {
+        "telegram_api_base": telegram_api.base_url,
+        "slack_api_base": slack_api.base_url,
+        "discord_api_base": discord_api.base_url,
+    }
+    async with run_api(settings.model_copy(update=bases)) as running:
+        yield running
+
+
+@pytest.fixture
 async def desk(http: httpx.AsyncClient, clean_db: AsyncEngine, settings: Settings) -> Desk:
     return await make_desk(http, clean_db, settings)
 
@@ -362,28 +376,14 @@ async def test_slack_slash_commands_answer_in_the_response(
     assert response.status_code == 401
 
 
-@pytest.fixture
-async def platform_api(
-    settings: Settings, telegram_api: TelegramStandIn, slack_api: SlackStandIn, discord_api: DiscordStandIn
-) -> AsyncIterator[RunningApi]:
-    """The api with the platform APIs pointed at their loopback stand-ins."""
-    bases = {
-        "telegram_api_base": telegram_api.base_url,
-        "slack_api_base": slack_api.base_url,
-        "discord_api_base": discord_api.base_url,
-    }
-    async with run_api(settings.model_copy(update=bases)) as running:
-        yield running
-
-
 async def test_telegram_and_slack_answer_in_the_thread_and_deliver_nothing(
-    platform_api: RunningApi, clean_db: AsyncEngine, telegram_api: TelegramStandIn, slack_api: SlackStandIn
+    api: RunningApi, clean_db: AsyncEngine, telegram_api: TelegramStandIn, slack_api: SlackStandIn
 ) -> None:
-    async with platform_api.client() as http:
-        desk = await make_desk(http, clean_db, platform_api.app.state.settings)
+    async with api.client() as http:
+        desk = await make_desk(http, clean_db, api.app.state.settings)
         await assign(clean_db, desk, "ana")
         before = await counts(clean_db)
-        socket_url = f"{platform_api.ws_url}/pocketping/stream?sessionId={desk.session_id}"
+        socket_url = f"{api.ws_url}/pocketping/stream?sessionId={desk.session_id}"
         async with websockets.connect(socket_url) as socket:
             for n, user in enumerate((STRANGER["telegram"], ACCOUNTS["ben"]["telegram"]), start=10):
                 update = telegram_message(int(user), "Can I help?", topic=int(THREADS["telegram"]), message_id=n)
@@ -493,18 +493,18 @@ async def exercise_with_secrets(
 
 
 async def test_assignees_reply_reaches_the_visitor_once_and_the_other_bridges_once(
-    platform_api: RunningApi,
+    api: RunningApi,
     clean_db: AsyncEngine,
     telegram_api: TelegramStandIn,
     slack_api: SlackStandIn,
     discord_api: DiscordStandIn,
 ) -> None:
-    async with platform_api.client() as http:
-        desk = await make_desk(http, clean_db, platform_api.app.state.settings)
+    async with api.client() as http:
+        desk = await make_desk(http, clean_db, api.app.state.settings)
         await assign(clean_db, desk, "ana")
         for standin in (telegram_api, slack_api, discord_api):
             standin.clear()
-        socket_url = f"{platform_api.ws_url}/pocketping/stream?sessionId={desk.session_id}"
+        socket_url = f"{api.ws_url}/pocketping/stream?sessionId={desk.session_id}"
         async with websockets.connect(socket_url) as socket:
             update = telegram_message(int(ACCOUNTS["ana"]["telegram"]), "We ship to Lyon.", topic=42, message_id=20)
             # Telegram delivers an update again when it did not see a 200: the visitor still gets it once.
@@ -527,3 +527,30 @@ async def test_assignees_reply_reaches_the_visitor_once_and_the_other_bridges_on
     [discord] = discord_api.calls_to("POST /channels/{id}/messages")
     assert (THREADS["discord"] in discord.path, "We ship to Lyon." in json.dumps(discord.body)) == (True, True)
     assert telegram_api.calls_to("sendMessage") == []
+
+
+async def test_a_telegram_reply_to_a_mirrored_message_finds_its_conversation(
+    api: RunningApi, http: httpx.AsyncClient, clean_db: AsyncEngine, desk: Desk
+) -> None:
+    """Outside the topic (the group's General), replying to the bot's copy of a visitor message is enough."""
+    await assign(clean_db, desk, "ana")
+    async with clean_db.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO message (id, conversation_id, sender, content, created_at, telegram_message_id) "
+                "VALUES ('m-visitor', :c, 'visitor', 'Do you ship to Lyon?', now(), 555)"
+            ),
+            {"c": desk.session_id},
+        )
+    update = telegram_message(int(ACCOUNTS["ana"]["telegram"]), "Yes, we do.", message_id=30)
+    update["message"]["reply_to_message"] = {"message_id": 555, "chat": update["message"]["chat"]}
+    async with websockets.connect(f"{api.ws_url}/pocketping/stream?sessionId={desk.session_id}") as socket:
+        assert (await telegram_update(http, desk.team_id, update)).status_code == 200
+        events = [e for e in await received(socket) if e["type"] == "message"]
+    assert [e["data"]["content"] for e in events] == ["Yes, we do."]
+    # The same message id in a direct chat with the bot is another chat's message: nothing is sent.
+    direct = telegram_message(int(ACCOUNTS["ana"]["telegram"]), "Private note", message_id=31, private=True)
+    direct["message"]["reply_to_message"] = {"message_id": 555}
+    assert (await telegram_update(http, desk.team_id, direct)).status_code == 200
+    sent = await rows(clean_db, "SELECT content FROM message WHERE sender = 'operator'")
+    assert sent == [{"content": "Yes, we do."}]
