@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 import structlog
@@ -30,6 +30,7 @@ from service.bridges.payloads import (
 from service.bridges.schemas import BridgeLinkList, LinkCodePublic
 from service.bridges.verify import discord_genuine, slack_genuine, telegram_genuine
 from service.db.models import Team
+from service.deps import engine
 from service.routing.services import in_transaction
 from service.teams.services import bridge_secret
 
@@ -46,14 +47,14 @@ def _bridges(request: Request[Any, Any, Any]) -> Bridges:
 
 async def _team_bridge(request: Request[Any, Any, Any], team_id: uuid.UUID, platform: str) -> dict[str, Any]:
     """The team's stored settings of this bridge; an unknown team or a bridge not enabled fails like a bad signature."""
-    async with request.app.state.engine.connect() as conn:
+    async with engine(request).connect() as conn:
         stored = await conn.scalar(sa.select(team_t.c.bridge_settings).where(team_t.c.id == team_id))
     if not stored or not stored.get(platform, {}).get("enabled"):
         _reject(platform, team_id, "bridge not enabled")
     return stored  # type: ignore[no-any-return]
 
 
-def _reject(platform: str, team_id: uuid.UUID, why: str) -> None:
+def _reject(platform: str, team_id: uuid.UUID, why: str) -> NoReturn:
     log.info("bridge webhook rejected", platform=platform, team_id=str(team_id), reason=why)
     raise NotAuthorizedException(REJECTED)
 
@@ -149,7 +150,7 @@ class BridgeLinkController(Controller):
     async def list_links(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> BridgeLinkList:
-        async with request.app.state.engine.connect() as conn:
+        async with engine(request).connect() as conn:
             return BridgeLinkList(items=await links.list_links(conn, principal.operator_id))
 
     @post("/codes", operation_id="createBridgeLinkCode", summary="Get a one-time link code", status_code=201)
@@ -165,6 +166,4 @@ class BridgeLinkController(Controller):
         self, link_id: FromPath[uuid.UUID], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> None:
         """Its messages no longer count as yours; someone else's link is 404."""
-        await in_transaction(
-            request.app.state.engine, lambda conn: links.remove_link(conn, principal.operator_id, link_id)
-        )
+        await in_transaction(engine(request), lambda conn: links.remove_link(conn, principal.operator_id, link_id))

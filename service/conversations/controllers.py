@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.openapi.spec import Example
 from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
 from service.conversations import services
@@ -28,6 +28,7 @@ from service.conversations.schemas import (
     NotePublic,
     ReplyCreate,
 )
+from service.deps import engine
 from service.gateway.hub import SwitchboardPocketPing
 
 ConversationId = Annotated[
@@ -36,10 +37,6 @@ ConversationId = Annotated[
 Cursor = Annotated[str | None, QueryParameter(description="nextCursor of the previous page", max_length=500)]
 Limit = Annotated[int, QueryParameter(ge=1, le=services.MAX_PAGE, description="Items per page")]
 REPLAYED = "Idempotent-Replayed"
-
-
-def _engine(request: Request[Any, Any, Any]) -> AsyncEngine:
-    return request.app.state.engine  # type: ignore[no-any-return]
 
 
 Lister = Callable[[AsyncConnection, str, str | None, int], Awaitable[tuple[list[dict[str, Any]], str | None]]]
@@ -54,7 +51,7 @@ async def _list_of(
     limit: int,
 ) -> dict[str, Any]:
     """A page of something inside a conversation the caller can see."""
-    async with _engine(request).connect() as conn:
+    async with engine(request).connect() as conn:
         await services.visible_conversation(conn, principal, conversation_id)
         items, after = await lister(conn, conversation_id, cursor, limit)
     return {"items": items, "next_cursor": after}
@@ -100,7 +97,7 @@ class ConversationController(Controller):
                 detail="q is not valid", extra=[{"key": "q", "message": "NUL characters are not allowed"}]
             )
         filters = services.ConversationFilters(statuses=status or (), team_id=team_id, assignee=assignee, q=q)
-        async with _engine(request).connect() as conn:
+        async with engine(request).connect() as conn:
             items, after = await services.list_conversations(conn, principal, filters, cursor, limit)
         return ConversationPage.model_validate({"items": items, "next_cursor": after})
 
@@ -109,7 +106,7 @@ class ConversationController(Controller):
         self, conversation_id: ConversationId, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> ConversationPublic:
         """Team, assignee, status, priority, waiting time, AI state, and the visitor's identity and metadata."""
-        async with _engine(request).connect() as conn:
+        async with engine(request).connect() as conn:
             row = await services.visible_conversation(conn, principal, conversation_id)
         return ConversationPublic.model_validate(services.conversation_public(row))
 
@@ -159,7 +156,7 @@ class ConversationController(Controller):
     ) -> Response[MessagePublic]:
         """Sent to the widget and the bridges as you. A waiting conversation of your team is claimed first."""
         sent, message = await services.reply(
-            _engine(request), pocketping, principal, conversation_id, data.content, idempotency_key
+            engine(request), pocketping, principal, conversation_id, data.content, idempotency_key
         )
         headers = {} if sent else {REPLAYED: "true"}
         return Response(MessagePublic.model_validate(message), status_code=201, headers=headers)
@@ -191,6 +188,6 @@ class ConversationController(Controller):
         principal: NamedDependency[Principal],
     ) -> NotePublic:
         """Visible to operators only, never sent to the visitor or the bridges; ``@handle`` notifies that operator."""
-        async with _engine(request).begin() as conn:
+        async with engine(request).begin() as conn:
             note = await services.add_note(conn, principal, conversation_id, data.body)
         return NotePublic.model_validate(note)

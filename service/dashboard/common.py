@@ -1,17 +1,12 @@
-"""What every dashboard page module needs: the engine and the session's CSRF token for the page's writes."""
+"""What every dashboard page module needs: the session's CSRF token for the page's writes."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from litestar import Request
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth.sessions import SESSION_COOKIE, load_session
-
-
-def engine(request: Request[Any, Any, Any]) -> AsyncEngine:
-    return request.app.state.engine  # type: ignore[no-any-return]
 
 
 async def csrf_token(request: Request[Any, Any, Any]) -> str:

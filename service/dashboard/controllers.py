@@ -33,10 +33,11 @@ from service.conversations import services
 from service.conversations.services import ConversationFilters, message_t
 from service.dashboard.analytics import analytics_context
 from service.dashboard.canned import CannedPageController
-from service.dashboard.common import csrf_token, engine
+from service.dashboard.common import csrf_token
 from service.dashboard.conversation import ai_enabled, decision_views, transfer_targets
 from service.dashboard.profile import ProfilePageController
 from service.dashboard.teams import TeamSettingsController
+from service.deps import engine
 from service.pagination import encode_cursor
 
 HERE = Path(__file__).parent

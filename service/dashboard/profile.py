@@ -11,8 +11,9 @@ from litestar.response import Template
 
 from service.auth.controllers import live_tokens
 from service.auth.principal import Principal
-from service.dashboard.common import csrf_token, engine
+from service.dashboard.common import csrf_token
 from service.db.models import Team, TeamMember
+from service.deps import engine
 from service.presence import services as presence
 
 team_t = Team.__table__  # type: ignore[attr-defined]

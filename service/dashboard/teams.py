@@ -22,7 +22,8 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal, requires_lead
-from service.dashboard.common import csrf_token, engine
+from service.dashboard.common import csrf_token
+from service.deps import engine
 from service.operators.services import list_operators
 from service.teams import rules as rules_service
 from service.teams import services as teams

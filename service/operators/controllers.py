@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service.auth.principal import Principal, requires_admin
+from service.deps import engine
 from service.operators import services
 from service.operators.schemas import MePublic, OperatorPage, OperatorPublic, OperatorUpdate
 from service.teams.controllers import Cursor, Limit, read, write
@@ -71,6 +72,6 @@ class OperatorController(Controller):
         operator = await write(request, lambda conn: services.update_operator(conn, operator_id, data, principal))
         if data.deactivated:
             # Also when already deactivated: a repeated request finishes what an interrupted one started.
-            await services.requeue_held(request.app.state.engine, operator_id, principal.operator_id)
+            await services.requeue_held(engine(request), operator_id, principal.operator_id)
             operator = await read(request, lambda conn: services.get_operator(conn, operator_id))
         return operator

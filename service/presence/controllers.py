@@ -9,6 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from service.auth.principal import Principal
+from service.deps import engine
 from service.presence import services as presence
 from service.presence.schemas import PresencePublic, PresenceUpdate
 from service.routing.services import enqueue_drain, in_transaction
@@ -34,7 +35,7 @@ class PresenceController(Controller):
         """Your status, when it last changed and your client's last heartbeat."""
         return _public(
             request,
-            await in_transaction(request.app.state.engine, lambda conn: presence.current(conn, principal.operator_id)),
+            await in_transaction(engine(request), lambda conn: presence.current(conn, principal.operator_id)),
         )
 
     @put("/presence", operation_id="setPresence", summary="Set your presence")
@@ -60,7 +61,5 @@ class PresenceController(Controller):
         """Once sent, keep sending within heartbeatTimeoutSeconds, or you go offline (mobile clients)."""
         return _public(
             request,
-            await in_transaction(
-                request.app.state.engine, lambda conn: presence.heartbeat(conn, principal.operator_id)
-            ),
+            await in_transaction(engine(request), lambda conn: presence.heartbeat(conn, principal.operator_id)),
         )

@@ -11,9 +11,10 @@ from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, JSONBody, QueryParameter
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal, requires_lead, requires_team_member
+from service.deps import engine
 from service.routing import services as routing
 from service.routing.schemas import (
     ConversationRoutingPublic,
@@ -65,7 +66,7 @@ async def _act(
         await action(conn, await _guard(conn, conversation_id, principal))
         return await _public(conn, conversation_id)
 
-    return await routing.in_transaction(_engine(request), work)
+    return await routing.in_transaction(engine(request), work)
 
 
 class RoutingController(Controller):
@@ -160,7 +161,7 @@ class RoutingController(Controller):
                 detail="cursor is not valid",
                 extra=[{"key": "cursor", "message": "use nextCursor from a previous page"}],
             )
-        async with _engine(request).connect() as conn:
+        async with engine(request).connect() as conn:
             row = (
                 await conn.execute(sa.select(conversation_t.c.team_id).where(conversation_t.c.id == conversation_id))
             ).first()
@@ -170,7 +171,3 @@ class RoutingController(Controller):
             found = await routing.decisions_for(conn, conversation_id, after_id=int(cursor or 0), limit=limit + 1)
         items = [RoutingDecisionPublic.model_validate(row) for row in found[:limit]]
         return RoutingDecisionPage(items=items, next_cursor=str(items[-1].id) if len(found) > limit else None)
-
-
-def _engine(request: Request[Any, Any, Any]) -> AsyncEngine:
-    return request.app.state.engine  # type: ignore[no-any-return]

@@ -9,9 +9,10 @@ from typing import Annotated, Any, TypeVar
 from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal, requires_admin, requires_lead, requires_team_member
+from service.deps import engine
 from service.routing.services import enqueue_drain, in_transaction
 from service.settings import Settings
 from service.teams import rules as rules_service
@@ -36,18 +37,14 @@ Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Page size")]
 Cursor = Annotated[str | None, QueryParameter(description="nextCursor of the previous page")]
 
 
-def _engine(request: Request[Any, Any, Any]) -> AsyncEngine:
-    return request.app.state.engine  # type: ignore[no-any-return]
-
-
 async def write(request: Request[Any, Any, Any], work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
     """``work`` in one transaction (run again if PostgreSQL broke a deadlock): all of it happens or none."""
-    return await in_transaction(_engine(request), work)
+    return await in_transaction(engine(request), work)
 
 
 async def read(request: Request[Any, Any, Any], work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
     """``work`` on a connection of its own (reads only)."""
-    async with _engine(request).connect() as conn:
+    async with engine(request).connect() as conn:
         return await work(conn)
 
 

@@ -11,12 +11,13 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, QueryParameter
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal, requires_lead
 from service.conversations.outbox import enqueue_delivery, outbox_t
 from service.crypto import encrypt_secret
 from service.db.models import Team
+from service.deps import engine
 from service.webhooks import services
 from service.webhooks.delivery import SECRET_PURPOSE, add_test_delivery, endpoint_t
 from service.webhooks.schemas import (
@@ -32,10 +33,6 @@ from service.webhooks.schemas import (
 team_t = Team.__table__  # type: ignore[attr-defined]
 Cursor = Annotated[str | None, QueryParameter(description="nextCursor of the previous page", max_length=500)]
 Limit = Annotated[int, QueryParameter(ge=1, le=100, description="Items per page")]
-
-
-def _engine(request: Request[Any, Any, Any]) -> AsyncEngine:
-    return request.app.state.engine  # type: ignore[no-any-return]
 
 
 async def _lead_of(conn: AsyncConnection, principal: Principal, team_id: uuid.UUID) -> None:
@@ -61,7 +58,7 @@ class WebhookController(Controller):
         limit: Limit = 50,
     ) -> WebhookEndpointPage:
         """Oldest first."""
-        async with _engine(request).connect() as conn:
+        async with engine(request).connect() as conn:
             await _lead_of(conn, principal, team_id)
             return await services.list_endpoints(conn, team_id, cursor, limit)
 
@@ -76,7 +73,7 @@ class WebhookController(Controller):
         """The response carries the signing secret, once; it is stored encrypted."""
         secret = "whsec_" + secrets.token_urlsafe(32)
         secret_key = request.app.state.settings.secret_key
-        async with _engine(request).begin() as conn:
+        async with engine(request).begin() as conn:
             await _lead_of(conn, principal, team_id)
             row = (
                 await conn.execute(
@@ -103,7 +100,7 @@ class WebhookController(Controller):
         principal: NamedDependency[Principal],
     ) -> WebhookEndpointPublic:
         """Its URL, event filter and whether it is enabled."""
-        async with _engine(request).connect() as conn:
+        async with engine(request).connect() as conn:
             await _lead_of(conn, principal, team_id)
             return WebhookEndpointPublic.model_validate(await services.get_endpoint(conn, team_id, webhook_id))
 
@@ -120,7 +117,7 @@ class WebhookController(Controller):
         values = data.model_dump(exclude_unset=True, exclude_none=True)
         if "url" in values:
             values["url"] = str(values["url"])
-        async with _engine(request).begin() as conn:
+        async with engine(request).begin() as conn:
             await _lead_of(conn, principal, team_id)
             await services.get_endpoint(conn, team_id, webhook_id)
             if values:
@@ -136,7 +133,7 @@ class WebhookController(Controller):
         principal: NamedDependency[Principal],
     ) -> None:
         """Its pending deliveries and log go with it."""
-        async with _engine(request).begin() as conn:
+        async with engine(request).begin() as conn:
             await _lead_of(conn, principal, team_id)
             await services.get_endpoint(conn, team_id, webhook_id)
             await conn.execute(sa.delete(endpoint_t).where(endpoint_t.c.id == webhook_id))
@@ -155,7 +152,7 @@ class WebhookController(Controller):
         principal: NamedDependency[Principal],
     ) -> WebhookDeliveryPublic:
         """A signed ``webhook.test`` event, delivered by the worker like any other (see the delivery log)."""
-        async with _engine(request).begin() as conn:
+        async with engine(request).begin() as conn:
             await _lead_of(conn, principal, team_id)
             await services.get_endpoint(conn, team_id, webhook_id)
             outbox_id = await add_test_delivery(conn, webhook_id, team_id)
@@ -174,7 +171,7 @@ class WebhookController(Controller):
         limit: Limit = 50,
     ) -> WebhookDeliveryPage:
         """Newest first: event, attempts, the receiver's last status, last error, when delivered or retried."""
-        async with _engine(request).connect() as conn:
+        async with engine(request).connect() as conn:
             await _lead_of(conn, principal, team_id)
             await services.get_endpoint(conn, team_id, webhook_id)
             return await services.list_deliveries(conn, webhook_id, cursor, limit)
