@@ -208,6 +208,12 @@ class DashboardController(Controller):
         return Template("analytics.html", context={**context, "csrf_token": await csrf_token(request)})
 
 
+@get("/", include_in_schema=False)
+async def home() -> Redirect:
+    """The site's root is the dashboard: where signing in without ``returnTo`` and signing out land."""
+    return Redirect("/app", status_code=303)
+
+
 def _sign_in_url(path: str, query: str) -> str:
     """Sign-in that comes back to this page."""
     return "/auth/login?returnTo=" + quote(path + (f"?{query}" if query else ""))
@@ -230,6 +236,7 @@ def sign_in_or_error(request: Request[Any, Any, Any], exc: HTTPException) -> Res
 dashboard_router = Router(
     path="/",
     route_handlers=[
+        home,
         DashboardController,
         CannedPageController,
         ProfilePageController,

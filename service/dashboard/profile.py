@@ -1,4 +1,4 @@
-"""The profile page: your presence, your teams and roles, and your personal access tokens."""
+"""The profile page: your presence, your teams and roles, your personal access tokens and your chat accounts."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from litestar.response import Template
 
 from service.auth.controllers import live_tokens
 from service.auth.principal import Principal
+from service.bridges import links
 from service.dashboard.common import csrf_token
 from service.db.models import Team, TeamMember
 from service.deps import engine
@@ -37,23 +38,30 @@ async def _profile_context(request: Request[Any, Any, Any], principal: Principal
             .order_by(team_t.c.name)
         )
         tokens = await live_tokens(conn, principal.operator_id)
-    return {"principal": principal, "presence": now, "teams": teams.all(), "tokens": tokens.items}
+        accounts = await links.list_links(conn, principal.operator_id)
+    return {
+        "principal": principal,
+        "presence": now,
+        "teams": teams.all(),
+        "tokens": tokens.items,
+        "accounts": accounts,
+    }
 
 
 class ProfilePageController(Controller):
-    """``/app/profile``: changes go to the presence and token endpoints; the page part refreshes after each."""
+    """``/app/profile``: changes go to the presence, token and bridge-link endpoints; the page part then refreshes."""
 
     path = "/app/profile"
     include_in_schema = False
 
     @get("")
     async def profile_page(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> Template:
-        """Presence buttons, teams and roles, tokens with the form that creates one (its secret shown once)."""
+        """Presence, teams, tokens and chat accounts; the forms for a new token or link code (each shown once)."""
         context = await _profile_context(request, principal)
         context |= {"csrf_token": await csrf_token(request), "expiry_days": EXPIRY_DAYS}
         return Template("profile.html", context=context)
 
     @get("/details")
     async def profile_details(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> Template:
-        """Presence, teams and tokens alone, for the page to swap in."""
+        """Presence, teams, tokens and chat accounts alone, for the page to swap in."""
         return Template("_profile.html", context=await _profile_context(request, principal))

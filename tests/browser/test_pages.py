@@ -6,17 +6,23 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
 from playwright.async_api import Browser, Dialog, Page, expect
 from pydantic import AnyHttpUrl
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.auth.sessions import SESSION_COOKIE
+from service.db.models import Team
 from service.dev import free_port
 from service.settings import Settings
+from tests.bridge_support import bridge_settings, telegram_message, telegram_update
 from tests.browser.test_dashboard import PHONE, lena_leads_the_default_team, sign_in, visitor_writes
 from tests.conftest import run_api
 from tests.factories import bearer
 from tests.integration.test_analytics import build
 from tests.oidc_support import oidc_settings, set_user
+from tests.routing_support import rows
+from tests.standins import TelegramStandIn
 
 
 async def accept(dialog: Dialog) -> None:
@@ -113,6 +119,76 @@ async def test_profile_sets_presence_and_shows_a_new_token_once_then_revokes_it(
             await expect(page.locator("li.token")).to_have_count(0)
             await expect(page.locator("#profile")).to_contain_text("No tokens.")
             assert (await http.get("/api/v1/me", headers=bearer(token))).status_code == 401
+
+
+async def test_profile_gets_a_link_code_then_lists_and_removes_the_account_it_linked(
+    settings: Settings, clean_db: AsyncEngine, oidc_issuer: str, browser: Browser, telegram_api: TelegramStandIn
+) -> None:
+    settings, port, team_id = await lena_leads_the_default_team(settings, clean_db, oidc_issuer)
+    settings = settings.model_copy(update={"telegram_api_base": telegram_api.base_url})
+    async with clean_db.begin() as conn:
+        await conn.execute(
+            sa.update(Team.__table__)  # type: ignore[attr-defined]
+            .where(Team.id == team_id)
+            .values(bridge_settings=bridge_settings(settings.secret_key))
+        )
+    async with run_api(settings, port=port) as api, signed_in_page(browser, f"{api.url}/app/profile", "lena") as page:
+        await expect(page.locator("#profile")).to_contain_text("No chat accounts linked.")
+        await page.click("#link-code-get")
+        await expect(page.locator("#link-code")).to_be_visible()
+        code = await page.locator("#link-code-value").text_content()
+        assert code is not None and len(code) == 10
+        commands = page.locator("#link-code [data-command]")
+        await expect(commands).to_have_text([f"/link {code}", f"/link {code}", f"!link {code}", code])
+
+        # Lena sends the command to the team's bot from her direct chat with it.
+        async with api.client() as http:
+            update = telegram_message(7005, f"/link {code}", private=True)
+            assert (await telegram_update(http, team_id, update)).status_code == 200
+        [answer] = [call.body for call in telegram_api.calls_to("sendMessage")]
+        assert (answer["chat_id"], answer["text"]) == (
+            "7005",
+            "Linked: what this Telegram account writes here now counts as Lena's.",
+        )
+
+        # Shown once: after a reload the code is gone from the page, and the account is listed.
+        await page.reload()
+        await expect(page.locator("#link-code")).to_be_hidden()
+        assert code not in await page.content()
+        account = page.locator("li.account")
+        await expect(account.locator(".account-platform")).to_have_text("Telegram")
+        await expect(account.locator(".account-name")).to_have_text("user7005")
+        await expect(account.locator(".account-id")).to_have_text("7005")
+        await expect(account.locator(".hint")).to_contain_text("direct messages")
+        [stored] = await rows(clean_db, "SELECT platform, external_user_id, direct_chat_id FROM bridge_link")
+        assert stored == {"platform": "telegram", "external_user_id": "7005", "direct_chat_id": "7005"}
+
+        await account.locator("button.revoke").click()
+        await expect(page.locator("li.account")).to_have_count(0)
+        await expect(page.locator("#profile")).to_contain_text("No chat accounts linked.")
+        assert await rows(clean_db, "SELECT id FROM bridge_link") == []
+
+
+async def test_sign_out_ends_the_session_and_lands_on_sign_in(
+    settings: Settings, clean_db: AsyncEngine, oidc_issuer: str, browser: Browser
+) -> None:
+    settings, port, _ = await lena_leads_the_default_team(settings, clean_db, oidc_issuer)
+    async with run_api(settings, port=port) as api, signed_in_page(browser, f"{api.url}/app", "lena") as page:
+        [session] = [c["value"] for c in await page.context.cookies() if c["name"] == SESSION_COOKIE]
+        await page.click(".sign-out button")
+        # The IdP ends its session too (the provider's confirmation page), then sends the browser back to
+        # Switchboard's root, which goes to /app and, signed out, on to sign in.
+        await page.click("button:has-text('End session')")
+        await page.wait_for_url(f"{oidc_issuer}/**")
+        await expect(page.locator("input[name=sub]")).to_be_visible()
+        assert SESSION_COOKIE not in {c["name"] for c in await page.context.cookies()}
+
+        await page.goto(f"{api.url}/app")
+        await page.wait_for_url(f"{oidc_issuer}/**")
+        await expect(page.locator("input[name=sub]")).to_be_visible()
+        async with api.client() as http:
+            http.cookies.set(SESSION_COOKIE, session)
+            assert (await http.get("/api/v1/me")).status_code == 401
 
 
 async def test_analytics_page_shows_the_numbers_of_the_seeded_data(

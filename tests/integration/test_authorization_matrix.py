@@ -329,6 +329,7 @@ ROWS: dict[str, Row] = {
     "POST /api/v1/conversations/{conversation_id}/ai/handover": Row(member(409)),
     "POST /api/v1/conversations/{conversation_id}/ai/takeback": Row(member(200)),
     # The dashboard: pages and the fragments they refresh; its static files are public.
+    "GET /": Row(everyone(303)),  # the root sends everyone to /app, which signs them in
     "GET /app": Row(page(200)),
     "GET /app/inbox": Row(page(200)),
     "GET /app/conversations/{conversation_id}": Row(page(200, other_team=404)),

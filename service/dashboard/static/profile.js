@@ -1,4 +1,4 @@
-// Profile page: create a personal access token through the REST API and show its secret, once.
+// Profile page: create a personal access token, or get a chat link code, through the REST API; each is shown once.
 (function () {
   "use strict";
 
@@ -33,5 +33,25 @@
     // The clipboard API needs a secure context; elsewhere the selected text can be copied by hand.
     window.getSelection().selectAllChildren(secret);
     if (navigator.clipboard) navigator.clipboard.writeText(secret.textContent).catch(function () {});
+  });
+
+  // The code goes into each platform's command ([data-command] holds the text before it).
+  document.getElementById("link-code-get").addEventListener("click", async function () {
+    let created;
+    try {
+      created = await Switchboard.call("POST", "/api/v1/me/bridge-links/codes");
+    } catch (error) {
+      Switchboard.showError(error.message);
+      return;
+    }
+    document.getElementById("flash").hidden = true;
+    document.getElementById("link-code-value").textContent = created.code;
+    const expiry = document.getElementById("link-code-expiry");
+    expiry.dateTime = created.expiresAt;
+    expiry.textContent = new Date(created.expiresAt).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    for (const command of document.querySelectorAll("#link-code [data-command]")) {
+      command.textContent = command.dataset.command + created.code;
+    }
+    document.getElementById("link-code").hidden = false;
   });
 })();
