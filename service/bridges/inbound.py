@@ -50,7 +50,7 @@ STATUS_LIMIT = 10
 
 NOT_LINKED = (
     "Your {platform} account is not linked to a Switchboard operator. "
-    "Get a link code in Switchboard (POST /api/v1/me/bridge-links/codes) and send /link CODE here."
+    "Get a link code on your Switchboard profile page (Chat accounts) and send /link CODE here."
 )
 NOT_LINKED_REPLY = "Nothing was sent to the visitor. " + NOT_LINKED
 ASSIGNED_TO_OTHER = (

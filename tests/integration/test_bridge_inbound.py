@@ -211,7 +211,7 @@ async def test_unlinked_account_and_non_assignee_get_their_answer_and_nothing_is
         )
         assert discord_content(await discord_interaction(http, desk.team_id, stranger)) == (
             "Nothing was sent to the visitor. Your Discord account is not linked to a Switchboard operator. "
-            "Get a link code in Switchboard (POST /api/v1/me/bridge-links/codes) and send /link CODE here."
+            "Get a link code on your Switchboard profile page (Chat accounts) and send /link CODE here."
         )
         ben = discord_command(
             ACCOUNTS["ben"]["discord"], "reply", ("message", "Let me help"), channel_id=THREADS["discord"]
@@ -394,7 +394,7 @@ async def test_telegram_and_slack_answer_in_the_thread_and_deliver_nothing(
                 assert (response.status_code, response.json()) == (200, {"ok": True})
             assert await received(socket) == []
     unlinked = "Nothing was sent to the visitor. Your {} account is not linked to a Switchboard operator. " + (
-        "Get a link code in Switchboard (POST /api/v1/me/bridge-links/codes) and send /link CODE here."
+        "Get a link code on your Switchboard profile page (Chat accounts) and send /link CODE here."
     )
     assigned = (
         "This conversation is assigned to Ana, so your message was not sent to the visitor. "
