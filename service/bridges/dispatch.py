@@ -27,7 +27,7 @@ from service.bridges.platforms import PlatformBridge, PlatformError, destination
 from service.bridges.registry import BridgeRegistry, TeamBridges
 from service.db.models import BridgeThread, Operator
 from service.db.models import Message as MessageRow
-from service.gateway.storage import _message_columns, row_to_message, row_to_session
+from service.gateway.storage import MESSAGE_COLUMNS, row_to_message, row_to_session
 
 log = structlog.get_logger(__name__)
 thread_t = BridgeThread.__table__  # type: ignore[attr-defined]
@@ -241,7 +241,7 @@ class TeamBridge(Bridge):
     ) -> None:
         column = message_t.c[_ID_COLUMN[platform]]
         latest = (
-            sa.select(*_message_columns, message_t.c.operator_id, operator_t.c.display_name.label("operator_name"))
+            sa.select(*MESSAGE_COLUMNS, message_t.c.operator_id, operator_t.c.display_name.label("operator_name"))
             .select_from(message_t.outerjoin(operator_t, operator_t.c.id == message_t.c.operator_id))
             .where(
                 message_t.c.conversation_id == session.id,

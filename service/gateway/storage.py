@@ -162,7 +162,8 @@ _attachments_json = (
     .label("attachments")
 )
 
-_message_columns = (
+# The message row as the SDK reads it; also what the bridges post when a thread opens.
+MESSAGE_COLUMNS = (
     message_t.c.id,
     message_t.c.conversation_id,
     message_t.c.content,
@@ -306,7 +307,7 @@ class PostgresStorage(Storage):
 
     async def get_messages(self, session_id: str, after: str | None = None, limit: int = 50) -> list[Message]:
         statement = (
-            sa.select(*_message_columns)
+            sa.select(*MESSAGE_COLUMNS)
             .where(message_t.c.conversation_id == session_id)
             .order_by(message_t.c.seq)
             .limit(limit)
@@ -323,7 +324,7 @@ class PostgresStorage(Storage):
         return [row_to_message(row) for row in result]
 
     async def get_message(self, message_id: str) -> Message | None:
-        result = await self._execute(sa.select(*_message_columns).where(message_t.c.id == message_id))
+        result = await self._execute(sa.select(*MESSAGE_COLUMNS).where(message_t.c.id == message_id))
         row = result.first()
         return row_to_message(row) if row else None
 
