@@ -368,21 +368,26 @@ def median_rate(target: Target) -> float:
     return statistics.median(m.wrk.rate for m in target.measurements)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=8, help="measured seconds per run (default 8)")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per server, interleaved (default 3)")
+def add_wrk_arguments(parser: argparse.ArgumentParser, database: str) -> None:
+    """The options every wrk benchmark of a Switchboard api shares: the client, PostgreSQL and Redis."""
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds per server (default 3)")
-    parser.add_argument("--sessions", type=int, default=200, help="pre-created sessions (default 200)")
     parser.add_argument(
         "--admin-database-url",
         default=os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
         help="a PostgreSQL database to create the benchmark databases from",
     )
-    parser.add_argument("--database", default="switchboard_bench", help="name prefix; dropped again at the end")
+    parser.add_argument("--database", default=database, help="name (prefix); dropped again at the end")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=8, help="measured seconds per run (default 8)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per server, interleaved (default 3)")
+    parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds per server (default 3)")
+    parser.add_argument("--sessions", type=int, default=200, help="pre-created sessions (default 200)")
+    add_wrk_arguments(parser, database="switchboard_bench")
     args = parser.parse_args()
 
     if shutil.which("wrk") is None:
