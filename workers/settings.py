@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import httpx2
@@ -23,6 +22,9 @@ from workers import jobs
 
 SWEEP_SECONDS = {0, 10, 20, 30, 40, 50}
 
+# How long a relay may take to finish its current step when the worker stops.
+RELAY_STOP_SECONDS = 10.0
+
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for ``arq.Worker`` (also accepted by ``arq.run_worker``)."""
@@ -41,17 +43,24 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         ctx["ai_provider"] = build_provider(settings)
         # Webhook receivers: no redirects followed (a signed body must reach the configured URL only).
         ctx["http"] = httpx2.AsyncClient(follow_redirects=False)
-        ctx["relay"] = asyncio.create_task(EventRelay(ctx["engine"], ctx["redis"], settings).run(), name="event-relay")
-        ctx["bridge_relay"] = asyncio.create_task(
-            BridgeRelay(ctx["engine"], ctx["redis"], settings).run(), name="bridge-relay"
-        )
+        ctx["relays"] = {
+            relay: asyncio.create_task(relay.run(), name=f"{relay.cursor}-relay")
+            for relay in (
+                EventRelay(ctx["engine"], ctx["redis"], settings),
+                BridgeRelay(ctx["engine"], ctx["redis"], settings),
+            )
+        }
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
-        for relay in ("relay", "bridge_relay"):
-            if relay in ctx:
-                ctx[relay].cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ctx[relay]
+        # Stopped between steps, not cancelled inside one: outbox rows a step committed are enqueued too.
+        relays = ctx.get("relays", {})
+        for relay in relays:
+            relay.stop()
+        for task in relays.values():
+            try:
+                await asyncio.wait_for(task, RELAY_STOP_SECONDS)
+            except TimeoutError:
+                pass  # cancelled by wait_for; the sweep enqueues what that step committed
         if "http" in ctx:
             await ctx["http"].aclose()
         if "team_bridge" in ctx:

@@ -7,6 +7,7 @@ dedupe key makes a second pass over the same events (another worker, a restart) 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import sqlalchemy as sa
 import structlog
@@ -40,10 +41,15 @@ class EventRelay:
         self._arq = arq
         self._settings = settings
         self._tail = EventTail(0, settings.events_settle_seconds)
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Let ``run`` return after its current step, so the outbox rows a step commits are also enqueued."""
+        self._stopping.set()
 
     async def run(self) -> None:
-        """Forever: read, fan out, notify; pause when caught up."""
-        while True:
+        """Until stopped: read, fan out, notify; pause when caught up."""
+        while not self._stopping.is_set():
             try:
                 more = await self.step()
             except asyncio.CancelledError:
@@ -55,7 +61,8 @@ class EventRelay:
                 self._tail = EventTail(0, self._settings.events_settle_seconds)
                 more = False
             if not more:
-                await asyncio.sleep(self._settings.event_relay_poll_seconds)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self._settings.event_relay_poll_seconds)
 
     async def step(self) -> bool:
         """One batch; returns whether more events may be waiting right now."""

@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.bridges.notify import BridgeRelay
-from service.conversations.outbox import enqueue_delivery
 from service.db.models import BridgeLink
 from service.settings import Settings
 from tests.conftest import RunningApi, run_api
@@ -117,10 +116,6 @@ async def work(settings: Settings, api: RunningApi) -> None:
     # A step stops at an event id not yet committed until it settles, so steps run as the worker's loop runs them.
     while await relay.step() or (await rows(engine, RELAYED))[0]["id"] < latest["id"]:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
-    # The burst worker's own relay task may have written outbox rows and been stopped before it
-    # enqueued them; the sweep (off here) would find them, so do what it does.
-    for row in await rows(engine, "SELECT id FROM outbox WHERE delivered_at IS NULL AND available_at <= now()"):
-        await enqueue_delivery(api.app.state.redis, row["id"])
     assert (await run_burst(settings, cron_jobs=[])).jobs_failed == 0
 
 
