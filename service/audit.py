@@ -9,9 +9,7 @@ import sqlalchemy as sa
 from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.models import AuditEvent
-
-audit_t = AuditEvent.__table__  # type: ignore[attr-defined]
+from service.db.tables import audit_t
 
 
 async def record_audit(

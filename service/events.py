@@ -9,9 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.models import Event
-
-event_t = Event.__table__  # type: ignore[attr-defined]
+from service.db.tables import event_t
 
 
 async def record_event(

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.ai import services as ai
 from service.bridges import notify as bridges
-from service.conversations.outbox import WIDGET_MESSAGE, enqueue_delivery, outbox_t
+from service.conversations.outbox import WIDGET_MESSAGE, enqueue_delivery
+from service.db.tables import outbox_t
 from service.presence import services as presence
 from service.realtime.relay import EventRelay
 from service.routing import services as routing

@@ -13,8 +13,7 @@ from pocketping.ai.base import AIProvider
 from pocketping.models import Message, Sender
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.db.models import Conversation, Team
-from service.db.models import Message as MessageRow
+from service.db.tables import conversation_t, message_t, team_t
 from service.errors import ConflictException
 from service.events import record_event
 from service.timers.services import AI_TAKEOVER, FIRST_RESPONSE, cancel_timer, schedule_timer
@@ -22,9 +21,6 @@ from service.timers.services import AI_TAKEOVER, FIRST_RESPONSE, cancel_timer, s
 if TYPE_CHECKING:
     from service.gateway.hub import SwitchboardPocketPing
 
-conversation_t = Conversation.__table__  # type: ignore[attr-defined]
-team_t = Team.__table__  # type: ignore[attr-defined]
-message_t = MessageRow.__table__  # type: ignore[attr-defined]
 
 ACTIONS = ("pause", "resume", "handover", "takeback")
 

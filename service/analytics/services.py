@@ -29,7 +29,7 @@ from service.analytics.schemas import (
     SessionBucket,
 )
 from service.auth.principal import Principal, requires_lead
-from service.db.models import Team
+from service.db.tables import team_t
 
 TOP_PAGES = 20
 SECONDS_DIGITS = 3
@@ -68,7 +68,6 @@ async def teams_for(
     Another team's id (or one that does not exist) is 404; a team the caller is only an operator of is 403,
     and so is asking for nothing while leading no team. Admins lead every team.
     """
-    team_t = Team.__table__  # type: ignore[attr-defined]
     if requested:
         wanted = list(dict.fromkeys(requested))
         for team_id in wanted:

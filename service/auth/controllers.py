@@ -22,7 +22,6 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.auth.deps import token_t
 from service.auth.oidc import OidcClient, OidcError
 from service.auth.principal import Principal, new_personal_token
 from service.auth.provisioning import sign_in_operator
@@ -41,6 +40,7 @@ from service.auth.sessions import (
     start_login,
     take_login,
 )
+from service.db.tables import token_t
 from service.errors import ConflictException
 from service.routing.services import enqueue_drain
 from service.settings import Settings

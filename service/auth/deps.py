@@ -15,12 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.auth.oidc import OidcClient, OidcError
 from service.auth.principal import TOKEN_PREFIX, Principal, hash_token
 from service.auth.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches, load_session
-from service.db.models import ApiToken, Operator, TeamMember
+from service.db.tables import member_t, operator_t, token_t
 
 log = structlog.get_logger(__name__)
-token_t = ApiToken.__table__  # type: ignore[attr-defined]
-operator_t = Operator.__table__  # type: ignore[attr-defined]
-member_t = TeamMember.__table__  # type: ignore[attr-defined]
 
 # Personal access token scopes: reading, changing, and administration (operators, all teams).
 SCOPES = ("read", "write", "admin")

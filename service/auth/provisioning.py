@@ -10,12 +10,8 @@ from litestar.exceptions import PermissionDeniedException
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.models import Operator, Team, TeamMember
+from service.db.tables import member_t, operator_t, team_t
 from service.settings import GroupGrant
-
-operator_t = Operator.__table__  # type: ignore[attr-defined]
-team_t = Team.__table__  # type: ignore[attr-defined]
-member_t = TeamMember.__table__  # type: ignore[attr-defined]
 
 
 def display_name(claims: dict[str, Any]) -> str:

@@ -25,14 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.bridges.platforms import PlatformBridge, PlatformError, destination
 from service.bridges.registry import BridgeRegistry, TeamBridges
-from service.db.models import BridgeThread, Operator
-from service.db.models import Message as MessageRow
+from service.db.tables import message_t, operator_t, thread_t
 from service.gateway.storage import MESSAGE_COLUMNS, row_to_message, row_to_session
 
 log = structlog.get_logger(__name__)
-thread_t = BridgeThread.__table__  # type: ignore[attr-defined]
-message_t = MessageRow.__table__  # type: ignore[attr-defined]
-operator_t = Operator.__table__  # type: ignore[attr-defined]
 NAME = "switchboard-teams"
 # Messages posted into a new thread: the latest ones the conversation already has.
 CATCH_UP_MESSAGES = 20

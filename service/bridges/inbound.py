@@ -24,18 +24,11 @@ from service.auth.deps import load_principal
 from service.auth.principal import Principal, requires_team_member
 from service.bridges import links
 from service.conversations.services import reply
-from service.db.models import BridgeThread, Conversation, Message, Operator, Team, TeamMember
+from service.db.tables import conversation_t, member_t, message_t, operator_t, team_t, thread_t
 from service.gateway.hub import SwitchboardPocketPing
 from service.presence import services as presence
 from service.routing import services as routing
 from service.settings import Settings
-
-conversation_t = Conversation.__table__  # type: ignore[attr-defined]
-thread_t = BridgeThread.__table__  # type: ignore[attr-defined]
-message_t = Message.__table__  # type: ignore[attr-defined]
-operator_t = Operator.__table__  # type: ignore[attr-defined]
-member_t = TeamMember.__table__  # type: ignore[attr-defined]
-team_t = Team.__table__  # type: ignore[attr-defined]
 
 PLATFORM_NAMES = {"telegram": "Telegram", "discord": "Discord", "slack": "Slack"}
 # The bridge message id columns of ``message``, by platform (a reply to a mirrored message names its conversation).

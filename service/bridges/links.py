@@ -16,11 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.audit import record_audit
 from service.bridges.schemas import BridgeLinkPublic, LinkCodePublic
-from service.db.models import BridgeLink, Operator
+from service.db.tables import link_t, operator_t
 from service.settings import Settings
-
-link_t = BridgeLink.__table__  # type: ignore[attr-defined]
-operator_t = Operator.__table__  # type: ignore[attr-defined]
 
 LINK_CODE_TTL_SECONDS = 600
 # No 0/O, 1/I/L: codes are typed from one screen into another.

@@ -14,10 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.bridges.platforms import PlatformBridge, PlatformError, destination
 from service.bridges.registry import BridgeRegistry, TeamBridges
-from service.db.models import BridgeLink, Team
-
-link_t = BridgeLink.__table__  # type: ignore[attr-defined]
-team_t = Team.__table__  # type: ignore[attr-defined]
+from service.db.tables import link_t, team_t
 
 __all__ = [
     "BridgeUnavailable",

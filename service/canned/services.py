@@ -14,14 +14,9 @@ from service.audit import record_audit
 from service.auth.principal import Principal, requires_lead, requires_team_member
 from service.canned import template
 from service.canned.schemas import CannedCreate, CannedPage, CannedPublic, CannedUpdate, RenderedPublic
-from service.db.models import CannedResponse, Conversation, Operator, Team
+from service.db.tables import canned_t, conversation_t, operator_t, team_t
 from service.errors import field_conflict, field_invalid, unique_violation
 from service.pagination import decode_cursor, page
-
-canned_t = CannedResponse.__table__  # type: ignore[attr-defined]
-conversation_t = Conversation.__table__  # type: ignore[attr-defined]
-operator_t = Operator.__table__  # type: ignore[attr-defined]
-team_t = Team.__table__  # type: ignore[attr-defined]
 
 SHORTCUT_INDEXES = frozenset({"uq_canned_team_shortcut", "uq_canned_owner_shortcut"})
 

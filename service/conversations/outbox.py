@@ -10,9 +10,8 @@ import sqlalchemy as sa
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.models import Outbox
+from service.db.tables import outbox_t
 
-outbox_t = Outbox.__table__  # type: ignore[attr-defined]
 WIDGET_MESSAGE = "widget_message"
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.auth.principal import Principal, requires_team_member
-from service.db.models import Conversation, InternalNote, Message, Operator, Team, TeamMember
+from service.db.tables import conversation_t, member_t, message_t, note_t, operator_t, team_t
 from service.errors import ConflictException
 from service.events import record_event
 from service.gateway.hub import SwitchboardPocketPing
@@ -24,13 +24,6 @@ from service.pagination import decode_cursor
 from service.pagination import page as keyset_page
 from service.routing import services as routing
 from service.routing.services import in_transaction
-
-conversation_t = Conversation.__table__  # type: ignore[attr-defined]
-message_t = Message.__table__  # type: ignore[attr-defined]
-note_t = InternalNote.__table__  # type: ignore[attr-defined]
-operator_t = Operator.__table__  # type: ignore[attr-defined]
-team_t = Team.__table__  # type: ignore[attr-defined]
-member_t = TeamMember.__table__  # type: ignore[attr-defined]
 
 MAX_PAGE = 100
 # How long a repeated Idempotency-Key waits for the first request before a 409 asks to retry.

@@ -15,7 +15,7 @@ from service.analytics import services
 from service.analytics.controllers import Metric, invalid, period, snapshot, zones
 from service.analytics.schemas import HeatmapCell, SessionBucket
 from service.auth.principal import Principal
-from service.db.models import Team
+from service.db.tables import team_t
 
 DEFAULT_DAYS = 7
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -91,7 +91,6 @@ async def analytics_context(
     team_id = _team_id(team)
     first, last = _days(first, last, tz)
     start, end = period(datetime.combine(first, time()), datetime.combine(last + timedelta(days=1), time()), tz)
-    team_t = Team.__table__  # type: ignore[attr-defined]
     async with snapshot(request) as conn:
         selected = await services.teams_for(conn, principal, [team_id] if team_id else None)
         choices = await services.teams_for(conn, principal, None)

@@ -16,10 +16,9 @@ from service.canned.template import VARIABLES
 from service.conversations import services as conversations
 from service.conversations.services import ConversationFilters
 from service.dashboard.common import csrf_token
-from service.db.models import Team
+from service.db.tables import team_t
 from service.deps import engine
 
-team_t = Team.__table__  # type: ignore[attr-defined]
 # Operators keep a few dozen responses; a list this long says the rest are in the REST API.
 LIST_SIZE = 500
 # Conversations offered to fill the preview's visitor variables.

@@ -30,13 +30,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
 from service.conversations import services
-from service.conversations.services import ConversationFilters, message_t
+from service.conversations.services import ConversationFilters
 from service.dashboard.analytics import analytics_context
 from service.dashboard.canned import CannedPageController
 from service.dashboard.common import csrf_token
 from service.dashboard.conversation import ai_enabled, decision_views, transfer_targets
 from service.dashboard.profile import ProfilePageController
 from service.dashboard.teams import TeamSettingsController
+from service.db.tables import message_t
 from service.deps import engine
 from service.pagination import encode_cursor
 

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.conversations.services import operator_t, team_t
+from service.db.tables import operator_t, team_t
 from service.routing import services as routing
 from service.routing.schemas import CandidatePublic, RoutingDecisionPublic
 from service.teams import services as teams

@@ -13,12 +13,10 @@ from service.auth.controllers import live_tokens
 from service.auth.principal import Principal
 from service.bridges import links
 from service.dashboard.common import csrf_token
-from service.db.models import Team, TeamMember
+from service.db.tables import member_t, team_t
 from service.deps import engine
 from service.presence import services as presence
 
-team_t = Team.__table__  # type: ignore[attr-defined]
-member_t = TeamMember.__table__  # type: ignore[attr-defined]
 # Token lifetimes offered by the form, in days; "never" is offered too.
 EXPIRY_DAYS = (7, 30, 90, 365)
 

@@ -8,9 +8,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from service.db.models import Team
+from service.db.tables import team_t
 
-team_t = Team.__table__  # type: ignore[attr-defined]
 DEMO_TEAM = "Demo Support"  # the team service.dev.DEMO_GROUP_MAP gives the demo users
 AI_DELAY_SECONDS = 30
 WELCOME = "Hi! This is the Switchboard demo. An operator will answer; if nobody does within 30 seconds, the AI will."

@@ -13,14 +13,7 @@ from pocketping.storage import BridgeMessageIds, Storage
 from sqlalchemy.dialects.postgresql import JSONB, array, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db.models import Attachment as AttachmentRow
-from service.db.models import Conversation
-from service.db.models import Message as MessageRow
-from service.events import event_t
-
-conversation_t = Conversation.__table__  # type: ignore[attr-defined]
-message_t = MessageRow.__table__  # type: ignore[attr-defined]
-attachment_t = AttachmentRow.__table__  # type: ignore[attr-defined]
+from service.db.tables import attachment_t, conversation_t, event_t, message_t
 
 # The operator on whose behalf the SDK is saving a message right now (set around
 # ``send_operator_message``), so operator messages are attributed without changing the SDK.

@@ -12,15 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.audit import record_audit
 from service.auth.principal import Principal
-from service.db.models import Conversation, Operator, TeamMember
+from service.db.tables import conversation_t, member_t, operator_t
 from service.errors import field_invalid
 from service.operators.schemas import OperatorPage, OperatorPublic, OperatorUpdate
 from service.pagination import decode_cursor, page
 from service.routing import services as routing
-
-operator_t = Operator.__table__  # type: ignore[attr-defined]
-member_t = TeamMember.__table__  # type: ignore[attr-defined]
-conversation_t = Conversation.__table__  # type: ignore[attr-defined]
 
 _teams = (
     sa.select(

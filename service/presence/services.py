@@ -15,13 +15,9 @@ import sqlalchemy as sa
 from litestar.exceptions import NotFoundException
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.models import Operator, Team, TeamMember
+from service.db.tables import member_t, operator_t
 from service.events import record_event
 from service.timers.services import OFFLINE_GRACE, cancel_timer, schedule_timer
-
-operator_t = Operator.__table__  # type: ignore[attr-defined]
-team_t = Team.__table__  # type: ignore[attr-defined]
-member_t = TeamMember.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth.principal import Principal
-from service.events import event_t
+from service.db.tables import event_t
 from service.realtime.hub import EventHub, StreamEvent, visible_clause
 
 KEEPALIVE_SECONDS = 15.0

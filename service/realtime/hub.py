@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth.principal import Principal
-from service.events import event_t
+from service.db.tables import event_t
 from service.realtime.schemas import EventPublic
 from service.realtime.tail import EventTail
 from service.settings import Settings
@@ -154,7 +154,7 @@ class EventHub:
                 await asyncio.sleep(self._settings.events_poll_seconds)
                 continue
             # A stream without Last-Event-ID begins with the events after this one.
-            self._tail.advance_to(int(newest))
+            self._tail.advance_to(int(newest or 0))
             self._ready.set()
         while True:
             # A gap is usually a transaction committing right now: look again soon.

@@ -16,14 +16,13 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.conversations.outbox import enqueue_delivery
-from service.db.models import EventCursor
+from service.db.tables import cursor_t
 from service.realtime.hub import events_channel
 from service.realtime.tail import EventTail
 from service.settings import Settings
 from service.webhooks.delivery import fan_out
 
 log = structlog.get_logger(__name__)
-cursor_t = EventCursor.__table__  # type: ignore[attr-defined]
 RELAY_CURSOR = "relay"
 
 

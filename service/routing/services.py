@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.db.models import Conversation, InternalNote, RoutingDecision, Team, TeamMember
+from service.db.tables import conversation_t, decision_t, member_t, note_t, team_t
 from service.errors import ConflictException
 from service.events import record_event
 from service.routing.policies import Candidate, Decision, Rule, Visit, decide, select_rule
@@ -36,11 +36,6 @@ from service.timers.services import FIRST_RESPONSE_COLUMNS, FIRST_RESPONSE_CTES,
 
 log = structlog.get_logger(__name__)
 
-conversation_t = Conversation.__table__  # type: ignore[attr-defined]
-team_t = Team.__table__  # type: ignore[attr-defined]
-decision_t = RoutingDecision.__table__  # type: ignore[attr-defined]
-note_t = InternalNote.__table__  # type: ignore[attr-defined]
-member_t = TeamMember.__table__  # type: ignore[attr-defined]
 
 DEFAULT_TEAM_NAME = "Support"
 # Deadlock and serialization failure: the transaction did nothing and may simply run again.

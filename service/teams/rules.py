@@ -9,11 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.audit import record_audit
 from service.auth.principal import Principal
-from service.db.models import RoutingRule
+from service.db.tables import rule_t, team_t
 from service.teams.schemas import RuleList, RulePublic, RulesReplace
-from service.teams.services import lock_team, team_t
-
-rule_t = RoutingRule.__table__  # type: ignore[attr-defined]
+from service.teams.services import lock_team
 
 
 async def list_rules(conn: AsyncConnection, team_id: uuid.UUID) -> RuleList:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.audit import record_audit
 from service.auth.principal import Principal
 from service.crypto import decrypt_secret, encrypt_secret
-from service.db.models import BridgeThread, Conversation, Operator, Team, TeamMember
+from service.db.tables import conversation_t, member_t, operator_t, team_t, thread_t
 from service.errors import ConflictException, field_conflict, field_invalid, unique_violation
 from service.pagination import decode_cursor, page
 from service.teams.schemas import (
@@ -28,12 +28,6 @@ from service.teams.schemas import (
     TeamPublic,
     TeamUpdate,
 )
-
-team_t = Team.__table__  # type: ignore[attr-defined]
-member_t = TeamMember.__table__  # type: ignore[attr-defined]
-operator_t = Operator.__table__  # type: ignore[attr-defined]
-conversation_t = Conversation.__table__  # type: ignore[attr-defined]
-thread_t = BridgeThread.__table__  # type: ignore[attr-defined]
 
 # Settings whose change can let queued conversations through: the caller drains the queue after commit.
 DRAIN_SETTINGS = frozenset({"routing_policy", "default_capacity"})

@@ -9,9 +9,10 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.ai.services import Takeover, take_over
+from service.db.tables import timer_t
 from service.presence.services import schedule_grace
 from service.routing import services as routing
-from service.timers.services import AI_TAKEOVER, FIRST_RESPONSE, OFFLINE_GRACE, claim_fire, timer_t
+from service.timers.services import AI_TAKEOVER, FIRST_RESPONSE, OFFLINE_GRACE, claim_fire
 
 log = structlog.get_logger(__name__)
 

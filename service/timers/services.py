@@ -23,11 +23,10 @@ from arq.connections import ArqRedis
 from litestar.types import ASGIApp, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.models import Timer
+from service.db.tables import timer_t
 
 log = structlog.get_logger(__name__)
 
-timer_t = Timer.__table__  # type: ignore[attr-defined]
 
 FIRST_RESPONSE = "first_response"
 OFFLINE_GRACE = "offline_grace"

@@ -14,12 +14,12 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal, requires_lead
-from service.conversations.outbox import enqueue_delivery, outbox_t
+from service.conversations.outbox import enqueue_delivery
 from service.crypto import encrypt_secret
-from service.db.models import Team
+from service.db.tables import endpoint_t, outbox_t, team_t
 from service.deps import engine
 from service.webhooks import services
-from service.webhooks.delivery import SECRET_PURPOSE, add_test_delivery, endpoint_t
+from service.webhooks.delivery import SECRET_PURPOSE, add_test_delivery
 from service.webhooks.schemas import (
     WebhookDeliveryPage,
     WebhookDeliveryPublic,
@@ -30,7 +30,6 @@ from service.webhooks.schemas import (
     WebhookEndpointUpdate,
 )
 
-team_t = Team.__table__  # type: ignore[attr-defined]
 Cursor = Annotated[str | None, QueryParameter(description="nextCursor of the previous page", max_length=500)]
 Limit = Annotated[int, QueryParameter(ge=1, le=100, description="Items per page")]
 

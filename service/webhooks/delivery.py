@@ -14,13 +14,10 @@ import httpx2
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.conversations.outbox import outbox_t
 from service.crypto import decrypt_secret
-from service.db.models import WebhookEndpoint
+from service.db.tables import endpoint_t, outbox_t
 from service.settings import Settings
 from service.webhooks.schemas import WebhookEventKind
-
-endpoint_t = WebhookEndpoint.__table__  # type: ignore[attr-defined]
 
 WEBHOOK = "webhook"
 SECRET_PURPOSE = "webhook-signing"  # the key-derivation label for endpoint secrets at rest

@@ -9,9 +9,8 @@ import sqlalchemy as sa
 from litestar.exceptions import NotFoundException
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.conversations.outbox import outbox_t
+from service.db.tables import endpoint_t, outbox_t
 from service.pagination import decode_cursor, encode_cursor
-from service.webhooks.delivery import endpoint_t
 from service.webhooks.schemas import (
     WebhookDeliveryPage,
     WebhookDeliveryPublic,
