@@ -15,6 +15,40 @@ log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 
+class DomainError(Exception):
+    """A service refused a request; the edges turn each kind into one HTTP status (no HTTP here)."""
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        # The request field the refusal is about, reported as ``errors: [{field, message}]``.
+        self.field = field
+
+
+class NotFound(DomainError):
+    """The thing does not exist, or the caller may not know that it does."""
+
+
+class Forbidden(DomainError):
+    """The caller is known but may not do this."""
+
+
+class Conflict(DomainError):
+    """The request conflicts with the current state (duplicate shortcut, already assigned, ...)."""
+
+
+class Unprocessable(DomainError):
+    """Well-formed but unusable (an unknown template variable, an operator who does not exist, ...)."""
+
+
+class Invalid(DomainError):
+    """The input itself is wrong (a bad cursor, a value out of range)."""
+
+
+class Unavailable(DomainError):
+    """A dependency the request needs is not there right now."""
+
+
 class ConflictException(HTTPException):
     """409: the request conflicts with the current state (duplicate shortcut, already assigned, ...)."""
 
@@ -80,7 +114,25 @@ def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> 
     return internal_error_handler(request, exc)
 
 
+_DOMAIN_STATUS: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Forbidden: 403,
+    Conflict: 409,
+    Unprocessable: 422,
+    Invalid: 400,
+    Unavailable: 503,
+}
+
+
+def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+    """A service's refusal as problem details, with the field it names under ``errors``."""
+    status = next(code for kind, code in _DOMAIN_STATUS.items() if isinstance(exc, kind))
+    extra = {"errors": [{"field": exc.field, "message": exc.detail}]} if exc.field else {}
+    return _problem(request, status, exc.detail, **extra)
+
+
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    DomainError: domain_error_handler,
     HTTPException: http_exception_handler,
     ValidationException: http_exception_handler,
     NotFoundException: http_exception_handler,
