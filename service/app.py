@@ -28,7 +28,6 @@ from service.conversations.controllers import ConversationController
 from service.dashboard.controllers import TEMPLATES, dashboard_router
 from service.db.engine import create_engine
 from service.demo.controllers import demo_router
-from service.errors import EXCEPTION_HANDLERS
 from service.gateway.bridge import RoutingBridge
 from service.gateway.controllers import VERSION_HEADERS, GatewayController
 from service.gateway.hub import SwitchboardPocketPing
@@ -38,6 +37,7 @@ from service.openapi import finish_openapi, openapi_config
 from service.operators.controllers import MeController, OperatorController
 from service.ops.controllers import HealthController
 from service.presence.controllers import PresenceController
+from service.problems import EXCEPTION_HANDLERS
 from service.realtime.controllers import EventsController
 from service.realtime.hub import EventHub
 from service.routing.controllers import RoutingController

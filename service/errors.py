@@ -1,28 +1,18 @@
-"""One mapping from exceptions to RFC 9457 problem details (``application/problem+json``)."""
+"""Domain errors: what a service raises when it refuses a request (the edges turn them into HTTP answers)."""
 
 from __future__ import annotations
-
-import re
-from http import HTTPStatus
-from typing import Any
-
-import structlog
-from litestar import Request, Response
-from litestar.exceptions import HTTPException, NotFoundException, ValidationException
-from sqlalchemy.exc import DBAPIError
-
-log = structlog.get_logger(__name__)
-PROBLEM_JSON = "application/problem+json"
 
 
 class DomainError(Exception):
     """A service refused a request; the edges turn each kind into one HTTP status (no HTTP here)."""
 
-    def __init__(self, detail: str, *, field: str | None = None) -> None:
+    def __init__(self, detail: str, *, field: str | None = None, message: str | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         # The request field the refusal is about, reported as ``errors: [{field, message}]``.
         self.field = field
+        # What is wrong with that field, when it says more than ``detail``.
+        self.message = message or detail
 
 
 class NotFound(DomainError):
@@ -49,98 +39,6 @@ class Unavailable(DomainError):
     """A dependency the request needs is not there right now."""
 
 
-class ConflictException(HTTPException):
-    """409: the request conflicts with the current state (duplicate shortcut, already assigned, ...)."""
-
-    status_code = 409
-
-
-class UnprocessableException(HTTPException):
-    """422: well-formed but unusable (an unknown template variable, an operator who does not exist, ...)."""
-
-    status_code = 422
-
-
-def _problem(request: Request[Any, Any, Any], status: int, detail: str, **extra: Any) -> Response[dict[str, Any]]:
-    body = {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-        **extra,
-    }
-    return Response(body, status_code=status, media_type=PROBLEM_JSON)
-
-
-_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
-
-
-def _field_error(item: Any) -> Any:
-    """``{field, message}``; msgspec reports a missing field on the whole body, so name the field."""
-    if not isinstance(item, dict):
-        return item
-    field, message = item.get("key"), item.get("message")
-    if field == "data" and isinstance(message, str) and (missing := _MISSING_FIELD.search(message)):
-        field = missing.group(1)
-    return {"field": field, "message": message}
-
-
-def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
-    """HTTP errors keep their status; validation errors list each offending field under ``errors``."""
-    extra: dict[str, Any] = {}
-    if isinstance(exc.extra, list) and exc.extra:
-        extra["errors"] = [_field_error(item) for item in exc.extra]
-    response = _problem(request, exc.status_code, exc.detail, **extra)
-    if exc.headers:
-        response.headers.update(exc.headers)
-    return response
-
-
-def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    """Anything unexpected: logged with its traceback, answered without internals."""
-    log.error("unhandled error", path=request.url.path, exc_info=exc)
-    return _problem(request, 500, "An internal error occurred; it has been logged.")
-
-
-# PostgreSQL refuses NUL in text ("invalid byte sequence for encoding UTF8: 0x00"), wherever it came from.
-_UNSTORABLE_TEXT = "22021"
-
-
-def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
-    """Text PostgreSQL cannot hold is the caller's mistake (400); any other database error is ours (500)."""
-    if getattr(exc.orig, "sqlstate", None) == _UNSTORABLE_TEXT:
-        return _problem(request, 400, "Text in the request (path, query or body) must not contain NUL characters")
-    return internal_error_handler(request, exc)
-
-
-_DOMAIN_STATUS: dict[type[DomainError], int] = {
-    NotFound: 404,
-    Forbidden: 403,
-    Conflict: 409,
-    Unprocessable: 422,
-    Invalid: 400,
-    Unavailable: 503,
-}
-
-
-def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
-    """A service's refusal as problem details, with the field it names under ``errors``."""
-    status = next(code for kind, code in _DOMAIN_STATUS.items() if isinstance(exc, kind))
-    extra = {"errors": [{"field": exc.field, "message": exc.detail}]} if exc.field else {}
-    return _problem(request, status, exc.detail, **extra)
-
-
-EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
-    DomainError: domain_error_handler,
-    HTTPException: http_exception_handler,
-    ValidationException: http_exception_handler,
-    NotFoundException: http_exception_handler,
-    DBAPIError: database_error_handler,
-    Exception: internal_error_handler,
-}
-
-
 def unique_violation(exc: Exception) -> str | None:
     """The name of the unique constraint or index a failed INSERT/UPDATE violated, if that was the failure."""
     cause = getattr(getattr(exc, "orig", None), "__cause__", None)
@@ -149,11 +47,16 @@ def unique_violation(exc: Exception) -> str | None:
     return getattr(cause, "constraint_name", None)
 
 
-def field_conflict(field: str, message: str) -> ConflictException:
+def field_conflict(field: str, message: str) -> Conflict:
     """409 naming the field whose value is already taken (``errors: [{field, message}]``)."""
-    return ConflictException(detail=message, extra=[{"key": field, "message": message}])
+    return Conflict(message, field=field)
 
 
-def field_invalid(field: str, message: str) -> UnprocessableException:
+def field_invalid(field: str, message: str) -> Unprocessable:
     """422 naming the field: the body parsed, but a value cannot be used (checked against the database, say)."""
-    return UnprocessableException(detail=message, extra=[{"key": field, "message": message}])
+    return Unprocessable(message, field=field)
+
+
+def field_malformed(field: str, message: str) -> Invalid:
+    """400 "<field> is not valid", saying what the field should be (a cursor, a filter, a time zone...)."""
+    return Invalid(f"{field} is not valid", field=field, message=message)

@@ -21,7 +21,7 @@ from litestar.response import ServerSentEvent
 from litestar.routes import HTTPRoute
 
 from service.auth.sessions import SESSION_COOKIE
-from service.errors import PROBLEM_JSON
+from service.problems import PROBLEM_JSON
 
 API_PREFIX = "/api/v1/"
 # Either credential is enough: a bearer token (personal access token or IdP JWT) or the browser session.
@@ -131,7 +131,7 @@ def finish_openapi(app: Litestar) -> None:
     """Give every ``/api/v1`` operation its security and the problem responses it can return.
 
     Done once on the built document, so every engineer's routes get the same treatment; it also
-    replaces Litestar's generic 400 body, which is not what ``service.errors`` sends, and
+    replaces Litestar's generic 400 body, which is not what ``service.problems`` sends, and
     documents event streams as ``text/event-stream`` rather than JSON.
     """
     document = app.openapi_schema

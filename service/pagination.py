@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from litestar.exceptions import ValidationException
+from service.errors import field_malformed
 
 T = TypeVar("T")
 
@@ -25,9 +25,7 @@ def decode_cursor(cursor: str, arity: int, kind: type = str) -> list[Any]:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         key = None
     if not isinstance(key, list) or len(key) != arity or not all(isinstance(part, kind) for part in key):
-        raise ValidationException(
-            detail="cursor is not valid", extra=[{"key": "cursor", "message": "use nextCursor from a previous page"}]
-        )
+        raise field_malformed("cursor", "use nextCursor from a previous page")
     return key
 
 

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from litestar import Controller, Request, post
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.ai import services as ai
 from service.ai.schemas import AiStatePublic
-from service.auth.principal import Principal, requires_team_member
+from service.auth.principal import Principal
 from service.routing.services import in_transaction
 
 
@@ -22,18 +19,9 @@ async def _control(
 ) -> AiStatePublic:
     """Check the caller is in the conversation's team (404 otherwise), apply the action, then tell the bridges."""
     state = request.app.state
-
-    async def work(conn: AsyncConnection) -> ai.AiState:
-        team_id = await conn.execute(
-            sa.select(ai.conversation_t.c.team_id).where(ai.conversation_t.c.id == conversation_id)
-        )
-        row = team_id.first()
-        if row is None:
-            raise NotFoundException("Conversation not found")
-        requires_team_member(principal, row.team_id)
-        return await ai.control(conn, conversation_id, action, actor_id=principal.operator_id)
-
-    result = await in_transaction(state.engine, work)
+    result = await in_transaction(
+        state.engine, lambda conn: ai.control_as_member(conn, principal, conversation_id, action)
+    )
     if action == "handover":
         await state.pocketping.announce_takeover(conversation_id, "handover")
     return AiStatePublic(conversation_id=result.conversation_id, ai_active=result.ai_active, ai_paused=result.ai_paused)

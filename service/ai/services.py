@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from litestar.exceptions import NotFoundException
 from pocketping.ai.base import AIProvider
 from pocketping.models import Message, Sender
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.auth.principal import Principal, requires_team_member
 from service.db.tables import conversation_t, message_t, team_t
-from service.errors import ConflictException
+from service.errors import Conflict, NotFound
 from service.events import record_event
 from service.timers.services import AI_TAKEOVER, FIRST_RESPONSE, cancel_timer, schedule_timer
 
@@ -70,6 +70,17 @@ async def _state_event(
     await record_event(conn, "ai.state_changed", team_id=team_id, conversation_id=conversation_id, data=data)
 
 
+async def control_as_member(conn: AsyncConnection, principal: Principal, conversation_id: str, action: str) -> AiState:
+    """``control`` by a member of the conversation's team; to anyone else the conversation does not exist."""
+    row = (
+        await conn.execute(sa.select(conversation_t.c.team_id).where(conversation_t.c.id == conversation_id))
+    ).first()
+    if row is None:
+        raise NotFound("Conversation not found")
+    requires_team_member(principal, row.team_id)
+    return await control(conn, conversation_id, action, actor_id=principal.operator_id)
+
+
 async def control(conn: AsyncConnection, conversation_id: str, action: str, *, actor_id: uuid.UUID) -> AiState:
     """An operator's AI control: ``pause``, ``resume``, ``handover`` (AI answers now) or ``takeback``."""
     row = (
@@ -87,7 +98,7 @@ async def control(conn: AsyncConnection, conversation_id: str, action: str, *, a
         )
     ).first()
     if row is None:
-        raise NotFoundException("Conversation not found")
+        raise NotFound("Conversation not found")
     active, paused = row.ai_active, row.ai_paused
     if action == "pause":
         active, paused = False, True
@@ -99,9 +110,9 @@ async def control(conn: AsyncConnection, conversation_id: str, action: str, *, a
         await cancel_timer(conn, AI_TAKEOVER, conversation_id)
     else:
         if row.status == "closed":
-            raise ConflictException("The conversation is closed")
+            raise Conflict("The conversation is closed")
         if not row.ai_enabled:
-            raise ConflictException("AI is not enabled for this conversation's team")
+            raise Conflict("AI is not enabled for this conversation's team")
         active, paused = True, False
         # Due now: the AI answers the visitor's waiting message at once, and each later one.
         await schedule_timer(conn, AI_TAKEOVER, conversation_id, datetime.now(UTC))

@@ -5,21 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from functools import cache
+from datetime import datetime
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, available_timezones
 
-import sqlalchemy as sa
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
-from litestar.exceptions import ValidationException
 from litestar.params import QueryParameter
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.analytics import services
 from service.analytics.schemas import (
@@ -27,29 +19,14 @@ from service.analytics.schemas import (
     DurationStats,
     Fairness,
     HeatmapCell,
+    Metric,
     OperatorLoad,
     PageCount,
     ReplySplit,
     SessionBucket,
 )
 from service.auth.principal import Principal
-
-MAX_SPAN = timedelta(days=366)
-
-
-class Metric(StrEnum):
-    """The metric one CSV export holds (one table per file)."""
-
-    SESSIONS_BY_DAY = "sessionsByDay"
-    SESSIONS_BY_HOUR = "sessionsByHour"
-    FIRST_RESPONSE = "firstResponse"
-    TIME_TO_ASSIGNMENT = "timeToAssignment"
-    REPLIES = "replies"
-    TOP_PAGES = "topPages"
-    PEAK_HOURS = "peakHours"
-    OPERATOR_LOAD = "operatorLoad"
-    FAIRNESS = "fairness"
-
+from service.deps import engine
 
 TeamIds = Annotated[
     list[uuid.UUID] | None,
@@ -62,39 +39,6 @@ End = Annotated[datetime, QueryParameter(name="to", description="End of the peri
 Tz = Annotated[
     str, QueryParameter(description="IANA time zone of day, hour and weekday buckets", min_length=1, max_length=64)
 ]
-
-
-def invalid(field: str, message: str) -> ValidationException:
-    return ValidationException(detail=f"{field} is not valid", extra=[{"key": field, "message": message}])
-
-
-@cache
-def zones() -> frozenset[str]:
-    return frozenset(available_timezones())
-
-
-def period(start: datetime, end: datetime, tz: str) -> tuple[datetime, datetime]:
-    """Validated, offset-aware bounds: a known zone, from < to, at most MAX_SPAN apart."""
-    if tz not in zones():
-        raise invalid("tz", "use an IANA time zone name such as Europe/Paris or UTC")
-    zone = ZoneInfo(tz)
-    start, end = ((t if t.tzinfo is not None else t.replace(tzinfo=zone)).astimezone(UTC) for t in (start, end))
-    if start >= end:
-        raise invalid("to", "must be after from")
-    if end - start > MAX_SPAN:
-        raise invalid("to", f"the period may span at most {MAX_SPAN.days} days")
-    return start, end
-
-
-@asynccontextmanager
-async def snapshot(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncConnection]:
-    """One read-only REPEATABLE READ transaction, so every metric of a report sees the same data."""
-    engine: AsyncEngine = request.app.state.engine
-    async with engine.connect() as conn:
-        await conn.execution_options(isolation_level="REPEATABLE READ")
-        async with conn.begin():
-            await conn.execute(sa.text("SET TRANSACTION READ ONLY"))
-            yield conn
 
 
 def _csv_cell(value: Any) -> Any:
@@ -155,8 +99,8 @@ class AnalyticsController(Controller):
         tz: Tz = "UTC",
     ) -> AnalyticsReport:
         """Leads see the teams they lead, admins every team; operators 403, another team's id 404."""
-        start, end = period(start, end, tz)
-        async with snapshot(request) as conn:
+        start, end = services.period(start, end, tz)
+        async with services.snapshot(engine(request)) as conn:
             teams = await services.teams_for(conn, principal, team_id)
             return await services.report(conn, teams, start, end, tz)
 
@@ -177,8 +121,8 @@ class AnalyticsController(Controller):
         tz: Tz = "UTC",
     ) -> Response[str]:
         """A header row with the JSON field names, then one row per bucket, page, cell or operator."""
-        start, end = period(start, end, tz)
-        async with snapshot(request) as conn:
+        start, end = services.period(start, end, tz)
+        async with services.snapshot(engine(request)) as conn:
             teams = await services.teams_for(conn, principal, team_id)
             model, rows = await _metric_rows(metric, conn, teams, start, end, tz)
         filename = f"analytics-{metric.value}-{start.date().isoformat()}.csv"

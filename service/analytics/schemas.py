@@ -4,8 +4,23 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
 from service.schemas import ApiModel
+
+
+class Metric(StrEnum):
+    """The metric one CSV export holds (one table per file)."""
+
+    SESSIONS_BY_DAY = "sessionsByDay"
+    SESSIONS_BY_HOUR = "sessionsByHour"
+    FIRST_RESPONSE = "firstResponse"
+    TIME_TO_ASSIGNMENT = "timeToAssignment"
+    REPLIES = "replies"
+    TOP_PAGES = "topPages"
+    PEAK_HOURS = "peakHours"
+    OPERATOR_LOAD = "operatorLoad"
+    FAIRNESS = "fairness"
 
 
 class SessionBucket(ApiModel):

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import statistics
 import uuid
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
+from zoneinfo import ZoneInfo, available_timezones
 
 import sqlalchemy as sa
-from litestar.exceptions import NotFoundException, PermissionDeniedException
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.analytics.schemas import (
     AnalyticsReport,
@@ -30,7 +32,9 @@ from service.analytics.schemas import (
 )
 from service.auth.principal import Principal, requires_lead
 from service.db.tables import team_t
+from service.errors import Forbidden, NotFound, field_malformed
 
+MAX_SPAN = timedelta(days=366)
 TOP_PAGES = 20
 SECONDS_DIGITS = 3
 SHARE_DIGITS = 4
@@ -60,6 +64,35 @@ SELECT count(*) AS conversations, count(seconds) AS measured, avg(seconds) AS av
 FROM durations"""
 
 
+@cache
+def zones() -> frozenset[str]:
+    """The IANA time zone names this machine knows."""
+    return frozenset(available_timezones())
+
+
+def period(start: datetime, end: datetime, tz: str) -> tuple[datetime, datetime]:
+    """Validated, offset-aware bounds: a known zone, from < to, at most MAX_SPAN apart."""
+    if tz not in zones():
+        raise field_malformed("tz", "use an IANA time zone name such as Europe/Paris or UTC")
+    zone = ZoneInfo(tz)
+    start, end = ((t if t.tzinfo is not None else t.replace(tzinfo=zone)).astimezone(UTC) for t in (start, end))
+    if start >= end:
+        raise field_malformed("to", "must be after from")
+    if end - start > MAX_SPAN:
+        raise field_malformed("to", f"the period may span at most {MAX_SPAN.days} days")
+    return start, end
+
+
+@asynccontextmanager
+async def snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One read-only REPEATABLE READ transaction, so every metric of a report sees the same data."""
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            await conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+            yield conn
+
+
 async def teams_for(
     conn: AsyncConnection, principal: Principal, requested: Sequence[uuid.UUID] | None = None
 ) -> list[uuid.UUID]:
@@ -74,13 +107,13 @@ async def teams_for(
             requires_lead(principal, team_id)
         found = set((await conn.execute(sa.select(team_t.c.id).where(team_t.c.id.in_(wanted)))).scalars())
         if len(found) < len(wanted):
-            raise NotFoundException("Team not found")
+            raise NotFound("Team not found")
         return wanted
     if principal.is_admin:
         return list((await conn.execute(sa.select(team_t.c.id).order_by(team_t.c.name))).scalars())
     led = [team_id for team_id, role in principal.teams.items() if role == "lead"]
     if not led:
-        raise PermissionDeniedException("Analytics are for team leads and administrators")
+        raise Forbidden("Analytics are for team leads and administrators")
     return led
 
 

@@ -7,25 +7,19 @@ import uuid
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-import sqlalchemy as sa
 import structlog
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
-from litestar.exceptions import (
-    ClientException,
-    NotFoundException,
-    PermissionDeniedException,
-    ServiceUnavailableException,
-)
+from litestar.exceptions import ClientException, PermissionDeniedException, ServiceUnavailableException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Redirect
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.auth import services as tokens
 from service.auth.oidc import OidcClient, OidcError
-from service.auth.principal import Principal, new_personal_token
+from service.auth.principal import Principal
 from service.auth.provisioning import sign_in_operator
-from service.auth.schemas import TokenCreate, TokenCreated, TokenList, TokenPublic
+from service.auth.schemas import TokenCreate, TokenCreated, TokenList
 from service.auth.sessions import (
     CSRF_COOKIE,
     CSRF_HEADER,
@@ -40,13 +34,11 @@ from service.auth.sessions import (
     start_login,
     take_login,
 )
-from service.db.tables import token_t
-from service.errors import ConflictException
+from service.deps import engine
 from service.routing.services import enqueue_drain
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
-MAX_LIVE_TOKENS = 50
 
 
 def _oidc(request: Request[Any, Any, Any]) -> OidcClient:
@@ -132,8 +124,7 @@ class AuthController(Controller):
             log.info("sign-in rejected", reason=str(exc))
             raise ClientException(f"Sign-in failed: {exc}") from exc
 
-        engine: AsyncEngine = request.app.state.engine
-        async with engine.begin() as conn:
+        async with engine(request).begin() as conn:
             operator_id, joined = await sign_in_operator(
                 conn, claims, settings.oidc_group_map, settings.oidc_groups_claim
             )
@@ -201,79 +192,21 @@ class TokenController(Controller):
 
     @get("", operation_id="listMyTokens", summary="Your live personal access tokens")
     async def list_tokens(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> TokenList:
-        async with request.app.state.engine.connect() as conn:
-            return await live_tokens(conn, principal.operator_id)
+        async with engine(request).connect() as conn:
+            return await tokens.live_tokens(conn, principal.operator_id)
 
     @post("", operation_id="createMyToken", summary="Create a personal access token", status_code=201)
     async def create_token(
         self, data: JSONBody[TokenCreate], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> TokenCreated:
         """The response holds the secret; it cannot be shown again. A token never gets more than its creator."""
-        scopes = sorted(set(data.scopes))
-        if "admin" in scopes and not principal.is_admin:
-            raise PermissionDeniedException("Only administrators may create tokens with the 'admin' scope")
-        if principal.scopes is not None and not set(scopes) <= principal.scopes:
-            raise PermissionDeniedException("A token cannot create a token with scopes it does not have")
-        secret, digest, prefix = new_personal_token()
-        async with request.app.state.engine.begin() as conn:
-            # Lock the operator row so two creations cannot both pass the limit.
-            await conn.execute(
-                sa.text("SELECT 1 FROM operator WHERE id = :id FOR UPDATE"), {"id": principal.operator_id}
-            )
-            live = (
-                await conn.execute(
-                    sa.select(sa.func.count()).where(token_t.c.operator_id == principal.operator_id, *_live())
-                )
-            ).scalar_one()
-            if live >= MAX_LIVE_TOKENS:
-                raise ConflictException(f"You already have {MAX_LIVE_TOKENS} live tokens; revoke one first")
-            row = (
-                await conn.execute(
-                    sa.insert(token_t)
-                    .values(
-                        operator_id=principal.operator_id,
-                        name=data.name,
-                        token_hash=digest,
-                        prefix=prefix,
-                        scopes=scopes,
-                        expires_at=data.expires_at,
-                    )
-                    .returning(token_t)
-                )
-            ).one()
-        return TokenCreated.model_validate({**row._mapping, "token": secret})
+        async with engine(request).begin() as conn:
+            return await tokens.create_token(conn, principal, data)
 
     @delete("/{token_id:uuid}", operation_id="revokeMyToken", summary="Revoke a personal access token", status_code=204)
     async def revoke_token(
         self, token_id: FromPath[uuid.UUID], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> None:
         """It stops working at once; someone else's token, or one already revoked, is 404."""
-        async with request.app.state.engine.begin() as conn:
-            revoked = await conn.execute(
-                sa.update(token_t)
-                .where(
-                    token_t.c.id == token_id,
-                    token_t.c.operator_id == principal.operator_id,
-                    token_t.c.revoked_at.is_(None),
-                )
-                .values(revoked_at=sa.func.now())
-            )
-        if revoked.rowcount == 0:
-            raise NotFoundException("Token not found")
-
-
-async def live_tokens(conn: AsyncConnection, operator_id: uuid.UUID) -> TokenList:
-    """The operator's tokens that still work, newest first."""
-    rows = await conn.execute(
-        sa.select(token_t)
-        .where(token_t.c.operator_id == operator_id, *_live())
-        .order_by(token_t.c.created_at.desc(), token_t.c.id)
-    )
-    return TokenList(items=[TokenPublic.model_validate(row._mapping) for row in rows])
-
-
-def _live() -> tuple[Any, ...]:
-    return (
-        token_t.c.revoked_at.is_(None),
-        sa.or_(token_t.c.expires_at.is_(None), token_t.c.expires_at > sa.func.now()),
-    )
+        async with engine(request).begin() as conn:
+            await tokens.revoke_token(conn, principal.operator_id, token_id)

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
 from ipaddress import ip_address
 from typing import Any
 
-import sqlalchemy as sa
 import structlog
 from litestar import Request
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
-from sqlalchemy.ext.asyncio import AsyncEngine
+from litestar.exceptions import NotAuthorizedException
 
 from service.auth.oidc import OidcClient, OidcError
-from service.auth.principal import TOKEN_PREFIX, Principal, hash_token
+from service.auth.principal import TOKEN_PREFIX, Principal
+from service.auth.services import load_principal, principal_from_personal_token, principal_of_subject
 from service.auth.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches, load_session
-from service.db.tables import member_t, operator_t, token_t
+from service.errors import Forbidden
 
 log = structlog.get_logger(__name__)
 
@@ -23,52 +21,6 @@ log = structlog.get_logger(__name__)
 SCOPES = ("read", "write", "admin")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="switchboard"'}
-
-
-async def load_principal(
-    conn: Any, operator_id: uuid.UUID, via: str, scopes: frozenset[str] | None = None
-) -> Principal | None:
-    """The operator with their team roles, or None when they do not exist or were deactivated."""
-    operator = (
-        await conn.execute(
-            sa.select(operator_t.c.display_name, operator_t.c.is_admin).where(
-                operator_t.c.id == operator_id, operator_t.c.deactivated_at.is_(None)
-            )
-        )
-    ).first()
-    if operator is None:
-        return None
-    teams = await conn.execute(
-        sa.select(member_t.c.team_id, member_t.c.role).where(member_t.c.operator_id == operator_id)
-    )
-    return Principal(
-        operator_id=operator_id,
-        display_name=operator.display_name,
-        is_admin=operator.is_admin,
-        teams={row.team_id: row.role for row in teams},
-        via=via,  # type: ignore[arg-type]
-        scopes=scopes,
-    )
-
-
-async def principal_from_personal_token(engine: AsyncEngine, secret: str) -> Principal | None:
-    """A live (not revoked, not expired) personal access token's owner; records its last use."""
-    async with engine.begin() as conn:
-        row = (
-            await conn.execute(
-                sa.update(token_t)
-                .where(
-                    token_t.c.token_hash == hash_token(secret),
-                    token_t.c.revoked_at.is_(None),
-                    sa.or_(token_t.c.expires_at.is_(None), token_t.c.expires_at > sa.func.now()),
-                )
-                .values(last_used_at=sa.func.now())
-                .returning(token_t.c.operator_id, token_t.c.scopes)
-            )
-        ).first()
-        if row is None:
-            return None
-        return await load_principal(conn, row.operator_id, "token", frozenset(row.scopes))
 
 
 def check_token_scope(request: Request[Any, Any, Any], principal: Principal) -> None:
@@ -80,7 +32,7 @@ def check_token_scope(request: Request[Any, Any, Any], principal: Principal) -> 
         needed.append("admin")
     for scope in needed:
         if scope not in principal.scopes:
-            raise PermissionDeniedException(f"This token lacks the '{scope}' scope")
+            raise Forbidden(f"This token lacks the '{scope}' scope")
 
 
 async def principal_from_jwt(request: Request[Any, Any, Any], token: str) -> Principal | None:
@@ -94,10 +46,7 @@ async def principal_from_jwt(request: Request[Any, Any, Any], token: str) -> Pri
         log.info("bearer JWT rejected", reason=str(exc))
         return None
     async with request.app.state.engine.connect() as conn:
-        operator_id = (
-            await conn.execute(sa.select(operator_t.c.id).where(operator_t.c.subject == claims["sub"]))
-        ).scalar_one_or_none()
-        return None if operator_id is None else await load_principal(conn, operator_id, "jwt")
+        return await principal_of_subject(conn, claims["sub"], "jwt")
 
 
 async def principal_from_session(request: Request[Any, Any, Any], cookie: str) -> Principal | None:
@@ -106,7 +55,7 @@ async def principal_from_session(request: Request[Any, Any, Any], cookie: str) -
     if session is None:
         return None
     if request.method not in SAFE_METHODS and not csrf_matches(session, request.headers.get(CSRF_HEADER)):
-        raise PermissionDeniedException(f"Send the session's CSRF token in the {CSRF_HEADER} header")
+        raise Forbidden(f"Send the session's CSRF token in the {CSRF_HEADER} header")
     async with request.app.state.engine.connect() as conn:
         return await load_principal(conn, session.operator_id, "session")
 
@@ -122,7 +71,7 @@ def check_admin_network(request: Request[Any, Any, Any]) -> None:
     except ValueError:
         address = None
     if address is None or not any(address in network for network in networks):
-        raise PermissionDeniedException("Administration is not allowed from this network")
+        raise Forbidden("Administration is not allowed from this network")
 
 
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:

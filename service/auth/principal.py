@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
-from litestar.exceptions import NotFoundException, PermissionDeniedException
+from service.errors import Forbidden, NotFound
 
 TOKEN_PREFIX = "sbp_"
 
@@ -40,25 +40,25 @@ class Principal:
 def requires_team_member(principal: Principal, team_id: uuid.UUID | None, what: str = "Conversation") -> None:
     """Another team's object does not exist for the caller: 404, not 403, so ids cannot be probed."""
     if not principal.is_member(team_id):
-        raise NotFoundException(f"{what} not found")
+        raise NotFound(f"{what} not found")
 
 
 def requires_lead(principal: Principal, team_id: uuid.UUID) -> None:
     """Team configuration: leads of that team and admins; members who are not leads get 403."""
     requires_team_member(principal, team_id, "Team")
     if not principal.is_lead(team_id):
-        raise PermissionDeniedException("Only the team's leads may do this")
+        raise Forbidden("Only the team's leads may do this")
 
 
 def requires_admin(principal: Principal) -> None:
     if not principal.is_admin:
-        raise PermissionDeniedException("Only administrators may do this")
+        raise Forbidden("Only administrators may do this")
 
 
 def requires_scope(principal: Principal, scope: str) -> None:
     """A personal access token acts only within its scopes."""
     if not principal.allows(scope):
-        raise PermissionDeniedException(f"This token lacks the '{scope}' scope")
+        raise Forbidden(f"This token lacks the '{scope}' scope")
 
 
 def new_personal_token() -> tuple[str, str, str]:

@@ -6,11 +6,11 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from litestar.exceptions import PermissionDeniedException
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.tables import member_t, operator_t, team_t
+from service.errors import Forbidden
 from service.settings import GroupGrant
 
 
@@ -51,7 +51,7 @@ async def sign_in_operator(
         )
     ).one()
     if row.deactivated_at is not None:
-        raise PermissionDeniedException("This operator has been deactivated")
+        raise Forbidden("This operator has been deactivated")
     joined = await apply_group_map(conn, row.id, groups_of(claims, groups_claim), group_map)
     return row.id, joined
 

@@ -10,7 +10,6 @@ import json
 import uuid
 from typing import Any, NoReturn
 
-import sqlalchemy as sa
 import structlog
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
@@ -29,10 +28,9 @@ from service.bridges.payloads import (
 )
 from service.bridges.schemas import BridgeLinkList, LinkCodePublic
 from service.bridges.verify import discord_genuine, slack_genuine, telegram_genuine
-from service.db.tables import team_t
 from service.deps import engine
 from service.routing.services import in_transaction
-from service.teams.services import bridge_secret
+from service.teams.services import bridge_secret, stored_bridges
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +45,7 @@ def _bridges(request: Request[Any, Any, Any]) -> Bridges:
 async def _team_bridge(request: Request[Any, Any, Any], team_id: uuid.UUID, platform: str) -> dict[str, Any]:
     """The team's stored settings of this bridge; an unknown team or a bridge not enabled fails like a bad signature."""
     async with engine(request).connect() as conn:
-        stored = await conn.scalar(sa.select(team_t.c.bridge_settings).where(team_t.c.id == team_id))
+        stored = await stored_bridges(conn, team_id)
     if not stored or not stored.get(platform, {}).get("enabled"):
         _reject(platform, team_id, "bridge not enabled")
     return stored  # type: ignore[no-any-return]

@@ -16,15 +16,15 @@ from typing import Any
 
 import sqlalchemy as sa
 from arq.connections import ArqRedis
-from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.ai import services as ai
-from service.auth.deps import load_principal
 from service.auth.principal import Principal, requires_team_member
+from service.auth.services import load_principal
 from service.bridges import links
 from service.conversations.services import reply
 from service.db.tables import conversation_t, member_t, message_t, operator_t, team_t, thread_t
+from service.errors import DomainError, Forbidden, NotFound
 from service.gateway.hub import SwitchboardPocketPing
 from service.presence import services as presence
 from service.routing import services as routing
@@ -125,7 +125,7 @@ async def handle(bridges: Bridges, inbound: Inbound) -> str | None:
         return NEEDS_THREAD.format(command=name)
     try:
         return await run(bridges, inbound, principal, conversation_id, argument)
-    except HTTPException as exc:
+    except DomainError as exc:
         return f"{_as_yours(exc.detail)}."
 
 
@@ -197,12 +197,12 @@ async def _reply(bridges: Bridges, inbound: Inbound, principal: Principal, conve
             source_bridge=inbound.platform,
             lead_steps_in=False,
         )
-    except PermissionDeniedException:  # someone else claimed it meanwhile
+    except Forbidden:  # someone else claimed it meanwhile
         async with bridges.engine.connect() as conn:
             return ASSIGNED_TO_OTHER.format(name=(await _holder(conn, conversation_id)).assignee_name)
-    except NotFoundException:
+    except NotFound:
         return NOT_IN_TEAM
-    except HTTPException as exc:  # closed, at capacity
+    except DomainError as exc:  # closed, at capacity
         return NOT_SENT.format(reason=_as_yours(exc.detail))
     if before.assignee_id != principal.operator_id and before.status in ("new", "queued"):
         return "You claimed this conversation; your message was sent to the visitor."

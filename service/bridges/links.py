@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from litestar.exceptions import NotFoundException
 from redis.asyncio import Redis
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.audit import record_audit
 from service.bridges.schemas import BridgeLinkPublic, LinkCodePublic
 from service.db.tables import link_t, operator_t
+from service.errors import NotFound
 from service.settings import Settings
 
 LINK_CODE_TTL_SECONDS = 600
@@ -127,5 +127,5 @@ async def remove_link(conn: AsyncConnection, operator_id: uuid.UUID, link_id: uu
         .returning(link_t.c.platform)
     )
     if removed is None:
-        raise NotFoundException("Bridge link not found")
+        raise NotFound("Bridge link not found")
     await record_audit(conn, operator_id, "bridge_link.removed", "operator", operator_id, {"platform": removed})

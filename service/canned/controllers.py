@@ -20,7 +20,7 @@ from service.canned.schemas import (
     RenderedPublic,
     RenderRequest,
 )
-from service.teams.controllers import Cursor, Limit, read, write
+from service.deps import Cursor, Limit, read, write
 
 
 class CannedResponseController(Controller):

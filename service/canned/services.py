@@ -6,7 +6,6 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from litestar.exceptions import NotFoundException
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,7 +14,7 @@ from service.auth.principal import Principal, requires_lead, requires_team_membe
 from service.canned import template
 from service.canned.schemas import CannedCreate, CannedPage, CannedPublic, CannedUpdate, RenderedPublic
 from service.db.tables import canned_t, conversation_t, operator_t, team_t
-from service.errors import field_conflict, field_invalid, unique_violation
+from service.errors import NotFound, field_conflict, field_invalid, unique_violation
 from service.pagination import decode_cursor, page
 
 SHORTCUT_INDEXES = frozenset({"uq_canned_team_shortcut", "uq_canned_owner_shortcut"})
@@ -52,7 +51,7 @@ async def _visible(conn: AsyncConnection, canned_id: uuid.UUID, principal: Princ
     """The response if the caller may use it (``manage``: change it); someone else's personal one is a 404."""
     row = (await conn.execute(sa.select(canned_t).where(canned_t.c.id == canned_id))).first()
     if row is None or (row.owner_id is not None and row.owner_id != principal.operator_id):
-        raise NotFoundException("Canned response not found")
+        raise NotFound("Canned response not found")
     if row.team_id is not None:
         requires_team_member(principal, row.team_id, "Canned response")
         if manage:
@@ -97,7 +96,7 @@ async def create_canned(conn: AsyncConnection, data: CannedCreate, principal: Pr
     if data.team_id is not None:
         requires_lead(principal, data.team_id)
         if await conn.scalar(sa.select(team_t.c.id).where(team_t.c.id == data.team_id)) is None:
-            raise NotFoundException("Team not found")
+            raise NotFound("Team not found")
     _check_body(data.body)
     values = {
         "id": uuid.uuid4(),
@@ -171,7 +170,7 @@ async def _values(conn: AsyncConnection, conversation_id: str | None, principal:
         )
     ).first()
     if conversation is None:
-        raise NotFoundException("Conversation not found")
+        raise NotFound("Conversation not found")
     requires_team_member(principal, conversation.team_id)
     identity = conversation.identity or {}
     meta = conversation.session_metadata or {}

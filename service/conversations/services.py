@@ -11,16 +11,16 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.auth.principal import Principal, requires_team_member
 from service.db.tables import conversation_t, member_t, message_t, note_t, operator_t, team_t
-from service.errors import ConflictException
+from service.errors import Conflict, Forbidden, NotFound, field_malformed
 from service.events import record_event
 from service.gateway.hub import SwitchboardPocketPing
-from service.pagination import decode_cursor
+from service.pagination import decode_cursor, encode_cursor
 from service.pagination import page as keyset_page
 from service.routing import services as routing
 from service.routing.services import in_transaction
@@ -36,15 +36,11 @@ def _as_is(row: Any) -> Any:
     return row
 
 
-def _bad(field: str, message: str) -> ValidationException:
-    return ValidationException(detail=f"{field} is not valid", extra=[{"key": field, "message": message}])
-
-
 def _timestamp(value: Any) -> datetime:
     try:
         return datetime.fromisoformat(str(value))
     except ValueError:
-        raise _bad("cursor", "use nextCursor from a previous page") from None
+        raise field_malformed("cursor", "use nextCursor from a previous page") from None
 
 
 # --- Conversations ----------------------------------------------------------------------------------------------
@@ -118,7 +114,7 @@ def _assignee_filter(principal: Principal, assignee: str) -> sa.ColumnElement[bo
     try:
         return conversation_t.c.assignee_id == uuid.UUID(assignee)
     except ValueError:
-        raise _bad("assignee", "use me, unassigned or an operator id") from None
+        raise field_malformed("assignee", "use me, unassigned or an operator id") from None
 
 
 def _search(q: str) -> sa.ColumnElement[bool]:
@@ -165,10 +161,10 @@ async def list_conversations(
 async def visible_conversation(conn: AsyncConnection, principal: Principal, conversation_id: str) -> Any:
     """The conversation's joined row; 404 when it does not exist or belongs to another team."""
     if "\x00" in conversation_id:
-        raise NotFoundException("Conversation not found")
+        raise NotFound("Conversation not found")
     row = (await conn.execute(_conversations().where(conversation_t.c.id == conversation_id))).first()
     if row is None:
-        raise NotFoundException("Conversation not found")
+        raise NotFound("Conversation not found")
     requires_team_member(principal, row.team_id)
     return row
 
@@ -211,11 +207,38 @@ async def list_messages(
     if cursor is not None:
         (after_seq,) = decode_cursor(cursor, 1, int)
         if not isinstance(after_seq, int):
-            raise _bad("cursor", "use nextCursor from a previous page")
+            raise field_malformed("cursor", "use nextCursor from a previous page")
         statement = statement.where(message_t.c.seq > after_seq)
     rows = (await conn.execute(statement.order_by(message_t.c.seq).limit(limit + 1))).all()
     page, after = keyset_page(rows, limit, _as_is, lambda r: (r.seq,))
     return [message_public(row) for row in page], after
+
+
+async def newest_messages(conn: AsyncConnection, conversation_id: str) -> tuple[list[dict[str, Any]], bool]:
+    """The newest ``MAX_PAGE`` messages, oldest first, and whether older ones are left out."""
+    newest_left_out = await conn.scalar(
+        sa.select(message_t.c.seq)
+        .where(message_t.c.conversation_id == conversation_id)
+        .order_by(message_t.c.seq.desc())
+        .offset(MAX_PAGE)
+        .limit(1)
+    )
+    cursor = None if newest_left_out is None else encode_cursor(newest_left_out)
+    messages, _ = await list_messages(conn, conversation_id, cursor, MAX_PAGE)
+    return messages, cursor is not None
+
+
+async def last_messages(conn: AsyncConnection, conversation_ids: list[str]) -> dict[str, str]:
+    """The newest message of each conversation, by conversation id (an inbox preview)."""
+    if not conversation_ids:
+        return {}
+    rows = await conn.execute(
+        sa.select(message_t.c.conversation_id, message_t.c.content)
+        .where(message_t.c.conversation_id.in_(conversation_ids))
+        .ext(distinct_on(message_t.c.conversation_id))
+        .order_by(message_t.c.conversation_id, message_t.c.seq.desc())
+    )
+    return {row.conversation_id: row.content for row in rows}
 
 
 async def _message(conn: AsyncConnection, message_id: str) -> Any:
@@ -254,11 +277,11 @@ async def _may_reply(engine: AsyncEngine, principal: Principal, conversation_id:
         row = await visible_conversation(conn, principal, conversation_id)
         me = principal.operator_id
         if row.status == "closed":
-            raise ConflictException("The conversation is closed; reopen it to reply")
+            raise Conflict("The conversation is closed; reopen it to reply")
         if row.assignee_id == me or (row.status == "assigned" and lead_steps_in and principal.is_lead(row.team_id)):
             return
         if row.status == "assigned":
-            raise PermissionDeniedException("Another operator holds this conversation; claim or transfer it first")
+            raise Forbidden("Another operator holds this conversation; claim or transfer it first")
         if row.team_id is not None and row.team_id in principal.teams:
             await routing.claim(conn, conversation_id, me, actor_id=me)
 
@@ -286,7 +309,7 @@ async def reply(
     then find its message, and a retry after a crash finds the message the first one stored.
     """
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-        raise _bad("Idempotency-Key", "1 to 255 printable ASCII characters without spaces")
+        raise field_malformed("Idempotency-Key", "1 to 255 printable ASCII characters without spaces")
     async with engine.connect() as conn:
         await visible_conversation(conn, principal, conversation_id)
     how = _How(source_bridge, lead_steps_in)
@@ -301,11 +324,11 @@ async def reply(
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
                 raise
-            raise ConflictException("A reply with this Idempotency-Key is still being sent; retry shortly") from None
+            raise Conflict("A reply with this Idempotency-Key is still being sent; retry shortly") from None
         existing = await _message(conn, message_id)
         if existing is not None:
             if existing.conversation_id != conversation_id or existing.content != content:
-                raise ConflictException("This Idempotency-Key was used for a different reply")
+                raise Conflict("This Idempotency-Key was used for a different reply")
             return False, message_public(existing)
         return True, await _send(engine, pocketping, principal, conversation_id, content, message_id, how)
 
@@ -330,7 +353,7 @@ async def _send(
             source_bridge=how.source_bridge,
         )
     except ValueError:  # the SDK's "Session not found": deleted meanwhile
-        raise NotFoundException("Conversation not found") from None
+        raise NotFound("Conversation not found") from None
     # Storage recorded the message.created event with the message itself.
     async with engine.connect() as conn:
         row = await _message(conn, sent.id)
@@ -420,7 +443,7 @@ async def list_notes(
         try:
             after = (_timestamp(created_at), uuid.UUID(str(note_id)))
         except ValueError:
-            raise _bad("cursor", "use nextCursor from a previous page") from None
+            raise field_malformed("cursor", "use nextCursor from a previous page") from None
         statement = statement.where(sa.tuple_(note_t.c.created_at, note_t.c.id) > after)
     rows = (await conn.execute(statement.order_by(note_t.c.created_at, note_t.c.id).limit(limit + 1))).all()
     page, after_cursor = keyset_page(rows, limit, _as_is, lambda r: (r.created_at.isoformat(), str(r.id)))

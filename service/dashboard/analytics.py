@@ -8,14 +8,14 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
 from litestar import Request
 
 from service.analytics import services
-from service.analytics.controllers import Metric, invalid, period, snapshot, zones
-from service.analytics.schemas import HeatmapCell, SessionBucket
+from service.analytics.schemas import HeatmapCell, Metric, SessionBucket
 from service.auth.principal import Principal
-from service.db.tables import team_t
+from service.deps import engine
+from service.errors import field_malformed
+from service.teams import services as teams
 
 DEFAULT_DAYS = 7
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -31,13 +31,13 @@ def _team_id(value: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise invalid("teamId", "choose a team from the list") from None
+        raise field_malformed("teamId", "choose a team from the list") from None
 
 
 def _days(first: date | None, last: date | None, tz: str) -> tuple[date, date]:
     """The inclusive day range of the form; by default the last seven days of ``tz`` up to today."""
-    if tz not in zones():
-        raise invalid("tz", "use an IANA time zone name such as Europe/Paris or UTC")
+    if tz not in services.zones():
+        raise field_malformed("tz", "use an IANA time zone name such as Europe/Paris or UTC")
     last = last or datetime.now(UTC).astimezone(ZoneInfo(tz)).date()
     return first or last - timedelta(days=DEFAULT_DAYS - 1), last
 
@@ -90,16 +90,17 @@ async def analytics_context(
     """Everything the page shows: the filter form's choices, the report, the charts and the CSV links."""
     team_id = _team_id(team)
     first, last = _days(first, last, tz)
-    start, end = period(datetime.combine(first, time()), datetime.combine(last + timedelta(days=1), time()), tz)
-    async with snapshot(request) as conn:
+    start, end = services.period(
+        datetime.combine(first, time()), datetime.combine(last + timedelta(days=1), time()), tz
+    )
+    async with services.snapshot(engine(request)) as conn:
         selected = await services.teams_for(conn, principal, [team_id] if team_id else None)
-        choices = await services.teams_for(conn, principal, None)
-        names = (await conn.execute(sa.select(team_t.c.id, team_t.c.name).where(team_t.c.id.in_(choices)))).all()
+        names = await teams.team_names(conn, await services.teams_for(conn, principal, None))
         report = await services.report(conn, selected, start, end, tz)
     query = {"from": start.isoformat(), "to": end.isoformat(), "tz": tz} | ({"teamId": str(team_id)} if team_id else {})
     return {
         "principal": principal,
-        "teams": sorted(((str(r.id), r.name) for r in names), key=lambda pair: pair[1]),
+        "teams": sorted(((str(choice), name) for choice, name in names.items()), key=lambda pair: pair[1]),
         "team": str(team_id) if team_id else "",
         "first": first.isoformat(),
         "last": last.isoformat(),

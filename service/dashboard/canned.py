@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import sqlalchemy as sa
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.response import Template
@@ -16,8 +15,8 @@ from service.canned.template import VARIABLES
 from service.conversations import services as conversations
 from service.conversations.services import ConversationFilters
 from service.dashboard.common import csrf_token
-from service.db.tables import team_t
 from service.deps import engine
+from service.teams import services as teams
 
 # Operators keep a few dozen responses; a list this long says the rest are in the REST API.
 LIST_SIZE = 500
@@ -28,10 +27,7 @@ PREVIEW_CONVERSATIONS = 20
 async def team_names(request: Request[Any, Any, Any], principal: Principal) -> dict[uuid.UUID, str]:
     """The names of the caller's teams, by id, in name order."""
     async with engine(request).connect() as conn:
-        rows = await conn.execute(
-            sa.select(team_t.c.id, team_t.c.name).where(team_t.c.id.in_(principal.teams)).order_by(team_t.c.name)
-        )
-        return {row.id: row.name for row in rows}
+        return await teams.team_names(conn, principal.teams)
 
 
 async def _list_context(request: Request[Any, Any, Any], principal: Principal) -> dict[str, Any]:

@@ -12,20 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
-import sqlalchemy as sa
 from litestar import Controller, Request, Response, Router, get
 from litestar.di import NamedDependency
-from litestar.exceptions import (
-    HTTPException,
-    NotAuthorizedException,
-    NotFoundException,
-    PermissionDeniedException,
-    ValidationException,
-)
+from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, ValidationException
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
-from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
@@ -34,12 +26,13 @@ from service.conversations.services import ConversationFilters
 from service.dashboard.analytics import analytics_context
 from service.dashboard.canned import CannedPageController
 from service.dashboard.common import csrf_token
-from service.dashboard.conversation import ai_enabled, decision_views, transfer_targets
+from service.dashboard.conversation import decision_views, transfer_targets
 from service.dashboard.profile import ProfilePageController
 from service.dashboard.teams import TeamSettingsController
-from service.db.tables import message_t
 from service.deps import engine
-from service.pagination import encode_cursor
+from service.errors import DomainError, Forbidden
+from service.problems import domain_status
+from service.teams import services as teams
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -58,50 +51,23 @@ def may_see_all(principal: Principal) -> bool:
     return principal.is_admin or "lead" in principal.teams.values()
 
 
-async def _last_messages(conn: AsyncConnection, conversation_ids: list[str]) -> dict[str, str]:
-    """The newest message of each conversation, for the inbox preview."""
-    if not conversation_ids:
-        return {}
-    rows = await conn.execute(
-        sa.select(message_t.c.conversation_id, message_t.c.content)
-        .where(message_t.c.conversation_id.in_(conversation_ids))
-        .ext(distinct_on(message_t.c.conversation_id))
-        .order_by(message_t.c.conversation_id, message_t.c.seq.desc())
-    )
-    return {row.conversation_id: row.content for row in rows}
-
-
 async def _inbox_context(request: Request[Any, Any, Any], principal: Principal, tab: Tab) -> dict[str, Any]:
     if tab == "all" and not may_see_all(principal):
-        raise PermissionDeniedException("The all-conversations view is for team leads")
+        raise Forbidden("The all-conversations view is for team leads")
     async with engine(request).connect() as conn:
         items, _ = await services.list_conversations(conn, principal, TABS[tab][1], None, INBOX_SIZE)
-        previews = await _last_messages(conn, [item["id"] for item in items])
+        previews = await services.last_messages(conn, [item["id"] for item in items])
     tabs = [(key, label) for key, (label, _) in TABS.items() if key != "all" or may_see_all(principal)]
     return {"principal": principal, "tab": tab, "tabs": tabs, "items": items, "previews": previews}
 
 
-async def _newest_messages(conn: AsyncConnection, conversation_id: str) -> tuple[list[dict[str, Any]], bool]:
-    """The newest ``MAX_PAGE`` messages, oldest first, and whether older ones are left out."""
-    newest_left_out = await conn.scalar(
-        sa.select(message_t.c.seq)
-        .where(message_t.c.conversation_id == conversation_id)
-        .order_by(message_t.c.seq.desc())
-        .offset(services.MAX_PAGE)
-        .limit(1)
-    )
-    cursor = None if newest_left_out is None else encode_cursor(newest_left_out)
-    messages, _ = await services.list_messages(conn, conversation_id, cursor, services.MAX_PAGE)
-    return messages, cursor is not None
-
-
 async def _thread_context(conn: AsyncConnection, principal: Principal, row: Any) -> dict[str, Any]:
     """State, AI state, newest messages and notes: the part of the page that refreshes on the conversation's events."""
-    messages, older = await _newest_messages(conn, row.id)
+    messages, older = await services.newest_messages(conn, row.id)
     notes, more_notes = await services.list_notes(conn, row.id, None, services.MAX_PAGE)
     return {
         "conversation": services.conversation_public(row),
-        "ai_enabled": await ai_enabled(conn, row.team_id),
+        "ai_enabled": await teams.ai_enabled(conn, row.team_id),
         "messages": messages,
         "older": older,
         "notes": notes,
@@ -220,8 +186,11 @@ def _sign_in_url(path: str, query: str) -> str:
     return "/auth/login?returnTo=" + quote(path + (f"?{query}" if query else ""))
 
 
-def sign_in_or_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def sign_in_or_error(request: Request[Any, Any, Any], exc: HTTPException | DomainError) -> Response[Any]:
     """Anonymous visitors go to sign-in and come back; other errors are a small HTML page."""
+    if isinstance(exc, DomainError):
+        status = domain_status(exc)
+        return Template("error.html", context={"status": status, "detail": exc.detail}, status_code=status)
     if isinstance(exc, NotAuthorizedException):
         if request.headers.get("hx-request"):
             # A fragment request from a page whose session ended: htmx moves the whole page, which comes back after.
@@ -245,5 +214,7 @@ dashboard_router = Router(
         create_static_files_router(path="/app/static", directories=[STATIC], include_in_schema=False),
     ],
     # The app registers these exact classes for problem+json; pages answer in HTML instead.
-    exception_handlers={cls: sign_in_or_error for cls in (HTTPException, ValidationException, NotFoundException)},
+    exception_handlers={
+        cls: sign_in_or_error for cls in (DomainError, HTTPException, ValidationException, NotFoundException)
+    },
 )

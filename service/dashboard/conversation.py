@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.tables import operator_t, team_t
+from service.operators import services as operators
 from service.routing import services as routing
 from service.routing.schemas import CandidatePublic, RoutingDecisionPublic
 from service.teams import services as teams
@@ -84,14 +83,6 @@ class DecisionView:
     candidates: list[CandidateView]
 
 
-async def _names(conn: AsyncConnection, ids: Iterable[uuid.UUID | None]) -> dict[uuid.UUID, str]:
-    wanted = {operator_id for operator_id in ids if operator_id is not None}
-    if not wanted:
-        return {}
-    rows = await conn.execute(sa.select(operator_t.c.id, operator_t.c.display_name).where(operator_t.c.id.in_(wanted)))
-    return {row.id: row.display_name for row in rows}
-
-
 def _shown_order(
     candidate: CandidatePublic, chosen: uuid.UUID | None, name: Callable[[uuid.UUID], str]
 ) -> tuple[int, int, str]:
@@ -107,7 +98,7 @@ async def decision_views(conn: AsyncConnection, conversation_id: str) -> list[De
     """The newest decisions about the conversation, newest first, with operators' names."""
     stored = await routing.decisions_for(conn, conversation_id, limit=DECISIONS_SHOWN, newest_first=True)
     decisions = [RoutingDecisionPublic.model_validate(row) for row in stored]
-    names = await _names(
+    names = await operators.display_names(
         conn,
         [d.chosen_operator_id for d in decisions]
         + [d.actor_id for d in decisions]
@@ -145,14 +136,4 @@ class TransferTargets:
 async def transfer_targets(conn: AsyncConnection, team_id: uuid.UUID | None) -> TransferTargets:
     """Every other team is a target: a transfer to a team is routed there by that team's policy."""
     members = await teams.list_members(conn, team_id) if team_id is not None else []
-    others = await conn.execute(
-        sa.select(team_t.c.id, team_t.c.name).where(team_t.c.id.is_distinct_from(team_id)).order_by(team_t.c.name)
-    )
-    return TransferTargets(members=members, teams=list(others))
-
-
-async def ai_enabled(conn: AsyncConnection, team_id: uuid.UUID | None) -> bool:
-    """Whether the conversation's team lets the AI take over (hand-over needs it)."""
-    if team_id is None:
-        return False
-    return bool(await conn.scalar(sa.select(team_t.c.ai_enabled).where(team_t.c.id == team_id)))
+    return TransferTargets(members=members, teams=await teams.other_teams(conn, team_id))

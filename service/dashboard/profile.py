@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.response import Template
 
-from service.auth.controllers import live_tokens
+from service.auth import services as auth
 from service.auth.principal import Principal
 from service.bridges import links
 from service.dashboard.common import csrf_token
-from service.db.tables import member_t, team_t
 from service.deps import engine
 from service.presence import services as presence
+from service.teams import services as teams
 
 # Token lifetimes offered by the form, in days; "never" is offered too.
 EXPIRY_DAYS = (7, 30, 90, 365)
@@ -24,23 +23,13 @@ EXPIRY_DAYS = (7, 30, 90, 365)
 async def _profile_context(request: Request[Any, Any, Any], principal: Principal) -> dict[str, Any]:
     async with engine(request).connect() as conn:
         now = await presence.current(conn, principal.operator_id)
-        teams = await conn.execute(
-            sa.select(
-                team_t.c.name,
-                member_t.c.role,
-                sa.func.coalesce(member_t.c.capacity, team_t.c.default_capacity).label("capacity"),
-                member_t.c.skills,
-            )
-            .join(team_t, team_t.c.id == member_t.c.team_id)
-            .where(member_t.c.operator_id == principal.operator_id)
-            .order_by(team_t.c.name)
-        )
-        tokens = await live_tokens(conn, principal.operator_id)
+        memberships = await teams.memberships(conn, principal.operator_id)
+        tokens = await auth.live_tokens(conn, principal.operator_id)
         accounts = await links.list_links(conn, principal.operator_id)
     return {
         "principal": principal,
         "presence": now,
-        "teams": teams.all(),
+        "teams": memberships,
         "tokens": tokens.items,
         "accounts": accounts,
     }

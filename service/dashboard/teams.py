@@ -15,7 +15,6 @@ from typing import Any, Literal, get_args
 
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath
 from litestar.response import Template
 from pydantic import BaseModel
@@ -24,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.auth.principal import Principal, requires_lead
 from service.dashboard.common import csrf_token
 from service.deps import engine
+from service.errors import Forbidden, NotFound
 from service.operators.services import list_operators
 from service.teams import rules as rules_service
 from service.teams import services as teams
@@ -198,7 +198,7 @@ class TeamSettingsController(Controller):
     async def index(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> Template:
         """The teams the caller leads (every team for admins)."""
         if not may_lead(principal):
-            raise PermissionDeniedException("Team settings are for team leads")
+            raise Forbidden("Team settings are for team leads")
         async with engine(request).connect() as conn:
             page = await teams.list_teams(conn, principal, None, TEAMS_SHOWN)
         led = [team for team in page.items if principal.is_lead(team.id)]
@@ -223,7 +223,7 @@ class TeamSettingsController(Controller):
     ) -> Template:
         """One section alone (settings, members, rules, bridges or webhooks), for the page to swap in."""
         if section not in SECTIONS:
-            raise NotFoundException("No such section")
+            raise NotFound("No such section")
         context = await _team_context(request, principal, team_id, [section])
         return Template(f"_team_{section}.html", context=context)
 

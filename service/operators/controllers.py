@@ -10,10 +10,9 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service.auth.principal import Principal, requires_admin
-from service.deps import engine
+from service.deps import Cursor, Limit, engine, read, write
 from service.operators import services
 from service.operators.schemas import MePublic, OperatorPage, OperatorPublic, OperatorUpdate
-from service.teams.controllers import Cursor, Limit, read, write
 
 
 class MeController(Controller):

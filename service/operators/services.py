@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
-from litestar.exceptions import NotFoundException
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.audit import record_audit
 from service.auth.principal import Principal
 from service.db.tables import conversation_t, member_t, operator_t
-from service.errors import field_invalid
+from service.errors import NotFound, field_invalid
 from service.operators.schemas import OperatorPage, OperatorPublic, OperatorUpdate
 from service.pagination import decode_cursor, page
 from service.routing import services as routing
@@ -40,6 +40,15 @@ def _public(row: Any) -> OperatorPublic:
     return OperatorPublic.model_validate(dict(row._mapping))
 
 
+async def display_names(conn: AsyncConnection, operator_ids: Iterable[uuid.UUID | None]) -> dict[uuid.UUID, str]:
+    """The display names of these operators (deactivated ones too), by id."""
+    wanted = {operator_id for operator_id in operator_ids if operator_id is not None}
+    if not wanted:
+        return {}
+    rows = await conn.execute(sa.select(operator_t.c.id, operator_t.c.display_name).where(operator_t.c.id.in_(wanted)))
+    return {row.id: row.display_name for row in rows}
+
+
 async def list_operators(
     conn: AsyncConnection, *, include_deactivated: bool, cursor: str | None, limit: int
 ) -> OperatorPage:
@@ -63,7 +72,7 @@ async def get_operator(conn: AsyncConnection, operator_id: uuid.UUID) -> Operato
         await conn.execute(sa.select(*_COLUMNS, _teams.label("teams")).where(operator_t.c.id == operator_id))
     ).first()
     if row is None:
-        raise NotFoundException("Operator not found")
+        raise NotFound("Operator not found")
     return _public(row)
 
 
@@ -75,7 +84,7 @@ async def update_operator(
         await conn.execute(sa.select(operator_t).where(operator_t.c.id == operator_id).with_for_update())
     ).first()
     if current is None:
-        raise NotFoundException("Operator not found")
+        raise NotFound("Operator not found")
     if operator_id == actor.operator_id and data.is_admin is False:
         raise field_invalid("isAdmin", "You cannot remove your own administrator role")
     if operator_id == actor.operator_id and data.deactivated:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-import sqlalchemy as sa
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 from pydantic import BaseModel
+
+from service.db.engine import ping
 
 
 class Health(BaseModel):
@@ -42,8 +43,7 @@ class HealthController(Controller):
 async def _check_postgres(state: State) -> str:
     try:
         async with asyncio.timeout(2):
-            async with state.engine.connect() as conn:
-                await conn.execute(sa.text("SELECT 1"))
+            await ping(state.engine)
         return "ok"
     except Exception as exc:
         return f"error: {type(exc).__name__}"

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from litestar.exceptions import NotFoundException
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.tables import member_t, operator_t
+from service.errors import NotFound
 from service.events import record_event
 from service.timers.services import OFFLINE_GRACE, cancel_timer, schedule_timer
 
@@ -70,7 +70,7 @@ async def set_presence(conn: AsyncConnection, operator_id: uuid.UUID, status: st
     """Set the operator's status in the caller's transaction, with its event, grace timer and drains."""
     row = (await conn.execute(_SET_STATUS, {"id": operator_id, "status": status})).first()
     if row is None:
-        raise NotFoundException("Operator not found")
+        raise NotFound("Operator not found")
     change = PresenceChange(row.status, row.previous, row.status_changed_at, row.last_heartbeat_at)
     if not change.changed:
         return change
@@ -118,7 +118,7 @@ async def heartbeat(conn: AsyncConnection, operator_id: uuid.UUID) -> PresenceCh
         )
     ).first()
     if row is None:
-        raise NotFoundException("Operator not found")
+        raise NotFound("Operator not found")
     return PresenceChange(row.status, row.status, row.status_changed_at, row.last_heartbeat_at)
 
 
@@ -152,5 +152,5 @@ async def current(conn: AsyncConnection, operator_id: uuid.UUID) -> PresenceChan
         )
     ).first()
     if row is None:
-        raise NotFoundException("Operator not found")
+        raise NotFound("Operator not found")
     return PresenceChange(row.status, row.status, row.status_changed_at, row.last_heartbeat_at)

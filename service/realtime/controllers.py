@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, QueryParameter
@@ -14,35 +13,14 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth.principal import Principal
-from service.db.tables import event_t
-from service.realtime.hub import EventHub, StreamEvent, visible_clause
+from service.realtime.hub import EventHub, StreamEvent, backlog
 
 KEEPALIVE_SECONDS = 15.0
 RECONNECT_MILLISECONDS = 2000
-BACKLOG_PAGE = 500
 
 
 def _message(event: StreamEvent) -> ServerSentEventMessage:
     return ServerSentEventMessage(id=str(event.id), event=event.kind, data=event.json)
-
-
-async def _backlog(engine: AsyncEngine, principal: Principal, after: int, upto: int) -> AsyncIterator[StreamEvent]:
-    """The caller's events in (after, upto], from the table, a page at a time."""
-    while after < upto:
-        async with engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(event_t)
-                    .where(event_t.c.id > after, event_t.c.id <= upto, visible_clause(principal))
-                    .order_by(event_t.c.id)
-                    .limit(BACKLOG_PAGE)
-                )
-            ).all()
-        for row in rows:
-            yield StreamEvent.from_row(row)
-        if len(rows) < BACKLOG_PAGE:
-            return
-        after = rows[-1].id
 
 
 async def _stream(
@@ -54,7 +32,7 @@ async def _stream(
         yield ServerSentEventMessage(comment="connected", data=None, retry=RECONNECT_MILLISECONDS)
         last = listener.start
         if after is not None and after < listener.start:
-            async for event in _backlog(engine, principal, after, listener.start):
+            async for event in backlog(engine, principal, after, listener.start):
                 yield _message(event)
         elif after is not None:
             last = after  # resumed from an instance that had read further than this one

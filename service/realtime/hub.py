@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -27,6 +28,8 @@ log = structlog.get_logger(__name__)
 
 # A listener this far behind is cut off; it resumes from the table with Last-Event-ID.
 LISTENER_QUEUE_SIZE = 1000
+# Rows a resumed stream reads from the table at a time.
+BACKLOG_PAGE = 500
 
 
 def events_channel(settings: Settings) -> str:
@@ -68,6 +71,25 @@ def visible_clause(principal: Principal) -> sa.ColumnElement[bool]:
         event_t.c.team_id.in_(list(principal.teams)),
         sa.literal(principal.operator_id) == sa.any_(event_t.c.operator_ids),
     )
+
+
+async def backlog(engine: AsyncEngine, principal: Principal, after: int, upto: int) -> AsyncIterator[StreamEvent]:
+    """The caller's events in (after, upto], from the table, a page at a time."""
+    while after < upto:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(event_t)
+                    .where(event_t.c.id > after, event_t.c.id <= upto, visible_clause(principal))
+                    .order_by(event_t.c.id)
+                    .limit(BACKLOG_PAGE)
+                )
+            ).all()
+        for row in rows:
+            yield StreamEvent.from_row(row)
+        if len(rows) < BACKLOG_PAGE:
+            return
+        after = rows[-1].id
 
 
 class Listener:

@@ -23,13 +23,13 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 import structlog
 from arq.connections import ArqRedis
-from litestar.exceptions import NotFoundException
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db.tables import conversation_t, decision_t, member_t, note_t, team_t
-from service.errors import ConflictException
+from service.errors import Conflict as ConflictException
+from service.errors import NotFound as NotFoundException
 from service.events import record_event
 from service.routing.policies import Candidate, Decision, Rule, Visit, decide, select_rule
 from service.timers.services import FIRST_RESPONSE_COLUMNS, FIRST_RESPONSE_CTES, remember_first_response

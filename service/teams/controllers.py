@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Any
 
 from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
-from sqlalchemy.ext.asyncio import AsyncConnection
+from litestar.params import FromPath, JSONBody
 
 from service.auth.principal import Principal, requires_admin, requires_lead, requires_team_member
-from service.deps import engine
-from service.routing.services import enqueue_drain, in_transaction
+from service.deps import Cursor, Limit, read, write
+from service.routing.services import enqueue_drain
 from service.settings import Settings
 from service.teams import rules as rules_service
 from service.teams import services
@@ -31,21 +29,6 @@ from service.teams.schemas import (
     TeamPublic,
     TeamUpdate,
 )
-
-T = TypeVar("T")
-Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Page size")]
-Cursor = Annotated[str | None, QueryParameter(description="nextCursor of the previous page")]
-
-
-async def write(request: Request[Any, Any, Any], work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-    """``work`` in one transaction (run again if PostgreSQL broke a deadlock): all of it happens or none."""
-    return await in_transaction(engine(request), work)
-
-
-async def read(request: Request[Any, Any, Any], work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-    """``work`` on a connection of its own (reads only)."""
-    async with engine(request).connect() as conn:
-        return await work(conn)
 
 
 async def _drain(request: Request[Any, Any, Any], team_id: uuid.UUID, trigger: str) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
-from litestar.exceptions import NotFoundException
 from pydantic.alias_generators import to_camel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -15,7 +15,7 @@ from service.audit import record_audit
 from service.auth.principal import Principal
 from service.crypto import decrypt_secret, encrypt_secret
 from service.db.tables import conversation_t, member_t, operator_t, team_t, thread_t
-from service.errors import ConflictException, field_conflict, field_invalid, unique_violation
+from service.errors import Conflict, NotFound, field_conflict, field_invalid, unique_violation
 from service.pagination import decode_cursor, page
 from service.teams.schemas import (
     BridgesPublic,
@@ -67,7 +67,7 @@ async def _team_row(conn: AsyncConnection, team_id: uuid.UUID, *, lock: bool = F
     query = sa.select(team_t, _member_count.label("member_count")).where(team_t.c.id == team_id)
     row = (await conn.execute(query.with_for_update(of=team_t, key_share=True) if lock else query)).first()
     if row is None:
-        raise NotFoundException("Team not found")
+        raise NotFound("Team not found")
     return row
 
 
@@ -94,6 +94,29 @@ async def list_teams(conn: AsyncConnection, principal: Principal, cursor: str | 
         rows, limit, lambda row: _team_public(row, principal.is_lead(row.id)), lambda t: (t.name,)
     )
     return TeamPage(items=items, next_cursor=next_cursor)
+
+
+async def team_names(conn: AsyncConnection, team_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The names of these teams, by id, in name order."""
+    rows = await conn.execute(
+        sa.select(team_t.c.id, team_t.c.name).where(team_t.c.id.in_(list(team_ids))).order_by(team_t.c.name)
+    )
+    return {row.id: row.name for row in rows}
+
+
+async def other_teams(conn: AsyncConnection, team_id: uuid.UUID | None) -> list[Any]:
+    """Every team but this one (``id``, ``name``), by name: where a conversation can be transferred."""
+    rows = await conn.execute(
+        sa.select(team_t.c.id, team_t.c.name).where(team_t.c.id.is_distinct_from(team_id)).order_by(team_t.c.name)
+    )
+    return list(rows)
+
+
+async def ai_enabled(conn: AsyncConnection, team_id: uuid.UUID | None) -> bool:
+    """Whether the team lets the AI take over its conversations (no team: no AI)."""
+    if team_id is None:
+        return False
+    return bool(await conn.scalar(sa.select(team_t.c.ai_enabled).where(team_t.c.id == team_id)))
 
 
 async def _write_team(conn: AsyncConnection, statement: Any) -> None:
@@ -144,14 +167,14 @@ async def delete_team(conn: AsyncConnection, team_id: uuid.UUID, actor: Principa
     """Delete a team with its memberships, rules and canned responses; refused while it holds open conversations."""
     current = await _team_row(conn, team_id, lock=True)
     if current.is_default:
-        raise ConflictException("The default team cannot be deleted; make another team the default first")
+        raise Conflict("The default team cannot be deleted; make another team the default first")
     open_count = await conn.scalar(
         sa.select(sa.func.count())
         .select_from(conversation_t)
         .where(conversation_t.c.team_id == team_id, conversation_t.c.status != "closed")
     )
     if open_count:
-        raise ConflictException(f"The team still has {open_count} open conversations; transfer or close them first")
+        raise Conflict(f"The team still has {open_count} open conversations; transfer or close them first")
     await conn.execute(sa.delete(team_t).where(team_t.c.id == team_id))
     await record_audit(conn, actor.operator_id, "team.deleted", "team", team_id, {"name": current.name})
 
@@ -185,10 +208,26 @@ async def list_members(conn: AsyncConnection, team_id: uuid.UUID) -> list[Member
     return [MemberPublic.model_validate(row) for row in rows]
 
 
+async def memberships(conn: AsyncConnection, operator_id: uuid.UUID) -> list[Any]:
+    """The operator's teams (``name``, ``role``, effective ``capacity``, ``skills``), by team name."""
+    rows = await conn.execute(
+        sa.select(
+            team_t.c.name,
+            member_t.c.role,
+            sa.func.coalesce(member_t.c.capacity, team_t.c.default_capacity).label("capacity"),
+            member_t.c.skills,
+        )
+        .join(team_t, team_t.c.id == member_t.c.team_id)
+        .where(member_t.c.operator_id == operator_id)
+        .order_by(team_t.c.name)
+    )
+    return list(rows)
+
+
 async def _member(conn: AsyncConnection, team_id: uuid.UUID, operator_id: uuid.UUID) -> MemberPublic:
     row = (await conn.execute(_members_query(team_id).where(member_t.c.operator_id == operator_id))).first()
     if row is None:
-        raise NotFoundException("Member not found")
+        raise NotFound("Member not found")
     return MemberPublic.model_validate(row)
 
 
@@ -241,7 +280,7 @@ async def remove_member(conn: AsyncConnection, team_id: uuid.UUID, operator_id: 
         .returning(member_t.c.operator_id)
     )
     if removed is None:
-        raise NotFoundException("Member not found")
+        raise NotFound("Member not found")
     await record_audit(conn, actor.operator_id, "team.member_removed", "team", team_id, {"operatorId": operator_id})
 
 
@@ -251,6 +290,11 @@ async def remove_member(conn: AsyncConnection, team_id: uuid.UUID, operator_id: 
 def _chat(stored: dict[str, Any], bridge: str) -> str | None:
     entry = stored.get(bridge) or {}
     return entry.get("chatId") or entry.get("channelId")
+
+
+async def stored_bridges(conn: AsyncConnection, team_id: uuid.UUID) -> dict[str, Any] | None:
+    """The team's stored bridge settings (secrets encrypted); None for a team that does not exist."""
+    return await conn.scalar(sa.select(team_t.c.bridge_settings).where(team_t.c.id == team_id))  # type: ignore[no-any-return]
 
 
 def public_bridges(stored: dict[str, Any]) -> BridgesPublic:

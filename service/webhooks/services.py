@@ -1,21 +1,28 @@
-"""Reads of a team's webhook endpoints and their delivery log, for the REST API and the dashboard alike."""
+"""A team's webhook endpoints (their leads manage them) and their delivery log, for the REST API and the dashboard."""
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from litestar.exceptions import NotFoundException
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.tables import endpoint_t, outbox_t
+from service.auth.principal import Principal, requires_lead
+from service.crypto import encrypt_secret
+from service.db.tables import endpoint_t, outbox_t, team_t
+from service.errors import NotFound
 from service.pagination import decode_cursor, encode_cursor
+from service.webhooks.delivery import SECRET_PURPOSE, add_test_delivery
 from service.webhooks.schemas import (
     WebhookDeliveryPage,
     WebhookDeliveryPublic,
+    WebhookEndpointCreate,
+    WebhookEndpointCreated,
     WebhookEndpointPage,
     WebhookEndpointPublic,
+    WebhookEndpointUpdate,
 )
 
 ENDPOINT_COLUMNS = (
@@ -38,6 +45,13 @@ DELIVERY_COLUMNS = (
 )
 
 
+async def require_lead(conn: AsyncConnection, principal: Principal, team_id: uuid.UUID) -> None:
+    """The team exists and the caller leads it (admins: any team)."""
+    requires_lead(principal, team_id)
+    if await conn.scalar(sa.select(team_t.c.id).where(team_t.c.id == team_id)) is None:
+        raise NotFound("Team not found")
+
+
 async def get_endpoint(conn: AsyncConnection, team_id: uuid.UUID, webhook_id: uuid.UUID) -> Any:
     """The team's endpoint row (its public columns); 404 for another team's or a missing one."""
     row = (
@@ -46,7 +60,7 @@ async def get_endpoint(conn: AsyncConnection, team_id: uuid.UUID, webhook_id: uu
         )
     ).first()
     if row is None:
-        raise NotFoundException("Webhook not found")
+        raise NotFound("Webhook not found")
     return row
 
 
@@ -96,3 +110,51 @@ async def list_deliveries(
         items=[delivery_public(row) for row in page],
         next_cursor=encode_cursor(page[-1].id) if len(rows) > limit else None,
     )
+
+
+async def create_endpoint(
+    conn: AsyncConnection, team_id: uuid.UUID, data: WebhookEndpointCreate, secret_key: str
+) -> WebhookEndpointCreated:
+    """A new endpoint with a fresh signing secret, returned this once and stored encrypted."""
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    row = (
+        await conn.execute(
+            sa.insert(endpoint_t)
+            .values(
+                id=uuid.uuid4(),
+                team_id=team_id,
+                url=str(data.url),
+                secret_encrypted=encrypt_secret(secret_key, SECRET_PURPOSE, secret),
+                events=list(data.events),
+                enabled=data.enabled,
+            )
+            .returning(*ENDPOINT_COLUMNS)
+        )
+    ).one()
+    return WebhookEndpointCreated(**WebhookEndpointPublic.model_validate(row).model_dump(), secret=secret)
+
+
+async def update_endpoint(
+    conn: AsyncConnection, team_id: uuid.UUID, webhook_id: uuid.UUID, data: WebhookEndpointUpdate
+) -> WebhookEndpointPublic:
+    """Change the URL, event filter or enabled flag given (the others stay)."""
+    values = data.model_dump(exclude_unset=True, exclude_none=True)
+    if "url" in values:
+        values["url"] = str(values["url"])
+    await get_endpoint(conn, team_id, webhook_id)
+    if values:
+        await conn.execute(sa.update(endpoint_t).where(endpoint_t.c.id == webhook_id).values(**values))
+    return WebhookEndpointPublic.model_validate(await get_endpoint(conn, team_id, webhook_id))
+
+
+async def delete_endpoint(conn: AsyncConnection, team_id: uuid.UUID, webhook_id: uuid.UUID) -> None:
+    """Remove the endpoint; its pending deliveries and log go with it."""
+    await get_endpoint(conn, team_id, webhook_id)
+    await conn.execute(sa.delete(endpoint_t).where(endpoint_t.c.id == webhook_id))
+
+
+async def add_test(conn: AsyncConnection, team_id: uuid.UUID, webhook_id: uuid.UUID) -> WebhookDeliveryPublic:
+    """A test delivery to the endpoint, in the outbox; the caller enqueues it after commit."""
+    await get_endpoint(conn, team_id, webhook_id)
+    outbox_id = await add_test_delivery(conn, webhook_id, team_id)
+    return delivery_public((await conn.execute(sa.select(*DELIVERY_COLUMNS).where(outbox_t.c.id == outbox_id))).one())

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service.app import redis_settings
 from service.db.models import Conversation
-from service.errors import ConflictException
+from service.errors import Conflict
 from service.routing import services as routing
 from service.settings import Settings
 from tests.factories import add_member, make_operator, make_team
@@ -94,7 +94,7 @@ class Chaos:
         while not self.stop.is_set():
             try:
                 await step()
-            except ConflictException:
+            except Conflict:
                 self.counts["conflict"] += 1
             await asyncio.sleep(pause)
 

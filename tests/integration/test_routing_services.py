@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from litestar.exceptions import NotFoundException
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.errors import ConflictException
+from service.errors import Conflict, NotFound
 from service.routing import services as routing
 from tests.factories import add_member, make_operator, make_team
 from tests.routing_support import make_conversation, rows, set_values, state
@@ -164,7 +163,7 @@ async def test_close_frees_the_slot_and_drains_the_queue_in_priority_order(clean
     assert await rows(clean_db, "SELECT open_conversations FROM operator") == [{"open_conversations": 1}]
     ended = await rows(clean_db, "SELECT end_reason FROM assignment WHERE conversation_id = :id", id=first)
     assert ended == [{"end_reason": "closed"}]
-    with pytest.raises(ConflictException):
+    with pytest.raises(Conflict):
         await routing.in_transaction(clean_db, lambda c: routing.close_conversation(c, first, actor_id=None))
 
 
@@ -187,14 +186,14 @@ async def test_manual_team_queues_and_claim_is_capacity_checked(clean_db: AsyncE
     ada = ops["Ada"]
     outcome = await routing.in_transaction(clean_db, lambda c: routing.claim(c, one, ada, actor_id=ada))
     assert (outcome.operator_id, outcome.team_id) == (ada, team_id)
-    with pytest.raises(ConflictException, match="not waiting"):
+    with pytest.raises(Conflict, match="not waiting"):
         await routing.in_transaction(clean_db, lambda c: routing.claim(c, one, ops["Bob"], actor_id=ops["Bob"]))
-    with pytest.raises(ConflictException, match="at capacity"):
+    with pytest.raises(Conflict, match="at capacity"):
         await routing.in_transaction(clean_db, lambda c: routing.claim(c, two, ada, actor_id=ada))
     outsider = await make_operator(clean_db, "Out", status="online")
-    with pytest.raises(ConflictException, match="not a member"):
+    with pytest.raises(Conflict, match="not a member"):
         await routing.in_transaction(clean_db, lambda c: routing.claim(c, two, outsider, actor_id=outsider))
-    with pytest.raises(NotFoundException):
+    with pytest.raises(NotFound):
         await routing.in_transaction(clean_db, lambda c: routing.claim(c, "missing", ada, actor_id=ada))
 
 
@@ -203,7 +202,7 @@ async def test_transfer_to_operator_checks_capacity_unless_overridden(clean_db: 
     conversation_id, _ = await make_conversation(clean_db, team_id)
     assert (await route(clean_db, conversation_id)).operator_id == ops["Ada"]
     bob = ops["Bob"]
-    with pytest.raises(ConflictException, match="at capacity"):
+    with pytest.raises(Conflict, match="at capacity"):
         await routing.in_transaction(
             clean_db, lambda c: routing.transfer_to_operator(c, conversation_id, bob, actor_id=ops["Ada"])
         )
@@ -247,7 +246,7 @@ async def test_transfer_to_team_reroutes_there_and_drains_the_old_queue(clean_db
     assert transferred["data"]["fromTeamId"] == str(first_team)
     assert transferred["data"]["toOperatorId"] == str(others["Zed"])
     assert set(transferred["operator_ids"]) == {ops["Ada"], others["Zed"]}
-    with pytest.raises(ConflictException, match="already in that team"):
+    with pytest.raises(Conflict, match="already in that team"):
         await routing.in_transaction(
             clean_db, lambda c: routing.transfer_to_team(c, moving, second_team, actor_id=ops["Ada"])
         )
@@ -280,7 +279,7 @@ async def test_requeue_then_reopen(clean_db: AsyncEngine) -> None:
         clean_db, lambda c: routing.requeue(c, conversation_id, reason="offline_requeued")
     )
     assert outcome == routing.RouteOutcome("queued", team_id)
-    with pytest.raises(ConflictException, match="not assigned"):
+    with pytest.raises(Conflict, match="not assigned"):
         await routing.in_transaction(clean_db, lambda c: routing.requeue(c, conversation_id, reason="again"))
     await routing.in_transaction(clean_db, lambda c: routing.close_conversation(c, conversation_id, actor_id=None))
     await set_values(clean_db, "operator", {"id": ops["Ada"]}, status="online")

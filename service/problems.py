@@ -1,0 +1,101 @@
+"""One mapping from exceptions to RFC 9457 problem details (``application/problem+json``), at the HTTP edge."""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from sqlalchemy.exc import DBAPIError
+
+from service.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable, Unprocessable
+
+log = structlog.get_logger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+def _problem(request: Request[Any, Any, Any], status: int, detail: str, **extra: Any) -> Response[dict[str, Any]]:
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        **extra,
+    }
+    return Response(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+
+
+def _field_error(item: Any) -> Any:
+    """``{field, message}``; msgspec reports a missing field on the whole body, so name the field."""
+    if not isinstance(item, dict):
+        return item
+    field, message = item.get("key"), item.get("message")
+    if field == "data" and isinstance(message, str) and (missing := _MISSING_FIELD.search(message)):
+        field = missing.group(1)
+    return {"field": field, "message": message}
+
+
+def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    """HTTP errors keep their status; validation errors list each offending field under ``errors``."""
+    extra: dict[str, Any] = {}
+    if isinstance(exc.extra, list) and exc.extra:
+        extra["errors"] = [_field_error(item) for item in exc.extra]
+    response = _problem(request, exc.status_code, exc.detail, **extra)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Anything unexpected: logged with its traceback, answered without internals."""
+    log.error("unhandled error", path=request.url.path, exc_info=exc)
+    return _problem(request, 500, "An internal error occurred; it has been logged.")
+
+
+# PostgreSQL refuses NUL in text ("invalid byte sequence for encoding UTF8: 0x00"), wherever it came from.
+_UNSTORABLE_TEXT = "22021"
+
+
+def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
+    """Text PostgreSQL cannot hold is the caller's mistake (400); any other database error is ours (500)."""
+    if getattr(exc.orig, "sqlstate", None) == _UNSTORABLE_TEXT:
+        return _problem(request, 400, "Text in the request (path, query or body) must not contain NUL characters")
+    return internal_error_handler(request, exc)
+
+
+_DOMAIN_STATUS: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Forbidden: 403,
+    Conflict: 409,
+    Unprocessable: 422,
+    Invalid: 400,
+    Unavailable: 503,
+}
+
+
+def domain_status(exc: DomainError) -> int:
+    """The HTTP status of a service's refusal."""
+    return next(code for kind, code in _DOMAIN_STATUS.items() if isinstance(exc, kind))
+
+
+def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+    """A service's refusal as problem details, with the field it names under ``errors``."""
+    extra = {"errors": [{"field": exc.field, "message": exc.message}]} if exc.field else {}
+    return _problem(request, domain_status(exc), exc.detail, **extra)
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    DomainError: domain_error_handler,
+    HTTPException: http_exception_handler,
+    ValidationException: http_exception_handler,
+    NotFoundException: http_exception_handler,
+    DBAPIError: database_error_handler,
+    Exception: internal_error_handler,
+}
