@@ -253,6 +253,12 @@ class PostgresStorage(Storage):
         result = await self._execute(sa.delete(conversation_t).where(conversation_t.c.last_activity < older_than))
         return int(result.rowcount)
 
+    async def mark_visitor_left(self, session_id: str) -> None:
+        """Record when the visitor said they left (``/disconnect``)."""
+        await self._execute(
+            sa.update(conversation_t).where(conversation_t.c.id == session_id).values(visitor_left_at=sa.func.now())
+        )
+
     # Messages ---------------------------------------------------------------------------
 
     async def save_message(self, message: Message) -> None:
