@@ -45,6 +45,7 @@ from service.settings import Settings, load_settings
 from service.teams.controllers import TeamController
 from service.timers.services import timer_triggers_middleware
 from service.webhooks.controllers import WebhookController
+from service.wiring import GATEWAY_HOOKS
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             settings=settings,
             engine=engine,
             redis=redis,
+            hooks=GATEWAY_HOOKS,
             routing=RoutingBridge(engine, redis),
             bridges=[TeamBridge(engine, bridge_registry)],
         )

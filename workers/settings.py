@@ -18,6 +18,7 @@ from service.gateway.hub import SwitchboardPocketPing
 from service.logging import configure_logging
 from service.realtime.relay import EventRelay
 from service.settings import Settings
+from service.wiring import GATEWAY_HOOKS
 from workers import jobs
 
 SWEEP_SECONDS = {0, 10, 20, 30, 40, 50}
@@ -37,7 +38,11 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         # messages (replies from the dashboard, the AI) reach the team's chats through the team bridge.
         ctx["team_bridge"] = TeamBridge(ctx["engine"], BridgeRegistry(settings))
         ctx["pocketping"] = SwitchboardPocketPing(
-            settings=settings, engine=ctx["engine"], redis=ctx["redis"], bridges=[ctx["team_bridge"]]
+            settings=settings,
+            engine=ctx["engine"],
+            redis=ctx["redis"],
+            hooks=GATEWAY_HOOKS,
+            bridges=[ctx["team_bridge"]],
         )
         await ctx["team_bridge"].init(ctx["pocketping"])
         ctx["ai_provider"] = build_provider(settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from pocketping.ai.base import AIProvider
@@ -18,11 +18,17 @@ from service.errors import Conflict, NotFound
 from service.events import record_event
 from service.timers.services import AI_TAKEOVER, FIRST_RESPONSE, cancel_timer, schedule_timer
 
-if TYPE_CHECKING:
-    from service.gateway.hub import SwitchboardPocketPing
-
-
 ACTIONS = ("pause", "resume", "handover", "takeback")
+
+
+class AiSender(Protocol):
+    """What the AI needs of the widget gateway (the PocketPing hub) to answer a visitor."""
+
+    engine: AsyncEngine
+
+    async def send_as_ai(
+        self, session_id: str, content: str, *, message_id: str, takeover_reason: str | None = None
+    ) -> Message: ...
 
 
 @dataclass(frozen=True)
@@ -217,7 +223,7 @@ async def ai_context(engine: AsyncEngine, conversation_id: str, limit: int) -> t
 
 
 async def respond(
-    pocketping: SwitchboardPocketPing,
+    pocketping: AiSender,
     provider: AIProvider,
     takeover: Takeover,
     *,

@@ -259,3 +259,8 @@ class TeamBridge(Bridge):
             if sent:
                 value: Any = int(sent[0]) if platform == "telegram" else sent[0]
                 await conn.execute(sa.update(message_t).where(message_t.c.id == row.id).values({column: value}))
+
+
+def reads_own_message_ids(bridge: Bridge) -> bool:
+    """The team bridge posts to several platforms and reads each one's message id itself (edits, deletes)."""
+    return isinstance(bridge, TeamBridge)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
+import sqlalchemy as sa
 import structlog
 from arq.connections import ArqRedis
 from pocketping.bridges import Bridge
 from pocketping.models import Message, Session
+from sqlalchemy.dialects.postgresql import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.batching import Batcher
+from service.gateway.storage import CREATED_COLUMNS, message_created
 from service.routing.services import enqueue_route
-from service.timers.services import Trigger, enqueue_trigger
+from service.timers.services import Trigger, enqueue_trigger, upsert_timers
 
 log = structlog.get_logger(__name__)
 
@@ -24,8 +27,18 @@ log = structlog.get_logger(__name__)
 # with their ``message.created`` events (to the team and assignee as they were before this batch).
 # Routed conversations of a team with AI on (and not paused) get their AI-takeover timer (re)armed
 # from the latest message: the team's delay, or none when the AI already answers (AI mode); new
-# ones are armed by the routing job once they have a team.
-_INGEST_VISITOR_MESSAGES = """
+# ones are armed by the routing job once they have a team. The timer and event parts come from
+# the builders every other writer of those rows uses, rendered into this statement once, at import.
+_ARM_AI = upsert_timers(
+    "SELECT 'ai_takeover', t.id, "
+    "t.at + make_interval(secs => CASE WHEN t.ai_active THEN 0 ELSE team.ai_takeover_delay_seconds END) "
+    "FROM touched t JOIN team ON team.id = t.team_id "
+    "WHERE team.ai_enabled AND NOT t.ai_paused AND t.status <> 'new'"
+)
+_ANNOUNCE = message_created(sa.table("stored", *(sa.column(c.name) for c in CREATED_COLUMNS))).compile(
+    dialect=asyncpg.dialect(), compile_kwargs={"literal_binds": True}
+)
+_INGEST_VISITOR_MESSAGES = f"""
 WITH incoming AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])
         WITH ORDINALITY AS m(id, conversation_id, content, created_at, reply_to, ord)
@@ -46,29 +59,13 @@ WITH incoming AS (
     FROM old JOIN latest ON latest.conversation_id = old.id
     WHERE c.id = old.id
     RETURNING c.id, c.routing_revision, old.needs_routing, c.team_id, c.status, c.ai_active, c.ai_paused, latest.at
-), ai AS (
-    INSERT INTO timer (kind, subject, due_at)
-    SELECT 'ai_takeover', t.id,
-           t.at + make_interval(secs => CASE WHEN t.ai_active THEN 0 ELSE team.ai_takeover_delay_seconds END)
-    FROM touched t JOIN team ON team.id = t.team_id
-    WHERE team.ai_enabled AND NOT t.ai_paused AND t.status <> 'new'
-    ON CONFLICT (kind, subject) DO UPDATE SET
-        due_at = EXCLUDED.due_at, revision = timer.revision + 1, state = 'pending', fired_at = NULL, updated_at = now()
-    RETURNING id, subject, revision, due_at
-), stored AS (
+), ai AS ({_ARM_AI}), stored AS (
     INSERT INTO message (id, conversation_id, sender, content, created_at, reply_to)
     SELECT m.id, m.conversation_id, 'visitor', m.content, m.created_at, m.reply_to
     FROM incoming m WHERE m.conversation_id IN (SELECT id FROM touched)
     ORDER BY m.ord
-    RETURNING id
-), announced AS (
-    INSERT INTO event (kind, team_id, conversation_id, operator_ids, data)
-    SELECT 'message.created', c.team_id, m.conversation_id, array_remove(ARRAY[c.assignee_id], NULL),
-           jsonb_build_object('conversationId', m.conversation_id, 'messageId', m.id, 'sender', 'visitor',
-                              'operatorId', NULL, 'content', m.content)
-    FROM incoming m JOIN old ON old.id = m.conversation_id JOIN conversation c ON c.id = m.conversation_id
-    ORDER BY m.ord
-)
+    RETURNING {", ".join(c.name for c in CREATED_COLUMNS)}
+), announced AS ({_ANNOUNCE})
 SELECT touched.id, touched.routing_revision, touched.needs_routing,
        ai.id AS timer_id, ai.revision AS timer_revision, ai.due_at AS timer_due_at,
        EXISTS (SELECT 1 FROM team t CROSS JOIN LATERAL jsonb_each(t.bridge_settings) AS b

@@ -9,9 +9,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
-import sqlalchemy as sa
 import structlog
 from pocketping import PocketPing
 from pocketping.bridges import Bridge
@@ -30,10 +28,9 @@ from pydantic import Field
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.ai.services import operator_replied
 from service.batching import Batcher
-from service.bridges.dispatch import TeamBridge
 from service.gateway.bridge import RoutingBridge
+from service.gateway.hooks import GatewayHooks
 from service.gateway.storage import PostgresStorage, acting_operator
 from service.settings import Settings
 
@@ -72,12 +69,15 @@ class SwitchboardPocketPing(PocketPing):
     exactly once, wherever it is connected, and bridges are called only by the producer.
     """
 
+    storage: PostgresStorage
+
     def __init__(
         self,
         *,
         settings: Settings,
         engine: AsyncEngine,
         redis: Redis,
+        hooks: GatewayHooks,
         routing: RoutingBridge | None = None,
         bridges: list[Bridge] | None = None,
     ) -> None:
@@ -87,6 +87,7 @@ class SwitchboardPocketPing(PocketPing):
         self.settings = settings
         self.engine = engine
         self.redis = redis
+        self.hooks = hooks
         self.routing = routing
         self._channel = widget_channel(settings)
         self._subscriber: asyncio.Task[None] | None = None
@@ -227,7 +228,7 @@ class SwitchboardPocketPing(PocketPing):
                 session_id, content, source_bridge=source_bridge, operator_name=operator_name
             )
         async with self.engine.begin() as conn:
-            await operator_replied(conn, session_id, operator_id)
+            await self.hooks.operator_replied(conn, session_id, operator_id)
         return sent
 
     async def send_as_ai(
@@ -268,31 +269,29 @@ class SwitchboardPocketPing(PocketPing):
         )
 
     def _platform_message_id(self, bridge: Bridge, bridge_ids: BridgeMessageIds) -> str | int | None:
-        # The team bridge posts to several platforms and reads each one's message id itself.
-        if isinstance(bridge, TeamBridge):
-            return bridge.name
+        if self.hooks.reads_own_message_ids(bridge):
+            return bridge.name  # any id: the SDK only calls a bridge's edit and delete hooks with one
         return super()._platform_message_id(bridge, bridge_ids)
 
     # Protocol handlers that need Switchboard's view ---------------------------------------
 
     async def handle_connect(self, request: ConnectRequest) -> SwitchboardConnectResponse:
         response = await super().handle_connect(request)
-        welcome, operator_name = await self._greeting(response.session_id)
+        async with self.engine.connect() as conn:
+            greeting = await self.hooks.greeting(conn, response.session_id)
+            online = await self.hooks.operator_available(conn)
         return SwitchboardConnectResponse.model_validate(
             {
                 **response.model_dump(),
-                "operator_online": await self._anyone_online(),
-                "welcome_message": welcome,
-                "operator_name": operator_name,
+                "operator_online": online,
+                "welcome_message": greeting.welcome,
+                "operator_name": greeting.operator_name,
             }
         )
 
     async def handle_disconnect(self, session_id: str, duration: int | None, reason: str | None) -> None:
         """Record that the visitor left and tell the bridges (the SDK has no handler for this)."""
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                sa.text("UPDATE conversation SET visitor_left_at = now() WHERE id = :id"), {"id": session_id}
-            )
+        await self.storage.mark_visitor_left(session_id)
         session = await self.storage.get_session(session_id)
         if session is None:
             return
@@ -304,25 +303,6 @@ class SwitchboardPocketPing(PocketPing):
                 log.warning("bridge failed on disconnect", bridge=bridge.name, exc_info=True)
 
     async def handle_presence(self) -> PresenceResponse:
-        return PresenceResponse(online=await self._anyone_online(), ai_enabled=False)
-
-    async def _anyone_online(self) -> bool:
         async with self.engine.connect() as conn:
-            result = await conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM operator WHERE status = 'online')"))
-            return bool(result.scalar())
-
-    async def _greeting(self, session_id: str) -> tuple[str | None, str | None]:
-        """The team's welcome message (the default team's before routing) and the assignee's display name."""
-        async with self.engine.connect() as conn:
-            result = await conn.execute(
-                sa.text(
-                    "SELECT (SELECT t.welcome_message FROM team t "
-                    "        LEFT JOIN conversation c ON c.team_id = t.id AND c.id = :id "
-                    "        WHERE c.id IS NOT NULL OR t.is_default ORDER BY (c.id IS NULL) LIMIT 1) AS welcome, "
-                    "       (SELECT o.display_name FROM conversation c JOIN operator o ON o.id = c.assignee_id "
-                    "        WHERE c.id = :id AND c.status = 'assigned') AS operator_name"
-                ),
-                {"id": session_id},
-            )
-            row: Any = result.one()
-            return row.welcome, row.operator_name
+            online = await self.hooks.operator_available(conn)
+        return PresenceResponse(online=online, ai_enabled=False)

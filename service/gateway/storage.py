@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from pocketping.models import Attachment, Message, Session
 from pocketping.storage import BridgeMessageIds, Storage
-from sqlalchemy.dialects.postgresql import JSONB, array, insert
+from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.tables import attachment_t, conversation_t, event_t, message_t
@@ -71,30 +71,41 @@ def row_to_session(row: Any) -> Session:
     )
 
 
-def message_created_on_insert(upsert: Any, message: Message, operator_id: uuid.UUID | None) -> Any:
-    """The message upsert plus, only when it inserted (not on the SDK's re-saves), its ``message.created`` event.
+# The message columns a ``message.created`` event is built from: an INSERT into message returns them.
+CREATED_COLUMNS = (
+    message_t.c.id,
+    message_t.c.conversation_id,
+    message_t.c.sender,
+    message_t.c.operator_id,
+    message_t.c.content,
+    message_t.c.seq,
+)
 
-    One statement, so the event exists exactly when the message does; the conversation's team
-    and assignee are its audience.
-    """
-    saved = upsert.returning(message_t.c.id, sa.literal_column("xmax = 0").label("inserted")).cte("saved")
-    data = {
-        "conversationId": message.session_id,
-        "messageId": message.id,
-        "sender": message.sender.value,
-        "operatorId": str(operator_id) if operator_id else None,
-        "content": message.content,
-    }
+
+def message_created(messages: sa.FromClause) -> sa.Insert:
+    """The ``message.created`` events of ``messages`` (rows of ``CREATED_COLUMNS``), each to its team and assignee."""
+    m = messages.c
     audience = (
         sa.select(
             sa.literal("message.created"),
             conversation_t.c.team_id,
-            conversation_t.c.id,
+            m.conversation_id,
             sa.func.array_remove(array([conversation_t.c.assignee_id]), None),
-            sa.literal(data, type_=JSONB),
+            sa.func.jsonb_build_object(
+                "conversationId",
+                m.conversation_id,
+                "messageId",
+                m.id,
+                "sender",
+                m.sender,
+                "operatorId",
+                m.operator_id,
+                "content",
+                m.content,
+            ),
         )
-        .select_from(saved.join(conversation_t, conversation_t.c.id == message.session_id))
-        .where(saved.c.inserted)
+        .select_from(messages.join(conversation_t, conversation_t.c.id == m.conversation_id))
+        .order_by(m.seq)
     )
     return sa.insert(event_t).from_select(["kind", "team_id", "conversation_id", "operator_ids", "data"], audience)
 
@@ -253,6 +264,12 @@ class PostgresStorage(Storage):
         result = await self._execute(sa.delete(conversation_t).where(conversation_t.c.last_activity < older_than))
         return int(result.rowcount)
 
+    async def mark_visitor_left(self, session_id: str) -> None:
+        """Record when the visitor said they left (``/disconnect``)."""
+        await self._execute(
+            sa.update(conversation_t).where(conversation_t.c.id == session_id).values(visitor_left_at=sa.func.now())
+        )
+
     # Messages ---------------------------------------------------------------------------
 
     async def save_message(self, message: Message) -> None:
@@ -291,7 +308,9 @@ class PostgresStorage(Storage):
             # Visitor messages are inserted (with their event) by the routing bridge; this is a re-save.
             await self._execute(upsert)
         else:
-            await self._execute(message_created_on_insert(upsert, message, operator_id))
+            # One statement, so the event exists exactly when the message does; the SDK's re-saves add none.
+            saved = upsert.returning(*CREATED_COLUMNS, sa.literal_column("xmax = 0").label("inserted")).cte("saved")
+            await self._execute(message_created(sa.select(saved).where(saved.c.inserted).subquery("inserted")))
         for attachment in message.attachments or []:
             await self.save_attachment(attachment.model_copy(update={"message_id": message.id}))
 

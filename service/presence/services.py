@@ -154,3 +154,8 @@ async def current(conn: AsyncConnection, operator_id: uuid.UUID) -> PresenceChan
     if row is None:
         raise NotFound("Operator not found")
     return PresenceChange(row.status, row.status, row.status_changed_at, row.last_heartbeat_at)
+
+
+async def anyone_online(conn: AsyncConnection) -> bool:
+    """Whether any operator is online: what the widget shows as ``operatorOnline`` and its presence."""
+    return bool(await conn.scalar(sa.select(sa.exists().where(operator_t.c.status == "online"))))

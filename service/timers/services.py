@@ -46,13 +46,20 @@ class Trigger:
 # Timers scheduled in the current task since ``triggers`` opened; enqueued when it closes.
 _scheduled: contextvars.ContextVar[list[Trigger] | None] = contextvars.ContextVar("scheduled_timers", default=None)
 
-# Rescheduling (or re-arming a fired or cancelled timer) bumps the revision: older triggers go stale.
-_ON_CONFLICT = """
+
+def upsert_timers(rows: str) -> str:
+    """The timer upsert of ``rows`` (VALUES or a SELECT of kind, subject, due_at), as a statement or a CTE's body."""
+    # Rescheduling (or re-arming a fired or cancelled timer) bumps the revision: older triggers go stale.
+    # It returns a Trigger's columns, and the subject for statements that upsert several timers.
+    return f"""
+    INSERT INTO timer (kind, subject, due_at) {rows}
     ON CONFLICT (kind, subject) DO UPDATE SET
         due_at = EXCLUDED.due_at, revision = timer.revision + 1, state = 'pending', fired_at = NULL, updated_at = now()
-    RETURNING id, revision, due_at
-"""
-UPSERT_TIMER = "INSERT INTO timer (kind, subject, due_at) VALUES (:kind, :subject, :due_at)" + _ON_CONFLICT
+    RETURNING id, subject, revision, due_at
+    """
+
+
+_SCHEDULE_TIMER = sa.text(upsert_timers("VALUES (:kind, :subject, :due_at)"))
 
 
 def timer_job_id(timer_id: int, revision: int) -> str:
@@ -69,7 +76,7 @@ def remember(trigger: Trigger) -> None:
 
 async def schedule_timer(conn: AsyncConnection, kind: str, subject: str, due_at: datetime) -> int:
     """Create or move the (kind, subject) timer to ``due_at`` in the caller's transaction; returns its new revision."""
-    row = (await conn.execute(sa.text(UPSERT_TIMER), {"kind": kind, "subject": subject, "due_at": due_at})).one()
+    row = (await conn.execute(_SCHEDULE_TIMER, {"kind": kind, "subject": subject, "due_at": due_at})).one()
     remember(Trigger(row.id, row.revision, row.due_at))
     return int(row.revision)
 
@@ -151,11 +158,11 @@ FIRST_RESPONSE_CTES = (
                t.first_response_timeout_seconds AS seconds
         FROM asg, conversation c, team t WHERE c.id = :conversation_id AND t.id = :team_id
     ), first_response AS (
-        INSERT INTO timer (kind, subject, due_at)
-        SELECT 'first_response', :conversation_id, now() + make_interval(secs => d.seconds)
-        FROM first_response_due d WHERE d.arm
     """
-    + _ON_CONFLICT
+    + upsert_timers(
+        "SELECT 'first_response', :conversation_id, now() + make_interval(secs => d.seconds) "
+        "FROM first_response_due d WHERE d.arm"
+    )
     + """
     ), first_response_cancelled AS (
         UPDATE timer SET state = 'cancelled', revision = timer.revision + 1, updated_at = now()
