@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.ai import services as ai
 from service.ai.schemas import AiStatePublic
 from service.auth.principal import Principal, requires_team_member
-from service.routing.services import in_transaction
+from service.db.transactions import in_transaction
 
 
 async def _control(

@@ -42,7 +42,7 @@ from service.auth.sessions import (
 )
 from service.db.tables import token_t
 from service.errors import ConflictException
-from service.routing.services import enqueue_drain
+from service.queue import enqueue_drain
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)

@@ -11,8 +11,7 @@ from pocketping.models import Message, Session
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.batching import Batcher
-from service.routing.services import enqueue_route
-from service.timers.services import Trigger, enqueue_trigger
+from service.queue import Trigger, enqueue_route, enqueue_trigger
 
 log = structlog.get_logger(__name__)
 

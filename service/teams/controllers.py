@@ -12,8 +12,9 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal, requires_admin, requires_lead, requires_team_member
+from service.db.transactions import in_transaction
 from service.deps import engine
-from service.routing.services import enqueue_drain, in_transaction
+from service.queue import enqueue_drain
 from service.settings import Settings
 from service.teams import rules as rules_service
 from service.teams import services
