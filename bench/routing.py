@@ -118,7 +118,8 @@ def run_pgbench(url: str, clients: int, duration: float) -> float:
 async def child(url: str, tasks: int, duration: float, ids: list[str]) -> None:
     """One router process: ``tasks`` concurrent routers over its conversation ids, until the deadline."""
     from service.db.engine import create_engine
-    from service.routing import services as routing
+    from service.db.transactions import in_transaction
+    from service.routing import placement
     from service.settings import Settings
 
     settings = Settings(database_url=url, redis_url="redis://127.0.0.1:6379/0", secret_key="x" * 32, db_pool_size=tasks)
@@ -132,8 +133,8 @@ async def child(url: str, tasks: int, duration: float, ids: list[str]) -> None:
             if time.perf_counter() >= deadline:
                 return
             started = time.perf_counter()
-            outcome = await routing.in_transaction(
-                engine, lambda c, cid=conversation_id: routing.route_conversation(c, cid, 1, "bench")
+            outcome = await in_transaction(
+                engine, lambda c, cid=conversation_id: placement.route_conversation(c, cid, 1, "bench")
             )
             latencies.append(time.perf_counter() - started)
             outcomes[outcome.outcome] = outcomes.get(outcome.outcome, 0) + 1

@@ -32,8 +32,8 @@ from redis.asyncio import Redis
 
 from service.app import redis_settings
 from service.db.migrate import upgrade
+from service.queue import Trigger, enqueue_trigger
 from service.settings import Settings
-from service.timers.services import Trigger, enqueue_trigger
 
 ROOT = Path(__file__).resolve().parent.parent
 SWITCHBOARD = ROOT / ".venv" / "bin" / "switchboard"

@@ -9,7 +9,7 @@ from litestar import Request
 from litestar.params import QueryParameter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.routing.services import in_transaction
+from service.db.transactions import in_transaction
 
 T = TypeVar("T")
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Page size")]

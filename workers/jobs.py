@@ -13,10 +13,12 @@ from service.ai import services as ai
 from service.bridges import notify as bridges
 from service.conversations.outbox import WIDGET_MESSAGE, enqueue_delivery
 from service.db.tables import outbox_t
+from service.db.transactions import in_transaction
+from service.flows import timeouts
 from service.presence import services as presence
+from service.queue import enqueue_drain, enqueue_route, enqueue_trigger
 from service.realtime.relay import EventRelay
-from service.routing import services as routing
-from service.timers import actions
+from service.routing import placement, queries
 from service.timers import services as timers
 from service.webhooks import delivery as webhooks
 
@@ -30,14 +32,14 @@ LOST_JOB_AFTER_SECONDS = 5.0
 async def route_conversation(ctx: dict[str, Any], *, conversation_id: str, revision: int, trigger: str) -> str:
     """Route one conversation if ``revision`` is still current; otherwise do nothing."""
 
-    async def work(conn: AsyncConnection) -> routing.RouteOutcome:
-        outcome = await routing.route_conversation(conn, conversation_id, revision, trigger)
+    async def work(conn: AsyncConnection) -> placement.RouteOutcome:
+        outcome = await placement.route_conversation(conn, conversation_id, revision, trigger)
         if outcome.outcome != "stale":
             await ai.arm_after_routing(conn, conversation_id)
         return outcome
 
     async with timers.triggers(ctx["redis"]):
-        outcome = await routing.in_transaction(ctx["engine"], work)
+        outcome = await in_transaction(ctx["engine"], work)
     log.info("routed", conversation_id=conversation_id, revision=revision, outcome=outcome.outcome)
     return outcome.outcome
 
@@ -46,15 +48,13 @@ async def drain_team_queue(ctx: dict[str, Any], *, team_id: str, trigger: str) -
     """Assign the team's queued conversations while members have room; a drain with nothing to do does nothing."""
     team = uuid.UUID(team_id)
     async with timers.triggers(ctx["redis"]):
-        return await routing.in_transaction(ctx["engine"], lambda conn: routing.drain_team_queue(conn, team, trigger))
+        return await in_transaction(ctx["engine"], lambda conn: placement.drain_team_queue(conn, team, trigger))
 
 
 async def fire_timer(ctx: dict[str, Any], *, timer_id: int, revision: int) -> str:
     """Fire one timer revision if it is still pending (a stale, duplicated or retried trigger does nothing)."""
     async with timers.triggers(ctx["redis"]):
-        outcome, takeover = await routing.in_transaction(
-            ctx["engine"], lambda conn: actions.fire(conn, timer_id, revision)
-        )
+        outcome, takeover = await in_transaction(ctx["engine"], lambda conn: timeouts.fire(conn, timer_id, revision))
     if takeover is not None:
         # After the commit: the provider may take seconds, and no lock is held meanwhile. The
         # timer has fired, so a retry would do nothing: a failed reply is logged, not retried.
@@ -184,14 +184,14 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     """Re-enqueue work whose trigger was lost (unrouted conversations, team queues, outbox rows, overdue timers);
     set silent heartbeating operators offline."""
     async with timers.triggers(ctx["redis"]):
-        expired = await routing.in_transaction(
+        expired = await in_transaction(
             ctx["engine"],
             lambda conn: presence.expire_heartbeats(conn, ctx["settings"].presence_heartbeat_timeout_seconds),
         )
     async with ctx["engine"].connect() as conn:
         overdue = await timers.due_before(conn, 0)
-        unrouted = await routing.unrouted_conversations(conn, LOST_JOB_AFTER_SECONDS)
-        waiting_teams = await routing.teams_with_queue(conn)
+        unrouted = await queries.unrouted_conversations(conn, LOST_JOB_AFTER_SECONDS)
+        waiting_teams = await queries.teams_with_queue(conn)
         pending = (
             (
                 await conn.execute(
@@ -204,14 +204,14 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
             .all()
         )
     for conversation_id, revision in unrouted:
-        await routing.enqueue_route(ctx["redis"], conversation_id, revision, trigger="sweep")
+        await enqueue_route(ctx["redis"], conversation_id, revision, trigger="sweep")
     for team_id in waiting_teams:
-        await routing.enqueue_drain(ctx["redis"], team_id, trigger="sweep")
+        await enqueue_drain(ctx["redis"], team_id, trigger="sweep")
     for outbox_id in pending:
         await enqueue_delivery(ctx["redis"], outbox_id)
     # A trigger already waiting keeps its job id, so this only restores the lost ones.
     for trigger in overdue:
-        await timers.enqueue_trigger(ctx["redis"], trigger)
+        await enqueue_trigger(ctx["redis"], trigger)
     # One pass of each relay too, in case the worker's loop is stuck (and so burst workers relay).
     await EventRelay(ctx["engine"], ctx["redis"], ctx["settings"]).step()
     await bridges.BridgeRelay(ctx["engine"], ctx["redis"], ctx["settings"]).step()

@@ -11,7 +11,7 @@ from litestar.params import FromPath
 from service.ai import services as ai
 from service.ai.schemas import AiStatePublic
 from service.auth.principal import Principal
-from service.routing.services import in_transaction
+from service.db.transactions import in_transaction
 
 
 async def _control(

@@ -35,7 +35,7 @@ from service.auth.sessions import (
     take_login,
 )
 from service.deps import engine
-from service.routing.services import enqueue_drain
+from service.queue import enqueue_drain
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)

@@ -28,8 +28,8 @@ from service.bridges.payloads import (
 )
 from service.bridges.schemas import BridgeLinkList, LinkCodePublic
 from service.bridges.verify import discord_genuine, slack_genuine, telegram_genuine
+from service.db.transactions import in_transaction
 from service.deps import engine
-from service.routing.services import in_transaction
 from service.teams.services import bridge_secret, stored_bridges
 
 log = structlog.get_logger(__name__)

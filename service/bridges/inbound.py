@@ -24,10 +24,12 @@ from service.auth.services import load_principal
 from service.bridges import links
 from service.conversations.services import reply
 from service.db.tables import conversation_t, member_t, message_t, operator_t, team_t, thread_t
+from service.db.transactions import in_transaction
 from service.errors import DomainError, Forbidden, NotFound
 from service.gateway.hub import SwitchboardPocketPing
 from service.presence import services as presence
-from service.routing import services as routing
+from service.queue import enqueue_drain
+from service.routing import handoff
 from service.settings import Settings
 
 PLATFORM_NAMES = {"telegram": "Telegram", "discord": "Discord", "slack": "Slack"}
@@ -232,7 +234,7 @@ async def _link(bridges: Bridges, inbound: Inbound, code: str) -> str:
             return None
         return await conn.scalar(sa.select(operator_t.c.display_name).where(operator_t.c.id == operator_id))
 
-    name = await routing.in_transaction(bridges.engine, work)
+    name = await in_transaction(bridges.engine, work)
     if name is None:
         return BAD_CODE
     return LINKED.format(platform=PLATFORM_NAMES[inbound.platform], name=name)
@@ -240,14 +242,14 @@ async def _link(bridges: Bridges, inbound: Inbound, code: str) -> str:
 
 def _presence(status: str) -> Command:
     async def run(bridges: Bridges, inbound: Inbound, principal: Principal, _: str | None, __: str) -> str:
-        change = await routing.in_transaction(
+        change = await in_transaction(
             bridges.engine,
             lambda conn: presence.set_presence(
                 conn, principal.operator_id, status, reason=f"{inbound.platform}_command"
             ),
         )
         for team_id in change.drain_teams:
-            await routing.enqueue_drain(bridges.redis, team_id, "operator_online")
+            await enqueue_drain(bridges.redis, team_id, "operator_online")
         return f"You are now {status}." if change.changed else f"You are already {status}."
 
     return run
@@ -298,9 +300,9 @@ async def _claim(bridges: Bridges, inbound: Inbound, principal: Principal, conve
 
     async def work(conn: AsyncConnection) -> None:
         await _in_team(conn, principal, conversation_id)
-        await routing.claim(conn, conversation_id, me, actor_id=me)
+        await handoff.claim(conn, conversation_id, me, actor_id=me)
 
-    await routing.in_transaction(bridges.engine, work)
+    await in_transaction(bridges.engine, work)
     return "You now hold this conversation."
 
 
@@ -309,9 +311,9 @@ async def _close(bridges: Bridges, inbound: Inbound, principal: Principal, conve
 
     async def work(conn: AsyncConnection) -> None:
         await _in_team(conn, principal, conversation_id)
-        await routing.close_conversation(conn, conversation_id, actor_id=principal.operator_id)
+        await handoff.close_conversation(conn, conversation_id, actor_id=principal.operator_id)
 
-    await routing.in_transaction(bridges.engine, work)
+    await in_transaction(bridges.engine, work)
     return "Conversation closed."
 
 
@@ -346,12 +348,12 @@ async def _transfer(
                 f"No single member of this team is @{handle}." if matches else f"No member of this team is @{handle}."
             )
         [target] = matches
-        await routing.transfer_to_operator(
+        await handoff.transfer_to_operator(
             conn, conversation_id, target.id, actor_id=principal.operator_id, note=note.strip() or None
         )
         return f"Transferred to {target.display_name}."
 
-    return await routing.in_transaction(bridges.engine, work)
+    return await in_transaction(bridges.engine, work)
 
 
 async def _hand_to_ai(
@@ -363,7 +365,7 @@ async def _hand_to_ai(
         await _in_team(conn, principal, conversation_id)
         await ai.control(conn, conversation_id, "handover", actor_id=principal.operator_id)
 
-    await routing.in_transaction(bridges.engine, work)
+    await in_transaction(bridges.engine, work)
     await bridges.pocketping.announce_takeover(conversation_id, "handover")
     return "The AI answers this conversation now."
 

@@ -17,13 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.auth.principal import Principal, requires_team_member
 from service.db.tables import conversation_t, member_t, message_t, note_t, operator_t, team_t
+from service.db.transactions import in_transaction
 from service.errors import Conflict, Forbidden, NotFound, field_malformed
 from service.events import record_event
 from service.gateway.hub import SwitchboardPocketPing
 from service.pagination import decode_cursor, encode_cursor
 from service.pagination import page as keyset_page
-from service.routing import services as routing
-from service.routing.services import in_transaction
+from service.routing.handoff import claim
 
 MAX_PAGE = 100
 # How long a repeated Idempotency-Key waits for the first request before a 409 asks to retry.
@@ -283,7 +283,7 @@ async def _may_reply(engine: AsyncEngine, principal: Principal, conversation_id:
         if row.status == "assigned":
             raise Forbidden("Another operator holds this conversation; claim or transfer it first")
         if row.team_id is not None and row.team_id in principal.teams:
-            await routing.claim(conn, conversation_id, me, actor_id=me)
+            await claim(conn, conversation_id, me, actor_id=me)
 
     await in_transaction(engine, check)
 

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.operators import services as operators
-from service.routing import services as routing
+from service.routing.queries import decisions_for
 from service.routing.schemas import CandidatePublic, RoutingDecisionPublic
 from service.teams import services as teams
 from service.teams.schemas import MemberPublic
@@ -96,7 +96,7 @@ def _shown_order(
 
 async def decision_views(conn: AsyncConnection, conversation_id: str) -> list[DecisionView]:
     """The newest decisions about the conversation, newest first, with operators' names."""
-    stored = await routing.decisions_for(conn, conversation_id, limit=DECISIONS_SHOWN, newest_first=True)
+    stored = await decisions_for(conn, conversation_id, limit=DECISIONS_SHOWN, newest_first=True)
     decisions = [RoutingDecisionPublic.model_validate(row) for row in stored]
     names = await operators.display_names(
         conn,

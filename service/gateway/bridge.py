@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.batching import Batcher
 from service.gateway.storage import CREATED_COLUMNS, message_created
-from service.routing.services import enqueue_route
-from service.timers.services import Trigger, enqueue_trigger, upsert_timers
+from service.queue import Trigger, enqueue_route, enqueue_trigger
+from service.timers.services import upsert_timers
 
 log = structlog.get_logger(__name__)
 

@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from service.audit import record_audit
 from service.auth.principal import Principal
 from service.db.tables import conversation_t, member_t, operator_t
+from service.db.transactions import in_transaction
 from service.errors import NotFound, field_invalid
 from service.operators.schemas import OperatorPage, OperatorPublic, OperatorUpdate
 from service.pagination import decode_cursor, page
-from service.routing import services as routing
+from service.routing.handoff import requeue
 
 _teams = (
     sa.select(
@@ -131,8 +132,8 @@ async def requeue_held(engine: AsyncEngine, operator_id: uuid.UUID, actor_id: uu
             )
             if current != operator_id:  # closed or moved meanwhile
                 return False
-            await routing.requeue(conn, conversation_id, reason="operator_deactivated", actor_id=actor_id)
+            await requeue(conn, conversation_id, reason="operator_deactivated", actor_id=actor_id)
             return True
 
-        moved += await routing.in_transaction(engine, work)
+        moved += await in_transaction(engine, work)
     return moved

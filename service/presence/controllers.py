@@ -9,10 +9,11 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from service.auth.principal import Principal
+from service.db.transactions import in_transaction
 from service.deps import engine
 from service.presence import services as presence
 from service.presence.schemas import PresencePublic, PresenceUpdate
-from service.routing.services import enqueue_drain, in_transaction
+from service.queue import enqueue_drain
 
 
 def _public(request: Request[Any, Any, Any], change: presence.PresenceChange) -> PresencePublic:

@@ -2,7 +2,7 @@
 
 ``away`` takes no new work (routing only picks ``online`` members) but keeps its conversations.
 Going offline starts the operator's ``offline_grace`` timer; when it fires, each team's offline
-policy applies to the operator's conversations in that team (see ``service/timers/actions.py``).
+policy applies to the operator's conversations in that team (see ``service/flows/timeouts.py``).
 """
 
 from __future__ import annotations

@@ -14,16 +14,17 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal, requires_lead, requires_team_member
+from service.db.tables import conversation_t
+from service.db.transactions import in_transaction
 from service.deps import engine
-from service.routing import services as routing
+from service.routing import handoff
+from service.routing.queries import decisions_for
 from service.routing.schemas import (
     ConversationRoutingPublic,
     RoutingDecisionPage,
     RoutingDecisionPublic,
     TransferCreate,
 )
-
-conversation_t = routing.conversation_t
 
 
 async def _guard(conn: AsyncConnection, conversation_id: str, principal: Principal) -> Any:
@@ -66,7 +67,7 @@ async def _act(
         await action(conn, await _guard(conn, conversation_id, principal))
         return await _public(conn, conversation_id)
 
-    return await routing.in_transaction(engine(request), work)
+    return await in_transaction(engine(request), work)
 
 
 class RoutingController(Controller):
@@ -82,7 +83,7 @@ class RoutingController(Controller):
         """Assign a queued conversation of your team to yourself, within your capacity (409 when full or taken)."""
         me = principal.operator_id
         return await _act(
-            request, principal, conversation_id, lambda conn, _: routing.claim(conn, conversation_id, me, actor_id=me)
+            request, principal, conversation_id, lambda conn, _: handoff.claim(conn, conversation_id, me, actor_id=me)
         )
 
     @post("/transfer", operation_id="transferConversation", summary="Hand off to an operator or team", status_code=200)
@@ -99,7 +100,7 @@ class RoutingController(Controller):
             if data.override_capacity:
                 requires_lead(principal, team_id)
             if data.operator_id is not None:
-                await routing.transfer_to_operator(
+                await handoff.transfer_to_operator(
                     conn,
                     conversation_id,
                     data.operator_id,
@@ -108,7 +109,7 @@ class RoutingController(Controller):
                     override_capacity=data.override_capacity,
                 )
             elif data.team_id is not None:
-                await routing.transfer_to_team(
+                await handoff.transfer_to_team(
                     conn, conversation_id, data.team_id, actor_id=principal.operator_id, note=data.note
                 )
 
@@ -125,7 +126,7 @@ class RoutingController(Controller):
             request,
             principal,
             conversation_id,
-            lambda conn, _: routing.close_conversation(conn, conversation_id, actor_id=me),
+            lambda conn, _: handoff.close_conversation(conn, conversation_id, actor_id=me),
         )
 
     @post("/reopen", operation_id="reopenConversation", summary="Reopen a closed conversation", status_code=200)
@@ -139,7 +140,7 @@ class RoutingController(Controller):
             request,
             principal,
             conversation_id,
-            lambda conn, _: routing.reopen_conversation(conn, conversation_id, actor_id=me),
+            lambda conn, _: handoff.reopen_conversation(conn, conversation_id, actor_id=me),
         )
 
     @get(
@@ -168,6 +169,6 @@ class RoutingController(Controller):
             if row is None:
                 raise NotFoundException("Conversation not found")
             requires_team_member(principal, row.team_id)
-            found = await routing.decisions_for(conn, conversation_id, after_id=int(cursor or 0), limit=limit + 1)
+            found = await decisions_for(conn, conversation_id, after_id=int(cursor or 0), limit=limit + 1)
         items = [RoutingDecisionPublic.model_validate(row) for row in found[:limit]]
         return RoutingDecisionPage(items=items, next_cursor=str(items[-1].id) if len(found) > limit else None)

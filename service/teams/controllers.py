@@ -11,7 +11,7 @@ from litestar.params import FromPath, JSONBody
 
 from service.auth.principal import Principal, requires_admin, requires_lead, requires_team_member
 from service.deps import Cursor, Limit, read, write
-from service.routing.services import enqueue_drain
+from service.queue import enqueue_drain
 from service.settings import Settings
 from service.teams import rules as rules_service
 from service.teams import services

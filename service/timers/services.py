@@ -1,11 +1,11 @@
 """Durable timers: a PostgreSQL row per deadline (kind, subject) with a revision; arq jobs are only triggers.
 
 Scheduling upserts the row and bumps its revision, so every earlier trigger becomes stale. A
-trigger's job id is ``timer:<id>:<revision>`` and the job fires the row only if that revision
-is still pending, in the same transaction as the action: a duplicated, retried or stale job
-finds nothing to do. Triggers are enqueued after the scheduling transaction commits (inside
-``triggers(arq)``); the sweep enqueues every pending timer due before its next run, so a lost
-trigger (Redis flushed, enqueue failed, scheduled where no Redis was at hand) only delays it.
+trigger's job id is ``timer:<id>:<revision>`` (``service.queue``) and the job fires the row only if
+that revision is still pending, in the same transaction as the action: a duplicated, retried or
+stale job finds nothing to do. Triggers are enqueued after the scheduling transaction commits
+(inside ``triggers(arq)``); the sweep enqueues every pending timer due before its next run, so a
+lost trigger (Redis flushed, enqueue failed, scheduled where no Redis was at hand) only delays it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +23,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.tables import timer_t
+from service.queue import Trigger, enqueue_trigger
 
 log = structlog.get_logger(__name__)
 
@@ -31,16 +31,6 @@ log = structlog.get_logger(__name__)
 FIRST_RESPONSE = "first_response"
 OFFLINE_GRACE = "offline_grace"
 AI_TAKEOVER = "ai_takeover"
-FIRE_JOB = "fire_timer"
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """What a worker needs to fire one revision of a timer."""
-
-    timer_id: int
-    revision: int
-    due_at: datetime
 
 
 # Timers scheduled in the current task since ``triggers`` opened; enqueued when it closes.
@@ -60,11 +50,6 @@ def upsert_timers(rows: str) -> str:
 
 
 _SCHEDULE_TIMER = sa.text(upsert_timers("VALUES (:kind, :subject, :due_at)"))
-
-
-def timer_job_id(timer_id: int, revision: int) -> str:
-    """Versioned job id: one trigger per timer revision, however often it is enqueued."""
-    return f"timer:{timer_id}:{revision}"
 
 
 def remember(trigger: Trigger) -> None:
@@ -89,17 +74,6 @@ async def cancel_timer(conn: AsyncConnection, kind: str, subject: str) -> bool:
         .values(state="cancelled", revision=timer_t.c.revision + 1, updated_at=sa.func.now())
     )
     return bool(result.rowcount)
-
-
-async def enqueue_trigger(arq: ArqRedis, trigger: Trigger) -> None:
-    """Ask a worker to fire this revision at its due time (arq ignores a second copy while the first waits)."""
-    await arq.enqueue_job(
-        FIRE_JOB,
-        timer_id=trigger.timer_id,
-        revision=trigger.revision,
-        _job_id=timer_job_id(trigger.timer_id, trigger.revision),
-        _defer_until=trigger.due_at,
-    )
 
 
 @contextlib.asynccontextmanager

@@ -11,7 +11,7 @@ from pydantic import AnyHttpUrl
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.dev import free_port
-from service.routing.services import DEFAULT_TEAM_NAME
+from service.routing.placement import DEFAULT_TEAM_NAME
 from service.settings import Settings
 from tests.conftest import RunningApi, run_api
 from tests.factories import make_team

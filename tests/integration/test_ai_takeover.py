@@ -10,7 +10,7 @@ import websockets
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.ai.providers import LOCAL_LABEL
-from service.routing.services import DEFAULT_TEAM_NAME
+from service.routing.placement import DEFAULT_TEAM_NAME
 from service.settings import Settings
 from tests.conftest import RunningApi
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.models import Assignment, Message
-from service.routing import services as routing
+from service.db.transactions import in_transaction
+from service.routing import placement
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 from tests.routing_support import make_conversation, set_values
 
@@ -218,8 +219,8 @@ async def test_the_conversation_page_explains_routing_and_offers_transfers_and_a
         await add_member(clean_db, team, people[name], role, skills=skills)
     await set_values(clean_db, "operator", {"id": people["Max"]}, open_conversations=3)
     conversation_id, revision = await make_conversation(clean_db, team, required_skills=["billing"])
-    outcome = await routing.in_transaction(
-        clean_db, lambda conn: routing.route_conversation(conn, conversation_id, revision, "visitor_message")
+    outcome = await in_transaction(
+        clean_db, lambda conn: placement.route_conversation(conn, conversation_id, revision, "visitor_message")
     )
     assert outcome.operator_id == people["Lena"]
     as_olga, as_lena = [bearer(await personal_token(clean_db, people[n])) for n in ("Olga", "Lena")]

@@ -7,7 +7,8 @@ import uuid
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.routing import services as routing
+from service.db.transactions import in_transaction
+from service.routing import placement
 from tests.factories import bearer, make_team, personal_token
 from tests.integration.test_teams_api import errors, person
 from tests.routing_support import make_conversation, rows, state
@@ -83,7 +84,7 @@ async def test_deactivation_requeues_held_conversations_to_the_next_operator(
     _, admin_auth = await person(clean_db, "Ada", is_admin=True)
     bea, _ = await person(clean_db, "Bea", team_id, status="online")
     conversation_id, revision = await make_conversation(clean_db, team_id)
-    await routing.in_transaction(clean_db, lambda c: routing.route_conversation(c, conversation_id, revision, "test"))
+    await in_transaction(clean_db, lambda c: placement.route_conversation(c, conversation_id, revision, "test"))
     assert (await state(clean_db, conversation_id))["assignee_id"] == bea
     olga, _ = await person(clean_db, "Olga", team_id, status="online")
 

@@ -9,7 +9,9 @@ from arq import create_pool
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.app import redis_settings
-from service.routing import services as routing
+from service.db.transactions import in_transaction
+from service.queue import enqueue_drain
+from service.routing import placement
 from service.settings import Settings
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 from tests.integration.test_worker import run_burst, start_conversation
@@ -28,7 +30,7 @@ async def person(
 
 async def queued(engine: AsyncEngine, team_id: uuid.UUID) -> str:
     conversation_id, revision = await make_conversation(engine, team_id)
-    await routing.in_transaction(engine, lambda c: routing.route_conversation(c, conversation_id, revision, "test"))
+    await in_transaction(engine, lambda c: placement.route_conversation(c, conversation_id, revision, "test"))
     return conversation_id
 
 
@@ -162,7 +164,7 @@ async def test_handoff_end_to_end_through_workers(
 
     await set_values(clean_db, "operator", {"id": zed}, status="online")
     arq = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
-    await routing.enqueue_drain(arq, billing, "presence")
+    await enqueue_drain(arq, billing, "presence")
     await arq.aclose()
     # Without the sweep, so the drain job asked for is the one that assigns.
     worker = await run_burst(settings, cron_jobs=[])

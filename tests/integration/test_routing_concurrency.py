@@ -23,8 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service.app import redis_settings
 from service.db.models import Conversation
+from service.db.transactions import in_transaction
 from service.errors import Conflict
-from service.routing import services as routing
+from service.queue import enqueue_drain, enqueue_route
+from service.routing import handoff, placement
 from service.settings import Settings
 from tests.factories import add_member, make_operator, make_team
 from tests.routing_support import rows
@@ -101,7 +103,7 @@ class Chaos:
     async def flap(self) -> None:
         operator_id = self.rng.choice(self.ops)
         status = self.rng.choice(("online", "online", "offline", "away"))
-        await routing.in_transaction(
+        await in_transaction(
             self.engine,
             lambda c: c.execute(
                 sa.text("UPDATE operator SET status = :s WHERE id = :id"), {"s": status, "id": operator_id}
@@ -109,7 +111,7 @@ class Chaos:
         )
         # As presence will: after the change commits, ask a worker to drain the operator's teams.
         for team_id in self.memberships(operator_id):
-            await routing.enqueue_drain(self.arq, team_id, "presence")
+            await enqueue_drain(self.arq, team_id, "presence")
         self.counts["flap"] += 1
 
     async def change_capacity(self) -> None:
@@ -117,14 +119,14 @@ class Chaos:
         team_id = self.rng.choice(self.memberships(operator_id))
         capacity = self.rng.choice(CAPACITY_CHOICES)
         self.capacities[(team_id, operator_id)].add(capacity)
-        await routing.in_transaction(
+        await in_transaction(
             self.engine,
             lambda c: c.execute(
                 sa.text("UPDATE team_member SET capacity = :c WHERE team_id = :t AND operator_id = :o"),
                 {"c": capacity, "t": team_id, "o": operator_id},
             ),
         )
-        await routing.in_transaction(self.engine, lambda c: routing.drain_team_queue(c, team_id, "capacity"))
+        await in_transaction(self.engine, lambda c: placement.drain_team_queue(c, team_id, "capacity"))
         self.counts["capacity"] += 1
 
     async def assigned_conversation(self) -> Any:
@@ -136,9 +138,7 @@ class Chaos:
 
     async def close(self) -> None:
         if conv := await self.assigned_conversation():
-            await routing.in_transaction(
-                self.engine, lambda c: routing.close_conversation(c, conv["id"], actor_id=None)
-            )
+            await in_transaction(self.engine, lambda c: handoff.close_conversation(c, conv["id"], actor_id=None))
             self.closed.add(conv["id"])
             self.counts["close"] += 1
 
@@ -148,23 +148,23 @@ class Chaos:
         actor = conv["assignee_id"]
         if self.rng.random() < 0.5:
             other = next(t for t in self.teams.values() if t != conv["team_id"])
-            await routing.in_transaction(
-                self.engine, lambda c: routing.transfer_to_team(c, conv["id"], other, actor_id=actor, note="chaos")
+            await in_transaction(
+                self.engine, lambda c: handoff.transfer_to_team(c, conv["id"], other, actor_id=actor, note="chaos")
             )
             self.counts["transfer_team"] += 1
         else:
             members = [o for o in self.ops if conv["team_id"] in self.memberships(o) and o != actor]
             target = self.rng.choice(members)
-            await routing.in_transaction(
-                self.engine, lambda c: routing.transfer_to_operator(c, conv["id"], target, actor_id=actor)
+            await in_transaction(
+                self.engine, lambda c: handoff.transfer_to_operator(c, conv["id"], target, actor_id=actor)
             )
             self.counts["transfer_operator"] += 1
 
     async def reassign(self) -> None:
         if conv := await self.assigned_conversation():
-            await routing.in_transaction(
+            await in_transaction(
                 self.engine,
-                lambda c: routing.reassign(
+                lambda c: handoff.reassign(
                     c, conv["id"], reason="timeout_reassigned", exclude_operator_id=conv["assignee_id"]
                 ),
             )
@@ -227,8 +227,8 @@ async def router(database_url: str, conversation_ids: list[str]) -> None:
     engine = create_async_engine(database_url.replace("postgresql://", "postgresql+asyncpg://"), pool_size=1)
     try:
         for conversation_id in conversation_ids:
-            await routing.in_transaction(
-                engine, lambda c, cid=conversation_id: routing.route_conversation(c, cid, 1, "router")
+            await in_transaction(
+                engine, lambda c, cid=conversation_id: placement.route_conversation(c, cid, 1, "router")
             )
     finally:
         await engine.dispose()
@@ -243,7 +243,7 @@ async def test_no_double_assignment_no_overload_no_stranded_queue(
     async with worker_processes(settings, WORKERS):
         # Every fourth conversation is also routed by a worker job, racing its router for it.
         for conversation_id in ids[::4]:
-            await routing.enqueue_route(arq, conversation_id, 1, "worker")
+            await enqueue_route(arq, conversation_id, 1, "worker")
         chaos_tasks = chaos.tasks()
         await asyncio.gather(*(router(database_url, ids[n::ROUTERS]) for n in range(ROUTERS)))
         chaos.stop.set()

@@ -10,15 +10,16 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.db.transactions import in_transaction
 from service.errors import Conflict, NotFound
-from service.routing import services as routing
+from service.routing import handoff, placement
 from tests.factories import add_member, make_operator, make_team
 from tests.routing_support import make_conversation, rows, set_values, state
 
 
-async def route(engine: AsyncEngine, conversation_id: str, revision: int = 1) -> routing.RouteOutcome:
-    return await routing.in_transaction(
-        engine, lambda conn: routing.route_conversation(conn, conversation_id, revision, "test")
+async def route(engine: AsyncEngine, conversation_id: str, revision: int = 1) -> placement.RouteOutcome:
+    return await in_transaction(
+        engine, lambda conn: placement.route_conversation(conn, conversation_id, revision, "test")
     )
 
 
@@ -52,7 +53,7 @@ async def test_least_busy_uses_load_ratio_with_member_capacity(clean_db: AsyncEn
     await set_values(clean_db, "operator", {"id": ops["Ada"]}, open_conversations=4)  # 0.4
     await set_values(clean_db, "operator", {"id": ops["Bob"]}, open_conversations=1)  # 0.5
     conversation_id, _ = await make_conversation(clean_db, team_id)
-    assert await route(clean_db, conversation_id) == routing.RouteOutcome("assigned", team_id, ops["Ada"])
+    assert await route(clean_db, conversation_id) == placement.RouteOutcome("assigned", team_id, ops["Ada"])
     [decision] = await rows(clean_db, "SELECT policy, outcome, candidates, chosen_operator_id FROM routing_decision")
     assert decision["chosen_operator_id"] == ops["Ada"]
     by_id = {c["operatorId"]: c for c in decision["candidates"]}
@@ -69,7 +70,7 @@ async def test_no_eligible_operator_queues_with_every_reason_recorded(clean_db: 
         ("NoSkill", {}),
     )
     conversation_id, _ = await make_conversation(clean_db, team_id, required_skills=["billing"])
-    assert await route(clean_db, conversation_id) == routing.RouteOutcome("queued", team_id)
+    assert await route(clean_db, conversation_id) == placement.RouteOutcome("queued", team_id)
     [decision] = await rows(clean_db, "SELECT outcome, candidates FROM routing_decision")
     reasons = {c["operatorId"]: c["excluded"] for c in decision["candidates"]}
     assert reasons == {
@@ -106,7 +107,7 @@ async def test_fast_path_that_loses_every_race_starts_over_and_queues(clean_db: 
         await waiting_for_a_lock(clean_db)
         await set_values(clean_db, "operator", {"id": ops["Ada"]}, open_conversations=1)
         await holder.rollback()
-    assert await routed == routing.RouteOutcome("queued", team_id)
+    assert await routed == placement.RouteOutcome("queued", team_id)
     [decision] = await rows(clean_db, "SELECT outcome, candidates FROM routing_decision")
     assert decision["outcome"] == "queued"
     assert [(c["operatorId"], c["open"], c["excluded"]) for c in decision["candidates"]] == [
@@ -157,14 +158,14 @@ async def test_close_frees_the_slot_and_drains_the_queue_in_priority_order(clean
     high, _ = await make_conversation(clean_db, team_id, priority=3)
     assert (await route(clean_db, low)).outcome == "queued"
     assert (await route(clean_db, high)).outcome == "queued"
-    await routing.in_transaction(clean_db, lambda c: routing.close_conversation(c, first, actor_id=ops["Ada"]))
+    await in_transaction(clean_db, lambda c: handoff.close_conversation(c, first, actor_id=ops["Ada"]))
     assert await state(clean_db, high) == {"status": "assigned", "team_id": team_id, "assignee_id": ops["Ada"]}
     assert (await state(clean_db, low))["status"] == "queued"
     assert await rows(clean_db, "SELECT open_conversations FROM operator") == [{"open_conversations": 1}]
     ended = await rows(clean_db, "SELECT end_reason FROM assignment WHERE conversation_id = :id", id=first)
     assert ended == [{"end_reason": "closed"}]
     with pytest.raises(Conflict):
-        await routing.in_transaction(clean_db, lambda c: routing.close_conversation(c, first, actor_id=None))
+        await in_transaction(clean_db, lambda c: handoff.close_conversation(c, first, actor_id=None))
 
 
 async def test_drain_after_operator_comes_online(clean_db: AsyncEngine) -> None:
@@ -172,9 +173,9 @@ async def test_drain_after_operator_comes_online(clean_db: AsyncEngine) -> None:
     conversation_id, _ = await make_conversation(clean_db, team_id)
     assert (await route(clean_db, conversation_id)).outcome == "queued"
     await set_values(clean_db, "operator", {"id": ops["Ada"]}, status="online")
-    assert await routing.in_transaction(clean_db, lambda c: routing.drain_team_queue(c, team_id, "presence")) == 1
+    assert await in_transaction(clean_db, lambda c: placement.drain_team_queue(c, team_id, "presence")) == 1
     assert (await state(clean_db, conversation_id))["assignee_id"] == ops["Ada"]
-    assert await routing.in_transaction(clean_db, lambda c: routing.drain_team_queue(c, team_id, "presence")) == 0
+    assert await in_transaction(clean_db, lambda c: placement.drain_team_queue(c, team_id, "presence")) == 0
 
 
 async def test_manual_team_queues_and_claim_is_capacity_checked(clean_db: AsyncEngine) -> None:
@@ -184,17 +185,17 @@ async def test_manual_team_queues_and_claim_is_capacity_checked(clean_db: AsyncE
     assert (await route(clean_db, one)).outcome == "queued"
     assert (await route(clean_db, two)).outcome == "queued"
     ada = ops["Ada"]
-    outcome = await routing.in_transaction(clean_db, lambda c: routing.claim(c, one, ada, actor_id=ada))
+    outcome = await in_transaction(clean_db, lambda c: handoff.claim(c, one, ada, actor_id=ada))
     assert (outcome.operator_id, outcome.team_id) == (ada, team_id)
     with pytest.raises(Conflict, match="not waiting"):
-        await routing.in_transaction(clean_db, lambda c: routing.claim(c, one, ops["Bob"], actor_id=ops["Bob"]))
+        await in_transaction(clean_db, lambda c: handoff.claim(c, one, ops["Bob"], actor_id=ops["Bob"]))
     with pytest.raises(Conflict, match="at capacity"):
-        await routing.in_transaction(clean_db, lambda c: routing.claim(c, two, ada, actor_id=ada))
+        await in_transaction(clean_db, lambda c: handoff.claim(c, two, ada, actor_id=ada))
     outsider = await make_operator(clean_db, "Out", status="online")
     with pytest.raises(Conflict, match="not a member"):
-        await routing.in_transaction(clean_db, lambda c: routing.claim(c, two, outsider, actor_id=outsider))
+        await in_transaction(clean_db, lambda c: handoff.claim(c, two, outsider, actor_id=outsider))
     with pytest.raises(NotFound):
-        await routing.in_transaction(clean_db, lambda c: routing.claim(c, "missing", ada, actor_id=ada))
+        await in_transaction(clean_db, lambda c: handoff.claim(c, "missing", ada, actor_id=ada))
 
 
 async def test_transfer_to_operator_checks_capacity_unless_overridden(clean_db: AsyncEngine) -> None:
@@ -203,12 +204,12 @@ async def test_transfer_to_operator_checks_capacity_unless_overridden(clean_db: 
     assert (await route(clean_db, conversation_id)).operator_id == ops["Ada"]
     bob = ops["Bob"]
     with pytest.raises(Conflict, match="at capacity"):
-        await routing.in_transaction(
-            clean_db, lambda c: routing.transfer_to_operator(c, conversation_id, bob, actor_id=ops["Ada"])
+        await in_transaction(
+            clean_db, lambda c: handoff.transfer_to_operator(c, conversation_id, bob, actor_id=ops["Ada"])
         )
-    await routing.in_transaction(
+    await in_transaction(
         clean_db,
-        lambda c: routing.transfer_to_operator(
+        lambda c: handoff.transfer_to_operator(
             c, conversation_id, bob, actor_id=ops["Ada"], note="VIP, please take it", override_capacity=True
         ),
     )
@@ -236,37 +237,35 @@ async def test_transfer_to_team_reroutes_there_and_drains_the_old_queue(clean_db
     waiting, _ = await make_conversation(clean_db, first_team)
     await route(clean_db, moving)
     assert (await route(clean_db, waiting)).outcome == "queued"
-    outcome = await routing.in_transaction(
+    outcome = await in_transaction(
         clean_db,
-        lambda c: routing.transfer_to_team(c, moving, second_team, actor_id=ops["Ada"], note="billing question"),
+        lambda c: handoff.transfer_to_team(c, moving, second_team, actor_id=ops["Ada"], note="billing question"),
     )
-    assert outcome == routing.RouteOutcome("assigned", second_team, others["Zed"])
+    assert outcome == placement.RouteOutcome("assigned", second_team, others["Zed"])
     assert await state(clean_db, waiting) == {"status": "assigned", "team_id": first_team, "assignee_id": ops["Ada"]}
     [transferred] = await rows(clean_db, "SELECT data, operator_ids FROM event WHERE kind = 'conversation.transferred'")
     assert transferred["data"]["fromTeamId"] == str(first_team)
     assert transferred["data"]["toOperatorId"] == str(others["Zed"])
     assert set(transferred["operator_ids"]) == {ops["Ada"], others["Zed"]}
     with pytest.raises(Conflict, match="already in that team"):
-        await routing.in_transaction(
-            clean_db, lambda c: routing.transfer_to_team(c, moving, second_team, actor_id=ops["Ada"])
-        )
+        await in_transaction(clean_db, lambda c: handoff.transfer_to_team(c, moving, second_team, actor_id=ops["Ada"]))
 
 
 async def test_reassign_never_goes_back_to_the_excluded_operator(clean_db: AsyncEngine) -> None:
     team_id, ops = await team_of(clean_db, "least_busy", ("Ada", {}))
     conversation_id, _ = await make_conversation(clean_db, team_id)
     await route(clean_db, conversation_id)
-    outcome = await routing.in_transaction(
+    outcome = await in_transaction(
         clean_db,
-        lambda c: routing.reassign(c, conversation_id, reason="timeout_reassigned", exclude_operator_id=ops["Ada"]),
+        lambda c: handoff.reassign(c, conversation_id, reason="timeout_reassigned", exclude_operator_id=ops["Ada"]),
     )
-    assert outcome == routing.RouteOutcome("queued", team_id)
+    assert outcome == placement.RouteOutcome("queued", team_id)
     [last] = await rows(clean_db, "SELECT trigger, candidates FROM routing_decision ORDER BY id DESC LIMIT 1")
     assert last["trigger"] == "timeout_reassigned"
     assert [c["excluded"] for c in last["candidates"]] == ["previous_assignee"]
     bob = await make_operator(clean_db, "Bob", status="online")
     await add_member(clean_db, team_id, bob)
-    assert await routing.in_transaction(clean_db, lambda c: routing.drain_team_queue(c, team_id, "membership")) == 1
+    assert await in_transaction(clean_db, lambda c: placement.drain_team_queue(c, team_id, "membership")) == 1
     assert (await state(clean_db, conversation_id))["assignee_id"] == bob
 
 
@@ -275,18 +274,16 @@ async def test_requeue_then_reopen(clean_db: AsyncEngine) -> None:
     conversation_id, _ = await make_conversation(clean_db, team_id)
     await route(clean_db, conversation_id)
     await set_values(clean_db, "operator", {"id": ops["Ada"]}, status="offline")
-    outcome = await routing.in_transaction(
-        clean_db, lambda c: routing.requeue(c, conversation_id, reason="offline_requeued")
-    )
-    assert outcome == routing.RouteOutcome("queued", team_id)
+    outcome = await in_transaction(clean_db, lambda c: handoff.requeue(c, conversation_id, reason="offline_requeued"))
+    assert outcome == placement.RouteOutcome("queued", team_id)
     with pytest.raises(Conflict, match="not assigned"):
-        await routing.in_transaction(clean_db, lambda c: routing.requeue(c, conversation_id, reason="again"))
-    await routing.in_transaction(clean_db, lambda c: routing.close_conversation(c, conversation_id, actor_id=None))
+        await in_transaction(clean_db, lambda c: handoff.requeue(c, conversation_id, reason="again"))
+    await in_transaction(clean_db, lambda c: handoff.close_conversation(c, conversation_id, actor_id=None))
     await set_values(clean_db, "operator", {"id": ops["Ada"]}, status="online")
-    reopened = await routing.in_transaction(
-        clean_db, lambda c: routing.reopen_conversation(c, conversation_id, actor_id=ops["Ada"])
+    reopened = await in_transaction(
+        clean_db, lambda c: handoff.reopen_conversation(c, conversation_id, actor_id=ops["Ada"])
     )
-    assert reopened == routing.RouteOutcome("assigned", team_id, ops["Ada"])
+    assert reopened == placement.RouteOutcome("assigned", team_id, ops["Ada"])
     kinds = [r["kind"] for r in await rows(clean_db, "SELECT kind FROM event ORDER BY id")]
     assert kinds == [
         "conversation.assigned",
@@ -301,6 +298,6 @@ async def test_stale_route_does_nothing(clean_db: AsyncEngine) -> None:
     team_id, _ = await team_of(clean_db, "round_robin", ("Ada", {}))
     conversation_id, _ = await make_conversation(clean_db, team_id)
     assert (await route(clean_db, conversation_id)).outcome == "assigned"
-    assert await route(clean_db, conversation_id) == routing.RouteOutcome("stale")
-    assert await route(clean_db, "missing") == routing.RouteOutcome("stale")
+    assert await route(clean_db, conversation_id) == placement.RouteOutcome("stale")
+    assert await route(clean_db, "missing") == placement.RouteOutcome("stale")
     assert len(await rows(clean_db, "SELECT id FROM assignment")) == 1

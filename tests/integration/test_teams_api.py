@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.routing import services as routing
+from service.db.transactions import in_transaction
+from service.routing import placement
 from service.settings import Settings
 from service.teams.services import bridge_secret
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
@@ -295,9 +296,7 @@ async def test_saved_rules_route_new_conversations_older_team_first_on_equal_pos
 
     async def routed(language: str) -> uuid.UUID:
         conversation_id, revision = await make_conversation(clean_db, session_metadata={"language": language})
-        await routing.in_transaction(
-            clean_db, lambda c: routing.route_conversation(c, conversation_id, revision, "test")
-        )
+        await in_transaction(clean_db, lambda c: placement.route_conversation(c, conversation_id, revision, "test"))
         return (await state(clean_db, conversation_id))["team_id"]
 
     assert (await routed("de-AT"), await routed("fr")) == (older, newer)

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.app import redis_settings
-from service.routing.services import enqueue_route
+from service.queue import enqueue_route
 from service.settings import Settings
 from service.timers.services import OFFLINE_GRACE, schedule_timer, triggers
 from tests.conftest import TEST_REDIS_URL

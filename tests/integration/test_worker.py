@@ -12,7 +12,9 @@ from arq.worker import Worker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.app import redis_settings
-from service.routing.services import DEFAULT_TEAM_NAME, enqueue_route, team_queue
+from service.queue import enqueue_route
+from service.routing.placement import DEFAULT_TEAM_NAME
+from service.routing.queries import team_queue
 from service.settings import Settings
 from workers import jobs
 from workers.settings import worker_settings

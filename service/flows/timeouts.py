@@ -1,4 +1,7 @@
-"""What each kind of timer does when it fires, in the transaction that marks it fired."""
+"""Timeout flows: what each kind of timer does when it fires (first-response timeout, offline grace, AI takeover).
+
+Each runs in the transaction that marks the timer fired, so a timer acts once.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.ai.services import Takeover, take_over
 from service.db.tables import timer_t
 from service.presence.services import schedule_grace
-from service.routing import services as routing
+from service.routing import handoff
 from service.timers.services import AI_TAKEOVER, FIRST_RESPONSE, OFFLINE_GRACE, claim_fire
 
 log = structlog.get_logger(__name__)
@@ -66,7 +69,7 @@ async def _first_response(conn: AsyncConnection, conversation_id: str) -> str:
     ).first()
     if conv is None or conv.status != "assigned" or conv.first_response_at is not None:
         return "answered"
-    outcome = await routing.reassign(
+    outcome = await handoff.reassign(
         conn, conversation_id, reason=FIRST_RESPONSE_REASON, exclude_operator_id=conv.assignee_id
     )
     return f"first_response_{outcome.outcome}"
@@ -92,9 +95,9 @@ async def _offline_grace(conn: AsyncConnection, operator_id: uuid.UUID) -> str:
         )
         for (conversation_id,) in held.all():
             if team.offline_policy == "requeue":
-                await routing.requeue(conn, conversation_id, reason=OFFLINE_REASON)
+                await handoff.requeue(conn, conversation_id, reason=OFFLINE_REASON)
             else:
-                await routing.reassign(conn, conversation_id, reason=OFFLINE_REASON, exclude_operator_id=operator_id)
+                await handoff.reassign(conn, conversation_id, reason=OFFLINE_REASON, exclude_operator_id=operator_id)
             moved += 1
     # Teams with a longer grace come later, on the same timer's next revision.
     await schedule_grace(conn, operator_id, op.status_changed_at)

@@ -1,0 +1,334 @@
+"""Placement: team selection, then assignment under capacity or the team queue; draining a queue; releasing a slot.
+
+Every function runs in the caller's transaction, opened by ``in_transaction`` (which also runs it
+again when the fast path asks for a restart), with the locks taken in ``service.routing.sql``'s order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.db.tables import member_t, team_t
+from service.db.transactions import RestartTransaction, careful
+from service.routing import sql
+from service.routing.policies import Candidate, Decision, Rule, Visit, decide, select_rule
+from service.timers.services import remember_first_response
+
+DEFAULT_TEAM_NAME = "Support"
+# A drain passes over the queue again when a conversation it could assign was locked by a
+# short-lived holder (a stale routing job, a visitor message being stored).
+DRAIN_PASSES = 3
+DRAIN_PASS_PAUSE_SECONDS = 0.01
+
+
+@dataclass(frozen=True)
+class RouteOutcome:
+    """What routing did: ``assigned`` (to ``operator_id``), ``queued``, or ``stale`` when the job was outdated."""
+
+    outcome: str
+    team_id: uuid.UUID | None = None
+    operator_id: uuid.UUID | None = None
+
+
+async def default_team_id(conn: AsyncConnection) -> uuid.UUID:
+    """The default team, created on first use so a fresh install routes somewhere."""
+    found = await conn.scalar(sa.select(team_t.c.id).where(team_t.c.is_default))
+    if found is not None:
+        return found
+    await conn.execute(
+        sa.dialects.postgresql.insert(team_t)
+        .values(id=uuid.uuid4(), name=DEFAULT_TEAM_NAME, is_default=True)
+        .on_conflict_do_nothing()
+    )
+    return (await conn.execute(sa.select(team_t.c.id).where(team_t.c.is_default))).scalar_one()
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a conversation goes, what it asks for, and who automatic routing must skip."""
+
+    team_id: uuid.UUID
+    priority: int
+    required_skills: tuple[str, ...]
+    excluded: tuple[uuid.UUID, ...] = ()
+
+
+async def select_team(conn: AsyncConnection, conv: Any) -> Target:
+    """First matching routing rule (which may raise priority and add skills), else the default team."""
+    rules = [
+        Rule(uuid.UUID(r["teamId"]), r["conditions"] or {}, r["setPriority"], tuple(r["requiredSkills"]))
+        for r in conv.rules or []
+    ]
+    visit = Visit.from_session(conv.session_metadata, conv.identity, conv.user_phone_country)
+    rule = select_rule(rules, visit)
+    if rule is None:
+        return target_of(conv, conv.default_team_id or await default_team_id(conn))
+    priority = conv.priority if rule.set_priority is None else rule.set_priority
+    skills = tuple(dict.fromkeys((*conv.required_skills, *rule.required_skills)))
+    return Target(rule.team_id, priority, skills, tuple(conv.excluded_operators))
+
+
+# --- Assigning, queueing, releasing ------------------------------------------------------------------------------
+
+
+async def assign(
+    conn: AsyncConnection,
+    conversation_id: str,
+    operator_id: uuid.UUID,
+    target: Target,
+    *,
+    policy: str,
+    trigger: str,
+    candidates: list[dict[str, Any]],
+    reason: str,
+    actor_id: uuid.UUID | None = None,
+    note_reason: str | None = None,
+    check_online: bool = True,
+    check_capacity: bool = True,
+    unless_busy: bool = False,
+) -> int | None:
+    """The capacity-checked assignment in one statement; the assignment id, or None if the operator had no room
+    (or, ``unless_busy``, their row was held by another transaction)."""
+    row = (
+        await conn.execute(
+            sql.ASSIGN_UNLESS_BUSY if unless_busy else sql.ASSIGN,
+            {
+                "conversation_id": conversation_id,
+                "operator_id": operator_id,
+                "team_id": target.team_id,
+                "priority": target.priority,
+                "required_skills": list(target.required_skills),
+                "reason": reason,
+                "actor_id": actor_id,
+                "policy": policy,
+                "trigger": trigger,
+                "candidates": candidates,
+                "note_reason": note_reason,
+                "check_online": check_online,
+                "check_capacity": check_capacity,
+            },
+        )
+    ).first()
+    if row is None:
+        return None
+    remember_first_response(row)
+    return int(row.assignment_id)
+
+
+async def queue(
+    conn: AsyncConnection,
+    conversation_id: str,
+    target: Target,
+    *,
+    policy: str,
+    trigger: str,
+    candidates: list[dict[str, Any]],
+    actor_id: uuid.UUID | None = None,
+    note_reason: str | None = None,
+) -> RouteOutcome:
+    """Queue the conversation in the target team, with its decision and ``conversation.queued`` event."""
+    await conn.execute(
+        sql.QUEUE,
+        {
+            "conversation_id": conversation_id,
+            "team_id": target.team_id,
+            "priority": target.priority,
+            "required_skills": list(target.required_skills),
+            "policy": policy,
+            "trigger": trigger,
+            "candidates": candidates,
+            "actor_id": actor_id,
+            "note_reason": note_reason,
+        },
+    )
+    return RouteOutcome("queued", target.team_id)
+
+
+async def _try_ranked(
+    conn: AsyncConnection,
+    conversation_id: str,
+    target: Target,
+    decision: Decision,
+    lost: dict[uuid.UUID, str],
+    trigger: str,
+    reason: str,
+    actor_id: uuid.UUID | None = None,
+    note_reason: str | None = None,
+) -> RouteOutcome | None:
+    """Try the ranked candidates in order; one whose row check fails lost a race and is recorded as such.
+
+    First pass: candidates whose row another transaction holds are passed over (``busy``), so
+    concurrent routers do not queue up behind the same operator; second pass: wait for them.
+    """
+    busy: set[uuid.UUID] = set()
+    for unless_busy in (True, False):
+        for operator_id in decision.ranked:
+            if operator_id in lost or (not unless_busy and operator_id not in busy):
+                continue
+            assigned = await assign(
+                conn,
+                conversation_id,
+                operator_id,
+                target,
+                policy=decision.policy,
+                trigger=trigger,
+                candidates=decision.candidates_json(lost, busy),
+                reason=reason,
+                actor_id=actor_id,
+                note_reason=note_reason,
+                unless_busy=unless_busy,
+            )
+            if assigned is not None:
+                return RouteOutcome("assigned", target.team_id, operator_id)
+            if unless_busy:
+                busy.add(operator_id)
+            else:
+                lost[operator_id] = "at_capacity"
+    return None
+
+
+async def place(
+    conn: AsyncConnection,
+    conversation_id: str,
+    target: Target,
+    *,
+    trigger: str,
+    reason: str = "routed",
+    actor_id: uuid.UUID | None = None,
+    note_reason: str | None = None,
+    team_locked: bool = False,
+    team: tuple[str, list[Candidate]] | None = None,
+) -> RouteOutcome:
+    """Assign to the best eligible member of the target team, else queue there (the conversation is locked).
+
+    Fast path without the team lock, ranking ``team`` (policy and candidates already read) if given.
+    Before queueing, the team lock is taken and the members re-read, so a change that freed room
+    and committed meanwhile is seen, and any later one finds this conversation in the queue when
+    it drains (no lost wake-up). ``team_locked``: the caller already holds it, so there is no fast path.
+    """
+    why = (trigger, reason, actor_id, note_reason)
+    if not team_locked and not careful():
+        policy, candidates = team or await sql.load_candidates(conn, target.team_id)
+        decision = decide(policy, candidates, required_skills=target.required_skills, exclude=target.excluded)
+        if policy != "manual" and decision.ranked:
+            if done := await _try_ranked(conn, conversation_id, target, decision, {}, *why):
+                return done
+            # Every ranked candidate lost a race. A failed capacity check can leave the operator's row
+            # locked (PostgreSQL locks the newest row version before re-checking it), and the team lock
+            # must never be taken after an operator lock, the order every other path keeps: start over,
+            # team lock first. Rare, so this costs less than a savepoint around every fast path.
+            raise RestartTransaction
+    if not team_locked:
+        await sql.lock_teams(conn, target.team_id, shared=True)
+    policy, candidates = await sql.load_candidates(conn, target.team_id)
+    lost: dict[uuid.UUID, str] = {}
+    decision = decide(policy, candidates, required_skills=target.required_skills, exclude=target.excluded)
+    if decision.ranked and (done := await _try_ranked(conn, conversation_id, target, decision, lost, *why)):
+        return done
+    return await queue(
+        conn,
+        conversation_id,
+        target,
+        policy=policy,
+        trigger=trigger,
+        candidates=decision.candidates_json(lost),
+        actor_id=actor_id,
+        note_reason=note_reason,
+    )
+
+
+async def release(conn: AsyncConnection, conv: Any, end_reason: str) -> uuid.UUID | None:
+    """End the current assignment and give the operator's slot back; returns who held it."""
+    if conv.status != "assigned" or conv.assignee_id is None:
+        return None
+    ended = (
+        await conn.execute(
+            sql.RELEASE,
+            {"operator_id": conv.assignee_id, "conversation_id": conv.id, "end_reason": end_reason},
+        )
+    ).first()
+    if ended is None:
+        raise RuntimeError(f"conversation {conv.id} is assigned without an open assignment")
+    return conv.assignee_id  # type: ignore[no-any-return]
+
+
+def target_of(conv: Any, team_id: uuid.UUID | None = None) -> Target:
+    """The locked conversation's target as it stands, or in ``team_id``."""
+    return Target(team_id or conv.team_id, conv.priority, tuple(conv.required_skills), tuple(conv.excluded_operators))
+
+
+# --- Routing and draining ----------------------------------------------------------------------------------------
+
+
+async def route_conversation(conn: AsyncConnection, conversation_id: str, revision: int, trigger: str) -> RouteOutcome:
+    """Route one conversation in the caller's transaction; a no-op (``stale``) unless ``revision`` is current.
+
+    The row is locked first, so concurrent jobs for the same conversation serialize and all
+    but the first find a newer revision and stop.
+    """
+    conv = await sql.lock_conversation(conn, conversation_id)
+    if conv is None or conv.routing_revision != revision or conv.status != "new":
+        return RouteOutcome("stale")
+    target = target_of(conv) if conv.team_id is not None else await select_team(conn, conv)
+    # The lock read the members of the conversation's team, or of the default one: usually the target.
+    team = sql.team_of(conv.team) if conv.team and uuid.UUID(conv.team["id"]) == target.team_id else None
+    return await place(conn, conversation_id, target, trigger=trigger, team=team)
+
+
+async def drain_team_queue(conn: AsyncConnection, team_id: uuid.UUID, trigger: str) -> int:
+    """Assign queued conversations of the team, in queue order, while members have room; returns how many.
+
+    Holds the team lock, so it sees every conversation queued before it and none is queued
+    behind its back. Each step locks the first queued conversation some member with room could
+    take (``SKIP LOCKED``: a claim, transfer or close holding one acts on it itself); short
+    holders (a stale routing job, a visitor message) are waited out by another pass.
+    """
+    await sql.lock_teams(conn, team_id)
+    policy, candidates = await sql.load_candidates(conn, team_id)
+    if policy == "manual":
+        return 0
+    assigned = 0
+    for _ in range(DRAIN_PASSES):
+        while roomy := [c for c in candidates if c.status == "online" and c.open_conversations < c.capacity]:
+            params = {"team_id": team_id, "roomy": _roomy_json(roomy)}
+            conv = (await conn.execute(sql.NEXT_ASSIGNABLE, params)).first()
+            if conv is None:
+                break
+            decision = decide(policy, candidates, required_skills=conv.required_skills, exclude=conv.excluded_operators)
+            if await _try_ranked(conn, conv.id, target_of(conv), decision, {}, trigger, "routed"):
+                assigned += 1
+            # Loads changed (ours, or a concurrent fast-path assignment that beat us to an operator).
+            _, candidates = await sql.load_candidates(conn, team_id)
+        if not roomy or not await conn.scalar(sql.ANY_ASSIGNABLE, params):
+            break
+        await asyncio.sleep(DRAIN_PASS_PAUSE_SECONDS)
+    return assigned
+
+
+def _roomy_json(roomy: list[Candidate]) -> str:
+    return json.dumps([{"id": str(c.operator_id), "skills": sorted(c.skills)} for c in roomy])
+
+
+async def freed_teams(conn: AsyncConnection, conv: Any) -> list[uuid.UUID]:
+    """Teams whose queues may use the slot this conversation's assignee is about to free (and its own team)."""
+    teams = {conv.team_id} if conv.team_id is not None else set()
+    if conv.status == "assigned" and conv.assignee_id is not None:
+        teams |= set(
+            (
+                await conn.execute(sa.select(member_t.c.team_id).where(member_t.c.operator_id == conv.assignee_id))
+            ).scalars()
+        )
+    return sorted(teams)
+
+
+async def drain_all(conn: AsyncConnection, team_ids: list[uuid.UUID], trigger: str) -> None:
+    """Drain each team's queue, in the order given (the team lock order)."""
+    for team_id in team_ids:
+        await drain_team_queue(conn, team_id, trigger)
