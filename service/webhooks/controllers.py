@@ -14,10 +14,10 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal, requires_lead
-from service.conversations.outbox import enqueue_delivery
 from service.crypto import encrypt_secret
 from service.db.tables import endpoint_t, outbox_t, team_t
 from service.deps import engine
+from service.outbox import enqueue_delivery
 from service.webhooks import services
 from service.webhooks.delivery import SECRET_PURPOSE, add_test_delivery
 from service.webhooks.schemas import (
