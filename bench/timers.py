@@ -30,8 +30,8 @@ import asyncpg
 from arq import create_pool
 from redis.asyncio import Redis
 
-from service.app import redis_settings
 from service.db.migrate import upgrade
+from service.resources import redis_settings
 from service.settings import Settings
 from service.timers.services import Trigger, enqueue_trigger
 

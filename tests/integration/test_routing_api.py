@@ -8,7 +8,7 @@ import httpx
 from arq import create_pool
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.app import redis_settings
+from service.resources import redis_settings
 from service.routing import services as routing
 from service.settings import Settings
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token

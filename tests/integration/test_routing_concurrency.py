@@ -21,9 +21,9 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from service.app import redis_settings
 from service.db.models import Conversation
 from service.errors import ConflictException
+from service.resources import redis_settings
 from service.routing import services as routing
 from service.settings import Settings
 from tests.factories import add_member, make_operator, make_team

@@ -14,7 +14,7 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.app import redis_settings
+from service.resources import redis_settings
 from service.routing.services import enqueue_route
 from service.settings import Settings
 from service.timers.services import OFFLINE_GRACE, schedule_timer, triggers

@@ -11,7 +11,7 @@ from arq import create_pool
 from arq.worker import Worker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.app import redis_settings
+from service.resources import redis_settings
 from service.routing.services import DEFAULT_TEAM_NAME, enqueue_route, team_queue
 from service.settings import Settings
 from workers import jobs
