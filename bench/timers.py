@@ -30,9 +30,9 @@ import asyncpg
 from arq import create_pool
 from redis.asyncio import Redis
 
-from service.app import redis_settings
 from service.db.migrate import upgrade
 from service.queue import Trigger, enqueue_trigger
+from service.resources import redis_settings
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from arq import create_pool
-from arq.connections import RedisSettings
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
@@ -21,14 +19,11 @@ from service.auth.controllers import AuthController, TokenController
 from service.auth.deps import provide_principal
 from service.auth.oidc import OidcClient
 from service.bridges.controllers import BridgeLinkController, BridgeWebhookController
-from service.bridges.dispatch import TeamBridge
 from service.bridges.registry import BridgeRegistry
 from service.canned.controllers import CannedResponseController
 from service.conversations.controllers import ConversationController
 from service.dashboard.controllers import TEMPLATES, dashboard_router
-from service.db.engine import create_engine
 from service.demo.controllers import demo_router
-from service.gateway.bridge import RoutingBridge
 from service.gateway.controllers import VERSION_HEADERS, GatewayController
 from service.gateway.hub import SwitchboardPocketPing
 from service.gateway.limits import RateLimiter
@@ -40,21 +35,12 @@ from service.presence.controllers import PresenceController
 from service.problems import EXCEPTION_HANDLERS
 from service.realtime.controllers import EventsController
 from service.realtime.hub import EventHub
+from service.resources import Resources
 from service.routing.controllers import RoutingController
 from service.settings import Settings, load_settings
 from service.teams.controllers import TeamController
 from service.timers.services import timer_triggers_middleware
 from service.webhooks.controllers import WebhookController
-from service.wiring import GATEWAY_HOOKS
-
-
-def redis_settings(settings: Settings) -> RedisSettings:
-    """arq's connection settings from ``REDIS_URL`` (TCP or unix socket)."""
-    if settings.redis_url.startswith("unix://"):
-        path, _, query = settings.redis_url.removeprefix("unix://").partition("?")
-        database = int(query.removeprefix("db=")) if query.startswith("db=") else 0
-        return RedisSettings(unix_socket_path=path, database=database)
-    return RedisSettings.from_dsn(settings.redis_url)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -64,43 +50,27 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        engine = create_engine(settings)
-        redis = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
-        bridge_registry = BridgeRegistry(settings)
-        pocketping = SwitchboardPocketPing(
-            settings=settings,
-            engine=engine,
-            redis=redis,
-            hooks=GATEWAY_HOOKS,
-            routing=RoutingBridge(engine, redis),
-            bridges=[TeamBridge(engine, bridge_registry)],
-        )
+        resources = await Resources.open(settings, "api")
         # Without an issuer, browsers cannot sign in; personal access tokens still work.
         oidc = OidcClient(settings) if settings.oidc_issuer_url and settings.oidc_client_id else None
-        event_hub = EventHub(engine, redis, settings)
+        event_hub = EventHub(resources.engine, resources.redis, settings)
         app.state.update(
-            engine=engine,
-            redis=redis,
-            pocketping=pocketping,
-            bridge_registry=bridge_registry,
-            rate_limiter=RateLimiter(redis, settings),
+            engine=resources.engine,
+            redis=resources.redis,
+            pocketping=resources.pocketping,
+            bridge_registry=resources.bridge_registry,
+            rate_limiter=RateLimiter(resources.redis, settings),
             oidc=oidc,
             event_hub=event_hub,
         )
-        await pocketping.start()
-        await pocketping.start_subscriber()
         await event_hub.start()
         try:
             yield
         finally:
             await event_hub.stop()
-            await pocketping.flush_events()
-            await pocketping.stop_subscriber()
-            await pocketping.stop()
+            await resources.aclose()
             if oidc is not None:
                 await oidc.aclose()
-            await redis.aclose()
-            await engine.dispose()
 
     def provide_pocketping(state: State) -> SwitchboardPocketPing:
         return state.pocketping  # type: ignore[no-any-return]

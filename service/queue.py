@@ -1,4 +1,4 @@
-"""The job queue: the worker's job names, their versioned job ids, and the enqueues of routing and timer work.
+"""The job queue: the worker's job names, their versioned job ids and every enqueue (routing, timers, outbox).
 
 A job id is an idempotency key: arq keeps one job per id while it waits, and a job re-checks
 PostgreSQL before acting, so enqueueing the same work twice is harmless.
@@ -18,6 +18,7 @@ from arq.connections import ArqRedis
 ROUTE_JOB = "route_conversation"
 DRAIN_JOB = "drain_team_queue"
 FIRE_TIMER_JOB = "fire_timer"
+DELIVER_JOB = "deliver_outbox"
 
 # Drain requests for a team within one window share a job that starts when the window ends.
 DRAIN_WINDOW_SECONDS = 0.05
@@ -45,6 +46,11 @@ def drain_job_id(team_id: uuid.UUID, window: int) -> str:
 def timer_job_id(timer_id: int, revision: int) -> str:
     """Versioned job id: one trigger per timer revision, however often it is enqueued."""
     return f"timer:{timer_id}:{revision}"
+
+
+def outbox_job_id(outbox_id: int, attempt: int = 0) -> str:
+    """One delivery job per outbox row and retry attempt."""
+    return f"outbox:{outbox_id}:{attempt}" if attempt else f"outbox:{outbox_id}"
 
 
 async def enqueue_route(arq: ArqRedis, conversation_id: str, revision: int, trigger: str) -> None:
@@ -84,4 +90,11 @@ async def enqueue_trigger(arq: ArqRedis, trigger: Trigger) -> None:
         revision=trigger.revision,
         _job_id=timer_job_id(trigger.timer_id, trigger.revision),
         _defer_until=trigger.due_at,
+    )
+
+
+async def enqueue_delivery(arq: ArqRedis, outbox_id: int, *, attempt: int = 0, defer_by: float | None = None) -> None:
+    """Trigger delivery (a retry: after ``defer_by`` seconds); if this is lost, the worker's sweep finds the row."""
+    await arq.enqueue_job(
+        DELIVER_JOB, outbox_id=outbox_id, _job_id=outbox_job_id(outbox_id, attempt), _defer_by=defer_by
     )

@@ -8,6 +8,7 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated, Literal
 
 from pydantic import (
+    AliasChoices,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -90,8 +91,11 @@ class Settings(BaseSettings):
     # A missing event id (a transaction still running, or rolled back) is waited for this long at
     # least, beyond every transaction that was running when the gap was seen.
     events_settle_seconds: float = Field(1.0, ge=0)
-    # Webhook retries wait base * 2**attempts seconds, capped at 2**10 times the base.
-    webhook_retry_base_seconds: float = Field(5.0, gt=0)
+    # Outbox retries (webhooks, bridge notices, widget messages) wait base * 2**(attempts - 1) seconds,
+    # capped at 2**10 times the base. The variable's earlier name, from when only webhooks retried, still works.
+    outbox_retry_base_seconds: float = Field(
+        5.0, gt=0, validation_alias=AliasChoices("outbox_retry_base_seconds", "webhook_retry_base_seconds")
+    )
     webhook_timeout_seconds: float = Field(10.0, gt=0)
     # An operator whose client sends heartbeats goes offline when none arrives for this long.
     presence_heartbeat_timeout_seconds: int = Field(90, ge=5)

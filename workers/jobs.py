@@ -5,18 +5,17 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service import outbox
 from service.ai import services as ai
 from service.bridges import notify as bridges
-from service.conversations.outbox import WIDGET_MESSAGE, enqueue_delivery
-from service.db.tables import outbox_t
+from service.conversations.delivery import WIDGET_MESSAGE, deliver_widget_message
 from service.db.transactions import in_transaction
 from service.flows import timeouts
 from service.presence import services as presence
-from service.queue import enqueue_drain, enqueue_route, enqueue_trigger
+from service.queue import enqueue_delivery, enqueue_drain, enqueue_route, enqueue_trigger
 from service.realtime.relay import EventRelay
 from service.routing import placement, queries
 from service.timers import services as timers
@@ -74,110 +73,20 @@ async def fire_timer(ctx: dict[str, Any], *, timer_id: int, revision: int) -> st
 
 
 async def deliver_outbox(ctx: dict[str, Any], *, outbox_id: int) -> str:
-    """Deliver one outbox row once; a duplicate or retried job finds it delivered, locked or leased and stops."""
-    async with ctx["engine"].begin() as conn:
-        row = (
-            await conn.execute(
-                sa.select(outbox_t.c.kind, outbox_t.c.payload, outbox_t.c.attempts)
-                .where(
-                    outbox_t.c.id == outbox_id,
-                    outbox_t.c.delivered_at.is_(None),
-                    # A duplicate job (the sweep's, a second relay's) must not cut a retry's backoff short.
-                    outbox_t.c.available_at <= sa.func.now(),
-                )
-                .with_for_update(skip_locked=True)
-            )
-        ).first()
-        if row is None:
-            return "skipped"
-        if row.kind == bridges.BRIDGE:
-            return await _deliver_bridge(ctx, conn, outbox_id, row)
-        if row.kind != webhooks.WEBHOOK:
-            return await _deliver_widget_message(ctx, conn, outbox_id, row)
-        target: webhooks.Target | None = None
-        error: Exception | None = None
-        try:
-            target = await webhooks.lease(conn, ctx["settings"], outbox_id)
-        except webhooks.DeliveryFailed as exc:
-            error = exc
-    # Outside any transaction: a slow receiver holds no database connection.
-    status_code = None
-    if target is not None:
-        try:
-            status_code = await webhooks.send(ctx["http"], ctx["settings"], outbox_id, row.payload, target)
-        except webhooks.DeliveryFailed as exc:
-            error = exc
-    retry_in = webhooks.retry_delay(ctx["settings"], row.attempts + 1)
-    async with ctx["engine"].begin() as conn:
-        if error is None:
-            await _mark_delivered(conn, outbox_id, status_code)
-            return "delivered"
-        await _mark_failed(conn, outbox_id, error, retry_in)
-    # After the commit, so the retry finds the row updated; if this is lost, the sweep retries.
-    await ctx["redis"].enqueue_job(
-        "deliver_outbox", outbox_id=outbox_id, _job_id=f"outbox:{outbox_id}:{row.attempts + 1}", _defer_by=retry_in
-    )
-    return "failed"
+    """Deliver one outbox row once; a duplicate or retried job finds it delivered, leased or locked and stops."""
+    return await outbox.deliver(ctx["engine"], ctx["redis"], ctx["settings"], outbox_id, _outbox_kinds(ctx))
 
 
-async def _deliver_widget_message(ctx: dict[str, Any], conn: Any, outbox_id: int, row: Any) -> str:
-    try:
-        if row.kind != WIDGET_MESSAGE:
-            raise ValueError(f"unknown outbox kind {row.kind!r}")
-        await _send_widget_message(ctx, row.payload)
-    except Exception as exc:
-        # Exponential backoff, capped at about four minutes; the sweep re-enqueues it.
-        await _mark_failed(conn, outbox_id, exc, float(2 ** min(row.attempts, 8)))
-        return "failed"
-    await _mark_delivered(conn, outbox_id, None)
-    return "delivered"
-
-
-async def _deliver_bridge(ctx: dict[str, Any], conn: Any, outbox_id: int, row: Any) -> str:
-    try:
-        outcome = await bridges.deliver(ctx["engine"], ctx["team_bridge"], row.payload)
-    except Exception as exc:
-        if row.attempts + 1 < bridges.MAX_ATTEMPTS:
-            await _mark_failed(conn, outbox_id, exc, float(2 ** min(row.attempts, 8)))
-            return "failed"
-        log.warning("bridge work given up", outbox_id=outbox_id, action=row.payload.get("action"))
-        outcome = "given_up"
-    await _mark_delivered(conn, outbox_id, None)
-    return outcome
-
-
-async def _mark_delivered(conn: Any, outbox_id: int, status_code: int | None) -> None:
-    await conn.execute(
-        sa.update(outbox_t)
-        .where(outbox_t.c.id == outbox_id)
-        .values(delivered_at=sa.func.now(), attempts=outbox_t.c.attempts + 1, status_code=status_code)
-    )
-
-
-async def _mark_failed(conn: Any, outbox_id: int, exc: Exception, retry_in: float) -> None:
-    await conn.execute(
-        sa.update(outbox_t)
-        .where(outbox_t.c.id == outbox_id)
-        .values(
-            attempts=outbox_t.c.attempts + 1,
-            last_error=str(exc)[:500] if isinstance(exc, webhooks.DeliveryFailed) else repr(exc)[:500],
-            status_code=getattr(exc, "status_code", None),
-            available_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, retry_in),
-        )
-    )
-    log.warning("outbox delivery failed", outbox_id=outbox_id, error=str(exc)[:200])
-
-
-async def _send_widget_message(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
-    # The message id was fixed when the row was written: a re-delivery after a crash
-    # re-sends the same message, which storage upserts and the widget de-duplicates.
-    await ctx["pocketping"].send_as_operator(
-        payload["conversationId"],
-        payload["content"],
-        operator_id=uuid.UUID(payload["operatorId"]) if payload["operatorId"] else None,
-        operator_name=payload["operatorName"],
-        message_id=payload["messageId"],
-    )
+def _outbox_kinds(ctx: dict[str, Any]) -> dict[str, outbox.Kind]:
+    # Each kind's sender is its domain's; the resources it needs are read only when a row of that kind is sent.
+    return {
+        WIDGET_MESSAGE: outbox.Kind(lambda delivery: deliver_widget_message(ctx["pocketping"], delivery)),
+        webhooks.WEBHOOK: outbox.Kind(
+            lambda delivery: webhooks.deliver(ctx["engine"], ctx["http"], ctx["settings"], delivery),
+            lease_seconds=webhooks.lease_seconds(ctx["settings"]),
+        ),
+        bridges.BRIDGE: outbox.Kind(lambda delivery: bridges.deliver(ctx["engine"], ctx["team_bridge"], delivery)),
+    }
 
 
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
@@ -192,17 +101,7 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
         overdue = await timers.due_before(conn, 0)
         unrouted = await queries.unrouted_conversations(conn, LOST_JOB_AFTER_SECONDS)
         waiting_teams = await queries.teams_with_queue(conn)
-        pending = (
-            (
-                await conn.execute(
-                    sa.select(outbox_t.c.id)
-                    .where(outbox_t.c.delivered_at.is_(None), outbox_t.c.available_at <= sa.func.now())
-                    .limit(1000)
-                )
-            )
-            .scalars()
-            .all()
-        )
+        pending = await outbox.due(conn)
     for conversation_id, revision in unrouted:
         await enqueue_route(ctx["redis"], conversation_id, revision, trigger="sweep")
     for team_id in waiting_teams:

@@ -5,20 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx2
 from arq import cron
 
-from service.ai.providers import build_provider
-from service.app import redis_settings
-from service.bridges.dispatch import TeamBridge
 from service.bridges.notify import BridgeRelay
-from service.bridges.registry import BridgeRegistry
-from service.db.engine import create_engine
-from service.gateway.hub import SwitchboardPocketPing
 from service.logging import configure_logging
 from service.realtime.relay import EventRelay
+from service.resources import Resources, redis_settings
 from service.settings import Settings
-from service.wiring import GATEWAY_HOOKS
 from workers import jobs
 
 SWEEP_SECONDS = {0, 10, 20, 30, 40, 50}
@@ -32,27 +25,22 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         configure_logging(settings)
-        ctx["settings"] = settings
-        ctx["engine"] = create_engine(settings)
-        # Workers hold no sockets: their PocketPing only publishes, api processes deliver. Their
-        # messages (replies from the dashboard, the AI) reach the team's chats through the team bridge.
-        ctx["team_bridge"] = TeamBridge(ctx["engine"], BridgeRegistry(settings))
-        ctx["pocketping"] = SwitchboardPocketPing(
+        # The pool is arq's own (ctx["redis"]); jobs read the resources from ctx by name.
+        resources = await Resources.open(settings, "worker", redis=ctx["redis"])
+        ctx.update(
+            resources=resources,
             settings=settings,
-            engine=ctx["engine"],
-            redis=ctx["redis"],
-            hooks=GATEWAY_HOOKS,
-            bridges=[ctx["team_bridge"]],
+            engine=resources.engine,
+            team_bridge=resources.team_bridge,
+            pocketping=resources.pocketping,
+            ai_provider=resources.ai_provider,
+            http=resources.http,
         )
-        await ctx["team_bridge"].init(ctx["pocketping"])
-        ctx["ai_provider"] = build_provider(settings)
-        # Webhook receivers: no redirects followed (a signed body must reach the configured URL only).
-        ctx["http"] = httpx2.AsyncClient(follow_redirects=False)
         ctx["relays"] = {
             relay: asyncio.create_task(relay.run(), name=f"{relay.cursor}-relay")
             for relay in (
-                EventRelay(ctx["engine"], ctx["redis"], settings),
-                BridgeRelay(ctx["engine"], ctx["redis"], settings),
+                EventRelay(resources.engine, resources.redis, settings),
+                BridgeRelay(resources.engine, resources.redis, settings),
             )
         }
 
@@ -66,12 +54,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
                 await asyncio.wait_for(task, RELAY_STOP_SECONDS)
             except TimeoutError:
                 pass  # cancelled by wait_for; the sweep enqueues what that step committed
-        if "http" in ctx:
-            await ctx["http"].aclose()
-        if "team_bridge" in ctx:
-            await ctx["team_bridge"].destroy()
-        if "engine" in ctx:
-            await ctx["engine"].dispose()
+        if "resources" in ctx:
+            await ctx["resources"].aclose()
 
     return {
         "functions": [jobs.route_conversation, jobs.drain_team_queue, jobs.deliver_outbox, jobs.fire_timer],

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.bridges.dispatch import TeamBridge
 from service.bridges.outbound import BridgeUnavailable, send, send_direct, team_bridges
+from service.outbox import Delivery, Done
 from service.realtime.relay import EventRelay
 
 log = structlog.get_logger(__name__)
@@ -126,7 +127,18 @@ def _summary(row: Any) -> list[str]:
     return lines
 
 
-async def deliver(engine: AsyncEngine, team_bridge: TeamBridge, payload: dict[str, Any]) -> str:
+async def deliver(engine: AsyncEngine, team_bridge: TeamBridge, delivery: Delivery) -> Done:
+    """Do one bridge outbox row; work the platforms keep refusing is given up after ``MAX_ATTEMPTS`` tries."""
+    try:
+        return Done(await _work(engine, team_bridge, delivery.payload))
+    except Exception:
+        if delivery.attempts + 1 < MAX_ATTEMPTS:
+            raise
+        log.warning("bridge work given up", outbox_id=delivery.id, action=delivery.payload.get("action"))
+        return Done("given_up")
+
+
+async def _work(engine: AsyncEngine, team_bridge: TeamBridge, payload: dict[str, Any]) -> str:
     """Do one piece of bridge work; returns what happened. Re-checks the database first: stale work is skipped."""
     action = payload["action"]
     if action == "threads":

@@ -344,7 +344,7 @@ class Timer(SQLModel, table=True):
 
 
 class Outbox(SQLModel, table=True):
-    """Work to deliver outside the database transaction (widget messages, webhooks), retried until done."""
+    """Work to deliver outside the database transaction (widget messages, webhooks, bridge work), retried until done."""
 
     __table_args__ = (sa.Index("ix_outbox_pending", "available_at", postgresql_where=sa.text("delivered_at IS NULL")),)
 

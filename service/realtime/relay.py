@@ -15,8 +15,8 @@ from arq.connections import ArqRedis
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.conversations.outbox import enqueue_delivery
 from service.db.tables import cursor_t
+from service.queue import enqueue_delivery
 from service.realtime.hub import events_channel
 from service.realtime.tail import EventTail
 from service.settings import Settings

@@ -10,8 +10,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service.auth.principal import Principal
-from service.conversations.outbox import enqueue_delivery
 from service.deps import engine
+from service.queue import enqueue_delivery
 from service.webhooks import services
 from service.webhooks.schemas import (
     WebhookDeliveryPage,

@@ -7,15 +7,16 @@ import hmac
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, get_args
 
 import httpx2
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service import outbox
 from service.crypto import decrypt_secret
 from service.db.tables import endpoint_t, outbox_t
+from service.outbox import Delivery, DeliveryFailed, Done
 from service.settings import Settings
 from service.webhooks.schemas import WebhookEventKind
 
@@ -26,8 +27,6 @@ TEST_EVENT = "webhook.test"
 WEBHOOK_EVENT_KINDS = get_args(WebhookEventKind)
 # A delivery being sent is leased for the send's timeout plus this.
 LEASE_MARGIN_SECONDS = 30.0
-# Retries wait base * 2**attempts, at most 2**MAX_BACKOFF_EXPONENT times the base.
-MAX_BACKOFF_EXPONENT = 10
 
 # Each new event, for each enabled endpoint of its team that wants its kind: one row, whose
 # dedupe key makes a second pass over the same events (another relay, a restart) add nothing.
@@ -67,12 +66,7 @@ async def add_test_delivery(conn: AsyncConnection, endpoint_id: Any, team_id: An
         "conversationId": None,
         "data": {"message": "Test delivery from Switchboard"},
     }
-    statement = (
-        sa.insert(outbox_t)
-        .values(kind=WEBHOOK, payload={"event": event}, webhook_endpoint_id=endpoint_id)
-        .returning(outbox_t.c.id)
-    )
-    return int(await conn.scalar(statement))
+    return await outbox.add(conn, WEBHOOK, {"event": event}, webhook_endpoint_id=endpoint_id)
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -81,66 +75,40 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def retry_delay(settings: Settings, attempts: int) -> float:
-    """Seconds before the next try, after ``attempts`` failed ones (the first retry waits the base)."""
-    return settings.webhook_retry_base_seconds * 2 ** min(max(attempts - 1, 0), MAX_BACKOFF_EXPONENT)
+def lease_seconds(settings: Settings) -> float:
+    """How long a delivery is leased: the send's timeout plus a margin."""
+    return settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
 
 
-class DeliveryFailed(Exception):
-    """The receiver did not answer 2xx; ``status_code`` is None when it did not answer at all."""
-
-    def __init__(self, message: str, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where one delivery goes, read in the delivering transaction."""
-
-    url: str
-    secret: str
-
-
-async def lease(conn: AsyncConnection, settings: Settings, outbox_id: int) -> Target:
-    """The delivery's endpoint; the row is leased past the send's timeout, so that while it is sent outside
-    the transaction a duplicate job skips it, and after a crash the sweep sends it again."""
-    endpoint = (
-        await conn.execute(
-            sa.select(endpoint_t.c.url, endpoint_t.c.secret_encrypted, endpoint_t.c.enabled)
-            .join(outbox_t, outbox_t.c.webhook_endpoint_id == endpoint_t.c.id)
-            .where(outbox_t.c.id == outbox_id)
-        )
-    ).one()
+async def deliver(engine: AsyncEngine, client: httpx2.AsyncClient, settings: Settings, delivery: Delivery) -> Done:
+    """POST one leased delivery to its endpoint, signed; ``DeliveryFailed`` unless the endpoint is enabled and
+    answers 2xx."""
+    async with engine.connect() as conn:
+        endpoint = (
+            await conn.execute(
+                sa.select(endpoint_t.c.url, endpoint_t.c.secret_encrypted, endpoint_t.c.enabled)
+                .join(outbox_t, outbox_t.c.webhook_endpoint_id == endpoint_t.c.id)
+                .where(outbox_t.c.id == delivery.id)
+            )
+        ).one()
     if not endpoint.enabled:
         raise DeliveryFailed("endpoint disabled; delivery waits until it is enabled again")
-    lease_seconds = settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
-    await conn.execute(
-        sa.update(outbox_t)
-        .where(outbox_t.c.id == outbox_id)
-        .values(available_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds))
-    )
-    return Target(endpoint.url, decrypt_secret(settings.secret_key, SECRET_PURPOSE, endpoint.secret_encrypted))
-
-
-async def send(
-    client: httpx2.AsyncClient, settings: Settings, outbox_id: int, payload: dict[str, Any], target: Target
-) -> int:
-    """POST one delivery, signed; returns the 2xx status, raises ``DeliveryFailed`` otherwise."""
-    body = json.dumps(payload["event"], separators=(",", ":"), ensure_ascii=False).encode()
+    secret = decrypt_secret(settings.secret_key, SECRET_PURPOSE, endpoint.secret_encrypted)
+    event = delivery.payload["event"]
+    body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "Switchboard-Webhooks/1",
-        "Switchboard-Event": payload["event"]["type"],
-        "Switchboard-Delivery": str(outbox_id),
-        "Switchboard-Signature": sign(target.secret, int(time.time()), body),
+        "Switchboard-Event": event["type"],
+        "Switchboard-Delivery": str(delivery.id),
+        "Switchboard-Signature": sign(secret, int(time.time()), body),
     }
     try:
         response = await client.post(
-            target.url, content=body, headers=headers, timeout=settings.webhook_timeout_seconds
+            endpoint.url, content=body, headers=headers, timeout=settings.webhook_timeout_seconds
         )
     except httpx2.HTTPError as exc:
         raise DeliveryFailed(f"{type(exc).__name__}: {exc}"[:500]) from exc
     if not 200 <= response.status_code < 300:
         raise DeliveryFailed(f"HTTP {response.status_code}: {response.text[:200]}", response.status_code)
-    return response.status_code
+    return Done(status_code=response.status_code)

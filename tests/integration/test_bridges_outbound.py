@@ -413,7 +413,8 @@ async def test_mentions_reach_the_mentioned_operator_and_long_queues_the_team_ch
 async def test_outbound_secrets_appear_in_no_response_log_or_error(
     bridged: Settings, platforms: Platforms, clean_db: AsyncEngine, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    debug = bridged.model_copy(update={"log_level": "DEBUG"})
+    # Refused notices are retried until given up: quickly here, so each burst of the worker ends soon.
+    debug = bridged.model_copy(update={"log_level": "DEBUG", "outbox_retry_base_seconds": 0.001})
     secrets = (TOKEN_A, SLACK_TOKEN, SLACK_SIGNING, DISCORD_TOKEN)
     people = await two_teams(clean_db)
     await link(clean_db, people["ada"], "discord", "400000000000000001", None)

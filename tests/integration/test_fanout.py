@@ -13,7 +13,8 @@ from pocketping.bridges import Bridge
 from pocketping.models import Message, Session
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.conversations.outbox import add_widget_message, enqueue_delivery
+from service.conversations.delivery import add_widget_message
+from service.queue import enqueue_delivery
 from service.settings import Settings
 from tests.conftest import RunningApi, run_api
 from tests.integration.test_worker import run_burst
@@ -105,7 +106,8 @@ async def test_a_message_produced_by_a_worker_arrives_once(settings: Settings, c
             [event] = [e for e in events if e["type"] == "message"]
             assert (event["data"]["sender"], event["data"]["content"]) == ("operator", "Your order shipped")
             # The same job again (a retry or a duplicate) finds the row delivered and does nothing.
-            assert await jobs.deliver_outbox({"engine": clean_db}, outbox_id=outbox_id) == "skipped"
+            ctx = {"engine": clean_db, "redis": arq, "settings": settings}
+            assert await jobs.deliver_outbox(ctx, outbox_id=outbox_id) == "skipped"
             assert await received(socket, quiet=0.3) == []
         async with clean_db.connect() as conn:
             stored = (await conn.execute(sa.text("SELECT sender, operator_id FROM message"))).all()
@@ -121,7 +123,12 @@ async def test_redelivery_after_a_crash_reuses_the_message_id(settings: Settings
             outbox_id = await add_widget_message(
                 conn, conversation_id=session_id, content="once", operator_id=None, operator_name=None
             )
-        ctx = {"engine": clean_db, "pocketping": api.app.state.pocketping}
+        ctx = {
+            "engine": clean_db,
+            "redis": api.app.state.redis,
+            "settings": settings,
+            "pocketping": api.app.state.pocketping,
+        }
         assert await jobs.deliver_outbox(ctx, outbox_id=outbox_id) == "delivered"
         # Simulate a crash between sending and recording delivery: the row looks undelivered.
         async with clean_db.begin() as conn:

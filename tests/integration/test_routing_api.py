@@ -8,9 +8,9 @@ import httpx
 from arq import create_pool
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.app import redis_settings
 from service.db.transactions import in_transaction
 from service.queue import enqueue_drain
+from service.resources import redis_settings
 from service.routing import placement
 from service.settings import Settings
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token

@@ -21,11 +21,11 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from service.app import redis_settings
 from service.db.models import Conversation
 from service.db.transactions import in_transaction
 from service.errors import Conflict
 from service.queue import enqueue_drain, enqueue_route
+from service.resources import redis_settings
 from service.routing import handoff, placement
 from service.settings import Settings
 from tests.factories import add_member, make_operator, make_team

@@ -14,8 +14,8 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.app import redis_settings
 from service.queue import enqueue_route
+from service.resources import redis_settings
 from service.settings import Settings
 from service.timers.services import OFFLINE_GRACE, schedule_timer, triggers
 from tests.conftest import TEST_REDIS_URL

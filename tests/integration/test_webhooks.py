@@ -82,7 +82,7 @@ async def record(engine: AsyncEngine, kind: str, team_id: uuid.UUID, **data: Any
 async def test_failing_twice_then_succeeding_gets_the_event_exactly_once_more(
     api: RunningApi, http: httpx.AsyncClient, settings: Settings, clean_db: AsyncEngine
 ) -> None:
-    settings = settings.model_copy(update={"webhook_retry_base_seconds": 0.05})
+    settings = settings.model_copy(update={"outbox_retry_base_seconds": 0.05})
     team, lead = await lead_of_new_team(clean_db)
     other_team = await make_team(clean_db)
     receiver = Receiver(500, 500)

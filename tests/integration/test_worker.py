@@ -11,8 +11,8 @@ from arq import create_pool
 from arq.worker import Worker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.app import redis_settings
 from service.queue import enqueue_route
+from service.resources import redis_settings
 from service.routing.placement import DEFAULT_TEAM_NAME
 from service.routing.queries import team_queue
 from service.settings import Settings

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from service.app import redis_settings
+from service.resources import redis_settings
 from service.settings import Settings, SettingsError, load_settings
 
 GOOD = {

@@ -1,0 +1,166 @@
+"""The outbox: work a transaction leaves for later (widget messages, webhooks, bridge notices), done at least once.
+
+A row is added in the transaction that causes it; a ``deliver_outbox`` job leases it (a duplicate
+job skips it; a crashed job's row comes due again when the lease ends), has its kind's sender do
+the work outside any transaction, then marks it delivered, or failed with the next attempt time.
+Every kind is retried by one rule, ``retry_delay``, and a lost retry is found by the sweep (``due``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from service import queue
+from service.db.tables import outbox_t
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# Retries wait base * 2**(attempts - 1), at most 2**MAX_BACKOFF_EXPONENT times the base.
+MAX_BACKOFF_EXPONENT = 10
+# A send is leased this long unless its kind says otherwise: the platforms' 30 s timeout plus a
+# margin. A send outliving it may be started again, which every kind tolerates (at least once).
+LEASE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One leased row, as its kind's sender reads it; ``attempts`` counts the tries before this one."""
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Done:
+    """What a sender did: the job's result, and the receiver's HTTP status when there is one."""
+
+    outcome: str = "delivered"
+    status_code: int | None = None
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one kind is delivered: its sender (raises to have the row retried) and the longest a send takes."""
+
+    send: Callable[[Delivery], Awaitable[Done]]
+    lease_seconds: float = LEASE_SECONDS
+
+
+class DeliveryFailed(Exception):
+    """A refusal recorded as its message says (``status_code``: the receiver's answer, None if it gave none)."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+async def add(conn: AsyncConnection, kind: str, payload: dict[str, Any], **columns: Any) -> int:
+    """Record, in the caller's transaction, one piece of work to do; returns its outbox id."""
+    statement = sa.insert(outbox_t).values(kind=kind, payload=payload, **columns).returning(outbox_t.c.id)
+    return int(await conn.scalar(statement))
+
+
+def retry_delay(settings: Settings, attempts: int) -> float:
+    """Seconds before the next try, after ``attempts`` failed ones (the first retry waits the base)."""
+    return settings.outbox_retry_base_seconds * 2 ** min(max(attempts - 1, 0), MAX_BACKOFF_EXPONENT)
+
+
+def _in(seconds: float) -> Any:
+    return sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+
+
+async def lease(engine: AsyncEngine, outbox_id: int, kinds: Mapping[str, Kind]) -> Delivery | None:
+    """Take the row for its kind's lease if it is due; None when delivered, leased, waiting for a retry or locked."""
+    async with engine.begin() as conn:
+        row = (
+            await conn.execute(
+                sa.select(outbox_t.c.kind, outbox_t.c.payload, outbox_t.c.attempts)
+                .where(
+                    outbox_t.c.id == outbox_id,
+                    outbox_t.c.delivered_at.is_(None),
+                    # A duplicate job (the sweep's, a second relay's) must not cut a retry's backoff short.
+                    outbox_t.c.available_at <= sa.func.now(),
+                )
+                .with_for_update(skip_locked=True)
+            )
+        ).first()
+        if row is None:
+            return None
+        kind = kinds.get(row.kind)
+        seconds = kind.lease_seconds if kind is not None else LEASE_SECONDS
+        await conn.execute(sa.update(outbox_t).where(outbox_t.c.id == outbox_id).values(available_at=_in(seconds)))
+    return Delivery(outbox_id, row.kind, row.payload, row.attempts)
+
+
+async def mark_delivered(conn: AsyncConnection, outbox_id: int, status_code: int | None) -> None:
+    """The work is done: never tried again, and no longer leased."""
+    await conn.execute(
+        sa.update(outbox_t)
+        .where(outbox_t.c.id == outbox_id)
+        .values(
+            delivered_at=sa.func.now(),
+            available_at=sa.func.now(),
+            attempts=outbox_t.c.attempts + 1,
+            status_code=status_code,
+        )
+    )
+
+
+async def mark_failed(conn: AsyncConnection, outbox_id: int, error: Exception, retry_in: float) -> None:
+    """Record the failed try and its error; the row comes due again in ``retry_in`` seconds."""
+    await conn.execute(
+        sa.update(outbox_t)
+        .where(outbox_t.c.id == outbox_id)
+        .values(
+            attempts=outbox_t.c.attempts + 1,
+            last_error=str(error)[:500] if isinstance(error, DeliveryFailed) else repr(error)[:500],
+            status_code=getattr(error, "status_code", None),
+            available_at=_in(retry_in),
+        )
+    )
+    log.warning("outbox delivery failed", outbox_id=outbox_id, error=str(error)[:200])
+
+
+async def deliver(
+    engine: AsyncEngine, arq: ArqRedis, settings: Settings, outbox_id: int, kinds: Mapping[str, Kind]
+) -> str:
+    """Deliver one row once, by its kind's sender; a failure is retried after ``retry_delay``. Returns the outcome."""
+    delivery = await lease(engine, outbox_id, kinds)
+    if delivery is None:
+        return "skipped"
+    # Outside any transaction: a slow receiver holds no database connection.
+    try:
+        kind = kinds.get(delivery.kind)
+        if kind is None:
+            raise ValueError(f"unknown outbox kind {delivery.kind!r}")
+        done = await kind.send(delivery)
+    except Exception as exc:
+        retry_in = retry_delay(settings, delivery.attempts + 1)
+        async with engine.begin() as conn:
+            await mark_failed(conn, outbox_id, exc, retry_in)
+        # After the commit, so the retry finds the row updated; if this is lost, the sweep retries.
+        await queue.enqueue_delivery(arq, outbox_id, attempt=delivery.attempts + 1, defer_by=retry_in)
+        return "failed"
+    async with engine.begin() as conn:
+        await mark_delivered(conn, outbox_id, done.status_code)
+    return done.outcome
+
+
+async def due(conn: AsyncConnection, limit: int = 1000) -> list[int]:
+    """Undelivered rows whose time has come (a lost trigger, an ended lease or backoff), for the sweep."""
+    statement = (
+        sa.select(outbox_t.c.id)
+        .where(outbox_t.c.delivered_at.is_(None), outbox_t.c.available_at <= sa.func.now())
+        .limit(limit)
+    )
+    return list((await conn.execute(statement)).scalars().all())

@@ -1,0 +1,113 @@
+"""What a process holds (database, Redis, the PocketPing hub and its bridges, the AI provider, an HTTP client),
+built, started and closed in one place for the api and the worker alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx2
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+from pocketping.ai.base import AIProvider
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.ai import services as ai
+from service.ai.providers import build_provider
+from service.bridges.dispatch import TeamBridge, reads_own_message_ids
+from service.bridges.registry import BridgeRegistry
+from service.db.engine import create_engine
+from service.gateway.bridge import RoutingBridge
+from service.gateway.hooks import GatewayHooks
+from service.gateway.hub import SwitchboardPocketPing
+from service.presence import services as presence
+from service.settings import Settings
+from service.teams import services as teams
+
+Role = Literal["api", "worker"]
+
+# How the domains answer the widget gateway: one set, given to every process's hub.
+GATEWAY_HOOKS = GatewayHooks(
+    operator_replied=ai.operator_replied,
+    greeting=teams.greeting,
+    operator_available=presence.anyone_online,
+    reads_own_message_ids=reads_own_message_ids,
+)
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    """arq's connection settings from ``REDIS_URL`` (TCP or unix socket)."""
+    if settings.redis_url.startswith("unix://"):
+        path, _, query = settings.redis_url.removeprefix("unix://").partition("?")
+        database = int(query.removeprefix("db=")) if query.startswith("db=") else 0
+        return RedisSettings(unix_socket_path=path, database=database)
+    return RedisSettings.from_dsn(settings.redis_url)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """One process's resources; ``open`` builds and starts them for its role, ``aclose`` stops them in order."""
+
+    settings: Settings
+    role: Role
+    engine: AsyncEngine
+    redis: ArqRedis
+    bridge_registry: BridgeRegistry
+    team_bridge: TeamBridge
+    pocketping: SwitchboardPocketPing
+    ai_provider: AIProvider
+    http: httpx2.AsyncClient
+    owns_redis: bool
+
+    @classmethod
+    async def open(cls, settings: Settings, role: Role, *, redis: ArqRedis | None = None) -> Resources:
+        """Build and start them; ``redis`` is a pool the caller keeps (the worker's own), else one is opened."""
+        engine = create_engine(settings)
+        owns_redis = redis is None
+        if redis is None:
+            redis = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
+        bridge_registry = BridgeRegistry(settings)
+        # Messages sent here reach the team's chats through the team bridge, whichever process sends them.
+        team_bridge = TeamBridge(engine, bridge_registry)
+        pocketping = SwitchboardPocketPing(
+            settings=settings,
+            engine=engine,
+            redis=redis,
+            hooks=GATEWAY_HOOKS,
+            # Visitors' messages arrive at api processes only: the routing bridge stores them and asks for routing.
+            routing=RoutingBridge(engine, redis) if role == "api" else None,
+            bridges=[team_bridge],
+        )
+        resources = cls(
+            settings=settings,
+            role=role,
+            engine=engine,
+            redis=redis,
+            bridge_registry=bridge_registry,
+            team_bridge=team_bridge,
+            pocketping=pocketping,
+            ai_provider=build_provider(settings),
+            # Webhook receivers: no redirects followed (a signed body must reach the configured URL only).
+            http=httpx2.AsyncClient(follow_redirects=False),
+            owns_redis=owns_redis,
+        )
+        if role == "api":
+            await pocketping.start()
+            await pocketping.start_subscriber()  # widget events published anywhere, to this process's sockets
+        else:
+            # Workers hold no sockets: their PocketPing only publishes, api processes deliver.
+            await team_bridge.init(pocketping)
+        return resources
+
+    async def aclose(self) -> None:
+        """Publish what is pending, stop the hub and its bridges, then close the clients and the pool."""
+        await self.pocketping.flush_events()
+        if self.role == "api":
+            await self.pocketping.stop_subscriber()
+            await self.pocketping.stop()  # destroys its bridges too
+        else:
+            await self.team_bridge.destroy()
+        await self.http.aclose()
+        if self.owns_redis:
+            await self.redis.aclose()
+        await self.engine.dispose()
