@@ -98,7 +98,7 @@ class RateLimiter:
         now, window_start = self._now()
         keys = [f"{self._prefix}:typing:{session_id}", self._key("signal", client, window_start)]
         interval_ms = int(self._settings.widget_typing_interval_seconds * 1000)
-        args = [self._window + 1, int(is_typing), int(now * 1000), interval_ms, self._signal_limit]
+        args = [self._window + 1, int(is_typing), round(now * 1000), interval_ms, self._signal_limit]
         refused = await self._batcher.submit((_TYPING, keys, args))
         self._refuse(refused, now, window_start, _SIGNAL_REFUSALS)
         return refused == 0
@@ -138,7 +138,10 @@ def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
 
 
 async def count_signal(request: Request[Any, Any, Any]) -> None:
-    """``before_request`` hook: every widget request is a signal, unless its handler checks its own budget."""
-    if not request.route_handler.opt.get("own_budget"):
+    """``before_request`` hook: every widget request is a signal, unless its handler checks its own budget.
+
+    CORS preflights are not counted: the browser sends one before many of the widget's requests.
+    """
+    if request.method != "OPTIONS" and not request.route_handler.opt.get("own_budget"):
         limiter: RateLimiter = request.app.state.rate_limiter
         await limiter.signal(client_ip(request))
