@@ -1,7 +1,7 @@
 """Widget gateway budgets: messages per session and per IP, signals per IP, typing coalesced per session.
 
-Each check is one Lua script run in Redis (atomic, shared by every api instance); concurrent checks
-share one pipeline. Counters are fixed windows of ``WIDGET_RATE_WINDOW_SECONDS``.
+Checks run in Redis (shared by every api instance) as one Lua script call for all the checks of
+the moment: one round trip, atomic. Counters are fixed windows of ``WIDGET_RATE_WINDOW_SECONDS``.
 """
 
 from __future__ import annotations
@@ -22,42 +22,49 @@ from service.settings import Settings
 # A handler marked with this option checks its own budget (it needs the session from its body).
 OWN_BUDGET = {"own_budget": True}
 
-# Counts KEYS[first..] in order against the limits from ARGV[limits..]. On the first counter past its
-# limit it stops and returns that counter's place (1 = first): the counters before it are given the
-# request back, the wider ones after it never see it, so a refused request only uses up the budget
-# that refused it. 0: within every limit. ARGV[1] is the counters' lifetime in seconds.
-_COUNT = """
-local function count(first, limits)
-    for i = first, #KEYS do
-        local n = redis.call('INCR', KEYS[i])
-        if n == 1 then redis.call('EXPIRE', KEYS[i], ARGV[1]) end
-        if n > tonumber(ARGV[limits + i - first]) then
-            for j = first, i - 1 do redis.call('DECR', KEYS[j]) end
-            return i - first + 1
+# Every check of a batch in one call. ARGV[1] is the counters' lifetime (s); then, per check: its kind
+# ('c' counters, 't' typing), its number of counters n, for 't' the state, now (ms) and interval (ms),
+# then its n limits. KEYS, per check: for 't' the session's last forwarded typing ("<state>:<ms>"),
+# then its n counters, narrowest first. A check's result: 0 allowed; -1 a typing repeat within the
+# interval (answered, neither forwarded nor counted); i > 0 refused by its i-th counter. A refused
+# request is given back to the counters before that one and never seen by those after it, so it only
+# uses up the budget that refused it.
+_CHECKS = """
+local results, k, a = {}, 1, 2
+while a <= #ARGV do
+    local kind, n = ARGV[a], tonumber(ARGV[a + 1])
+    a = a + 2
+    local result, state_key, state, now
+    if kind == 't' then
+        state_key, state, now = KEYS[k], ARGV[a], ARGV[a + 1]
+        local last = redis.call('GET', state_key)
+        if last then
+            local was, at = string.match(last, '^(%d):(%d+)$')
+            if was == state and tonumber(now) - tonumber(at) < tonumber(ARGV[a + 2]) then result = -1 end
         end
+        k, a = k + 1, a + 3
     end
-    return 0
+    if result == nil then
+        result = 0
+        for i = 1, n do
+            local count = redis.call('INCR', KEYS[k + i - 1])
+            if count == 1 then redis.call('EXPIRE', KEYS[k + i - 1], ARGV[1]) end
+            if count > tonumber(ARGV[a + i - 1]) then
+                for j = 1, i - 1 do redis.call('DECR', KEYS[k + j - 1]) end
+                result = i
+                break
+            end
+        end
+        if state_key and result == 0 then redis.call('SET', state_key, state .. ':' .. now, 'EX', ARGV[1]) end
+    end
+    k, a = k + n, a + n
+    results[#results + 1] = result
 end
+return results
 """
-_COUNTERS = _COUNT + "return count(1, 2)"
-# KEYS[1] holds the session's last forwarded typing state and when ("1:<ms>"). The same state again
-# within ARGV[4] ms is answered without forwarding or counting (-1); otherwise it is counted and, if
-# within the limits, remembered and forwarded (0). ARGV[2] is the state, ARGV[3] now in ms.
-_TYPING = (
-    _COUNT
-    + """
-local last = redis.call('GET', KEYS[1])
-if last then
-    local state, at = string.match(last, '^(%d):(%d+)$')
-    if state == ARGV[2] and tonumber(ARGV[3]) - tonumber(at) < tonumber(ARGV[4]) then return -1 end
-end
-local refused = count(2, 5)
-if refused == 0 then redis.call('SET', KEYS[1], ARGV[2] .. ':' .. ARGV[3], 'EX', ARGV[1]) end
-return refused
-"""
-)
 
-_Check = tuple[str, list[str], list[Any]]
+# One check: its keys and its arguments, laid out as _CHECKS reads them.
+_Check = tuple[list[str], list[Any]]
 # What a refusal says, by the place of the counter that refused it.
 _SIGNAL_REFUSALS = ("Too many requests from this network",)
 _MESSAGE_REFUSALS = ("Too many messages from this visitor", "Too many messages from this network")
@@ -77,9 +84,8 @@ class RateLimiter:
     async def signal(self, client: str) -> None:
         """Count one signal (anything but a message) from ``client``; 429 past the per-IP budget."""
         now, window_start = self._now()
-        refused = await self._batcher.submit(
-            (_COUNTERS, [self._key("signal", client, window_start)], [self._window + 1, self._signal_limit])
-        )
+        key = self._key("signal", client, window_start)
+        refused = await self._batcher.submit(([key], ["c", 1, self._signal_limit]))
         self._refuse(refused, now, window_start, _SIGNAL_REFUSALS)
 
     async def message(self, client: str, session_id: str) -> None:
@@ -87,7 +93,7 @@ class RateLimiter:
         now, window_start = self._now()
         keys = [self._key("message-session", session_id, window_start), self._key("message", client, window_start)]
         limits = [self._settings.widget_message_limit_per_session, self._settings.widget_message_limit_per_ip]
-        refused = await self._batcher.submit((_COUNTERS, keys, [self._window + 1, *limits]))
+        refused = await self._batcher.submit((keys, ["c", 2, *limits]))
         self._refuse(refused, now, window_start, _MESSAGE_REFUSALS)
 
     async def typing(self, client: str, session_id: str, is_typing: bool) -> bool:
@@ -98,8 +104,8 @@ class RateLimiter:
         now, window_start = self._now()
         keys = [f"{self._prefix}:typing:{session_id}", self._key("signal", client, window_start)]
         interval_ms = int(self._settings.widget_typing_interval_seconds * 1000)
-        args = [self._window + 1, int(is_typing), round(now * 1000), interval_ms, self._signal_limit]
-        refused = await self._batcher.submit((_TYPING, keys, args))
+        args = ["t", 1, int(is_typing), round(now * 1000), interval_ms, self._signal_limit]
+        refused = await self._batcher.submit((keys, args))
         self._refuse(refused, now, window_start, _SIGNAL_REFUSALS)
         return refused == 0
 
@@ -125,11 +131,12 @@ class RateLimiter:
         )
 
     async def _run(self, checks: list[_Check]) -> list[int]:
-        """Every check of the moment in one pipeline: one round trip, each script atomic."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for script, keys, args in checks:
-                pipe.eval(script, len(keys), *keys, *args)
-            return [int(result) for result in await pipe.execute()]
+        """Every check of the moment in one script call: one round trip, atomic."""
+        keys = [key for check_keys, _ in checks for key in check_keys]
+        args = [arg for _, check_args in checks for arg in check_args]
+        arguments = [str(arg) for arg in (self._window + 1, *args)]
+        results = await self._redis.eval(_CHECKS, len(keys), *keys, *arguments)  # type: ignore[misc]
+        return [int(result) for result in results]
 
 
 def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
