@@ -38,7 +38,7 @@ import asyncpg
 import httpx
 from arq.worker import Worker
 from ingest import (
-    RATE_LIMIT,
+    LIFTED_LIMITS,
     ROOT,
     SECRET_KEY,
     BenchError,
@@ -227,7 +227,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, list[WrkResult]]:
         "SECRET_KEY": SECRET_KEY,
         "REDIS_PREFIX": prefix,
         "LOG_LEVEL": "WARNING",
-        "WIDGET_RATE_LIMIT": str(RATE_LIMIT),
+        **LIFTED_LIMITS,
         "TELEGRAM_API_BASE": telegram.base_url,
     }
     settings = Settings(
@@ -309,7 +309,7 @@ def main() -> None:
     print(
         "note: Telegram is a loopback stand-in (tests/standins; keep-alive, backlog 128) in this process, sharing the"
         " cores with the api; 'bridged N ms' sleeps N ms in the stand-in before"
-        f" each answer to mimic the real Bot API's round trip; WIDGET_RATE_LIMIT={RATE_LIMIT}"
+        " each answer to mimic the real Bot API's round trip; widget budgets lifted to 1000000000"
     )
     try:
         with tempfile.TemporaryDirectory(prefix="bench-bridges-") as tmp:

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
-from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -24,7 +23,8 @@ from service.canned.controllers import CannedResponseController
 from service.conversations.controllers import ConversationController
 from service.dashboard.controllers import TEMPLATES, dashboard_router
 from service.demo.controllers import demo_router
-from service.gateway.controllers import VERSION_HEADERS, GatewayController
+from service.gateway.controllers import GatewayController
+from service.gateway.cors import WidgetCors
 from service.gateway.hub import SwitchboardPocketPing
 from service.gateway.limits import RateLimiter
 from service.logging import configure_logging
@@ -109,17 +109,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         plugins=[PydanticPlugin(prefer_alias=True)],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[timer_triggers_middleware],
+        middleware=[timer_triggers_middleware, WidgetCors(settings.widget_origins, GatewayController.path)],
         logging_config=None,
-        cors_config=CORSConfig(
-            allow_origins=settings.widget_origins,
-            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["Content-Type", "X-PocketPing-Version"],
-            expose_headers=list(VERSION_HEADERS),
-            allow_credentials=False,
-        )
-        if settings.widget_origins
-        else None,
         request_max_body_size=settings.widget_max_body_bytes,
         template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         openapi_config=openapi_config("0.1.0"),

@@ -69,9 +69,16 @@ class Settings(BaseSettings):
     widget_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed to embed the widget; '*' for any."
     )
-    # Per client IP on the widget gateway: requests per window.
-    widget_rate_limit: int = Field(120, ge=1)
+    # Widget gateway budgets, each counted per window. Visitors of one office or carrier share an
+    # IP, so the per-IP budgets are sized for a crowd and the per-session one carries the protection.
     widget_rate_window_seconds: int = Field(60, ge=1)
+    widget_message_limit_per_session: int = Field(30, ge=1, description="Messages one session may send per window.")
+    widget_message_limit_per_ip: int = Field(1200, ge=1, description="Messages all sessions of one IP may send.")
+    widget_signal_limit_per_ip: int = Field(
+        6000, ge=1, description="Every other widget request (typing, read, polls, connect, ...) per IP."
+    )
+    # Typing repeated within this interval is answered but not forwarded (the widget sends one per keystroke).
+    widget_typing_interval_seconds: float = Field(2.0, gt=0)
     widget_max_body_bytes: int = Field(64 * 1024, ge=1024)
 
     # Keys in Redis (pub/sub channels, rate limits, arq queue) start with this, so several

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any
 
 import structlog
 from litestar import Controller, Request, Response, WebSocket, delete, get, patch, post, websocket
-from litestar.di import NamedDependency
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import (
     NotFoundException,
     PermissionDeniedException,
+    TooManyRequestsException,
     ValidationException,
     WebSocketDisconnect,
 )
@@ -37,7 +38,7 @@ from pocketping.models import (
 )
 
 from service.gateway.hub import SwitchboardConnectResponse, SwitchboardPocketPing
-from service.gateway.limits import enforce_rate_limit
+from service.gateway.limits import OWN_BUDGET, RateLimiter, client_ip, count_signal
 from service.gateway.schemas import (
     DisconnectRequest,
     EditMessageBody,
@@ -50,18 +51,13 @@ from service.gateway.schemas import (
 
 log = structlog.get_logger(__name__)
 
-VERSION_HEADERS = (
-    "X-PocketPing-Version-Status",
-    "X-PocketPing-Min-Version",
-    "X-PocketPing-Latest-Version",
-    "X-PocketPing-Version-Message",
-)
 SSE_KEEPALIVE_SECONDS = 15.0
+# Messages an SSE stream replays after its ``after``.
+SSE_REPLAY_LIMIT = 1000
 
 
-def _client_ip(request: Request[Any, Any, Any]) -> str:
-    # uvicorn's proxy-headers middleware has already applied trusted X-Forwarded-For.
-    return request.client.host if request.client else "unknown"
+def _provide_limiter(state: State) -> RateLimiter:
+    return state.rate_limiter  # type: ignore[no-any-return]
 
 
 def _only_visitor(sender: Sender) -> None:
@@ -70,6 +66,17 @@ def _only_visitor(sender: Sender) -> None:
             detail="The widget may only send as 'visitor'.",
             extra=[{"key": "sender", "message": f"'{sender.value}' is not allowed from the widget"}],
         )
+
+
+def _storable(data: SendMessageBody) -> None:
+    """400 naming ``content`` for text PostgreSQL cannot hold, or no text and no attachment (an empty bubble)."""
+    if "\x00" in data.content:
+        problem = ("content must not contain NUL characters", "NUL characters are not allowed")
+    elif not data.content.strip() and not data.attachment_ids:
+        problem = ("content must not be blank", "must not be blank")
+    else:
+        return
+    raise ValidationException(detail=problem[0], extra=[{"key": "content", "message": problem[1]}])
 
 
 async def _sdk(call: Any) -> Any:
@@ -88,7 +95,8 @@ class GatewayController(Controller):
 
     path = "/pocketping"
     tags = ["widget"]
-    before_request = enforce_rate_limit  # type: ignore[assignment]  # a plain function, not a method
+    before_request = count_signal  # type: ignore[assignment]  # a plain function, not a method
+    dependencies = {"limiter": Provide(_provide_limiter, sync_to_thread=False)}
 
     @post("/connect", operation_id="widgetConnect", status_code=200)
     async def connect(
@@ -109,22 +117,23 @@ class GatewayController(Controller):
                 media_type="application/problem+json",
             )
         metadata = data.metadata or SessionMetadata(user_agent=request.headers.get("user-agent"))
-        metadata.ip = _client_ip(request)
+        metadata.ip = client_ip(request)
         data.metadata = metadata
         result = await _sdk(pocketping.handle_connect(data))
         return Response(result, headers=headers)
 
-    @post("/message", operation_id="widgetSendMessage", status_code=200)
+    @post("/message", operation_id="widgetSendMessage", status_code=200, opt=OWN_BUDGET)
     async def send_message(
-        self, data: JSONBody[SendMessageBody], pocketping: NamedDependency[SwitchboardPocketPing]
+        self,
+        data: JSONBody[SendMessageBody],
+        request: Request[Any, Any, Any],
+        pocketping: NamedDependency[SwitchboardPocketPing],
+        limiter: NamedDependency[RateLimiter],
     ) -> SentMessage:
-        """A visitor message: stored, shown to operators and routed."""
+        """A visitor message: stored, shown to operators and routed (the session's and the IP's message budgets)."""
         _only_visitor(data.sender)
-        if "\x00" in data.content:  # PostgreSQL text cannot hold it
-            raise ValidationException(
-                detail="content must not contain NUL characters",
-                extra=[{"key": "content", "message": "NUL characters are not allowed"}],
-            )
+        _storable(data)
+        await limiter.message(client_ip(request), data.session_id)
         sent = await _sdk(pocketping.handle_message(data.to_sdk()))
         return SentMessage(message_id=sent.message_id, timestamp=sent.timestamp)
 
@@ -136,16 +145,24 @@ class GatewayController(Controller):
         after: Annotated[str | None, QueryParameter(max_length=100)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 50,
     ) -> MessagesPage:
-        """Messages after a message id, oldest first."""
-        return MessagesPage.model_validate(await pocketping.handle_get_messages(session_id, after, limit))
+        """Oldest first: what changed after ``after`` (a message id or an ISO timestamp), else the latest messages."""
+        found = await pocketping.storage.get_messages(session_id, after, limit + 1)
+        # The one more than asked for says whether there are more: newer ones after a cursor, older ones without.
+        page = found[:limit] if after else found[-limit:]
+        return MessagesPage(messages=[m.model_dump(by_alias=True) for m in page], hasMore=len(found) > limit)
 
-    @post("/typing", operation_id="widgetTyping", status_code=200)
+    @post("/typing", operation_id="widgetTyping", status_code=200, opt=OWN_BUDGET)
     async def typing(
-        self, data: JSONBody[TypingRequest], pocketping: NamedDependency[SwitchboardPocketPing]
+        self,
+        data: JSONBody[TypingRequest],
+        request: Request[Any, Any, Any],
+        pocketping: NamedDependency[SwitchboardPocketPing],
+        limiter: NamedDependency[RateLimiter],
     ) -> OkResponse:
-        """The visitor is (not) typing."""
+        """The visitor is (not) typing: one per keystroke from the widget, forwarded once per typing interval."""
         _only_visitor(data.sender)
-        await pocketping.handle_typing(data)
+        if await limiter.typing(client_ip(request), data.session_id, data.is_typing):
+            await pocketping.handle_typing(data)
         return OkResponse()
 
     @post("/read", operation_id="widgetRead", status_code=200)
@@ -210,7 +227,10 @@ class GatewayController(Controller):
 
     @websocket("/stream")
     async def stream_websocket(
-        self, socket: WebSocket[Any, Any, Any], pocketping: NamedDependency[SwitchboardPocketPing]
+        self,
+        socket: WebSocket[Any, Any, Any],
+        pocketping: NamedDependency[SwitchboardPocketPing],
+        limiter: NamedDependency[RateLimiter],
     ) -> None:
         """Live events for one session over WebSocket (typing can be sent back)."""
         session_id = socket.query_params.get("sessionId", "")
@@ -223,14 +243,16 @@ class GatewayController(Controller):
             while True:
                 data = await socket.receive_json()
                 if isinstance(data, dict) and data.get("type") == "typing":
-                    # Whatever the frame claims, a widget socket only ever speaks as the visitor.
-                    await pocketping.handle_typing(
-                        TypingRequest(
-                            session_id=session_id,
-                            sender=Sender.VISITOR,
-                            is_typing=bool(data.get("isTyping", True)),
+                    is_typing = bool(data.get("isTyping", True))
+                    try:
+                        forward = await limiter.typing(client_ip(socket), session_id, is_typing)
+                    except TooManyRequestsException:
+                        forward = False  # a frame has no answer to carry a 429: past the budget, it is dropped
+                    if forward:
+                        # Whatever the frame claims, a widget socket only ever speaks as the visitor.
+                        await pocketping.handle_typing(
+                            TypingRequest(session_id=session_id, sender=Sender.VISITOR, is_typing=is_typing)
                         )
-                    )
         except (WebSocketDisconnect, json.JSONDecodeError):
             pass
         finally:
@@ -241,15 +263,15 @@ class GatewayController(Controller):
         self,
         pocketping: NamedDependency[SwitchboardPocketPing],
         session_id: Annotated[str, QueryParameter(name="sessionId", min_length=1, max_length=100)],
-        after: Annotated[datetime | None, QueryParameter(description="Replay messages newer than this")] = None,
+        after: Annotated[
+            str | None,
+            QueryParameter(max_length=100, description="Replay what changed after this message id or ISO timestamp"),
+        ] = None,
     ) -> ServerSentEvent:
         """Live events for one session over Server-Sent Events (the widget's fallback)."""
         if await pocketping.storage.get_session(session_id) is None:
             raise NotFoundException(detail="Session not found")
-        replay = []
-        if after is not None:
-            page = await pocketping.storage.get_messages(session_id, None, 1000)
-            replay = [m for m in page if m.timestamp > after]
+        replay = await pocketping.storage.get_messages(session_id, after, SSE_REPLAY_LIMIT) if after else []
         return ServerSentEvent(_sse_events(pocketping, session_id, replay))
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextvars
+import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -204,6 +205,20 @@ def row_to_message(row: Any) -> Message:
     )
 
 
+_ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T")
+
+
+def _instant(after: str) -> datetime | None:
+    """``after`` as an instant when it is an ISO 8601 date and time (no message id looks like one), else None."""
+    if not _ISO_INSTANT.match(after):
+        return None
+    try:
+        instant = datetime.fromisoformat(after)
+    except ValueError:
+        return None
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+
+
 class PostgresStorage(Storage):
     """Every abstract and optional ``Storage`` method, one statement (one round trip) each."""
 
@@ -318,21 +333,34 @@ class PostgresStorage(Storage):
         await self.save_message(message)
 
     async def get_messages(self, session_id: str, after: str | None = None, limit: int = 50) -> list[Message]:
-        statement = (
-            sa.select(*MESSAGE_COLUMNS)
-            .where(message_t.c.conversation_id == session_id)
-            .order_by(message_t.c.seq)
-            .limit(limit)
-        )
-        if after:
+        """Oldest first, at most ``limit``: after ``after``, else the latest ones (the widget's whole history).
+
+        ``after`` is a message id (the messages after it) or, as the widget sends it, an ISO timestamp:
+        the messages created, edited, deleted, delivered or read after that instant, in that order, so
+        the next poll, from the latest of those times, goes on where this page stopped.
+        """
+        statement = sa.select(*MESSAGE_COLUMNS).where(message_t.c.conversation_id == session_id)
+        if not after:
+            newest = statement.order_by(message_t.c.seq.desc()).limit(limit)
+            return [row_to_message(row) for row in reversed((await self._execute(newest)).all())]
+        if (instant := _instant(after)) is not None:
+            changed = sa.func.greatest(
+                message_t.c.created_at,
+                message_t.c.edited_at,
+                message_t.c.deleted_at,
+                message_t.c.delivered_at,
+                message_t.c.read_at,
+            )
+            statement = statement.where(changed > instant).order_by(changed, message_t.c.seq)
+        else:
             # Like the reference: an unknown "after" id pages from the start.
             after_seq = (
                 sa.select(message_t.c.seq)
                 .where(message_t.c.id == after, message_t.c.conversation_id == session_id)
                 .scalar_subquery()
             )
-            statement = statement.where(message_t.c.seq > sa.func.coalesce(after_seq, 0))
-        result = await self._execute(statement)
+            statement = statement.where(message_t.c.seq > sa.func.coalesce(after_seq, 0)).order_by(message_t.c.seq)
+        result = await self._execute(statement.limit(limit))
         return [row_to_message(row) for row in result]
 
     async def get_message(self, message_id: str) -> Message | None:

@@ -237,7 +237,7 @@ async def test_malformed_oversized_and_unknown_session(
 
 
 async def test_rate_limit_answers_429_with_retry_after(settings: Settings) -> None:
-    limited = settings.model_copy(update={"widget_rate_limit": 3, "widget_rate_window_seconds": 60})
+    limited = settings.model_copy(update={"widget_signal_limit_per_ip": 3, "widget_rate_window_seconds": 60})
     async with run_api(limited) as api, api.client() as http:
         statuses = [(await http.get("/pocketping/presence")).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
@@ -323,7 +323,7 @@ async def test_nul_characters_are_refused_and_store_nothing(http: httpx.AsyncCli
 
 
 async def test_rate_limit_counts_concurrent_requests_exactly(settings: Settings) -> None:
-    limited = settings.model_copy(update={"widget_rate_limit": 10, "widget_rate_window_seconds": 60})
+    limited = settings.model_copy(update={"widget_signal_limit_per_ip": 10, "widget_rate_window_seconds": 60})
     async with run_api(limited) as api, api.client() as http:
         responses = await asyncio.gather(*(http.get("/pocketping/presence") for _ in range(25)))
         statuses = sorted(r.status_code for r in responses)

@@ -129,7 +129,6 @@ async def test_messages_in_order_with_after_and_limit(storage: Storage) -> None:
     for message in messages:
         await storage.save_message(message)
     assert [m.id for m in await storage.get_messages(session.id)] == [m.id for m in messages]
-    assert [m.id for m in await storage.get_messages(session.id, limit=3)] == [m.id for m in messages[:3]]
     page = await storage.get_messages(session.id, after=messages[2].id, limit=2)
     assert [m.id for m in page] == [messages[3].id, messages[4].id]
     # An unknown cursor pages from the start, as the reference does.
@@ -137,6 +136,39 @@ async def test_messages_in_order_with_after_and_limit(storage: Storage) -> None:
     loaded = await storage.get_message(messages[1].id)
     assert loaded is not None
     assert loaded.model_dump() == messages[1].model_dump()
+
+
+async def test_without_a_cursor_the_latest_messages_oldest_first(
+    storage: Storage, request: pytest.FixtureRequest
+) -> None:
+    reference_bug(request, "the oldest messages, which the SDK's connect hands the widget as its whole history")
+    session = make_session()
+    await storage.create_session(session)
+    messages = [make_message(session, n) for n in range(1, 8)]
+    for message in messages:
+        await storage.save_message(message)
+    assert [m.id for m in await storage.get_messages(session.id, limit=3)] == [m.id for m in messages[4:]]
+
+
+async def test_a_timestamp_cursor_pages_through_what_changed_after_it(
+    storage: Storage, request: pytest.FixtureRequest
+) -> None:
+    reference_bug(request, "the widget's ISO timestamp is taken for an unknown id: every message from the start")
+    session = make_session()
+    await storage.create_session(session)
+    messages = [make_message(session, n) for n in range(1, 8)]  # created at T0 + n s
+    messages[0].read_at = T0 + timedelta(seconds=5, milliseconds=500)  # read after #5 was created
+    for message in messages:
+        await storage.save_message(message)
+    after = (T0 + timedelta(seconds=4)).isoformat().replace("+00:00", "Z")  # as the widget writes it
+    page = await storage.get_messages(session.id, after=after, limit=2)
+    assert [m.id for m in page] == [messages[4].id, messages[0].id]
+    # The next poll starts from the latest time the page holds, and goes on from there.
+    page = await storage.get_messages(session.id, after="2026-01-01T12:00:05.500Z", limit=2)
+    assert [m.id for m in page] == [messages[5].id, messages[6].id]
+    assert await storage.get_messages(session.id, after="2026-01-01T12:00:07Z") == []
+    # Without a zone, UTC.
+    assert [m.id for m in await storage.get_messages(session.id, after="2026-01-01T12:00:06")] == [messages[6].id]
 
 
 async def test_resaving_a_message_updates_it_in_place(storage: Storage, request: pytest.FixtureRequest) -> None:

@@ -36,8 +36,8 @@ def run_cli(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ({**GOOD, "DATABASE_URL": "mysql://db/x"}, "DATABASE_URL must be a postgresql:// URL"),
         ({**GOOD, "SECRET_KEY": "short"}, "SECRET_KEY String should have at least 32 characters"),
         (
-            {**GOOD, "WIDGET_RATE_LIMIT": "lots"},
-            "WIDGET_RATE_LIMIT Input should be a valid integer, unable to parse string as an integer",
+            {**GOOD, "WIDGET_SIGNAL_LIMIT_PER_IP": "lots"},
+            "WIDGET_SIGNAL_LIMIT_PER_IP Input should be a valid integer, unable to parse string as an integer",
         ),
     ],
 )
