@@ -21,6 +21,7 @@ test: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check service workers tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 bench-ingest: $(INSTALLED)
 	$(BIN)/python bench/ingest.py

@@ -17,7 +17,7 @@ from service.auth.principal import Principal, requires_lead, requires_team_membe
 from service.db.tables import conversation_t
 from service.db.transactions import in_transaction
 from service.deps import engine
-from service.routing import handoff
+from service.routing import handoff, queries
 from service.routing.queries import decisions_for
 from service.routing.schemas import (
     ConversationRoutingPublic,
@@ -25,34 +25,6 @@ from service.routing.schemas import (
     RoutingDecisionPublic,
     TransferCreate,
 )
-
-
-async def _guard(conn: AsyncConnection, conversation_id: str, principal: Principal) -> Any:
-    """Lock the conversation and check the caller belongs to its team (404 for anyone else)."""
-    row = (
-        await conn.execute(
-            sa.select(conversation_t.c.team_id).where(conversation_t.c.id == conversation_id).with_for_update()
-        )
-    ).first()
-    if row is None:
-        raise NotFoundException("Conversation not found")
-    requires_team_member(principal, row.team_id)
-    return row.team_id
-
-
-async def _public(conn: AsyncConnection, conversation_id: str) -> ConversationRoutingPublic:
-    row = (
-        await conn.execute(
-            sa.select(
-                conversation_t.c.id.label("conversation_id"),
-                conversation_t.c.status,
-                conversation_t.c.team_id,
-                conversation_t.c.assignee_id,
-                conversation_t.c.routing_revision,
-            ).where(conversation_t.c.id == conversation_id)
-        )
-    ).one()
-    return ConversationRoutingPublic.model_validate(dict(row._mapping))
 
 
 async def _act(
@@ -64,8 +36,8 @@ async def _act(
     """Guard, act and read back the routing state in one transaction (run again if PostgreSQL broke a deadlock)."""
 
     async def work(conn: AsyncConnection) -> ConversationRoutingPublic:
-        await action(conn, await _guard(conn, conversation_id, principal))
-        return await _public(conn, conversation_id)
+        await action(conn, await queries.lock_for_member(conn, conversation_id, principal))
+        return await queries.routing_state(conn, conversation_id)
 
     return await in_transaction(engine(request), work)
 

@@ -8,7 +8,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.auth.principal import Principal, requires_team_member
 from service.db.tables import conversation_t, decision_t, team_t
+from service.errors import NotFound
+from service.routing.schemas import ConversationRoutingPublic
 
 
 async def team_queue(conn: AsyncConnection, team_id: uuid.UUID, limit: int = 100) -> list[dict[str, Any]]:
@@ -59,3 +62,32 @@ async def decisions_for(
         .limit(limit)
     )
     return [dict(row) for row in result.mappings()]
+
+
+async def lock_for_member(conn: AsyncConnection, conversation_id: str, principal: Principal) -> Any:
+    """Lock the conversation and check the caller belongs to its team (404 for anyone else)."""
+    row = (
+        await conn.execute(
+            sa.select(conversation_t.c.team_id).where(conversation_t.c.id == conversation_id).with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise NotFound("Conversation not found")
+    requires_team_member(principal, row.team_id)
+    return row.team_id
+
+
+async def routing_state(conn: AsyncConnection, conversation_id: str) -> ConversationRoutingPublic:
+    """Who holds the conversation now, at which routing revision."""
+    row = (
+        await conn.execute(
+            sa.select(
+                conversation_t.c.id.label("conversation_id"),
+                conversation_t.c.status,
+                conversation_t.c.team_id,
+                conversation_t.c.assignee_id,
+                conversation_t.c.routing_revision,
+            ).where(conversation_t.c.id == conversation_id)
+        )
+    ).one()
+    return ConversationRoutingPublic.model_validate(dict(row._mapping))
