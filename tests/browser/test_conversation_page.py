@@ -13,8 +13,8 @@ from service.settings import Settings
 from tests.browser.test_dashboard import PHONE, fetch_as_page, lena_leads_the_default_team, sign_in, visitor_writes
 from tests.conftest import run_api
 from tests.factories import add_member, make_operator
-from tests.oidc_support import set_user
-from tests.routing_support import make_conversation, rows, set_values
+from tests.support.oidc import set_user
+from tests.support.routing import make_conversation, rows, set_values
 
 
 @asynccontextmanager

@@ -15,9 +15,9 @@ from service.routing.placement import DEFAULT_TEAM_NAME
 from service.settings import Settings
 from tests.conftest import RunningApi, run_api
 from tests.factories import make_team
-from tests.integration.test_fanout import received
-from tests.integration.test_worker import run_burst
-from tests.oidc_support import oidc_settings, set_user
+from tests.integration.realtime.test_fanout import received
+from tests.integration.workers.test_worker import run_burst
+from tests.support.oidc import oidc_settings, set_user
 
 PHONE = {"width": 390, "height": 844}
 

@@ -18,8 +18,8 @@ from service.dev import DEMO_GROUP_MAP, free_port
 from service.settings import GroupGrant, Settings
 from tests.browser.test_dashboard import PHONE, sign_in
 from tests.conftest import run_api
-from tests.integration.test_worker import burst_worker
-from tests.oidc_support import oidc_settings, set_user
+from tests.integration.workers.test_worker import burst_worker
+from tests.support.oidc import oidc_settings, set_user
 
 
 @contextlib.asynccontextmanager

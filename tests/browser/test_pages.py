@@ -15,14 +15,14 @@ from service.auth.sessions import SESSION_COOKIE
 from service.db.models import Team
 from service.dev import free_port
 from service.settings import Settings
-from tests.bridge_support import bridge_settings, telegram_message, telegram_update
 from tests.browser.test_dashboard import PHONE, lena_leads_the_default_team, sign_in, visitor_writes
 from tests.conftest import run_api
 from tests.factories import bearer
-from tests.integration.test_analytics import build
-from tests.oidc_support import oidc_settings, set_user
-from tests.routing_support import rows
+from tests.integration.analytics.test_analytics import build
 from tests.standins import TelegramStandIn
+from tests.support.bridges import bridge_settings, telegram_message, telegram_update
+from tests.support.oidc import oidc_settings, set_user
+from tests.support.routing import rows
 
 
 async def accept(dialog: Dialog) -> None:

@@ -15,8 +15,8 @@ from tests.browser.test_dashboard import lena_leads_the_default_team, visitor_wr
 from tests.browser.test_pages import signed_in_page
 from tests.conftest import run_api
 from tests.factories import add_member, make_operator
-from tests.oidc_support import set_user
-from tests.routing_support import make_conversation, rows, set_values
+from tests.support.oidc import set_user
+from tests.support.routing import make_conversation, rows, set_values
 
 
 async def online_member(engine: AsyncEngine, team_id: uuid.UUID, name: str, last_assigned: datetime) -> uuid.UUID:

@@ -22,7 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.bridges import inbound
 from service.db.models import BridgeLink, BridgeThread
 from service.settings import Settings
-from tests.bridge_support import (
+from tests.conftest import RunningApi, run_api
+from tests.factories import add_member, bearer, make_operator, make_team, personal_token
+from tests.integration.realtime.test_fanout import received
+from tests.standins import DiscordStandIn, SlackStandIn, TelegramStandIn
+from tests.support.bridges import (
     DISCORD_BOT_TOKEN,
     DISCORD_CHANNEL_ID,
     DISCORD_PUBLIC_KEY,
@@ -41,11 +45,7 @@ from tests.bridge_support import (
     telegram_message,
     telegram_update,
 )
-from tests.conftest import RunningApi, run_api
-from tests.factories import add_member, bearer, make_operator, make_team, personal_token
-from tests.integration.test_fanout import received
-from tests.routing_support import rows, set_values, state
-from tests.standins import DiscordStandIn, SlackStandIn, TelegramStandIn
+from tests.support.routing import rows, set_values, state
 
 # Each operator's account on each platform.
 ACCOUNTS = {

@@ -13,8 +13,8 @@ from service.routing import placement
 from service.settings import Settings
 from service.teams.services import bridge_secret
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
-from tests.integration.test_worker import run_burst
-from tests.routing_support import make_conversation, rows, set_values, state
+from tests.integration.workers.test_worker import run_burst
+from tests.support.routing import make_conversation, rows, set_values, state
 
 API = "/api/v1/teams"
 

@@ -14,7 +14,7 @@ from service.db.models import Assignment, Message
 from service.db.transactions import in_transaction
 from service.routing import placement
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
-from tests.routing_support import make_conversation, set_values
+from tests.support.routing import make_conversation, set_values
 
 
 async def add_messages(engine: AsyncEngine, conversation_id: str, contents: list[str]) -> None:

@@ -17,7 +17,7 @@ from service.conversations.delivery import add_widget_message
 from service.queue import enqueue_delivery
 from service.settings import Settings
 from tests.conftest import RunningApi, run_api
-from tests.integration.test_worker import run_burst
+from tests.integration.workers.test_worker import run_burst
 from workers import jobs
 
 

@@ -31,11 +31,11 @@ from service.auth.oidc import OidcClient, OidcError
 from service.auth.sessions import CSRF_HEADER, create_session
 from service.db.models import ApiToken, BridgeLink, CannedResponse, WebhookEndpoint
 from service.settings import Settings
-from tests.bridge_support import bridge_settings
 from tests.conftest import SECRET, RunningApi, run_api
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
-from tests.oidc_support import idp_tokens, oidc_settings
-from tests.routing_support import make_conversation
+from tests.support.bridges import bridge_settings
+from tests.support.oidc import idp_tokens, oidc_settings
+from tests.support.routing import make_conversation
 
 CALLERS = ("anonymous", "operator", "other_team", "lead", "admin", "revoked", "expired_jwt")
 
@@ -454,7 +454,7 @@ def route_problems(app: Litestar) -> list[str]:
 
 def test_every_route_has_a_row(settings: Settings) -> None:
     problems = route_problems(create_app(settings))
-    assert not problems, "fix ROWS in tests/integration/test_authorization_matrix.py:\n  " + "\n  ".join(problems)
+    assert not problems, "fix ROWS in tests/integration/api/test_authorization_matrix.py:\n  " + "\n  ".join(problems)
 
 
 @get("/api/v1/unlisted/{thing_id:uuid}", operation_id="unlisted", sync_to_thread=False)

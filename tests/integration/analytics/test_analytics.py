@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.analytics import services
 from service.db.models import Assignment, Message
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
-from tests.routing_support import make_conversation
+from tests.support.routing import make_conversation
 
 SHOP = "https://shop.example"
 HELP = "https://help.example"

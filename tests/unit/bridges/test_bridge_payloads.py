@@ -6,7 +6,7 @@ import uuid
 from urllib.parse import urlencode
 
 from service.bridges.payloads import discord_inbound, slack_command_inbound, slack_event_inbound, telegram_inbound
-from tests.bridge_support import discord_command, telegram_message
+from tests.support.bridges import discord_command, telegram_message
 
 TEAM = uuid.UUID(int=1)
 

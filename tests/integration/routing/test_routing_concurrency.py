@@ -29,7 +29,7 @@ from service.resources import redis_settings
 from service.routing import handoff, placement
 from service.settings import Settings
 from tests.factories import add_member, make_operator, make_team
-from tests.routing_support import rows
+from tests.support.routing import rows
 
 CONVERSATIONS = 2000
 ROUTERS = 4
@@ -42,7 +42,7 @@ CAPACITY_CHOICES = (None, 0, 1, 2, 3, 4)
 
 @asynccontextmanager
 async def worker_processes(settings: Settings, count: int) -> AsyncIterator[None]:
-    """Real worker processes (``tests.routing_worker``) on this test's database and Redis queue."""
+    """Real worker processes (``tests.support.routing_worker``) on this test's database and Redis queue."""
     env = {
         **os.environ,
         "DATABASE_URL": settings.database_url,
@@ -56,7 +56,9 @@ async def worker_processes(settings: Settings, count: int) -> AsyncIterator[None
         "WORKER_POLL_DELAY": "0.01",
     }
     processes = [
-        await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.routing_worker", env=env, cwd=os.getcwd())
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.support.routing_worker", env=env, cwd=os.getcwd()
+        )
         for _ in range(count)
     ]
     try:

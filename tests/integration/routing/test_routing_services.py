@@ -14,7 +14,7 @@ from service.db.transactions import in_transaction
 from service.errors import Conflict, NotFound
 from service.routing import handoff, placement
 from tests.factories import add_member, make_operator, make_team
-from tests.routing_support import make_conversation, rows, set_values, state
+from tests.support.routing import make_conversation, rows, set_values, state
 
 
 async def route(engine: AsyncEngine, conversation_id: str, revision: int = 1) -> placement.RouteOutcome:

@@ -8,8 +8,8 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.factories import make_team
-from tests.integration.test_teams_api import errors, person
-from tests.routing_support import make_conversation, rows
+from tests.integration.teams.test_teams_api import errors, person
+from tests.support.routing import make_conversation, rows
 
 API = "/api/v1/canned-responses"
 

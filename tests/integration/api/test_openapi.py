@@ -20,7 +20,7 @@ from service.conversations.schemas import EXAMPLE_CONVERSATION_ID
 from service.openapi import finish_openapi
 from tests.conftest import RunningApi
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
-from tests.routing_support import make_conversation
+from tests.support.routing import make_conversation
 
 METHODS = ("get", "put", "post", "delete", "patch")
 # Bounded for CI: a few generated cases per operation, the same ones every run.

@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.db.transactions import in_transaction
 from service.routing import placement
 from tests.factories import bearer, make_team, personal_token
-from tests.integration.test_teams_api import errors, person
-from tests.routing_support import make_conversation, rows, state
+from tests.integration.teams.test_teams_api import errors, person
+from tests.support.routing import make_conversation, rows, state
 
 API = "/api/v1/operators"
 

@@ -17,8 +17,8 @@ from service.conversations import services
 from service.pagination import decode_cursor, encode_cursor
 from tests.conftest import RunningApi
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
-from tests.integration.test_fanout import RecordingBridge, received
-from tests.routing_support import make_conversation, rows, set_values, state
+from tests.integration.realtime.test_fanout import RecordingBridge, received
+from tests.support.routing import make_conversation, rows, set_values, state
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

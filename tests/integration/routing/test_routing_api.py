@@ -14,8 +14,8 @@ from service.resources import redis_settings
 from service.routing import placement
 from service.settings import Settings
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
-from tests.integration.test_worker import run_burst, start_conversation
-from tests.routing_support import make_conversation, rows, set_values, state
+from tests.integration.workers.test_worker import run_burst, start_conversation
+from tests.support.routing import make_conversation, rows, set_values, state
 
 API = "/api/v1/conversations"
 

@@ -18,7 +18,7 @@ from service.realtime.tail import EventTail
 from service.settings import Settings
 from tests.conftest import RunningApi, run_api
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
-from tests.sse import open_stream
+from tests.support.sse import open_stream
 
 
 async def record(engine: AsyncEngine, kind: str, team_id: uuid.UUID | None, **values: Any) -> int:

@@ -14,9 +14,9 @@ from service.routing.placement import DEFAULT_TEAM_NAME
 from service.settings import Settings
 from tests.conftest import RunningApi
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
-from tests.integration.test_fanout import received
-from tests.integration.test_worker import run_burst
-from tests.routing_support import rows
+from tests.integration.realtime.test_fanout import received
+from tests.integration.workers.test_worker import run_burst
+from tests.support.routing import rows
 
 
 async def support_team(engine: AsyncEngine, delay: int) -> tuple[uuid.UUID, uuid.UUID]:

@@ -21,10 +21,10 @@ from service.realtime.relay import EventRelay
 from service.settings import Settings
 from tests.conftest import RunningApi
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
-from tests.integration.test_worker import run_burst
+from tests.integration.workers.test_worker import run_burst
 from workers import jobs
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "webhooks.md"
 
 
 def documented_verifier() -> Any:

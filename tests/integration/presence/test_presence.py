@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.settings import Settings
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
-from tests.integration.test_timers import history, routed
-from tests.integration.test_worker import run_burst
-from tests.routing_support import make_conversation, rows, set_values, state
+from tests.integration.timers.test_timers import history, routed
+from tests.integration.workers.test_worker import run_burst
+from tests.support.routing import make_conversation, rows, set_values, state
 
 
 async def presence_events(engine: AsyncEngine) -> list[tuple[str, str, str]]:

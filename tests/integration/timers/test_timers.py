@@ -20,8 +20,8 @@ from service.settings import Settings
 from service.timers.services import OFFLINE_GRACE, schedule_timer, triggers
 from tests.conftest import TEST_REDIS_URL
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
-from tests.integration.test_worker import run_burst
-from tests.routing_support import make_conversation, rows, state
+from tests.integration.workers.test_worker import run_burst
+from tests.support.routing import make_conversation, rows, state
 
 
 async def arq_pool(settings: Settings) -> ArqRedis:

@@ -16,7 +16,7 @@ from service.auth.oidc import OidcClient, OidcError
 from service.settings import Settings
 from tests.conftest import RunningApi, run_api
 from tests.factories import add_member, make_operator, make_team
-from tests.oidc_support import (
+from tests.support.oidc import (
     CLIENT_ID,
     authorize,
     b64,

@@ -21,9 +21,9 @@ from service.db.models import BridgeLink
 from service.settings import Settings
 from tests.conftest import RunningApi, run_api
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
-from tests.integration.test_worker import run_burst
-from tests.routing_support import rows, set_values
+from tests.integration.workers.test_worker import run_burst
 from tests.standins import DiscordStandIn, SlackStandIn, TelegramStandIn
+from tests.support.routing import rows, set_values
 
 TOKEN_A = "111111:team-a-telegram-bot-token"
 TOKEN_B = "222222:team-b-telegram-bot-token"
