@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.csat import services as csat
 from service.db.tables import conversation_t, decision_t, member_t, note_t, team_t
 from service.errors import Conflict as ConflictException
 from service.errors import NotFound as NotFoundException
@@ -886,6 +887,7 @@ async def close_conversation(conn: AsyncConnection, conversation_id: str, *, act
             routing_revision=conversation_t.c.routing_revision + 1,
         )
     )
+    await csat.ask_on_close(conn, conversation_id, released)
     await record_event(
         conn,
         "conversation.closed",
