@@ -24,6 +24,7 @@ from service.pagination import decode_cursor, encode_cursor
 from service.pagination import page as keyset_page
 from service.routing import services as routing
 from service.routing.services import in_transaction
+from service.teams import services as teams
 
 MAX_PAGE = 100
 # How long a repeated Idempotency-Key waits for the first request before a 409 asks to retry.
@@ -388,9 +389,7 @@ async def _own_message(conn: AsyncConnection, principal: Principal, conversation
     conversation = await visible_conversation(conn, principal, conversation_id)
     if "\x00" in message_id:
         raise NotFound("Message not found")
-    window = await conn.scalar(
-        sa.select(team_t.c.message_edit_window_seconds).where(team_t.c.id == conversation.team_id)
-    )
+    window = await teams.message_edit_window(conn, conversation.team_id)
     message = (
         await conn.execute(
             sa.select(
