@@ -16,6 +16,7 @@ from service.ai import services as ai
 from service.ai.providers import build_provider
 from service.bridges.dispatch import TeamBridge, reads_own_message_ids
 from service.bridges.registry import BridgeRegistry
+from service.csat import services as csat
 from service.db.engine import create_engine
 from service.gateway.bridge import RoutingBridge
 from service.gateway.hooks import GatewayHooks
@@ -31,6 +32,7 @@ GATEWAY_HOOKS = GatewayHooks(
     operator_replied=ai.operator_replied,
     greeting=teams.greeting,
     operator_available=presence.anyone_online,
+    rated=csat.rate,
     reads_own_message_ids=reads_own_message_ids,
 )
 

@@ -12,6 +12,7 @@ from service import outbox
 from service.ai import services as ai
 from service.bridges import notify as bridges
 from service.conversations.delivery import WIDGET_MESSAGE, deliver_widget_message
+from service.csat.services import RatingAsk
 from service.db.transactions import in_transaction
 from service.flows import timeouts
 from service.presence import services as presence
@@ -53,20 +54,23 @@ async def drain_team_queue(ctx: dict[str, Any], *, team_id: str, trigger: str) -
 async def fire_timer(ctx: dict[str, Any], *, timer_id: int, revision: int) -> str:
     """Fire one timer revision if it is still pending (a stale, duplicated or retried trigger does nothing)."""
     async with timers.triggers(ctx["redis"]):
-        outcome, takeover = await in_transaction(ctx["engine"], lambda conn: timeouts.fire(conn, timer_id, revision))
-    if takeover is not None:
+        outcome, owed = await in_transaction(ctx["engine"], lambda conn: timeouts.fire(conn, timer_id, revision))
+    if isinstance(owed, RatingAsk):
+        # After the commit, at most once: a visitor not connected now is not asked.
+        await ctx["pocketping"].ask_for_rating(owed.conversation_id, owed.requested_at)
+    elif owed is not None:
         # After the commit: the provider may take seconds, and no lock is held meanwhile. The
         # timer has fired, so a retry would do nothing: a failed reply is logged, not retried.
         try:
             await ai.respond(
                 ctx["pocketping"],
                 ctx["ai_provider"],
-                takeover,
+                owed,
                 message_id=f"ai-{timer_id}-{revision}",
                 context_messages=ctx["settings"].ai_context_messages,
             )
         except Exception:
-            log.warning("AI reply failed", conversation_id=takeover.conversation_id, exc_info=True)
+            log.warning("AI reply failed", conversation_id=owed.conversation_id, exc_info=True)
             return "ai_failed"
     log.info("timer fired", timer_id=timer_id, revision=revision, outcome=outcome)
     return outcome

@@ -16,6 +16,9 @@ from pydantic import BaseModel
 from service.analytics import services
 from service.analytics.schemas import (
     AnalyticsReport,
+    CsatOperator,
+    CsatStats,
+    CsatTeam,
     DurationStats,
     Fairness,
     HeatmapCell,
@@ -80,10 +83,16 @@ async def _metric_rows(metric: Metric, *args: Any) -> tuple[type[BaseModel], lis
             return OperatorLoad, (await services.operator_load(*args)).operators
         case Metric.FAIRNESS:
             return Fairness, [(await services.operator_load(*args)).fairness]
+        case Metric.CSAT:
+            return CsatStats, [(await services.csat(*args)).overall]
+        case Metric.CSAT_BY_TEAM:
+            return CsatTeam, (await services.csat(*args)).teams
+        case Metric.CSAT_BY_OPERATOR:
+            return CsatOperator, (await services.csat(*args)).operators
 
 
 class AnalyticsController(Controller):
-    """Sessions, response and assignment times, AI share, pages, peak hours and operator load of led teams."""
+    """Sessions, response and assignment times, AI share, pages, peak hours, operator load and CSAT of led teams."""
 
     path = "/api/v1/analytics"
     tags = ["Analytics"]

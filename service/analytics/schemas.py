@@ -21,6 +21,9 @@ class Metric(StrEnum):
     PEAK_HOURS = "peakHours"
     OPERATOR_LOAD = "operatorLoad"
     FAIRNESS = "fairness"
+    CSAT = "csat"
+    CSAT_BY_TEAM = "csatByTeam"
+    CSAT_BY_OPERATOR = "csatByOperator"
 
 
 class SessionBucket(ApiModel):
@@ -94,6 +97,45 @@ class LoadReport(ApiModel):
     fairness: Fairness
 
 
+class CsatStats(ApiModel):
+    """Ratings asked for in the period (when conversations closed) and how many of them were given."""
+
+    requested: int
+    rated: int
+    average_score: float | None  # of the given ratings, 1 to 5
+    response_rate: float | None  # rated / requested
+
+
+class CsatTeam(ApiModel):
+    """One selected team's ratings (its conversations asked in the period)."""
+
+    team_id: uuid.UUID
+    name: str
+    requested: int
+    rated: int
+    average_score: float | None
+    response_rate: float | None
+
+
+class CsatOperator(ApiModel):
+    """The ratings that count for one operator: asked when a conversation they held closed."""
+
+    operator_id: uuid.UUID
+    display_name: str
+    requested: int
+    rated: int
+    average_score: float | None
+    response_rate: float | None
+
+
+class CsatReport(ApiModel):
+    """Visitor satisfaction: overall, per team and per operator."""
+
+    overall: CsatStats
+    teams: list[CsatTeam]
+    operators: list[CsatOperator]
+
+
 class AnalyticsReport(ApiModel):
     """Every metric for the selected teams and period."""
 
@@ -109,3 +151,4 @@ class AnalyticsReport(ApiModel):
     top_pages: list[PageCount]
     peak_hours: list[HeatmapCell]
     operator_load: LoadReport
+    csat: CsatReport

@@ -21,6 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.analytics.schemas import (
     AnalyticsReport,
+    CsatOperator,
+    CsatReport,
+    CsatStats,
+    CsatTeam,
     DurationStats,
     Fairness,
     HeatmapCell,
@@ -38,6 +42,7 @@ MAX_SPAN = timedelta(days=366)
 TOP_PAGES = 20
 SECONDS_DIGITS = 3
 SHARE_DIGITS = 4
+SCORE_DIGITS = 2
 
 _POPULATION = """
 population AS (
@@ -342,6 +347,56 @@ def _gini(values: Sequence[float]) -> float | None:
     return round(2 * ranked / (n * total) - (n + 1) / n, SHARE_DIGITS)
 
 
+# Ratings asked for in the period: the population of the CSAT metrics (not conversations created in it).
+_ASKED_RATINGS = """
+WITH asked AS (
+    SELECT team_id, csat_operator_id AS operator_id, CAST(csat ->> 'score' AS int) AS score
+    FROM conversation
+    WHERE team_id = ANY(:team_ids)
+      AND CAST(csat ->> 'requested_at' AS timestamptz) >= :start AND CAST(csat ->> 'requested_at' AS timestamptz) < :end
+)"""
+_RATING_COLUMNS = "count(a.team_id) AS requested, count(a.score) AS rated, avg(a.score) AS average"
+
+
+def _ratings(row: Any) -> dict[str, Any]:
+    return {
+        "requested": row.requested,
+        "rated": row.rated,
+        "average_score": None if row.average is None else round(float(row.average), SCORE_DIGITS),
+        "response_rate": _share(row.rated, row.requested),
+    }
+
+
+async def csat(
+    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+) -> CsatReport:
+    """Ratings asked for in the period, how many were given and their average, overall, per team and per operator
+    (the operator a rating counts for: the assignee when the conversation closed)."""
+    period = {"start": start, "end": end}
+    [overall] = await _rows(conn, f"{_ASKED_RATINGS} SELECT {_RATING_COLUMNS} FROM asked a", team_ids, **period)
+    teams = await _rows(
+        conn,
+        f"""{_ASKED_RATINGS}
+SELECT t.id, t.name, {_RATING_COLUMNS} FROM team t LEFT JOIN asked a ON a.team_id = t.id
+WHERE t.id = ANY(:team_ids) GROUP BY t.id, t.name ORDER BY t.name""",
+        team_ids,
+        **period,
+    )
+    operators = await _rows(
+        conn,
+        f"""{_ASKED_RATINGS}
+SELECT o.id, o.display_name, {_RATING_COLUMNS} FROM asked a JOIN operator o ON o.id = a.operator_id
+GROUP BY o.id, o.display_name ORDER BY o.display_name, o.id""",
+        team_ids,
+        **period,
+    )
+    return CsatReport(
+        overall=CsatStats(**_ratings(overall)),
+        teams=[CsatTeam(team_id=r.id, name=r.name, **_ratings(r)) for r in teams],
+        operators=[CsatOperator(operator_id=r.id, display_name=r.display_name, **_ratings(r)) for r in operators],
+    )
+
+
 async def report(
     conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
 ) -> AnalyticsReport:
@@ -360,4 +415,5 @@ async def report(
         top_pages=await top_pages(*args),
         peak_hours=await peak_hours(*args),
         operator_load=await operator_load(*args),
+        csat=await csat(*args),
     )

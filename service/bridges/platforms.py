@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pocketping.bridges import Bridge, DiscordBridge, SlackBridge, TelegramBridge
-from pocketping.models import Session
+from pocketping.models import Message, Sender, Session, UserIdentity
 
 from service.settings import Settings
 
@@ -82,6 +82,16 @@ class PlatformBridge(Bridge):
 
     async def notify_disconnect(self, session: Session, message: str) -> None:
         await self.post(message)
+
+    async def on_message_edit(
+        self, message: Message, session: Session, platform_message_id: str | int | None = None
+    ) -> None:
+        # The SDK's edit hooks name the visitor as the author; an operator's edit names its operator
+        # (``operatorName``, set by the hub's ``announce_edit``), through the identity they read the name from.
+        if message.sender is not Sender.VISITOR:
+            author = (message.metadata or {}).get("operatorName") or "Operator"
+            session = session.model_copy(update={"identity": UserIdentity(id=session.visitor_id, name=author)})
+        await super().on_message_edit(message, session, platform_message_id)
 
 
 class TeamTelegramBridge(PlatformBridge, TelegramBridge):

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
@@ -21,6 +21,7 @@ from service.conversations.schemas import (
     ConversationPage,
     ConversationPublic,
     ConversationStatus,
+    MessageEdit,
     MessagePage,
     MessagePublic,
     NoteCreate,
@@ -34,6 +35,7 @@ from service.gateway.hub import SwitchboardPocketPing
 ConversationId = Annotated[
     str, PathParameter(description="Its PocketPing session id", examples=[Example(value=EXAMPLE_ID)])
 ]
+MessageId = Annotated[str, PathParameter(description="The message's id", max_length=100)]
 Cursor = Annotated[str | None, QueryParameter(description="nextCursor of the previous page", max_length=500)]
 Limit = Annotated[int, QueryParameter(ge=1, le=services.MAX_PAGE, description="Items per page")]
 REPLAYED = "Idempotent-Replayed"
@@ -160,6 +162,42 @@ class ConversationController(Controller):
         )
         headers = {} if sent else {REPLAYED: "true"}
         return Response(MessagePublic.model_validate(message), status_code=201, headers=headers)
+
+    @patch("/{conversation_id:str}/messages/{message_id:str}", operation_id="editMessage", summary="Edit your message")
+    async def edit_message(
+        self,
+        conversation_id: ConversationId,
+        message_id: MessageId,
+        data: JSONBody[MessageEdit],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        pocketping: NamedDependency[SwitchboardPocketPing],
+    ) -> MessagePublic:
+        """Your own message, within the team's ``messageEditWindowSeconds`` (409 after it or once deleted; 403 for
+        anyone else's). The visitor's widget and the team's chats show the new text."""
+        message = await services.edit_message(
+            engine(request), pocketping, principal, conversation_id, message_id, data.content
+        )
+        return MessagePublic.model_validate(message)
+
+    @delete(
+        "/{conversation_id:str}/messages/{message_id:str}",
+        operation_id="deleteMessage",
+        summary="Delete your message",
+        status_code=200,
+    )
+    async def delete_message(
+        self,
+        conversation_id: ConversationId,
+        message_id: MessageId,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        pocketping: NamedDependency[SwitchboardPocketPing],
+    ) -> MessagePublic:
+        """Soft delete (``deletedAt``; the text stays for operators) of your own message, within the team's edit
+        window (409 after it; 403 for anyone else's). The widget hides it; the team's chats delete their copies."""
+        message = await services.delete_message(engine(request), pocketping, principal, conversation_id, message_id)
+        return MessagePublic.model_validate(message)
 
     @get("/{conversation_id:str}/notes", operation_id="listNotes", summary="The conversation's internal notes")
     async def list_notes(

@@ -72,6 +72,16 @@ class VisitorPublic(ApiModel):
     phone_country: str | None
 
 
+class CsatPublic(ApiModel):
+    """The visitor's rating: asked for when the conversation closed (if its team asks), given once."""
+
+    requested_at: datetime | None = Field(description="When the widget was asked; null for a rating nobody asked for")
+    score: int | None = Field(description="1 (very unhappy) to 5 (very happy); null until the visitor answers")
+    comment: str | None
+    rated_at: datetime | None
+    operator: OperatorRef | None = Field(description="Who the rating counts for: the assignee when it closed")
+
+
 class ConversationPublic(ApiModel):
     """A conversation with its routing state, assignee, AI state and visitor."""
 
@@ -91,6 +101,7 @@ class ConversationPublic(ApiModel):
             "visitorLeftAt": None,
             "requiredSkills": ["billing"],
             "ai": {"active": False, "paused": False},
+            "csat": None,
             "visitor": {
                 "id": "visitor-7f3a",
                 "identity": {"id": "u-42", "email": "grace@example.com", "name": "Grace"},
@@ -115,6 +126,7 @@ class ConversationPublic(ApiModel):
     visitor_left_at: datetime | None
     required_skills: list[str]
     ai: AiState
+    csat: CsatPublic | None = Field(description="The visitor's rating; null when none was asked for or given")
     visitor: VisitorPublic
 
 
@@ -172,6 +184,14 @@ class ReplyCreate(ApiModel):
     """An operator's reply, sent to the visitor's widget and mirrored to the bridges."""
 
     model_config = _examples({"content": "Yes, we ship to Lyon in two days."})
+
+    content: Text = Field(min_length=1, max_length=4000, description="Plain text, as the widget shows it")
+
+
+class MessageEdit(ApiModel):
+    """New text for one of your own messages, within the team's edit window."""
+
+    model_config = _examples({"content": "Yes, we ship to Lyon in three days."})
 
     content: Text = Field(min_length=1, max_length=4000, description="Plain text, as the widget shows it")
 

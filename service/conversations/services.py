@@ -24,6 +24,7 @@ from service.gateway.hub import SwitchboardPocketPing
 from service.pagination import decode_cursor, encode_cursor
 from service.pagination import page as keyset_page
 from service.routing.handoff import claim
+from service.teams import services as teams
 
 MAX_PAGE = 100
 # How long a repeated Idempotency-Key waits for the first request before a 409 asks to retry.
@@ -46,20 +47,37 @@ def _timestamp(value: Any) -> datetime:
 # --- Conversations ----------------------------------------------------------------------------------------------
 
 assignee_o = operator_t.alias("assignee")
+rated_o = operator_t.alias("rated_for")
 
 _CONVERSATION_COLUMNS = (
     conversation_t,
     team_t.c.name.label("team_name"),
     assignee_o.c.display_name.label("assignee_name"),
+    rated_o.c.display_name.label("csat_operator_name"),
 )
 
 
 def _conversations() -> sa.Select[Any]:
     return sa.select(*_CONVERSATION_COLUMNS).select_from(
-        conversation_t.outerjoin(team_t, team_t.c.id == conversation_t.c.team_id).outerjoin(
-            assignee_o, assignee_o.c.id == conversation_t.c.assignee_id
-        )
+        conversation_t.outerjoin(team_t, team_t.c.id == conversation_t.c.team_id)
+        .outerjoin(assignee_o, assignee_o.c.id == conversation_t.c.assignee_id)
+        .outerjoin(rated_o, rated_o.c.id == conversation_t.c.csat_operator_id)
     )
+
+
+def _csat_public(row: Any) -> dict[str, Any] | None:
+    """The conversation's rating (the SDK's SessionCsat in ``csat``) as ``CsatPublic`` fields."""
+    csat = row.csat or {}
+    if not csat.get("requested_at") and csat.get("score") is None:
+        return None
+    operator = {"id": row.csat_operator_id, "display_name": row.csat_operator_name} if row.csat_operator_id else None
+    return {
+        "requested_at": csat.get("requested_at"),
+        "score": csat.get("score"),
+        "comment": csat.get("comment"),
+        "rated_at": csat.get("responded_at"),
+        "operator": operator,
+    }
 
 
 def conversation_public(row: Any) -> dict[str, Any]:
@@ -79,6 +97,7 @@ def conversation_public(row: Any) -> dict[str, Any]:
         "visitor_left_at": row.visitor_left_at,
         "required_skills": row.required_skills,
         "ai": {"active": row.ai_active, "paused": row.ai_paused},
+        "csat": _csat_public(row),
         "visitor": {
             "id": row.visitor_id,
             "identity": row.identity,
@@ -358,6 +377,97 @@ async def _send(
     async with engine.connect() as conn:
         row = await _message(conn, sent.id)
     return message_public(row)
+
+
+# --- Operators' edits and deletions ----------------------------------------------------------------------------
+
+
+async def _own_message(conn: AsyncConnection, principal: Principal, conversation_id: str, message_id: str) -> Any:
+    """Lock the caller's own message of a conversation they see (404 otherwise), still inside its team's edit
+    window: someone else's (an operator's, the visitor's, the AI's) is 403, a deleted or too old one 409.
+    Returns the conversation."""
+    conversation = await visible_conversation(conn, principal, conversation_id)
+    if "\x00" in message_id:
+        raise NotFound("Message not found")
+    window = await teams.message_edit_window(conn, conversation.team_id)
+    message = (
+        await conn.execute(
+            sa.select(
+                message_t.c.sender,
+                message_t.c.operator_id,
+                message_t.c.deleted_at,
+                sa.func.extract("epoch", sa.func.now() - message_t.c.created_at).label("age"),
+            )
+            .where(message_t.c.id == message_id, message_t.c.conversation_id == conversation_id)
+            .with_for_update()
+        )
+    ).first()
+    if message is None:
+        raise NotFound("Message not found")
+    if message.sender != "operator" or message.operator_id != principal.operator_id:
+        raise Forbidden("Only the operator who sent a message may edit or delete it")
+    if message.deleted_at is not None:
+        raise Conflict("The message is deleted")
+    if not window:
+        raise Conflict("This team does not let operators edit or delete sent messages")
+    if message.age >= window:
+        raise Conflict(f"Messages can be edited or deleted for {window} seconds after they are sent")
+    return conversation
+
+
+async def _change(
+    engine: AsyncEngine,
+    principal: Principal,
+    conversation_id: str,
+    message_id: str,
+    kind: str,
+    values: dict[str, Any],
+) -> dict[str, Any]:
+    """Apply ``values`` to the caller's own message with its ``kind`` event, in one transaction; the message."""
+    async with engine.begin() as conn:
+        conversation = await _own_message(conn, principal, conversation_id, message_id)
+        await conn.execute(sa.update(message_t).where(message_t.c.id == message_id).values(**values))
+        row = await _message(conn, message_id)
+        data = {"conversationId": conversation_id, "messageId": message_id, "operatorId": str(principal.operator_id)}
+        await record_event(
+            conn,
+            kind,
+            team_id=conversation.team_id,
+            conversation_id=conversation_id,
+            operator_ids=[conversation.assignee_id] if conversation.assignee_id else [],
+            data=data | ({"content": row.content} if "content" in values else {}),
+        )
+    return message_public(row)
+
+
+async def edit_message(
+    engine: AsyncEngine,
+    pocketping: SwitchboardPocketPing,
+    principal: Principal,
+    conversation_id: str,
+    message_id: str,
+    content: str,
+) -> dict[str, Any]:
+    """Change the text of the caller's own message (``editedAt``); the widget and the team's chats follow."""
+    values = {"content": content, "edited_at": sa.func.now()}
+    message = await _change(engine, principal, conversation_id, message_id, "message.edited", values)
+    sdk_message = await pocketping.storage.get_message(message_id)
+    if sdk_message is not None:
+        await pocketping.announce_edit(sdk_message, principal.display_name)
+    return message
+
+
+async def delete_message(
+    engine: AsyncEngine, pocketping: SwitchboardPocketPing, principal: Principal, conversation_id: str, message_id: str
+) -> dict[str, Any]:
+    """Soft-delete the caller's own message (``deletedAt``, the text kept, as the SDK deletes); the widget hides
+    it and the team's chats delete their copies."""
+    values = {"deleted_at": sa.func.now()}
+    message = await _change(engine, principal, conversation_id, message_id, "message.deleted", values)
+    sdk_message = await pocketping.storage.get_message(message_id)
+    if sdk_message is not None:
+        await pocketping.announce_delete(sdk_message)
+    return message
 
 
 # --- Notes ------------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ the page to the REST API with the session's CSRF token, so the rules live in one
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
@@ -68,10 +68,25 @@ async def _thread_context(conn: AsyncConnection, principal: Principal, row: Any)
     return {
         "conversation": services.conversation_public(row),
         "ai_enabled": await teams.ai_enabled(conn, row.team_id),
+        "editable": editable(messages, principal, await teams.message_edit_window(conn, row.team_id)),
         "messages": messages,
         "older": older,
         "notes": notes,
         "more_notes": more_notes is not None,
+    }
+
+
+def editable(messages: list[dict[str, Any]], principal: Principal, window: int) -> set[str]:
+    """The caller's own messages still inside the team's edit window: they get edit and delete controls."""
+    since = datetime.now(UTC) - timedelta(seconds=window)
+    return {
+        m["id"]
+        for m in messages
+        if m["operator"]
+        and m["operator"]["id"] == principal.operator_id
+        and m["sender"] == "operator"
+        and m["deleted_at"] is None
+        and m["created_at"] > since
     }
 
 

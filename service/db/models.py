@@ -27,7 +27,7 @@ OFFLINE_POLICIES = ("keep", "requeue", "reassign")
 CONVERSATION_STATUSES = ("new", "queued", "assigned", "closed")
 SENDERS = ("visitor", "operator", "ai", "system")
 MESSAGE_STATUSES = ("sending", "sent", "delivered", "read")
-TIMER_KINDS = ("first_response", "offline_grace", "ai_takeover")
+TIMER_KINDS = ("first_response", "offline_grace", "ai_takeover", "csat_request")
 TIMER_STATES = ("pending", "fired", "cancelled")
 
 
@@ -74,6 +74,10 @@ class Team(SQLModel, table=True):
     offline_policy: str = Field(default="keep", sa_column_kwargs={"server_default": "keep"})
     offline_grace_seconds: int = Field(default=300, sa_column_kwargs={"server_default": "300"})
     queue_alert_threshold: int | None = None
+    # How long an operator may edit or delete their own message after sending it; 0 = never.
+    message_edit_window_seconds: int = Field(default=900, sa_column_kwargs={"server_default": "900"})
+    # Ask the visitor for a rating when a conversation closes.
+    csat_enabled: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     bridge_settings: dict[str, Any] = Field(
         default_factory=dict, sa_type=JSONB, sa_column_kwargs={"server_default": "{}"}
     )
@@ -167,7 +171,10 @@ class Conversation(SQLModel, table=True):
     identity: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
     user_phone: str | None = None
     user_phone_country: str | None = None
+    # The SDK's SessionCsat (pending, requested_at, score, comment, responded_at), written by service/csat only.
     csat: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
+    # Who a rating counts for: the assignee when the conversation closed and the rating was asked.
+    csat_operator_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
 
 
 class Message(SQLModel, table=True):

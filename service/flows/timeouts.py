@@ -12,10 +12,11 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.ai.services import Takeover, take_over
+from service.csat.services import RatingAsk, ask_owed
 from service.db.tables import timer_t
 from service.presence.services import schedule_grace
 from service.routing import handoff
-from service.timers.services import AI_TAKEOVER, FIRST_RESPONSE, OFFLINE_GRACE, claim_fire
+from service.timers.services import AI_TAKEOVER, CSAT_REQUEST, FIRST_RESPONSE, OFFLINE_GRACE, claim_fire
 
 log = structlog.get_logger(__name__)
 
@@ -32,8 +33,9 @@ _OFFLINE_TEAMS = sa.text(
 )
 
 
-async def fire(conn: AsyncConnection, timer_id: int, revision: int) -> tuple[str, Takeover | None]:
-    """Fire this revision once: ``(outcome, AI reply owed)``; outcome ``stale`` when it is no longer pending.
+async def fire(conn: AsyncConnection, timer_id: int, revision: int) -> tuple[str, Takeover | RatingAsk | None]:
+    """Fire this revision once: ``(outcome, what the visitor is owed after the commit)``: an AI reply, a rating
+    ask, or nothing; outcome ``stale`` when it is no longer pending.
 
     The subject (conversation) is locked before the timer row, the order the operator-reply hook
     uses too, so a reply and a firing serialize: whichever comes second sees the other's work.
@@ -47,7 +49,7 @@ async def fire(conn: AsyncConnection, timer_id: int, revision: int) -> tuple[str
     ).first()
     if row is None:
         return "stale", None
-    if row.kind in (FIRST_RESPONSE, AI_TAKEOVER):
+    if row.kind in (FIRST_RESPONSE, AI_TAKEOVER, CSAT_REQUEST):
         await conn.execute(sa.text("SELECT 1 FROM conversation WHERE id = :id FOR UPDATE"), {"id": row.subject})
     if await claim_fire(conn, timer_id, revision) is None:
         return "stale", None
@@ -55,6 +57,9 @@ async def fire(conn: AsyncConnection, timer_id: int, revision: int) -> tuple[str
         return await _first_response(conn, row.subject), None
     if row.kind == OFFLINE_GRACE:
         return await _offline_grace(conn, uuid.UUID(row.subject)), None
+    if row.kind == CSAT_REQUEST:
+        ask = await ask_owed(conn, row.subject)
+        return ("csat_requested" if ask else "csat_answered"), ask
     takeover = await take_over(conn, row.subject)
     return ("ai_takeover" if takeover else "ai_not_needed"), takeover
 

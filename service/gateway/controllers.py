@@ -22,7 +22,6 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from pocketping.models import (
     ConnectRequest,
-    CsatRequest,
     CsatResponse,
     DeleteMessageRequest,
     DeleteMessageResponse,
@@ -40,6 +39,7 @@ from pocketping.models import (
 from service.gateway.hub import SwitchboardConnectResponse, SwitchboardPocketPing
 from service.gateway.limits import OWN_BUDGET, RateLimiter, client_ip, count_signal
 from service.gateway.schemas import (
+    CsatBody,
     DisconnectRequest,
     EditMessageBody,
     MessagesPage,
@@ -185,11 +185,9 @@ class GatewayController(Controller):
         return await _sdk(pocketping.handle_identify(data))  # type: ignore[no-any-return]
 
     @post("/csat", operation_id="widgetCsat", status_code=200)
-    async def csat(
-        self, data: JSONBody[CsatRequest], pocketping: NamedDependency[SwitchboardPocketPing]
-    ) -> CsatResponse:
-        """The visitor's satisfaction rating (1-5)."""
-        return await _sdk(pocketping.handle_csat(data))  # type: ignore[no-any-return]
+    async def csat(self, data: JSONBody[CsatBody], pocketping: NamedDependency[SwitchboardPocketPing]) -> CsatResponse:
+        """The visitor's satisfaction rating (1-5), kept once: a second one answers ``alreadyRated``."""
+        return await _sdk(pocketping.handle_csat(data.to_sdk()))  # type: ignore[no-any-return]
 
     @patch("/message/{message_id:str}", operation_id="widgetEditMessage")
     async def edit_message(

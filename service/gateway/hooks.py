@@ -28,6 +28,8 @@ class GatewayHooks:
     greeting: Callable[[AsyncConnection, str], Awaitable[Greeting]]
     # Whether someone is there to answer: connect's ``operatorOnline`` and the presence endpoint.
     operator_available: Callable[[AsyncConnection], Awaitable[bool]]
+    # The visitor's rating, in a transaction of its own: stored once (False when already rated, None: no session).
+    rated: Callable[[AsyncConnection, str, int, str | None], Awaitable[bool | None]]
     # Bridges that look their platforms' message ids up themselves, so the SDK must call their
     # edit and delete hooks although it has no id to give them.
     reads_own_message_ids: Callable[[Bridge], bool]

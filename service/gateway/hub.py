@@ -16,6 +16,8 @@ from pocketping.bridges import Bridge
 from pocketping.models import (
     ConnectRequest,
     ConnectResponse,
+    CsatRequest,
+    CsatResponse,
     Message,
     PresenceResponse,
     Sender,
@@ -268,6 +270,31 @@ class SwitchboardPocketPing(PocketPing):
             session_id, WebSocketEvent(type="ai_takeover", data={"sessionId": session_id, "reason": reason})
         )
 
+    async def announce_edit(self, message: Message, author: str | None) -> None:
+        """An operator's edit, already stored: to the team's chats (the SDK's edit hooks) and the widget."""
+        session = await self.storage.get_session(message.session_id)
+        if session is not None:
+            # The SDK's hooks label an edit with the visitor's name; the platform bridges use this one instead.
+            labelled = message.model_copy(update={"metadata": {**(message.metadata or {}), "operatorName": author}})
+            await self._sync_edit_to_bridges(labelled, session)
+        edited_at = message.edited_at.isoformat() if message.edited_at else None
+        data = {"messageId": message.id, "content": message.content, "editedAt": edited_at}
+        await self._broadcast_to_session(message.session_id, WebSocketEvent(type="message_edited", data=data))
+
+    async def announce_delete(self, message: Message) -> None:
+        """An operator's deletion, already stored (soft, as the SDK deletes): to the team's chats and the widget."""
+        session = await self.storage.get_session(message.session_id)
+        if session is not None:
+            await self._sync_delete_to_bridges(message, session)
+        deleted_at = message.deleted_at.isoformat() if message.deleted_at else None
+        data = {"messageId": message.id, "deletedAt": deleted_at}
+        await self._broadcast_to_session(message.session_id, WebSocketEvent(type="message_deleted", data=data))
+
+    async def ask_for_rating(self, session_id: str, requested_at: str) -> None:
+        """Push ``csat_request`` to the visitor's widget (the conversation is already marked as asked)."""
+        event = WebSocketEvent(type="csat_request", data={"requestedAt": requested_at})
+        await self._broadcast_to_session(session_id, event)
+
     def _platform_message_id(self, bridge: Bridge, bridge_ids: BridgeMessageIds) -> str | int | None:
         if self.hooks.reads_own_message_ids(bridge):
             return bridge.name  # any id: the SDK only calls a bridge's edit and delete hooks with one
@@ -288,6 +315,21 @@ class SwitchboardPocketPing(PocketPing):
                 "operator_name": greeting.operator_name,
             }
         )
+
+    async def handle_csat(self, request: CsatRequest) -> CsatResponse:
+        """The visitor's rating, stored once: a second answer changes nothing (``alreadyRated``, as the SDK
+        answers it); the team's chats hear of a new one as the SDK tells its bridges."""
+        comment = (request.comment or "").strip() or None
+        async with self.engine.begin() as conn:
+            rated = await self.hooks.rated(conn, request.session_id, request.score, comment)
+        if rated is None:
+            raise ValueError("Session not found")
+        if not rated:
+            return CsatResponse(ok=True, already_rated=True)
+        session = await self.storage.get_session(request.session_id)
+        if session is not None:
+            await self._notify_bridges_csat(session, request.score, comment)
+        return CsatResponse(ok=True)
 
     async def handle_disconnect(self, session_id: str, duration: int | None, reason: str | None) -> None:
         """Record that the visitor left and tell the bridges (the SDK has no handler for this)."""

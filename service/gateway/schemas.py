@@ -6,8 +6,8 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from pocketping.models import EditMessageRequest, Sender, SendMessageRequest
-from pydantic import BaseModel, ConfigDict, Field
+from pocketping.models import CsatRequest, EditMessageRequest, Sender, SendMessageRequest
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class _Body(BaseModel):
@@ -22,6 +22,32 @@ class EditMessageBody(_Body):
 
     def to_sdk(self, message_id: str) -> EditMessageRequest:
         return EditMessageRequest(session_id=self.session_id, message_id=message_id, content=self.content)
+
+
+def _whole_number(value: Any) -> Any:
+    # The widget sends a JSON integer; "5", 4.5 or true are mistakes, not ratings.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be a whole number from 1 to 5")
+    return value
+
+
+def _storable(value: str) -> str:
+    if "\x00" in value:  # PostgreSQL text and JSONB cannot hold it
+        raise ValueError("NUL characters are not allowed")
+    return value
+
+
+class CsatBody(_Body):
+    """``POST /csat``: what the widget's rating card sends (its comment box takes 1000 characters)."""
+
+    session_id: str = Field(alias="sessionId", min_length=1, max_length=100)
+    score: Annotated[int, BeforeValidator(_whole_number)] = Field(
+        ge=1, le=5, description="1 (very unhappy) to 5 (very happy)"
+    )
+    comment: Annotated[str, Field(max_length=1000), AfterValidator(_storable)] | None = None
+
+    def to_sdk(self) -> CsatRequest:
+        return CsatRequest(session_id=self.session_id, score=self.score, comment=self.comment)
 
 
 class DisconnectRequest(_Body):

@@ -20,7 +20,8 @@ from service.db.tables import attachment_t, conversation_t, event_t, message_t
 # ``send_operator_message``), so operator messages are attributed without changing the SDK.
 acting_operator: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar("acting_operator", default=None)
 
-# Columns the SDK owns on a conversation; routing columns are never written from here.
+# Columns the SDK owns on a conversation; routing columns are never written from here, and neither is
+# ``csat`` once the session exists: service/csat writes it, and a session the SDK read earlier must not undo that.
 _SESSION_COLUMNS = (
     "visitor_id",
     "last_activity",
@@ -30,7 +31,6 @@ _SESSION_COLUMNS = (
     "identity",
     "user_phone",
     "user_phone_country",
-    "csat",
 )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.csat import services as csat
 from service.db.tables import conversation_t, note_t
 from service.errors import Conflict
 from service.events import record_event
@@ -271,6 +272,7 @@ async def close_conversation(conn: AsyncConnection, conversation_id: str, *, act
             routing_revision=conversation_t.c.routing_revision + 1,
         )
     )
+    await csat.ask_on_close(conn, conversation_id, released)
     await record_event(
         conn,
         "conversation.closed",

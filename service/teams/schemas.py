@@ -55,6 +55,7 @@ Seconds = Annotated[int, Field(ge=1, le=MAX_DELAY_SECONDS)]
 WelcomeMessage = Annotated[str, StringConstraints(min_length=1, max_length=2000), NoNul]
 AiPrompt = Annotated[str, StringConstraints(min_length=1, max_length=20_000), NoNul]
 QueueThreshold = Annotated[int, Field(ge=1, le=10_000)]
+EditWindow = Annotated[int, Field(ge=0, le=MAX_DELAY_SECONDS)]
 
 
 def not_null(value: Any) -> Any:
@@ -81,6 +82,10 @@ class TeamSettings(ApiModel):
     offline_policy: OfflinePolicy = Field(default="keep", description="What happens to an offline assignee's chats")
     offline_grace_seconds: Seconds = Field(default=300, description="How long an assignee may be offline first")
     queue_alert_threshold: QueueThreshold | None = Field(default=None, description="Alert when the queue is longer")
+    message_edit_window_seconds: EditWindow = Field(
+        default=900, description="How long operators may edit or delete their own messages; 0 = never"
+    )
+    csat_enabled: bool = Field(default=False, description="Ask the visitor for a rating when a conversation closes")
 
 
 class TeamCreate(TeamSettings):
@@ -103,6 +108,8 @@ class TeamUpdate(ApiModel):
     offline_policy: OfflinePolicy | None = None
     offline_grace_seconds: Seconds | None = None
     queue_alert_threshold: QueueThreshold | None = None
+    message_edit_window_seconds: EditWindow | None = None
+    csat_enabled: bool | None = None
 
     _required = field_validator(
         "name",
@@ -113,6 +120,8 @@ class TeamUpdate(ApiModel):
         "ai_takeover_delay_seconds",
         "offline_policy",
         "offline_grace_seconds",
+        "message_edit_window_seconds",
+        "csat_enabled",
     )(not_null)
 
 

@@ -120,6 +120,14 @@ async def ai_enabled(conn: AsyncConnection, team_id: uuid.UUID | None) -> bool:
     return bool(await conn.scalar(sa.select(team_t.c.ai_enabled).where(team_t.c.id == team_id)))
 
 
+async def message_edit_window(conn: AsyncConnection, team_id: uuid.UUID | None) -> int:
+    """Seconds the team's operators may edit or delete their own messages after sending them (no team: none)."""
+    if team_id is None:
+        return 0
+    window = await conn.scalar(sa.select(team_t.c.message_edit_window_seconds).where(team_t.c.id == team_id))
+    return int(window or 0)
+
+
 async def _write_team(conn: AsyncConnection, statement: Any) -> None:
     """Run an INSERT/UPDATE of a team; a taken name is a 409 naming ``name``."""
     try:

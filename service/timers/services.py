@@ -31,6 +31,7 @@ log = structlog.get_logger(__name__)
 FIRST_RESPONSE = "first_response"
 OFFLINE_GRACE = "offline_grace"
 AI_TAKEOVER = "ai_takeover"
+CSAT_REQUEST = "csat_request"
 
 
 # Timers scheduled in the current task since ``triggers`` opened; enqueued when it closes.

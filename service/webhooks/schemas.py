@@ -16,7 +16,10 @@ WebhookEventKind = Literal[
     "conversation.transferred",
     "conversation.closed",
     "conversation.reopened",
+    "conversation.rated",
     "message.created",
+    "message.edited",
+    "message.deleted",
     "ai.takeover",
 ]
 

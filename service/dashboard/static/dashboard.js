@@ -190,12 +190,24 @@
     });
   }
 
+  // Edit on one of your own messages swaps its text for a form (saved through the REST API like any other form).
+  document.addEventListener("click", function (evt) {
+    const button = evt.target.closest("[data-edit-message], [data-cancel-edit]");
+    if (!button) return;
+    const message = button.closest(".message");
+    const editing = button.hasAttribute("data-edit-message");
+    message.querySelector("form.edit-message").hidden = !editing;
+    message.querySelector("p").hidden = editing;
+    message.querySelector(".message-actions").hidden = editing;
+    if (editing) message.querySelector("form.edit-message textarea").focus();
+  });
+
   // Every event kind of the operator stream (docs/realtime.md) becomes one "sb:event" on <body>;
   // the page's fragments decide which ones concern them.
   const KINDS = [
     "conversation.queued", "conversation.assigned", "conversation.transferred", "conversation.closed",
-    "conversation.reopened", "message.created", "note.created", "presence.changed", "ai.takeover",
-    "ai.state_changed",
+    "conversation.reopened", "conversation.rated", "message.created", "message.edited", "message.deleted",
+    "note.created", "presence.changed", "ai.takeover", "ai.state_changed",
   ];
   document.addEventListener("DOMContentLoaded", function () {
     const box = document.getElementById("reply-content");

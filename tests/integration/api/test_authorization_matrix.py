@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.app import create_app
 from service.auth.oidc import OidcClient, OidcError
 from service.auth.sessions import CSRF_HEADER, create_session
-from service.db.models import ApiToken, BridgeLink, CannedResponse, WebhookEndpoint
+from service.db.models import ApiToken, BridgeLink, CannedResponse, Message, WebhookEndpoint
 from service.settings import Settings
 from tests.conftest import SECRET, RunningApi, run_api
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
@@ -222,6 +222,34 @@ async def webhook_of_team_a(world: World, caller: str) -> str:
     return str(webhook_id)
 
 
+def with_own_message(tag: str) -> Param:
+    """A team-A conversation per caller holding a fresh message of team A's operator (what ``message_of`` names)."""
+
+    async def factory(world: World, caller: str) -> str:
+        conversation_id = await conversation_of_team_a(world, caller, id=f"edit-{tag}-{caller}", status="assigned")
+        async with world.engine.begin() as conn:
+            await conn.execute(
+                sa.insert(Message.__table__).values(  # type: ignore[attr-defined]
+                    id=f"{conversation_id}-m",
+                    conversation_id=conversation_id,
+                    sender="operator",
+                    operator_id=world.operators["operator"],
+                    content="hello",
+                    created_at=datetime.now(UTC),
+                )
+            )
+        return conversation_id
+
+    return factory
+
+
+def message_of(tag: str) -> Param:
+    async def factory(world: World, caller: str) -> str:
+        return f"edit-{tag}-{caller}-m"
+
+    return factory
+
+
 def analytics_query(world: World) -> dict[str, str]:
     return {"teamId": str(world.team_a), "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
 
@@ -270,6 +298,16 @@ ROWS: dict[str, Row] = {
     "GET /api/v1/conversations/{conversation_id}/messages": Row(member(200)),
     # Members claim the waiting conversation by replying; the admin (in no team) replies without taking it.
     "POST /api/v1/conversations/{conversation_id}/messages": Row(member(201), body={"content": "hi"}),
+    # one's own message only: team A's operator wrote it; its lead and an admin see it but may not change it (403)
+    "PATCH /api/v1/conversations/{conversation_id}/messages/{message_id}": Row(
+        Expect(401, 200, 404, 403, 403, 401, 401),
+        body={"content": "hello again"},
+        params={"conversation_id": with_own_message("patch"), "message_id": message_of("patch")},
+    ),
+    "DELETE /api/v1/conversations/{conversation_id}/messages/{message_id}": Row(
+        Expect(401, 200, 404, 403, 403, 401, 401),
+        params={"conversation_id": with_own_message("delete"), "message_id": message_of("delete")},
+    ),
     "GET /api/v1/conversations/{conversation_id}/notes": Row(member(200)),
     "POST /api/v1/conversations/{conversation_id}/notes": Row(member(201), body={"body": "@lena have a look"}),
     # teams

@@ -54,6 +54,8 @@ async def test_admin_creates_a_team_with_defaults_and_names_are_unique(
         "offlinePolicy": "keep",
         "offlineGraceSeconds": 300,
         "queueAlertThreshold": None,
+        "messageEditWindowSeconds": 900,
+        "csatEnabled": False,
         "createdAt": team["createdAt"],
         "memberCount": 0,
         "bridges": {"telegram": None, "discord": None, "slack": None},
