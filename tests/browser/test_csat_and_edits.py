@@ -5,12 +5,12 @@ from __future__ import annotations
 import websockets
 from playwright.async_api import Browser, Dialog, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.integration.test_gateway import next_event
 
 from service.settings import Settings
 from tests.browser.test_conversation_page import phone, signed_in
 from tests.browser.test_dashboard import lena_leads_the_default_team, visitor_writes
 from tests.conftest import run_api
+from tests.integration.gateway.test_gateway import next_event
 from tests.integration.workers.test_worker import run_burst
 from tests.support.routing import rows, set_values
 

@@ -13,13 +13,13 @@ import httpx
 import pytest
 import websockets
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.integration.test_gateway import connect, next_event, send
-from tests.integration.test_webhooks import Receiver, documented_verifier, serve
 
 from service.realtime.relay import EventRelay
 from service.settings import Settings
 from tests.conftest import RunningApi
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
+from tests.integration.gateway.test_gateway import connect, next_event, send
+from tests.integration.webhooks.test_webhooks import Receiver, documented_verifier, serve
 from tests.integration.workers.test_worker import run_burst
 from tests.support.routing import make_conversation, rows
 

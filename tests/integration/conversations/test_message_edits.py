@@ -15,12 +15,12 @@ import httpx
 import pytest
 import websockets
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.integration.test_bridges_outbound import configure, member, visitor, work
-from tests.integration.test_gateway import next_event
 
 from service.settings import Settings
 from tests.conftest import RunningApi, run_api
 from tests.factories import make_team
+from tests.integration.bridges.test_bridges_outbound import configure, member, visitor, work
+from tests.integration.gateway.test_gateway import next_event
 from tests.standins import SlackStandIn, TelegramStandIn
 from tests.support.routing import rows, set_values
 
