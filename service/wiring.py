@@ -5,12 +5,14 @@ from __future__ import annotations
 from service.ai import services as ai
 from service.bridges.dispatch import reads_own_message_ids
 from service.gateway.hooks import GatewayHooks
-from service.presence import services as presence
-from service.teams import services as teams
+from service.routing import placement
+from service.teams import visitors
 
 GATEWAY_HOOKS = GatewayHooks(
     operator_replied=ai.operator_replied,
-    greeting=teams.greeting,
-    operator_available=presence.anyone_online,
+    choose_team=placement.choose_team,
+    greeting=visitors.greeting,
+    availability=visitors.availability,
+    team_sessions=visitors.team_sessions,
     reads_own_message_ids=reads_own_message_ids,
 )

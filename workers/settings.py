@@ -14,6 +14,7 @@ from service.bridges.dispatch import TeamBridge
 from service.bridges.notify import BridgeRelay
 from service.bridges.registry import BridgeRegistry
 from service.db.engine import create_engine
+from service.gateway.availability import AvailabilityRelay
 from service.gateway.hub import SwitchboardPocketPing
 from service.logging import configure_logging
 from service.realtime.relay import EventRelay
@@ -53,6 +54,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             for relay in (
                 EventRelay(ctx["engine"], ctx["redis"], settings),
                 BridgeRelay(ctx["engine"], ctx["redis"], settings),
+                AvailabilityRelay(ctx["engine"], ctx["redis"], settings, ctx["pocketping"]),
             )
         }
 
