@@ -21,17 +21,19 @@ from service.db.engine import create_engine
 from service.gateway.bridge import RoutingBridge
 from service.gateway.hooks import GatewayHooks
 from service.gateway.hub import SwitchboardPocketPing
-from service.presence import services as presence
+from service.routing import placement
 from service.settings import Settings
-from service.teams import services as teams
+from service.teams import visitors
 
 Role = Literal["api", "worker"]
 
 # How the domains answer the widget gateway: one set, given to every process's hub.
 GATEWAY_HOOKS = GatewayHooks(
     operator_replied=ai.operator_replied,
-    greeting=teams.greeting,
-    operator_available=presence.anyone_online,
+    choose_team=placement.choose_team,
+    greeting=visitors.greeting,
+    availability=visitors.availability,
+    team_sessions=visitors.team_sessions,
     rated=csat.rate,
     reads_own_message_ids=reads_own_message_ids,
 )

@@ -15,6 +15,7 @@ from service.conversations.delivery import WIDGET_MESSAGE, deliver_widget_messag
 from service.csat.services import RatingAsk
 from service.db.transactions import in_transaction
 from service.flows import timeouts
+from service.gateway.availability import AvailabilityRelay
 from service.presence import services as presence
 from service.queue import enqueue_delivery, enqueue_drain, enqueue_route, enqueue_trigger
 from service.realtime.relay import EventRelay
@@ -118,6 +119,7 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     # One pass of each relay too, in case the worker's loop is stuck (and so burst workers relay).
     await EventRelay(ctx["engine"], ctx["redis"], ctx["settings"]).step()
     await bridges.BridgeRelay(ctx["engine"], ctx["redis"], ctx["settings"]).step()
+    await AvailabilityRelay(ctx["engine"], ctx["redis"], ctx["settings"], ctx["pocketping"]).step()
     return {
         "unrouted": len(unrouted),
         "outbox": len(pending),

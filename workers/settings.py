@@ -8,6 +8,7 @@ from typing import Any
 from arq import cron
 
 from service.bridges.notify import BridgeRelay
+from service.gateway.availability import AvailabilityRelay
 from service.logging import configure_logging
 from service.realtime.relay import EventRelay
 from service.resources import Resources, redis_settings
@@ -41,6 +42,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             for relay in (
                 EventRelay(resources.engine, resources.redis, settings),
                 BridgeRelay(resources.engine, resources.redis, settings),
+                AvailabilityRelay(resources.engine, resources.redis, settings, resources.pocketping),
             )
         }
 

@@ -27,7 +27,9 @@ from service.conversations.schemas import (
     NoteCreate,
     NotePage,
     NotePublic,
+    ReadPublic,
     ReplyCreate,
+    TypingUpdate,
 )
 from service.deps import engine
 from service.gateway.hub import SwitchboardPocketPing
@@ -198,6 +200,41 @@ class ConversationController(Controller):
         window (409 after it; 403 for anyone else's). The widget hides it; the team's chats delete their copies."""
         message = await services.delete_message(engine(request), pocketping, principal, conversation_id, message_id)
         return MessagePublic.model_validate(message)
+
+    @post(
+        "/{conversation_id:str}/typing",
+        operation_id="sendTyping",
+        summary="Tell the visitor you are typing",
+        status_code=204,
+    )
+    async def typing(
+        self,
+        conversation_id: ConversationId,
+        data: JSONBody[TypingUpdate],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        pocketping: NamedDependency[SwitchboardPocketPing],
+    ) -> None:
+        """The widget shows "typing" until you send or call again with isTyping false; debounce your calls."""
+        await services.typing(engine(request), pocketping, principal, conversation_id, data.is_typing)
+
+    @post(
+        "/{conversation_id:str}/read",
+        operation_id="markConversationRead",
+        summary="Mark the visitor's messages read",
+        status_code=200,
+    )
+    async def mark_read(
+        self,
+        conversation_id: ConversationId,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        pocketping: NamedDependency[SwitchboardPocketPing],
+    ) -> ReadPublic:
+        """You saw the conversation: its visitor messages are read (stored), and the widget shows them read."""
+        return ReadPublic.model_validate(
+            await services.mark_read(engine(request), pocketping, principal, conversation_id)
+        )
 
     @get("/{conversation_id:str}/notes", operation_id="listNotes", summary="The conversation's internal notes")
     async def list_notes(

@@ -196,6 +196,23 @@ class MessageEdit(ApiModel):
     content: Text = Field(min_length=1, max_length=4000, description="Plain text, as the widget shows it")
 
 
+class TypingUpdate(ApiModel):
+    """Whether you are typing a reply: the visitor's widget shows it (call again with false when you stop)."""
+
+    model_config = _examples({"isTyping": True})
+
+    is_typing: bool = Field(True, description="true while you type; false when you stop or leave the reply box")
+
+
+class ReadPublic(ApiModel):
+    """The visitor's messages this call marked read (none when they all were already)."""
+
+    model_config = _examples({"messageIds": ["18c2f0b1e02-9a8b7c6d"], "readAt": "2026-11-25T22:01:00Z"})
+
+    message_ids: list[str] = Field(description="In conversation order")
+    read_at: datetime | None = Field(description="When they were marked read; null when none changed")
+
+
 class NoteCreate(ApiModel):
     """An internal note for the team; ``@handle`` mentions notify those operators. Never sent to the visitor."""
 

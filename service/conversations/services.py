@@ -470,6 +470,28 @@ async def delete_message(
     return message
 
 
+# --- Typing and read ---------------------------------------------------------------------------------------------
+
+
+async def typing(
+    engine: AsyncEngine, pocketping: SwitchboardPocketPing, principal: Principal, conversation_id: str, is_typing: bool
+) -> None:
+    """Show the visitor that the caller is (no longer) typing."""
+    async with engine.connect() as conn:
+        await visible_conversation(conn, principal, conversation_id)
+    await pocketping.operator_typing(conversation_id, is_typing)
+
+
+async def mark_read(
+    engine: AsyncEngine, pocketping: SwitchboardPocketPing, principal: Principal, conversation_id: str
+) -> dict[str, Any]:
+    """The caller saw the conversation: the visitor's messages not read yet are read now, and the widget shows it."""
+    async with engine.connect() as conn:
+        await visible_conversation(conn, principal, conversation_id)
+    message_ids, at = await pocketping.read_by_operator(conversation_id, principal.operator_id)
+    return {"message_ids": message_ids, "read_at": at if message_ids else None}
+
+
 # --- Notes ------------------------------------------------------------------------------------------------------
 
 # "@" at the start of a word, then an email local part; a trailing dot or dash ends the sentence, not the handle.

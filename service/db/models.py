@@ -144,6 +144,9 @@ class Conversation(SQLModel, table=True):
     id: str = Field(primary_key=True, description="The PocketPing session id")
     visitor_id: str
     team_id: uuid.UUID | None = Field(default=None, foreign_key="team.id", ondelete="SET NULL")
+    # The team the routing rules chose when the widget connected (again on identify), while ``team_id``
+    # is not set yet: its welcome, availability and AI are the visitor's, and routing places it there.
+    selected_team_id: uuid.UUID | None = Field(default=None, foreign_key="team.id", ondelete="SET NULL")
     assignee_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
     status: str = Field(default="new", sa_column_kwargs={"server_default": "new"})
     priority: int = Field(default=0, sa_column_kwargs={"server_default": "0"})

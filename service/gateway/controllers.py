@@ -173,9 +173,16 @@ class GatewayController(Controller):
         return await _sdk(pocketping.handle_read(data))  # type: ignore[no-any-return]
 
     @get("/presence", operation_id="widgetPresence")
-    async def presence(self, pocketping: NamedDependency[SwitchboardPocketPing]) -> PresenceResponse:
-        """Whether any operator is online."""
-        return await pocketping.handle_presence()
+    async def presence(
+        self,
+        pocketping: NamedDependency[SwitchboardPocketPing],
+        session_id: Annotated[
+            str | None,
+            QueryParameter(name="sessionId", min_length=1, max_length=100, description="For this session's team"),
+        ] = None,
+    ) -> PresenceResponse:
+        """Whether an operator of the session's team (without one: the default team) is online, and its AI."""
+        return await _sdk(pocketping.handle_presence(session_id))  # type: ignore[no-any-return]
 
     @post("/identify", operation_id="widgetIdentify", status_code=200)
     async def identify(

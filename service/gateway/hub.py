@@ -9,6 +9,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from pocketping import PocketPing
@@ -18,11 +19,17 @@ from pocketping.models import (
     ConnectResponse,
     CsatRequest,
     CsatResponse,
+    IdentifyRequest,
+    IdentifyResponse,
     Message,
+    MessageStatus,
     PresenceResponse,
+    ReadRequest,
+    ReadResponse,
     Sender,
     SendMessageRequest,
     SendMessageResponse,
+    TypingRequest,
     WebSocketEvent,
 )
 from pocketping.storage import BridgeMessageIds
@@ -51,11 +58,17 @@ class SwitchboardConnectResponse(ConnectResponse):
     operator_name: str | None = Field(
         None, alias="operatorName", description="Display name of the assigned operator, if any"
     )
+    ai_enabled: bool = Field(False, alias="aiEnabled", description="Whether the visitor's team lets the AI answer")
 
 
 def widget_channel(settings: Settings) -> str:
     """The Redis pub/sub channel carrying widget events between processes."""
     return f"{settings.redis_prefix}:widget-events"
+
+
+def widget_team_channel(settings: Settings) -> str:
+    """The Redis pub/sub channel carrying widget events for every visitor of a team (``[team id, event]``)."""
+    return f"{settings.redis_prefix}:widget-team-events"
 
 
 def _envelope(session_id: str, event: str) -> str:
@@ -92,6 +105,7 @@ class SwitchboardPocketPing(PocketPing):
         self.hooks = hooks
         self.routing = routing
         self._channel = widget_channel(settings)
+        self._team_channel = widget_team_channel(settings)
         self._subscriber: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._publisher: Batcher[str, None] = Batcher(self._publish, max_size=512)
@@ -147,6 +161,10 @@ class SwitchboardPocketPing(PocketPing):
             raise
         return [None] * len(envelopes)
 
+    async def publish_to_team(self, team_id: uuid.UUID, event: WebSocketEvent) -> None:
+        """Send ``event`` to the sockets of every visitor dealing with the team, on whichever api process."""
+        await self.redis.publish(self._team_channel, json.dumps([str(team_id), event.model_dump_json(by_alias=True)]))
+
     async def flush_events(self) -> None:
         """Publish what is still pending (at shutdown)."""
         await self._publisher.join()
@@ -179,9 +197,13 @@ class SwitchboardPocketPing(PocketPing):
         while True:
             try:
                 async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self._channel)
+                    await pubsub.subscribe(self._channel, self._team_channel)
                     self._subscribed.set()
                     async for item in pubsub.listen():
+                        channel = item["channel"]
+                        if (channel.decode() if isinstance(channel, bytes) else channel) == self._team_channel:
+                            await self._deliver_to_team(*json.loads(item["data"]))
+                            continue
                         for session_id, text in json.loads(item["data"]):
                             if session_id in self._websocket_connections:
                                 await self.deliver_local(session_id, text)
@@ -192,6 +214,21 @@ class SwitchboardPocketPing(PocketPing):
                 # GET /messages), and we resubscribe as soon as Redis answers again.
                 log.warning("widget relay lost Redis; retrying", exc_info=True)
                 await asyncio.sleep(1)
+
+    async def _deliver_to_team(self, team_id: str, text: str) -> None:
+        """Send a team's event to this process's sockets of that team's visitors."""
+        local = [session_id for session_id, sockets in self._websocket_connections.items() if sockets]
+        if not local:
+            return
+        try:
+            async with self.engine.connect() as conn:
+                sessions = await self.hooks.team_sessions(conn, uuid.UUID(team_id), local)
+        except Exception:
+            # Their widgets learn the team's availability again when they reconnect.
+            log.warning("team event not delivered", team_id=team_id, exc_info=True)
+            return
+        for session_id in sessions:
+            await self.deliver_local(session_id, text)
 
     # Ids and attribution ----------------------------------------------------------------
 
@@ -303,14 +340,16 @@ class SwitchboardPocketPing(PocketPing):
     # Protocol handlers that need Switchboard's view ---------------------------------------
 
     async def handle_connect(self, request: ConnectRequest) -> SwitchboardConnectResponse:
+        """The SDK's connect, then the team chosen by the rules (unless placed already) and its greeting."""
         response = await super().handle_connect(request)
-        async with self.engine.connect() as conn:
+        async with self.engine.begin() as conn:
+            await self.hooks.choose_team(conn, response.session_id)
             greeting = await self.hooks.greeting(conn, response.session_id)
-            online = await self.hooks.operator_available(conn)
         return SwitchboardConnectResponse.model_validate(
             {
                 **response.model_dump(),
-                "operator_online": online,
+                "operator_online": greeting.availability.online,
+                "ai_enabled": greeting.availability.ai_enabled,
                 "welcome_message": greeting.welcome,
                 "operator_name": greeting.operator_name,
             }
@@ -331,6 +370,55 @@ class SwitchboardPocketPing(PocketPing):
             await self._notify_bridges_csat(session, request.score, comment)
         return CsatResponse(ok=True)
 
+    async def handle_identify(self, request: IdentifyRequest) -> IdentifyResponse:
+        """The SDK's identify; a new identity may make the rules choose another team for a session not placed yet."""
+        response = await super().handle_identify(request)
+        async with self.engine.begin() as conn:
+            await self.hooks.choose_team(conn, request.session_id)
+        return response
+
+    async def handle_typing(self, request: TypingRequest) -> dict[str, bool]:
+        """Typing to the session's sockets, as the SDK does; the visitor's also to the operator event stream."""
+        await super().handle_typing(request)
+        if request.sender is Sender.VISITOR:
+            await self.storage.record_typing(request.session_id, request.is_typing)
+        return {"ok": True}
+
+    async def operator_typing(self, session_id: str, is_typing: bool) -> None:
+        """Tell the visitor's widget that an operator is (no longer) typing."""
+        await super().handle_typing(TypingRequest(session_id=session_id, sender=Sender.OPERATOR, is_typing=is_typing))
+
+    async def handle_read(self, request: ReadRequest) -> ReadResponse:
+        """The visitor's receipts: stored in one statement (a message read stays read), to the session's sockets
+        and the bridges as the SDK tells them; ``updated`` counts the messages that changed."""
+        changed, at = await self.storage.record_receipts(
+            request.session_id, request.status, message_ids=request.message_ids
+        )
+        if changed:
+            await self._announce_receipts(request.session_id, changed, request.status, at)
+            session = await self.storage.get_session(request.session_id)
+            if session is not None:
+                await self._notify_bridges_read(request.session_id, changed, request.status, session)
+        return ReadResponse(updated=len(changed))
+
+    async def read_by_operator(self, session_id: str, operator_id: uuid.UUID) -> tuple[list[str], datetime]:
+        """An operator saw the conversation: the visitor's messages are read, and the widget shows it."""
+        changed, at = await self.storage.record_receipts(session_id, MessageStatus.READ, operator_id=operator_id)
+        if changed:
+            await self._announce_receipts(session_id, changed, MessageStatus.READ, at)
+        return changed, at
+
+    async def _announce_receipts(
+        self, session_id: str, message_ids: list[str], status: MessageStatus, at: datetime
+    ) -> None:
+        """The widget's ``read`` event, shaped as the SDK sends it."""
+        data: dict[str, Any] = {"sessionId": session_id, "messageIds": message_ids, "status": status.value}
+        if status in (MessageStatus.DELIVERED, MessageStatus.READ):
+            data["deliveredAt"] = at.isoformat()
+        if status is MessageStatus.READ:
+            data["readAt"] = at.isoformat()
+        await self._broadcast_to_session(session_id, WebSocketEvent(type="read", data=data))
+
     async def handle_disconnect(self, session_id: str, duration: int | None, reason: str | None) -> None:
         """Record that the visitor left and tell the bridges (the SDK has no handler for this)."""
         await self.storage.mark_visitor_left(session_id)
@@ -344,7 +432,12 @@ class SwitchboardPocketPing(PocketPing):
             except Exception:
                 log.warning("bridge failed on disconnect", bridge=bridge.name, exc_info=True)
 
-    async def handle_presence(self) -> PresenceResponse:
+    async def handle_presence(self, session_id: str | None = None) -> PresenceResponse:  # type: ignore[override]
+        """Whether the session's team (without one: the default team) has someone online, and its AI."""
         async with self.engine.connect() as conn:
-            online = await self.hooks.operator_available(conn)
-        return PresenceResponse(online=online, ai_enabled=False)
+            available = await self.hooks.availability(conn, session_id)
+        if available is None:
+            raise ValueError("Session not found")
+        return PresenceResponse(
+            online=available.online, ai_enabled=available.ai_enabled, ai_active_after=available.ai_active_after
+        )

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pocketping.models import Attachment, Message, Session
+from pocketping.models import Attachment, Message, MessageStatus, Session
 from pocketping.storage import BridgeMessageIds, Storage
-from sqlalchemy.dialects.postgresql import array, insert
+from sqlalchemy.dialects.postgresql import aggregate_order_by, array, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.tables import attachment_t, conversation_t, event_t, message_t
@@ -109,6 +109,24 @@ def message_created(messages: sa.FromClause) -> sa.Insert:
         .order_by(m.seq)
     )
     return sa.insert(event_t).from_select(["kind", "team_id", "conversation_id", "operator_ids", "data"], audience)
+
+
+def _conversation_event(
+    kind: str, session_id: str, data: sa.ColumnElement[Any], when: sa.ColumnElement[bool] | None = None
+) -> sa.Insert:
+    """One event about the conversation (if ``when``), to its team and assignee; ``data`` follows ``conversationId``."""
+    audience = sa.select(
+        sa.literal(kind),
+        conversation_t.c.team_id,
+        conversation_t.c.id,
+        sa.func.array_remove(array([conversation_t.c.assignee_id]), None),
+        sa.func.jsonb_build_object("conversationId", conversation_t.c.id).op("||")(data),
+    ).where(conversation_t.c.id == session_id, sa.true() if when is None else when)
+    return sa.insert(event_t).from_select(["kind", "team_id", "conversation_id", "operator_ids", "data"], audience)
+
+
+# Receipts only move a message forward: sent, delivered, read.
+_STATUS_ORDER = [status.value for status in MessageStatus]
 
 
 def _attachment_values(attachment: Attachment) -> dict[str, Any]:
@@ -331,6 +349,55 @@ class PostgresStorage(Storage):
 
     async def update_message(self, message: Message) -> None:
         await self.save_message(message)
+
+    async def record_receipts(
+        self,
+        session_id: str,
+        status: MessageStatus,
+        *,
+        message_ids: list[str] | None = None,
+        operator_id: uuid.UUID | None = None,
+    ) -> tuple[list[str], datetime]:
+        """Mark messages delivered or read, never back, with their ``message.receipt`` event, in one statement.
+
+        The visitor's receipts name ``message_ids``; an operator (``operator_id``) reads all the visitor's
+        messages. Returns the ids that changed, in conversation order, and the time they were stamped.
+        """
+        at = datetime.now(UTC)
+        m = message_t.c
+        values: dict[str, Any] = {"status": status.value}
+        if status in (MessageStatus.DELIVERED, MessageStatus.READ):
+            values["delivered_at"] = sa.func.coalesce(m.delivered_at, at)
+        if status is MessageStatus.READ:
+            values["read_at"] = at
+        update = sa.update(message_t).where(
+            m.conversation_id == session_id, m.status.in_(_STATUS_ORDER[: _STATUS_ORDER.index(status.value)])
+        )
+        if message_ids is not None:
+            update = update.where(m.id.in_(message_ids))
+        if operator_id is not None:
+            update = update.where(m.sender == "visitor")
+        changed = update.values(**values).returning(m.id, m.seq).cte("changed")
+        data = sa.func.jsonb_build_object(
+            "messageIds",
+            sa.select(sa.func.jsonb_agg(aggregate_order_by(changed.c.id, changed.c.seq))).scalar_subquery(),
+            "status",
+            status.value,
+            "by",
+            "operator" if operator_id is not None else "visitor",
+            "operatorId",
+            str(operator_id) if operator_id is not None else sa.null(),
+            "at",
+            sa.literal(at, sa.DateTime(timezone=True)),
+        )
+        event = _conversation_event("message.receipt", session_id, data, sa.exists(sa.select(changed.c.id)))
+        result = await self._execute(sa.select(changed.c.id).add_cte(event.cte("receipt")).order_by(changed.c.seq))
+        return list(result.scalars()), at
+
+    async def record_typing(self, session_id: str, is_typing: bool) -> None:
+        """A ``visitor.typing`` event, to the conversation's team and assignee (the operator stream)."""
+        data = sa.func.jsonb_build_object("isTyping", is_typing)
+        await self._execute(_conversation_event("visitor.typing", session_id, data))
 
     async def get_messages(self, session_id: str, after: str | None = None, limit: int = 50) -> list[Message]:
         """Oldest first, at most ``limit``: after ``after``, else the latest ones (the widget's whole history).

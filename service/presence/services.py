@@ -1,6 +1,8 @@
 """Operator presence: online, away or offline, set explicitly or by heartbeat expiry, and what follows from it.
 
 ``away`` takes no new work (routing only picks ``online`` members) but keeps its conversations.
+A team whose first member comes online, or whose last online member leaves, gets a
+``team.availability`` event: the widgets of its visitors are told (``service/gateway/availability.py``).
 Going offline starts the operator's ``offline_grace`` timer; when it fires, each team's offline
 policy applies to the operator's conversations in that team (see ``service/flows/timeouts.py``).
 """
@@ -59,6 +61,23 @@ _NEXT_GRACE = sa.text(
 )
 
 
+# A team's availability (a member online, as routing sees it) changes one decision at a time: a
+# transaction-scoped lock per team, taken in key order after the operator's row, so two members going
+# offline at once cannot each see the other still online. Not the routing queue locks (those come
+# before operator rows).
+_LOCK_AVAILABILITY = sa.text(
+    "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended('availability:' || t, 0) AS k "
+    "FROM unnest(CAST(:ids AS text[])) AS t ORDER BY k) AS keys"
+)
+
+_OTHERS_ONLINE = sa.text(
+    """
+    SELECT DISTINCT m.team_id FROM team_member m JOIN operator o ON o.id = m.operator_id
+    WHERE m.team_id = ANY(CAST(:teams AS uuid[])) AND o.id <> :id AND o.status = 'online' AND o.deactivated_at IS NULL
+    """
+)
+
+
 async def _teams_of(conn: AsyncConnection, operator_id: uuid.UUID) -> list[uuid.UUID]:
     result = await conn.execute(
         sa.select(member_t.c.team_id).where(member_t.c.operator_id == operator_id).order_by(member_t.c.team_id)
@@ -83,6 +102,8 @@ async def set_presence(conn: AsyncConnection, operator_id: uuid.UUID, status: st
             operator_ids=[operator_id],
             data={"operatorId": str(operator_id), "status": status, "previous": change.previous, "reason": reason},
         )
+    if (status == "online") != (change.previous == "online"):
+        await _record_availability(conn, operator_id, teams, online=status == "online")
     if status == "offline":
         await schedule_grace(conn, operator_id, row.status_changed_at)
     elif change.previous == "offline":
@@ -90,6 +111,24 @@ async def set_presence(conn: AsyncConnection, operator_id: uuid.UUID, status: st
     if status == "online":
         return PresenceChange(**{**change.__dict__, "drain_teams": teams})
     return change
+
+
+async def _lock_availability(conn: AsyncConnection, team_ids: list[uuid.UUID]) -> None:
+    """Hold the teams' availability locks until commit (all of them at once, in key order)."""
+    if team_ids:
+        await conn.execute(_LOCK_AVAILABILITY, {"ids": [str(t) for t in team_ids]})
+
+
+async def _record_availability(
+    conn: AsyncConnection, operator_id: uuid.UUID, teams: list[uuid.UUID], *, online: bool
+) -> None:
+    """``team.availability`` for each of the operator's teams that now has its first member online, or none left."""
+    await _lock_availability(conn, teams)
+    others = set((await conn.execute(_OTHERS_ONLINE, {"teams": teams, "id": operator_id})).scalars())
+    for team_id in teams:
+        if team_id not in others:
+            data = {"teamId": str(team_id), "online": online}
+            await record_event(conn, "team.availability", team_id=team_id, data=data)
 
 
 async def schedule_grace(conn: AsyncConnection, operator_id: uuid.UUID, offline_since: datetime | None) -> bool:
@@ -137,6 +176,10 @@ async def expire_heartbeats(conn: AsyncConnection, timeout_seconds: float) -> li
         )
     ).scalars()
     expired = list(silent)
+    if expired:
+        # Their teams' availability locks at once, in key order, as a single operator's change takes them.
+        teams = await conn.scalars(sa.select(member_t.c.team_id).where(member_t.c.operator_id.in_(expired)))
+        await _lock_availability(conn, sorted(set(teams)))
     for operator_id in expired:
         await set_presence(conn, operator_id, "offline", reason="heartbeat_expired")
     return expired
@@ -154,8 +197,3 @@ async def current(conn: AsyncConnection, operator_id: uuid.UUID) -> PresenceChan
     if row is None:
         raise NotFound("Operator not found")
     return PresenceChange(row.status, row.status, row.status_changed_at, row.last_heartbeat_at)
-
-
-async def anyone_online(conn: AsyncConnection) -> bool:
-    """Whether any operator is online: what the widget shows as ``operatorOnline`` and its presence."""
-    return bool(await conn.scalar(sa.select(sa.exists().where(operator_t.c.status == "online"))))

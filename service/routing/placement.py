@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.tables import member_t, team_t
+from service.db.tables import conversation_t, member_t, team_t
 from service.db.transactions import RestartTransaction, careful
 from service.routing import sql
 from service.routing.policies import Candidate, Decision, Rule, Visit, decide, select_rule
@@ -60,16 +60,44 @@ class Target:
     excluded: tuple[uuid.UUID, ...] = ()
 
 
-async def select_team(conn: AsyncConnection, conv: Any) -> Target:
-    """First matching routing rule (which may raise priority and add skills), else the default team."""
+def _matching_rule(conv: Any) -> Rule | None:
+    """The first enabled rule that matches the conversation's visit (``conv`` read with the rules)."""
     rules = [
         Rule(uuid.UUID(r["teamId"]), r["conditions"] or {}, r["setPriority"], tuple(r["requiredSkills"]))
         for r in conv.rules or []
     ]
-    visit = Visit.from_session(conv.session_metadata, conv.identity, conv.user_phone_country)
-    rule = select_rule(rules, visit)
-    if rule is None:
-        return target_of(conv, conv.default_team_id or await default_team_id(conn))
+    return select_rule(rules, Visit.from_session(conv.session_metadata, conv.identity, conv.user_phone_country))
+
+
+async def choose_team(conn: AsyncConnection, conversation_id: str) -> None:
+    """Choose by the rules the team of a conversation routing has not placed yet (the widget connected, or identified).
+
+    Its welcome, availability and AI are then the visitor's, and routing places it in that team.
+    """
+    conv = await sql.selection(conn, conversation_id)
+    if conv is None or conv.team_id is not None:
+        return
+    rule = _matching_rule(conv)
+    chosen = rule.team_id if rule is not None else conv.default_team_id
+    if chosen != conv.selected_team_id:
+        await conn.execute(
+            sa.update(conversation_t)
+            .where(conversation_t.c.id == conversation_id, conversation_t.c.team_id.is_(None))
+            .values(selected_team_id=chosen)
+        )
+
+
+async def select_team(conn: AsyncConnection, conv: Any) -> Target:
+    """The team chosen at connect, else the first matching rule's, else the default team.
+
+    The matching rule may raise the priority and add skills. A team chosen at connect stands (the
+    visitor was greeted by it), even when the rules changed since; its rule's priority and skills
+    apply if the rules still lead there.
+    """
+    rule = _matching_rule(conv)
+    chosen = conv.selected_team_id
+    if rule is None or (chosen is not None and rule.team_id != chosen):
+        return target_of(conv, chosen or conv.default_team_id or await default_team_id(conn))
     priority = conv.priority if rule.set_priority is None else rule.set_priority
     skills = tuple(dict.fromkeys((*conv.required_skills, *rule.required_skills)))
     return Target(rule.team_id, priority, skills, tuple(conv.excluded_operators))

@@ -31,27 +31,40 @@ _TEAM_JSON = """(
     WHERE t.id = {team} GROUP BY t.id
 )"""
 
+# Every enabled routing rule, in the order they are tried, as one JSON array.
+_RULES_JSON = """(
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+        'teamId', r.team_id, 'conditions', r.conditions, 'setPriority', r.set_priority,
+        'requiredSkills', r.required_skills) ORDER BY r.position, r.created_at, r.id), '[]')
+    FROM routing_rule r WHERE r.enabled
+)"""
+
 # The conversation row, for one without a team yet the enabled rules in order and the default team,
-# and the members of its team (or of the default team), all in the same round trip. The members are
-# read in the snapshot taken before any wait for the row lock: only the fast path ranks with them,
-# where the assignment statement's capacity check decides, and queueing re-reads under the team lock.
+# and the members of its team (or of the team chosen at connect, or of the default team), all in the
+# same round trip. The members are read in the snapshot taken before any wait for the row lock: only
+# the fast path ranks with them, where the assignment statement's capacity check decides, and
+# queueing re-reads under the team lock.
 _LOCK_CONVERSATION = sa.text(
     """
-    SELECT c.id, c.status, c.team_id, c.assignee_id, c.routing_revision, c.priority, c.required_skills,
-           c.excluded_operators, c.session_metadata, c.identity, c.user_phone_country,
-           CASE WHEN c.team_id IS NULL THEN (
-               SELECT coalesce(jsonb_agg(jsonb_build_object(
-                   'teamId', r.team_id, 'conditions', r.conditions, 'setPriority', r.set_priority,
-                   'requiredSkills', r.required_skills) ORDER BY r.position, r.created_at, r.id), '[]')
-               FROM routing_rule r WHERE r.enabled
-           ) END AS rules,
+    SELECT c.id, c.status, c.team_id, c.selected_team_id, c.assignee_id, c.routing_revision, c.priority,
+           c.required_skills, c.excluded_operators, c.session_metadata, c.identity, c.user_phone_country,
+           CASE WHEN c.team_id IS NULL THEN """
+    + _RULES_JSON
+    + """ END AS rules,
            CASE WHEN c.team_id IS NULL THEN (SELECT t.id FROM team t WHERE t.is_default) END AS default_team_id,
     """
-    + _TEAM_JSON.format(team="coalesce(c.team_id, (SELECT d.id FROM team d WHERE d.is_default))")
+    + _TEAM_JSON.format(team="coalesce(c.team_id, c.selected_team_id, (SELECT d.id FROM team d WHERE d.is_default))")
     + """ AS team
     FROM conversation c WHERE c.id = :id FOR UPDATE OF c
     """
 ).columns(rules=JSONB, team=JSONB)
+
+# What choosing a team at connect reads: the conversation's team (if placed), its visit and the rules.
+_SELECTION = sa.text(
+    "SELECT c.team_id, c.selected_team_id, c.session_metadata, c.identity, c.user_phone_country, "
+    + _RULES_JSON
+    + " AS rules, (SELECT t.id FROM team t WHERE t.is_default) AS default_team_id FROM conversation c WHERE c.id = :id"
+).columns(rules=JSONB)
 
 _CANDIDATES = sa.text("SELECT " + _TEAM_JSON.format(team=":team_id") + " AS team").columns(team=JSONB)
 
@@ -175,6 +188,11 @@ _LOCK_TEAMS_SHARED = sa.text("SELECT pg_advisory_xact_lock_shared(k) FROM " + _T
 async def lock_conversation(conn: AsyncConnection, conversation_id: str) -> Any:
     """Lock the conversation row and read it with its routing context (``_LOCK_CONVERSATION``); None if missing."""
     return (await conn.execute(_LOCK_CONVERSATION, {"id": conversation_id})).first()
+
+
+async def selection(conn: AsyncConnection, conversation_id: str) -> Any:
+    """The conversation's routing inputs without a lock (``_SELECTION``); None if missing."""
+    return (await conn.execute(_SELECTION, {"id": conversation_id})).first()
 
 
 async def locked(conn: AsyncConnection, conversation_id: str) -> Any:

@@ -16,7 +16,6 @@ from service.auth.principal import Principal
 from service.crypto import decrypt_secret, encrypt_secret
 from service.db.tables import conversation_t, member_t, operator_t, team_t, thread_t
 from service.errors import Conflict, NotFound, field_conflict, field_invalid, unique_violation
-from service.gateway.hooks import Greeting
 from service.pagination import decode_cursor, page
 from service.teams.schemas import (
     BridgesPublic,
@@ -366,19 +365,3 @@ async def update_bridges(
     }
     await record_audit(conn, actor.operator_id, "team.bridges_updated", "team", team_id, audit)
     return public_bridges(merged)
-
-
-# The conversation's team, or the default team's before routing has placed it; the assignee while assigned.
-_GREETING = sa.text(
-    "SELECT (SELECT t.welcome_message FROM team t "
-    "        LEFT JOIN conversation c ON c.team_id = t.id AND c.id = :id "
-    "        WHERE c.id IS NOT NULL OR t.is_default ORDER BY (c.id IS NULL) LIMIT 1) AS welcome, "
-    "       (SELECT o.display_name FROM conversation c JOIN operator o ON o.id = c.assignee_id "
-    "        WHERE c.id = :id AND c.status = 'assigned') AS operator_name"
-)
-
-
-async def greeting(conn: AsyncConnection, conversation_id: str) -> Greeting:
-    """What the widget shows a visitor on connect: the team's welcome message and the assignee's display name."""
-    row = (await conn.execute(_GREETING, {"id": conversation_id})).one()
-    return Greeting(welcome=row.welcome, operator_name=row.operator_name)

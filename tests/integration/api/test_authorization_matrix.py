@@ -310,6 +310,8 @@ ROWS: dict[str, Row] = {
     ),
     "GET /api/v1/conversations/{conversation_id}/notes": Row(member(200)),
     "POST /api/v1/conversations/{conversation_id}/notes": Row(member(201), body={"body": "@lena have a look"}),
+    "POST /api/v1/conversations/{conversation_id}/typing": Row(member(204), body={"isTyping": True}),
+    "POST /api/v1/conversations/{conversation_id}/read": Row(member(200)),
     # teams
     "GET /api/v1/teams": Row(signed_in(200)),
     "POST /api/v1/teams": Row(admin_only(201), body=lambda world, caller: {"name": f"new-{caller}"}),
