@@ -517,7 +517,8 @@ async def mismatches(api: RunningApi, world: World, rows: dict[str, tuple[Row, E
                 response = await call(http, world, key, row, caller)
             expected = getattr(expect, caller)
             if response.status_code != expected:
-                found.append(f"{key} as {caller}: expected {expected}, got {response.status_code} {response.text}")
+                body = "(stream)" if row.streams else response.text  # a closed stream has no body to read
+                found.append(f"{key} as {caller}: expected {expected}, got {response.status_code} {body}")
     return found
 
 
