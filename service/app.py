@@ -14,7 +14,7 @@ from litestar.template.config import TemplateConfig
 
 from service.ai.controllers import AiController
 from service.analytics.controllers import AnalyticsController
-from service.auth.controllers import AuthController, TokenController
+from service.auth.controllers import AuthController, OAuthController, TokenController, authorization_server_metadata
 from service.auth.deps import provide_principal
 from service.auth.oidc import OidcClient
 from service.bridges.controllers import BridgeLinkController, BridgeWebhookController
@@ -88,6 +88,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ConversationController,
             TeamController,
             AuthController,
+            OAuthController,
+            authorization_server_metadata,
             TokenController,
             CannedResponseController,
             OperatorController,

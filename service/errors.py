@@ -35,6 +35,14 @@ class Invalid(DomainError):
     """The input itself is wrong (a bad cursor, a value out of range)."""
 
 
+class OAuthRefused(Invalid):
+    """An OAuth 2.0 token or revocation request refused (RFC 6749 section 5.2): 400 with its ``error`` code."""
+
+    def __init__(self, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.error = error
+
+
 class Unavailable(DomainError):
     """A dependency the request needs is not there right now."""
 

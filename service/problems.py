@@ -11,7 +11,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from sqlalchemy.exc import DBAPIError
 
-from service.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable, Unprocessable
+from service.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, OAuthRefused, Unavailable, Unprocessable
 
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -87,7 +87,10 @@ def domain_status(exc: DomainError) -> int:
 
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
     """A service's refusal as problem details, with the field it names under ``errors``."""
-    extra = {"errors": [{"field": exc.field, "message": exc.message}]} if exc.field else {}
+    extra: dict[str, Any] = {"errors": [{"field": exc.field, "message": exc.message}]} if exc.field else {}
+    if isinstance(exc, OAuthRefused):
+        # OAuth clients read these two members (RFC 6749 section 5.2); they sit beside the problem's own.
+        extra |= {"error": exc.error, "error_description": exc.detail}
     return _problem(request, domain_status(exc), exc.detail, **extra)
 
 

@@ -63,6 +63,17 @@ class Settings(BaseSettings):
     # IdP group -> {"team": name, "role": "lead"|"operator"} or {"admin": true}; see docs/authentication.md.
     oidc_group_map: dict[str, GroupGrant] = Field(default_factory=dict)
     session_ttl_seconds: int = Field(12 * 3600, ge=60, description="Browser sessions end this long after sign-in.")
+    # Native apps signing in through Switchboard's own OAuth endpoints (/oauth/*); see docs/authentication.md.
+    native_client_ids: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated client ids of the registered native apps (public clients)."
+    )
+    native_redirect_schemes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Private-use URI schemes (e.g. com.example.app) apps may be redirected to."
+    )
+    native_access_token_ttl_seconds: int = Field(900, ge=60, description="Lifetime of a native app's access token.")
+    native_refresh_token_ttl_seconds: int = Field(
+        30 * 86400, ge=300, description="A refresh token unused this long expires (each refresh issues a new one)."
+    )
     # Routes marked admin answer 403 to clients outside these networks; empty means anywhere.
     admin_allowed_cidrs: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(default_factory=list)
 
@@ -143,7 +154,9 @@ class Settings(BaseSettings):
             raise ValueError(f"is required when AI_PROVIDER={provider}")
         return value
 
-    @field_validator("widget_origins", "admin_allowed_cidrs", mode="before")
+    @field_validator(
+        "widget_origins", "admin_allowed_cidrs", "native_client_ids", "native_redirect_schemes", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -1,4 +1,4 @@
-"""Sign-in and sign-out through the IdP (``/auth``), and personal access tokens (``/api/v1/me/tokens``)."""
+"""Sign-in and sign-out through the IdP (``/auth``), native apps' OAuth endpoints (``/oauth``), personal tokens."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import structlog
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, PermissionDeniedException, ServiceUnavailableException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Redirect
 
+from service.auth import native
 from service.auth import services as tokens
 from service.auth.oidc import OidcClient, OidcError
 from service.auth.principal import Principal
@@ -35,6 +36,7 @@ from service.auth.sessions import (
     take_login,
 )
 from service.deps import engine
+from service.errors import OAuthRefused
 from service.queue import enqueue_drain
 from service.settings import Settings
 
@@ -63,8 +65,22 @@ def _local_path(value: str | None) -> str:
     return "/"
 
 
-def _expired(name: str, settings: Settings) -> Cookie:
-    return Cookie(key=name, value="", max_age=0, **cookie_options(settings))
+def _expired(name: str, settings: Settings, path: str = "/") -> Cookie:
+    return Cookie(key=name, value="", max_age=0, **cookie_options(settings) | {"path": path})
+
+
+async def _to_identity_provider(request: Request[Any, Any, Any], keep: dict[str, str]) -> Redirect:
+    """Start the IdP sign-in: its state, nonce and PKCE verifier, with ``keep``, in Redis behind the login cookie."""
+    settings = _settings(request)
+    try:
+        url, login = await _oidc(request).authorization_url(_callback_url(settings))
+    except OidcError as exc:
+        raise ServiceUnavailableException(str(exc)) from exc
+    cookie = await start_login(request.app.state.redis, settings, {**login, **keep})
+    options = cookie_options(settings) | {"path": "/auth"}
+    return Redirect(
+        url, status_code=302, cookies=[Cookie(key=LOGIN_COOKIE, value=cookie, max_age=LOGIN_TTL, **options)]
+    )
 
 
 class AuthController(Controller):
@@ -82,16 +98,7 @@ class AuthController(Controller):
         ] = None,
     ) -> Redirect:
         """Redirects to the IdP; the state, nonce and PKCE verifier stay server-side, bound to this browser."""
-        settings = _settings(request)
-        try:
-            url, login = await _oidc(request).authorization_url(_callback_url(settings))
-        except OidcError as exc:
-            raise ServiceUnavailableException(str(exc)) from exc
-        cookie = await start_login(request.app.state.redis, settings, {**login, "returnTo": _local_path(return_to)})
-        options = cookie_options(settings) | {"path": "/auth"}
-        return Redirect(
-            url, status_code=302, cookies=[Cookie(key=LOGIN_COOKIE, value=cookie, max_age=LOGIN_TTL, **options)]
-        )
+        return await _to_identity_provider(request, {"returnTo": _local_path(return_to)})
 
     @get("/callback", operation_id="signInCallback", summary="Where the identity provider sends the browser back")
     async def callback(
@@ -131,6 +138,12 @@ class AuthController(Controller):
         for team_id in joined:
             # A new member may take conversations waiting in the team's queue.
             await enqueue_drain(redis, team_id, "membership")
+        if "oauth" in login:
+            # A native app's sign-in (/oauth/authorize): the app gets a code, the browser no session.
+            app_request = native.AuthorizationRequest.loads(login["oauth"])
+            target = await native.issue_code(redis, settings, app_request, operator_id)
+            log.info("native app signed in", operator_id=str(operator_id), client_id=app_request.client_id)
+            return Redirect(target, status_code=303, cookies=[_expired(LOGIN_COOKIE, settings, path="/auth")])
         session, csrf = await create_session(redis, settings, operator_id, tokens["id_token"])
         log.info("signed in", operator_id=str(operator_id))
         options = cookie_options(settings)
@@ -210,3 +223,87 @@ class TokenController(Controller):
         """It stops working at once; someone else's token, or one already revoked, is 404."""
         async with engine(request).begin() as conn:
             await tokens.revoke_token(conn, principal.operator_id, token_id)
+
+
+# Token responses must not be cached (RFC 6749 section 5.1).
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The urlencoded body OAuth clients send; anything else reads as an empty form (400 invalid_request)."""
+    if request.content_type[0] != "application/x-www-form-urlencoded":
+        return {}
+    return {key: value for key, value in (await request.form()).items() if isinstance(value, str)}
+
+
+class OAuthController(Controller):
+    """Switchboard as the OAuth 2.0 authorization server of native apps (RFC 8252): public clients with PKCE."""
+
+    path = "/oauth"
+    tags = ["Authentication"]
+
+    @get("/authorize", operation_id="oauthAuthorize", summary="A native app starts signing in (RFC 8252, PKCE)")
+    async def authorize(
+        self,
+        request: Request[Any, Any, Any],
+        client_id: FromQuery[str | None] = None,
+        redirect_uri: FromQuery[str | None] = None,
+        response_type: FromQuery[str | None] = None,
+        code_challenge: FromQuery[str | None] = None,
+        code_challenge_method: FromQuery[str | None] = None,
+        requested_scope: Annotated[str | None, QueryParameter(name="scope")] = None,
+        oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
+    ) -> Redirect:
+        """Sends the browser through the IdP sign-in, then to ``redirect_uri`` with a one-time ``code``.
+
+        A wrong ``client_id`` or ``redirect_uri`` is a 400 here (never a redirect there); other mistakes
+        go back to the app as ``error`` and ``error_description`` (RFC 6749 section 4.1.2.1).
+        """
+        params = {
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "response_type": response_type,
+            "code_challenge": code_challenge,
+            "code_challenge_method": code_challenge_method,
+            "scope": requested_scope,
+            "state": oauth_state,
+        }
+        try:
+            app_request = native.authorization_request(_settings(request), params)
+        except OAuthRefused as exc:
+            target = native.redirect_with(
+                redirect_uri or "", oauth_state, error=exc.error, error_description=exc.detail
+            )
+            return Redirect(target, status_code=302)
+        return await _to_identity_provider(request, {"returnTo": "/", "oauth": app_request.dumps()})
+
+    @post("/token", operation_id="oauthToken", summary="Exchange a code or a refresh token (form-encoded)")
+    async def token(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        """``grant_type=authorization_code`` (code, redirect_uri, client_id, code_verifier) or
+        ``grant_type=refresh_token`` (refresh_token, client_id). Refusals are 400 with ``error``."""
+        form = await _form(request)
+        settings = _settings(request)
+        if form.get("grant_type") == "authorization_code":
+            tokens_ = await native.exchange_code(engine(request), request.app.state.redis, settings, form)
+        elif form.get("grant_type") == "refresh_token":
+            tokens_ = await native.refresh(engine(request), settings, form)
+        else:
+            raise OAuthRefused("unsupported_grant_type", "grant_type must be authorization_code or refresh_token")
+        return Response(tokens_, status_code=200, headers=NO_STORE)
+
+    @post("/revoke", operation_id="oauthRevoke", summary="Sign a native app out: revoke a token (RFC 7009)")
+    async def revoke(self, request: Request[Any, Any, Any]) -> Response[None]:
+        """``token`` (access or refresh) and ``client_id``: every token of that sign-in stops working. 200
+        also for a token that is unknown or already revoked, as RFC 7009 asks."""
+        await native.revoke(engine(request), _settings(request), await _form(request))
+        return Response(None, status_code=200, headers=NO_STORE)
+
+
+@get(
+    "/.well-known/oauth-authorization-server",
+    operation_id="oauthServerMetadata",
+    summary="Authorization server metadata for native apps (RFC 8414)",
+    tags=["Authentication"],
+)
+async def authorization_server_metadata(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return native.server_metadata(_settings(request))

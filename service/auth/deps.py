@@ -9,18 +9,25 @@ import structlog
 from litestar import Request
 from litestar.exceptions import NotAuthorizedException
 
+from service.auth.native import ACCESS_PREFIX, principal_from_access_token
 from service.auth.oidc import OidcClient, OidcError
-from service.auth.principal import TOKEN_PREFIX, Principal
+from service.auth.principal import TOKEN_PREFIX, CredentialRefused, Principal
 from service.auth.services import load_principal, principal_from_personal_token, principal_of_subject
 from service.auth.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches, load_session
 from service.errors import Forbidden
 
 log = structlog.get_logger(__name__)
 
-# Personal access token scopes: reading, changing, and administration (operators, all teams).
-SCOPES = ("read", "write", "admin")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="switchboard"'}
+REALM = 'Bearer realm="switchboard"'
+UNAUTHORIZED_HEADERS = {"WWW-Authenticate": REALM}
+
+
+def token_refused(reason: str) -> NotAuthorizedException:
+    """401 naming why (RFC 6750 section 3): in the problem's detail and in ``WWW-Authenticate``."""
+    description = reason.replace("\\", "/").replace('"', "'")
+    header = f'{REALM}, error="invalid_token", error_description="{description}"'
+    return NotAuthorizedException(f"The bearer token was refused: {reason}", headers={"WWW-Authenticate": header})
 
 
 def check_token_scope(request: Request[Any, Any, Any], principal: Principal) -> None:
@@ -35,18 +42,27 @@ def check_token_scope(request: Request[Any, Any, Any], principal: Principal) -> 
             raise Forbidden(f"This token lacks the '{scope}' scope")
 
 
-async def principal_from_jwt(request: Request[Any, Any, Any], token: str) -> Principal | None:
-    """An access token JWT the IdP signed for this api; its subject must have signed in once in a browser."""
+async def principal_from_jwt(request: Request[Any, Any, Any], token: str) -> Principal:
+    """An access token JWT the IdP signed for this api; its subject must have signed in to Switchboard once."""
     oidc: OidcClient | None = request.app.state.oidc
-    if oidc is None:
-        return None
+    if oidc is None or token.count(".") != 2:
+        raise CredentialRefused(
+            "malformed: not a Switchboard token (sba_, sbp_) nor a JWT; the identity provider's opaque access "
+            "tokens are not accepted: sign in through /oauth/authorize"
+        )
     try:
         claims = await oidc.verify(token)
     except OidcError as exc:
         log.info("bearer JWT rejected", reason=str(exc))
-        return None
+        raise CredentialRefused(str(exc)) from exc
     async with request.app.state.engine.connect() as conn:
-        return await principal_of_subject(conn, claims["sub"], "jwt")
+        principal = await principal_of_subject(conn, claims["sub"], "jwt")
+    if principal is None:
+        raise CredentialRefused(
+            f"unknown user: '{claims['sub']}' has never signed in to Switchboard (or was deactivated); "
+            "sign in once through /oauth/authorize or /auth/login"
+        )
+    return principal
 
 
 async def principal_from_session(request: Request[Any, Any, Any], cookie: str) -> Principal | None:
@@ -74,8 +90,24 @@ def check_admin_network(request: Request[Any, Any, Any]) -> None:
         raise Forbidden("Administration is not allowed from this network")
 
 
+async def _bearer(request: Request[Any, Any, Any], credential: str) -> Principal:
+    """A native app's access token, a personal access token, or an IdP JWT; 401 saying why when refused."""
+    engine = request.app.state.engine
+    try:
+        if credential.startswith(ACCESS_PREFIX):
+            return await principal_from_access_token(engine, credential)
+        if credential.startswith(TOKEN_PREFIX):
+            principal = await principal_from_personal_token(engine, credential)
+            if principal is None:
+                raise CredentialRefused("unknown, revoked or expired personal access token")
+            return principal
+        return await principal_from_jwt(request, credential)
+    except CredentialRefused as exc:
+        raise token_refused(str(exc)) from None
+
+
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
-    """The caller, from ``Authorization: Bearer`` (personal access token or IdP JWT) or else the session cookie.
+    """The caller, from ``Authorization: Bearer`` (app or personal access token, IdP JWT) or else the session cookie.
 
     401 when there is no valid credential. A bearer header wins: the cookie is not consulted then,
     so programs are never subject to CSRF checks and browsers always are.
@@ -86,10 +118,8 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     credential = credential.strip()
     principal: Principal | None = None
     if header:
-        if scheme.lower() == "bearer" and credential.startswith(TOKEN_PREFIX):
-            principal = await principal_from_personal_token(request.app.state.engine, credential)
-        elif scheme.lower() == "bearer" and credential:
-            principal = await principal_from_jwt(request, credential)
+        if scheme.lower() == "bearer" and credential:
+            principal = await _bearer(request, credential)
     elif cookie := request.cookies.get(SESSION_COOKIE):
         principal = await principal_from_session(request, cookie)
     if principal is None:

@@ -10,7 +10,14 @@ import httpx2
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 from joserfc import jwt
-from joserfc.errors import InvalidKeyIdError, JoseError
+from joserfc.errors import (
+    BadSignatureError,
+    DecodeError,
+    ExpiredTokenError,
+    InvalidClaimError,
+    InvalidKeyIdError,
+    JoseError,
+)
 from joserfc.jwk import KeySet
 
 from service.settings import Settings
@@ -121,6 +128,7 @@ class OidcClient:
         id_tokens are checked against the client id; bearer access tokens against ``OIDC_AUDIENCE``.
         """
         metadata = await self.metadata()
+        audience = self.client_id if nonce is not None else self.audience
         try:
             try:
                 decoded = jwt.decode(token, await self.keys(), algorithms=SIGNING_ALGORITHMS)
@@ -129,7 +137,7 @@ class OidcClient:
                 decoded = jwt.decode(token, await self.keys(refresh=True), algorithms=SIGNING_ALGORITHMS)
             expected: dict[str, Any] = {
                 "iss": {"essential": True, "value": metadata["issuer"]},
-                "aud": {"essential": True, "values": [self.client_id if nonce is not None else self.audience]},
+                "aud": {"essential": True, "values": [audience]},
                 "exp": {"essential": True},
                 "sub": {"essential": True},
             }
@@ -137,7 +145,24 @@ class OidcClient:
                 expected["nonce"] = {"essential": True, "value": nonce}
             jwt.JWTClaimsRegistry(leeway=CLOCK_LEEWAY, **expected).validate(decoded.claims)
         except JoseError as exc:
-            raise OidcError(f"the token was rejected: {exc.error}: {exc.description or ''}".rstrip(": ")) from exc
+            why = f"the token was rejected: {exc.error}: {exc.description or ''}".rstrip(": ")
+            kind = _kind_of(exc)
+            if kind == "wrong audience":
+                why += f" (Switchboard expects '{audience}', OIDC_AUDIENCE)"
+            raise OidcError(f"{kind}: {why}") from exc
         except ValueError as exc:
-            raise OidcError("the token is not a well-formed JWT") from exc
+            raise OidcError("malformed: the token is not a well-formed JWT") from exc
         return decoded.claims
+
+
+def _kind_of(exc: JoseError) -> str:
+    """The first word of a refusal, as bearer callers read it (``WWW-Authenticate`` error_description)."""
+    if isinstance(exc, ExpiredTokenError):
+        return "expired"
+    if isinstance(exc, InvalidClaimError) and "'aud'" in str(exc.description):
+        return "wrong audience"
+    if isinstance(exc, BadSignatureError):
+        return "bad signature"
+    if isinstance(exc, DecodeError):
+        return "malformed"
+    return "invalid"

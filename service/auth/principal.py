@@ -11,6 +11,12 @@ from typing import Literal
 from service.errors import Forbidden, NotFound
 
 TOKEN_PREFIX = "sbp_"
+# What a token may be limited to: reading, changing, and administration (operators, all teams).
+TOKEN_SCOPES = ("read", "write", "admin")
+
+
+class CredentialRefused(Exception):
+    """A bearer token was refused; the message says why (safe to show: 'expired: ...', 'revoked: ...')."""
 
 
 @dataclass(frozen=True)
@@ -22,8 +28,8 @@ class Principal:
     is_admin: bool
     # team id -> "lead" | "operator"
     teams: dict[uuid.UUID, str] = field(default_factory=dict)
-    via: Literal["session", "jwt", "token", "bridge"] = "session"
-    # A personal access token's scopes; None means everything the operator may do (session, JWT).
+    via: Literal["session", "jwt", "token", "oauth", "bridge"] = "session"
+    # A token's scopes (personal access token, native app); None means everything the operator may do (session, JWT).
     scopes: frozenset[str] | None = None
 
     def is_member(self, team_id: uuid.UUID | None) -> bool:

@@ -485,3 +485,37 @@ class BridgeThread(SQLModel, table=True):
     platform: str = Field(primary_key=True)
     thread_ref: str
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+OAUTH_TOKEN_KINDS = ("access", "refresh")
+
+
+class OAuthGrant(SQLModel, table=True):
+    """One native-app sign-in (a refresh-token family): revoking it ends every token it issued."""
+
+    __tablename__ = "oauth_grant"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    operator_id: uuid.UUID = Field(foreign_key="operator.id", ondelete="CASCADE", index=True)
+    client_id: str
+    scopes: list[str] = Field(default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"})
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+    revoked_at: datetime | None = Field(default=None, sa_type=TZ)
+    # Why it was revoked: 'revoked' (RFC 7009) or 'reuse' (a rotated refresh token came back).
+    revoked_reason: str | None = None
+
+
+class OAuthToken(SQLModel, table=True):
+    """An access or refresh token of a grant; only its SHA-256 is stored."""
+
+    __tablename__ = "oauth_token"
+    __table_args__ = (sa.CheckConstraint(_in("kind", OAUTH_TOKEN_KINDS), name="kind"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    grant_id: uuid.UUID = Field(foreign_key="oauth_grant.id", ondelete="CASCADE", index=True)
+    kind: str
+    token_hash: str = Field(unique=True)
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+    expires_at: datetime = Field(sa_type=TZ)
+    # A refresh token is used once: this is set when it is exchanged for the next one.
+    rotated_at: datetime | None = Field(default=None, sa_type=TZ)
