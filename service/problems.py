@@ -90,7 +90,9 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> R
     extra: dict[str, Any] = {"errors": [{"field": exc.field, "message": exc.message}]} if exc.field else {}
     if isinstance(exc, OAuthRefused):
         # OAuth clients read these two members (RFC 6749 section 5.2); they sit beside the problem's own.
-        extra |= {"error": exc.error, "error_description": exc.detail}
+        response = _problem(request, 400, exc.detail, **extra, error=exc.error, error_description=exc.detail)
+        response.headers.update({"Cache-Control": "no-store", "Pragma": "no-cache"})
+        return response
     return _problem(request, domain_status(exc), exc.detail, **extra)
 
 

@@ -54,7 +54,7 @@ async def principal_from_jwt(request: Request[Any, Any, Any], token: str) -> Pri
         claims = await oidc.verify(token)
     except OidcError as exc:
         log.info("bearer JWT rejected", reason=str(exc))
-        raise CredentialRefused(str(exc)) from exc
+        raise CredentialRefused(f"{exc.kind}: {exc}") from exc
     async with request.app.state.engine.connect() as conn:
         principal = await principal_of_subject(conn, claims["sub"], "jwt")
     if principal is None:

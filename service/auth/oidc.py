@@ -31,7 +31,11 @@ SIGNING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES2
 
 
 class OidcError(Exception):
-    """Sign-in or a bearer JWT failed; the message says why (safe to show)."""
+    """Sign-in or a bearer JWT failed; the message says why (safe to show), ``kind`` in a word or two."""
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class OidcClient:
@@ -149,9 +153,9 @@ class OidcClient:
             kind = _kind_of(exc)
             if kind == "wrong audience":
                 why += f" (Switchboard expects '{audience}', OIDC_AUDIENCE)"
-            raise OidcError(f"{kind}: {why}") from exc
+            raise OidcError(why, kind) from exc
         except ValueError as exc:
-            raise OidcError("malformed: the token is not a well-formed JWT") from exc
+            raise OidcError("the token is not a well-formed JWT", "malformed") from exc
         return decoded.claims
 
 

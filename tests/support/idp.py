@@ -106,13 +106,17 @@ class Browser:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    async def open(self, url: str) -> httpx.Response:
-        """Visit ``url`` and go where it leads; returns the first page without a form (or an error page)."""
+    async def open(self, url: str, until: str | None = None) -> httpx.Response:
+        """Visit ``url`` and go where it leads; returns the first page without a form (or an error page),
+        or the redirect to a URL starting with ``until``."""
         response = await self.http.get(url)
         for _ in range(20):
             self.visited.append(str(response.url))
             if response.is_redirect:
-                response = await self.http.get(urljoin(str(response.url), response.headers["location"]))
+                location = urljoin(str(response.url), response.headers["location"])
+                if until is not None and location.startswith(until):
+                    return response
+                response = await self.http.get(location)
                 continue
             forms = forms_of(response.text) if response.status_code == 200 else []
             if not forms:
@@ -170,6 +174,7 @@ class NativeApp:
 
     api_url: str
     client_id: str
+    scope: str | None = None
     http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=10))
 
     async def aclose(self) -> None:
@@ -182,6 +187,16 @@ class NativeApp:
 
     async def sign_in(self, login: str) -> dict[str, Any]:
         """The whole RFC 8252 flow; returns the token response."""
+        code, redirect_uri, verifier = await self.authorize(login)
+        return await self.token(
+            grant_type="authorization_code", code=code, redirect_uri=redirect_uri, code_verifier=verifier
+        )
+
+    async def authorize(self, login: str) -> tuple[str, str, str]:
+        """Open the system browser at the authorization endpoint; the loopback socket receives the code.
+
+        Returns (code, redirect_uri, PKCE verifier), ready for the token request.
+        """
         metadata = await self.metadata()
         verifier, challenge = pkce_pair()
         state = secrets.token_urlsafe(16)
@@ -193,6 +208,7 @@ class NativeApp:
                 "code_challenge": challenge,
                 "code_challenge_method": "S256",
                 "state": state,
+                **({"scope": self.scope} if self.scope else {}),
             }
             browser = Browser(login)
             try:
@@ -202,12 +218,7 @@ class NativeApp:
             assert page.text == "Signed in. You can return to the app.", (page.status_code, page.text)
             received = await asyncio.wait_for(loopback.received, 10)
         assert received["state"] == state
-        return await self.token(
-            grant_type="authorization_code",
-            code=received["code"],
-            redirect_uri=loopback.redirect_uri,
-            code_verifier=verifier,
-        )
+        return received["code"], loopback.redirect_uri, verifier
 
     async def token(self, **form: str) -> dict[str, Any]:
         response = await self.token_response(**form)
@@ -219,3 +230,40 @@ class NativeApp:
 
     async def get(self, path: str, access_token: str) -> httpx.Response:
         return await self.http.get(f"{self.api_url}{path}", headers={"Authorization": f"Bearer {access_token}"})
+
+
+async def idp_tokens(issuer: str, client_id: str, secret: str, redirect_uri: str, login: str) -> dict[str, Any]:
+    """Tokens the IdP itself issues to one of its clients for ``login`` (its opaque access token, its id_token)."""
+    verifier, challenge = pkce_pair()
+    async with httpx.AsyncClient(timeout=10) as http:
+        metadata = (await http.get(f"{issuer}/.well-known/openid-configuration")).json()
+        query = {
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "scope": "openid email profile groups",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "state": "s",
+            "nonce": "n",
+        }
+        browser = Browser(login)
+        try:
+            redirect = await browser.open(
+                f"{metadata['authorization_endpoint']}?{urlencode(query)}", until=redirect_uri
+            )
+        finally:
+            await browser.aclose()
+        code = parse_qs(urlsplit(redirect.headers["location"]).query)["code"][0]
+        response = await http.post(
+            metadata["token_endpoint"],
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": redirect_uri,
+                "code_verifier": verifier,
+            },
+            auth=(client_id, secret),
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
