@@ -8,6 +8,8 @@ from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import (
     Components,
+    OAuthFlow,
+    OAuthFlows,
     OpenAPIMediaType,
     OpenAPIResponse,
     Reference,
@@ -24,8 +26,21 @@ from service.auth.sessions import SESSION_COOKIE
 from service.problems import PROBLEM_JSON
 
 API_PREFIX = "/api/v1/"
-# Either credential is enough: a bearer token (personal access token or IdP JWT) or the browser session.
-API_SECURITY: list[SecurityRequirement] = [{"bearer": []}, {"session": []}]
+# Any one credential is enough: a bearer token (personal access token or IdP JWT), a native app's
+# OAuth access token (read for safe methods, write for the rest), or the browser session.
+API_SECURITY: list[SecurityRequirement] = [{"bearer": []}, {"nativeApp": ["read"]}, {"session": []}]
+WRITE_SECURITY: list[SecurityRequirement] = [{"bearer": []}, {"nativeApp": ["write"]}, {"session": []}]
+# Relative to the server, as OpenAPI 3.1 allows: the same document serves every deployment.
+NATIVE_APP_FLOW = OAuthFlow(
+    authorization_url="/oauth/authorize",
+    token_url="/oauth/token",
+    refresh_url="/oauth/token",
+    scopes={
+        "read": "Read what the operator may see (safe methods)",
+        "write": "Change things (every other method)",
+        "admin": "Administration routes, for administrators",
+    },
+)
 
 _PROBLEM = Schema(
     type=OpenAPIType.OBJECT,
@@ -72,7 +87,8 @@ def openapi_config(version: str) -> OpenAPIConfig:
         path="/schema",
         description=(
             "Team routing for PocketPing. Operator endpoints live under /api/v1 and take a bearer token "
-            "(a personal access token `sbp_...` or the identity provider's JWT) or the browser session cookie. "
+            "(a native app's access token `sba_...` from /oauth/token, a personal access token `sbp_...` or the "
+            "identity provider's JWT) or the browser session cookie. "
             "Errors are RFC 9457 problem details (application/problem+json). Lists use cursor pagination: "
             "pass `nextCursor` back as `cursor` until it is null."
         ),
@@ -83,6 +99,15 @@ def openapi_config(version: str) -> OpenAPIConfig:
                     scheme="bearer",
                     bearer_format="sbp_ personal access token, or JWT",
                     description="A personal access token (created at /api/v1/me/tokens) or the IdP's access token",
+                ),
+                "nativeApp": SecurityScheme(
+                    type="oauth2",
+                    description=(
+                        "Native and mobile apps (RFC 8252): a public client with PKCE S256 and a loopback or "
+                        "custom-scheme redirect; Switchboard signs the person in at the identity provider. "
+                        "Metadata: /.well-known/oauth-authorization-server"
+                    ),
+                    flows=OAuthFlows(authorization_code=NATIVE_APP_FLOW),
                 ),
                 "session": SecurityScheme(
                     type="apiKey",
@@ -97,7 +122,10 @@ def openapi_config(version: str) -> OpenAPIConfig:
             Tag(name="Conversations", description="Inbox, search, history, replies and internal notes"),
             Tag(name="Routing", description="Claim, transfer, close, reopen, and why routing decided"),
             Tag(name="Me", description="The signed-in operator and their personal access tokens"),
-            Tag(name="Authentication", description="Browser sign-in and sign-out through the identity provider"),
+            Tag(
+                name="Authentication",
+                description="Browser sign-in and sign-out through the identity provider; native apps' OAuth endpoints",
+            ),
             Tag(name="Teams", description="Team settings, members, routing rules and bridge settings"),
             Tag(name="Canned responses", description="Reusable replies with placeholders, and their rendering"),
             Tag(name="Operators", description="Operator administration (admins)"),
@@ -150,7 +178,7 @@ def finish_openapi(app: Litestar) -> None:
                 responses["400"] = _problem_response(_PROBLEMS["400"])
             if not path.startswith(API_PREFIX):
                 continue
-            operation.security = operation.security or API_SECURITY
+            operation.security = operation.security or (API_SECURITY if method == "get" else WRITE_SECURITY)
             for status, description in _PROBLEMS.items():
                 if (status == "404" and "{" not in path) or (status in ("409", "422") and method == "get"):
                     continue

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.auth.principal import new_personal_token
+from service.auth.principal import hash_token, new_personal_token
 from service.db.models import ApiToken, Operator, Team, TeamMember
+from service.db.tables import oauth_grant_t, oauth_token_t
 
 
 async def make_operator(engine: AsyncEngine, name: str = "Ada", **values: Any) -> uuid.UUID:
@@ -54,6 +56,26 @@ async def personal_token(
         await conn.execute(
             sa.insert(ApiToken.__table__).values(  # type: ignore[attr-defined]
                 operator_id=operator_id, name="test", token_hash=digest, prefix=prefix, scopes=list(scopes), **values
+            )
+        )
+    return secret
+
+
+async def app_access_token(engine: AsyncEngine, operator_id: uuid.UUID, client_id: str = "switchboard-mobile") -> str:
+    """A native app's access token (as /oauth/token issues them) for the operator, with every scope."""
+    secret = "sba_" + uuid.uuid4().hex
+    async with engine.begin() as conn:
+        grant_id = await conn.scalar(
+            sa.insert(oauth_grant_t)
+            .values(operator_id=operator_id, client_id=client_id, scopes=["admin", "read", "write"])
+            .returning(oauth_grant_t.c.id)
+        )
+        await conn.execute(
+            sa.insert(oauth_token_t).values(
+                grant_id=grant_id,
+                kind="access",
+                token_hash=hash_token(secret),
+                expires_at=datetime.now(UTC) + timedelta(minutes=15),
             )
         )
     return secret

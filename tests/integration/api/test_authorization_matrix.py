@@ -32,8 +32,9 @@ from service.auth.sessions import CSRF_HEADER, create_session
 from service.db.models import ApiToken, BridgeLink, CannedResponse, Message, WebhookEndpoint
 from service.settings import Settings
 from tests.conftest import SECRET, RunningApi, run_api
-from tests.factories import add_member, bearer, make_operator, make_team, personal_token
+from tests.factories import add_member, app_access_token, bearer, make_operator, make_team, personal_token
 from tests.support.bridges import bridge_settings
+from tests.support.idp import pkce_pair
 from tests.support.oidc import idp_tokens, oidc_settings
 from tests.support.routing import make_conversation
 
@@ -265,7 +266,25 @@ PARAMS: dict[str, Param] = {
     "link_id": own_bridge_link,
 }
 
+NATIVE_APP = "switchboard-mobile"
+_, CHALLENGE = pkce_pair()
+
 ROWS: dict[str, Row] = {
+    # Native-app sign-in (Switchboard as the app's OAuth server): public by design, credentials play no part.
+    # /oauth/authorize sends everyone on to the IdP; /oauth/token and /oauth/revoke refuse a body that is no form.
+    "GET /.well-known/oauth-authorization-server": Row(everyone(200)),
+    "GET /oauth/authorize": Row(
+        everyone(302),
+        query={
+            "response_type": "code",
+            "client_id": NATIVE_APP,
+            "redirect_uri": "http://127.0.0.1:49152/callback",
+            "code_challenge": CHALLENGE,
+            "code_challenge_method": "S256",
+        },
+    ),
+    "POST /oauth/token": Row(everyone(400), body={"grant_type": "authorization_code"}),
+    "POST /oauth/revoke": Row(everyone(400), body={"token": "sba_x"}),
     "GET /api/v1/me": Row(signed_in(200)),
     "GET /api/v1/me/tokens": Row(signed_in(200)),
     "POST /api/v1/me/tokens": Row(signed_in(201), body={"name": "matrix", "scopes": ["read"]}),
@@ -423,7 +442,7 @@ def app_routes(app: Litestar) -> set[str]:
 @pytest.fixture
 async def matrix_api(settings: Settings, expired_issuer: str) -> AsyncIterator[RunningApi]:
     """The api trusting the provider that issues expired tokens, so the expired JWT fails only for its expiry."""
-    async with run_api(oidc_settings(settings, expired_issuer)) as running:
+    async with run_api(oidc_settings(settings, expired_issuer, native_client_ids=[NATIVE_APP])) as running:
         yield running
 
 
@@ -441,6 +460,8 @@ async def build_world(engine: AsyncEngine, settings: Settings, redis: Redis, iss
     await add_member(engine, team_b, operators["other_team"], "operator")
     await add_member(engine, team_a, operators["lead"], "lead")
     headers = {caller: bearer(await personal_token(engine, operator_id)) for caller, operator_id in operators.items()}
+    # The admin signed in with the native app (/oauth/token), so its access tokens are checked on every route too.
+    headers["admin"] = bearer(await app_access_token(engine, operators["admin"]))
     # The lead uses a browser session instead, so cookie authentication and its CSRF check are covered too.
     session, csrf = await create_session(redis, settings, operators["lead"], id_token="")
     headers["lead"] = {"Cookie": f"sb_session={session}", CSRF_HEADER: csrf}

@@ -30,7 +30,20 @@ EXAMPLES_PER_OPERATION = 12
 async def test_every_operator_operation_is_documented_for_client_generation(http: httpx.AsyncClient) -> None:
     document = (await http.get("/schema/openapi.json")).json()
     assert document["openapi"].startswith("3.1")
-    assert set(document["components"]["securitySchemes"]) == {"bearer", "session"}
+    assert set(document["components"]["securitySchemes"]) == {"bearer", "nativeApp", "session"}
+    # A generated client learns how a native app gets its token.
+    assert document["components"]["securitySchemes"]["nativeApp"]["flows"] == {
+        "authorizationCode": {
+            "authorizationUrl": "/oauth/authorize",
+            "tokenUrl": "/oauth/token",
+            "refreshUrl": "/oauth/token",
+            "scopes": {
+                "read": "Read what the operator may see (safe methods)",
+                "write": "Change things (every other method)",
+                "admin": "Administration routes, for administrators",
+            },
+        }
+    }
     operation_ids: list[str] = []
     problems = []
     for path, item in document["paths"].items():
@@ -49,7 +62,8 @@ async def test_every_operator_operation_is_documented_for_client_generation(http
                 problems.append(f"{where}: no summary")
             if not operation.get("tags"):
                 problems.append(f"{where}: no tags")
-            if operation.get("security") != [{"bearer": []}, {"session": []}]:
+            scope = "read" if method == "get" else "write"
+            if operation.get("security") != [{"bearer": []}, {"nativeApp": [scope]}, {"session": []}]:
                 problems.append(f"{where}: security {operation.get('security')}")
             if not any("schema" in media for r in ok.values() for media in r.get("content", {}).values()) and (
                 "204" not in ok
@@ -131,4 +145,4 @@ def test_event_streams_are_documented_as_text_event_stream() -> None:
     assert operation["responses"]["200"]["content"] == {
         "text/event-stream": {"schema": {"type": "string", "description": "Server-Sent Events (id, event, data lines)"}}
     }
-    assert operation["security"] == [{"bearer": []}, {"session": []}]
+    assert operation["security"] == [{"bearer": []}, {"nativeApp": ["read"]}, {"session": []}]
