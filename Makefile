@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# The real OpenID provider the sign-in tests run (panva/oidc-provider on Node 20+), from the committed lock file.
+IDP := tests/support/idp
+IDP_INSTALLED := $(IDP)/node_modules/.package-lock.json
 
 .PHONY: run test lint bench-ingest clean
 
@@ -15,7 +18,10 @@ $(INSTALLED): pyproject.toml
 run: $(INSTALLED)
 	$(BIN)/switchboard dev
 
-test: $(INSTALLED)
+$(IDP_INSTALLED): $(IDP)/package.json $(IDP)/package-lock.json
+	npm ci --prefix $(IDP) --no-audit --no-fund
+
+test: $(INSTALLED) $(IDP_INSTALLED)
 	$(BIN)/python -m pytest -q
 
 lint: $(INSTALLED)
@@ -27,4 +33,4 @@ bench-ingest: $(INSTALLED)
 	$(BIN)/python bench/ingest.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache $(IDP)/node_modules
