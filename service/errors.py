@@ -35,6 +35,14 @@ class Invalid(DomainError):
     """The input itself is wrong (a bad cursor, a value out of range)."""
 
 
+class TooLarge(DomainError):
+    """The content is larger than allowed (a file over its team's limit)."""
+
+
+class UnsupportedType(DomainError):
+    """The content is of a type not accepted here (a file's sniffed type)."""
+
+
 class Unavailable(DomainError):
     """A dependency the request needs is not there right now."""
 
