@@ -18,11 +18,12 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 import structlog
 from pocketping.models import Attachment, AttachmentStatus
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.crypto import sign, signature_matches
 from service.db.models import DEFAULT_ATTACHMENT_MAX_BYTES, DEFAULT_ATTACHMENT_TYPES, MAX_ATTACHMENT_BYTES
-from service.db.tables import attachment_t, conversation_t, team_t
+from service.db.tables import attachment_t, conversation_t, message_t, team_t
 from service.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge, UnsupportedType
 from service.files.sniff import sniff
 from service.files.store import FileStore
@@ -131,11 +132,17 @@ def _too_large(limit: Limits, size: int, field: str) -> TooLarge:
     )
 
 
-def _check_declared(limit: Limits, filename: str, mime_type: str, size: int) -> str:
-    """The file name to keep; refusals name ``filename``, ``size`` or ``mimeType``."""
+def _clean_name(filename: str) -> str:
+    """The file's own name (no folders), NFC; 400 naming ``filename`` when nothing printable is left."""
     name = unicodedata.normalize("NFC", filename).replace("\\", "/").rsplit("/", 1)[-1].strip()
     if not name or len(name) > MAX_FILENAME or any(unicodedata.category(c) == "Cc" for c in name):
         raise Invalid("filename is not valid", field="filename", message="1 to 255 printable characters")
+    return name
+
+
+def _check_declared(limit: Limits, filename: str, mime_type: str, size: int) -> str:
+    """The file name to keep; refusals name ``filename``, ``size`` or ``mimeType``."""
+    name = _clean_name(filename)
     if size <= 0:
         raise Invalid("size is not valid", field="size", message="the file's size in bytes, more than 0")
     if size > limit.max_bytes:
@@ -293,7 +300,7 @@ async def store_file(
     # An operator's browser or a platform may not know the type: the bytes decide, within the team's types.
     if declared not in limit.types:
         declared = sniff(data, declared) or declared
-    name = _check_declared(limit, filename, declared, len(data) or 1)
+    name = _clean_name(filename or "file")
     mime_type = _check_bytes(limit, data, declared)
     attachment_id = new_attachment_id()
     await files.store.put(attachment_id, data, mime_type)
@@ -327,6 +334,18 @@ async def store_file(
 
 
 # --- Messages ----------------------------------------------------------------------------------------------------
+
+
+def message_attachments() -> sa.Label[Any]:
+    """A column for a query over ``message``: its attachment rows as a JSON array (null: none), oldest first."""
+    row = sa.literal_column("attachment")
+    return (
+        sa.select(sa.func.json_agg(aggregate_order_by(row, attachment_t.c.created_at, attachment_t.c.id)))
+        .select_from(attachment_t)
+        .where(attachment_t.c.message_id == message_t.c.id)
+        .scalar_subquery()
+        .label("attachments")
+    )
 
 
 async def link(
