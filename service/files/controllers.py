@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get
 from litestar.params import FromPath, QueryParameter
 
-from service.deps import engine
 from service.files import services
 from service.files.store import content_disposition
 
@@ -27,7 +26,9 @@ class FileController(Controller):
         signature: Annotated[str | None, QueryParameter(max_length=100)] = None,
     ) -> Response[bytes]:
         """The file's bytes, as their sniffed type; shown inline, never run as a page."""
-        row, data = await services.download(engine(request), request.app.state.files, attachment_id, expires, signature)
+        # The app's engine and file store (read here, not through service.deps, which imports this package).
+        state = request.app.state
+        row, data = await services.download(state.engine, state.files, attachment_id, expires, signature)
         media_type = f"{row.mime_type}; charset=utf-8" if row.mime_type.startswith("text/") else row.mime_type
         return Response(
             data,

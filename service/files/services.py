@@ -338,7 +338,7 @@ async def store_file(
 
 def message_attachments() -> sa.Label[Any]:
     """A column for a query over ``message``: its attachment rows as a JSON array (null: none), oldest first."""
-    row = sa.literal_column("attachment")
+    row: sa.ColumnElement[Any] = sa.literal_column("attachment")
     return (
         sa.select(sa.func.json_agg(aggregate_order_by(row, attachment_t.c.created_at, attachment_t.c.id)))
         .select_from(attachment_t)
