@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     ai_model: str | None = Field(None, description="The vendor's model; PocketPing's default when unset.")
     ai_context_messages: int = Field(20, ge=1, le=200, description="Latest messages given to the AI as context.")
     # Attachments: where their bytes live, and how long a signed upload or download URL stays valid.
-    data_dir: str = Field("./data", description="Local data folder; attachments go to <data_dir>/files by default.")
+    data_dir: str = Field(".data", description="Local data folder (switchboard dev's); files in <data_dir>/files.")
     file_store: Literal["local", "s3"] = Field("local", description="'s3': any S3-compatible store (S3_* settings).")
     s3_bucket: str | None = Field(None, validate_default=True, description="Bucket (required with FILE_STORE=s3).")
     s3_endpoint_url: str | None = Field(None, description="For S3-compatible stores (MinIO, R2, ...); unset: AWS.")
