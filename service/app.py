@@ -23,6 +23,7 @@ from service.canned.controllers import CannedResponseController
 from service.conversations.controllers import ConversationController
 from service.dashboard.controllers import TEMPLATES, dashboard_router
 from service.demo.controllers import demo_router
+from service.files.controllers import FileController
 from service.gateway.controllers import GatewayController
 from service.gateway.cors import WidgetCors
 from service.gateway.hub import SwitchboardPocketPing
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             engine=resources.engine,
             redis=resources.redis,
             pocketping=resources.pocketping,
+            files=resources.files,
             bridge_registry=resources.bridge_registry,
             rate_limiter=RateLimiter(resources.redis, settings),
             oidc=oidc,
@@ -86,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             PresenceController,
             RoutingController,
             ConversationController,
+            FileController,
             TeamController,
             AuthController,
             OAuthController,

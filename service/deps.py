@@ -10,6 +10,7 @@ from litestar.params import QueryParameter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db.transactions import in_transaction
+from service.files.services import Files
 
 T = TypeVar("T")
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Page size")]
@@ -19,6 +20,11 @@ Cursor = Annotated[str | None, QueryParameter(description="nextCursor of the pre
 def engine(request: Request[Any, Any, Any]) -> AsyncEngine:
     """The app's database engine (one per process, created at startup)."""
     return request.app.state.engine  # type: ignore[no-any-return]
+
+
+def files(request: Request[Any, Any, Any]) -> Files:
+    """The app's file store and URL signer (one per process)."""
+    return request.app.state.files  # type: ignore[no-any-return]
 
 
 async def write(request: Request[Any, Any, Any], work: Callable[[AsyncConnection], Awaitable[T]]) -> T:

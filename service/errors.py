@@ -43,6 +43,14 @@ class OAuthRefused(Invalid):
         self.error = error
 
 
+class TooLarge(DomainError):
+    """The content is larger than allowed (a file over its team's limit)."""
+
+
+class UnsupportedType(DomainError):
+    """The content is of a type not accepted here (a file's sniffed type)."""
+
+
 class Unavailable(DomainError):
     """A dependency the request needs is not there right now."""
 

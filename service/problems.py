@@ -11,7 +11,18 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from sqlalchemy.exc import DBAPIError
 
-from service.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, OAuthRefused, Unavailable, Unprocessable
+from service.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    OAuthRefused,
+    TooLarge,
+    Unavailable,
+    Unprocessable,
+    UnsupportedType,
+)
 
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -76,6 +87,8 @@ _DOMAIN_STATUS: dict[type[DomainError], int] = {
     Conflict: 409,
     Unprocessable: 422,
     Invalid: 400,
+    TooLarge: 413,
+    UnsupportedType: 415,
     Unavailable: 503,
 }
 

@@ -1,5 +1,5 @@
-"""What a process holds (database, Redis, the PocketPing hub and its bridges, the AI provider, an HTTP client),
-built, started and closed in one place for the api and the worker alike."""
+"""What a process holds (database, Redis, the file store, the PocketPing hub and its bridges, the AI provider, an
+HTTP client), built, started and closed in one place for the api and the worker alike."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from service.bridges.dispatch import TeamBridge, reads_own_message_ids
 from service.bridges.registry import BridgeRegistry
 from service.csat import services as csat
 from service.db.engine import create_engine
+from service.files.services import Files
+from service.files.store import open_store
 from service.gateway.bridge import RoutingBridge
 from service.gateway.hooks import GatewayHooks
 from service.gateway.hub import SwitchboardPocketPing
@@ -56,6 +58,7 @@ class Resources:
     role: Role
     engine: AsyncEngine
     redis: ArqRedis
+    files: Files
     bridge_registry: BridgeRegistry
     team_bridge: TeamBridge
     pocketping: SwitchboardPocketPing
@@ -70,7 +73,8 @@ class Resources:
         owns_redis = redis is None
         if redis is None:
             redis = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
-        bridge_registry = BridgeRegistry(settings)
+        files = Files(settings, open_store(settings))
+        bridge_registry = BridgeRegistry(settings, files)
         # Messages sent here reach the team's chats through the team bridge, whichever process sends them.
         team_bridge = TeamBridge(engine, bridge_registry)
         pocketping = SwitchboardPocketPing(
@@ -78,6 +82,7 @@ class Resources:
             engine=engine,
             redis=redis,
             hooks=GATEWAY_HOOKS,
+            files=files,
             # Visitors' messages arrive at api processes only: the routing bridge stores them and asks for routing.
             routing=RoutingBridge(engine, redis) if role == "api" else None,
             bridges=[team_bridge],
@@ -87,6 +92,7 @@ class Resources:
             role=role,
             engine=engine,
             redis=redis,
+            files=files,
             bridge_registry=bridge_registry,
             team_bridge=team_bridge,
             pocketping=pocketping,
@@ -112,6 +118,7 @@ class Resources:
         else:
             await self.team_bridge.destroy()
         await self.http.aclose()
+        await self.files.store.aclose()
         if self.owns_redis:
             await self.redis.aclose()
         await self.engine.dispose()

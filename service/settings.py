@@ -125,6 +125,19 @@ class Settings(BaseSettings):
     )
     ai_model: str | None = Field(None, description="The vendor's model; PocketPing's default when unset.")
     ai_context_messages: int = Field(20, ge=1, le=200, description="Latest messages given to the AI as context.")
+    # Attachments: where their bytes live, and how long a signed upload or download URL stays valid.
+    data_dir: str = Field(".data", description="Local data folder (switchboard dev's); files in <data_dir>/files.")
+    file_store: Literal["local", "s3"] = Field("local", description="'s3': any S3-compatible store (S3_* settings).")
+    s3_bucket: str | None = Field(None, validate_default=True, description="Bucket (required with FILE_STORE=s3).")
+    s3_endpoint_url: str | None = Field(None, description="For S3-compatible stores (MinIO, R2, ...); unset: AWS.")
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_prefix: str = Field("attachments/", description="Key prefix of every object Switchboard writes.")
+    attachment_url_ttl_seconds: int = Field(3600, ge=10, le=7 * 86400, description="Life of a download URL.")
+    attachment_upload_ttl_seconds: int = Field(
+        900, ge=10, le=86400, description="An upload not completed within this is refused and swept away."
+    )
     # Chat platform APIs; tests point them at loopback stand-ins (tests/standins).
     telegram_api_base: str = Field("https://api.telegram.org", description="Bot API root; /bot<token>/<method>")
     slack_api_base: str = Field("https://slack.com/api", description="Web API root; /<method>")
@@ -152,6 +165,13 @@ class Settings(BaseSettings):
         provider = info.data.get("ai_provider", "local")
         if provider != "local" and not value:
             raise ValueError(f"is required when AI_PROVIDER={provider}")
+        return value
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _s3_needs_bucket(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("file_store") == "s3" and not value:
+            raise ValueError("is required when FILE_STORE=s3")
         return value
 
     @field_validator(

@@ -14,6 +14,7 @@ from service.bridges import notify as bridges
 from service.conversations.delivery import WIDGET_MESSAGE, deliver_widget_message
 from service.csat.services import RatingAsk
 from service.db.transactions import in_transaction
+from service.files import services as files
 from service.flows import timeouts
 from service.gateway.availability import AvailabilityRelay
 from service.presence import services as presence
@@ -96,7 +97,7 @@ def _outbox_kinds(ctx: dict[str, Any]) -> dict[str, outbox.Kind]:
 
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     """Re-enqueue work whose trigger was lost (unrouted conversations, team queues, outbox rows, overdue timers);
-    set silent heartbeating operators offline."""
+    set silent heartbeating operators offline; delete uploads never finished (or never sent) past their time."""
     async with timers.triggers(ctx["redis"]):
         expired = await in_transaction(
             ctx["engine"],
@@ -120,7 +121,9 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     await EventRelay(ctx["engine"], ctx["redis"], ctx["settings"]).step()
     await bridges.BridgeRelay(ctx["engine"], ctx["redis"], ctx["settings"]).step()
     await AvailabilityRelay(ctx["engine"], ctx["redis"], ctx["settings"], ctx["pocketping"]).step()
+    swept = await files.sweep(ctx["engine"], ctx["files"])
     return {
+        "attachments": swept,
         "unrouted": len(unrouted),
         "outbox": len(pending),
         "queues": len(waiting_teams),

@@ -32,6 +32,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             resources=resources,
             settings=settings,
             engine=resources.engine,
+            files=resources.files,
             team_bridge=resources.team_bridge,
             pocketping=resources.pocketping,
             ai_provider=resources.ai_provider,

@@ -12,6 +12,7 @@ import structlog
 from pocketping import PocketPing
 
 from service.bridges.platforms import PlatformBridge, build_bridge
+from service.files.services import Files
 from service.settings import Settings
 from service.teams.services import BRIDGE_REQUIRED, bridge_secret
 
@@ -38,8 +39,10 @@ class BridgeRegistry:
     call, in every process, without a restart or a message between processes.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, files: Files) -> None:
         self._settings = settings
+        # Where the files on bridged messages are read from, and files from the chats are kept.
+        self.files = files
         self._teams: dict[uuid.UUID, TeamBridges] = {}
         self._lock = asyncio.Lock()
         self._retiring: dict[asyncio.Task[None], TeamBridges] = {}

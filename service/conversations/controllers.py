@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post
-from litestar.datastructures import ResponseHeader
+from litestar.datastructures import ResponseHeader, UploadFile
 from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
 from litestar.exceptions import ValidationException
 from litestar.openapi.spec import Example
-from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
+from litestar.params import Body, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
 from service.conversations import services
 from service.conversations.schemas import EXAMPLE_CONVERSATION_ID as EXAMPLE_ID
 from service.conversations.schemas import (
+    AttachmentPublic,
     ConversationPage,
     ConversationPublic,
     ConversationStatus,
@@ -31,7 +34,8 @@ from service.conversations.schemas import (
     ReplyCreate,
     TypingUpdate,
 )
-from service.deps import engine
+from service.deps import engine, files
+from service.files.services import MAX_UPLOAD_BYTES
 from service.gateway.hub import SwitchboardPocketPing
 
 ConversationId = Annotated[
@@ -59,6 +63,13 @@ async def _list_of(
         await services.visible_conversation(conn, principal, conversation_id)
         items, after = await lister(conn, conversation_id, cursor, limit)
     return {"items": items, "next_cursor": after}
+
+
+@dataclass
+class FileForm:
+    """``multipart/form-data`` with one file in the field ``file``."""
+
+    file: UploadFile
 
 
 class ConversationController(Controller):
@@ -124,8 +135,37 @@ class ConversationController(Controller):
         limit: Limit = 50,
     ) -> MessagePage:
         """Oldest first, in the order they were stored, with the operator who wrote each reply."""
-        page = await _list_of(request, principal, conversation_id, services.list_messages, cursor, limit)
+        stored = files(request)
+
+        async def lister(conn: AsyncConnection, conversation: str, after: str | None, size: int) -> Any:
+            return await services.list_messages(conn, stored, conversation, after, size)
+
+        page = await _list_of(request, principal, conversation_id, lister, cursor, limit)
         return MessagePage.model_validate(page)
+
+    @post(
+        "/{conversation_id:str}/attachments",
+        operation_id="uploadAttachment",
+        summary="Upload a file to send",
+        status_code=201,
+        request_max_body_size=MAX_UPLOAD_BYTES,
+    )
+    async def upload_attachment(
+        self,
+        conversation_id: ConversationId,
+        data: Annotated[FileForm, Body(media_type=RequestEncodingType.MULTI_PART)],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+    ) -> AttachmentPublic:
+        """A file for your next reply (``attachmentIds``), checked against the team's ``attachmentMaxBytes`` and
+        ``attachmentTypes`` by its bytes (413, 415 naming ``file``). Not sent within
+        ``ATTACHMENT_UPLOAD_TTL_SECONDS``, it is deleted."""
+        upload = data.file
+        content = await upload.read()
+        attachment = await services.upload(
+            engine(request), files(request), principal, conversation_id, upload.filename, upload.content_type, content
+        )
+        return AttachmentPublic.model_validate(attachment)
 
     @post(
         "/{conversation_id:str}/messages",
@@ -160,7 +200,13 @@ class ConversationController(Controller):
     ) -> Response[MessagePublic]:
         """Sent to the widget and the bridges as you. A waiting conversation of your team is claimed first."""
         sent, message = await services.reply(
-            engine(request), pocketping, principal, conversation_id, data.content, idempotency_key
+            engine(request),
+            pocketping,
+            principal,
+            conversation_id,
+            data.content,
+            idempotency_key,
+            attachment_ids=data.attachment_ids,
         )
         headers = {} if sent else {REPLAYED: "true"}
         return Response(MessagePublic.model_validate(message), status_code=201, headers=headers)

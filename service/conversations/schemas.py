@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
 from service.schemas import ApiModel
@@ -171,6 +171,21 @@ class MessagePublic(ApiModel):
     read_at: datetime | None
     edited_at: datetime | None
     deleted_at: datetime | None
+    attachments: list[AttachmentPublic] = Field(default_factory=list, description="Files sent with the message")
+
+
+class AttachmentPublic(ApiModel):
+    """A file on a message; ``url`` downloads it until ``ATTACHMENT_URL_TTL_SECONDS`` after this answer."""
+
+    id: str
+    filename: str
+    mime_type: str = Field(description="Sniffed from the file's bytes")
+    size: int = Field(description="Bytes")
+    url: str = Field(description="A short-lived signed URL; ask again for a fresh one")
+    status: Literal["pending", "uploading", "ready", "failed"]
+
+
+MessagePublic.model_rebuild()
 
 
 class MessagePage(ApiModel):
@@ -183,9 +198,28 @@ class MessagePage(ApiModel):
 class ReplyCreate(ApiModel):
     """An operator's reply, sent to the visitor's widget and mirrored to the bridges."""
 
-    model_config = _examples({"content": "Yes, we ship to Lyon in two days."})
+    model_config = _examples(
+        {"content": "Yes, we ship to Lyon in two days."},
+        {"content": "Here is your invoice.", "attachmentIds": ["att-5f1c2b9e8d7a10e4b3c2a1f0"]},
+    )
 
-    content: Text = Field(min_length=1, max_length=4000, description="Plain text, as the widget shows it")
+    # Before ``content``, whose check reads it.
+    attachment_ids: list[Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Files uploaded to this conversation (POST .../attachments) and not sent yet",
+    )
+    content: str = Field(
+        default="",
+        max_length=4000,
+        validate_default=True,
+        description="Plain text, as the widget shows it; may be empty when files are attached",
+    )
+
+    @field_validator("content")
+    @classmethod
+    def _text_or_files(cls, value: str, info: ValidationInfo) -> str:
+        return value if info.data.get("attachment_ids") and value == "" else _clean(value)
 
 
 class MessageEdit(ApiModel):

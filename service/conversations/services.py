@@ -20,6 +20,7 @@ from service.db.tables import conversation_t, member_t, message_t, note_t, opera
 from service.db.transactions import in_transaction
 from service.errors import Conflict, Forbidden, NotFound, field_malformed
 from service.events import record_event
+from service.files import services as files
 from service.gateway.hub import SwitchboardPocketPing
 from service.pagination import decode_cursor, encode_cursor
 from service.pagination import page as keyset_page
@@ -194,13 +195,14 @@ author_o = operator_t.alias("author")
 
 
 def _messages() -> sa.Select[Any]:
-    return sa.select(message_t, author_o.c.display_name.label("operator_name")).select_from(
-        message_t.outerjoin(author_o, author_o.c.id == message_t.c.operator_id)
-    )
+    return sa.select(
+        message_t, author_o.c.display_name.label("operator_name"), files.message_attachments()
+    ).select_from(message_t.outerjoin(author_o, author_o.c.id == message_t.c.operator_id))
 
 
-def message_public(row: Any) -> dict[str, Any]:
-    """A message row (with its author's name) as ``MessagePublic`` fields."""
+def message_public(row: Any, stored: files.Files) -> dict[str, Any]:
+    """A message row (with its author's name and files, each with a fresh signed URL) as ``MessagePublic`` fields."""
+    attachments = [stored.present(values).model_dump() for values in row.attachments or ()]
     return {
         "id": row.id,
         "seq": row.seq,
@@ -215,11 +217,12 @@ def message_public(row: Any) -> dict[str, Any]:
         "read_at": row.read_at,
         "edited_at": row.edited_at,
         "deleted_at": row.deleted_at,
+        "attachments": attachments,
     }
 
 
 async def list_messages(
-    conn: AsyncConnection, conversation_id: str, cursor: str | None, limit: int
+    conn: AsyncConnection, stored: files.Files, conversation_id: str, cursor: str | None, limit: int
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of the conversation's messages in the order they were stored."""
     statement = _messages().where(message_t.c.conversation_id == conversation_id)
@@ -230,10 +233,12 @@ async def list_messages(
         statement = statement.where(message_t.c.seq > after_seq)
     rows = (await conn.execute(statement.order_by(message_t.c.seq).limit(limit + 1))).all()
     page, after = keyset_page(rows, limit, _as_is, lambda r: (r.seq,))
-    return [message_public(row) for row in page], after
+    return [message_public(row, stored) for row in page], after
 
 
-async def newest_messages(conn: AsyncConnection, conversation_id: str) -> tuple[list[dict[str, Any]], bool]:
+async def newest_messages(
+    conn: AsyncConnection, stored: files.Files, conversation_id: str
+) -> tuple[list[dict[str, Any]], bool]:
     """The newest ``MAX_PAGE`` messages, oldest first, and whether older ones are left out."""
     newest_left_out = await conn.scalar(
         sa.select(message_t.c.seq)
@@ -243,7 +248,7 @@ async def newest_messages(conn: AsyncConnection, conversation_id: str) -> tuple[
         .limit(1)
     )
     cursor = None if newest_left_out is None else encode_cursor(newest_left_out)
-    messages, _ = await list_messages(conn, conversation_id, cursor, MAX_PAGE)
+    messages, _ = await list_messages(conn, stored, conversation_id, cursor, MAX_PAGE)
     return messages, cursor is not None
 
 
@@ -273,6 +278,7 @@ class _How:
 
     source_bridge: str
     lead_steps_in: bool
+    attachment_ids: list[str]
 
 
 def reply_message_id(operator_id: uuid.UUID, key: str) -> str:
@@ -315,10 +321,12 @@ async def reply(
     content: str,
     idempotency_key: str | None,
     *,
+    attachment_ids: Sequence[str] = (),
     source_bridge: str = "api",
     lead_steps_in: bool = True,
 ) -> tuple[bool, dict[str, Any]]:
-    """Send ``content`` to the visitor as the caller; returns (sent now, the message).
+    """Send ``content`` (and the files of ``attachment_ids``) to the visitor as the caller; returns (sent now, the
+    message).
 
     ``source_bridge`` names where the reply was written (a chat bridge does not get its own message
     back); ``lead_steps_in=False`` refuses a lead's reply to someone else's conversation.
@@ -331,7 +339,7 @@ async def reply(
         raise field_malformed("Idempotency-Key", "1 to 255 printable ASCII characters without spaces")
     async with engine.connect() as conn:
         await visible_conversation(conn, principal, conversation_id)
-    how = _How(source_bridge, lead_steps_in)
+    how = _How(source_bridge, lead_steps_in, list(attachment_ids))
     if idempotency_key is None:
         return True, await _send(engine, pocketping, principal, conversation_id, content, None, how)
     message_id = reply_message_id(principal.operator_id, idempotency_key)
@@ -348,7 +356,7 @@ async def reply(
         if existing is not None:
             if existing.conversation_id != conversation_id or existing.content != content:
                 raise Conflict("This Idempotency-Key was used for a different reply")
-            return False, message_public(existing)
+            return False, message_public(existing, pocketping.files)
         return True, await _send(engine, pocketping, principal, conversation_id, content, message_id, how)
 
 
@@ -370,13 +378,35 @@ async def _send(
             operator_name=principal.display_name,
             message_id=message_id,
             source_bridge=how.source_bridge,
+            attachment_ids=how.attachment_ids,
         )
     except ValueError:  # the SDK's "Session not found": deleted meanwhile
         raise NotFound("Conversation not found") from None
     # Storage recorded the message.created event with the message itself.
     async with engine.connect() as conn:
         row = await _message(conn, sent.id)
-    return message_public(row)
+    return message_public(row, pocketping.files)
+
+
+async def upload(
+    engine: AsyncEngine,
+    stored: files.Files,
+    principal: Principal,
+    conversation_id: str,
+    filename: str,
+    content_type: str,
+    data: bytes,
+) -> dict[str, Any]:
+    """Keep a file the caller will send in this conversation of their team (its id goes in a reply's
+    ``attachmentIds``); the team's limits and the sniffed type decide, as for visitors."""
+    async with engine.connect() as conn:
+        row = await visible_conversation(conn, principal, conversation_id)
+    if row.status == "closed":
+        raise Conflict("The conversation is closed; reopen it to send files")
+    attachment = await files.store_file(
+        engine, stored, conversation_id, filename, content_type, data, source="api", operator_id=principal.operator_id
+    )
+    return attachment.model_dump()
 
 
 # --- Operators' edits and deletions ----------------------------------------------------------------------------
@@ -417,6 +447,7 @@ async def _own_message(conn: AsyncConnection, principal: Principal, conversation
 
 async def _change(
     engine: AsyncEngine,
+    pocketping: SwitchboardPocketPing,
     principal: Principal,
     conversation_id: str,
     message_id: str,
@@ -437,7 +468,7 @@ async def _change(
             operator_ids=[conversation.assignee_id] if conversation.assignee_id else [],
             data=data | ({"content": row.content} if "content" in values else {}),
         )
-    return message_public(row)
+    return message_public(row, pocketping.files)
 
 
 async def edit_message(
@@ -450,7 +481,7 @@ async def edit_message(
 ) -> dict[str, Any]:
     """Change the text of the caller's own message (``editedAt``); the widget and the team's chats follow."""
     values = {"content": content, "edited_at": sa.func.now()}
-    message = await _change(engine, principal, conversation_id, message_id, "message.edited", values)
+    message = await _change(engine, pocketping, principal, conversation_id, message_id, "message.edited", values)
     sdk_message = await pocketping.storage.get_message(message_id)
     if sdk_message is not None:
         await pocketping.announce_edit(sdk_message, principal.display_name)
@@ -463,7 +494,7 @@ async def delete_message(
     """Soft-delete the caller's own message (``deletedAt``, the text kept, as the SDK deletes); the widget hides
     it and the team's chats delete their copies."""
     values = {"deleted_at": sa.func.now()}
-    message = await _change(engine, principal, conversation_id, message_id, "message.deleted", values)
+    message = await _change(engine, pocketping, principal, conversation_id, message_id, "message.deleted", values)
     sdk_message = await pocketping.storage.get_message(message_id)
     if sdk_message is not None:
         await pocketping.announce_delete(sdk_message)

@@ -29,7 +29,7 @@ from service.dashboard.common import csrf_token
 from service.dashboard.conversation import decision_views, transfer_targets
 from service.dashboard.profile import ProfilePageController
 from service.dashboard.teams import TeamSettingsController
-from service.deps import engine
+from service.deps import engine, files
 from service.errors import DomainError, Forbidden
 from service.problems import domain_status
 from service.teams import services as teams
@@ -61,9 +61,11 @@ async def _inbox_context(request: Request[Any, Any, Any], principal: Principal, 
     return {"principal": principal, "tab": tab, "tabs": tabs, "items": items, "previews": previews}
 
 
-async def _thread_context(conn: AsyncConnection, principal: Principal, row: Any) -> dict[str, Any]:
+async def _thread_context(
+    request: Request[Any, Any, Any], conn: AsyncConnection, principal: Principal, row: Any
+) -> dict[str, Any]:
     """State, AI state, newest messages and notes: the part of the page that refreshes on the conversation's events."""
-    messages, older = await services.newest_messages(conn, row.id)
+    messages, older = await services.newest_messages(conn, files(request), row.id)
     notes, more_notes = await services.list_notes(conn, row.id, None, services.MAX_PAGE)
     return {
         "conversation": services.conversation_public(row),
@@ -90,7 +92,9 @@ def editable(messages: list[dict[str, Any]], principal: Principal, window: int) 
     }
 
 
-async def _transfer_context(conn: AsyncConnection, principal: Principal, row: Any) -> dict[str, Any]:
+async def _transfer_context(
+    request: Request[Any, Any, Any], conn: AsyncConnection, principal: Principal, row: Any
+) -> dict[str, Any]:
     """Who the conversation can be transferred to; the capacity override is offered to the team's leads only."""
     return {
         "assignee_id": row.assignee_id,
@@ -99,11 +103,13 @@ async def _transfer_context(conn: AsyncConnection, principal: Principal, row: An
     }
 
 
-async def _routing_context(conn: AsyncConnection, principal: Principal, row: Any) -> dict[str, Any]:
+async def _routing_context(
+    request: Request[Any, Any, Any], conn: AsyncConnection, principal: Principal, row: Any
+) -> dict[str, Any]:
     return {"decisions": await decision_views(conn, row.id)}
 
 
-Part = Callable[[AsyncConnection, Principal, Any], Awaitable[dict[str, Any]]]
+Part = Callable[[Request[Any, Any, Any], AsyncConnection, Principal, Any], Awaitable[dict[str, Any]]]
 
 
 async def _conversation_template(
@@ -114,7 +120,7 @@ async def _conversation_template(
     async with engine(request).connect() as conn:
         row = await services.visible_conversation(conn, principal, conversation_id)
         for part in parts:
-            context.update(await part(conn, principal, row))
+            context.update(await part(request, conn, principal, row))
     return Template(template, context=context)
 
 

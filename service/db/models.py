@@ -29,6 +29,12 @@ SENDERS = ("visitor", "operator", "ai", "system")
 MESSAGE_STATUSES = ("sending", "sent", "delivered", "read")
 TIMER_KINDS = ("first_response", "offline_grace", "ai_takeover", "csat_request")
 TIMER_STATES = ("pending", "fired", "cancelled")
+ATTACHMENT_STATUSES = ("pending", "uploading", "ready", "failed")
+# A team's attachment limits unless it sets its own: PocketPing's (10 MiB; images, PDF, text, CSV).
+DEFAULT_ATTACHMENT_MAX_BYTES = 10 * 1024 * 1024
+# No team may accept larger files (an upload is read into memory whole).
+MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024
+DEFAULT_ATTACHMENT_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf", "text/plain")
 
 
 class Operator(SQLModel, table=True):
@@ -80,6 +86,15 @@ class Team(SQLModel, table=True):
     csat_enabled: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     bridge_settings: dict[str, Any] = Field(
         default_factory=dict, sa_type=JSONB, sa_column_kwargs={"server_default": "{}"}
+    )
+    # Files in this team's conversations: at most this many bytes each, of these (sniffed) types.
+    attachment_max_bytes: int = Field(
+        default=DEFAULT_ATTACHMENT_MAX_BYTES, sa_column_kwargs={"server_default": str(DEFAULT_ATTACHMENT_MAX_BYTES)}
+    )
+    attachment_types: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ATTACHMENT_TYPES),
+        sa_type=ARRAY(sa.Text),
+        sa_column_kwargs={"server_default": "{" + ",".join(DEFAULT_ATTACHMENT_TYPES) + "}"},
     )
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
 
@@ -224,19 +239,35 @@ class Message(SQLModel, table=True):
 
 
 class Attachment(SQLModel, table=True):
-    """A file attached to a message (uploaded through the presigned-URL flow)."""
+    """A file attached to a message: uploaded by a visitor or an operator, or received from a chat platform.
+
+    ``pending`` rows are uploads announced but not yet received (swept after ``expires_at``);
+    ``uploading`` ones have their bytes stored, checked, and wait for the widget's completion.
+    """
+
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", ATTACHMENT_STATUSES), name="status"),
+        sa.Index("ix_attachment_unfinished", "expires_at", postgresql_where=sa.text("message_id IS NULL")),
+    )
 
     id: str = Field(primary_key=True)
     # No foreign key: the SDK links an upload to its message id before it saves the message.
     message_id: str | None = Field(default=None, index=True)
+    conversation_id: str | None = Field(default=None, foreign_key="conversation.id", ondelete="CASCADE", index=True)
     filename: str
+    # Sniffed from the bytes once they arrived (the client's claim until then).
     mime_type: str
     size: int
-    url: str
+    # Where the file came from when Switchboard does not hold it; a signed URL is given out for stored ones.
+    url: str | None = None
     thumbnail_url: str | None = None
     status: str = Field(default="ready", sa_column_kwargs={"server_default": "ready"})
     uploaded_from: str | None = None
     bridge_file_id: str | None = None
+    # The object's key in the file store (local folder or S3 bucket); None: not stored by Switchboard.
+    storage_key: str | None = None
+    operator_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
+    expires_at: datetime | None = Field(default=None, sa_type=TZ)
     created_at: datetime = Field(sa_type=TZ)
 
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import structlog
-from litestar import Controller, Request, Response, WebSocket, delete, get, patch, post, websocket
+from litestar import Controller, Request, Response, WebSocket, delete, get, patch, post, put, websocket
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import (
@@ -21,6 +21,7 @@ from litestar.exceptions import (
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from pocketping.models import (
+    Attachment,
     ConnectRequest,
     CsatResponse,
     DeleteMessageRequest,
@@ -34,11 +35,16 @@ from pocketping.models import (
     Sender,
     SessionMetadata,
     TypingRequest,
+    UploadResponse,
 )
 
+from service.deps import engine, write
+from service.files import services as files
+from service.files.services import MAX_UPLOAD_BYTES
 from service.gateway.hub import SwitchboardConnectResponse, SwitchboardPocketPing
 from service.gateway.limits import OWN_BUDGET, RateLimiter, client_ip, count_signal
 from service.gateway.schemas import (
+    CompleteUploadBody,
     CsatBody,
     DisconnectRequest,
     EditMessageBody,
@@ -46,6 +52,7 @@ from service.gateway.schemas import (
     OkResponse,
     SendMessageBody,
     SentMessage,
+    UploadBody,
     VisibilityRequest,
 )
 
@@ -135,7 +142,54 @@ class GatewayController(Controller):
         _storable(data)
         await limiter.message(client_ip(request), data.session_id)
         sent = await _sdk(pocketping.handle_message(data.to_sdk()))
-        return SentMessage(message_id=sent.message_id, timestamp=sent.timestamp)
+        attached = [a.model_dump(mode="json", by_alias=True) for a in sent.attachments] if sent.attachments else None
+        return SentMessage(message_id=sent.message_id, timestamp=sent.timestamp, attachments=attached)
+
+    @post("/upload", operation_id="widgetInitiateUpload", status_code=200)
+    async def initiate_upload(
+        self,
+        data: JSONBody[UploadBody],
+        request: Request[Any, Any, Any],
+        pocketping: NamedDependency[SwitchboardPocketPing],
+    ) -> UploadResponse:
+        """Announce a file (name, type, size): refused at once beyond the team's limits; else where to PUT it."""
+        attachment_id, url, expires_at = await write(
+            request,
+            lambda conn: files.initiate(
+                conn, pocketping.files, data.session_id, data.filename, data.mime_type, data.size
+            ),
+        )
+        return UploadResponse(attachment_id=attachment_id, upload_url=url, expires_at=expires_at)
+
+    @put(
+        "/upload/{attachment_id:str}",
+        operation_id="widgetUploadFile",
+        status_code=204,
+        request_max_body_size=MAX_UPLOAD_BYTES,
+    )
+    async def upload_file(
+        self,
+        attachment_id: FromPath[str],
+        request: Request[Any, Any, Any],
+        pocketping: NamedDependency[SwitchboardPocketPing],
+        expires: Annotated[str | None, QueryParameter(max_length=20)] = None,
+        signature: Annotated[str | None, QueryParameter(max_length=100)] = None,
+    ) -> None:
+        """The file's bytes, to the signed URL ``/upload`` gave: sniffed and checked; a refused file is deleted."""
+        pocketping.files.check(files.UPLOAD, attachment_id, expires, signature)
+        await files.receive(engine(request), pocketping.files, attachment_id, await request.body())
+
+    @post("/upload/complete", operation_id="widgetCompleteUpload", status_code=200)
+    async def complete_upload(
+        self,
+        data: JSONBody[CompleteUploadBody],
+        request: Request[Any, Any, Any],
+        pocketping: NamedDependency[SwitchboardPocketPing],
+    ) -> Attachment:
+        """The upload is done: the file, ready to be sent with a message (its ``id`` in ``attachmentIds``)."""
+        return await write(
+            request, lambda conn: files.complete(conn, pocketping.files, data.session_id, data.attachment_id)
+        )
 
     @get("/messages", operation_id="widgetListMessages")
     async def list_messages(

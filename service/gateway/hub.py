@@ -15,6 +15,7 @@ import structlog
 from pocketping import PocketPing
 from pocketping.bridges import Bridge
 from pocketping.models import (
+    Attachment,
     ConnectRequest,
     ConnectResponse,
     CsatRequest,
@@ -38,6 +39,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.batching import Batcher
+from service.files import services as files
 from service.gateway.bridge import RoutingBridge
 from service.gateway.hooks import GatewayHooks
 from service.gateway.storage import PostgresStorage, acting_operator
@@ -50,6 +52,12 @@ log = structlog.get_logger(__name__)
 _preset_message_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("preset_message_id", default=None)
 # The name of the operator whose message is being sent, shown by the widget next to it.
 _acting_name: contextvars.ContextVar[str | None] = contextvars.ContextVar("acting_name", default=None)
+
+
+class SentWithAttachments(SendMessageResponse):
+    """The SDK's answer to a message plus the files now on it (the widget shows them from this answer)."""
+
+    attachments: list[Attachment] | None = None
 
 
 class SwitchboardConnectResponse(ConnectResponse):
@@ -93,13 +101,15 @@ class SwitchboardPocketPing(PocketPing):
         engine: AsyncEngine,
         redis: Redis,
         hooks: GatewayHooks,
+        files: files.Files,
         routing: RoutingBridge | None = None,
         bridges: list[Bridge] | None = None,
     ) -> None:
         """``routing`` stores visitor messages (api processes); without it this instance only sends."""
         all_bridges = ([routing] if routing else []) + (bridges or [])
-        super().__init__(storage=PostgresStorage(engine), bridges=all_bridges, ai_provider=None)
+        super().__init__(storage=PostgresStorage(engine, files), bridges=all_bridges, ai_provider=None)
         self.settings = settings
+        self.files = files
         self.engine = engine
         self.redis = redis
         self.hooks = hooks
@@ -112,10 +122,21 @@ class SwitchboardPocketPing(PocketPing):
 
     # Visitor messages -------------------------------------------------------------------
 
-    async def handle_message(self, request: SendMessageRequest) -> SendMessageResponse:
+    async def _link_attachments(self, message: Message, request: SendMessageRequest) -> None:
+        """The files named by id must be this session's, completed and on no message yet (else 400 naming
+        ``attachmentIds``, nothing linked); inline ones (from chat platforms) are kept as given."""
+        linked = list(request.attachments or [])
+        if request.attachment_ids:
+            async with self.engine.begin() as conn:
+                linked += await files.link(conn, self.files, request.session_id, request.attachment_ids, message.id)
+        if linked:
+            message.attachments = linked
+
+    async def handle_message(self, request: SendMessageRequest) -> SentWithAttachments:
         """Visitor messages go through the routing bridge's group commit; the rest as the SDK does it."""
         if request.sender is not Sender.VISITOR or self.routing is None:
-            return await super().handle_message(request)
+            sent = await super().handle_message(request)
+            return SentWithAttachments(message_id=sent.message_id, timestamp=sent.timestamp)
         message = Message(
             id=self._generate_id(),
             session_id=request.session_id,
@@ -126,7 +147,7 @@ class SwitchboardPocketPing(PocketPing):
         )
         await self._link_attachments(message, request)
         bridged = await self.routing.ingest(message)
-        for attachment in message.attachments or []:  # inline ones are not stored yet
+        for attachment in request.attachments or []:  # inline ones are not stored yet
             await self.storage.save_attachment(attachment.model_copy(update={"message_id": message.id}))
         # The WebSocketEvent the SDK would build, encoded in one pass. Pub/sub delivers at most
         # once anyway, so the visitor's answer does not wait for the PUBLISH.
@@ -141,7 +162,7 @@ class SwitchboardPocketPing(PocketPing):
                 result = self.on_message(message, session)
                 if asyncio.iscoroutine(result):
                     await result
-        return SendMessageResponse(message_id=message.id, timestamp=message.timestamp)
+        return SentWithAttachments(message_id=message.id, timestamp=message.timestamp, attachments=message.attachments)
 
     # Cross-process delivery ---------------------------------------------------------------
 
@@ -260,12 +281,26 @@ class SwitchboardPocketPing(PocketPing):
         operator_name: str | None,
         message_id: str | None = None,
         source_bridge: str = "api",
+        attachment_ids: list[str] | None = None,
     ) -> Message:
-        """Send through the SDK (persist, widget, bridges), attributed to ``operator_id``."""
+        """Send through the SDK (persist, widget, bridges), attributed to ``operator_id``, with the files of
+        ``attachment_ids`` (uploaded to this conversation and not sent yet)."""
         with self._as(operator_id, operator_name, message_id):
-            sent = await self.send_operator_message(
-                session_id, content, source_bridge=source_bridge, operator_name=operator_name
+            # The SDK's send_operator_message, with the files: the bridges get the message as the widget does.
+            request = SendMessageRequest(
+                session_id=session_id, content=content, sender=Sender.OPERATOR, attachment_ids=attachment_ids or None
             )
+            response = await self.handle_message(request)
+            sent = await self.storage.get_message(response.message_id) or Message(
+                id=response.message_id,
+                session_id=session_id,
+                content=content,
+                sender=Sender.OPERATOR,
+                timestamp=response.timestamp,
+            )
+            session = await self.storage.get_session(session_id)
+            if session:
+                await self._notify_bridges_operator_message(sent, session, source_bridge, operator_name)
         async with self.engine.begin() as conn:
             await self.hooks.operator_replied(conn, session_id, operator_id)
         return sent

@@ -106,8 +106,25 @@ class SendMessageBody(msgspec.Struct, rename="camel"):
         )
 
 
-class SentMessage(msgspec.Struct, rename="camel"):
-    """The SDK's ``SendMessageResponse``, encoded by msgspec."""
+class SentMessage(msgspec.Struct, rename="camel", omit_defaults=True):
+    """The SDK's ``SendMessageResponse``, encoded by msgspec, with the message's files (the widget shows them)."""
 
     message_id: str
     timestamp: datetime
+    attachments: list[dict[str, Any]] | None = None
+
+
+class UploadBody(_Body):
+    """``POST /upload``: the file the widget is about to send (its ``File``'s name, type and size)."""
+
+    session_id: str = Field(alias="sessionId", min_length=1, max_length=100)
+    filename: Annotated[str, AfterValidator(_storable)] = Field(min_length=1, max_length=1000)
+    mime_type: str = Field(alias="mimeType", min_length=1, max_length=255, pattern=r"^[\w.+-]+/[\w.+-]+$")
+    size: int = Field(ge=0, description="Bytes")
+
+
+class CompleteUploadBody(_Body):
+    """``POST /upload/complete``: the bytes were PUT to the upload URL."""
+
+    session_id: str = Field(alias="sessionId", min_length=1, max_length=100)
+    attachment_id: str = Field(alias="attachmentId", min_length=1, max_length=100)

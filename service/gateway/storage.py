@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import re
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by, array, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.tables import attachment_t, conversation_t, event_t, message_t
+from service.files.services import Files
 
 # The operator on whose behalf the SDK is saving a message right now (set around
 # ``send_operator_message``), so operator messages are attributed without changing the SDK.
@@ -145,9 +147,26 @@ def _attachment_values(attachment: Attachment) -> dict[str, Any]:
     }
 
 
-def _row_to_attachment(row: Any) -> Attachment:
-    values = dict(row) if not hasattr(row, "_mapping") else dict(row._mapping)
-    return Attachment(**values)
+def as_stored(values: Mapping[str, Any]) -> Attachment:
+    """An attachment row as it is stored (a file Switchboard holds gets no URL here: see ``Files.present``)."""
+    known = {key: values[key] for key in _ATTACHMENT_FIELDS if key in values}
+    return Attachment(**{**known, "url": values.get("url") or ""})
+
+
+_ATTACHMENT_FIELDS = (
+    "id",
+    "message_id",
+    "filename",
+    "mime_type",
+    "size",
+    "url",
+    "thumbnail_url",
+    "status",
+    "uploaded_from",
+    "bridge_file_id",
+    "created_at",
+)
+Present = Callable[[dict[str, Any]], Attachment]
 
 
 # One round trip per read: attachments ride along as a JSON array.
@@ -177,6 +196,8 @@ _attachments_json = (
                 attachment_t.c.bridge_file_id,
                 "created_at",
                 attachment_t.c.created_at,
+                "storage_key",
+                attachment_t.c.storage_key,
             )
         )
     )
@@ -203,8 +224,8 @@ MESSAGE_COLUMNS = (
 )
 
 
-def row_to_message(row: Any) -> Message:
-    """Rebuild the SDK's ``Message`` (with its attachments) from a message row."""
+def row_to_message(row: Any, present: Present = as_stored) -> Message:
+    """Rebuild the SDK's ``Message`` (with its attachments, each through ``present``) from a message row."""
     return Message(
         id=row.id,
         session_id=row.conversation_id,
@@ -219,7 +240,7 @@ def row_to_message(row: Any) -> Message:
         read_at=row.read_at,
         edited_at=row.edited_at,
         deleted_at=row.deleted_at,
-        attachments=[Attachment(**a) for a in row.attachments] if row.attachments else None,
+        attachments=[present(a) for a in row.attachments] if row.attachments else None,
     )
 
 
@@ -240,9 +261,12 @@ def _instant(after: str) -> datetime | None:
 class PostgresStorage(Storage):
     """Every abstract and optional ``Storage`` method, one statement (one round trip) each."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, files: Files | None = None) -> None:
         # Each call is a single statement, so autocommit saves the BEGIN/COMMIT round trips.
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Stored files are read with a fresh signed URL each time (without ``files``: as stored).
+        self.files = files
+        self._present: Present = files.present if files is not None else as_stored
 
     async def _execute(self, statement: Any) -> Any:
         async with self._engine.connect() as conn:
@@ -409,7 +433,7 @@ class PostgresStorage(Storage):
         statement = sa.select(*MESSAGE_COLUMNS).where(message_t.c.conversation_id == session_id)
         if not after:
             newest = statement.order_by(message_t.c.seq.desc()).limit(limit)
-            return [row_to_message(row) for row in reversed((await self._execute(newest)).all())]
+            return [row_to_message(row, self._present) for row in reversed((await self._execute(newest)).all())]
         if (instant := _instant(after)) is not None:
             changed = sa.func.greatest(
                 message_t.c.created_at,
@@ -428,12 +452,12 @@ class PostgresStorage(Storage):
             )
             statement = statement.where(message_t.c.seq > sa.func.coalesce(after_seq, 0)).order_by(message_t.c.seq)
         result = await self._execute(statement.limit(limit))
-        return [row_to_message(row) for row in result]
+        return [row_to_message(row, self._present) for row in result]
 
     async def get_message(self, message_id: str) -> Message | None:
         result = await self._execute(sa.select(*MESSAGE_COLUMNS).where(message_t.c.id == message_id))
         row = result.first()
-        return row_to_message(row) if row else None
+        return row_to_message(row, self._present) if row else None
 
     async def save_bridge_message_ids(self, message_id: str, bridge_ids: BridgeMessageIds) -> None:
         await self._execute(
@@ -472,12 +496,10 @@ class PostgresStorage(Storage):
     async def save_attachment(self, attachment: Attachment) -> None:
         values = _attachment_values(attachment)
         statement = insert(attachment_t).values(**values)
-        await self._execute(
-            statement.on_conflict_do_update(
-                index_elements=[attachment_t.c.id],
-                set_={c: statement.excluded[c] for c in values if c not in ("id", "created_at")},
-            )
-        )
+        updated: dict[str, Any] = {c: statement.excluded[c] for c in values if c not in ("id", "created_at")}
+        # A file Switchboard holds keeps no URL: the one the SDK re-saves is a signed, short-lived one.
+        updated["url"] = sa.case((attachment_t.c.storage_key.is_(None), statement.excluded.url), else_=None)
+        await self._execute(statement.on_conflict_do_update(index_elements=[attachment_t.c.id], set_=updated))
 
     async def update_attachment(self, attachment: Attachment) -> None:
         await self.save_attachment(attachment)
@@ -485,10 +507,10 @@ class PostgresStorage(Storage):
     async def get_attachment(self, attachment_id: str) -> Attachment | None:
         result = await self._execute(sa.select(attachment_t).where(attachment_t.c.id == attachment_id))
         row = result.first()
-        return _row_to_attachment(row) if row else None
+        return self._present(dict(row._mapping)) if row else None
 
     async def get_message_attachments(self, message_id: str) -> list[Attachment]:
         result = await self._execute(
             sa.select(attachment_t).where(attachment_t.c.message_id == message_id).order_by(attachment_t.c.created_at)
         )
-        return [_row_to_attachment(row) for row in result]
+        return [self._present(dict(row._mapping)) for row in result]

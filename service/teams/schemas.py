@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
 )
 
+from service.db.models import DEFAULT_ATTACHMENT_MAX_BYTES, DEFAULT_ATTACHMENT_TYPES, MAX_ATTACHMENT_BYTES
 from service.schemas import ApiModel
 
 # Bounds, shared with docs/teams.md.
@@ -56,6 +57,11 @@ WelcomeMessage = Annotated[str, StringConstraints(min_length=1, max_length=2000)
 AiPrompt = Annotated[str, StringConstraints(min_length=1, max_length=20_000), NoNul]
 QueueThreshold = Annotated[int, Field(ge=1, le=10_000)]
 EditWindow = Annotated[int, Field(ge=0, le=MAX_DELAY_SECONDS)]
+AttachmentBytes = Annotated[int, Field(ge=1, le=MAX_ATTACHMENT_BYTES)]
+MimeType = Annotated[
+    str, BeforeValidator(lowercase), StringConstraints(pattern=r"^[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*$")
+]
+AttachmentTypes = Annotated[list[MimeType], Field(max_length=50), AfterValidator(_unique)]
 
 
 def not_null(value: Any) -> Any:
@@ -86,6 +92,13 @@ class TeamSettings(ApiModel):
         default=900, description="How long operators may edit or delete their own messages; 0 = never"
     )
     csat_enabled: bool = Field(default=False, description="Ask the visitor for a rating when a conversation closes")
+    attachment_max_bytes: AttachmentBytes = Field(
+        default=DEFAULT_ATTACHMENT_MAX_BYTES, description="Largest file accepted in the team's conversations"
+    )
+    attachment_types: AttachmentTypes = Field(
+        default_factory=lambda: list(DEFAULT_ATTACHMENT_TYPES),
+        description="MIME types accepted, checked against the file's bytes; [] = no files",
+    )
 
 
 class TeamCreate(TeamSettings):
@@ -110,6 +123,8 @@ class TeamUpdate(ApiModel):
     queue_alert_threshold: QueueThreshold | None = None
     message_edit_window_seconds: EditWindow | None = None
     csat_enabled: bool | None = None
+    attachment_max_bytes: AttachmentBytes | None = None
+    attachment_types: AttachmentTypes | None = None
 
     _required = field_validator(
         "name",
@@ -122,6 +137,8 @@ class TeamUpdate(ApiModel):
         "offline_grace_seconds",
         "message_edit_window_seconds",
         "csat_enabled",
+        "attachment_max_bytes",
+        "attachment_types",
     )(not_null)
 
 

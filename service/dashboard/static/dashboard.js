@@ -23,8 +23,51 @@
     encodeParameters: function (xhr, parameters, elt) {
       xhr.overrideMimeType("text/json");
       const fields = Object.fromEntries(parameters);
+      if (elt.querySelector("[data-attach]")) {
+        // The files were uploaded when picked; the reply names them.
+        delete fields.file;
+        fields.attachmentIds = attachedIds(elt);
+      }
       return JSON.stringify(elt.hasAttribute("data-transfer") ? transferBody(fields) : fields);
     },
+  });
+
+  // Files picked in the reply form go up at once (POST .../attachments, checked by the server against the
+  // team's limits); the reply then sends their ids. A refused file shows the server's reason.
+  function attachedIds(form) {
+    return Array.from(form.querySelectorAll("[data-attached] [data-attachment-id]"), (li) => li.dataset.attachmentId);
+  }
+
+  document.addEventListener("change", async function (evt) {
+    const input = evt.target;
+    if (!input.matches || !input.matches("input[type=file][data-attach]")) return;
+    const list = input.form.querySelector("[data-attached]");
+    const headers = JSON.parse(document.body.getAttribute("hx-headers") || "{}");
+    for (const file of Array.from(input.files)) {
+      const body = new FormData();
+      body.append("file", file, file.name);
+      const response = await fetch(input.dataset.attach, { method: "POST", body: body, headers: headers });
+      let answer = {};
+      try {
+        answer = await response.json();
+      } catch (ignored) {
+        // Not JSON: the status says enough.
+      }
+      if (!response.ok) {
+        showError(answer.detail || "The file was not accepted (" + response.status + ")");
+        continue;
+      }
+      const item = document.createElement("li");
+      item.dataset.attachmentId = answer.id;
+      item.textContent = answer.filename;
+      list.appendChild(item);
+    }
+    input.value = "";
+  });
+
+  document.addEventListener("reset", function (evt) {
+    const list = evt.target.querySelector && evt.target.querySelector("[data-attached]");
+    if (list) list.replaceChildren();
   });
 
   // The transfer form picks an operator or a team in one list ("operator:<id>" or "team:<id>"); the API takes

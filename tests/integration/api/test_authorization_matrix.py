@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,6 +35,7 @@ from service.settings import Settings
 from tests.conftest import SECRET, RunningApi, run_api
 from tests.factories import add_member, app_access_token, bearer, make_operator, make_team, personal_token
 from tests.support.bridges import bridge_settings
+from tests.support.files import png
 from tests.support.idp import pkce_pair
 from tests.support.oidc import idp_tokens, oidc_settings
 from tests.support.routing import make_conversation
@@ -118,6 +120,8 @@ class Row:
     expect: Expect
     body: Value = None
     query: Value = None
+    # A multipart body instead of JSON: {field: (name, bytes, type)}.
+    files: Value = None
     params: dict[str, Param] = field(default_factory=dict)
     # An endless response (an event stream): only its status is read.
     streams: bool = False
@@ -140,6 +144,10 @@ async def dashboard_script(world: World, caller: str) -> str:
 
 async def demo_script(world: World, caller: str) -> str:
     return "demo.js"
+
+
+async def any_attachment(world: World, caller: str) -> str:
+    return "att-0123456789abcdef01234567"
 
 
 async def team_section(world: World, caller: str) -> str:
@@ -315,6 +323,11 @@ ROWS: dict[str, Row] = {
     "GET /api/v1/conversations": Row(signed_in(200)),
     "GET /api/v1/conversations/{conversation_id}": Row(member(200)),
     "GET /api/v1/conversations/{conversation_id}/messages": Row(member(200)),
+    "POST /api/v1/conversations/{conversation_id}/attachments": Row(
+        member(201), files={"file": ("map.png", png(), "image/png")}
+    ),
+    # Downloads are authorized by their signed URL alone: without one (or with credentials only), 403.
+    "GET /files/{attachment_id}": Row(everyone(403), params={"attachment_id": any_attachment}),
     # Members claim the waiting conversation by replying; the admin (in no team) replies without taking it.
     "POST /api/v1/conversations/{conversation_id}/messages": Row(member(201), body={"content": "hi"}),
     # one's own message only: team A's operator wrote it; its lead and an admin see it but may not change it (403)
@@ -440,9 +453,10 @@ def app_routes(app: Litestar) -> set[str]:
 
 
 @pytest.fixture
-async def matrix_api(settings: Settings, expired_issuer: str) -> AsyncIterator[RunningApi]:
+async def matrix_api(settings: Settings, expired_issuer: str, tmp_path: Path) -> AsyncIterator[RunningApi]:
     """The api trusting the provider that issues expired tokens, so the expired JWT fails only for its expiry."""
-    async with run_api(oidc_settings(settings, expired_issuer, native_client_ids=[NATIVE_APP])) as running:
+    configured = oidc_settings(settings, expired_issuer, native_client_ids=[NATIVE_APP], data_dir=str(tmp_path))
+    async with run_api(configured) as running:
         yield running
 
 
@@ -499,6 +513,7 @@ async def call(http: httpx.AsyncClient, world: World, key: str, row: Row, caller
         headers=world.headers[caller],
         params=resolve(row.query, world, caller),
         json=body if body is not None else None,
+        files=resolve(row.files, world, caller),
     )
     response = await http.send(request, stream=row.streams)
     await (response.aclose() if row.streams else response.aread())

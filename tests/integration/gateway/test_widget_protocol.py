@@ -7,18 +7,19 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 import websockets
-from pocketping.models import Attachment
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.settings import Settings
 from tests.conftest import RunningApi, run_api
+from tests.support.files import png, serving, upload
 
 # Every request of the widget carries its version; httpx's json= sets Content-Type: application/json as it does.
 WIDGET = {"X-PocketPing-Version": "2.6.0"}
@@ -351,24 +352,17 @@ async def test_blank_messages_are_refused_and_store_nothing(
 
 
 async def test_a_message_with_only_an_attachment_is_accepted(
-    api: RunningApi, http: httpx.AsyncClient, clean_db: AsyncEngine
+    settings: Settings, clean_db: AsyncEngine, tmp_path: Path
 ) -> None:
-    session_id = (await connect(http, "sender-of-files"))["sessionId"]
-    uploaded = Attachment(
-        id="att-1",
-        filename="receipt.png",
-        mime_type="image/png",
-        size=2048,
-        url="https://files.example/receipt.png",
-        created_at=datetime.now(UTC),
-    )
-    await api.app.state.pocketping.storage.save_attachment(uploaded)
-    response = await send(http, session_id, "", attachmentIds=["att-1"])
-    assert response.status_code == 200, response.text
-    message_id = response.json()["messageId"]
-    assert await rows(clean_db, "SELECT id, content FROM message") == [(message_id, "")]
-    [message] = (await poll(http, session_id))["messages"]
-    assert [a["id"] for a in message["attachments"]] == ["att-1"]
+    async with serving(settings, tmp_path) as (_, http, _):
+        session_id = (await connect(http, "sender-of-files"))["sessionId"]
+        uploaded = await upload(http, session_id, "receipt.png", png(), "image/png")
+        response = await send(http, session_id, "", attachmentIds=[uploaded["id"]])
+        assert response.status_code == 200, response.text
+        message_id = response.json()["messageId"]
+        assert await rows(clean_db, "SELECT id, content FROM message") == [(message_id, "")]
+        [message] = (await poll(http, session_id))["messages"]
+        assert [a["id"] for a in message["attachments"]] == [uploaded["id"]]
 
 
 # CORS for the beacons ---------------------------------------------------------------------------------
@@ -386,7 +380,7 @@ async def test_credentialed_cors_on_the_gateway_for_widget_origins(settings: Set
         assert {k: v for k, v in preflight.headers.items() if k.startswith("access-control-") or k == "vary"} == {
             "access-control-allow-origin": "http://shop.example",
             "access-control-allow-credentials": "true",
-            "access-control-allow-methods": "GET, POST, PATCH, DELETE",
+            "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE",
             "access-control-allow-headers": "Content-Type, X-PocketPing-Version",
             "access-control-max-age": "600",
             "vary": "Origin",

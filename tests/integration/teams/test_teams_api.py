@@ -56,6 +56,8 @@ async def test_admin_creates_a_team_with_defaults_and_names_are_unique(
         "queueAlertThreshold": None,
         "messageEditWindowSeconds": 900,
         "csatEnabled": False,
+        "attachmentMaxBytes": 10 * 1024 * 1024,
+        "attachmentTypes": ["image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf", "text/plain"],
         "createdAt": team["createdAt"],
         "memberCount": 0,
         "bridges": {"telegram": None, "discord": None, "slack": None},
@@ -81,10 +83,14 @@ async def test_invalid_settings_name_the_field_and_change_nothing(
         ({"firstResponseTimeoutSeconds": 86_401}, "firstResponseTimeoutSeconds"),
         ({"offlineGraceSeconds": None}, "offlineGraceSeconds"),
         ({"name": ""}, "name"),
+        ({"attachmentMaxBytes": 0}, "attachmentMaxBytes"),
+        ({"attachmentMaxBytes": 100 * 1024 * 1024 + 1}, "attachmentMaxBytes"),
+        ({"attachmentTypes": ["images"]}, "attachmentTypes.0"),
+        ({"attachmentTypes": None}, "attachmentTypes"),
     ]
     for body, field in cases:
         response = await http.patch(f"{API}/{team_id}", json={"welcomeMessage": "Hi", **body}, headers=lead_auth)
-        assert (response.status_code, errors(response)) == (400, [field]), body
+        assert (response.status_code, errors(response)) == (400, [field]), (body, response.text)
     [team] = await rows(clean_db, "SELECT welcome_message, routing_policy FROM team")
     assert team == {"welcome_message": None, "routing_policy": "manual"}
     assert await rows(clean_db, "SELECT * FROM audit_event") == []

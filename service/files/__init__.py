@@ -1,0 +1,1 @@
+"""Attachments: the file store, signed URLs, content sniffing and the upload rules."""
