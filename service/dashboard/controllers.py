@@ -21,7 +21,7 @@ from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
-from service.conversations import services
+from service.conversations import screenshots, services
 from service.conversations.services import ConversationFilters
 from service.dashboard.analytics import analytics_context
 from service.dashboard.canned import CannedPageController
@@ -65,6 +65,7 @@ async def _thread_context(conn: AsyncConnection, principal: Principal, row: Any)
     """State, AI state, newest messages and notes: the part of the page that refreshes on the conversation's events."""
     messages, older = await services.newest_messages(conn, row.id)
     notes, more_notes = await services.list_notes(conn, row.id, None, services.MAX_PAGE)
+    shots, more_shots = await screenshots.list_screenshots(conn, row.id, None, services.MAX_PAGE)
     return {
         "conversation": services.conversation_public(row),
         "ai_enabled": await teams.ai_enabled(conn, row.team_id),
@@ -73,6 +74,8 @@ async def _thread_context(conn: AsyncConnection, principal: Principal, row: Any)
         "older": older,
         "notes": notes,
         "more_notes": more_notes is not None,
+        "screenshots": shots,
+        "more_screenshots": more_shots is not None,
     }
 
 

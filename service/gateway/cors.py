@@ -16,7 +16,7 @@ VERSION_HEADERS = (
     "X-PocketPing-Version-Message",
 )
 _PREFLIGHT = {
-    "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE",
+    "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE",
     "Access-Control-Allow-Headers": "Content-Type, X-PocketPing-Version",
     "Access-Control-Max-Age": "600",
 }

@@ -207,7 +207,7 @@
   const KINDS = [
     "conversation.queued", "conversation.assigned", "conversation.transferred", "conversation.closed",
     "conversation.reopened", "conversation.rated", "message.created", "message.edited", "message.deleted",
-    "note.created", "presence.changed", "ai.takeover", "ai.state_changed",
+    "note.created", "presence.changed", "ai.takeover", "ai.state_changed", "screenshot.captured",
   ];
   document.addEventListener("DOMContentLoaded", function () {
     const box = document.getElementById("reply-content");
