@@ -16,11 +16,11 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
-from service.conversations import screenshots, services
+from service.conversations import screenshots, services, visitors
 from service.conversations.schemas import EXAMPLE_CONVERSATION_ID as EXAMPLE_ID
 from service.conversations.schemas import (
+    ConversationDetail,
     ConversationPage,
-    ConversationPublic,
     ConversationStatus,
     MessageEdit,
     MessagePage,
@@ -119,11 +119,13 @@ class ConversationController(Controller):
     @get("/{conversation_id:str}", operation_id="getConversation", summary="A conversation in detail")
     async def get_conversation(
         self, conversation_id: ConversationId, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
-    ) -> ConversationPublic:
-        """Team, assignee, status, priority, waiting time, AI state, and the visitor's identity and metadata."""
+    ) -> ConversationDetail:
+        """Team, assignee, status, priority, waiting time, AI state, the visitor's identity, metadata and device,
+        and their earlier conversations."""
         async with engine(request).connect() as conn:
             row = await services.visible_conversation(conn, principal, conversation_id)
-        return ConversationPublic.model_validate(services.conversation_public(row))
+            detail = await visitors.conversation_detail(conn, principal, row)
+        return ConversationDetail.model_validate(detail)
 
     @get("/{conversation_id:str}/messages", operation_id="listMessages", summary="The conversation's messages")
     async def list_messages(

@@ -72,6 +72,30 @@ class VisitorPublic(ApiModel):
     phone_country: str | None
 
 
+class DevicePublic(ApiModel):
+    """The visitor's device, read from the user agent the widget sent."""
+
+    browser: str | None = Field(description="Browser and version, e.g. Chrome 131.0")
+    os: str | None = Field(description="Operating system and version, e.g. iOS 17.2")
+    model: str | None = Field(description="Device model when the user agent names one (iPhone, ...); bot for crawlers")
+
+
+class VisitorDetail(VisitorPublic):
+    """The visitor, with the device named from their user agent."""
+
+    device: DevicePublic | None = Field(description="Null when the widget sent no user agent")
+
+
+class EarlierConversation(ApiModel):
+    """Another conversation of the same visitor, begun before this one."""
+
+    id: str
+    status: ConversationStatus
+    team_name: str | None
+    created_at: datetime
+    last_activity: datetime
+
+
 class CsatPublic(ApiModel):
     """The visitor's rating: asked for when the conversation closed (if its team asks), given once."""
 
@@ -128,6 +152,16 @@ class ConversationPublic(ApiModel):
     ai: AiState
     csat: CsatPublic | None = Field(description="The visitor's rating; null when none was asked for or given")
     visitor: VisitorPublic
+
+
+class ConversationDetail(ConversationPublic):
+    """A conversation in detail: also the visitor's device and their earlier conversations."""
+
+    visitor: VisitorDetail
+    earlier_conversations: list[EarlierConversation] = Field(
+        description="The same visitor's (same widget visitor id, or the same identity id) conversations begun "
+        "before this one that you may see, newest first, at most 10"
+    )
 
 
 class ConversationPage(ApiModel):

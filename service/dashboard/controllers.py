@@ -21,7 +21,7 @@ from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
-from service.conversations import screenshots, services
+from service.conversations import screenshots, services, visitors
 from service.conversations.services import ConversationFilters
 from service.dashboard.analytics import analytics_context
 from service.dashboard.canned import CannedPageController
@@ -102,6 +102,17 @@ async def _transfer_context(conn: AsyncConnection, principal: Principal, row: An
     }
 
 
+async def _visitor_context(conn: AsyncConnection, principal: Principal, row: Any) -> dict[str, Any]:
+    """The visitor panel: page, language, time zone, device, identity and earlier conversations."""
+    detail = await visitors.conversation_detail(conn, principal, row)
+    return {
+        "visitor": detail["visitor"],
+        "page": detail["visitor"]["metadata"] or {},
+        "identity_extra": visitors.identity_extra(detail["visitor"]["identity"]),
+        "earlier": detail["earlier_conversations"],
+    }
+
+
 async def _routing_context(conn: AsyncConnection, principal: Principal, row: Any) -> dict[str, Any]:
     return {"decisions": await decision_views(conn, row.id)}
 
@@ -149,8 +160,8 @@ class DashboardController(Controller):
     async def conversation(
         self, conversation_id: FromPath[str], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> Template:
-        """A conversation: state, AI controls, history, notes, transfer, why it was routed here, and the forms."""
-        parts = (_thread_context, _transfer_context, _routing_context)
+        """A conversation: state, AI controls, history, notes, the visitor, transfer, why it was routed here, forms."""
+        parts = (_thread_context, _visitor_context, _transfer_context, _routing_context)
         page = await _conversation_template("conversation.html", request, principal, conversation_id, *parts)
         page.context["csrf_token"] = await csrf_token(request)
         return page
