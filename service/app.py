@@ -20,7 +20,7 @@ from service.auth.oidc import OidcClient
 from service.bridges.controllers import BridgeLinkController, BridgeWebhookController
 from service.bridges.registry import BridgeRegistry
 from service.canned.controllers import CannedResponseController
-from service.conversations.controllers import ConversationController
+from service.conversations.controllers import ConversationController, WidgetScreenshotController
 from service.dashboard.controllers import TEMPLATES, dashboard_router
 from service.demo.controllers import demo_router
 from service.files.controllers import FileController
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             GatewayController,
+            WidgetScreenshotController,
             HealthController,
             MeController,
             PresenceController,

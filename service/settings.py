@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # Typing repeated within this interval is answered but not forwarded (the widget sends one per keystroke).
     widget_typing_interval_seconds: float = Field(2.0, gt=0)
     widget_max_body_bytes: int = Field(64 * 1024, ge=1024)
+    # Screenshots an operator asks the widget for: how long the widget has to answer, and the largest image taken.
+    screenshot_request_ttl_seconds: int = Field(120, ge=10, le=3600)
+    screenshot_max_bytes: int = Field(5 * 1024 * 1024, ge=64 * 1024, le=50 * 1024 * 1024)
 
     # Keys in Redis (pub/sub channels, rate limits, arq queue) start with this, so several
     # deployments or test runs can share one Redis without seeing each other.

@@ -7,22 +7,23 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import ResponseHeader, UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi.spec import Example
-from litestar.params import Body, HeaderParameter, JSONBody, PathParameter, QueryParameter
+from litestar.params import Body, FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
-from service.conversations import services
+from service.conversations import screenshots, services, visitors
 from service.conversations.schemas import EXAMPLE_CONVERSATION_ID as EXAMPLE_ID
 from service.conversations.schemas import (
     AttachmentPublic,
+    ConversationDetail,
     ConversationPage,
-    ConversationPublic,
     ConversationStatus,
     MessageEdit,
     MessagePage,
@@ -32,16 +33,26 @@ from service.conversations.schemas import (
     NotePublic,
     ReadPublic,
     ReplyCreate,
+    ScreenshotPage,
+    ScreenshotPublic,
     TypingUpdate,
+    WidgetScreenshotRequests,
+    WidgetUploadComplete,
+    WidgetUploadCompleted,
+    WidgetUploadStart,
+    WidgetUploadStarted,
 )
 from service.deps import engine, files
 from service.files.services import MAX_UPLOAD_BYTES
 from service.gateway.hub import SwitchboardPocketPing
+from service.gateway.limits import count_signal
+from service.settings import Settings
 
 ConversationId = Annotated[
     str, PathParameter(description="Its PocketPing session id", examples=[Example(value=EXAMPLE_ID)])
 ]
 MessageId = Annotated[str, PathParameter(description="The message's id", max_length=100)]
+WidgetSession = Annotated[str, QueryParameter(name="sessionId", min_length=1, max_length=100)]
 Cursor = Annotated[str | None, QueryParameter(description="nextCursor of the previous page", max_length=500)]
 Limit = Annotated[int, QueryParameter(ge=1, le=services.MAX_PAGE, description="Items per page")]
 REPLAYED = "Idempotent-Replayed"
@@ -119,11 +130,13 @@ class ConversationController(Controller):
     @get("/{conversation_id:str}", operation_id="getConversation", summary="A conversation in detail")
     async def get_conversation(
         self, conversation_id: ConversationId, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
-    ) -> ConversationPublic:
-        """Team, assignee, status, priority, waiting time, AI state, and the visitor's identity and metadata."""
+    ) -> ConversationDetail:
+        """Team, assignee, status, priority, waiting time, AI state, the visitor's identity, metadata and device,
+        and their earlier conversations."""
         async with engine(request).connect() as conn:
             row = await services.visible_conversation(conn, principal, conversation_id)
-        return ConversationPublic.model_validate(services.conversation_public(row))
+            detail = await visitors.conversation_detail(conn, principal, row)
+        return ConversationDetail.model_validate(detail)
 
     @get("/{conversation_id:str}/messages", operation_id="listMessages", summary="The conversation's messages")
     async def list_messages(
@@ -312,3 +325,122 @@ class ConversationController(Controller):
         async with engine(request).begin() as conn:
             note = await services.add_note(conn, principal, conversation_id, data.body)
         return NotePublic.model_validate(note)
+
+    @post(
+        "/{conversation_id:str}/screenshots",
+        operation_id="requestScreenshot",
+        summary="Ask the visitor's widget for a screenshot",
+        status_code=201,
+    )
+    async def request_screenshot(
+        self,
+        conversation_id: ConversationId,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        pocketping: NamedDependency[SwitchboardPocketPing],
+    ) -> ScreenshotPublic:
+        """The widget captures the visitor's viewport and uploads it within ``SCREENSHOT_REQUEST_TTL_SECONDS``;
+        follow ``status`` here or wait for ``screenshot.captured`` on the event stream."""
+        settings: Settings = request.app.state.settings
+        screenshot = await screenshots.request_screenshot(
+            engine(request), pocketping, principal, conversation_id, settings.screenshot_request_ttl_seconds
+        )
+        return ScreenshotPublic.model_validate(screenshot)
+
+    @get("/{conversation_id:str}/screenshots", operation_id="listScreenshots", summary="The conversation's screenshots")
+    async def list_screenshots(
+        self,
+        conversation_id: ConversationId,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        cursor: Cursor = None,
+        limit: Limit = 50,
+    ) -> ScreenshotPage:
+        """Oldest request first, each with its status; ``imageUrl`` once the image is stored."""
+        page = await _list_of(request, principal, conversation_id, screenshots.list_screenshots, cursor, limit)
+        return ScreenshotPage.model_validate(page)
+
+    @get(
+        "/{conversation_id:str}/screenshots/{screenshot_id:uuid}/image",
+        operation_id="getScreenshotImage",
+        summary="A screenshot's image",
+        media_type="image/png",
+    )
+    async def screenshot_image(
+        self,
+        conversation_id: ConversationId,
+        screenshot_id: FromPath[uuid.UUID],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+    ) -> Response[bytes]:
+        """The stored image, typed by its own bytes (PNG, JPEG or WebP); 404 until it is uploaded."""
+        async with engine(request).connect() as conn:
+            await services.visible_conversation(conn, principal, conversation_id)
+            content, mime_type = await screenshots.image(conn, conversation_id, screenshot_id)
+        # The visitor's bytes, shown to operators: never sniffed into anything else, never run as a document.
+        headers = {
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Cache-Control": "private, max-age=3600",
+        }
+        return Response(content, media_type=mime_type, headers=headers)
+
+
+class WidgetScreenshotController(Controller):
+    """The widget's side of screenshots (PocketPing widget 2.6's protocol); each request counts as a signal."""
+
+    path = "/pocketping/screenshot"
+    tags = ["widget"]
+    before_request = count_signal  # type: ignore[assignment]  # a plain function, not a method
+
+    @get("/requests", operation_id="widgetScreenshotRequests")
+    async def pending(self, request: Request[Any, Any, Any], session_id: WidgetSession) -> WidgetScreenshotRequests:
+        """The widget's poll: requests it has not been handed yet, each handed out once; usually none."""
+        async with engine(request).begin() as conn:
+            requests = await screenshots.offer_pending(conn, session_id)
+        return WidgetScreenshotRequests(requests=requests)
+
+    @post("/upload", operation_id="widgetScreenshotUpload", status_code=200)
+    async def start_upload(
+        self, data: JSONBody[WidgetUploadStart], request: Request[Any, Any, Any]
+    ) -> WidgetUploadStarted:
+        """Where to ``PUT`` the image of a live request of this session (until ``expiresAt``)."""
+        async with engine(request).begin() as conn:
+            key, expires_at = await screenshots.start_upload(conn, data.session_id, data.request_id)
+        settings: Settings = request.app.state.settings
+        base = str(settings.public_url).rstrip("/")
+        return WidgetUploadStarted(
+            attachment_id=key,
+            upload_url=f"{base}{self.path}/upload/{key}",
+            expires_at=expires_at,
+            storage_key=f"screenshot/{data.request_id}",
+        )
+
+    # No framework limit: the image has its own, SCREENSHOT_MAX_BYTES, checked while it streams in.
+    @put("/upload/{key:str}", operation_id="widgetScreenshotPut", status_code=204, request_max_body_size=None)
+    async def put_image(
+        self, key: Annotated[str, PathParameter(max_length=100)], request: Request[Any, Any, Any]
+    ) -> None:
+        """The image itself (the widget sends a PNG); stored once, typed by its bytes."""
+        limit = request.app.state.settings.screenshot_max_bytes
+        if int(request.headers.get("content-length") or 0) > limit:
+            raise RequestEntityTooLarge
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestEntityTooLarge
+            chunks.append(chunk)
+        async with engine(request).begin() as conn:
+            await screenshots.store_upload(conn, key, b"".join(chunks))
+
+    @post("/upload/complete", operation_id="widgetScreenshotComplete", status_code=200)
+    async def complete(
+        self, data: JSONBody[WidgetUploadComplete], request: Request[Any, Any, Any]
+    ) -> WidgetUploadCompleted:
+        """The widget's last step: confirms the stored image (its size must match)."""
+        async with engine(request).connect() as conn:
+            done = await screenshots.complete_upload(
+                conn, data.session_id, data.request_id, data.attachment_id, data.size
+            )
+        return WidgetUploadCompleted.model_validate(done)

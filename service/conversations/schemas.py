@@ -72,6 +72,30 @@ class VisitorPublic(ApiModel):
     phone_country: str | None
 
 
+class DevicePublic(ApiModel):
+    """The visitor's device, read from the user agent the widget sent."""
+
+    browser: str | None = Field(description="Browser and version, e.g. Chrome 131.0")
+    os: str | None = Field(description="Operating system and version, e.g. iOS 17.2")
+    model: str | None = Field(description="Device model when the user agent names one (iPhone, ...); bot for crawlers")
+
+
+class VisitorDetail(VisitorPublic):
+    """The visitor, with the device named from their user agent."""
+
+    device: DevicePublic | None = Field(description="Null when the widget sent no user agent")
+
+
+class EarlierConversation(ApiModel):
+    """Another conversation of the same visitor, begun before this one."""
+
+    id: str
+    status: ConversationStatus
+    team_name: str | None
+    created_at: datetime
+    last_activity: datetime
+
+
 class CsatPublic(ApiModel):
     """The visitor's rating: asked for when the conversation closed (if its team asks), given once."""
 
@@ -128,6 +152,16 @@ class ConversationPublic(ApiModel):
     ai: AiState
     csat: CsatPublic | None = Field(description="The visitor's rating; null when none was asked for or given")
     visitor: VisitorPublic
+
+
+class ConversationDetail(ConversationPublic):
+    """A conversation in detail: also the visitor's device and their earlier conversations."""
+
+    visitor: VisitorDetail
+    earlier_conversations: list[EarlierConversation] = Field(
+        description="The same visitor's (same widget visitor id, or the same identity id) conversations begun "
+        "before this one that you may see, newest first, at most 10"
+    )
 
 
 class ConversationPage(ApiModel):
@@ -282,3 +316,89 @@ class NotePage(ApiModel):
 
     items: list[NotePublic]
     next_cursor: str | None = Field(description="Opaque; null on the last page")
+
+
+# --- Screenshots ------------------------------------------------------------------------------------------------
+
+ScreenshotStatus = Literal["pending", "uploading", "done", "expired"]
+
+
+class ScreenshotPublic(ApiModel):
+    """A capture of the visitor's page an operator asked for, and how far the widget got with it."""
+
+    model_config = _examples(
+        {
+            "id": "7d4c2b1a-9e8f-4a3b-8c7d-6e5f4a3b2c1d",
+            "conversationId": EXAMPLE_CONVERSATION_ID,
+            "status": "done",
+            "requestedBy": {"id": _OPERATOR_ID, "displayName": "Ada Lovelace"},
+            "requestedAt": "2026-11-25T22:04:00Z",
+            "expiresAt": "2026-11-25T22:06:00Z",
+            "capturedAt": "2026-11-25T22:04:02Z",
+            "mimeType": "image/png",
+            "size": 184_233,
+            "imageUrl": f"/api/v1/conversations/{EXAMPLE_CONVERSATION_ID}/screenshots/"
+            "7d4c2b1a-9e8f-4a3b-8c7d-6e5f4a3b2c1d/image",
+        }
+    )
+
+    id: uuid.UUID = Field(description="Also the widget's requestId")
+    conversation_id: str
+    status: ScreenshotStatus = Field(
+        description="pending: asked; uploading: the widget is sending it; done: stored; expired: not done in time"
+    )
+    requested_by: OperatorRef | None
+    requested_at: datetime
+    expires_at: datetime = Field(description="The widget must finish its upload by then")
+    captured_at: datetime | None
+    mime_type: str | None = Field(description="image/png, image/jpeg or image/webp, read from the image's bytes")
+    size: int | None = Field(description="Bytes")
+    image_url: str | None = Field(description="The image (same credentials as this API); null until done")
+
+
+class ScreenshotPage(ApiModel):
+    """Screenshots, oldest request first; pass ``nextCursor`` as ``cursor`` for the next page."""
+
+    items: list[ScreenshotPublic]
+    next_cursor: str | None = Field(description="Opaque; null on the last page")
+
+
+_SessionId = Annotated[str, Field(min_length=1, max_length=100)]
+_Key = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class WidgetScreenshotRequests(ApiModel):
+    """``GET /pocketping/screenshot/requests``: the requests the widget has not been handed yet."""
+
+    requests: list[dict[str, Any]] = Field(description="{requestId, requestedBy, requestedFrom, silent}")
+
+
+class WidgetUploadStart(ApiModel):
+    """``POST /pocketping/screenshot/upload``, as the widget sends it."""
+
+    session_id: _SessionId
+    request_id: _Key
+
+
+class WidgetUploadStarted(ApiModel):
+    """Where the widget ``PUT``s the image (``attachmentId`` is the secret part of the URL)."""
+
+    attachment_id: str
+    upload_url: str
+    expires_at: datetime
+    storage_key: str
+
+
+class WidgetUploadComplete(ApiModel):
+    """``POST /pocketping/screenshot/upload/complete``, as the widget sends it."""
+
+    session_id: _SessionId
+    request_id: _Key
+    attachment_id: _Key
+    size: int = Field(ge=0, description="Bytes the widget uploaded")
+
+
+class WidgetUploadCompleted(ApiModel):
+    success: bool
+    attachment_id: str
+    screenshot_id: uuid.UUID

@@ -109,7 +109,7 @@ def conversation_public(row: Any) -> dict[str, Any]:
     }
 
 
-def _visible(principal: Principal) -> sa.ColumnElement[bool]:
+def visible_to(principal: Principal) -> sa.ColumnElement[bool]:
     """Admins see every conversation; others only their teams' ones."""
     if principal.is_admin:
         return sa.true()
@@ -158,7 +158,7 @@ async def list_conversations(
     conn: AsyncConnection, principal: Principal, filters: ConversationFilters, cursor: str | None, limit: int
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of visible conversations, most recent activity first (keyset on ``(last_activity, id)``)."""
-    statement = _conversations().where(_visible(principal))
+    statement = _conversations().where(visible_to(principal))
     if filters.statuses:
         statement = statement.where(conversation_t.c.status.in_(list(filters.statuses)))
     if filters.team_id is not None:

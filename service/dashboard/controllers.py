@@ -21,7 +21,7 @@ from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
-from service.conversations import services
+from service.conversations import screenshots, services, visitors
 from service.conversations.services import ConversationFilters
 from service.dashboard.analytics import analytics_context
 from service.dashboard.canned import CannedPageController
@@ -67,6 +67,7 @@ async def _thread_context(
     """State, AI state, newest messages and notes: the part of the page that refreshes on the conversation's events."""
     messages, older = await services.newest_messages(conn, files(request), row.id)
     notes, more_notes = await services.list_notes(conn, row.id, None, services.MAX_PAGE)
+    shots, more_shots = await screenshots.list_screenshots(conn, row.id, None, services.MAX_PAGE)
     return {
         "conversation": services.conversation_public(row),
         "ai_enabled": await teams.ai_enabled(conn, row.team_id),
@@ -75,6 +76,8 @@ async def _thread_context(
         "older": older,
         "notes": notes,
         "more_notes": more_notes is not None,
+        "screenshots": shots,
+        "more_screenshots": more_shots is not None,
     }
 
 
@@ -100,6 +103,19 @@ async def _transfer_context(
         "assignee_id": row.assignee_id,
         "targets": await transfer_targets(conn, row.team_id),
         "may_override": principal.is_lead(row.team_id),
+    }
+
+
+async def _visitor_context(
+    request: Request[Any, Any, Any], conn: AsyncConnection, principal: Principal, row: Any
+) -> dict[str, Any]:
+    """The visitor panel: page, language, time zone, device, identity and earlier conversations."""
+    detail = await visitors.conversation_detail(conn, principal, row)
+    return {
+        "visitor": detail["visitor"],
+        "page": detail["visitor"]["metadata"] or {},
+        "identity_extra": visitors.identity_extra(detail["visitor"]["identity"]),
+        "earlier": detail["earlier_conversations"],
     }
 
 
@@ -152,8 +168,8 @@ class DashboardController(Controller):
     async def conversation(
         self, conversation_id: FromPath[str], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> Template:
-        """A conversation: state, AI controls, history, notes, transfer, why it was routed here, and the forms."""
-        parts = (_thread_context, _transfer_context, _routing_context)
+        """A conversation: state, AI controls, history, notes, the visitor, transfer, why it was routed here, forms."""
+        parts = (_thread_context, _visitor_context, _transfer_context, _routing_context)
         page = await _conversation_template("conversation.html", request, principal, conversation_id, *parts)
         page.context["csrf_token"] = await csrf_token(request)
         return page

@@ -35,6 +35,8 @@ DEFAULT_ATTACHMENT_MAX_BYTES = 10 * 1024 * 1024
 # No team may accept larger files (an upload is read into memory whole).
 MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024
 DEFAULT_ATTACHMENT_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf", "text/plain")
+# pending: asked, not taken up yet; uploading: the widget got its upload URL; done: the image is stored.
+SCREENSHOT_STATUSES = ("pending", "uploading", "done")
 
 
 class Operator(SQLModel, table=True):
@@ -269,6 +271,37 @@ class Attachment(SQLModel, table=True):
     operator_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
     expires_at: datetime | None = Field(default=None, sa_type=TZ)
     created_at: datetime = Field(sa_type=TZ)
+
+
+class Screenshot(SQLModel, table=True):
+    """A capture of the visitor's page an operator asked the widget for; the image is stored here once uploaded.
+
+    A request not done by ``expires_at`` is expired (read as such; nothing rewrites it).
+    """
+
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", SCREENSHOT_STATUSES), name="status"),
+        sa.CheckConstraint("(status = 'done') = (content IS NOT NULL)", name="content_when_done"),
+        sa.Index("ix_screenshot_conversation", "conversation_id", "requested_at"),
+        sa.Index(
+            "ix_screenshot_upload_key", "upload_key", unique=True, postgresql_where=sa.text("upload_key IS NOT NULL")
+        ),
+    )
+
+    id: uuid.UUID = Field(primary_key=True, description="The widget's requestId")
+    conversation_id: str = Field(foreign_key="conversation.id", ondelete="CASCADE")
+    requested_by: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
+    requested_at: datetime = Field(sa_type=TZ, sa_column_kwargs={"server_default": sa.func.now()})
+    expires_at: datetime = Field(sa_type=TZ)
+    status: str = Field(default="pending", sa_column_kwargs={"server_default": "pending"})
+    # When a poll handed it to the widget: a poll hands each request out once.
+    offered_at: datetime | None = Field(default=None, sa_type=TZ)
+    # The secret part of the upload URL (the widget's attachmentId), given when the widget starts uploading.
+    upload_key: str | None = None
+    mime_type: str | None = None
+    size: int | None = None
+    content: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    captured_at: datetime | None = Field(default=None, sa_type=TZ)
 
 
 class Assignment(SQLModel, table=True):

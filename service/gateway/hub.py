@@ -367,6 +367,10 @@ class SwitchboardPocketPing(PocketPing):
         event = WebSocketEvent(type="csat_request", data={"requestedAt": requested_at})
         await self._broadcast_to_session(session_id, event)
 
+    async def ask_for_screenshot(self, session_id: str, request: dict[str, Any]) -> None:
+        """Push ``screenshot_request`` to the visitor's widget (the request is already stored)."""
+        await self._broadcast_to_session(session_id, WebSocketEvent(type="screenshot_request", data=request))
+
     def _platform_message_id(self, bridge: Bridge, bridge_ids: BridgeMessageIds) -> str | int | None:
         if self.hooks.reads_own_message_ids(bridge):
             return bridge.name  # any id: the SDK only calls a bridge's edit and delete hooks with one

@@ -30,6 +30,8 @@ async def test_an_operator_edits_and_deletes_a_reply_and_sees_the_visitors_ratin
         session_id = await visitor_writes(api, settings, "v-rated", "Where is my parcel?")
         await page.goto(f"{api.url}/app/conversations/{session_id}")
         await expect(page.locator("body")).to_have_attribute("data-live", "open")
+        # Opening the page marked the visitor's message read (and refreshed the thread once).
+        await expect(page.locator(".message.from-visitor .receipt")).to_have_attribute("data-status", "read")
         for text in ("It ships on Friday.", "Tracking follows by mail."):
             await page.fill("#reply-content", text)
             await page.click("form.reply button[type=submit]")

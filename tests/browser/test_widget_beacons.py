@@ -80,9 +80,9 @@ class LeaveBridge(Bridge):
 
 
 @contextmanager
-def shop_page(api_url: str) -> Iterator[str]:
+def shop_page(api_url: str, page: str = PAGE) -> Iterator[str]:
     """A page of the visitor's shop on an origin of its own (another port), embedding the widget's calls."""
-    body = (PAGE % {"endpoint": f"{api_url}/pocketping"}).encode()
+    body = (page % {"endpoint": f"{api_url}/pocketping"}).encode()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

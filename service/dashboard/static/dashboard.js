@@ -245,24 +245,88 @@
     if (editing) message.querySelector("form.edit-message textarea").focus();
   });
 
+  // The conversation page, both ways: the visitor's messages are marked read while the page is in view (on
+  // opening it, when one arrives, when the tab comes back), the visitor's typing shows above the reply box,
+  // and the operator's typing reaches the widget (once when they start, again every 2 s while they type, and
+  // "stopped" 4 s after their last keystroke).
+  const TYPING_REPEAT_MS = 2000;
+  const TYPING_STOP_MS = 4000;
+  // The widget sends no "stopped": the gateway forwards its keystrokes every 2 s, so silence means it stopped.
+  const VISITOR_TYPING_SHOWN_MS = 6000;
+
+  function setUpConversation(box) {
+    const id = box.dataset.conversation;
+    const url = "/api/v1/conversations/" + encodeURIComponent(id);
+    const markRead = function () {
+      if (document.visibilityState === "visible") call("POST", url + "/read").catch((error) => showError(error.message));
+    };
+    markRead();
+    document.addEventListener("visibilitychange", markRead);
+
+    const note = document.getElementById("visitor-typing");
+    let hideNote = null;
+    const showTyping = function (isTyping) {
+      clearTimeout(hideNote);
+      note.hidden = !isTyping;
+      if (isTyping) hideNote = setTimeout(function () { note.hidden = true; }, VISITOR_TYPING_SHOWN_MS);
+    };
+    document.body.addEventListener("sb:typing", function (evt) {
+      if (evt.detail.conversationId === id) showTyping(evt.detail.isTyping);
+    });
+    document.body.addEventListener("sb:event", function (evt) {
+      if (evt.detail.kind !== "message.created" || evt.detail.conversationId !== id) return;
+      if (evt.detail.sender === "visitor") {
+        showTyping(false);
+        markRead();
+      }
+    });
+
+    let sentAt = 0;
+    let stop = null;
+    const typing = function (isTyping) {
+      call("POST", url + "/typing", { isTyping: isTyping }).catch(function () {}); // best effort, like the widget's
+    };
+    box.addEventListener("input", function () {
+      if (Date.now() - sentAt >= TYPING_REPEAT_MS) {
+        sentAt = Date.now();
+        typing(true);
+      }
+      clearTimeout(stop);
+      stop = setTimeout(function () { sentAt = 0; typing(false); }, TYPING_STOP_MS);
+    });
+    box.form.addEventListener("submit", function () {
+      clearTimeout(stop); // the reply itself clears the widget's indicator
+      sentAt = 0;
+    });
+  }
+
   // Every event kind of the operator stream (docs/realtime.md) becomes one "sb:event" on <body>;
-  // the page's fragments decide which ones concern them.
+  // the page's fragments decide which ones concern them. The visitor's typing is "sb:typing" instead:
+  // it comes every 2 s while they type and refreshes nothing.
   const KINDS = [
     "conversation.queued", "conversation.assigned", "conversation.transferred", "conversation.closed",
     "conversation.reopened", "conversation.rated", "message.created", "message.edited", "message.deleted",
-    "note.created", "presence.changed", "ai.takeover", "ai.state_changed",
+    "message.receipt", "note.created", "presence.changed", "ai.takeover", "ai.state_changed",
+    "screenshot.captured",
   ];
   document.addEventListener("DOMContentLoaded", function () {
     const box = document.getElementById("reply-content");
     const list = document.getElementById("canned-picker");
     if (box && list) setUpPicker(box, list);
+    if (box) setUpConversation(box);
     const source = new EventSource("/api/v1/events");
     for (const kind of KINDS) {
       source.addEventListener(kind, function (message) {
         const event = JSON.parse(message.data);
-        htmx.trigger(document.body, "sb:event", { kind: event.kind, conversationId: event.conversationId });
+        htmx.trigger(document.body, "sb:event", {
+          kind: event.kind, conversationId: event.conversationId, sender: event.data.sender,
+        });
       });
     }
+    source.addEventListener("visitor.typing", function (message) {
+      const event = JSON.parse(message.data);
+      htmx.trigger(document.body, "sb:typing", { conversationId: event.conversationId, isTyping: event.data.isTyping });
+    });
     source.addEventListener("open", function () { document.body.dataset.live = "open"; });
   });
 })();

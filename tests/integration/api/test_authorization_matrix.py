@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.app import create_app
 from service.auth.oidc import OidcClient, OidcError
 from service.auth.sessions import CSRF_HEADER, create_session
-from service.db.models import ApiToken, BridgeLink, CannedResponse, Message, WebhookEndpoint
+from service.db.models import ApiToken, BridgeLink, CannedResponse, Message, Screenshot, WebhookEndpoint
 from service.settings import Settings
 from tests.conftest import SECRET, RunningApi, run_api
 from tests.factories import add_member, app_access_token, bearer, make_operator, make_team, personal_token
@@ -259,6 +259,28 @@ def message_of(tag: str) -> Param:
     return factory
 
 
+async def with_screenshot(world: World, caller: str) -> str:
+    """A team-A conversation per caller with a stored screenshot (what ``screenshot_of`` names)."""
+    conversation_id = await conversation_of_team_a(world, caller, id=f"shot-{caller}")
+    async with world.engine.begin() as conn:
+        await conn.execute(
+            sa.insert(Screenshot.__table__).values(  # type: ignore[attr-defined]
+                id=uuid.uuid5(uuid.NAMESPACE_URL, conversation_id),
+                conversation_id=conversation_id,
+                expires_at=datetime.now(UTC),
+                status="done",
+                content=b"\x89PNG\r\n\x1a\n",
+                mime_type="image/png",
+                size=8,
+            )
+        )
+    return conversation_id
+
+
+async def screenshot_of(world: World, caller: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"shot-{caller}"))
+
+
 def analytics_query(world: World) -> dict[str, str]:
     return {"teamId": str(world.team_a), "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
 
@@ -344,6 +366,11 @@ ROWS: dict[str, Row] = {
     "POST /api/v1/conversations/{conversation_id}/notes": Row(member(201), body={"body": "@lena have a look"}),
     "POST /api/v1/conversations/{conversation_id}/typing": Row(member(204), body={"isTyping": True}),
     "POST /api/v1/conversations/{conversation_id}/read": Row(member(200)),
+    "POST /api/v1/conversations/{conversation_id}/screenshots": Row(member(201)),
+    "GET /api/v1/conversations/{conversation_id}/screenshots": Row(member(200)),
+    "GET /api/v1/conversations/{conversation_id}/screenshots/{screenshot_id}/image": Row(
+        member(200), params={"conversation_id": with_screenshot, "screenshot_id": screenshot_of}
+    ),
     # teams
     "GET /api/v1/teams": Row(signed_in(200)),
     "POST /api/v1/teams": Row(admin_only(201), body=lambda world, caller: {"name": f"new-{caller}"}),

@@ -208,7 +208,9 @@ async def test_detail_and_messages(http: httpx.AsyncClient, clean_db: AsyncEngin
         "metadata": {"url": "https://shop.example/pricing"},
         "phone": None,
         "phoneCountry": None,
+        "device": None,
     }
+    assert body["earlierConversations"] == []
 
     # Another team's conversation does not exist for the caller; nor does an unknown one.
     for path in (f"/api/v1/conversations/{conversation_id}", f"/api/v1/conversations/{conversation_id}/messages"):
