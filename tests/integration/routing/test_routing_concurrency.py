@@ -74,7 +74,7 @@ async def wait_until_idle(redis: Redis, queue: str) -> None:
     """No job queued or running, twice in a row (a running job may enqueue another)."""
     quiet = 0
     while quiet < 2:
-        busy = await redis.zcard(queue) + len([k async for k in redis.scan_iter(match="arq:in-progress:*")])
+        busy = await redis.zcard(queue) + len([k async for k in redis.scan_iter(match=f"arq:in-progress:{queue}:*")])
         quiet = quiet + 1 if busy == 0 else 0
         await asyncio.sleep(0.1)
 
