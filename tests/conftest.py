@@ -25,8 +25,8 @@ from service.db import metadata
 from service.db.migrate import upgrade
 from service.dev import free_port
 from service.settings import Settings
-from tests.support.redis_keys import delete_deployment_keys
 from tests.standins import DiscordStandIn, SlackStandIn, TelegramStandIn
+from tests.support.redis_keys import delete_deployment_keys
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import outbox
+from service import outbox, queue
 from service.ai import services as ai
 from service.bridges import notify as bridges
 from service.conversations.delivery import WIDGET_MESSAGE, deliver_widget_message
@@ -18,7 +18,6 @@ from service.db.transactions import in_transaction
 from service.flows import timeouts
 from service.gateway.availability import AvailabilityRelay
 from service.presence import services as presence
-from service import queue
 from service.queue import enqueue_delivery, enqueue_drain, enqueue_route, enqueue_trigger
 from service.realtime.relay import EventRelay
 from service.routing import placement, queries
@@ -44,6 +43,8 @@ async def route_conversation(ctx: dict[str, Any], *, conversation_id: str, revis
 
     async with timers.triggers(ctx["redis"]):
         outcome = await in_transaction(ctx["engine"], work)
+    if outcome.drain and outcome.team_id is not None:
+        await enqueue_drain(ctx["redis"], outcome.team_id, trigger="queue_order")
     log.info("routed", conversation_id=conversation_id, revision=revision, outcome=outcome.outcome)
     return outcome.outcome
 
