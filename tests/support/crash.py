@@ -155,7 +155,7 @@ async def crash_mid_work(settings: Settings, engine: AsyncEngine, *, limit: floa
             queue.timer_job_id(name, timer["id"], timer["revision"]),
             queue.outbox_job_id(name, outbox_id),
         ]
-        while not (await _held_jobs(arq, jobs) and receiver.deliveries and await _waiting_on_locks(engine) == 2):  # noqa: ASYNC110, E501
+        while not (await _held_jobs(arq, jobs) and receiver.deliveries and await _waiting_on_locks(engine) == 2):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         survivor = await start_worker(settings, sweep=True)
         try:
