@@ -114,8 +114,8 @@ async def crash_mid_work(settings: Settings, engine: AsyncEngine, *, limit: floa
     """Kill a worker holding the three jobs while another runs; wait (at most ``limit`` s) for the work to be done.
 
     A round-robin team of two online operators with a 1 s first-response timeout: ``timed`` is assigned (its
-    timer due in a second), ``routed`` is new. The worker left standing runs the periodic sweep (started just
-    before the kill, so its first sweep comes on the schedule, not at its start-up).
+    timer due in a second), ``routed`` is new. The worker left standing runs the periodic sweep (started, and
+    up, before the kill; its sweep comes on the schedule, not at its start-up).
     """
     team = await make_team(engine, routing_policy="round_robin", first_response_timeout_seconds=1)
     operators = (
@@ -157,7 +157,12 @@ async def crash_mid_work(settings: Settings, engine: AsyncEngine, *, limit: floa
         ]
         while not (await _held_jobs(arq, jobs) and receiver.deliveries and await _waiting_on_locks(engine) == 2):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        # The other worker is up (it wrote arq's health-check key, which the doomed one rewrites only
+        # once a minute) before the kill, as in a running deployment.
+        await arq.delete(f"{settings.queue_name}:health-check")
         survivor = await start_worker(settings, sweep=True)
+        while not await arq.exists(f"{settings.queue_name}:health-check"):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
         try:
             doomed.kill()
             assert await doomed.wait() == -9
