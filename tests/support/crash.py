@@ -117,6 +117,8 @@ async def crash_mid_work(settings: Settings, engine: AsyncEngine, *, limit: floa
     timer due in a second), ``routed`` is new. The worker left standing runs the periodic sweep (started, and
     up, before the kill; its sweep comes on the schedule, not at its start-up).
     """
+    # The stalled send must outlast the wait for the kill; its lease still lapses within seconds of it.
+    settings = settings.model_copy(update={"webhook_timeout_seconds": 120.0})
     team = await make_team(engine, routing_policy="round_robin", first_response_timeout_seconds=1)
     operators = (
         await make_operator(engine, "Ada", status="online"),

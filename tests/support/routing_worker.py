@@ -34,6 +34,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "LOG_JSON": "false",
         "DB_POOL_SIZE": "4",
         "WORKER_POLL_DELAY": "0.01",
+        "WEBHOOK_TIMEOUT_SECONDS": str(settings.webhook_timeout_seconds),
     }
 
 
