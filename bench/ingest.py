@@ -344,10 +344,9 @@ def switchboard_target(args: argparse.Namespace, workdir: Path, workers: int) ->
 
 
 def cleanup_redis(redis: Redis, prefix: str, sessions: list[str]) -> None:
-    keys = list(redis.scan_iter(match=f"{prefix}*", count=1000))
-    # arq keeps each job under "arq:job:<job id>"; routing job ids are "route:<session id>:<revision>".
-    ours = set(sessions)
-    keys += [key for key in redis.scan_iter(match="arq:job:route:*", count=1000) if key.decode().split(":")[3] in ours]
+    keys = list(redis.scan_iter(match=f"{prefix}:*", count=1000))
+    # arq keeps each job under "arq:job:<job id>", and job ids start with the queue name ("<prefix>:queue").
+    keys += list(redis.scan_iter(match=f"arq:*:{prefix}:queue:*", count=1000))
     if keys:
         redis.delete(*keys)
 

@@ -120,8 +120,8 @@ async def run(args: argparse.Namespace) -> None:
         for worker in workers:
             await asyncio.wait_for(worker.wait(), 30)
         redis = Redis.from_url(args.redis_url)
-        keys = [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]
-        keys += [k async for k in redis.scan_iter(match="arq:*timer:*", count=1000)]
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)]
+        keys += [k async for k in redis.scan_iter(match=f"arq:*:{prefix}:queue:*", count=1000)]
         if keys:
             await redis.delete(*keys)
         await redis.aclose()

@@ -1,14 +1,19 @@
 """The outbox: work a transaction leaves for later (widget messages, webhooks, bridge notices), done at least once.
 
 A row is added in the transaction that causes it; a ``deliver_outbox`` job leases it (a duplicate
-job skips it; a crashed job's row comes due again when the lease ends), has its kind's sender do
-the work outside any transaction, then marks it delivered, or failed with the next attempt time.
+job skips it), has its kind's sender do the work outside any transaction, then marks it delivered,
+or failed with the next attempt time. The lease is short and renewed while the send runs (for at
+most the kind's longest send), so a killed worker's row comes due again within ``HELD_LEASE_SECONDS``
+and the sweep sends it again.
 Every kind is retried by one rule, ``retry_delay``, and a lost retry is found by the sweep (``due``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +33,10 @@ MAX_BACKOFF_EXPONENT = 10
 # A send is leased this long unless its kind says otherwise: the platforms' 30 s timeout plus a
 # margin. A send outliving it may be started again, which every kind tolerates (at least once).
 LEASE_SECONDS = 60.0
+# While a send runs, its row is leased this long at a time, renewed every RENEW_SECONDS: a worker
+# killed mid-send leaves a row that comes due again this soon (no database connection is held meanwhile).
+HELD_LEASE_SECONDS = 6.0
+RENEW_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -96,10 +105,46 @@ async def lease(engine: AsyncEngine, outbox_id: int, kinds: Mapping[str, Kind]) 
         ).first()
         if row is None:
             return None
-        kind = kinds.get(row.kind)
-        seconds = kind.lease_seconds if kind is not None else LEASE_SECONDS
+        seconds = min(HELD_LEASE_SECONDS, _lease_seconds(kinds, row.kind))
         await conn.execute(sa.update(outbox_t).where(outbox_t.c.id == outbox_id).values(available_at=_in(seconds)))
     return Delivery(outbox_id, row.kind, row.payload, row.attempts)
+
+
+def _lease_seconds(kinds: Mapping[str, Kind], kind: str) -> float:
+    found = kinds.get(kind)
+    return found.lease_seconds if found is not None else LEASE_SECONDS
+
+
+@contextlib.asynccontextmanager
+async def _leased(engine: AsyncEngine, delivery: Delivery, lease_seconds: float) -> AsyncIterator[None]:
+    """Keep the row leased while the block runs; the renewal has stopped when it ends (before the row is marked)."""
+    renewal = asyncio.create_task(_keep_leased(engine, delivery, lease_seconds))
+    try:
+        yield
+    finally:
+        renewal.cancel()
+        await asyncio.gather(renewal, return_exceptions=True)
+
+
+async def _keep_leased(engine: AsyncEngine, delivery: Delivery, lease_seconds: float) -> None:
+    """Renew the lease while the send runs, until the kind's longest send has passed (then it may be sent again)."""
+    until = time.monotonic() + lease_seconds - HELD_LEASE_SECONDS
+    while time.monotonic() < until:
+        await asyncio.sleep(RENEW_SECONDS)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.update(outbox_t)
+                    .where(
+                        outbox_t.c.id == delivery.id,
+                        outbox_t.c.delivered_at.is_(None),
+                        outbox_t.c.attempts == delivery.attempts,
+                    )
+                    .values(available_at=_in(min(HELD_LEASE_SECONDS, until - time.monotonic() + RENEW_SECONDS)))
+                )
+        except Exception:
+            # The lease may lapse and the row be sent again: at least once, never lost.
+            log.warning("outbox lease not renewed", outbox_id=delivery.id, exc_info=True)
 
 
 async def mark_delivered(conn: AsyncConnection, outbox_id: int, status_code: int | None) -> None:
@@ -143,24 +188,26 @@ async def deliver(
         kind = kinds.get(delivery.kind)
         if kind is None:
             raise ValueError(f"unknown outbox kind {delivery.kind!r}")
-        done = await kind.send(delivery)
+        async with _leased(engine, delivery, kind.lease_seconds):
+            done = await kind.send(delivery)
     except Exception as exc:
         retry_in = retry_delay(settings, delivery.attempts + 1)
         async with engine.begin() as conn:
             await mark_failed(conn, outbox_id, exc, retry_in)
         # After the commit, so the retry finds the row updated; if this is lost, the sweep retries.
-        await queue.enqueue_delivery(arq, outbox_id, attempt=delivery.attempts + 1, defer_by=retry_in)
+        await queue.enqueue_delivery(arq, outbox_id, tries=delivery.attempts + 1, defer_by=retry_in)
         return "failed"
     async with engine.begin() as conn:
         await mark_delivered(conn, outbox_id, done.status_code)
     return done.outcome
 
 
-async def due(conn: AsyncConnection, limit: int = 1000) -> list[int]:
-    """Undelivered rows whose time has come (a lost trigger, an ended lease or backoff), for the sweep."""
+async def due(conn: AsyncConnection, limit: int = 1000) -> list[tuple[int, int]]:
+    """Undelivered rows whose time has come (a lost trigger, an ended lease or backoff), with their failed tries,
+    for the sweep."""
     statement = (
-        sa.select(outbox_t.c.id)
+        sa.select(outbox_t.c.id, outbox_t.c.attempts)
         .where(outbox_t.c.delivered_at.is_(None), outbox_t.c.available_at <= sa.func.now())
         .limit(limit)
     )
-    return list((await conn.execute(statement)).scalars().all())
+    return [(row.id, row.attempts) for row in await conn.execute(statement)]

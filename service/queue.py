@@ -2,6 +2,12 @@
 
 A job id is an idempotency key: arq keeps one job per id while it waits, and a job re-checks
 PostgreSQL before acting, so enqueueing the same work twice is harmless.
+
+Every id starts with the queue's name (``<REDIS_PREFIX>:queue``): arq names its keys after the job id
+(``arq:job:<id>``, ``arq:in-progress:<id>``, ``arq:retry:<id>``, ``arq:result:<id>``), so deployments
+sharing a Redis never share a job. An id may end with a generation (``attempt``): the sweep's fresh copy of
+work PostgreSQL still shows undone while its job is not waiting in the queue (a killed worker's job stays
+"in progress" in arq until its timeout ends, and arq ignores a second job under the same id meanwhile).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
 
 # The names of the worker's functions (``workers/jobs.py``), as arq registers them.
 ROUTE_JOB = "route_conversation"
@@ -33,34 +40,58 @@ class Trigger:
     due_at: datetime
 
 
-def route_job_id(conversation_id: str, revision: int) -> str:
-    """Versioned job id: one routing job per conversation revision, however often it is enqueued."""
-    return f"route:{conversation_id}:{revision}"
+def job_id(queue_name: str, *parts: object, attempt: str | None = None) -> str:
+    """``<queue>:<parts...>``, plus ``:<attempt>`` for a sweep's fresh copy of the same work."""
+    return ":".join((queue_name, *(str(p) for p in parts), *((attempt,) if attempt else ())))
 
 
-def drain_job_id(team_id: uuid.UUID, window: int) -> str:
+def route_job_id(queue_name: str, conversation_id: str, revision: int, attempt: str | None = None) -> str:
+    """Versioned job id: one routing job per conversation revision (and sweep attempt), however often enqueued."""
+    return job_id(queue_name, "route", conversation_id, revision, attempt=attempt)
+
+
+def drain_job_id(queue_name: str, team_id: uuid.UUID, window: int) -> str:
     """One drain job per team and drain window."""
-    return f"drain:{team_id}:{window}"
+    return job_id(queue_name, "drain", team_id, window)
 
 
-def timer_job_id(timer_id: int, revision: int) -> str:
-    """Versioned job id: one trigger per timer revision, however often it is enqueued."""
-    return f"timer:{timer_id}:{revision}"
+def timer_job_id(queue_name: str, timer_id: int, revision: int, attempt: str | None = None) -> str:
+    """Versioned job id: one trigger per timer revision (and sweep attempt), however often enqueued."""
+    return job_id(queue_name, "timer", timer_id, revision, attempt=attempt)
 
 
-def outbox_job_id(outbox_id: int, attempt: int = 0) -> str:
-    """One delivery job per outbox row and retry attempt."""
-    return f"outbox:{outbox_id}:{attempt}" if attempt else f"outbox:{outbox_id}"
+def outbox_job_id(queue_name: str, outbox_id: int, tries: int = 0, attempt: str | None = None) -> str:
+    """One delivery job per outbox row and retry (``tries``: the failed tries before it), and sweep attempt."""
+    return job_id(queue_name, "outbox", outbox_id, *((tries,) if tries else ()), attempt=attempt)
 
 
-async def enqueue_route(arq: ArqRedis, conversation_id: str, revision: int, trigger: str) -> None:
+async def waiting(arq: ArqRedis, job_ids: list[str]) -> list[bool]:
+    """Whether each job waits in the queue to be started (or deferred); False when it is missing or started.
+
+    A started job whose work PostgreSQL still shows undone is running, or its worker died: the sweep
+    then enqueues a fresh copy under a new attempt (each job re-checks the database, so a live one and
+    its copy still act once).
+    """
+    if not job_ids:
+        return []
+    async with arq.pipeline(transaction=False) as pipe:
+        for one in job_ids:
+            pipe.zscore(arq.default_queue_name, one)
+            pipe.exists(in_progress_key_prefix + one)
+        replies = await pipe.execute()
+    return [score is not None and not started for score, started in zip(replies[::2], replies[1::2], strict=True)]
+
+
+async def enqueue_route(
+    arq: ArqRedis, conversation_id: str, revision: int, trigger: str, *, attempt: str | None = None
+) -> None:
     """Ask a worker to route the conversation at this revision."""
     await arq.enqueue_job(
         ROUTE_JOB,
         conversation_id=conversation_id,
         revision=revision,
         trigger=trigger,
-        _job_id=route_job_id(conversation_id, revision),
+        _job_id=route_job_id(arq.default_queue_name, conversation_id, revision, attempt),
     )
 
 
@@ -77,24 +108,29 @@ async def enqueue_drain(arq: ArqRedis, team_id: uuid.UUID, trigger: str) -> None
         DRAIN_JOB,
         team_id=str(team_id),
         trigger=trigger,
-        _job_id=drain_job_id(team_id, window),
+        _job_id=drain_job_id(arq.default_queue_name, team_id, window),
         _defer_until=datetime.fromtimestamp(window * DRAIN_WINDOW_SECONDS, UTC),
     )
 
 
-async def enqueue_trigger(arq: ArqRedis, trigger: Trigger) -> None:
+async def enqueue_trigger(arq: ArqRedis, trigger: Trigger, *, attempt: str | None = None) -> None:
     """Ask a worker to fire this timer revision at its due time (arq ignores a second copy while the first waits)."""
     await arq.enqueue_job(
         FIRE_TIMER_JOB,
         timer_id=trigger.timer_id,
         revision=trigger.revision,
-        _job_id=timer_job_id(trigger.timer_id, trigger.revision),
+        _job_id=timer_job_id(arq.default_queue_name, trigger.timer_id, trigger.revision, attempt),
         _defer_until=trigger.due_at,
     )
 
 
-async def enqueue_delivery(arq: ArqRedis, outbox_id: int, *, attempt: int = 0, defer_by: float | None = None) -> None:
+async def enqueue_delivery(
+    arq: ArqRedis, outbox_id: int, *, tries: int = 0, defer_by: float | None = None, attempt: str | None = None
+) -> None:
     """Trigger delivery (a retry: after ``defer_by`` seconds); if this is lost, the worker's sweep finds the row."""
     await arq.enqueue_job(
-        DELIVER_JOB, outbox_id=outbox_id, _job_id=outbox_job_id(outbox_id, attempt), _defer_by=defer_by
+        DELIVER_JOB,
+        outbox_id=outbox_id,
+        _job_id=outbox_job_id(arq.default_queue_name, outbox_id, tries, attempt),
+        _defer_by=defer_by,
     )

@@ -26,6 +26,7 @@ from service.db.migrate import upgrade
 from service.dev import free_port
 from service.settings import Settings
 from tests.standins import DiscordStandIn, SlackStandIn, TelegramStandIn
+from tests.support.redis_keys import delete_deployment_keys
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -88,12 +89,9 @@ async def settings(database_url: str, clean_db: AsyncEngine) -> AsyncIterator[Se
         log_level="WARNING",
         db_pool_size=5,
     )
+    # Only this test's keys: another run on the same Redis database keeps its own.
     redis = Redis.from_url(TEST_REDIS_URL)
-    keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
-    # arq keeps jobs under its own "arq:" keys, named by job id.
-    keys += [key async for key in redis.scan_iter(match="arq:*", count=1000)]
-    if keys:
-        await redis.delete(*keys)
+    await delete_deployment_keys(redis, prefix)
     await redis.aclose()
 
 

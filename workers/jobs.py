@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import outbox
+from service import outbox, queue
 from service.ai import services as ai
 from service.bridges import notify as bridges
 from service.conversations.delivery import WIDGET_MESSAGE, deliver_widget_message
@@ -27,8 +28,9 @@ from service.webhooks import delivery as webhooks
 log = structlog.get_logger(__name__)
 
 # A routing job that has not run this long after the visitor asked is presumed lost (Redis
-# restarted, enqueue failed) and is enqueued again; versioned job ids make that harmless.
-LOST_JOB_AFTER_SECONDS = 5.0
+# restarted, enqueue failed, its worker killed) and is enqueued again, unless it still waits in the
+# queue; versioned job ids and the database re-check make that harmless.
+LOST_JOB_AFTER_SECONDS = 2.0
 
 
 async def route_conversation(ctx: dict[str, Any], *, conversation_id: str, revision: int, trigger: str) -> str:
@@ -42,6 +44,8 @@ async def route_conversation(ctx: dict[str, Any], *, conversation_id: str, revis
 
     async with timers.triggers(ctx["redis"]):
         outcome = await in_transaction(ctx["engine"], work)
+    if outcome.drain and outcome.team_id is not None:
+        await enqueue_drain(ctx["redis"], outcome.team_id, trigger="queue_order")
     log.info("routed", conversation_id=conversation_id, revision=revision, outcome=outcome.outcome)
     return outcome.outcome
 
@@ -96,8 +100,9 @@ def _outbox_kinds(ctx: dict[str, Any]) -> dict[str, outbox.Kind]:
 
 
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
-    """Re-enqueue work whose trigger was lost (unrouted conversations, team queues, outbox rows, overdue timers);
-    set silent heartbeating operators offline; delete uploads never finished (or never sent) past their time."""
+    """Re-enqueue work PostgreSQL shows undone whose job is not waiting in the queue (unrouted conversations, due
+    outbox rows, overdue timers: a lost trigger, or a killed worker's job), drain every team with a queue; set
+    silent heartbeating operators offline; delete uploads never finished (or never sent) past their time."""
     async with timers.triggers(ctx["redis"]):
         expired = await in_transaction(
             ctx["engine"],
@@ -108,25 +113,36 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
         unrouted = await queries.unrouted_conversations(conn, LOST_JOB_AFTER_SECONDS)
         waiting_teams = await queries.teams_with_queue(conn)
         pending = await outbox.due(conn)
-    for conversation_id, revision in unrouted:
-        await enqueue_route(ctx["redis"], conversation_id, revision, trigger="sweep")
+    arq, name = ctx["redis"], ctx["redis"].default_queue_name
+    # This sweep's generation: a copy it enqueues has a job id no earlier job (a dead one included) holds.
+    attempt = f"sweep{int(time.time())}"
+    routes = await _not_waiting(arq, unrouted, lambda u: queue.route_job_id(name, *u))
+    for conversation_id, revision in routes:
+        await enqueue_route(arq, conversation_id, revision, trigger="sweep", attempt=attempt)
     for team_id in waiting_teams:
-        await enqueue_drain(ctx["redis"], team_id, trigger="sweep")
-    for outbox_id in pending:
-        await enqueue_delivery(ctx["redis"], outbox_id)
-    # A trigger already waiting keeps its job id, so this only restores the lost ones.
-    for trigger in overdue:
-        await enqueue_trigger(ctx["redis"], trigger)
+        await enqueue_drain(arq, team_id, trigger="sweep")
+    deliveries = await _not_waiting(arq, pending, lambda p: queue.outbox_job_id(name, *p))
+    for outbox_id, _ in deliveries:
+        await enqueue_delivery(arq, outbox_id, attempt=attempt)
+    fires = await _not_waiting(arq, overdue, lambda t: queue.timer_job_id(name, t.timer_id, t.revision))
+    for trigger in fires:
+        await enqueue_trigger(arq, trigger, attempt=attempt)
     # One pass of each relay too, in case the worker's loop is stuck (and so burst workers relay).
-    await EventRelay(ctx["engine"], ctx["redis"], ctx["settings"]).step()
-    await bridges.BridgeRelay(ctx["engine"], ctx["redis"], ctx["settings"]).step()
-    await AvailabilityRelay(ctx["engine"], ctx["redis"], ctx["settings"], ctx["pocketping"]).step()
+    await EventRelay(ctx["engine"], arq, ctx["settings"]).step()
+    await bridges.BridgeRelay(ctx["engine"], arq, ctx["settings"]).step()
+    await AvailabilityRelay(ctx["engine"], arq, ctx["settings"], ctx["pocketping"]).step()
     swept = await files.sweep(ctx["engine"], ctx["files"])
     return {
         "attachments": swept,
-        "unrouted": len(unrouted),
-        "outbox": len(pending),
+        "unrouted": len(routes),
+        "outbox": len(deliveries),
         "queues": len(waiting_teams),
-        "timers": len(overdue),
+        "timers": len(fires),
         "expired": len(expired),
     }
+
+
+async def _not_waiting(arq: Any, work: list[Any], job_id: Any) -> list[Any]:
+    """The undone work whose usual job is not waiting in the queue (lost, or started by a worker that may be dead)."""
+    flags = await queue.waiting(arq, [job_id(item) for item in work])
+    return [item for item, is_waiting in zip(work, flags, strict=True) if not is_waiting]

@@ -5,17 +5,26 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from arq import cron
+from arq import cron, func
 
 from service.bridges.notify import BridgeRelay
 from service.gateway.availability import AvailabilityRelay
 from service.logging import configure_logging
+from service.outbox import LEASE_SECONDS
 from service.realtime.relay import EventRelay
 from service.resources import Resources, redis_settings
 from service.settings import Settings
+from service.webhooks.delivery import lease_seconds
 from workers import jobs
 
-SWEEP_SECONDS = {0, 10, 20, 30, 40, 50}
+# Every 5 s: a killed worker's work resumes within about one interval (see docs/routing.md, "Crashes").
+SWEEP_SECONDS = set(range(0, 60, 5))
+
+# Longest runs, in seconds: a job past it is cancelled (and retried, up to max_tries). arq keeps a
+# started job "in progress" for the longest of them plus 10 s; the sweep does not wait for that.
+ROUTING_TIMEOUT = 30
+TIMER_TIMEOUT = 120  # an AI reply waits for its provider
+SWEEP_TIMEOUT = 60
 
 # How long a relay may take to finish its current step when the worker stops.
 RELAY_STOP_SECONDS = 10.0
@@ -60,9 +69,27 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         if "resources" in ctx:
             await ctx["resources"].aclose()
 
+    # A send's lease ends after the kind's longest send; the job may run that long, and a little more.
+    delivery_timeout = max(LEASE_SECONDS, lease_seconds(settings)) + 10
     return {
-        "functions": [jobs.route_conversation, jobs.drain_team_queue, jobs.deliver_outbox, jobs.fire_timer],
-        "cron_jobs": [cron(jobs.sweep, second=SWEEP_SECONDS, run_at_startup=True, unique=True)],
+        "functions": [
+            func(jobs.route_conversation, timeout=ROUTING_TIMEOUT),
+            func(jobs.drain_team_queue, timeout=ROUTING_TIMEOUT),
+            func(jobs.deliver_outbox, timeout=delivery_timeout),
+            func(jobs.fire_timer, timeout=TIMER_TIMEOUT),
+        ],
+        # The cron job's name is in its job ids (``<name>:<run time>``): one per deployment, so deployments
+        # sharing a Redis each run their own sweep.
+        "cron_jobs": [
+            cron(
+                jobs.sweep,
+                name=f"{settings.queue_name}:sweep",
+                second=SWEEP_SECONDS,
+                run_at_startup=True,
+                unique=True,
+                timeout=SWEEP_TIMEOUT,
+            )
+        ],
         "redis_settings": redis_settings(settings),
         "queue_name": settings.queue_name,
         "health_check_key": f"{settings.queue_name}:health-check",

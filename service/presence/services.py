@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.db.tables import member_t, operator_t
 from service.errors import NotFound
 from service.events import record_event
+from service.routing.sql import lock_teams
 from service.timers.services import OFFLINE_GRACE, cancel_timer, schedule_timer
 
 
@@ -86,7 +87,14 @@ async def _teams_of(conn: AsyncConnection, operator_id: uuid.UUID) -> list[uuid.
 
 
 async def set_presence(conn: AsyncConnection, operator_id: uuid.UUID, status: str, *, reason: str) -> PresenceChange:
-    """Set the operator's status in the caller's transaction, with its event, grace timer and drains."""
+    """Set the operator's status in the caller's transaction, with its event, grace timer and drains.
+
+    Going online makes room in the operator's teams: their queue locks are taken first (exclusive, before
+    the operator's row, routing's lock order), so a conversation being queued or routed there sees the
+    operator as they were or as they are, never both (docs/routing.md, "Queue order").
+    """
+    if status == "online":
+        await lock_teams(conn, *await _teams_of(conn, operator_id))
     row = (await conn.execute(_SET_STATUS, {"id": operator_id, "status": status})).first()
     if row is None:
         raise NotFound("Operator not found")

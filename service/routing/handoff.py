@@ -266,7 +266,8 @@ async def close_conversation(conn: AsyncConnection, conversation_id: str, *, act
         .where(conversation_t.c.id == conversation_id)
         .values(
             status="closed",
-            closed_at=sa.func.now(),
+            # The clock, not the transaction's start: the moment it left its queue (the queue locks are held).
+            closed_at=sa.func.clock_timestamp(),
             waiting_since=None,
             excluded_operators=[],
             routing_revision=conversation_t.c.routing_revision + 1,
@@ -281,8 +282,8 @@ async def close_conversation(conn: AsyncConnection, conversation_id: str, *, act
         operator_ids=[released] if released else [],
         data={"conversationId": conversation_id, "actorId": str(actor_id) if actor_id else None},
     )
-    if released is not None:
-        await placement.drain_all(conn, freed, "closed")
+    # A queued conversation leaving its queue may also let the members who could take it be given others.
+    await placement.drain_all(conn, freed, "closed")
 
 
 async def reopen_conversation(

@@ -16,9 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.tables import conversation_t, member_t, team_t
-from service.db.transactions import RestartTransaction, careful
 from service.routing import sql
-from service.routing.policies import Candidate, Decision, Rule, Visit, decide, select_rule
+from service.routing.policies import AT_CAPACITY, QUEUED_AHEAD, Candidate, Decision, Rule, Visit, decide, select_rule
 from service.timers.services import remember_first_response
 
 DEFAULT_TEAM_NAME = "Support"
@@ -30,11 +29,16 @@ DRAIN_PASS_PAUSE_SECONDS = 0.01
 
 @dataclass(frozen=True)
 class RouteOutcome:
-    """What routing did: ``assigned`` (to ``operator_id``), ``queued``, or ``stale`` when the job was outdated."""
+    """What routing did: ``assigned`` (to ``operator_id``), ``queued``, or ``stale`` when the job was outdated.
+
+    ``drain``: queued although a member had room, because conversations they could take were ahead of it; a
+    drain after the commit serves the queue in order (one is normally on its way already).
+    """
 
     outcome: str
     team_id: uuid.UUID | None = None
     operator_id: uuid.UUID | None = None
+    drain: bool = False
 
 
 async def default_team_id(conn: AsyncConnection) -> uuid.UUID:
@@ -121,9 +125,48 @@ async def assign(
     check_online: bool = True,
     check_capacity: bool = True,
     unless_busy: bool = False,
+    in_order: bool = False,
 ) -> int | None:
     """The capacity-checked assignment in one statement; the assignment id, or None if the operator had no room
-    (or, ``unless_busy``, their row was held by another transaction)."""
+    (or, ``unless_busy``, their row was held by another transaction; or, ``in_order``, a queued conversation
+    they could take comes first)."""
+    row = await _assign(
+        conn,
+        conversation_id,
+        operator_id,
+        target,
+        policy=policy,
+        trigger=trigger,
+        candidates=candidates,
+        reason=reason,
+        actor_id=actor_id,
+        note_reason=note_reason,
+        check_online=check_online,
+        check_capacity=check_capacity,
+        unless_busy=unless_busy,
+        in_order=in_order,
+    )
+    return None if row.assignment_id is None else int(row.assignment_id)
+
+
+async def _assign(
+    conn: AsyncConnection,
+    conversation_id: str,
+    operator_id: uuid.UUID,
+    target: Target,
+    *,
+    policy: str,
+    trigger: str,
+    candidates: list[dict[str, Any]],
+    reason: str,
+    actor_id: uuid.UUID | None,
+    note_reason: str | None,
+    check_online: bool,
+    check_capacity: bool,
+    unless_busy: bool,
+    in_order: bool,
+) -> Any:
+    """The assignment statement's row: ``assignment_id`` (None when it did not happen) and ``ahead``."""
     row = (
         await conn.execute(
             sql.ASSIGN_UNLESS_BUSY if unless_busy else sql.ASSIGN,
@@ -141,13 +184,13 @@ async def assign(
                 "note_reason": note_reason,
                 "check_online": check_online,
                 "check_capacity": check_capacity,
+                "in_order": in_order,
             },
         )
-    ).first()
-    if row is None:
-        return None
-    remember_first_response(row)
-    return int(row.assignment_id)
+    ).one()
+    if row.assignment_id is not None:
+        remember_first_response(row)
+    return row
 
 
 async def queue(
@@ -190,7 +233,8 @@ async def _try_ranked(
     actor_id: uuid.UUID | None = None,
     note_reason: str | None = None,
 ) -> RouteOutcome | None:
-    """Try the ranked candidates in order; one whose row check fails lost a race and is recorded as such.
+    """Try the ranked candidates in order (queue order checked); one whose row check fails is recorded in ``lost``
+    as ``at_capacity`` (someone filled the last slot first) or ``queued_ahead``.
 
     First pass: candidates whose row another transaction holds are passed over (``busy``), so
     concurrent routers do not queue up behind the same operator; second pass: wait for them.
@@ -200,7 +244,7 @@ async def _try_ranked(
         for operator_id in decision.ranked:
             if operator_id in lost or (not unless_busy and operator_id not in busy):
                 continue
-            assigned = await assign(
+            row = await _assign(
                 conn,
                 conversation_id,
                 operator_id,
@@ -211,14 +255,19 @@ async def _try_ranked(
                 reason=reason,
                 actor_id=actor_id,
                 note_reason=note_reason,
+                check_online=True,
+                check_capacity=True,
                 unless_busy=unless_busy,
+                in_order=True,
             )
-            if assigned is not None:
+            if row.assignment_id is not None:
                 return RouteOutcome("assigned", target.team_id, operator_id)
-            if unless_busy:
+            if row.ahead:
+                lost[operator_id] = QUEUED_AHEAD
+            elif unless_busy:
                 busy.add(operator_id)
             else:
-                lost[operator_id] = "at_capacity"
+                lost[operator_id] = AT_CAPACITY
     return None
 
 
@@ -236,31 +285,27 @@ async def place(
 ) -> RouteOutcome:
     """Assign to the best eligible member of the target team, else queue there (the conversation is locked).
 
-    Fast path without the team lock, ranking ``team`` (policy and candidates already read) if given.
-    Before queueing, the team lock is taken and the members re-read, so a change that freed room
-    and committed meanwhile is seen, and any later one finds this conversation in the queue when
-    it drains (no lost wake-up). ``team_locked``: the caller already holds it, so there is no fast path.
+    Holds the team's queue lock (shared, unless ``team_locked``: the caller holds it) before any operator
+    row, so a change that makes room (it takes the lock exclusively) commits before this or after it, and
+    nobody is given this conversation while one they could take waits ahead of it. ``team``: the policy
+    and candidates read with the conversation's lock, ranked first; they may predate the team lock, so
+    they are read again before queueing: a change that freed room and committed meanwhile is seen, and any
+    later one finds this conversation in the queue when it drains (no lost wake-up).
     """
     why = (trigger, reason, actor_id, note_reason)
-    if not team_locked and not careful():
-        policy, candidates = team or await sql.load_candidates(conn, target.team_id)
-        decision = decide(policy, candidates, required_skills=target.required_skills, exclude=target.excluded)
-        if policy != "manual" and decision.ranked:
-            if done := await _try_ranked(conn, conversation_id, target, decision, {}, *why):
-                return done
-            # Every ranked candidate lost a race. A failed capacity check can leave the operator's row
-            # locked (PostgreSQL locks the newest row version before re-checking it), and the team lock
-            # must never be taken after an operator lock, the order every other path keeps: start over,
-            # team lock first. Rare, so this costs less than a savepoint around every fast path.
-            raise RestartTransaction
     if not team_locked:
         await sql.lock_teams(conn, target.team_id, shared=True)
-    policy, candidates = await sql.load_candidates(conn, target.team_id)
     lost: dict[uuid.UUID, str] = {}
-    decision = decide(policy, candidates, required_skills=target.required_skills, exclude=target.excluded)
-    if decision.ranked and (done := await _try_ranked(conn, conversation_id, target, decision, lost, *why)):
-        return done
-    return await queue(
+    for fresh in (False, True) if team is not None else (True,):
+        if fresh:
+            team = await sql.load_candidates(conn, target.team_id, conversation_id, target.priority)
+        assert team is not None
+        policy, candidates = team
+        decision = decide(policy, candidates, required_skills=target.required_skills, exclude=target.excluded)
+        if decision.ranked and (done := await _try_ranked(conn, conversation_id, target, decision, lost, *why)):
+            return done
+    ahead = QUEUED_AHEAD in lost.values() or any(e.excluded == QUEUED_AHEAD for e in decision.evaluations)
+    await queue(
         conn,
         conversation_id,
         target,
@@ -270,6 +315,7 @@ async def place(
         actor_id=actor_id,
         note_reason=note_reason,
     )
+    return RouteOutcome("queued", target.team_id, drain=ahead)
 
 
 async def release(conn: AsyncConnection, conv: Any, end_reason: str) -> uuid.UUID | None:
@@ -301,22 +347,25 @@ async def route_conversation(conn: AsyncConnection, conversation_id: str, revisi
     The row is locked first, so concurrent jobs for the same conversation serialize and all
     but the first find a newer revision and stop.
     """
-    conv = await sql.lock_conversation(conn, conversation_id)
+    conv = await sql.lock_for_routing(conn, conversation_id)
     if conv is None or conv.routing_revision != revision or conv.status != "new":
         return RouteOutcome("stale")
     target = target_of(conv) if conv.team_id is not None else await select_team(conn, conv)
     # The lock read the members of the conversation's team, or of the default one: usually the target.
     team = sql.team_of(conv.team) if conv.team and uuid.UUID(conv.team["id"]) == target.team_id else None
-    return await place(conn, conversation_id, target, trigger=trigger, team=team)
+    # It took the queue lock of the team the conversation was placed in or chosen at connect: the target.
+    locked = conv.locked_team_id == target.team_id
+    return await place(conn, conversation_id, target, trigger=trigger, team=team, team_locked=locked)
 
 
 async def drain_team_queue(conn: AsyncConnection, team_id: uuid.UUID, trigger: str) -> int:
     """Assign queued conversations of the team, in queue order, while members have room; returns how many.
 
-    Holds the team lock, so it sees every conversation queued before it and none is queued
-    behind its back. Each step locks the first queued conversation some member with room could
-    take (``SKIP LOCKED``: a claim, transfer or close holding one acts on it itself); short
-    holders (a stale routing job, a visitor message) are waited out by another pass.
+    Holds the team lock, so it sees every conversation queued before it and none is queued behind its
+    back. Each step takes the first queued conversation some member with room could take and locks it
+    (``SKIP LOCKED``). One another transaction holds (a claim, a close, a visitor message being stored)
+    is passed over, and so are, for this pass, the members who could take it: nobody is given a
+    conversation behind one they could take. Short holders are waited out by another pass.
     """
     await sql.lock_teams(conn, team_id)
     policy, candidates = await sql.load_candidates(conn, team_id)
@@ -324,20 +373,42 @@ async def drain_team_queue(conn: AsyncConnection, team_id: uuid.UUID, trigger: s
         return 0
     assigned = 0
     for _ in range(DRAIN_PASSES):
-        while roomy := [c for c in candidates if c.status == "online" and c.open_conversations < c.capacity]:
-            params = {"team_id": team_id, "roomy": _roomy_json(roomy)}
-            conv = (await conn.execute(sql.NEXT_ASSIGNABLE, params)).first()
-            if conv is None:
+        held = False
+        # Members who take nothing more in this pass, and conversations it leaves where they are.
+        blocked: dict[uuid.UUID, str] = {}
+        passed: list[str] = []
+        while roomy := [c for c in candidates if _has_room(c) and c.operator_id not in blocked]:
+            params = {"team_id": team_id, "roomy": _roomy_json(roomy), "passed": passed}
+            head = (await conn.execute(sql.NEXT_IN_ORDER, params)).first()
+            if head is None:
                 break
-            decision = decide(policy, candidates, required_skills=conv.required_skills, exclude=conv.excluded_operators)
-            if await _try_ranked(conn, conv.id, target_of(conv), decision, {}, trigger, "routed"):
+            passed.append(head.id)
+            if not head.locked:
+                if await conn.scalar(sql.STILL_QUEUED, {"id": head.id, "team_id": team_id}):
+                    held = True
+                    blocked |= {c.operator_id: QUEUED_AHEAD for c in roomy if _could_take(c, head)}
+                continue
+            decision = decide(policy, candidates, required_skills=head.required_skills, exclude=head.excluded_operators)
+            lost = dict(blocked)
+            if await _try_ranked(conn, head.id, target_of(head), decision, lost, trigger, "routed"):
                 assigned += 1
-            # Loads changed (ours, or a concurrent fast-path assignment that beat us to an operator).
+            blocked |= {operator_id: why for operator_id, why in lost.items() if why == QUEUED_AHEAD}
+            # Loads changed (ours, or an explicit assignment that beat us to an operator).
             _, candidates = await sql.load_candidates(conn, team_id)
-        if not roomy or not await conn.scalar(sql.ANY_ASSIGNABLE, params):
+        if not held:
             break
         await asyncio.sleep(DRAIN_PASS_PAUSE_SECONDS)
+        _, candidates = await sql.load_candidates(conn, team_id)
     return assigned
+
+
+def _has_room(candidate: Candidate) -> bool:
+    return candidate.status == "online" and candidate.open_conversations < candidate.capacity
+
+
+def _could_take(candidate: Candidate, conv: Any) -> bool:
+    """Skills and exclusions only: whether this member may be given ``conv`` once they have room."""
+    return set(conv.required_skills) <= candidate.skills and candidate.operator_id not in conv.excluded_operators
 
 
 def _roomy_json(roomy: list[Candidate]) -> str:

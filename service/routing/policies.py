@@ -16,6 +16,7 @@ PREVIOUS_ASSIGNEE = "previous_assignee"
 OFFLINE = "offline"
 MISSING_SKILL = "missing_skill"
 AT_CAPACITY = "at_capacity"
+QUEUED_AHEAD = "queued_ahead"
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class Candidate:
     skills: frozenset[str] = frozenset()
     last_assigned_at: datetime | None = None
     is_member: bool = True
+    # A queued conversation of the team that they could take comes before this one: it goes first.
+    queued_ahead: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,8 @@ def exclusion(candidate: Candidate, required_skills: Iterable[str], exclude: Ite
         return MISSING_SKILL
     if candidate.open_conversations >= candidate.capacity:
         return AT_CAPACITY
+    if candidate.queued_ahead:
+        return QUEUED_AHEAD
     return None
 
 

@@ -17,6 +17,7 @@ from service.crypto import decrypt_secret, encrypt_secret
 from service.db.tables import conversation_t, member_t, operator_t, team_t, thread_t
 from service.errors import Conflict, NotFound, field_conflict, field_invalid, unique_violation
 from service.pagination import decode_cursor, page
+from service.routing.sql import lock_teams
 from service.teams.schemas import (
     BridgesPublic,
     BridgesUpdate,
@@ -156,6 +157,7 @@ async def update_team(
     conn: AsyncConnection, team_id: uuid.UUID, data: TeamUpdate, actor: Principal
 ) -> tuple[TeamPublic, bool]:
     """Apply the given settings; returns the team and whether its queue should be drained."""
+    await lock_teams(conn, team_id)  # may make room: routing's queue lock first (docs/routing.md, "Queue order")
     current = await _team_row(conn, team_id, lock=True)
     changes = {
         name: getattr(data, name) for name in data.model_fields_set if getattr(data, name) != getattr(current, name)
@@ -240,6 +242,7 @@ async def _member(conn: AsyncConnection, team_id: uuid.UUID, operator_id: uuid.U
 
 
 async def add_member(conn: AsyncConnection, team_id: uuid.UUID, data: MemberCreate, actor: Principal) -> MemberPublic:
+    await lock_teams(conn, team_id)  # makes room: routing's queue lock first
     await _team_row(conn, team_id, lock=True)
     active = await conn.scalar(
         sa.select(operator_t.c.id).where(operator_t.c.id == data.operator_id, operator_t.c.deactivated_at.is_(None))
@@ -263,6 +266,7 @@ async def update_member(
     conn: AsyncConnection, team_id: uuid.UUID, operator_id: uuid.UUID, data: MemberUpdate, actor: Principal
 ) -> tuple[MemberPublic, bool]:
     """Change role, capacity or skills; returns the member and whether the team's queue should be drained."""
+    await lock_teams(conn, team_id)  # may make room: routing's queue lock first
     await _team_row(conn, team_id, lock=True)
     current = await _member(conn, team_id, operator_id)
     changes = {

@@ -5,13 +5,10 @@ must show no double assignee, no operator ever over capacity, and no conversatio
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import sys
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +27,7 @@ from service.routing import handoff, placement
 from service.settings import Settings
 from tests.factories import add_member, make_operator, make_team
 from tests.support.routing import rows
+from tests.support.routing_worker import wait_until_idle, worker_processes
 
 CONVERSATIONS = 2000
 ROUTERS = 4
@@ -38,45 +36,6 @@ OPERATORS = 10
 SUPPORT_MEMBERS = range(0, 7)  # operators 5 and 6 are in both teams
 BILLING_MEMBERS = range(5, 10)
 CAPACITY_CHOICES = (None, 0, 1, 2, 3, 4)
-
-
-@asynccontextmanager
-async def worker_processes(settings: Settings, count: int) -> AsyncIterator[None]:
-    """Real worker processes (``tests.support.routing_worker``) on this test's database and Redis queue."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "SECRET_KEY": settings.secret_key,
-        "REDIS_PREFIX": settings.redis_prefix,
-        "ENVIRONMENT": "test",
-        "LOG_LEVEL": "WARNING",
-        "LOG_JSON": "false",
-        "DB_POOL_SIZE": "4",
-        "WORKER_POLL_DELAY": "0.01",
-    }
-    processes = [
-        await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.support.routing_worker", env=env, cwd=os.getcwd()
-        )
-        for _ in range(count)
-    ]
-    try:
-        yield
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            assert await asyncio.wait_for(process.wait(), timeout=20) == 0
-
-
-async def wait_until_idle(redis: Redis, queue: str) -> None:
-    """No job queued or running, twice in a row (a running job may enqueue another)."""
-    quiet = 0
-    while quiet < 2:
-        busy = await redis.zcard(queue) + len([k async for k in redis.scan_iter(match="arq:in-progress:*")])
-        quiet = quiet + 1 if busy == 0 else 0
-        await asyncio.sleep(0.1)
 
 
 class Chaos:

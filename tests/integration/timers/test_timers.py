@@ -1,4 +1,4 @@
-"""Durable timers through real arq workers: on time, once, cancelled by a reply, and surviving a Redis FLUSHALL."""
+"""Durable timers through real arq workers: on time, once, cancelled by a reply, and surviving Redis forgetting them."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from service.timers.services import OFFLINE_GRACE, schedule_timer, triggers
 from tests.conftest import TEST_REDIS_URL
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 from tests.integration.workers.test_worker import run_burst
+from tests.support.redis_keys import delete_deployment_keys, deployment_keys
 from tests.support.routing import make_conversation, rows, state
 
 
@@ -174,12 +175,15 @@ async def test_a_duplicated_trigger_acts_once(settings: Settings, clean_db: Asyn
     ]
 
 
-async def test_after_flushall_every_overdue_timer_fires_exactly_once(settings: Settings, clean_db: AsyncEngine) -> None:
+async def test_after_redis_forgets_every_overdue_timer_fires_exactly_once(
+    settings: Settings, clean_db: AsyncEngine
+) -> None:
     team_id, (ada,) = await team_with(clean_db, "Ada", first_response_timeout_seconds=1, default_capacity=10)
     ids = await routed(settings, clean_db, team_id, count=5)
-    # Redis loses everything, the triggers included; only PostgreSQL remembers the timers.
+    # Redis loses the deployment's keys, the triggers included; only PostgreSQL remembers the timers.
     redis = Redis.from_url(TEST_REDIS_URL)
-    await redis.flushall()
+    assert await deployment_keys(redis, settings.redis_prefix) != []
+    await delete_deployment_keys(redis, settings.redis_prefix)
     await redis.aclose()
     [latest] = await rows(clean_db, "SELECT greatest(0, extract(epoch FROM max(due_at) - now())) AS s FROM timer")
     await asyncio.sleep(float(latest["s"]))  # until every timer is overdue
@@ -211,4 +215,4 @@ async def test_a_timer_started_by_any_api_request_is_triggered_at_once(
     assert (await state(clean_db, conversation_id))["assignee_id"] == ({ada, bea} - {holder}).pop()
     row = await timer_row(clean_db, "first_response", conversation_id)
     assert (row["revision"], row["state"]) == (2, "pending")
-    assert await redis.exists(f"arq:job:timer:{row['id']}:2") == 1
+    assert await redis.exists(f"arq:job:{settings.queue_name}:timer:{row['id']}:2") == 1

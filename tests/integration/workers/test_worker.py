@@ -131,7 +131,7 @@ async def test_sweep_recovers_routing_jobs_lost_with_redis(
 ) -> None:
     session_id = await start_conversation(http, "v-1")
     # Redis forgets the job (restart without persistence); PostgreSQL still says it waits.
-    await redis.delete(settings.queue_name, f"arq:job:route:{session_id}:1")
+    await redis.delete(settings.queue_name, f"arq:job:{settings.queue_name}:route:{session_id}:1")
     async with clean_db.begin() as conn:
         await conn.execute(sa.text("UPDATE conversation SET waiting_since = now() - interval '1 minute'"))
     worker = await run_burst(settings)  # the sweep runs at start-up, then its jobs run
