@@ -31,12 +31,22 @@ def groups_of(claims: dict[str, Any], claim: str) -> set[str]:
     return set()
 
 
+NO_MAPPED_GROUP = "none of your identity provider groups is mapped to Switchboard"
+DEACTIVATED = "this operator has been deactivated"
+
+
 async def sign_in_operator(
-    conn: AsyncConnection, claims: dict[str, Any], group_map: dict[str, GroupGrant], groups_claim: str
+    conn: AsyncConnection,
+    claims: dict[str, Any],
+    group_map: dict[str, GroupGrant],
+    groups_claim: str,
+    *,
+    require_mapped_group: bool = False,
 ) -> tuple[uuid.UUID, set[uuid.UUID]]:
     """Create or refresh the operator for verified id_token claims; returns (operator id, teams they joined).
 
-    Deactivated operators are refused (403).
+    Deactivated operators are refused (403), and so are users none of whose groups is mapped when
+    ``require_mapped_group`` is set (the caller's transaction rolls back: nothing is stored).
     """
     email = claims.get("email") if isinstance(claims.get("email"), str) else None
     row = (
@@ -51,8 +61,11 @@ async def sign_in_operator(
         )
     ).one()
     if row.deactivated_at is not None:
-        raise Forbidden("This operator has been deactivated")
-    joined = await apply_group_map(conn, row.id, groups_of(claims, groups_claim), group_map)
+        raise Forbidden(DEACTIVATED)
+    groups = groups_of(claims, groups_claim)
+    if require_mapped_group and group_map and not groups & group_map.keys():
+        raise Forbidden(NO_MAPPED_GROUP)
+    joined = await apply_group_map(conn, row.id, groups, group_map)
     return row.id, joined
 
 
@@ -72,7 +85,9 @@ async def apply_group_map(
         await conn.execute(sa.update(operator_t).where(operator_t.c.id == operator_id).values(is_admin=is_admin))
 
     team_names = {grant.team for grant in group_map.values() if grant.team}
-    await conn.execute(insert(team_t).values([{"name": name} for name in sorted(team_names)]).on_conflict_do_nothing())
+    if team_names:  # a map of admin grants only names no team (and an empty VALUES list is not SQL)
+        rows = [{"name": name} for name in sorted(team_names)]
+        await conn.execute(insert(team_t).values(rows).on_conflict_do_nothing())
     team_ids: dict[str, uuid.UUID] = dict(
         (await conn.execute(sa.select(team_t.c.name, team_t.c.id).where(team_t.c.name.in_(team_names)))).all()
     )

@@ -19,6 +19,9 @@ LOGIN_COOKIE = "sb_login"
 # Readable by the page's scripts (not HttpOnly), so htmx can copy it into the X-CSRF-Token header.
 CSRF_COOKIE = "sb_csrf"
 CSRF_HEADER = "X-CSRF-Token"
+# Set by sign-out until the next sign-in: the dashboard then shows "signed out" instead of sending the
+# browser straight back to the IdP, whose own session (if its logout did not finish) would sign it in again.
+SIGNED_OUT_COOKIE = "sb_signed_out"
 LOGIN_TTL = 600  # seconds a sign-in may take at the IdP
 
 
