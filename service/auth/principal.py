@@ -22,7 +22,7 @@ class Principal:
     is_admin: bool
     # team id -> "lead" | "operator"
     teams: dict[uuid.UUID, str] = field(default_factory=dict)
-    via: Literal["session", "jwt", "token", "bridge"] = "session"
+    via: Literal["session", "jwt", "token", "bridge", "cli"] = "session"
     # A personal access token's scopes; None means everything the operator may do (session, JWT).
     scopes: frozenset[str] | None = None
 
