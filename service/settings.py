@@ -110,8 +110,11 @@ class Settings(BaseSettings):
         5.0, gt=0, validation_alias=AliasChoices("outbox_retry_base_seconds", "webhook_retry_base_seconds")
     )
     webhook_timeout_seconds: float = Field(10.0, gt=0)
-    # An operator whose client sends heartbeats goes offline when none arrives for this long.
+    # A client (mobile app, dashboard tab) that is not renewed for this long is gone.
     presence_heartbeat_timeout_seconds: int = Field(90, ge=5)
+    # When an operator's last client closes (tab closed, signed out), they go offline this much later,
+    # unless a client comes back meanwhile (a page reload, a reconnecting stream).
+    presence_offline_grace_seconds: float = Field(30.0, ge=0)
     ai_provider: Literal["local", "openai", "anthropic", "gemini"] = Field(
         "local", description="Who writes AI-takeover replies; 'local' is a deterministic development stand-in."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Any
 
 import structlog
@@ -96,12 +97,13 @@ def _outbox_kinds(ctx: dict[str, Any]) -> dict[str, outbox.Kind]:
 
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     """Re-enqueue work whose trigger was lost (unrouted conversations, team queues, outbox rows, overdue timers);
-    set silent heartbeating operators offline."""
+    end silent presence clients and set idle ones away."""
+    async with ctx["engine"].connect() as conn:
+        swept = await presence.due_for_sweep(conn)
     async with timers.triggers(ctx["redis"]):
-        expired = await in_transaction(
-            ctx["engine"],
-            lambda conn: presence.expire_heartbeats(conn, ctx["settings"].presence_heartbeat_timeout_seconds),
-        )
+        for operator_id in swept:
+            # One transaction per operator, as every presence change: their row, then their teams' locks.
+            await in_transaction(ctx["engine"], partial(presence.sweep_operator, operator_id=operator_id))
     async with ctx["engine"].connect() as conn:
         overdue = await timers.due_before(conn, 0)
         unrouted = await queries.unrouted_conversations(conn, LOST_JOB_AFTER_SECONDS)
@@ -125,5 +127,5 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
         "outbox": len(pending),
         "queues": len(waiting_teams),
         "timers": len(overdue),
-        "expired": len(expired),
+        "presence": len(swept),
     }

@@ -32,6 +32,7 @@ from service.auth.sessions import (
     csrf_matches,
     end_session,
     load_session,
+    session_key,
     start_login,
     take_login,
 )
@@ -202,6 +203,8 @@ class AuthController(Controller):
             if not csrf_matches(session, sent):
                 raise PermissionDeniedException(f"Send the session's CSRF token in the {CSRF_HEADER} header")
             await end_session(redis, settings, cookie)
+            # What else ends with the session (its presence clients), wired in create_app: auth knows no presence.
+            await request.app.state.on_sign_out(session_key(cookie))
             target = await self._idp_logout_url(request, session.id_token, settings)
         signed_out = Cookie(
             key=SIGNED_OUT_COOKIE, value="1", max_age=settings.session_ttl_seconds, **cookie_options(settings)

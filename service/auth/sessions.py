@@ -32,9 +32,14 @@ class BrowserSession:
     id_token: str
 
 
+def session_key(cookie_value: str) -> str:
+    """A browser session's name outside the cookie (Redis keys, its presence clients): a hash, never replayable."""
+    return hashlib.sha256(cookie_value.encode()).hexdigest()
+
+
 def _key(settings: Settings, kind: str, cookie_value: str) -> str:
     """Keys are hashes of the cookie value, so a Redis dump cannot be replayed as cookies."""
-    return f"{settings.redis_prefix}:{kind}:{hashlib.sha256(cookie_value.encode()).hexdigest()}"
+    return f"{settings.redis_prefix}:{kind}:{session_key(cookie_value)}"
 
 
 async def start_login(redis: Redis, settings: Settings, login: dict[str, str]) -> str:
