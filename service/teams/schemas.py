@@ -86,6 +86,9 @@ class TeamSettings(ApiModel):
         default=900, description="How long operators may edit or delete their own messages; 0 = never"
     )
     csat_enabled: bool = Field(default=False, description="Ask the visitor for a rating when a conversation closes")
+    auto_away_minutes: int | None = Field(
+        default=None, ge=1, le=1440, description="Members' web and mobile clients idle this long count as away"
+    )
 
 
 class TeamCreate(TeamSettings):
@@ -110,6 +113,7 @@ class TeamUpdate(ApiModel):
     queue_alert_threshold: QueueThreshold | None = None
     message_edit_window_seconds: EditWindow | None = None
     csat_enabled: bool | None = None
+    auto_away_minutes: int | None = Field(default=None, ge=1, le=1440)
 
     _required = field_validator(
         "name",
@@ -172,6 +176,7 @@ class MemberPublic(ApiModel):
     effective_capacity: int = Field(description="capacity, or the team's defaultCapacity")
     skills: list[str]
     status: str
+    status_changed_at: datetime | None = Field(description="Since when the member has had this status")
     open_conversations: int
     last_assigned_at: datetime | None
     created_at: datetime

@@ -56,6 +56,7 @@ async def test_admin_creates_a_team_with_defaults_and_names_are_unique(
         "queueAlertThreshold": None,
         "messageEditWindowSeconds": 900,
         "csatEnabled": False,
+        "autoAwayMinutes": None,
         "createdAt": team["createdAt"],
         "memberCount": 0,
         "bridges": {"telegram": None, "discord": None, "slack": None},
