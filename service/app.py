@@ -22,6 +22,7 @@ from service.bridges.registry import BridgeRegistry
 from service.canned.controllers import CannedResponseController
 from service.conversations.controllers import ConversationController, WidgetScreenshotController
 from service.dashboard.controllers import TEMPLATES, dashboard_router
+from service.db.transactions import in_transaction
 from service.demo.controllers import demo_router
 from service.files.controllers import FileController
 from service.gateway.controllers import GatewayController
@@ -33,6 +34,7 @@ from service.openapi import finish_openapi, openapi_config
 from service.operators.controllers import MeController, OperatorController
 from service.ops.controllers import HealthController
 from service.presence.controllers import PresenceController
+from service.presence.services import end_session_clients
 from service.problems import EXCEPTION_HANDLERS
 from service.realtime.controllers import EventsController
 from service.realtime.hub import EventHub
@@ -55,7 +57,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Without an issuer, browsers cannot sign in; personal access tokens still work.
         oidc = OidcClient(settings) if settings.oidc_issuer_url and settings.oidc_client_id else None
         event_hub = EventHub(resources.engine, resources.redis, settings)
+
+        async def on_sign_out(session_key: str) -> None:
+            """The browser session's dashboard tabs are gone (offline after the grace if they were the last)."""
+            grace = settings.presence_offline_grace_seconds
+            await in_transaction(resources.engine, lambda conn: end_session_clients(conn, session_key, grace=grace))
+
         app.state.update(
+            on_sign_out=on_sign_out,
             engine=resources.engine,
             redis=resources.redis,
             pocketping=resources.pocketping,

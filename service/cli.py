@@ -1,12 +1,24 @@
-"""The ``switchboard`` command: api, worker, database migrations and the all-in-one dev runner."""
+"""The ``switchboard`` command: api, worker, database migrations, headless set-up and the all-in-one dev runner."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import click
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.errors import DomainError
 from service.settings import load_settings
+
+T = TypeVar("T")
+DURATION = re.compile(r"^(\d+)([mhdw])$")
+UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 @click.group()
@@ -74,6 +86,91 @@ def downgrade(revision: str) -> None:
     run_downgrade(settings.database_url, revision)
 
 
+def _in_database(work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Run ``work`` in one transaction on the configured database; a domain refusal exits 1 with its reason."""
+    from service.db.engine import create_engine
+
+    async def run() -> T:
+        engine = create_engine(load_settings())
+        try:
+            async with engine.begin() as conn:
+                return await work(conn)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except DomainError as exc:
+        raise click.ClickException(exc.detail) from exc
+
+
+@main.group()
+def operators() -> None:
+    """Operators, for setting up without a browser."""
+
+
+@operators.command("create-admin")
+@click.argument("email")
+def create_admin(email: str) -> None:
+    """Make the operator with EMAIL an admin, or create one who takes over at their first sign-in with it."""
+    from service.auth.provisioning import make_admin
+
+    operator_id, created = _in_database(lambda conn: make_admin(conn, email))
+    taken_over = "they take it over at their first sign-in with this email"
+    what = f"created as an admin; {taken_over}" if created else "now an admin"
+    click.echo(f"{operator_id} {email}: {what}")
+
+
+def _expiry(value: str | None) -> datetime | None:
+    """``30d``, ``12h``, ``90m``, ``2w`` from now, or an ISO 8601 time with a timezone; ``never`` or nothing: none."""
+    if value is None or value == "never":
+        return None
+    if match := DURATION.match(value):
+        return datetime.now(UTC) + timedelta(**{UNITS[match[2]]: int(match[1])})
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("give a duration (30d, 12h, 90m, 2w), an ISO 8601 time or 'never'") from None
+
+
+@main.group()
+def tokens() -> None:
+    """Personal access tokens, for scripts and set-up."""
+
+
+@tokens.command("create")
+@click.argument("email")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    default=("read", "write"),
+    show_default=True,
+    type=click.Choice(["read", "write", "admin"]),
+    help="Repeat for several scopes.",
+)
+@click.option("--expires", default=None, help="30d, 12h, 90m, 2w, an ISO 8601 time, or never (the default).")
+@click.option("--name", default="command line", show_default=True, help="What the token is for.")
+def create_token(email: str, scopes: tuple[str, ...], expires: str | None, name: str) -> None:
+    """Create a token for the operator with EMAIL; the secret is printed once, on standard output."""
+    from service.auth import services
+    from service.auth.schemas import TokenCreate
+
+    try:
+        data = TokenCreate(name=name, scopes=list(scopes), expires_at=_expiry(expires))  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise click.BadParameter(exc.errors()[0]["msg"].removeprefix("Value error, "), param_hint="--expires") from None
+
+    async def create(conn: AsyncConnection) -> str:
+        created = await services.create_token(conn, await services.principal_by_email(conn, email), data)
+        expiry = created.expires_at.isoformat() if created.expires_at else "never"
+        scopes = " ".join(created.scopes)
+        click.echo(f"token {created.prefix}… for {email}: scopes {scopes}, expires {expiry}", err=True)
+        return created.token
+
+    click.echo(_in_database(create))
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -82,3 +179,7 @@ def dev(host: str, port: int) -> None:
     from service.dev import run_dev
 
     sys.exit(run_dev(host=host, port=port))
+
+
+if __name__ == "__main__":
+    main()

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     oidc_groups_claim: str = Field("groups", description="The id_token claim listing the user's IdP groups.")
     # IdP group -> {"team": name, "role": "lead"|"operator"} or {"admin": true}; see docs/authentication.md.
     oidc_group_map: dict[str, GroupGrant] = Field(default_factory=dict)
+    # Where the IdP sends the browser after logout: exactly as registered there (no slash is added).
+    oidc_post_logout_redirect_uri: str | None = Field(
+        None, description="Registered post-logout redirect URI; defaults to PUBLIC_URL without a trailing slash."
+    )
+    # Refuse sign-in (403 and the failure page) to users none of whose groups the group map names.
+    oidc_require_mapped_group: bool = False
     session_ttl_seconds: int = Field(12 * 3600, ge=60, description="Browser sessions end this long after sign-in.")
     # Native apps signing in through Switchboard's own OAuth endpoints (/oauth/*); see docs/authentication.md.
     native_client_ids: Annotated[list[str], NoDecode] = Field(
@@ -118,8 +124,11 @@ class Settings(BaseSettings):
         5.0, gt=0, validation_alias=AliasChoices("outbox_retry_base_seconds", "webhook_retry_base_seconds")
     )
     webhook_timeout_seconds: float = Field(10.0, gt=0)
-    # An operator whose client sends heartbeats goes offline when none arrives for this long.
+    # A client (mobile app, dashboard tab) that is not renewed for this long is gone.
     presence_heartbeat_timeout_seconds: int = Field(90, ge=5)
+    # When an operator's last client closes (tab closed, signed out), they go offline this much later,
+    # unless a client comes back meanwhile (a page reload, a reconnecting stream).
+    presence_offline_grace_seconds: float = Field(30.0, ge=0)
     ai_provider: Literal["local", "openai", "anthropic", "gemini"] = Field(
         "local", description="Who writes AI-takeover replies; 'local' is a deterministic development stand-in."
     )
@@ -196,6 +205,19 @@ class Settings(BaseSettings):
     def oidc_issuer_url(self) -> str | None:
         """The issuer exactly as tokens carry it (pydantic adds a trailing slash to bare hosts)."""
         return str(self.oidc_issuer).rstrip("/") if self.oidc_issuer else None
+
+    @property
+    def post_logout_redirect_uri(self) -> str:
+        """The post-logout URI sent to the IdP, byte for byte as documented for registration."""
+        return self.oidc_post_logout_redirect_uri or str(self.public_url).rstrip("/")
+
+    @property
+    def oidc_scope_list(self) -> str:
+        """``OIDC_SCOPES``, plus ``groups`` whenever the group map needs the groups claim."""
+        scopes = self.oidc_scopes.split()
+        if self.oidc_group_map and "groups" not in scopes:
+            scopes.append("groups")
+        return " ".join(scopes)
 
     @property
     def queue_name(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 import structlog
@@ -101,13 +102,14 @@ def _outbox_kinds(ctx: dict[str, Any]) -> dict[str, outbox.Kind]:
 
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     """Re-enqueue work PostgreSQL shows undone whose job is not waiting in the queue (unrouted conversations, due
-    outbox rows, overdue timers: a lost trigger, or a killed worker's job), drain every team with a queue; set
-    silent heartbeating operators offline; delete uploads never finished (or never sent) past their time."""
+    outbox rows, overdue timers: a lost trigger, or a killed worker's job), drain every team with a queue; end
+    silent presence clients and set idle ones away; delete uploads never finished (or never sent) past their time."""
+    async with ctx["engine"].connect() as conn:
+        swept = await presence.due_for_sweep(conn)
     async with timers.triggers(ctx["redis"]):
-        expired = await in_transaction(
-            ctx["engine"],
-            lambda conn: presence.expire_heartbeats(conn, ctx["settings"].presence_heartbeat_timeout_seconds),
-        )
+        for operator_id in swept:
+            # One transaction per operator, as every presence change: their row, then their teams' locks.
+            await in_transaction(ctx["engine"], partial(presence.sweep_operator, operator_id=operator_id))
     async with ctx["engine"].connect() as conn:
         overdue = await timers.due_before(conn, 0)
         unrouted = await queries.unrouted_conversations(conn, LOST_JOB_AFTER_SECONDS)
@@ -131,14 +133,14 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     await EventRelay(ctx["engine"], arq, ctx["settings"]).step()
     await bridges.BridgeRelay(ctx["engine"], arq, ctx["settings"]).step()
     await AvailabilityRelay(ctx["engine"], arq, ctx["settings"], ctx["pocketping"]).step()
-    swept = await files.sweep(ctx["engine"], ctx["files"])
+    uploads = await files.sweep(ctx["engine"], ctx["files"])
     return {
-        "attachments": swept,
+        "attachments": uploads,
         "unrouted": len(routes),
         "outbox": len(deliveries),
         "queues": len(waiting_teams),
         "timers": len(fires),
-        "expired": len(expired),
+        "presence": len(swept),
     }
 
 

@@ -13,7 +13,7 @@ from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, PermissionDeniedException, ServiceUnavailableException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
-from litestar.response import Redirect
+from litestar.response import Redirect, Template
 
 from service.auth import native
 from service.auth import services as tokens
@@ -27,16 +27,18 @@ from service.auth.sessions import (
     LOGIN_COOKIE,
     LOGIN_TTL,
     SESSION_COOKIE,
+    SIGNED_OUT_COOKIE,
     cookie_options,
     create_session,
     csrf_matches,
     end_session,
     load_session,
+    session_key,
     start_login,
     take_login,
 )
 from service.deps import engine
-from service.errors import OAuthRefused
+from service.errors import Forbidden, OAuthRefused
 from service.queue import enqueue_drain
 from service.settings import Settings
 
@@ -83,6 +85,25 @@ async def _to_identity_provider(request: Request[Any, Any, Any], keep: dict[str,
     )
 
 
+class SignInFailed(Exception):
+    """Why a sign-in did not complete (safe to show), and the status it answers with."""
+
+    def __init__(self, reason: str, status_code: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status_code = status_code
+
+
+def _failure(request: Request[Any, Any, Any], failed: SignInFailed) -> Response[Any]:
+    """A browser gets a page saying why, with a way to try again; programs get problem details."""
+    detail = f"Sign-in failed: {failed.reason}"
+    if request.accept.best_match(["application/json", "text/html"], "application/json") == "text/html":
+        return Template("sign_in_failed.html", context={"detail": detail}, status_code=failed.status_code)
+    if failed.status_code == 403:
+        raise PermissionDeniedException(detail)
+    raise ClientException(detail)
+
+
 class AuthController(Controller):
     """Browser sign-in with the IdP (authorization code + PKCE), and sign-out."""
 
@@ -107,20 +128,33 @@ class AuthController(Controller):
         code: FromQuery[str | None] = None,
         oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
         error: FromQuery[str | None] = None,
+    ) -> Response[Any]:
+        """Checks state, exchanges the code, verifies the id_token, signs the operator in.
+
+        A failure is 400 (403 for a deactivated operator or, when required, no mapped group): an HTML
+        page saying why for browsers, problem details whose ``detail`` starts with ``Sign-in failed:`` otherwise.
+        """
+        try:
+            return await self._complete(request, code, oauth_state, error)
+        except SignInFailed as failed:
+            log.info("sign-in rejected", reason=failed.reason)
+            return _failure(request, failed)
+
+    async def _complete(
+        self, request: Request[Any, Any, Any], code: str | None, oauth_state: str | None, error: str | None
     ) -> Redirect:
-        """Checks state, exchanges the code, verifies the id_token, signs the operator in (400 on any failure)."""
         settings = _settings(request)
         redis = request.app.state.redis
         login_cookie = request.cookies.get(LOGIN_COOKIE)
         login = await take_login(redis, settings, login_cookie) if login_cookie else None
         if login is None:
-            raise ClientException("Sign-in failed: no sign-in was started in this browser, or it expired")
+            raise SignInFailed("no sign-in was started in this browser, or it expired")
         if error:
-            raise ClientException(f"Sign-in failed: the identity provider answered '{error}'")
+            raise SignInFailed(f"the identity provider answered '{error}'")
         if not oauth_state or not hmac.compare_digest(oauth_state, login["state"]):
-            raise ClientException("Sign-in failed: the state does not match this browser's sign-in")
+            raise SignInFailed("the state does not match this browser's sign-in")
         if not code:
-            raise ClientException("Sign-in failed: no authorization code")
+            raise SignInFailed("no authorization code")
         oidc = _oidc(request)
         try:
             tokens = await oidc.exchange_code(code, _callback_url(settings), login["code_verifier"])
@@ -128,13 +162,19 @@ class AuthController(Controller):
                 raise OidcError("the identity provider sent no id_token")
             claims = await oidc.verify(tokens["id_token"], nonce=login["nonce"])
         except OidcError as exc:
-            log.info("sign-in rejected", reason=str(exc))
-            raise ClientException(f"Sign-in failed: {exc}") from exc
+            raise SignInFailed(str(exc)) from exc
 
-        async with engine(request).begin() as conn:
-            operator_id, joined = await sign_in_operator(
-                conn, claims, settings.oidc_group_map, settings.oidc_groups_claim
-            )
+        try:
+            async with engine(request).begin() as conn:
+                operator_id, joined = await sign_in_operator(
+                    conn,
+                    claims,
+                    settings.oidc_group_map,
+                    settings.oidc_groups_claim,
+                    require_mapped_group=settings.oidc_require_mapped_group,
+                )
+        except Forbidden as exc:
+            raise SignInFailed(exc.detail, 403) from exc
         for team_id in joined:
             # A new member may take conversations waiting in the team's queue.
             await enqueue_drain(redis, team_id, "membership")
@@ -156,6 +196,7 @@ class AuthController(Controller):
                     key=CSRF_COOKIE, value=csrf, max_age=settings.session_ttl_seconds, **options | {"httponly": False}
                 ),
                 Cookie(key=LOGIN_COOKIE, value="", max_age=0, **options | {"path": "/auth"}),
+                _expired(SIGNED_OUT_COOKIE, settings),
             ],
         )
 
@@ -174,9 +215,16 @@ class AuthController(Controller):
             if not csrf_matches(session, sent):
                 raise PermissionDeniedException(f"Send the session's CSRF token in the {CSRF_HEADER} header")
             await end_session(redis, settings, cookie)
+            # What else ends with the session (its presence clients), wired in create_app: auth knows no presence.
+            await request.app.state.on_sign_out(session_key(cookie))
             target = await self._idp_logout_url(request, session.id_token, settings)
+        signed_out = Cookie(
+            key=SIGNED_OUT_COOKIE, value="1", max_age=settings.session_ttl_seconds, **cookie_options(settings)
+        )
         return Redirect(
-            target, status_code=303, cookies=[_expired(SESSION_COOKIE, settings), _expired(CSRF_COOKIE, settings)]
+            target,
+            status_code=303,
+            cookies=[_expired(SESSION_COOKIE, settings), _expired(CSRF_COOKIE, settings), signed_out],
         )
 
     @staticmethod
@@ -192,7 +240,7 @@ class AuthController(Controller):
         query = {
             "id_token_hint": id_token,
             "client_id": oidc.client_id,
-            "post_logout_redirect_uri": str(settings.public_url),
+            "post_logout_redirect_uri": settings.post_logout_redirect_uri,
         }
         return f"{endpoint}?{urlencode(query)}"
 

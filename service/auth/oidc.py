@@ -48,7 +48,7 @@ class OidcClient:
         self.client_id = settings.oidc_client_id
         self.client_secret = settings.oidc_client_secret
         self.audience = settings.oidc_audience or settings.oidc_client_id
-        self.scopes = settings.oidc_scopes
+        self.scopes = settings.oidc_scope_list
         self._http = httpx2.AsyncClient(timeout=10)
         self._lock = asyncio.Lock()
         self._metadata: dict[str, Any] | None = None

@@ -28,7 +28,7 @@ class Principal:
     is_admin: bool
     # team id -> "lead" | "operator"
     teams: dict[uuid.UUID, str] = field(default_factory=dict)
-    via: Literal["session", "jwt", "token", "oauth", "bridge"] = "session"
+    via: Literal["session", "jwt", "token", "oauth", "bridge", "cli"] = "session"
     # A token's scopes (personal access token, native app); None means everything the operator may do (session, JWT).
     scopes: frozenset[str] | None = None
 

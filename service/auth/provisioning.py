@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.tables import member_t, operator_t, team_t
-from service.errors import Forbidden
+from service.errors import Conflict, Forbidden
 from service.settings import GroupGrant
 
 
@@ -31,14 +31,71 @@ def groups_of(claims: dict[str, Any], claim: str) -> set[str]:
     return set()
 
 
+PENDING_PREFIX = "pending:"
+
+# A first sign-in whose verified email matches an admin made by ``switchboard operators create-admin``
+# takes that operator over (unless the IdP subject already has one).
+_ADOPT = sa.text(
+    "UPDATE operator SET subject = :sub WHERE subject = :pending "
+    "AND NOT EXISTS (SELECT 1 FROM operator o WHERE o.subject = :sub)"
+)
+
+
+def pending_subject(email: str) -> str:
+    """The placeholder subject of an operator made before their first sign-in."""
+    return PENDING_PREFIX + email.strip().lower()
+
+
+async def make_admin(conn: AsyncConnection, email: str) -> tuple[uuid.UUID, bool]:
+    """The active operator with this email made an admin, else a new admin awaiting their first sign-in.
+
+    Returns (operator id, whether it was created). Idempotent: running it twice changes nothing more.
+    """
+    address = email.strip()
+    existing = (
+        (
+            await conn.execute(
+                sa.update(operator_t)
+                .where(sa.func.lower(operator_t.c.email) == address.lower(), operator_t.c.deactivated_at.is_(None))
+                .values(is_admin=True)
+                .returning(operator_t.c.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if len(existing) > 1:
+        raise Conflict(f"{len(existing)} operators have the email {address}", field="email")
+    if existing:
+        return existing[0], False
+    created = await conn.scalar(
+        insert(operator_t)
+        .values(subject=pending_subject(address), email=address, display_name=address, is_admin=True)
+        .returning(operator_t.c.id)
+    )
+    return created, True
+
+
+NO_MAPPED_GROUP = "none of your identity provider groups is mapped to Switchboard"
+DEACTIVATED = "this operator has been deactivated"
+
+
 async def sign_in_operator(
-    conn: AsyncConnection, claims: dict[str, Any], group_map: dict[str, GroupGrant], groups_claim: str
+    conn: AsyncConnection,
+    claims: dict[str, Any],
+    group_map: dict[str, GroupGrant],
+    groups_claim: str,
+    *,
+    require_mapped_group: bool = False,
 ) -> tuple[uuid.UUID, set[uuid.UUID]]:
     """Create or refresh the operator for verified id_token claims; returns (operator id, teams they joined).
 
-    Deactivated operators are refused (403).
+    Deactivated operators are refused (403), and so are users none of whose groups is mapped when
+    ``require_mapped_group`` is set (the caller's transaction rolls back: nothing is stored).
     """
     email = claims.get("email") if isinstance(claims.get("email"), str) else None
+    if email and claims.get("email_verified") is not False:
+        await conn.execute(_ADOPT, {"sub": claims["sub"], "pending": pending_subject(email)})
     row = (
         await conn.execute(
             insert(operator_t)
@@ -51,8 +108,11 @@ async def sign_in_operator(
         )
     ).one()
     if row.deactivated_at is not None:
-        raise Forbidden("This operator has been deactivated")
-    joined = await apply_group_map(conn, row.id, groups_of(claims, groups_claim), group_map)
+        raise Forbidden(DEACTIVATED)
+    groups = groups_of(claims, groups_claim)
+    if require_mapped_group and group_map and not groups & group_map.keys():
+        raise Forbidden(NO_MAPPED_GROUP)
+    joined = await apply_group_map(conn, row.id, groups, group_map)
     return row.id, joined
 
 
@@ -72,7 +132,9 @@ async def apply_group_map(
         await conn.execute(sa.update(operator_t).where(operator_t.c.id == operator_id).values(is_admin=is_admin))
 
     team_names = {grant.team for grant in group_map.values() if grant.team}
-    await conn.execute(insert(team_t).values([{"name": name} for name in sorted(team_names)]).on_conflict_do_nothing())
+    if team_names:  # a map of admin grants only names no team (and an empty VALUES list is not SQL)
+        rows = [{"name": name} for name in sorted(team_names)]
+        await conn.execute(insert(team_t).values(rows).on_conflict_do_nothing())
     team_ids: dict[str, uuid.UUID] = dict(
         (await conn.execute(sa.select(team_t.c.name, team_t.c.id).where(team_t.c.name.in_(team_names)))).all()
     )

@@ -66,6 +66,27 @@ async def principal_of_subject(conn: AsyncConnection, subject: str, via: str) ->
     return None if operator_id is None else await load_principal(conn, operator_id, via)
 
 
+async def principal_by_email(conn: AsyncConnection, email: str) -> Principal:
+    """The active operator with this email, as the command line acts for them (full rights, no scopes)."""
+    ids = (
+        (
+            await conn.execute(
+                sa.select(operator_t.c.id).where(
+                    sa.func.lower(operator_t.c.email) == email.strip().lower(), operator_t.c.deactivated_at.is_(None)
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if len(ids) > 1:
+        raise Conflict(f"{len(ids)} operators have the email {email}", field="email")
+    principal = await load_principal(conn, ids[0], "cli") if ids else None
+    if principal is None:
+        raise NotFound(f"No active operator has the email {email}", field="email")
+    return principal
+
+
 # --- Personal access tokens -----------------------------------------------------------------------------------
 
 

@@ -19,6 +19,9 @@ LOGIN_COOKIE = "sb_login"
 # Readable by the page's scripts (not HttpOnly), so htmx can copy it into the X-CSRF-Token header.
 CSRF_COOKIE = "sb_csrf"
 CSRF_HEADER = "X-CSRF-Token"
+# Set by sign-out until the next sign-in: the dashboard then shows "signed out" instead of sending the
+# browser straight back to the IdP, whose own session (if its logout did not finish) would sign it in again.
+SIGNED_OUT_COOKIE = "sb_signed_out"
 LOGIN_TTL = 600  # seconds a sign-in may take at the IdP
 
 
@@ -29,9 +32,14 @@ class BrowserSession:
     id_token: str
 
 
+def session_key(cookie_value: str) -> str:
+    """A browser session's name outside the cookie (Redis keys, its presence clients): a hash, never replayable."""
+    return hashlib.sha256(cookie_value.encode()).hexdigest()
+
+
 def _key(settings: Settings, kind: str, cookie_value: str) -> str:
     """Keys are hashes of the cookie value, so a Redis dump cannot be replayed as cookies."""
-    return f"{settings.redis_prefix}:{kind}:{hashlib.sha256(cookie_value.encode()).hexdigest()}"
+    return f"{settings.redis_prefix}:{kind}:{session_key(cookie_value)}"
 
 
 async def start_login(redis: Redis, settings: Settings, login: dict[str, str]) -> str:

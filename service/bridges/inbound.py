@@ -242,10 +242,13 @@ async def _link(bridges: Bridges, inbound: Inbound, code: str) -> str:
 
 def _presence(status: str) -> Command:
     async def run(bridges: Bridges, inbound: Inbound, principal: Principal, _: str | None, __: str) -> str:
+        # The chat account is one of the operator's clients: /online keeps it online until /offline.
+        client = presence.ClientRef(f"{inbound.platform}:{inbound.user_id}"[:100], "bridge")
+        timeout = bridges.settings.presence_heartbeat_timeout_seconds
         change = await in_transaction(
             bridges.engine,
-            lambda conn: presence.set_presence(
-                conn, principal.operator_id, status, reason=f"{inbound.platform}_command"
+            lambda conn: presence.choose(
+                conn, principal.operator_id, status, client=client, lease=timeout, reason=f"{inbound.platform}_command"
             ),
         )
         for team_id in change.drain_teams:

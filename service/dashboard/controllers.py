@@ -21,6 +21,7 @@ from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth.principal import Principal
+from service.auth.sessions import SIGNED_OUT_COOKIE
 from service.conversations import screenshots, services, visitors
 from service.conversations.services import ConversationFilters
 from service.dashboard.analytics import analytics_context
@@ -224,17 +225,21 @@ def _sign_in_url(path: str, query: str) -> str:
 
 
 def sign_in_or_error(request: Request[Any, Any, Any], exc: HTTPException | DomainError) -> Response[Any]:
-    """Anonymous visitors go to sign-in and come back; other errors are a small HTML page."""
+    """Anonymous visitors go to sign-in and come back (after a sign-out, to a "signed out" page instead, so an
+    IdP session that outlived the logout does not sign them straight back in); other errors are a small HTML page."""
     if isinstance(exc, DomainError):
         status = domain_status(exc)
         return Template("error.html", context={"status": status, "detail": exc.detail}, status_code=status)
     if isinstance(exc, NotAuthorizedException):
+        signed_out = SIGNED_OUT_COOKIE in request.cookies
         if request.headers.get("hx-request"):
             # A fragment request from a page whose session ended: htmx moves the whole page, which comes back after.
             current = urlsplit(request.headers.get("hx-current-url", "/app"))
-            return Response(None, status_code=401, headers={"HX-Redirect": _sign_in_url(current.path, current.query)})
-        target = _sign_in_url(request.url.path, request.url.query)
-        return Redirect(target, status_code=303)
+            target = current.path if signed_out else _sign_in_url(current.path, current.query)
+            return Response(None, status_code=401, headers={"HX-Redirect": target})
+        if signed_out:
+            return Template("signed_out.html", context={"return_to": request.url.path})
+        return Redirect(_sign_in_url(request.url.path, request.url.query), status_code=303)
     return Template(
         "error.html", context={"status": exc.status_code, "detail": exc.detail}, status_code=exc.status_code
     )

@@ -27,7 +27,10 @@ OFFLINE_POLICIES = ("keep", "requeue", "reassign")
 CONVERSATION_STATUSES = ("new", "queued", "assigned", "closed")
 SENDERS = ("visitor", "operator", "ai", "system")
 MESSAGE_STATUSES = ("sending", "sent", "delivered", "read")
-TIMER_KINDS = ("first_response", "offline_grace", "ai_takeover", "csat_request")
+TIMER_KINDS = ("first_response", "offline_grace", "ai_takeover", "csat_request", "presence_lapse")
+CLIENT_KINDS = ("web", "mobile", "bridge", "api")
+CLIENT_STATUSES = ("online", "away")
+CHOSEN_STATUSES = ("away", "offline")
 TIMER_STATES = ("pending", "fired", "cancelled")
 ATTACHMENT_STATUSES = ("pending", "uploading", "ready", "failed")
 # A team's attachment limits unless it sets its own: PocketPing's (10 MiB; images, PDF, text, CSV).
@@ -42,21 +45,54 @@ SCREENSHOT_STATUSES = ("pending", "uploading", "done")
 class Operator(SQLModel, table=True):
     """A person who answers conversations; created at first SSO sign-in."""
 
-    __table_args__ = (sa.CheckConstraint(_in("status", OPERATOR_STATUSES), name="status"),)
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", OPERATOR_STATUSES), name="status"),
+        sa.CheckConstraint(_in("chosen_status", CHOSEN_STATUSES), name="chosen_status"),
+    )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     subject: str = Field(unique=True, description="OIDC 'sub' at the issuer")
     email: str | None = Field(default=None, index=True)
     display_name: str
     is_admin: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # What routing reads: the operator's clients' presence, unless ``chosen_status`` says otherwise.
     status: str = Field(default="offline", sa_column_kwargs={"server_default": "offline"})
     status_changed_at: datetime | None = Field(default=None, sa_type=TZ)
+    # away or offline as the operator chose it: holds, whatever their clients do, until they choose online.
+    chosen_status: str | None = Field(default=None)
     last_heartbeat_at: datetime | None = Field(default=None, sa_type=TZ)
     # Open assigned conversations; changed only in the same transaction as the assignment so
     # a conditional UPDATE on this row is the capacity check.
     open_conversations: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
     deactivated_at: datetime | None = Field(default=None, sa_type=TZ)
+
+
+class PresenceClient(SQLModel, table=True):
+    """One client of an operator (a dashboard tab, a mobile app, a chat bridge account, a script): a presence session.
+
+    The operator is online while some live client is online; a client with ``expires_at`` lives while it is
+    renewed (an open event stream, heartbeats), one without it until it is ended (bridge, api).
+    """
+
+    __tablename__ = "presence_client"
+    __table_args__ = (
+        sa.CheckConstraint(_in("kind", CLIENT_KINDS), name="kind"),
+        sa.CheckConstraint(_in("status", CLIENT_STATUSES), name="status"),
+    )
+
+    operator_id: uuid.UUID = Field(foreign_key="operator.id", ondelete="CASCADE", primary_key=True)
+    client_id: str = Field(primary_key=True, max_length=100)
+    kind: str
+    status: str = Field(default="online")
+    # The browser session (a hash of its cookie) of a web client: signing out ends its clients.
+    session_key: str | None = None
+    # The event stream holding the client, so a stream closing after a newer one opened ends nothing.
+    connection_id: str | None = None
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+    last_seen_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+    last_active_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+    expires_at: datetime | None = Field(default=None, sa_type=TZ, index=True)
 
 
 class Team(SQLModel, table=True):
@@ -86,6 +122,8 @@ class Team(SQLModel, table=True):
     message_edit_window_seconds: int = Field(default=900, sa_column_kwargs={"server_default": "900"})
     # Ask the visitor for a rating when a conversation closes.
     csat_enabled: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # A member's web and mobile clients without activity for this long count as away; null = never.
+    auto_away_minutes: int | None = None
     bridge_settings: dict[str, Any] = Field(
         default_factory=dict, sa_type=JSONB, sa_column_kwargs={"server_default": "{}"}
     )

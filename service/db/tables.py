@@ -16,6 +16,7 @@ def _table(model: type[SQLModel]) -> sa.Table:
 
 
 operator_t = _table(models.Operator)
+client_t = _table(models.PresenceClient)
 team_t = _table(models.Team)
 member_t = _table(models.TeamMember)
 rule_t = _table(models.RoutingRule)

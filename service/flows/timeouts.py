@@ -1,4 +1,5 @@
-"""Timeout flows: what each kind of timer does when it fires (first-response timeout, offline grace, AI takeover).
+"""Timeout flows: what each kind of timer does when it fires (first-response timeout, presence lapse, offline
+grace, AI takeover, CSAT request).
 
 Each runs in the transaction that marks the timer fired, so a timer acts once.
 """
@@ -14,9 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.ai.services import Takeover, take_over
 from service.csat.services import RatingAsk, ask_owed
 from service.db.tables import timer_t
-from service.presence.services import schedule_grace
+from service.presence.services import lapse, schedule_grace
 from service.routing import handoff
-from service.timers.services import AI_TAKEOVER, CSAT_REQUEST, FIRST_RESPONSE, OFFLINE_GRACE, claim_fire
+from service.timers.services import (
+    AI_TAKEOVER,
+    CSAT_REQUEST,
+    FIRST_RESPONSE,
+    OFFLINE_GRACE,
+    PRESENCE_LAPSE,
+    claim_fire,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +65,9 @@ async def fire(conn: AsyncConnection, timer_id: int, revision: int) -> tuple[str
         return await _first_response(conn, row.subject), None
     if row.kind == OFFLINE_GRACE:
         return await _offline_grace(conn, uuid.UUID(row.subject)), None
+    if row.kind == PRESENCE_LAPSE:
+        # The operator's last client left a grace ago: offline now (then each team's offline grace and policy).
+        return await lapse(conn, uuid.UUID(row.subject)), None
     if row.kind == CSAT_REQUEST:
         ask = await ask_owed(conn, row.subject)
         return ("csat_requested" if ask else "csat_answered"), ask

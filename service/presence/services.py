@@ -1,26 +1,50 @@
-"""Operator presence: online, away or offline, set explicitly or by heartbeat expiry, and what follows from it.
+"""Operator presence: each client (dashboard tab, mobile app, bridge account, script) is a presence session.
+
+An operator is ``online`` while some live client of theirs is online, ``away`` while their live clients are
+all away (idle past their teams' auto-away, or said so), and ``offline`` once the last client has been gone
+for ``PRESENCE_OFFLINE_GRACE_SECONDS`` (the ``presence_lapse`` timer). Away or offline *chosen* by the
+operator (``chosen_status``) holds whatever their clients do, until they choose online.
 
 ``away`` takes no new work (routing only picks ``online`` members) but keeps its conversations.
 A team whose first member comes online, or whose last online member leaves, gets a
 ``team.availability`` event: the widgets of its visitors are told (``service/gateway/availability.py``).
 Going offline starts the operator's ``offline_grace`` timer; when it fires, each team's offline
 policy applies to the operator's conversations in that team (see ``service/flows/timeouts.py``).
+
+Every change locks the operator's row first, then writes their clients, then reads them again in a new
+statement: two clients of one operator changing at once (on two api instances) settle one after the other.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.tables import member_t, operator_t
+from service.db.tables import client_t, member_t, operator_t
 from service.errors import NotFound
 from service.events import record_event
 from service.routing.sql import lock_teams
-from service.timers.services import OFFLINE_GRACE, cancel_timer, schedule_timer
+from service.timers.services import OFFLINE_GRACE, PRESENCE_LAPSE, cancel_timer, schedule_timer
+
+# Clients renewed by heartbeats or an open event stream; the others live until ended.
+LEASED_KINDS = ("web", "mobile")
+# Clients whose user's activity they report, so they can be idle (auto-away).
+ACTIVE_KINDS = LEASED_KINDS
+
+
+@dataclass(frozen=True)
+class ClientRef:
+    """Which client of the operator: its id (chosen by the client), its kind, and the browser session of a web one."""
+
+    client_id: str
+    kind: str
+    session_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +56,8 @@ class PresenceChange:
     status_changed_at: datetime | None
     last_heartbeat_at: datetime | None
     drain_teams: list[uuid.UUID] = field(default_factory=list)
+    chosen_status: str | None = None
+    clients: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -44,9 +70,7 @@ _SET_STATUS = sa.text(
     UPDATE operator o SET
         status = CAST(:status AS text),
         status_changed_at = CASE WHEN old.status <> CAST(:status AS text) THEN clock_timestamp()
-                                 ELSE o.status_changed_at END,
-        -- A client that heartbeats has its clock restarted by an explicit change.
-        last_heartbeat_at = CASE WHEN o.last_heartbeat_at IS NOT NULL THEN clock_timestamp() END
+                                 ELSE o.status_changed_at END
     FROM old WHERE o.id = old.id
     RETURNING old.status AS previous, o.status, o.status_changed_at, o.last_heartbeat_at
     """
@@ -86,12 +110,12 @@ async def _teams_of(conn: AsyncConnection, operator_id: uuid.UUID) -> list[uuid.
     return list(result.scalars())
 
 
-async def set_presence(conn: AsyncConnection, operator_id: uuid.UUID, status: str, *, reason: str) -> PresenceChange:
+async def _apply(conn: AsyncConnection, operator_id: uuid.UUID, status: str, *, reason: str) -> PresenceChange:
     """Set the operator's status in the caller's transaction, with its event, grace timer and drains.
 
-    Going online makes room in the operator's teams: their queue locks are taken first (exclusive, before
-    the operator's row, routing's lock order), so a conversation being queued or routed there sees the
-    operator as they were or as they are, never both (docs/routing.md, "Queue order").
+    Going online makes room in the operator's teams: their queue locks are held (exclusive; usually taken
+    by ``_lock`` before the operator's row, routing's lock order), so a conversation being queued or routed
+    there sees the operator as they were or as they are, never both (docs/routing.md, "Queue order").
     """
     if status == "online":
         await lock_teams(conn, *await _teams_of(conn, operator_id))
@@ -154,54 +178,255 @@ async def schedule_grace(conn: AsyncConnection, operator_id: uuid.UUID, offline_
     return True
 
 
-async def heartbeat(conn: AsyncConnection, operator_id: uuid.UUID) -> PresenceChange:
-    """Record that the operator's client is alive; the status itself changes only explicitly or by expiry."""
-    row = (
-        await conn.execute(
-            sa.update(operator_t)
-            .where(operator_t.c.id == operator_id, operator_t.c.deactivated_at.is_(None))
-            .values(last_heartbeat_at=sa.func.clock_timestamp())
-            .returning(operator_t.c.status, operator_t.c.status_changed_at, operator_t.c.last_heartbeat_at)
-        )
-    ).first()
-    if row is None:
+# The status the operator's live clients give: online if one is online, away if all are away, NULL if none is left.
+_SETTLE = sa.text(
+    """
+    SELECT o.status, o.chosen_status, o.status_changed_at, o.last_heartbeat_at, clock_timestamp() AS now,
+           (SELECT CASE WHEN bool_or(c.status = 'online') THEN 'online' WHEN count(*) > 0 THEN 'away' END
+            FROM presence_client c
+            WHERE c.operator_id = o.id AND (c.expires_at IS NULL OR c.expires_at > clock_timestamp())) AS clients
+    FROM operator o WHERE o.id = :id
+    """
+)
+
+
+async def _lock(conn: AsyncConnection, operator_id: uuid.UUID) -> None:
+    """The operator's row, locked until commit: every presence change of one operator goes one at a time.
+
+    An operator not online may be about to go online: their teams' queue locks come first then, in
+    routing's order (a late change of mind is still covered by ``_apply``, at the cost of a retry).
+    """
+    status = await conn.scalar(sa.select(operator_t.c.status).where(operator_t.c.id == operator_id))
+    if status is not None and status != "online":
+        await lock_teams(conn, *await _teams_of(conn, operator_id))
+    found = await conn.scalar(
+        sa.select(operator_t.c.id)
+        .where(operator_t.c.id == operator_id, operator_t.c.deactivated_at.is_(None))
+        .with_for_update()
+    )
+    if found is None:
         raise NotFound("Operator not found")
-    return PresenceChange(row.status, row.status, row.status_changed_at, row.last_heartbeat_at)
 
 
-async def expire_heartbeats(conn: AsyncConnection, timeout_seconds: float) -> list[uuid.UUID]:
-    """Set offline every online or away operator whose client heartbeats but fell silent; returns who."""
-    silent = (
+async def _settle(conn: AsyncConnection, operator_id: uuid.UUID, *, reason: str, grace: float | None) -> PresenceChange:
+    """After the operator's clients changed (row locked): the status their choice and live clients give.
+
+    With no live client left, they go offline after ``grace`` seconds (the ``presence_lapse`` timer), or
+    at once when ``grace`` is None; a client coming back meanwhile cancels it.
+    """
+    row = (await conn.execute(_SETTLE, {"id": operator_id})).one()
+    target = row.chosen_status or row.clients
+    if target is None and grace is not None:
+        if row.status != "offline":
+            await schedule_timer(conn, PRESENCE_LAPSE, str(operator_id), row.now + timedelta(seconds=grace))
+        return PresenceChange(row.status, row.status, row.status_changed_at, row.last_heartbeat_at)
+    await cancel_timer(conn, PRESENCE_LAPSE, str(operator_id))
+    return await _apply(conn, operator_id, target or "offline", reason=reason)
+
+
+async def _upsert_client(
+    conn: AsyncConnection,
+    operator_id: uuid.UUID,
+    client: ClientRef,
+    *,
+    lease: float,
+    active: bool,
+    connection_id: str | None = None,
+) -> None:
+    """Create or renew the client: a leased kind lives ``lease`` more seconds; activity makes it online."""
+    now = sa.func.clock_timestamp()
+    expires = now + timedelta(seconds=lease) if client.kind in LEASED_KINDS else None
+    values: dict[str, Any] = {"kind": client.kind, "last_seen_at": now, "expires_at": expires}
+    if client.session_key is not None:
+        values["session_key"] = client.session_key
+    if connection_id is not None:
+        values["connection_id"] = connection_id
+    if active:
+        values |= {"status": "online", "last_active_at": now}
+    statement = insert(client_t).values(
+        {"status": "online", **values, "operator_id": operator_id, "client_id": client.client_id}
+    )
+    await conn.execute(
+        statement.on_conflict_do_update(index_elements=[client_t.c.operator_id, client_t.c.client_id], set_=values)
+    )
+
+
+async def choose(
+    conn: AsyncConnection,
+    operator_id: uuid.UUID,
+    status: str,
+    *,
+    client: ClientRef,
+    lease: float,
+    reason: str,
+) -> PresenceChange:
+    """The operator's own choice. ``away``/``offline`` hold until they choose ``online`` (``offline`` also ends
+    their bridge and api clients, which nothing else would end); ``online`` clears the choice and makes ``client``
+    an online client, so their presence follows their clients again."""
+    await _lock(conn, operator_id)
+    chosen = None if status == "online" else status
+    await conn.execute(sa.update(operator_t).where(operator_t.c.id == operator_id).values(chosen_status=chosen))
+    if status == "offline":
         await conn.execute(
-            sa.select(operator_t.c.id)
-            .where(
-                operator_t.c.status != "offline",
-                operator_t.c.last_heartbeat_at
-                < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, timeout_seconds),
-            )
-            .order_by(operator_t.c.id)
-            .with_for_update(skip_locked=True)
+            sa.delete(client_t).where(client_t.c.operator_id == operator_id, client_t.c.expires_at.is_(None))
         )
-    ).scalars()
-    expired = list(silent)
-    if expired:
-        # Their teams' availability locks at once, in key order, as a single operator's change takes them.
-        teams = await conn.scalars(sa.select(member_t.c.team_id).where(member_t.c.operator_id.in_(expired)))
-        await _lock_availability(conn, sorted(set(teams)))
-    for operator_id in expired:
-        await set_presence(conn, operator_id, "offline", reason="heartbeat_expired")
-    return expired
+    elif status == "online":
+        await _upsert_client(conn, operator_id, client, lease=lease, active=True)
+    return await _as_now(conn, operator_id, await _settle(conn, operator_id, reason=reason, grace=None))
+
+
+async def heartbeat(
+    conn: AsyncConnection, operator_id: uuid.UUID, client: ClientRef, *, active: bool, lease: float
+) -> PresenceChange:
+    """The client is alive for ``lease`` more seconds (``active``: its user did something, so it is online)."""
+    await _lock(conn, operator_id)
+    await _upsert_client(conn, operator_id, client, lease=lease, active=active)
+    await conn.execute(
+        sa.update(operator_t).where(operator_t.c.id == operator_id).values(last_heartbeat_at=sa.func.clock_timestamp())
+    )
+    change = await _settle(conn, operator_id, reason="active" if active else "heartbeat", grace=None)
+    return await _as_now(conn, operator_id, change)
+
+
+async def open_stream(
+    conn: AsyncConnection, operator_id: uuid.UUID, client: ClientRef, connection_id: str, *, lease: float
+) -> PresenceChange:
+    """An event stream now holds the client (a dashboard tab): alive while it is open and renewed."""
+    await _lock(conn, operator_id)
+    await _upsert_client(conn, operator_id, client, lease=lease, active=True, connection_id=connection_id)
+    return await _settle(conn, operator_id, reason="connected", grace=None)
+
+
+async def renew_stream(
+    conn: AsyncConnection, operator_id: uuid.UUID, client_id: str, connection_id: str, *, lease: float
+) -> bool:
+    """The open stream renews its client's lease; False when the client is gone (signed out, ended)."""
+    renewed = await conn.execute(
+        sa.update(client_t)
+        .where(
+            client_t.c.operator_id == operator_id,
+            client_t.c.client_id == client_id,
+            client_t.c.connection_id == connection_id,
+        )
+        .values(
+            last_seen_at=sa.func.clock_timestamp(),
+            expires_at=sa.func.clock_timestamp() + timedelta(seconds=lease),
+        )
+    )
+    return bool(renewed.rowcount)
+
+
+async def close_stream(
+    conn: AsyncConnection, operator_id: uuid.UUID, client_id: str, connection_id: str, *, grace: float
+) -> PresenceChange | None:
+    """The stream closed: its client is gone (unless a newer stream holds it by now); None when nothing ended."""
+    await _lock(conn, operator_id)
+    ended = await conn.execute(
+        sa.delete(client_t).where(
+            client_t.c.operator_id == operator_id,
+            client_t.c.client_id == client_id,
+            client_t.c.connection_id == connection_id,
+        )
+    )
+    if not ended.rowcount:
+        return None
+    return await _settle(conn, operator_id, reason="client_closed", grace=grace)
+
+
+async def end_session_clients(conn: AsyncConnection, session_key: str, *, grace: float) -> list[PresenceChange]:
+    """Sign-out: the browser session's clients are gone; offline after ``grace`` when no other client is left."""
+    owners = await conn.scalars(
+        sa.select(client_t.c.operator_id).where(client_t.c.session_key == session_key).distinct()
+    )
+    changes = []
+    for operator_id in list(owners):
+        await _lock(conn, operator_id)
+        await conn.execute(
+            sa.delete(client_t).where(client_t.c.operator_id == operator_id, client_t.c.session_key == session_key)
+        )
+        changes.append(await _settle(conn, operator_id, reason="signed_out", grace=grace))
+    return changes
+
+
+async def lapse(conn: AsyncConnection, operator_id: uuid.UUID) -> str:
+    """The ``presence_lapse`` timer fired: offline now, unless a client came back or the operator chose meanwhile."""
+    await _lock(conn, operator_id)
+    row = (await conn.execute(_SETTLE, {"id": operator_id})).one()
+    if row.chosen_status or row.clients:
+        return "client_back"
+    await _apply(conn, operator_id, "offline", reason="clients_gone")
+    return "offline"
+
+
+# The members' shortest auto-away, over their teams that have one.
+_AUTO_AWAY = (
+    "(SELECT min(t.auto_away_minutes) FROM team_member m JOIN team t ON t.id = m.team_id "
+    "WHERE m.operator_id = c.operator_id)"
+)
+_IDLE = (
+    f"c.status = 'online' AND c.kind IN ('web', 'mobile') "
+    f"AND c.last_active_at < now() - make_interval(mins => {_AUTO_AWAY})"
+)
+_DUE = sa.text(
+    f"SELECT DISTINCT c.operator_id FROM presence_client c WHERE c.expires_at <= now() OR ({_IDLE}) "
+    "ORDER BY c.operator_id LIMIT 1000"
+)
+
+
+async def due_for_sweep(conn: AsyncConnection) -> list[uuid.UUID]:
+    """Operators with a client whose lease ran out, or idle past their teams' auto-away."""
+    return list((await conn.execute(_DUE)).scalars())
+
+
+async def sweep_operator(conn: AsyncConnection, operator_id: uuid.UUID) -> PresenceChange:
+    """Their silent clients are gone (offline at once when none is left: the lease was the wait), idle ones away."""
+    await _lock(conn, operator_id)
+    expired = await conn.execute(
+        sa.delete(client_t).where(client_t.c.operator_id == operator_id, client_t.c.expires_at <= sa.func.now())
+    )
+    await conn.execute(
+        sa.text(f"UPDATE presence_client c SET status = 'away' WHERE c.operator_id = :id AND {_IDLE}"),
+        {"id": operator_id},
+    )
+    reason = "heartbeat_expired" if expired.rowcount else "auto_away"
+    return await _settle(conn, operator_id, reason=reason, grace=None)
+
+
+async def _as_now(conn: AsyncConnection, operator_id: uuid.UUID, change: PresenceChange) -> PresenceChange:
+    """The presence as it is after ``change`` (with the choice and clients), keeping its previous status and drains."""
+    now = await current(conn, operator_id)
+    return replace(now, previous=change.previous, drain_teams=change.drain_teams)
 
 
 async def current(conn: AsyncConnection, operator_id: uuid.UUID) -> PresenceChange:
-    """The operator's presence as it is."""
+    """The operator's presence as it is, with their live clients."""
     row = (
         await conn.execute(
-            sa.select(operator_t.c.status, operator_t.c.status_changed_at, operator_t.c.last_heartbeat_at).where(
-                operator_t.c.id == operator_id
-            )
+            sa.select(
+                operator_t.c.status,
+                operator_t.c.status_changed_at,
+                operator_t.c.last_heartbeat_at,
+                operator_t.c.chosen_status,
+            ).where(operator_t.c.id == operator_id)
         )
     ).first()
     if row is None:
         raise NotFound("Operator not found")
-    return PresenceChange(row.status, row.status, row.status_changed_at, row.last_heartbeat_at)
+    clients = await conn.execute(
+        sa.select(
+            client_t.c.client_id, client_t.c.kind, client_t.c.status, client_t.c.last_seen_at, client_t.c.expires_at
+        )
+        .where(
+            client_t.c.operator_id == operator_id,
+            sa.or_(client_t.c.expires_at.is_(None), client_t.c.expires_at > sa.func.now()),
+        )
+        .order_by(client_t.c.created_at, client_t.c.client_id)
+    )
+    return PresenceChange(
+        row.status,
+        row.status,
+        row.status_changed_at,
+        row.last_heartbeat_at,
+        chosen_status=row.chosen_status,
+        clients=[dict(c._mapping) for c in clients],
+    )

@@ -99,6 +99,9 @@ class TeamSettings(ApiModel):
         default_factory=lambda: list(DEFAULT_ATTACHMENT_TYPES),
         description="MIME types accepted, checked against the file's bytes; [] = no files",
     )
+    auto_away_minutes: int | None = Field(
+        default=None, ge=1, le=1440, description="Members' web and mobile clients idle this long count as away"
+    )
 
 
 class TeamCreate(TeamSettings):
@@ -125,6 +128,7 @@ class TeamUpdate(ApiModel):
     csat_enabled: bool | None = None
     attachment_max_bytes: AttachmentBytes | None = None
     attachment_types: AttachmentTypes | None = None
+    auto_away_minutes: int | None = Field(default=None, ge=1, le=1440)
 
     _required = field_validator(
         "name",
@@ -189,6 +193,7 @@ class MemberPublic(ApiModel):
     effective_capacity: int = Field(description="capacity, or the team's defaultCapacity")
     skills: list[str]
     status: str
+    status_changed_at: datetime | None = Field(description="Since when the member has had this status")
     open_conversations: int
     last_assigned_at: datetime | None
     created_at: datetime

@@ -203,6 +203,7 @@ def _members_query(team_id: uuid.UUID) -> Any:
             sa.func.coalesce(member_t.c.capacity, team_t.c.default_capacity).label("effective_capacity"),
             member_t.c.skills,
             operator_t.c.status,
+            operator_t.c.status_changed_at,
             operator_t.c.open_conversations,
             member_t.c.last_assigned_at,
             member_t.c.created_at,

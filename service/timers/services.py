@@ -32,6 +32,7 @@ FIRST_RESPONSE = "first_response"
 OFFLINE_GRACE = "offline_grace"
 AI_TAKEOVER = "ai_takeover"
 CSAT_REQUEST = "csat_request"
+PRESENCE_LAPSE = "presence_lapse"
 
 
 # Timers scheduled in the current task since ``triggers`` opened; enqueued when it closes.

@@ -177,13 +177,13 @@ async def test_sign_out_ends_the_session_and_lands_on_sign_in(
         [session] = [c["value"] for c in await page.context.cookies() if c["name"] == SESSION_COOKIE]
         await page.click(".sign-out button")
         # The IdP ends its session too (the provider's confirmation page), then sends the browser back to
-        # Switchboard's root, which goes to /app and, signed out, on to sign in.
+        # Switchboard's root, which goes to /app: signed out, it says so instead of going to sign in again.
         await page.click("button:has-text('End session')")
-        await page.wait_for_url(f"{oidc_issuer}/**")
-        await expect(page.locator("input[name=sub]")).to_be_visible()
+        await page.wait_for_url(f"{api.url}/app")
+        await expect(page.locator("h1")).to_have_text("You signed out")
         assert SESSION_COOKIE not in {c["name"] for c in await page.context.cookies()}
 
-        await page.goto(f"{api.url}/app")
+        await page.click("a:has-text('Sign in again')")
         await page.wait_for_url(f"{oidc_issuer}/**")
         await expect(page.locator("input[name=sub]")).to_be_visible()
         async with api.client() as http:

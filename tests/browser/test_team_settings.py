@@ -73,6 +73,8 @@ async def test_a_lead_changes_the_routing_policy_and_the_next_conversation_follo
             await page.reload()
             await expect(policy).to_have_value("round_robin")
 
+        # Lena's tab made her online; her last tab closed, and the presence grace is over (as if 30 s passed).
+        await set_values(clean_db, "operator", {"subject": "lena"}, status="offline")
         # Now Otto holds 1 of 5 and Olga 2 of 5: least busy would pick Otto again, round robin picks Olga.
         second = await visitor_writes(api, settings, "v-second", "Hello?")
         assert await routed(clean_db, second) == ("assigned", olga, "round_robin")

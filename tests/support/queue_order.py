@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from service.db.models import Conversation
 from service.db.transactions import in_transaction
 from service.errors import Conflict
-from service.presence.services import set_presence
+from service.presence.services import ClientRef, choose
 from service.queue import enqueue_drain
 from service.resources import redis_settings
 from service.routing import handoff, placement
@@ -105,6 +105,10 @@ async def _router(database_url: str, conversation_ids: list[str]) -> None:
         await engine.dispose()
 
 
+# The operators' one client in the race: an api client, which lives until the operator goes offline.
+FLAPPER = ClientRef("queue-order", "api")
+
+
 async def race(settings: Settings, engine: AsyncEngine, *, seed: int, conversations: int) -> Counter[str]:
     """Route ``conversations`` with ``ROUTERS`` routers while operators flap and conversations close."""
     rng = random.Random(seed)
@@ -117,7 +121,7 @@ async def race(settings: Settings, engine: AsyncEngine, *, seed: int, conversati
         while not stop.is_set():
             operator_id, status = rng.choice(ops), rng.choice(("online", "online", "offline"))
             change = await in_transaction(
-                engine, lambda c, o=operator_id, s=status: set_presence(c, o, s, reason="test")
+                engine, lambda c, o=operator_id, s=status: choose(c, o, s, client=FLAPPER, lease=60, reason="test")
             )
             for team_id in change.drain_teams:  # as the presence API does, after the commit
                 await enqueue_drain(arq, team_id, "operator_online")

@@ -8,6 +8,18 @@
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
+  // This tab is one presence client of the operator: its id lives as long as the tab (sessionStorage), the
+  // event stream holds it (closing the tab ends it), activity is told by a heartbeat at most every 30 s, and
+  // choosing online from this tab makes this client the online one.
+  let tab = sessionStorage.getItem("sb-client");
+  if (!tab) {
+    tab = "web-" + randomKey();
+    sessionStorage.setItem("sb-client", tab);
+  }
+  document.addEventListener("htmx:configRequest", function (evt) {
+    if (evt.detail.path === "/api/v1/me/presence") evt.detail.parameters.clientId = tab;
+  });
+
   // Forms post JSON (the REST API's format); forms marked data-idempotent send an Idempotency-Key,
   // kept until the send succeeds so a retried click can never send twice.
   htmx.defineExtension("sb-json", {
@@ -313,8 +325,22 @@
     const box = document.getElementById("reply-content");
     const list = document.getElementById("canned-picker");
     if (box && list) setUpPicker(box, list);
+    let toldAt = Date.now(); // opening the stream counted as activity
+    function tellActivity() {
+      const now = Date.now();
+      if (now - toldAt < 30000) return;
+      toldAt = now;
+      fetch("/api/v1/me/heartbeat", {
+        method: "POST",
+        headers: csrfHeaders(),
+        body: JSON.stringify({ clientId: tab, kind: "web", active: true }),
+      });
+    }
+    for (const kind of ["keydown", "pointerdown", "scroll"]) {
+      document.addEventListener(kind, tellActivity, { passive: true });
+    }
     if (box) setUpConversation(box);
-    const source = new EventSource("/api/v1/events");
+    const source = new EventSource("/api/v1/events?clientId=" + encodeURIComponent(tab));
     for (const kind of KINDS) {
       source.addEventListener(kind, function (message) {
         const event = JSON.parse(message.data);

@@ -77,7 +77,7 @@ async def test_sign_in_creates_the_operator_with_mapped_teams_and_a_session(
     assert params["response_type"] == "code"
     assert params["code_challenge_method"] == "S256"
     assert len(params["code_challenge"]) == 43  # base64url SHA-256, not the verifier itself
-    assert params["state"] and params["nonce"] and params["scope"] == "openid email profile"
+    assert params["state"] and params["nonce"] and params["scope"] == "openid email profile groups"
     assert browser.cookies.get("sb_login")  # the sign-in attempt is bound to this browser
 
     response = await browser.get("/auth/callback", params=await authorize(authorize_url, "alice"))

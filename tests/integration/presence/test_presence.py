@@ -90,20 +90,24 @@ async def test_a_silent_heartbeating_client_goes_offline(
     settings: Settings, clean_db: AsyncEngine, http: httpx.AsyncClient
 ) -> None:
     ada = await make_operator(clean_db, "Ada", status="online")
-    bob = await make_operator(clean_db, "Bob", status="online")  # never heartbeats: keeps his status
+    bob = await make_operator(clean_db, "Bob", status="online")  # has no client that could fall silent
     team_id = await make_team(clean_db)
     for operator_id in (ada, bob):
         await add_member(clean_db, team_id, operator_id)
     headers = bearer(await personal_token(clean_db, ada))
-    beat = await http.post("/api/v1/me/heartbeat", headers=headers)
+    beat = await http.post("/api/v1/me/heartbeat", json={"clientId": "phone-1"}, headers=headers)
     assert beat.status_code == 200
     body = beat.json()
     assert (body["status"], body["heartbeatTimeoutSeconds"]) == ("online", 90)
     assert body["lastHeartbeatAt"] is not None
-    # Ada's client falls silent for longer than the timeout.
-    await set_values(clean_db, "operator", {"id": ada}, last_heartbeat_at=datetime.now(UTC) - timedelta(seconds=91))
-    assert (await run_burst(settings)).jobs_failed == 0  # its start-up sweep expires her
-    assert (await http.get("/api/v1/me/presence", headers=headers)).json()["status"] == "offline"
+    assert [(c["clientId"], c["kind"], c["status"]) for c in body["clients"]] == [("phone-1", "mobile", "online")]
+    # Ada's phone falls silent for longer than the timeout (its lease ran out).
+    await set_values(
+        clean_db, "presence_client", {"operator_id": ada}, expires_at=datetime.now(UTC) - timedelta(seconds=1)
+    )
+    assert (await run_burst(settings)).jobs_failed == 0  # its start-up sweep ends the client
+    now = (await http.get("/api/v1/me/presence", headers=headers)).json()
+    assert (now["status"], now["clients"]) == ("offline", [])
     statuses = await rows(clean_db, "SELECT display_name, status FROM operator ORDER BY display_name")
     assert statuses == [{"display_name": "Ada", "status": "offline"}, {"display_name": "Bob", "status": "online"}]
     assert await presence_events(clean_db) == [("online", "offline", "heartbeat_expired")]

@@ -58,6 +58,7 @@ async def test_admin_creates_a_team_with_defaults_and_names_are_unique(
         "csatEnabled": False,
         "attachmentMaxBytes": 10 * 1024 * 1024,
         "attachmentTypes": ["image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf", "text/plain"],
+        "autoAwayMinutes": None,
         "createdAt": team["createdAt"],
         "memberCount": 0,
         "bridges": {"telegram": None, "discord": None, "slack": None},
