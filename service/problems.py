@@ -32,11 +32,20 @@ def _problem(request: Request[Any, Any, Any], status: int, detail: str, **extra:
 _MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 
 
-def _field_error(item: Any) -> Any:
+def _wire_name(request: Request[Any, Any, Any], key: Any) -> Any:
+    """The name the client sent (``teamId``), where Litestar reports the handler's argument (``team_id``)."""
+    try:
+        parameter = request.route_handler.parsed_fn_signature.parameters.get(key)
+    except Exception:  # no handler matched: nothing to translate
+        return key
+    return getattr(getattr(parameter, "kwarg_definition", None), "name", None) or key
+
+
+def _field_error(request: Request[Any, Any, Any], item: Any) -> Any:
     """``{field, message}``; msgspec reports a missing field on the whole body, so name the field."""
     if not isinstance(item, dict):
         return item
-    field, message = item.get("key"), item.get("message")
+    field, message = _wire_name(request, item.get("key")), item.get("message")
     if field == "data" and isinstance(message, str) and (missing := _MISSING_FIELD.search(message)):
         field = missing.group(1)
     return {"field": field, "message": message}
@@ -46,7 +55,7 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
     """HTTP errors keep their status; validation errors list each offending field under ``errors``."""
     extra: dict[str, Any] = {}
     if isinstance(exc.extra, list) and exc.extra:
-        extra["errors"] = [_field_error(item) for item in exc.extra]
+        extra["errors"] = [_field_error(request, item) for item in exc.extra]
     response = _problem(request, exc.status_code, exc.detail, **extra)
     if exc.headers:
         response.headers.update(exc.headers)
