@@ -6,10 +6,12 @@ import re
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from service.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable, Unprocessable
 
@@ -72,10 +74,24 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
 _UNSTORABLE_TEXT = "22021"
 
 
+# Seconds a client should wait before trying again while PostgreSQL cannot be reached.
+DATABASE_RETRY_AFTER = 5
+
+
+def database_unavailable_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """PostgreSQL unreachable (refused, cut, pool exhausted): 503 with ``Retry-After``, as ``/readyz`` says."""
+    log.warning("database unavailable", path=request.url.path, error=repr(exc))
+    response = _problem(request, 503, "The database is unavailable; try again shortly.")
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response
+
+
 def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
-    """Text PostgreSQL cannot hold is the caller's mistake (400); any other database error is ours (500)."""
+    """Text PostgreSQL cannot hold is the caller's mistake (400); a lost connection is 503; the rest is ours."""
     if getattr(exc.orig, "sqlstate", None) == _UNSTORABLE_TEXT:
         return _problem(request, 400, "Text in the request (path, query or body) must not contain NUL characters")
+    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+        return database_unavailable_handler(request, exc)
     return internal_error_handler(request, exc)
 
 
@@ -106,5 +122,10 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     ValidationException: http_exception_handler,
     NotFoundException: http_exception_handler,
     DBAPIError: database_error_handler,
+    # Refused or cut before SQLAlchemy wraps it, or no pooled connection in time.
+    OSError: database_unavailable_handler,
+    asyncpg.PostgresConnectionError: database_unavailable_handler,
+    asyncpg.InterfaceError: database_unavailable_handler,
+    PoolTimeout: database_unavailable_handler,
     Exception: internal_error_handler,
 }
