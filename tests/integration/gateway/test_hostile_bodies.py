@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.bodies import MAX_JSON_DEPTH
+from service.gateway.controllers import SSE_REPLAY_LIMIT
 from service.gateway.hub import MAX_RECEIPT_IDS
-from tests.integration.gateway.test_gateway import connect, scalar, send
+from tests.integration.gateway.test_gateway import _sse_events, connect, scalar, send
 
 DEEP_ARRAYS = "[" * 20_000 + "]" * 20_000
 DEEP_OBJECTS = '{"a":' * 5_000 + "1" + "}" * 5_000
@@ -107,3 +108,26 @@ async def test_a_read_receipt_names_at_most_the_limit_of_messages(
     accepted = await http.post("/pocketping/read", json=body)
     assert accepted.status_code == 200, accepted.text
     assert accepted.json() == {"updated": 1}
+
+
+@pytest.mark.parametrize("cursor", ["id", "timestamp"])
+async def test_sse_replay_in_a_long_conversation_starts_at_the_cursor(
+    api: Any, http: httpx.AsyncClient, clean_db: AsyncEngine, cursor: str
+) -> None:
+    """1,100 messages: the replay after the 1,050th is exactly the 50 newer ones, oldest first."""
+    session_id = await connect(http, "v-long")
+    async with clean_db.begin() as conn:
+        await conn.exec_driver_sql(
+            "INSERT INTO message (id, conversation_id, sender, content, created_at) "
+            "SELECT 'm-' || lpad(n::text, 5, '0'), $1, 'visitor', 'n' || n, "
+            "timestamptz '2026-01-01 00:00Z' + n * interval '1 second' FROM generate_series(1, 1100) AS n",
+            (session_id,),
+        )
+    assert SSE_REPLAY_LIMIT < 1100
+    after = "m-01050" if cursor == "id" else "2026-01-01T00:17:30Z"  # the 1,050th message's instant
+    params = {"sessionId": session_id, "after": after}
+    async with api.client() as sse, sse.stream("GET", "/pocketping/stream", params=params) as response:
+        events = _sse_events(response)
+        assert await anext(events) == ("connected", {"sessionId": session_id})
+        replayed = [(await anext(events))[1]["data"]["id"] for _ in range(50)]
+    assert replayed == [f"m-{n:05d}" for n in range(1051, 1101)]
