@@ -17,6 +17,7 @@ from service.analytics.controllers import AnalyticsController
 from service.auth.controllers import AuthController, OAuthController, TokenController, authorization_server_metadata
 from service.auth.deps import provide_principal
 from service.auth.oidc import OidcClient
+from service.bodies import json_body_guard
 from service.bridges.controllers import BridgeLinkController, BridgeWebhookController
 from service.bridges.registry import BridgeRegistry
 from service.canned.controllers import CannedResponseController
@@ -124,7 +125,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         plugins=[PydanticPlugin(prefer_alias=True)],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[timer_triggers_middleware, WidgetCors(settings.widget_origins, GatewayController.path)],
+        middleware=[
+            timer_triggers_middleware,
+            WidgetCors(settings.widget_origins, GatewayController.path),
+            json_body_guard,
+        ],
         logging_config=None,
         request_max_body_size=settings.widget_max_body_bytes,
         template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),

@@ -6,10 +6,12 @@ import re
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from service.errors import (
     Conflict,
@@ -43,11 +45,20 @@ def _problem(request: Request[Any, Any, Any], status: int, detail: str, **extra:
 _MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 
 
-def _field_error(item: Any) -> Any:
+def _wire_name(request: Request[Any, Any, Any], key: Any) -> Any:
+    """The name the client sent (``teamId``), where Litestar reports the handler's argument (``team_id``)."""
+    try:
+        parameter = request.route_handler.parsed_fn_signature.parameters.get(key)
+    except Exception:  # no handler matched: nothing to translate
+        return key
+    return getattr(getattr(parameter, "kwarg_definition", None), "name", None) or key
+
+
+def _field_error(request: Request[Any, Any, Any], item: Any) -> Any:
     """``{field, message}``; msgspec reports a missing field on the whole body, so name the field."""
     if not isinstance(item, dict):
         return item
-    field, message = item.get("key"), item.get("message")
+    field, message = _wire_name(request, item.get("key")), item.get("message")
     if field == "data" and isinstance(message, str) and (missing := _MISSING_FIELD.search(message)):
         field = missing.group(1)
     return {"field": field, "message": message}
@@ -57,7 +68,7 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
     """HTTP errors keep their status; validation errors list each offending field under ``errors``."""
     extra: dict[str, Any] = {}
     if isinstance(exc.extra, list) and exc.extra:
-        extra["errors"] = [_field_error(item) for item in exc.extra]
+        extra["errors"] = [_field_error(request, item) for item in exc.extra]
     response = _problem(request, exc.status_code, exc.detail, **extra)
     if exc.headers:
         response.headers.update(exc.headers)
@@ -74,10 +85,24 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
 _UNSTORABLE_TEXT = "22021"
 
 
+# Seconds a client should wait before trying again while PostgreSQL cannot be reached.
+DATABASE_RETRY_AFTER = 5
+
+
+def database_unavailable_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """PostgreSQL unreachable (refused, cut, pool exhausted): 503 with ``Retry-After``, as ``/readyz`` says."""
+    log.warning("database unavailable", path=request.url.path, error=repr(exc))
+    response = _problem(request, 503, "The database is unavailable; try again shortly.")
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response
+
+
 def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
-    """Text PostgreSQL cannot hold is the caller's mistake (400); any other database error is ours (500)."""
+    """Text PostgreSQL cannot hold is the caller's mistake (400); a lost connection is 503; the rest is ours."""
     if getattr(exc.orig, "sqlstate", None) == _UNSTORABLE_TEXT:
         return _problem(request, 400, "Text in the request (path, query or body) must not contain NUL characters")
+    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+        return database_unavailable_handler(request, exc)
     return internal_error_handler(request, exc)
 
 
@@ -115,5 +140,10 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     ValidationException: http_exception_handler,
     NotFoundException: http_exception_handler,
     DBAPIError: database_error_handler,
+    # Refused or cut before SQLAlchemy wraps it, or no pooled connection in time.
+    OSError: database_unavailable_handler,
+    asyncpg.PostgresConnectionError: database_unavailable_handler,
+    asyncpg.InterfaceError: database_unavailable_handler,
+    PoolTimeout: database_unavailable_handler,
     Exception: internal_error_handler,
 }

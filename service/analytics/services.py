@@ -75,12 +75,29 @@ def zones() -> frozenset[str]:
     return frozenset(available_timezones())
 
 
+# The calendar analytics reports on: a bucket past either end would be out of Python's (and PostgreSQL's) range.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _utc(instant: datetime, zone: ZoneInfo, field: str) -> datetime:
+    """``instant`` in UTC (no offset: read in ``zone``), within ``EARLIEST`` and ``LATEST``."""
+    bounds = f"must be between {EARLIEST.date().isoformat()} and {LATEST.date().isoformat()}"
+    try:
+        utc = (instant if instant.tzinfo is not None else instant.replace(tzinfo=zone)).astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 moved across midnight by the zone's offset
+        raise field_malformed(field, bounds) from None
+    if not EARLIEST <= utc <= LATEST:
+        raise field_malformed(field, bounds)
+    return utc
+
+
 def period(start: datetime, end: datetime, tz: str) -> tuple[datetime, datetime]:
     """Validated, offset-aware bounds: a known zone, from < to, at most MAX_SPAN apart."""
     if tz not in zones():
         raise field_malformed("tz", "use an IANA time zone name such as Europe/Paris or UTC")
     zone = ZoneInfo(tz)
-    start, end = ((t if t.tzinfo is not None else t.replace(tzinfo=zone)).astimezone(UTC) for t in (start, end))
+    start, end = (_utc(t, zone, name) for t, name in ((start, "from"), (end, "to")))
     if start >= end:
         raise field_malformed("to", "must be after from")
     if end - start > MAX_SPAN:

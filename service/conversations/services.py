@@ -7,7 +7,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,8 +40,10 @@ def _as_is(row: Any) -> Any:
 
 def _timestamp(value: Any) -> datetime:
     try:
-        return datetime.fromisoformat(str(value))
-    except ValueError:
+        instant = datetime.fromisoformat(str(value))
+        # In UTC: an offset that moves year 1 (or 9999) across midnight is out of range, not a 500.
+        return (instant if instant.tzinfo else instant.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise field_malformed("cursor", "use nextCursor from a previous page") from None
 
 
@@ -149,7 +151,10 @@ def _search(q: str) -> sa.ColumnElement[bool]:
         .exists()
     )
     pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    identity = sa.func.jsonb_each_text(conversation_t.c.identity).table_valued("value").alias("identity_value")
+    # Only an object has values to search; older rows hold JSON null for "no identify()" (jsonb_each_text
+    # refuses anything but an object, and that one row failed the whole search).
+    only_object = sa.case((sa.func.jsonb_typeof(conversation_t.c.identity) == "object", conversation_t.c.identity))
+    identity = sa.func.jsonb_each_text(only_object).table_valued("value").alias("identity_value")
     in_identity = sa.select(identity.c.value).where(identity.c.value.ilike(pattern)).exists()
     return sa.or_(in_messages, conversation_t.c.visitor_id.ilike(pattern), in_identity)
 

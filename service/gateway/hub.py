@@ -39,6 +39,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.batching import Batcher
+from service.errors import field_invalid
 from service.files import services as files
 from service.gateway.bridge import RoutingBridge
 from service.gateway.hooks import GatewayHooks
@@ -67,6 +68,10 @@ class SwitchboardConnectResponse(ConnectResponse):
         None, alias="operatorName", description="Display name of the assigned operator, if any"
     )
     ai_enabled: bool = Field(False, alias="aiEnabled", description="Whether the visitor's team lets the AI answer")
+
+
+# Message ids one widget receipt may name (the widget sends the few it has just shown).
+MAX_RECEIPT_IDS = 500
 
 
 def widget_channel(settings: Settings) -> str:
@@ -430,6 +435,8 @@ class SwitchboardPocketPing(PocketPing):
     async def handle_read(self, request: ReadRequest) -> ReadResponse:
         """The visitor's receipts: stored in one statement (a message read stays read), to the session's sockets
         and the bridges as the SDK tells them; ``updated`` counts the messages that changed."""
+        if len(request.message_ids) > MAX_RECEIPT_IDS:
+            raise field_invalid("messageIds", f"at most {MAX_RECEIPT_IDS} message ids per receipt")
         changed, at = await self.storage.record_receipts(
             request.session_id, request.status, message_ids=request.message_ids
         )

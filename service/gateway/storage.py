@@ -36,8 +36,9 @@ _SESSION_COLUMNS = (
 )
 
 
-def _dump(model: Any) -> dict[str, Any] | None:
-    return model.model_dump(mode="json", exclude_none=True) if model is not None else None
+def _dump(model: Any) -> Any:
+    # SQL NULL for none: a JSONB column would otherwise store JSON null, which is not "nothing" to SQL.
+    return model.model_dump(mode="json", exclude_none=True) if model is not None else sa.null()
 
 
 def session_to_row(session: Session) -> dict[str, Any]:
