@@ -386,7 +386,7 @@ async def test_credentialed_cors_on_the_gateway_for_widget_origins(settings: Set
         assert {k: v for k, v in preflight.headers.items() if k.startswith("access-control-") or k == "vary"} == {
             "access-control-allow-origin": "http://shop.example",
             "access-control-allow-credentials": "true",
-            "access-control-allow-methods": "GET, POST, PATCH, DELETE",
+            "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE",
             "access-control-allow-headers": "Content-Type, X-PocketPing-Version",
             "access-control-max-age": "600",
             "vary": "Origin",
