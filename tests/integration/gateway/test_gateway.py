@@ -76,7 +76,7 @@ async def test_full_visitor_flow_over_http(
     assert conversation["routing_revision"] == 1
     # The routing job is waiting in this deployment's arq queue under its versioned id.
     queued = await redis.zrange(settings.queue_name, 0, -1)
-    assert queued == [f"route:{session_id}:1".encode()]
+    assert queued == [f"{settings.queue_name}:route:{session_id}:1".encode()]
 
     response = await http.get("/pocketping/messages", params={"sessionId": session_id})
     assert response.status_code == 200
@@ -309,7 +309,7 @@ async def test_concurrent_messages_share_batches_without_mixing_them_up(
         assert conversation["waiting_since"] == first
     assert await scalar(clean_db, "SELECT count(*) FROM message") == 40
     queued = sorted(await redis.zrange(settings.queue_name, 0, -1))
-    assert queued == sorted(f"route:{s}:1".encode() for s in sessions)
+    assert queued == sorted(f"{settings.queue_name}:route:{s}:1".encode() for s in sessions)
 
 
 async def test_nul_characters_are_refused_and_store_nothing(http: httpx.AsyncClient, clean_db: AsyncEngine) -> None:
