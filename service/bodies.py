@@ -93,7 +93,8 @@ def _is_json(scope: HTTPScope) -> bool:
         if name == b"content-type":
             media_type = value.split(b";", 1)[0].strip().lower()
             return media_type == b"application/json" or media_type.endswith(b"+json")
-    return scope["method"] in ("POST", "PUT", "PATCH")  # no type: Litestar reads JSON bodies anyway
+    # No type: Litestar reads a POST or PATCH body as JSON anyway; an untyped PUT is a file's bytes (uploads).
+    return scope["method"] in ("POST", "PATCH")
 
 
 def json_body_guard(app: ASGIApp) -> ASGIApp:

@@ -585,6 +585,8 @@ async def mismatches(api: RunningApi, world: World, rows: dict[str, tuple[Row, E
     return found
 
 
+# Every route times every caller: minutes on a loaded 2-core machine, so more than the default timeout.
+@pytest.mark.timeout(600)
 async def test_each_caller_gets_the_expected_status(
     matrix_api: RunningApi, settings: Settings, redis: Redis, clean_db: AsyncEngine, expired_issuer: str
 ) -> None:
