@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from service.bridges.platforms import PlatformBridge, PlatformError, destination
 from service.bridges.registry import BridgeRegistry, TeamBridges
 from service.db.tables import message_t, operator_t, thread_t
+from service.files import services as files
 from service.gateway.storage import MESSAGE_COLUMNS, row_to_message, row_to_session
 
 log = structlog.get_logger(__name__)
@@ -146,18 +147,43 @@ class TeamBridge(Bridge):
     # SDK hooks -------------------------------------------------------------------------------
 
     async def on_visitor_message(self, message: Message, session: Session) -> BridgeMessageResult | None:
-        await self._post(session.id, lambda bridge: bridge.on_visitor_message(message, session), message.id)
+        author = thread_title(session).split(" · ", 1)[0]
+
+        async def mirror(bridge: PlatformBridge) -> None:
+            await self._with_files(bridge, message, author, lambda: bridge.on_visitor_message(message, session))
+
+        await self._post(session.id, mirror, message.id)
         return None  # the ids are stored per platform above; the SDK would file them under our name
 
     async def on_operator_message(
         self, message: Message, session: Session, source_bridge: str | None = None, operator_name: str | None = None
     ) -> None:
-        # Each SDK bridge skips the message when it is its own source_bridge: no echo.
-        await self._post(
-            session.id,
-            lambda bridge: bridge.on_operator_message(message, session, source_bridge, operator_name),
-            message.id,
-        )
+        # Each SDK bridge skips the message when it is its own source_bridge: no echo (of its files neither).
+        async def mirror(bridge: PlatformBridge) -> None:
+            if source_bridge == bridge.name:
+                return
+            text = lambda: bridge.on_operator_message(message, session, source_bridge, operator_name)  # noqa: E731
+            await self._with_files(bridge, message, operator_name or "Operator", text)
+
+        await self._post(session.id, mirror, message.id)
+
+    async def _with_files(
+        self, bridge: PlatformBridge, message: Message, author: str, text: Callable[[], Awaitable[Any]]
+    ) -> None:
+        """The message's text (none for a files-only message: its first file's caption names the author), then
+        each of its files as the platform takes them."""
+        if message.content.strip() or not message.attachments:
+            await text()
+            caption: str | None = None
+        else:
+            caption = f"{author}:"
+        for attachment in message.attachments or []:
+            found = await files.read(self._engine, self.registry.files, attachment.id)
+            if found is None:  # not a file Switchboard holds
+                continue
+            row, data = found
+            await bridge.send_file(row.filename, row.mime_type, data, caption)
+            caption = None
 
     async def on_message_edit(
         self, message: Message, session: Session, platform_message_id: str | int | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,9 @@ from pocketping.bridges import Bridge, DiscordBridge, SlackBridge, TelegramBridg
 from pocketping.models import Message, Sender, Session, UserIdentity
 
 from service.settings import Settings
+
+# What Telegram's sendPhoto takes (it re-encodes them); other files go through sendDocument.
+PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 
 
 class PlatformError(Exception):
@@ -78,6 +82,10 @@ class PlatformBridge(Bridge):
 
     async def post(self, text: str) -> str:
         """A plain bot message at the current destination; its platform message id."""
+        raise NotImplementedError
+
+    async def send_file(self, filename: str, mime_type: str, data: bytes, caption: str | None) -> None:
+        """One file (with an optional plain-text caption) at the current destination; ``PlatformError`` if not sent."""
         raise NotImplementedError
 
     async def notify_disconnect(self, session: Session, message: str) -> None:
@@ -142,6 +150,21 @@ class TeamTelegramBridge(PlatformBridge, TelegramBridge):
     async def post(self, text: str) -> str:
         return _field(await self._send_message(self._escape_html(text)), "message_id", "telegram: message not sent")
 
+    async def send_file(self, filename: str, mime_type: str, data: bytes, caption: str | None) -> None:
+        # sendPhoto takes the formats Telegram re-encodes as photos; anything else goes as a document.
+        method, part = ("sendPhoto", "photo") if mime_type in PHOTO_TYPES else ("sendDocument", "document")
+        form = {key: str(value) for key, value in self._params().items()}
+        if caption:
+            form["caption"] = caption[:1024]
+        assert self._client is not None
+        response = await self._client.post(
+            f"{self._base_url}/{method}", data=form, files={part: (filename, data, mime_type)}
+        )
+        result = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+        if not result.get("ok"):
+            raise PlatformError(f"telegram: {method} refused ({response.status_code})")
+        _record(result["result"].get("message_id"))
+
 
 class TeamSlackBridge(PlatformBridge, SlackBridge):
     """Slack: one thread per conversation in the team's channel, rooted at the new-session message."""
@@ -181,6 +204,36 @@ class TeamSlackBridge(PlatformBridge, SlackBridge):
 
     async def post(self, text: str) -> str:
         return _field(await self._send_message(text), "ts", "slack: message not sent")
+
+    async def send_file(self, filename: str, mime_type: str, data: bytes, caption: str | None) -> None:
+        # Slack's external upload: get an upload URL (form-encoded only), POST the bytes there, then share it.
+        assert self._client is not None
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        got = (
+            await self._client.post(
+                f"{self._api_base}/files.getUploadURLExternal",
+                data={"filename": filename, "length": str(len(data))},
+                headers=form,
+            )
+        ).json()
+        if not got.get("ok"):
+            raise PlatformError(f"slack: no upload URL ({got.get('error')})")
+        uploaded = await self._client.post(
+            got["upload_url"], content=data, headers={"Content-Type": "application/octet-stream"}
+        )
+        if uploaded.status_code != 200:
+            raise PlatformError(f"slack: upload refused ({uploaded.status_code})")
+        where = _here()
+        share: dict[str, Any] = {
+            "files": [{"id": got["file_id"], "title": filename}],
+            "channel_id": where.chat or self._channel_id,
+        }
+        if where.thread:
+            share["thread_ts"] = where.thread
+        if caption:
+            share["initial_comment"] = caption
+        if not await self._api_request("files.completeUploadExternal", **share):
+            raise PlatformError("slack: file not shared")
 
 
 class TeamDiscordBridge(PlatformBridge, DiscordBridge):
@@ -238,6 +291,20 @@ class TeamDiscordBridge(PlatformBridge, DiscordBridge):
 
     async def post(self, text: str) -> str:
         return _field(await self._send_message(text), "id", "discord: message not sent")
+
+    async def send_file(self, filename: str, mime_type: str, data: bytes, caption: str | None) -> None:
+        payload: dict[str, Any] = {"attachments": [{"id": 0, "filename": filename}]}
+        if caption:
+            payload["content"] = caption[:2000]
+        assert self._client is not None
+        response = await self._client.post(
+            f"{self._api_base}/channels/{self._channel()}/messages",
+            data={"payload_json": json.dumps(payload)},
+            files={"files[0]": (filename, data, mime_type)},
+        )
+        if response.status_code >= 400:
+            raise PlatformError(f"discord: file not sent ({response.status_code})")
+        _record(response.json().get("id"))
 
 
 def build_bridge(platform: str, stored: dict[str, Any], token: str, settings: Settings) -> PlatformBridge:

@@ -1,0 +1,140 @@
+"""Files through the bridges: a visitor's files reach each platform as its API takes them, and an operator's file
+from a platform reaches the visitor (downloaded from the platform, kept under the team's limits)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.settings import Settings
+from tests.conftest import RunningApi
+from tests.integration.bridges.test_bridge_inbound import THREADS, Desk, assign, make_desk
+from tests.standins import DiscordStandIn, SlackStandIn, TelegramStandIn, Upload
+from tests.support.bridges import (
+    DISCORD_BOT_TOKEN,
+    SLACK_BOT_TOKEN,
+    SLACK_CHANNEL_ID,
+    TELEGRAM_BOT_TOKEN,
+    TELEGRAM_CHAT_ID,
+)
+from tests.support.files import PDF, png, serving, upload
+from tests.support.routing import rows
+
+PICTURE = png(5, 4)
+
+
+@pytest.fixture
+async def served(
+    settings: Settings,
+    tmp_path: Path,
+    telegram_api: TelegramStandIn,
+    slack_api: SlackStandIn,
+    discord_api: DiscordStandIn,
+) -> AsyncIterator[tuple[RunningApi, httpx.AsyncClient]]:
+    """The api at its own public URL (its signed file URLs work), the platform APIs at their stand-ins."""
+    bases = {
+        "telegram_api_base": telegram_api.base_url,
+        "slack_api_base": slack_api.base_url,
+        "discord_api_base": discord_api.base_url,
+    }
+    async with serving(settings.model_copy(update=bases), tmp_path) as (api, http, _):
+        yield api, http
+
+
+@pytest.fixture
+async def desk(served: tuple[RunningApi, httpx.AsyncClient], clean_db: AsyncEngine, settings: Settings) -> Desk:
+    return await make_desk(served[1], clean_db, settings)
+
+
+def multipart_file(call: Any, field: str) -> Upload:
+    upload_part = call.body[field]
+    assert isinstance(upload_part, Upload), call.body
+    return upload_part
+
+
+async def test_a_visitors_files_reach_each_platform_as_its_api_takes_them(
+    served: tuple[RunningApi, httpx.AsyncClient],
+    desk: Desk,
+    clean_db: AsyncEngine,
+    telegram_api: TelegramStandIn,
+    slack_api: SlackStandIn,
+    discord_api: DiscordStandIn,
+) -> None:
+    _, http = served
+    picture = await upload(http, desk.session_id, "screen.png", PICTURE, "image/png")
+    invoice = await upload(http, desk.session_id, "invoice.pdf", PDF, "application/pdf")
+    for standin in (telegram_api, slack_api, discord_api):
+        standin.clear()
+    body = {"sessionId": desk.session_id, "content": "", "sender": "visitor", "attachmentIds": []}
+    body["attachmentIds"] = [picture["id"], invoice["id"]]
+    response = await http.post("/pocketping/message", json=body)
+    assert response.status_code == 200, response.text
+
+    # Telegram: the picture as a photo, the PDF as a document, multipart, into the topic; no empty text line.
+    assert telegram_api.calls_to("sendMessage") == []
+    [photo] = telegram_api.calls_to("sendPhoto")
+    [document] = telegram_api.calls_to("sendDocument")
+    assert photo.token == document.token == TELEGRAM_BOT_TOKEN
+    assert photo.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert {k: v for k, v in photo.body.items() if k != "photo"} == {
+        "chat_id": TELEGRAM_CHAT_ID,
+        "message_thread_id": THREADS["telegram"],
+        "caption": "v-bridge:",
+    }
+    assert multipart_file(photo, "photo") == Upload("screen.png", "image/png", PICTURE)
+    assert {k: v for k, v in document.body.items() if k != "document"} == {
+        "chat_id": TELEGRAM_CHAT_ID,
+        "message_thread_id": THREADS["telegram"],
+    }
+    assert multipart_file(document, "document") == Upload("invoice.pdf", "application/pdf", PDF)
+
+    # Slack: the external upload, form-encoded, then the bytes, then shared into the conversation's thread.
+    assert slack_api.calls_to("chat.postMessage") == []
+    asked = slack_api.calls_to("files.getUploadURLExternal")
+    assert [(c.token, c.body) for c in asked] == [
+        (SLACK_BOT_TOKEN, {"filename": "screen.png", "length": str(len(PICTURE))}),
+        (SLACK_BOT_TOKEN, {"filename": "invoice.pdf", "length": str(len(PDF))}),
+    ]
+    assert [c.body for c in slack_api.calls_to("upload")] == [PICTURE, PDF]
+    shared = slack_api.calls_to("files.completeUploadExternal")
+    file_ids = [c.response["file_id"] for c in asked]
+    assert [c.body for c in shared] == [
+        {
+            "files": [{"id": file_ids[0], "title": "screen.png"}],
+            "channel_id": SLACK_CHANNEL_ID,
+            "thread_ts": THREADS["slack"],
+            "initial_comment": "v-bridge:",
+        },
+        {
+            "files": [{"id": file_ids[1], "title": "invoice.pdf"}],
+            "channel_id": SLACK_CHANNEL_ID,
+            "thread_ts": THREADS["slack"],
+        },
+    ]
+    assert [slack_api.files[i]["data"] for i in file_ids] == [PICTURE, PDF]
+
+    # Discord: one multipart message per file (payload_json + files[0]) into the thread.
+    posts = discord_api.calls_to("POST /channels/{id}/messages")
+    assert [(c.path, c.token) for c in posts] == [
+        (f"/api/v10/channels/{THREADS['discord']}/messages", DISCORD_BOT_TOKEN)
+    ] * 2
+    assert [json.loads(c.body["payload_json"]) for c in posts] == [
+        {"attachments": [{"id": 0, "filename": "screen.png"}], "content": "v-bridge:"},
+        {"attachments": [{"id": 0, "filename": "invoice.pdf"}]},
+    ]
+    assert [multipart_file(c, "files[0]") for c in posts] == [
+        Upload("screen.png", "image/png", PICTURE),
+        Upload("invoice.pdf", "application/pdf", PDF),
+    ]
+    # The first file's message stands for the message on each platform (replies to it map back).
+    [ids] = await rows(clean_db, "SELECT telegram_message_id, discord_message_id FROM message WHERE sender = 'visitor'")
+    assert ids == {
+        "telegram_message_id": photo.response["result"]["message_id"],
+        "discord_message_id": posts[0].response["id"],
+    }
