@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from pocketping.bridges import Bridge, DiscordBridge, SlackBridge, TelegramBridge
 from pocketping.models import Message, Sender, Session, UserIdentity
 
@@ -59,6 +60,24 @@ def _field(result: dict[str, Any] | None, key: str, failure: str) -> str:
     return str(result[key])
 
 
+async def _fetch(client: httpx.AsyncClient | None, url: str, limit: int, **headers: str) -> bytes:
+    """GET a file, keeping at most ``limit`` + 1 bytes (enough to tell it is too large)."""
+    if client is None:
+        raise PlatformError("bridge not initialized")
+    try:
+        async with client.stream("GET", url, headers=headers) as response:
+            if response.status_code != 200:
+                raise PlatformError(f"file download answered {response.status_code}")
+            data = bytearray()
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) > limit:
+                    break
+            return bytes(data[: limit + 1])
+    except httpx.HTTPError as exc:
+        raise PlatformError(f"file download failed: {type(exc).__name__}") from None
+
+
 def _here() -> Destination:
     return _destination.get() or Destination()
 
@@ -88,6 +107,11 @@ class PlatformBridge(Bridge):
         """One file (with an optional plain-text caption) at the current destination; ``PlatformError`` if not sent."""
         raise NotImplementedError
 
+    async def download(self, ref: str, limit: int) -> bytes:
+        """The bytes of a file an operator sent (by the ``InboundFile.ref`` the payload gave); at most ``limit``+1
+        of them are read, so the team's limit refuses a larger one. ``PlatformError`` when it cannot be fetched."""
+        raise NotImplementedError
+
     async def notify_disconnect(self, session: Session, message: str) -> None:
         await self.post(message)
 
@@ -108,6 +132,7 @@ class TeamTelegramBridge(PlatformBridge, TelegramBridge):
     def __init__(self, bot_token: str, chat_id: str, api_base: str) -> None:
         super().__init__(bot_token=bot_token, chat_id=chat_id)
         self._base_url = f"{api_base.rstrip('/')}/bot{bot_token}"
+        self._file_url = f"{api_base.rstrip('/')}/file/bot{bot_token}"
 
     def _params(self) -> dict[str, Any]:
         where = _here()
@@ -164,6 +189,11 @@ class TeamTelegramBridge(PlatformBridge, TelegramBridge):
         if not result.get("ok"):
             raise PlatformError(f"telegram: {method} refused ({response.status_code})")
         _record(result["result"].get("message_id"))
+
+    async def download(self, ref: str, limit: int) -> bytes:
+        found = await self._request("getFile", file_id=ref)
+        path = _field(found, "file_path", "telegram: file not found")
+        return await _fetch(self._client, f"{self._file_url}/{path}", limit)
 
 
 class TeamSlackBridge(PlatformBridge, SlackBridge):
@@ -235,6 +265,10 @@ class TeamSlackBridge(PlatformBridge, SlackBridge):
         if not await self._api_request("files.completeUploadExternal", **share):
             raise PlatformError("slack: file not shared")
 
+    async def download(self, ref: str, limit: int) -> bytes:
+        # url_private needs the bot token (the client sends it); the verified event named the URL.
+        return await _fetch(self._client, ref, limit)
+
 
 class TeamDiscordBridge(PlatformBridge, DiscordBridge):
     """Discord: one public thread per conversation under the team's channel."""
@@ -305,6 +339,11 @@ class TeamDiscordBridge(PlatformBridge, DiscordBridge):
         if response.status_code >= 400:
             raise PlatformError(f"discord: file not sent ({response.status_code})")
         _record(response.json().get("id"))
+
+    async def download(self, ref: str, limit: int) -> bytes:
+        # The CDN URL is signed by its query: fetched without the bot token, which is for the API only.
+        async with httpx.AsyncClient(timeout=30.0) as client:
+            return await _fetch(client, ref, limit)
 
 
 def build_bridge(platform: str, stored: dict[str, Any], token: str, settings: Settings) -> PlatformBridge:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.settings import Settings
 from tests.conftest import RunningApi
-from tests.integration.bridges.test_bridge_inbound import THREADS, Desk, assign, make_desk
+from tests.integration.bridges.test_bridge_inbound import ACCOUNTS, THREADS, Desk, assign, make_desk
 from tests.standins import DiscordStandIn, SlackStandIn, TelegramStandIn, Upload
 from tests.support.bridges import (
     DISCORD_BOT_TOKEN,
@@ -22,8 +22,14 @@ from tests.support.bridges import (
     SLACK_CHANNEL_ID,
     TELEGRAM_BOT_TOKEN,
     TELEGRAM_CHAT_ID,
+    discord_command,
+    discord_interaction,
+    slack_event,
+    slack_post,
+    telegram_message,
+    telegram_update,
 )
-from tests.support.files import PDF, png, serving, upload
+from tests.support.files import EXE, PDF, png, serving, upload
 from tests.support.routing import rows
 
 PICTURE = png(5, 4)
@@ -138,3 +144,97 @@ async def test_a_visitors_files_reach_each_platform_as_its_api_takes_them(
         "telegram_message_id": photo.response["result"]["message_id"],
         "discord_message_id": posts[0].response["id"],
     }
+
+
+# --- From the platforms to the visitor ------------------------------------------------------------------------
+
+
+async def from_platform(
+    platform: str, http: httpx.AsyncClient, desk: Desk, standins: tuple[TelegramStandIn, SlackStandIn, DiscordStandIn]
+) -> httpx.Response:
+    """Ana sends ``PICTURE`` (named map.png) from the conversation's thread on ``platform``, no text."""
+    telegram_api, slack_api, discord_api = standins
+    if platform == "telegram":
+        file_id = telegram_api.host_file(PICTURE, "map.png")
+        document = {"file_id": file_id, "file_unique_id": "u1", "file_name": "map.png", "mime_type": "image/png"}
+        update = telegram_message(
+            int(ACCOUNTS["ana"]["telegram"]), "", topic=int(THREADS["telegram"]), message_id=50, document=document
+        )
+        del update["message"]["text"]
+        return await telegram_update(http, desk.team_id, update)
+    if platform == "slack":
+        payload = json.loads(slack_event(ACCOUNTS["ana"]["slack"], "", thread_ts=THREADS["slack"]))
+        payload["event"] |= {"subtype": "file_share", "files": [slack_api.host_file(PICTURE, "map.png", "image/png")]}
+        return await slack_post(http, desk.team_id, json.dumps(payload).encode())
+    interaction = discord_command(ACCOUNTS["ana"]["discord"], "reply", channel_id=THREADS["discord"])
+    attachment = discord_api.host_file(PICTURE, "map.png", "image/png", THREADS["discord"])
+    interaction["data"]["options"] = [{"name": "file", "type": 11, "value": attachment["id"]}]
+    interaction["data"]["resolved"] = {"attachments": {attachment["id"]: attachment}}
+    return await discord_interaction(http, desk.team_id, interaction)
+
+
+@pytest.mark.parametrize("platform", ["telegram", "slack", "discord"])
+async def test_a_file_sent_from_a_platform_reaches_the_visitor(
+    platform: str,
+    served: tuple[RunningApi, httpx.AsyncClient],
+    desk: Desk,
+    clean_db: AsyncEngine,
+    telegram_api: TelegramStandIn,
+    slack_api: SlackStandIn,
+    discord_api: DiscordStandIn,
+) -> None:
+    _, http = served
+    await assign(clean_db, desk, "ana")
+    response = await from_platform(platform, http, desk, (telegram_api, slack_api, discord_api))
+    assert response.status_code == 200, response.text
+
+    # The widget's history has Ana's message with the file; its URL serves the same bytes.
+    listed = await http.get("/pocketping/messages", params={"sessionId": desk.session_id})
+    [message] = [m for m in listed.json()["messages"] if m["sender"] == "operator"]
+    assert message["content"] == ""
+    [shown] = message["attachments"]
+    assert {k: shown[k] for k in ("filename", "mimeType", "size", "status", "uploadedFrom")} == {
+        "filename": "map.png",
+        "mimeType": "image/png",
+        "size": len(PICTURE),
+        "status": "ready",
+        "uploadedFrom": platform,
+    }
+    download = await http.get(shown["url"])
+    assert (download.status_code, download.content) == (200, PICTURE)
+    # Fetched the way each platform serves files: Telegram's getFile, then the file URL with the bot token.
+    if platform == "telegram":
+        [asked] = telegram_api.calls_to("getFile")
+        [fetched] = telegram_api.calls_to("file")
+        assert (asked.token, fetched.token, fetched.method) == (TELEGRAM_BOT_TOKEN, TELEGRAM_BOT_TOKEN, "GET")
+    if platform == "slack":
+        [fetched] = slack_api.calls_to("files-pri")
+        assert (fetched.token, fetched.status) == (SLACK_BOT_TOKEN, 200)
+    if platform == "discord":
+        [fetched] = discord_api.calls_to("GET /attachments")
+        assert "authorization" not in fetched.headers  # the bot token stays with the API
+
+
+async def test_a_file_the_team_does_not_accept_is_not_kept_and_the_bot_says_why(
+    served: tuple[RunningApi, httpx.AsyncClient], desk: Desk, clean_db: AsyncEngine, telegram_api: TelegramStandIn
+) -> None:
+    _, http = served
+    await assign(clean_db, desk, "ana")
+    file_id = telegram_api.host_file(EXE, "setup.exe")
+    document = {"file_id": file_id, "file_unique_id": "u2", "file_name": "setup.exe", "mime_type": "application/pdf"}
+    update = telegram_message(
+        int(ACCOUNTS["ana"]["telegram"]), "", topic=int(THREADS["telegram"]), message_id=51, document=document
+    )
+    del update["message"]["text"]
+    telegram_api.clear()
+    response = await telegram_update(http, desk.team_id, update)
+    assert response.status_code == 200, response.text
+
+    assert await rows(clean_db, "SELECT id FROM attachment") == []
+    assert await rows(clean_db, "SELECT id FROM message WHERE sender = 'operator'") == []
+    [answer] = telegram_api.calls_to("sendMessage")
+    assert (answer.body["chat_id"], answer.body["message_thread_id"]) == (TELEGRAM_CHAT_ID, int(THREADS["telegram"]))
+    assert answer.body["text"] == (
+        "The file's content is application/x-msdownload, which is not accepted here (this team accepts "
+        "image/jpeg, image/png, image/gif, image/webp, application/pdf, text/plain). Nothing was sent to the visitor."
+    )
