@@ -12,6 +12,7 @@ thread there; the old team's chat hears nothing more.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -64,11 +65,17 @@ async def _nothing() -> None:
     pass
 
 
-def thread_title(session: Session) -> str:
-    """A thread's name in the team's chat: who the visitor is and where they are."""
+def visitor_name(session: Session) -> str:
+    """Who the visitor is, as the chats name them."""
     who = session.visitor_id[:8]
     if session.identity and (session.identity.name or session.identity.email):
         who = session.identity.name or session.identity.email or who
+    return who
+
+
+def thread_title(session: Session) -> str:
+    """A thread's name in the team's chat: who the visitor is and where they are."""
+    who = visitor_name(session)
     page = session.metadata.url if session.metadata and session.metadata.url else None
     return f"{who} · {page}" if page else who
 
@@ -147,10 +154,9 @@ class TeamBridge(Bridge):
     # SDK hooks -------------------------------------------------------------------------------
 
     async def on_visitor_message(self, message: Message, session: Session) -> BridgeMessageResult | None:
-        author = thread_title(session).split(" · ", 1)[0]
-
         async def mirror(bridge: PlatformBridge) -> None:
-            await self._with_files(bridge, message, author, lambda: bridge.on_visitor_message(message, session))
+            text = partial(bridge.on_visitor_message, message, session)
+            await self._with_files(bridge, message, visitor_name(session), text)
 
         await self._post(session.id, mirror, message.id)
         return None  # the ids are stored per platform above; the SDK would file them under our name
@@ -162,7 +168,7 @@ class TeamBridge(Bridge):
         async def mirror(bridge: PlatformBridge) -> None:
             if source_bridge == bridge.name:
                 return
-            text = lambda: bridge.on_operator_message(message, session, source_bridge, operator_name)  # noqa: E731
+            text = partial(bridge.on_operator_message, message, session, source_bridge, operator_name)
             await self._with_files(bridge, message, operator_name or "Operator", text)
 
         await self._post(session.id, mirror, message.id)
@@ -278,10 +284,12 @@ class TeamBridge(Bridge):
             message = row_to_message(row)
             with destination(thread=thread) as sent:
                 if row.sender == "visitor":
-                    await bridge.on_visitor_message(message, session)
+                    text = partial(bridge.on_visitor_message, message, session)
+                    await self._with_files(bridge, message, visitor_name(session), text)
                 else:
                     name = row.operator_name or ("AI" if row.sender == "ai" else None)
-                    await bridge.on_operator_message(message, session, None, name)
+                    text = partial(bridge.on_operator_message, message, session, None, name)
+                    await self._with_files(bridge, message, name or "Operator", text)
             if sent:
                 value: Any = int(sent[0]) if platform == "telegram" else sent[0]
                 await conn.execute(sa.update(message_t).where(message_t.c.id == row.id).values({column: value}))

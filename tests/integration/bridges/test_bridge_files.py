@@ -14,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.settings import Settings
 from tests.conftest import RunningApi
+from tests.factories import add_member, make_operator, make_team
 from tests.integration.bridges.test_bridge_inbound import ACCOUNTS, THREADS, Desk, assign, make_desk
+from tests.integration.bridges.test_bridges_outbound import work
 from tests.standins import DiscordStandIn, SlackStandIn, TelegramStandIn, Upload
 from tests.support.bridges import (
     DISCORD_BOT_TOKEN,
@@ -22,6 +24,7 @@ from tests.support.bridges import (
     SLACK_CHANNEL_ID,
     TELEGRAM_BOT_TOKEN,
     TELEGRAM_CHAT_ID,
+    bridge_settings,
     discord_command,
     discord_interaction,
     slack_event,
@@ -49,7 +52,8 @@ async def served(
         "slack_api_base": slack_api.base_url,
         "discord_api_base": discord_api.base_url,
     }
-    async with serving(settings.model_copy(update=bases), tmp_path) as (api, http, _):
+    async with serving(settings.model_copy(update=bases), tmp_path) as (api, http, configured):
+        api.app.state.test_settings = configured
         yield api, http
 
 
@@ -144,6 +148,53 @@ async def test_a_visitors_files_reach_each_platform_as_its_api_takes_them(
         "telegram_message_id": photo.response["result"]["message_id"],
         "discord_message_id": posts[0].response["id"],
     }
+
+
+async def test_a_first_message_with_only_a_file_opens_the_thread_with_the_file(
+    served: tuple[RunningApi, httpx.AsyncClient],
+    clean_db: AsyncEngine,
+    settings: Settings,
+    telegram_api: TelegramStandIn,
+) -> None:
+    """The usual path: the conversation has no team until routing places it; the thread then opens and the
+    messages so far are posted into it, files and all."""
+    api, http = served
+    stored = bridge_settings(settings.secret_key)
+    team_id = await make_team(
+        clean_db,
+        "Support",
+        is_default=True,
+        routing_policy="round_robin",
+        bridge_settings={"telegram": stored["telegram"]},
+    )
+    await add_member(clean_db, team_id, await make_operator(clean_db, "Ana", email="ana@example.test", status="online"))
+    connect = await http.post(
+        "/pocketping/connect", json={"visitorId": "v-files", "identity": {"id": "v", "name": "Vera"}}
+    )
+    session_id = connect.json()["sessionId"]
+    picture = await upload(http, session_id, "screen.png", PICTURE, "image/png")
+    body = {"sessionId": session_id, "content": "", "sender": "visitor", "attachmentIds": [picture["id"]]}
+    assert (await http.post("/pocketping/message", json=body)).status_code == 200
+    assert telegram_api.calls_to("sendPhoto") == []  # no team yet
+
+    await work(api.app.state.test_settings, api)
+    [topic] = telegram_api.calls_to("createForumTopic")
+    thread = str(topic.response["result"]["message_thread_id"])
+    [photo] = telegram_api.calls_to("sendPhoto")
+    assert {k: v for k, v in photo.body.items() if k != "photo"} == {
+        "chat_id": TELEGRAM_CHAT_ID,
+        "message_thread_id": thread,
+        "caption": "Vera:",
+    }
+    assert multipart_file(photo, "photo") == Upload("screen.png", "image/png", PICTURE)
+    # In the topic: the new-session card and the photo, no empty text line.
+    in_topic = [c for c in telegram_api.calls_to("sendMessage") if str(c.body.get("message_thread_id")) == thread]
+    assert len(in_topic) == 1 and "New chat session" in in_topic[0].body["text"]
+    [ids] = await rows(clean_db, "SELECT telegram_message_id FROM message WHERE sender = 'visitor'")
+    assert ids == {"telegram_message_id": photo.response["result"]["message_id"]}
+    # Relaying and delivering again sends nothing more.
+    await work(api.app.state.test_settings, api)
+    assert len(telegram_api.calls_to("sendPhoto")) == 1
 
 
 # --- From the platforms to the visitor ------------------------------------------------------------------------
