@@ -53,12 +53,13 @@ async def served(
         "discord_api_base": discord_api.base_url,
     }
     async with serving(settings.model_copy(update=bases), tmp_path) as (api, http, configured):
-        api.app.state.test_settings = configured
-        yield api, http
+        yield api, http, configured
 
 
 @pytest.fixture
-async def desk(served: tuple[RunningApi, httpx.AsyncClient], clean_db: AsyncEngine, settings: Settings) -> Desk:
+async def desk(
+    served: tuple[RunningApi, httpx.AsyncClient, Settings], clean_db: AsyncEngine, settings: Settings
+) -> Desk:
     return await make_desk(served[1], clean_db, settings)
 
 
@@ -69,14 +70,14 @@ def multipart_file(call: Any, field: str) -> Upload:
 
 
 async def test_a_visitors_files_reach_each_platform_as_its_api_takes_them(
-    served: tuple[RunningApi, httpx.AsyncClient],
+    served: tuple[RunningApi, httpx.AsyncClient, Settings],
     desk: Desk,
     clean_db: AsyncEngine,
     telegram_api: TelegramStandIn,
     slack_api: SlackStandIn,
     discord_api: DiscordStandIn,
 ) -> None:
-    _, http = served
+    _, http, _ = served
     picture = await upload(http, desk.session_id, "screen.png", PICTURE, "image/png")
     invoice = await upload(http, desk.session_id, "invoice.pdf", PDF, "application/pdf")
     for standin in (telegram_api, slack_api, discord_api):
@@ -151,14 +152,14 @@ async def test_a_visitors_files_reach_each_platform_as_its_api_takes_them(
 
 
 async def test_a_first_message_with_only_a_file_opens_the_thread_with_the_file(
-    served: tuple[RunningApi, httpx.AsyncClient],
+    served: tuple[RunningApi, httpx.AsyncClient, Settings],
     clean_db: AsyncEngine,
     settings: Settings,
     telegram_api: TelegramStandIn,
 ) -> None:
     """The usual path: the conversation has no team until routing places it; the thread then opens and the
     messages so far are posted into it, files and all."""
-    api, http = served
+    api, http, configured = served
     stored = bridge_settings(settings.secret_key)
     team_id = await make_team(
         clean_db,
@@ -177,7 +178,7 @@ async def test_a_first_message_with_only_a_file_opens_the_thread_with_the_file(
     assert (await http.post("/pocketping/message", json=body)).status_code == 200
     assert telegram_api.calls_to("sendPhoto") == []  # no team yet
 
-    await work(api.app.state.test_settings, api)
+    await work(configured, api)
     [topic] = telegram_api.calls_to("createForumTopic")
     thread = str(topic.response["result"]["message_thread_id"])
     [photo] = telegram_api.calls_to("sendPhoto")
@@ -193,7 +194,7 @@ async def test_a_first_message_with_only_a_file_opens_the_thread_with_the_file(
     [ids] = await rows(clean_db, "SELECT telegram_message_id FROM message WHERE sender = 'visitor'")
     assert ids == {"telegram_message_id": photo.response["result"]["message_id"]}
     # Relaying and delivering again sends nothing more.
-    await work(api.app.state.test_settings, api)
+    await work(configured, api)
     assert len(telegram_api.calls_to("sendPhoto")) == 1
 
 
@@ -227,14 +228,14 @@ async def from_platform(
 @pytest.mark.parametrize("platform", ["telegram", "slack", "discord"])
 async def test_a_file_sent_from_a_platform_reaches_the_visitor(
     platform: str,
-    served: tuple[RunningApi, httpx.AsyncClient],
+    served: tuple[RunningApi, httpx.AsyncClient, Settings],
     desk: Desk,
     clean_db: AsyncEngine,
     telegram_api: TelegramStandIn,
     slack_api: SlackStandIn,
     discord_api: DiscordStandIn,
 ) -> None:
-    _, http = served
+    _, http, _ = served
     await assign(clean_db, desk, "ana")
     response = await from_platform(platform, http, desk, (telegram_api, slack_api, discord_api))
     assert response.status_code == 200, response.text
@@ -264,12 +265,27 @@ async def test_a_file_sent_from_a_platform_reaches_the_visitor(
     if platform == "discord":
         [fetched] = discord_api.calls_to("GET /attachments")
         assert "authorization" not in fetched.headers  # the bot token stays with the API
+    # The other two chats get Ana's file (her name as its caption); the one it came from does not get it back.
+    mirrored = {
+        "telegram": [multipart_file(c, "photo") for c in telegram_api.calls_to("sendPhoto")],
+        "slack": [
+            slack_api.files[c.body["files"][0]["id"]]["data"]
+            for c in slack_api.calls_to("files.completeUploadExternal")
+        ],
+        "discord": [multipart_file(c, "files[0]") for c in discord_api.calls_to("POST /channels/{id}/messages")],
+    }
+    upload_part = Upload("map.png", "image/png", PICTURE)
+    as_sent: dict[str, Any] = {"telegram": upload_part, "slack": PICTURE, "discord": upload_part}
+    assert mirrored == {p: [] if p == platform else [as_sent[p]] for p in mirrored}
 
 
 async def test_a_file_the_team_does_not_accept_is_not_kept_and_the_bot_says_why(
-    served: tuple[RunningApi, httpx.AsyncClient], desk: Desk, clean_db: AsyncEngine, telegram_api: TelegramStandIn
+    served: tuple[RunningApi, httpx.AsyncClient, Settings],
+    desk: Desk,
+    clean_db: AsyncEngine,
+    telegram_api: TelegramStandIn,
 ) -> None:
-    _, http = served
+    _, http, _ = served
     await assign(clean_db, desk, "ana")
     file_id = telegram_api.host_file(EXE, "setup.exe")
     document = {"file_id": file_id, "file_unique_id": "u2", "file_name": "setup.exe", "mime_type": "application/pdf"}
