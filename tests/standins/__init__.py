@@ -404,8 +404,8 @@ class SlackStandIn(StandIn):
 
     def _slack_files_getUploadURLExternal(self, body: dict[str, Any]) -> Any:
         # Form-encoded only, as on Slack: a JSON body arrives as a dict without these string fields.
-        length = str(body.get("length", ""))
-        if not body.get("filename") or not length.isdigit():
+        length = body.get("length")
+        if not body.get("filename") or not isinstance(length, str) or not length.isdigit():
             return {"ok": False, "error": "invalid_arguments"}
         file_id = f"F{self.next_id():09d}"
         self.files[file_id] = {"filename": body["filename"], "length": int(length), "data": None, "shared": None}
