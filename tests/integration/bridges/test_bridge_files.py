@@ -16,7 +16,7 @@ from service.settings import Settings
 from tests.conftest import RunningApi
 from tests.factories import add_member, make_operator, make_team
 from tests.integration.bridges.test_bridge_inbound import ACCOUNTS, THREADS, Desk, assign, make_desk
-from tests.integration.bridges.test_bridges_outbound import work
+from tests.integration.bridges.test_bridges_outbound import Platforms, platforms, work
 from tests.standins import DiscordStandIn, SlackStandIn, TelegramStandIn, Upload
 from tests.support.bridges import (
     DISCORD_BOT_TOKEN,
@@ -36,6 +36,7 @@ from tests.support.files import EXE, PDF, png, serving, upload
 from tests.support.routing import rows
 
 PICTURE = png(5, 4)
+__all__ = ["platforms"]  # the fixture, shared with the outbound tests
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ async def served(
     telegram_api: TelegramStandIn,
     slack_api: SlackStandIn,
     discord_api: DiscordStandIn,
-) -> AsyncIterator[tuple[RunningApi, httpx.AsyncClient]]:
+) -> AsyncIterator[tuple[RunningApi, httpx.AsyncClient, Settings]]:
     """The api at its own public URL (its signed file URLs work), the platform APIs at their stand-ins."""
     bases = {
         "telegram_api_base": telegram_api.base_url,
@@ -73,11 +74,10 @@ async def test_a_visitors_files_reach_each_platform_as_its_api_takes_them(
     served: tuple[RunningApi, httpx.AsyncClient, Settings],
     desk: Desk,
     clean_db: AsyncEngine,
-    telegram_api: TelegramStandIn,
-    slack_api: SlackStandIn,
-    discord_api: DiscordStandIn,
+    platforms: Platforms,
 ) -> None:
     _, http, _ = served
+    telegram_api, slack_api, discord_api = platforms.telegram, platforms.slack, platforms.discord
     picture = await upload(http, desk.session_id, "screen.png", PICTURE, "image/png")
     invoice = await upload(http, desk.session_id, "invoice.pdf", PDF, "application/pdf")
     for standin in (telegram_api, slack_api, discord_api):
@@ -201,18 +201,24 @@ async def test_a_first_message_with_only_a_file_opens_the_thread_with_the_file(
 # --- From the platforms to the visitor ------------------------------------------------------------------------
 
 
-async def from_platform(
-    platform: str, http: httpx.AsyncClient, desk: Desk, standins: tuple[TelegramStandIn, SlackStandIn, DiscordStandIn]
-) -> httpx.Response:
+def telegram_document(
+    telegram: TelegramStandIn, data: bytes, filename: str, mime_type: str, message_id: int
+) -> dict[str, Any]:
+    """An update: Ana sends a document (no caption) in the conversation's topic."""
+    file_id = telegram.host_file(data, filename)
+    document = {"file_id": file_id, "file_unique_id": file_id[-8:], "file_name": filename, "mime_type": mime_type}
+    update = telegram_message(
+        int(ACCOUNTS["ana"]["telegram"]), "", topic=int(THREADS["telegram"]), message_id=message_id, document=document
+    )
+    del update["message"]["text"]
+    return update
+
+
+async def from_platform(platform: str, http: httpx.AsyncClient, desk: Desk, platforms: Platforms) -> httpx.Response:
     """Ana sends ``PICTURE`` (named map.png) from the conversation's thread on ``platform``, no text."""
-    telegram_api, slack_api, discord_api = standins
+    telegram_api, slack_api, discord_api = platforms.telegram, platforms.slack, platforms.discord
     if platform == "telegram":
-        file_id = telegram_api.host_file(PICTURE, "map.png")
-        document = {"file_id": file_id, "file_unique_id": "u1", "file_name": "map.png", "mime_type": "image/png"}
-        update = telegram_message(
-            int(ACCOUNTS["ana"]["telegram"]), "", topic=int(THREADS["telegram"]), message_id=50, document=document
-        )
-        del update["message"]["text"]
+        update = telegram_document(telegram_api, PICTURE, "map.png", "image/png", 50)
         return await telegram_update(http, desk.team_id, update)
     if platform == "slack":
         payload = json.loads(slack_event(ACCOUNTS["ana"]["slack"], "", thread_ts=THREADS["slack"]))
@@ -231,13 +237,12 @@ async def test_a_file_sent_from_a_platform_reaches_the_visitor(
     served: tuple[RunningApi, httpx.AsyncClient, Settings],
     desk: Desk,
     clean_db: AsyncEngine,
-    telegram_api: TelegramStandIn,
-    slack_api: SlackStandIn,
-    discord_api: DiscordStandIn,
+    platforms: Platforms,
 ) -> None:
     _, http, _ = served
+    telegram_api, slack_api, discord_api = platforms.telegram, platforms.slack, platforms.discord
     await assign(clean_db, desk, "ana")
-    response = await from_platform(platform, http, desk, (telegram_api, slack_api, discord_api))
+    response = await from_platform(platform, http, desk, platforms)
     assert response.status_code == 200, response.text
 
     # The widget's history has Ana's message with the file; its URL serves the same bytes.
@@ -287,12 +292,7 @@ async def test_a_file_the_team_does_not_accept_is_not_kept_and_the_bot_says_why(
 ) -> None:
     _, http, _ = served
     await assign(clean_db, desk, "ana")
-    file_id = telegram_api.host_file(EXE, "setup.exe")
-    document = {"file_id": file_id, "file_unique_id": "u2", "file_name": "setup.exe", "mime_type": "application/pdf"}
-    update = telegram_message(
-        int(ACCOUNTS["ana"]["telegram"]), "", topic=int(THREADS["telegram"]), message_id=51, document=document
-    )
-    del update["message"]["text"]
+    update = telegram_document(telegram_api, EXE, "setup.exe", "application/pdf", 51)
     telegram_api.clear()
     response = await telegram_update(http, desk.team_id, update)
     assert response.status_code == 200, response.text
