@@ -39,7 +39,7 @@ REJECTED = "The request's signature could not be verified"
 
 def _bridges(request: Request[Any, Any, Any]) -> Bridges:
     state = request.app.state
-    return Bridges(state.engine, state.redis, state.settings, state.pocketping)
+    return Bridges(state.engine, state.redis, state.settings, state.pocketping, state.bridge_registry)
 
 
 async def _team_bridge(request: Request[Any, Any, Any], team_id: uuid.UUID, platform: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ thread there; the old team's chat hears nothing more.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from service.bridges.platforms import PlatformBridge, PlatformError, destination
 from service.bridges.registry import BridgeRegistry, TeamBridges
 from service.db.tables import message_t, operator_t, thread_t
+from service.files import services as files
 from service.gateway.storage import MESSAGE_COLUMNS, row_to_message, row_to_session
 
 log = structlog.get_logger(__name__)
@@ -63,11 +65,17 @@ async def _nothing() -> None:
     pass
 
 
-def thread_title(session: Session) -> str:
-    """A thread's name in the team's chat: who the visitor is and where they are."""
+def visitor_name(session: Session) -> str:
+    """Who the visitor is, as the chats name them."""
     who = session.visitor_id[:8]
     if session.identity and (session.identity.name or session.identity.email):
         who = session.identity.name or session.identity.email or who
+    return who
+
+
+def thread_title(session: Session) -> str:
+    """A thread's name in the team's chat: who the visitor is and where they are."""
+    who = visitor_name(session)
     page = session.metadata.url if session.metadata and session.metadata.url else None
     return f"{who} · {page}" if page else who
 
@@ -146,18 +154,42 @@ class TeamBridge(Bridge):
     # SDK hooks -------------------------------------------------------------------------------
 
     async def on_visitor_message(self, message: Message, session: Session) -> BridgeMessageResult | None:
-        await self._post(session.id, lambda bridge: bridge.on_visitor_message(message, session), message.id)
+        async def mirror(bridge: PlatformBridge) -> None:
+            text = partial(bridge.on_visitor_message, message, session)
+            await self._with_files(bridge, message, visitor_name(session), text)
+
+        await self._post(session.id, mirror, message.id)
         return None  # the ids are stored per platform above; the SDK would file them under our name
 
     async def on_operator_message(
         self, message: Message, session: Session, source_bridge: str | None = None, operator_name: str | None = None
     ) -> None:
-        # Each SDK bridge skips the message when it is its own source_bridge: no echo.
-        await self._post(
-            session.id,
-            lambda bridge: bridge.on_operator_message(message, session, source_bridge, operator_name),
-            message.id,
-        )
+        # Each SDK bridge skips the message when it is its own source_bridge: no echo (of its files neither).
+        async def mirror(bridge: PlatformBridge) -> None:
+            if source_bridge == bridge.name:
+                return
+            text = partial(bridge.on_operator_message, message, session, source_bridge, operator_name)
+            await self._with_files(bridge, message, operator_name or "Operator", text)
+
+        await self._post(session.id, mirror, message.id)
+
+    async def _with_files(
+        self, bridge: PlatformBridge, message: Message, author: str, text: Callable[[], Awaitable[Any]]
+    ) -> None:
+        """The message's text (none for a files-only message: its first file's caption names the author), then
+        each of its files as the platform takes them."""
+        if message.content.strip() or not message.attachments:
+            await text()
+            caption: str | None = None
+        else:
+            caption = f"{author}:"
+        for attachment in message.attachments or []:
+            found = await files.read(self._engine, self.registry.files, attachment.id)
+            if found is None:  # not a file Switchboard holds
+                continue
+            row, data = found
+            await bridge.send_file(row.filename, row.mime_type, data, caption)
+            caption = None
 
     async def on_message_edit(
         self, message: Message, session: Session, platform_message_id: str | int | None = None
@@ -252,10 +284,12 @@ class TeamBridge(Bridge):
             message = row_to_message(row)
             with destination(thread=thread) as sent:
                 if row.sender == "visitor":
-                    await bridge.on_visitor_message(message, session)
+                    text = partial(bridge.on_visitor_message, message, session)
+                    await self._with_files(bridge, message, visitor_name(session), text)
                 else:
                     name = row.operator_name or ("AI" if row.sender == "ai" else None)
-                    await bridge.on_operator_message(message, session, None, name)
+                    text = partial(bridge.on_operator_message, message, session, None, name)
+                    await self._with_files(bridge, message, name or "Operator", text)
             if sent:
                 value: Any = int(sent[0]) if platform == "telegram" else sent[0]
                 await conn.execute(sa.update(message_t).where(message_t.c.id == row.id).values({column: value}))

@@ -21,11 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from service.ai import services as ai
 from service.auth.principal import Principal, requires_team_member
 from service.auth.services import load_principal
-from service.bridges import links
+from service.bridges import links, outbound
+from service.bridges.platforms import PlatformError
+from service.bridges.registry import BridgeRegistry
 from service.conversations.services import reply
 from service.db.tables import conversation_t, member_t, message_t, operator_t, team_t, thread_t
 from service.db.transactions import in_transaction
-from service.errors import DomainError, Forbidden, NotFound
+from service.errors import DomainError, Forbidden, NotFound, TooLarge, UnsupportedType
+from service.files import services as files
 from service.gateway.hub import SwitchboardPocketPing
 from service.presence import services as presence
 from service.queue import enqueue_drain
@@ -63,6 +66,20 @@ HELP = (
 )
 
 
+FILE_REFUSED = "{reason} (this team accepts {accepted}). Nothing was sent to the visitor."
+FILE_NOT_FETCHED = "Your file could not be fetched from {platform}. Nothing was sent to the visitor."
+
+
+@dataclass(frozen=True)
+class InboundFile:
+    """A file on a platform message: ``ref`` is what the team's bot downloads it by (Telegram file_id, Slack
+    url_private, Discord attachment URL); name and type as the platform gives them (the bytes decide)."""
+
+    ref: str
+    filename: str
+    mime_type: str
+
+
 @dataclass(frozen=True)
 class Inbound:
     """One message or command from a chat platform, as Switchboard acts on it."""
@@ -85,6 +102,8 @@ class Inbound:
     delivery_key: str | None = None
     # A Discord /reply: the text is for the visitor even if it starts with "/".
     is_reply: bool = False
+    # The files on the message, for the visitor too.
+    files: tuple[InboundFile, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,7 @@ class Bridges:
     redis: ArqRedis
     settings: Settings
     pocketping: SwitchboardPocketPing
+    registry: BridgeRegistry
 
 
 async def handle(bridges: Bridges, inbound: Inbound) -> str | None:
@@ -189,6 +209,14 @@ async def _reply(bridges: Bridges, inbound: Inbound, principal: Principal, conve
         return ASSIGNED_TO_OTHER.format(name=before.assignee_name)
     key = None if inbound.delivery_key is None else f"{inbound.platform}:{inbound.delivery_key}"
     try:
+        attachment_ids = await _keep_files(bridges, inbound, principal, conversation_id)
+    except PlatformError:
+        return FILE_NOT_FETCHED.format(platform=PLATFORM_NAMES[inbound.platform])
+    except (TooLarge, UnsupportedType) as exc:  # not a type or size the team accepts
+        return FILE_REFUSED.format(reason=exc.detail.rstrip("."), accepted=exc.message.removeprefix("one of "))
+    except DomainError as exc:  # an empty file, a name with nothing printable
+        return NOT_SENT.format(reason=exc.detail.rstrip("."))
+    try:
         await reply(
             bridges.engine,
             bridges.pocketping,
@@ -196,6 +224,7 @@ async def _reply(bridges: Bridges, inbound: Inbound, principal: Principal, conve
             conversation_id,
             inbound.text,
             key,
+            attachment_ids=attachment_ids,
             source_bridge=inbound.platform,
             lead_steps_in=False,
         )
@@ -209,6 +238,40 @@ async def _reply(bridges: Bridges, inbound: Inbound, principal: Principal, conve
     if before.assignee_id != principal.operator_id and before.status in ("new", "queued"):
         return "You claimed this conversation; your message was sent to the visitor."
     return "Sent to the visitor." if inbound.is_reply else None
+
+
+async def _keep_files(bridges: Bridges, inbound: Inbound, principal: Principal, conversation_id: str) -> list[str]:
+    """Download the message's files with the team's bot and keep them under the team's limits; their ids.
+
+    All or none: when one is refused, those kept before it are deleted again.
+    """
+    if not inbound.files:
+        return []
+    async with bridges.engine.connect() as conn:
+        team = await outbound.team_bridges(conn, bridges.registry, inbound.team_id)
+    bridge = team.bridges.get(inbound.platform)
+    if bridge is None:
+        raise PlatformError(f"{inbound.platform}: not enabled for this team")
+    kept: list[str] = []
+    try:
+        for found in inbound.files:
+            data = await bridge.download(found.ref, files.MAX_UPLOAD_BYTES)
+            attachment = await files.store_file(
+                bridges.engine,
+                bridges.registry.files,
+                conversation_id,
+                found.filename,
+                found.mime_type,
+                data,
+                source=inbound.platform,
+                operator_id=principal.operator_id,
+                bridge_file_id=found.ref[:255],
+            )
+            kept.append(attachment.id)
+    except BaseException:
+        await files.forget(bridges.engine, bridges.registry.files, kept)
+        raise
+    return kept
 
 
 def _as_yours(detail: str) -> str:

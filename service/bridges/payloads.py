@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 
 from pocketping.webhooks import WebhookConfig, WebhookHandler
 
-from service.bridges.inbound import COMMANDS, Inbound
+from service.bridges.inbound import COMMANDS, Inbound, InboundFile
 
 # The text fields of a Telegram message: PocketPing's handler gets only these, so it never downloads media.
 _TELEGRAM_TEXT_FIELDS = ("message_id", "message_thread_id", "text", "from", "reply_to_message")
@@ -37,6 +37,17 @@ def _str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _telegram_files(message: dict[str, Any]) -> tuple[InboundFile, ...]:
+    """A photo (its largest size; Telegram re-encodes photos as JPEG) or a document."""
+    photo, document = message.get("photo"), message.get("document")
+    if isinstance(photo, list) and photo and photo[-1].get("file_id"):
+        return (InboundFile(str(photo[-1]["file_id"]), "photo.jpg", "image/jpeg"),)
+    if isinstance(document, dict) and document.get("file_id"):
+        name, kind = document.get("file_name") or "file", document.get("mime_type") or "application/octet-stream"
+        return (InboundFile(str(document["file_id"]), str(name), str(kind)),)
+    return ()
+
+
 def telegram_inbound(team_id: uuid.UUID, update: dict[str, Any]) -> Inbound | None:
     """A new message from a person (edits, reactions, bots' own messages and service messages are ignored)."""
     message = update.get("message")
@@ -44,7 +55,8 @@ def telegram_inbound(team_id: uuid.UUID, update: dict[str, Any]) -> Inbound | No
         return None
     sender, chat = message.get("from") or {}, message.get("chat") or {}
     text = message.get("text") or message.get("caption") or ""
-    if sender.get("is_bot") or "id" not in sender or "id" not in chat or not text:
+    attached = _telegram_files(message)
+    if sender.get("is_bot") or "id" not in sender or "id" not in chat or not (text or attached):
         return None
     topic = _topic_reply(message)
     replied = _str((message.get("reply_to_message") or {}).get("message_id"))
@@ -62,16 +74,24 @@ def telegram_inbound(team_id: uuid.UUID, update: dict[str, Any]) -> Inbound | No
         chat_id=chat_id,
         message_ref=str(message.get("message_id")),
         delivery_key=f"{chat_id}:{message.get('message_id')}",
+        files=attached,
     )
 
 
 def slack_event_inbound(team_id: uuid.UUID, payload: dict[str, Any]) -> Inbound | None:
     """A person's message (Events API ``message``); bot messages, edits and deletions are ignored."""
     event = payload.get("event") or {}
-    if event.get("type") != "message" or event.get("subtype") or event.get("bot_id") or not event.get("user"):
+    # A message with files comes with subtype file_share; other subtypes are edits, joins, bots...
+    plain = event.get("subtype") in (None, "file_share")
+    if event.get("type") != "message" or not plain or event.get("bot_id") or not event.get("user"):
         return None
     text, channel = event.get("text") or "", event.get("channel")
-    if not text or not channel:
+    attached = tuple(
+        InboundFile(str(f["url_private"]), str(f.get("name") or "file"), str(f.get("mimetype") or ""))
+        for f in event.get("files") or []
+        if isinstance(f, dict) and f.get("url_private")
+    )
+    if not (text or attached) or not channel:
         return None
     return Inbound(
         team_id=team_id,
@@ -84,6 +104,7 @@ def slack_event_inbound(team_id: uuid.UUID, payload: dict[str, Any]) -> Inbound 
         chat_id=channel,
         message_ref=event.get("ts"),
         delivery_key=payload.get("event_id") or f"{channel}:{event.get('ts')}",
+        files=attached,
     )
 
 
@@ -133,8 +154,18 @@ def discord_inbound(team_id: uuid.UUID, interaction: dict[str, Any]) -> Inbound 
     if interaction.get("type") != DISCORD_COMMAND or not data.get("name") or "id" not in user or not channel:
         return None
     reply = _discord_reply(interaction)
+    # A /reply's file option (type 11) names an attachment the interaction resolves, URL and all.
+    resolved = (data.get("resolved") or {}).get("attachments") or {}
+    attached = tuple(
+        InboundFile(str(a["url"]), str(a.get("filename") or "file"), str(a.get("content_type") or ""))
+        for a in resolved.values()
+        if isinstance(a, dict) and a.get("url")
+    )
+    is_reply = reply is not None or (data["name"] == "reply" and bool(attached))
     if reply is not None:
         text = reply[1]
+    elif is_reply:
+        text = ""
     else:
         # Options in the order given, e.g. /transfer operator:@ana note:"VIP" -> "/transfer @ana VIP".
         values = [str(option.get("value", "")) for option in data.get("options") or []]
@@ -149,5 +180,6 @@ def discord_inbound(team_id: uuid.UUID, interaction: dict[str, Any]) -> Inbound 
         direct_chat_id=None if interaction.get("guild_id") else str(channel),
         chat_id=str(channel),
         delivery_key=str(interaction.get("id")),
-        is_reply=reply is not None,
+        is_reply=is_reply,
+        files=attached if is_reply else (),
     )

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from pocketping.bridges import Bridge, DiscordBridge, SlackBridge, TelegramBridge
 from pocketping.models import Message, Sender, Session, UserIdentity
 
 from service.settings import Settings
+
+# What Telegram's sendPhoto takes (it re-encodes them); other files go through sendDocument.
+PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 
 
 class PlatformError(Exception):
@@ -55,6 +60,24 @@ def _field(result: dict[str, Any] | None, key: str, failure: str) -> str:
     return str(result[key])
 
 
+async def _fetch(client: httpx.AsyncClient | None, url: str, limit: int, **headers: str) -> bytes:
+    """GET a file, keeping at most ``limit`` + 1 bytes (enough to tell it is too large)."""
+    if client is None:
+        raise PlatformError("bridge not initialized")
+    try:
+        async with client.stream("GET", url, headers=headers) as response:
+            if response.status_code != 200:
+                raise PlatformError(f"file download answered {response.status_code}")
+            data = bytearray()
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) > limit:
+                    break
+            return bytes(data[: limit + 1])
+    except httpx.HTTPError as exc:
+        raise PlatformError(f"file download failed: {type(exc).__name__}") from None
+
+
 def _here() -> Destination:
     return _destination.get() or Destination()
 
@@ -80,6 +103,15 @@ class PlatformBridge(Bridge):
         """A plain bot message at the current destination; its platform message id."""
         raise NotImplementedError
 
+    async def send_file(self, filename: str, mime_type: str, data: bytes, caption: str | None) -> None:
+        """One file (with an optional plain-text caption) at the current destination; ``PlatformError`` if not sent."""
+        raise NotImplementedError
+
+    async def download(self, ref: str, limit: int) -> bytes:
+        """The bytes of a file an operator sent (by the ``InboundFile.ref`` the payload gave); at most ``limit``+1
+        of them are read, so the team's limit refuses a larger one. ``PlatformError`` when it cannot be fetched."""
+        raise NotImplementedError
+
     async def notify_disconnect(self, session: Session, message: str) -> None:
         await self.post(message)
 
@@ -100,6 +132,7 @@ class TeamTelegramBridge(PlatformBridge, TelegramBridge):
     def __init__(self, bot_token: str, chat_id: str, api_base: str) -> None:
         super().__init__(bot_token=bot_token, chat_id=chat_id)
         self._base_url = f"{api_base.rstrip('/')}/bot{bot_token}"
+        self._file_url = f"{api_base.rstrip('/')}/file/bot{bot_token}"
 
     def _params(self) -> dict[str, Any]:
         where = _here()
@@ -142,6 +175,26 @@ class TeamTelegramBridge(PlatformBridge, TelegramBridge):
     async def post(self, text: str) -> str:
         return _field(await self._send_message(self._escape_html(text)), "message_id", "telegram: message not sent")
 
+    async def send_file(self, filename: str, mime_type: str, data: bytes, caption: str | None) -> None:
+        # sendPhoto takes the formats Telegram re-encodes as photos; anything else goes as a document.
+        method, part = ("sendPhoto", "photo") if mime_type in PHOTO_TYPES else ("sendDocument", "document")
+        form = {key: str(value) for key, value in self._params().items()}
+        if caption:
+            form["caption"] = caption[:1024]
+        assert self._client is not None
+        response = await self._client.post(
+            f"{self._base_url}/{method}", data=form, files={part: (filename, data, mime_type)}
+        )
+        result = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+        if not result.get("ok"):
+            raise PlatformError(f"telegram: {method} refused ({response.status_code})")
+        _record(result["result"].get("message_id"))
+
+    async def download(self, ref: str, limit: int) -> bytes:
+        found = await self._request("getFile", file_id=ref)
+        path = _field(found, "file_path", "telegram: file not found")
+        return await _fetch(self._client, f"{self._file_url}/{path}", limit)
+
 
 class TeamSlackBridge(PlatformBridge, SlackBridge):
     """Slack: one thread per conversation in the team's channel, rooted at the new-session message."""
@@ -181,6 +234,40 @@ class TeamSlackBridge(PlatformBridge, SlackBridge):
 
     async def post(self, text: str) -> str:
         return _field(await self._send_message(text), "ts", "slack: message not sent")
+
+    async def send_file(self, filename: str, mime_type: str, data: bytes, caption: str | None) -> None:
+        # Slack's external upload: get an upload URL (form-encoded only), POST the bytes there, then share it.
+        assert self._client is not None
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        got = (
+            await self._client.post(
+                f"{self._api_base}/files.getUploadURLExternal",
+                data={"filename": filename, "length": str(len(data))},
+                headers=form,
+            )
+        ).json()
+        if not got.get("ok"):
+            raise PlatformError(f"slack: no upload URL ({got.get('error')})")
+        uploaded = await self._client.post(
+            got["upload_url"], content=data, headers={"Content-Type": "application/octet-stream"}
+        )
+        if uploaded.status_code != 200:
+            raise PlatformError(f"slack: upload refused ({uploaded.status_code})")
+        where = _here()
+        share: dict[str, Any] = {
+            "files": [{"id": got["file_id"], "title": filename}],
+            "channel_id": where.chat or self._channel_id,
+        }
+        if where.thread:
+            share["thread_ts"] = where.thread
+        if caption:
+            share["initial_comment"] = caption
+        if not await self._api_request("files.completeUploadExternal", **share):
+            raise PlatformError("slack: file not shared")
+
+    async def download(self, ref: str, limit: int) -> bytes:
+        # url_private needs the bot token (the client sends it); the verified event named the URL.
+        return await _fetch(self._client, ref, limit)
 
 
 class TeamDiscordBridge(PlatformBridge, DiscordBridge):
@@ -238,6 +325,25 @@ class TeamDiscordBridge(PlatformBridge, DiscordBridge):
 
     async def post(self, text: str) -> str:
         return _field(await self._send_message(text), "id", "discord: message not sent")
+
+    async def send_file(self, filename: str, mime_type: str, data: bytes, caption: str | None) -> None:
+        payload: dict[str, Any] = {"attachments": [{"id": 0, "filename": filename}]}
+        if caption:
+            payload["content"] = caption[:2000]
+        assert self._client is not None
+        response = await self._client.post(
+            f"{self._api_base}/channels/{self._channel()}/messages",
+            data={"payload_json": json.dumps(payload)},
+            files={"files[0]": (filename, data, mime_type)},
+        )
+        if response.status_code >= 400:
+            raise PlatformError(f"discord: file not sent ({response.status_code})")
+        _record(response.json().get("id"))
+
+    async def download(self, ref: str, limit: int) -> bytes:
+        # The CDN URL is signed by its query: fetched without the bot token, which is for the API only.
+        async with httpx.AsyncClient(timeout=30.0) as client:
+            return await _fetch(client, ref, limit)
 
 
 def build_bridge(platform: str, stored: dict[str, Any], token: str, settings: Settings) -> PlatformBridge:

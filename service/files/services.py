@@ -333,6 +333,23 @@ async def store_file(
     return files.present(dict(row._mapping))
 
 
+async def forget(engine: AsyncEngine, files: Files, attachment_ids: list[str]) -> None:
+    """Delete stored files never attached to a message (the rest of a batch when one of it was refused)."""
+    if not attachment_ids:
+        return
+    async with engine.begin() as conn:
+        keys = (
+            await conn.execute(
+                sa.delete(attachment_t)
+                .where(attachment_t.c.id.in_(attachment_ids), attachment_t.c.message_id.is_(None))
+                .returning(attachment_t.c.storage_key)
+            )
+        ).scalars()
+        gone = [key for key in keys if key is not None]
+    for key in gone:
+        await files.store.delete(key)
+
+
 # --- Messages ----------------------------------------------------------------------------------------------------
 
 

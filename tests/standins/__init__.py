@@ -14,6 +14,8 @@ real client code at ``server.base_url`` (``TELEGRAM_API_BASE`` / ``SLACK_API_BAS
 from __future__ import annotations
 
 import asyncio
+import email.parser
+import email.policy
 import itertools
 import json
 import re
@@ -25,7 +27,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["Call", "DiscordStandIn", "SlackStandIn", "StandIn", "TelegramStandIn"]
+__all__ = ["Call", "DiscordStandIn", "SlackStandIn", "StandIn", "TelegramStandIn", "Upload"]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file part of a multipart/form-data call."""
+
+    filename: str | None
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Served:
+    """A raw (non-JSON) answer: a file's bytes, or Slack's plain-text upload answer."""
+
+    data: bytes
+    content_type: str = "application/octet-stream"
 
 
 @dataclass(frozen=True)
@@ -43,6 +62,10 @@ class Call:
     status: int = 200
     response: Any = None
     at: float = field(default_factory=time.monotonic)
+
+
+class BadRequest(Exception):
+    """A call the real API refuses as a bad request; the text is its reason."""
 
 
 Answer = tuple[int, Any]  # (HTTP status, JSON body; None for an empty body)
@@ -145,10 +168,11 @@ class StandIn:
                 raw = self.rfile.read(int(self.headers.get("content-length") or 0))
                 headers = {key.lower(): value for key, value in self.headers.items()}
                 call = standin._record(self.command, urlsplit(self.path).path, headers, raw)
-                data = b"" if call.response is None else json.dumps(call.response).encode()
+                served = call.response if isinstance(call.response, Served) else None
+                data = b"" if call.response is None else served.data if served else json.dumps(call.response).encode()
                 self.send_response(call.status)
                 if data:
-                    self.send_header("content-type", "application/json")
+                    self.send_header("content-type", served.content_type if served else "application/json")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -166,10 +190,31 @@ def _parse_body(raw: bytes, content_type: str) -> Any:
         return None
     if "application/x-www-form-urlencoded" in content_type:
         return dict(parse_qsl(raw.decode()))
+    if "multipart/form-data" in content_type:
+        return _multipart(raw, content_type)
+    if not content_type.startswith(("application/json", "text/")) and content_type:
+        return raw  # a file's bytes (Slack's upload URL)
     try:
         return json.loads(raw)
     except ValueError:
         return raw.decode(errors="replace")
+
+
+def _multipart(raw: bytes, content_type: str) -> dict[str, Any]:
+    """The fields of a multipart/form-data body: text as str, files as ``Upload`` (what the real APIs read)."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + raw
+    )
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():  # type: ignore[attr-defined]
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is None:
+            fields[name] = data.decode()
+        else:
+            fields[name] = Upload(filename, part.get_content_type(), data)
+    return fields
 
 
 def _bearer(headers: dict[str, str], scheme: str) -> str | None:
@@ -187,8 +232,19 @@ class TelegramStandIn(StandIn):
         super().__init__(tokens=tokens)
         self.bot_username = bot_username
         self._topics = itertools.count(1001)
+        # Files a test put "in the chat": file_id -> (file_path, bytes), served for getFile and downloads.
+        self.files: dict[str, tuple[str, bytes]] = {}
+
+    def host_file(self, data: bytes, filename: str) -> str:
+        """Keep a file as if a user had sent it; its ``file_id`` (for a ``photo``/``document`` in an update)."""
+        file_id = f"AgAC{self.next_id():08d}"
+        self.files[file_id] = (f"documents/file_{len(self.files)}_{filename}", data)
+        return file_id
 
     def route(self, method: str, path: str, headers: dict[str, str]) -> tuple[str, str | None]:
+        download = re.fullmatch(r"/file/bot([^/]+)/(.+)", path)
+        if download:  # https://api.telegram.org/file/bot<token>/<file_path>
+            return "file", download.group(1)
         match = re.fullmatch(r"/bot([^/]+)/(\w+)", path)
         return (match.group(2), match.group(1)) if match else (path, None)
 
@@ -197,13 +253,46 @@ class TelegramStandIn(StandIn):
             return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
         if self.tokens is not None and token not in self.tokens:
             return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
+        if name == "file":
+            wanted = path.split("/", 3)[3]
+            found = [data for file_path, data in self.files.values() if file_path == wanted]
+            return (200, Served(found[0])) if found else (404, {"ok": False, "error_code": 404})
         body = body if isinstance(body, dict) else {}
         handler: Callable[[dict[str, Any]], Any] | None = getattr(self, f"_tg_{name}", None)
         if handler is None:
             return 404, {"ok": False, "error_code": 404, "description": "Not Found: method not found"}
         if "chat_id" in body and not re.fullmatch(r"-?\d+|@\w+", str(body["chat_id"])):
             return 400, {"ok": False, "error_code": 400, "description": "Bad Request: chat not found"}
-        return 200, {"ok": True, "result": handler(body)}
+        try:
+            return 200, {"ok": True, "result": handler(body)}
+        except BadRequest as refused:
+            return 400, {"ok": False, "error_code": 400, "description": f"Bad Request: {refused}"}
+
+    def _file_message(self, body: dict[str, Any], part: str) -> Any:
+        # The file must come as a multipart file part of that name (a URL or file_id string is not handled here).
+        upload = body.get(part)
+        if not isinstance(upload, Upload) or not upload.data:
+            raise BadRequest(f"there is no {part} in the request")
+        message = self._message(body)
+        file_id = self.host_file(upload.data, upload.filename or part)
+        described = {"file_id": file_id, "file_unique_id": file_id[-8:], "file_size": len(upload.data)}
+        message[part] = [described] if part == "photo" else {**described, "file_name": upload.filename}
+        if body.get("caption"):
+            message["caption"] = body["caption"]
+        return message
+
+    def _tg_sendPhoto(self, body: dict[str, Any]) -> Any:
+        return self._file_message(body, "photo")
+
+    def _tg_sendDocument(self, body: dict[str, Any]) -> Any:
+        return self._file_message(body, "document")
+
+    def _tg_getFile(self, body: dict[str, Any]) -> Any:
+        file_id = str(body.get("file_id", ""))
+        if file_id not in self.files:
+            raise BadRequest("invalid file_id")
+        file_path, data = self.files[file_id]
+        return {"file_id": file_id, "file_unique_id": file_id[-8:], "file_size": len(data), "file_path": file_path}
 
     def _message(self, body: dict[str, Any]) -> dict[str, Any]:
         chat_id = int(body["chat_id"])
@@ -250,11 +339,43 @@ class SlackStandIn(StandIn):
     def __init__(self, *, tokens: set[str] | None = None) -> None:
         super().__init__(tokens=tokens)
         self._clock = itertools.count(1)
+        # Files by id: {"filename", "length", "data" (None until uploaded), "shared" (channel, thread_ts)}.
+        self.files: dict[str, dict[str, Any]] = {}
+
+    @property
+    def _root(self) -> str:
+        return self.base_url.removesuffix(self.prefix)
+
+    def host_file(self, data: bytes, filename: str, mimetype: str) -> dict[str, Any]:
+        """Keep a file as if a user had shared it; the file object of a message event's ``files``."""
+        file_id = f"F{self.next_id():09d}"
+        self.files[file_id] = {"filename": filename, "length": len(data), "data": data, "shared": None}
+        url = f"{self._root}/files-pri/T0TEAM-{file_id}/{filename}"
+        return {"id": file_id, "name": filename, "mimetype": mimetype, "size": len(data), "url_private": url}
 
     def route(self, method: str, path: str, headers: dict[str, str]) -> tuple[str, str | None]:
+        if path.startswith(("/upload/", "/files-pri/")):
+            return path.split("/")[1], _bearer(headers, "Bearer")
         return path.removeprefix("/api/"), _bearer(headers, "Bearer")
 
+    def _serve(self, name: str, path: str, body: Any, token: str | None) -> Answer:
+        """The upload URL (signed by its path, so no token) and private file downloads (the bot token)."""
+        file_id = path.split("/")[2].removeprefix("T0TEAM-")
+        entry = self.files.get(file_id)
+        if name == "upload":
+            if entry is None or entry["data"] is not None:
+                return 404, None
+            if not isinstance(body, bytes) or len(body) != entry["length"]:
+                return 400, Served(b"length mismatch", "text/plain")
+            entry["data"] = body
+            return 200, Served(f"OK - {len(body)}".encode(), "text/plain")
+        if token is None or (self.tokens is not None and token not in self.tokens):
+            return 302, None  # Slack redirects an unauthenticated download to its login page
+        return (200, Served(entry["data"])) if entry and entry["data"] is not None else (404, None)
+
     def answer(self, name: str, method: str, path: str, body: Any, token: str | None) -> Answer:
+        if name in ("upload", "files-pri"):
+            return self._serve(name, path, body, token)
         # Slack answers HTTP 200 with ok=false for API errors.
         if token is None:
             return 200, {"ok": False, "error": "not_authed"}
@@ -280,6 +401,23 @@ class SlackStandIn(StandIn):
         if body.get("thread_ts"):
             message["thread_ts"] = body["thread_ts"]
         return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    def _slack_files_getUploadURLExternal(self, body: dict[str, Any]) -> Any:
+        # Form-encoded only, as on Slack: a JSON body arrives as a dict without these string fields.
+        length = body.get("length")
+        if not body.get("filename") or not isinstance(length, str) or not length.isdigit():
+            return {"ok": False, "error": "invalid_arguments"}
+        file_id = f"F{self.next_id():09d}"
+        self.files[file_id] = {"filename": body["filename"], "length": int(length), "data": None, "shared": None}
+        return {"ok": True, "upload_url": f"{self._root}/upload/{file_id}", "file_id": file_id}
+
+    def _slack_files_completeUploadExternal(self, body: dict[str, Any]) -> Any:
+        wanted = body.get("files") or []
+        if not wanted or any(self.files.get(f.get("id"), {}).get("data") is None for f in wanted):
+            return {"ok": False, "error": "file_not_found"}
+        for f in wanted:
+            self.files[f["id"]]["shared"] = (body.get("channel_id"), body.get("thread_ts"))
+        return {"ok": True, "files": [{"id": f["id"], "title": f.get("title", "")} for f in wanted]}
 
     def _slack_chat_postEphemeral(self, body: dict[str, Any]) -> Any:
         return {"ok": True, "message_ts": self.ts()}
@@ -338,7 +476,28 @@ class DiscordStandIn(StandIn):
 
     prefix = "/api/v10"
 
+    def __init__(self, *, tokens: set[str] | None = None) -> None:
+        super().__init__(tokens=tokens)
+        # The CDN: attachment path -> bytes (what a message's ``attachments[].url`` serves).
+        self.cdn: dict[str, bytes] = {}
+
+    def host_file(self, data: bytes, filename: str, content_type: str, channel_id: str = "0") -> dict[str, Any]:
+        """Keep a file on the "CDN"; an ``attachments[]`` entry of a message carrying it."""
+        attachment_id = self.snowflake()
+        path = f"/attachments/{channel_id}/{attachment_id}/{filename}"
+        self.cdn[path] = data
+        root = self.base_url.removesuffix(self.prefix)
+        return {
+            "id": attachment_id,
+            "filename": filename,
+            "size": len(data),
+            "content_type": content_type,
+            "url": f"{root}{path}?ex=1&is=1&hm=signed",
+        }
+
     def route(self, method: str, path: str, headers: dict[str, str]) -> tuple[str, str | None]:
+        if path.startswith("/attachments/"):
+            return "GET /attachments", None
         path = path.removeprefix(self.prefix)
         for verb, pattern, name in _DISCORD_ROUTES:
             if verb == method and re.fullmatch(pattern, path):
@@ -349,6 +508,8 @@ class DiscordStandIn(StandIn):
         return str(1_200_000_000_000_000_000 + self.next_id())
 
     def answer(self, name: str, method: str, path: str, body: Any, token: str | None) -> Answer:
+        if name == "GET /attachments":  # the CDN's URLs are signed by their query, so they need no token
+            return (200, Served(self.cdn[path])) if path in self.cdn else (404, None)
         path = path.removeprefix(self.prefix)
         open_route = name.startswith(("POST /interactions", "POST /webhooks", "PATCH /webhooks"))
         if not open_route and (token is None or (self.tokens is not None and token not in self.tokens)):
@@ -356,6 +517,8 @@ class DiscordStandIn(StandIn):
         body = body if isinstance(body, dict) else {}
         ids = re.findall(r"\d{6,}", path)
         if name == "POST /channels/{id}/messages":
+            if "payload_json" in body:
+                return self._with_files(ids[0], body)
             return 200, self._message(ids[0], body)
         if name == "PATCH /channels/{id}/messages/{id}":
             return 200, {**self._message(ids[0], body), "id": ids[1], "edited_timestamp": _now()}
@@ -393,6 +556,19 @@ class DiscordStandIn(StandIn):
         if body.get("message_reference"):
             message["message_reference"] = body["message_reference"]
         return message
+
+    def _with_files(self, channel_id: str, body: dict[str, Any]) -> Answer:
+        """A multipart message: ``payload_json`` plus a ``files[n]`` part for each ``attachments[].id`` n."""
+        payload = json.loads(body["payload_json"])
+        attached = []
+        for entry in payload.get("attachments") or []:
+            upload = body.get(f"files[{entry.get('id')}]")
+            if not isinstance(upload, Upload) or not upload.data:
+                return 400, {"message": "Invalid Form Body", "code": 50035}
+            attached.append(self.host_file(upload.data, upload.filename or "file", upload.content_type, channel_id))
+        if not attached and not payload.get("content"):
+            return 400, {"message": "Cannot send an empty message", "code": 50006}
+        return 200, {**self._message(channel_id, payload), "attachments": attached}
 
     def _thread_channel(self, thread_id: str, parent_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return {"id": thread_id, "type": body.get("type", 11), "parent_id": parent_id, "name": body.get("name", "")}

@@ -100,3 +100,44 @@ async def test_discord_bridge_threads_and_direct_messages(discord_api: DiscordSt
     async with httpx.AsyncClient(base_url=discord_api.base_url, headers=headers) as client:
         refused = await client.post("/channels/1/messages", json={"content": "x"})
     assert refused.status_code == 403
+
+
+async def test_file_calls_are_refused_as_the_real_apis_refuse_them() -> None:
+    """A file method without its file part, Slack's upload URL asked for in JSON, a private download without
+    the bot token, a Discord attachment without its ``files[n]`` part."""
+    with (
+        TelegramStandIn(tokens={TOKEN}) as telegram,
+        SlackStandIn(tokens={"xoxb-1"}) as slack,
+        DiscordStandIn() as discord,
+    ):
+        async with httpx.AsyncClient() as client:
+            no_photo = await client.post(f"{telegram.base_url}/bot{TOKEN}/sendPhoto", data={"chat_id": "-1001"})
+            bad_file = await client.post(f"{telegram.base_url}/bot{TOKEN}/getFile", json={"file_id": "nope"})
+            file_id = telegram.host_file(b"bytes", "a.txt")
+            path = (await client.post(f"{telegram.base_url}/bot{TOKEN}/getFile", json={"file_id": file_id})).json()
+            got = await client.get(
+                f"{telegram.base_url.removesuffix('/')}/file/bot{TOKEN}/{path['result']['file_path']}"
+            )
+            auth = {"Authorization": "Bearer xoxb-1"}
+            as_json = await client.post(
+                f"{slack.base_url}/files.getUploadURLExternal", json={"filename": "a.txt", "length": 5}, headers=auth
+            )
+            shared = slack.host_file(b"bytes", "a.txt", "text/plain")
+            anonymous = await client.get(shared["url_private"])
+            with_token = await client.get(shared["url_private"], headers=auth)
+            missing_part = await client.post(
+                f"{discord.base_url}/channels/300000000000000001/messages",
+                data={"payload_json": '{"attachments": [{"id": 0, "filename": "a.txt"}]}'},
+                files={"files[1]": ("a.txt", b"bytes", "text/plain")},
+                headers={"Authorization": "Bot token"},
+            )
+    assert (no_photo.status_code, no_photo.json()["description"]) == (
+        400,
+        "Bad Request: there is no photo in the request",
+    )
+    assert (bad_file.status_code, bad_file.json()["description"]) == (400, "Bad Request: invalid file_id")
+    assert (got.status_code, got.content) == (200, b"bytes")
+    # Slack's getUploadURLExternal reads form fields only: JSON's integer length is not one.
+    assert as_json.json() == {"ok": False, "error": "invalid_arguments"}
+    assert (anonymous.status_code, with_token.status_code, with_token.content) == (302, 200, b"bytes")
+    assert (missing_part.status_code, missing_part.json()["code"]) == (400, 50035)
