@@ -89,6 +89,8 @@ async def test_typing_and_read_reach_the_other_side_both_ways(
 
             # Opening the conversation marks the visitor's message read; the widget gets the read event.
             dashboard = await signed_in(as_lena, f"{api.url}/app/conversations/{session_id}", "lena")
+            # Typing is live only (never replayed): the page's event stream must be open before the visitor types.
+            await expect(dashboard.locator("body")).to_have_attribute("data-live", "open")
             [read] = await eventually(events_of("read", widget))
             assert read["data"] == {
                 "sessionId": session_id,
@@ -104,8 +106,10 @@ async def test_typing_and_read_reach_the_other_side_both_ways(
             # The visitor types: the operator sees it; a message of theirs ends it.
             indicator = dashboard.locator("#visitor-typing")
             await expect(indicator).to_be_hidden()
-            await widget.type("#input", "One more thing")
-            await expect(indicator).to_be_visible()
+            # At a visitor's pace (3.5 s): a repeat of the "Hi" typing within the 2 s coalescing interval is
+            # dropped, so typing that lasts longer than the interval is sure to be forwarded.
+            await widget.type("#input", "One more thing", delay=250)
+            await expect(indicator).to_be_visible(timeout=10_000)
             await expect(indicator).to_have_text("The visitor is typing…")
             await widget.evaluate("window.send('Is delivery free?')")
             await expect(indicator).to_be_hidden()
