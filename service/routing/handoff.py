@@ -190,16 +190,22 @@ async def transfer_to_team(
     return outcome
 
 
-async def requeue(
-    conn: AsyncConnection, conversation_id: str, *, reason: str, actor_id: uuid.UUID | None = None
-) -> RouteOutcome:
-    """Take the conversation from its assignee back to its team's queue, then drain that queue (409 if not assigned)."""
+async def _take_from_assignee(conn: AsyncConnection, conversation_id: str, reason: str) -> tuple[Any, list[uuid.UUID]]:
+    """Lock the assigned conversation (409 if not assigned) and the queues it frees, then release its assignee."""
     conv = await sql.locked(conn, conversation_id)
     if conv.status != "assigned":
         raise Conflict("The conversation is not assigned")
     freed = await placement.freed_teams(conn, conv)
     await sql.lock_teams(conn, *freed)
     await placement.release(conn, conv, reason)
+    return conv, freed
+
+
+async def requeue(
+    conn: AsyncConnection, conversation_id: str, *, reason: str, actor_id: uuid.UUID | None = None
+) -> RouteOutcome:
+    """Take the conversation from its assignee back to its team's queue, then drain that queue (409 if not assigned)."""
+    conv, freed = await _take_from_assignee(conn, conversation_id, reason)
     target = placement.target_of(conv)
     policy, candidates = await sql.load_candidates(conn, target.team_id)
     decision = decide(policy, candidates, required_skills=target.required_skills)
@@ -227,12 +233,7 @@ async def reassign(
     actor_id: uuid.UUID | None = None,
 ) -> RouteOutcome:
     """Give the conversation to the next eligible member other than ``exclude_operator_id``, else queue it."""
-    conv = await sql.locked(conn, conversation_id)
-    if conv.status != "assigned":
-        raise Conflict("The conversation is not assigned")
-    freed = await placement.freed_teams(conn, conv)
-    await sql.lock_teams(conn, *freed)
-    await placement.release(conn, conv, reason)
+    conv, freed = await _take_from_assignee(conn, conversation_id, reason)
     excluded = await conn.scalar(
         sa.update(conversation_t)
         .where(conversation_t.c.id == conversation_id)
