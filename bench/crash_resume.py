@@ -14,48 +14,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
-import uuid
 from pathlib import Path
-
-import asyncpg
-from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import create_async_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service.db.migrate import upgrade
-from service.settings import Settings
 from tests.support.crash import crash_mid_work
-from tests.support.redis_keys import delete_deployment_keys
+from tests.support.scratch_deployment import add_server_arguments, scratch_deployment
 
 
 async def one_run(args: argparse.Namespace) -> dict[str, float]:
-    name = f"sb_bench_crash_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(args.admin_database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = args.admin_database_url.rsplit("/", 1)[0] + f"/{name}"
-    settings = Settings(
-        database_url=url,
-        redis_url=args.redis_url,
-        secret_key="bench-secret-key-with-at-least-32-characters",
-        redis_prefix=f"sbbench:{uuid.uuid4().hex[:8]}",
-        log_level="WARNING",
-    )
-    engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://"))
-    try:
-        await asyncio.to_thread(upgrade, url)
+    async with scratch_deployment(args, "crash") as (settings, engine):
         crash = await crash_mid_work(settings, engine, limit=args.limit)
-        return crash.done_after
-    finally:
-        await engine.dispose()
-        redis = Redis.from_url(args.redis_url)
-        await delete_deployment_keys(redis, settings.redis_prefix)
-        await redis.aclose()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    return crash.done_after
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -75,11 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--limit", type=float, default=400.0, help="seconds to wait for the work after the kill")
-    parser.add_argument(
-        "--admin-database-url",
-        default=os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-    )
-    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    add_server_arguments(parser)
     asyncio.run(run(parser.parse_args()))
 
 
