@@ -6,7 +6,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -26,6 +25,7 @@ from service.db.migrate import upgrade
 from service.dev import free_port
 from service.settings import Settings
 from tests.standins import DiscordStandIn, SlackStandIn, TelegramStandIn
+from tests.support.oidc import wait_for_issuer
 from tests.support.redis_keys import delete_deployment_keys
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -155,16 +155,7 @@ def oidc_provider(*options: str) -> Iterator[str]:
     argv = [sys.executable, "-m", "oidc_provider_mock", "--port", issuer.rpartition(":")[2], *options]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{issuer}/.well-known/openid-configuration").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"oidc-provider-mock did not start (exit code {process.poll()})")
-            time.sleep(0.05)
+        wait_for_issuer(issuer, process, name="oidc-provider-mock", seconds=20)
         yield issuer
     finally:
         process.terminate()

@@ -11,7 +11,6 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 import httpx
 
 from service.dev import free_port
+from tests.support.oidc import wait_for_issuer
 
 IDP_DIR = Path(__file__).parent / "idp"
 IDP_CLIENT_SECRET = "test-client-secret"
@@ -53,16 +53,7 @@ def real_provider(clients: list[dict[str, Any]], accounts: dict[str, dict[str, A
         )
         try:
             issuer = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{issuer}/.well-known/openid-configuration").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"oidc-provider did not start (exit code {process.poll()})")
-                time.sleep(0.05)
+            wait_for_issuer(issuer, process, name="oidc-provider", seconds=30)
             yield issuer
         finally:
             process.terminate()

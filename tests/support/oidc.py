@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -103,3 +105,17 @@ def unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         return dict(json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))))
 
     return load(header), load(payload)
+
+
+def wait_for_issuer(issuer: str, process: subprocess.Popen[bytes], *, name: str, seconds: float) -> None:
+    """Return once the provider ``process`` serves its discovery document; raise if it exits or takes too long."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{issuer}/.well-known/openid-configuration").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start (exit code {process.poll()})")
+        time.sleep(0.05)
