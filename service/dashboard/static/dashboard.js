@@ -246,15 +246,39 @@
   }
 
   // Edit on one of your own messages swaps its text for a form (saved through the REST API like any other form).
+  function showEditForm(message, editing) {
+    message.querySelector("form.edit-message").hidden = !editing;
+    const text = message.querySelector("p");
+    if (text) text.hidden = editing;
+    message.querySelector(".message-actions").hidden = editing;
+    if (editing) message.querySelector("form.edit-message textarea").focus();
+  }
+  // While an edit form is open, a live refresh of the thread would replace it and lose the edit: the refresh
+  // waits, and runs once the edit is saved or cancelled.
+  function endEdit(message) {
+    showEditForm(message, false);
+    const thread = message.closest("#thread");
+    if (thread && thread.dataset.stale) {
+      delete thread.dataset.stale;
+      htmx.trigger(document.body, "sb:refresh");
+    }
+  }
   document.addEventListener("click", function (evt) {
     const button = evt.target.closest("[data-edit-message], [data-cancel-edit]");
     if (!button) return;
     const message = button.closest(".message");
-    const editing = button.hasAttribute("data-edit-message");
-    message.querySelector("form.edit-message").hidden = !editing;
-    message.querySelector("p").hidden = editing;
-    message.querySelector(".message-actions").hidden = editing;
-    if (editing) message.querySelector("form.edit-message textarea").focus();
+    if (button.hasAttribute("data-edit-message")) showEditForm(message, true);
+    else endEdit(message);
+  });
+  document.addEventListener("htmx:afterRequest", function (evt) {
+    const form = evt.detail.elt;
+    if (evt.detail.successful && form.matches && form.matches("form.edit-message")) endEdit(form.closest(".message"));
+  });
+  document.addEventListener("htmx:beforeSwap", function (evt) {
+    const thread = evt.detail.target;
+    if (thread.id !== "thread" || !thread.querySelector("form.edit-message:not([hidden])")) return;
+    evt.detail.shouldSwap = false;
+    thread.dataset.stale = "true";
   });
 
   // The conversation page, both ways: the visitor's messages are marked read while the page is in view (on
