@@ -97,6 +97,13 @@ def database_unavailable_handler(request: Request[Any, Any, Any], exc: Exception
     return response
 
 
+def os_error_handler(request: Request[Any, Any, Any], exc: OSError) -> Response[dict[str, Any]]:
+    """A refused or timed-out connection reaches here unwrapped when PostgreSQL is down; anything else is a 500."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return database_unavailable_handler(request, exc)
+    return internal_error_handler(request, exc)
+
+
 def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
     """Text PostgreSQL cannot hold is the caller's mistake (400); a lost connection is 503; the rest is ours."""
     if getattr(exc.orig, "sqlstate", None) == _UNSTORABLE_TEXT:
@@ -140,8 +147,8 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     ValidationException: http_exception_handler,
     NotFoundException: http_exception_handler,
     DBAPIError: database_error_handler,
-    # Refused or cut before SQLAlchemy wraps it, or no pooled connection in time.
-    OSError: database_unavailable_handler,
+    # Refused or cut before SQLAlchemy wraps it; other OSErrors (a full disk, say) are ours, not the database's.
+    OSError: os_error_handler,
     asyncpg.PostgresConnectionError: database_unavailable_handler,
     asyncpg.InterfaceError: database_unavailable_handler,
     PoolTimeout: database_unavailable_handler,
