@@ -75,15 +75,12 @@ def _only_visitor(sender: Sender) -> None:
         )
 
 
-def _storable(data: SendMessageBody) -> None:
-    """400 naming ``content`` for text PostgreSQL cannot hold, or no text and no attachment (an empty bubble)."""
-    if "\x00" in data.content:
-        problem = ("content must not contain NUL characters", "NUL characters are not allowed")
-    elif not data.content.strip() and not data.attachment_ids:
-        problem = ("content must not be blank", "must not be blank")
-    else:
-        return
-    raise ValidationException(detail=problem[0], extra=[{"key": "content", "message": problem[1]}])
+def _not_blank(data: SendMessageBody) -> None:
+    """400 naming ``content`` for no text and no attachment (an empty bubble); NUL is refused before, in bodies.py."""
+    if not data.content.strip() and not data.attachment_ids:
+        raise ValidationException(
+            detail="content must not be blank", extra=[{"key": "content", "message": "must not be blank"}]
+        )
 
 
 async def _sdk(call: Any) -> Any:
@@ -139,7 +136,7 @@ class GatewayController(Controller):
     ) -> SentMessage:
         """A visitor message: stored, shown to operators and routed (the session's and the IP's message budgets)."""
         _only_visitor(data.sender)
-        _storable(data)
+        _not_blank(data)
         await limiter.message(client_ip(request), data.session_id)
         sent = await _sdk(pocketping.handle_message(data.to_sdk()))
         attached = [a.model_dump(mode="json", by_alias=True) for a in sent.attachments] if sent.attachments else None
