@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 IDP := tests/support/idp
 IDP_INSTALLED := $(IDP)/node_modules/.package-lock.json
 
-.PHONY: run test lint bench-ingest clean
+.PHONY: run test lint settings-docs bench-ingest clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check service workers tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+
+# The settings table in docs/running.md and deploy/env.example, from service/settings.py.
+settings-docs: $(INSTALLED)
+	$(BIN)/python -m service.settings_docs
 
 bench-ingest: $(INSTALLED)
 	$(BIN)/python bench/ingest.py

@@ -47,115 +47,243 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
 
     database_url: str = Field(
-        description="PostgreSQL URL, e.g. postgresql+asyncpg://user@host:5432/db",
+        description="PostgreSQL URL: `postgresql://user:password@host:5432/db` (`postgres://` and "
+        "`postgresql+asyncpg://` work too; a unix socket is `?host=/socket/dir`).",
+        examples=["postgresql://switchboard:CHANGE-ME@127.0.0.1:5432/switchboard"],
     )
-    redis_url: str = Field(description="Redis URL, e.g. redis://127.0.0.1:6379/0")
-    secret_key: str = Field(min_length=32, description="Signs sessions and tokens; 32+ characters.")
-    environment: Literal["development", "production", "test"] = "production"
-    public_url: AnyHttpUrl = Field(AnyHttpUrl("http://127.0.0.1:8000"), description="Where users reach the api.")
+    redis_url: str = Field(
+        description="`redis://host:6379/0`, `rediss://` for TLS, or `unix:///path/to/redis.sock?db=0`.",
+        examples=["redis://127.0.0.1:6379/0"],
+    )
+    secret_key: str = Field(
+        min_length=32,
+        description="32 or more characters; signs file URLs and encrypts the bridge and webhook secrets stored "
+        "per team. Keep it secret and stable. Generate one with "
+        "`python3 -c 'import secrets; print(secrets.token_urlsafe(48))'`.",
+        examples=["CHANGE-ME"],
+        json_schema_extra={"secret": True},
+    )
+    environment: Literal["development", "production", "test"] = Field(
+        "production", description="`development` also serves the visitor demo page at `/demo`."
+    )
+    public_url: AnyHttpUrl = Field(
+        AnyHttpUrl("http://127.0.0.1:8000"),
+        description="Where users reach the api: the address the IdP redirects back to, and the root of the upload, "
+        "download and screenshot URLs Switchboard signs, so it must be the address browsers and widgets use.",
+        examples=["https://support.example.com"],
+    )
 
-    oidc_issuer: AnyHttpUrl | None = None
-    oidc_client_id: str | None = None
-    oidc_client_secret: str | None = None
-    oidc_audience: str | None = Field(None, description="Expected 'aud' of bearer JWTs; defaults to the client id.")
-    oidc_scopes: str = "openid email profile"
-    oidc_groups_claim: str = Field("groups", description="The id_token claim listing the user's IdP groups.")
-    # IdP group -> {"team": name, "role": "lead"|"operator"} or {"admin": true}; see docs/authentication.md.
-    oidc_group_map: dict[str, GroupGrant] = Field(default_factory=dict)
-    # Where the IdP sends the browser after logout: exactly as registered there (no slash is added).
-    oidc_post_logout_redirect_uri: str | None = Field(
-        None, description="Registered post-logout redirect URI; defaults to PUBLIC_URL without a trailing slash."
+    oidc_issuer: AnyHttpUrl | None = Field(
+        None,
+        description="Company SSO issuer URL (OpenID Connect discovery under it); unset: no operator sign-in.",
+        examples=["https://login.example.com"],
     )
-    # Refuse sign-in (403 and the failure page) to users none of whose groups the group map names.
-    oidc_require_mapped_group: bool = False
+    oidc_client_id: str | None = Field(
+        None, description="Switchboard's client id at the issuer.", examples=["switchboard"]
+    )
+    oidc_client_secret: str | None = Field(
+        None,
+        description="Switchboard's client secret at the issuer.",
+        examples=["CHANGE-ME"],
+        json_schema_extra={"secret": True},
+    )
+    oidc_audience: str | None = Field(None, description="Expected `aud` of bearer JWTs; unset: `OIDC_CLIENT_ID`.")
+    oidc_scopes: str = Field(
+        "openid email profile",
+        description="Space-separated scopes asked for at sign-in; `groups` is added whenever `OIDC_GROUP_MAP` is set.",
+    )
+    oidc_groups_claim: str = Field("groups", description="The id_token claim listing the user's IdP groups.")
+    oidc_group_map: dict[str, GroupGrant] = Field(
+        default_factory=dict,
+        description='JSON object: IdP group -> `{"team": name, "role": "lead"|"operator"}` or `{"admin": true}` '
+        "(see [authentication](authentication.md)).",
+    )
+    oidc_post_logout_redirect_uri: str | None = Field(
+        None,
+        description="Sent to the IdP at logout exactly as given (no slash is added); register this exact string. "
+        "Unset: `PUBLIC_URL` without a trailing slash.",
+    )
+    oidc_require_mapped_group: bool = Field(
+        False,
+        description="Refuse sign-in (403 and the failure page) to users none of whose groups `OIDC_GROUP_MAP` names.",
+    )
     session_ttl_seconds: int = Field(12 * 3600, ge=60, description="Browser sessions end this long after sign-in.")
     # Native apps signing in through Switchboard's own OAuth endpoints (/oauth/*); see docs/authentication.md.
     native_client_ids: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated client ids of the registered native apps (public clients)."
     )
     native_redirect_schemes: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Private-use URI schemes (e.g. com.example.app) apps may be redirected to."
+        default_factory=list,
+        description="Comma-separated private-use URI schemes (e.g. `com.example.app`) apps may be redirected to.",
     )
     native_access_token_ttl_seconds: int = Field(900, ge=60, description="Lifetime of a native app's access token.")
     native_refresh_token_ttl_seconds: int = Field(
         30 * 86400, ge=300, description="A refresh token unused this long expires (each refresh issues a new one)."
     )
-    # Routes marked admin answer 403 to clients outside these networks; empty means anywhere.
-    admin_allowed_cidrs: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(default_factory=list)
+    admin_allowed_cidrs: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated networks (`10.0.0.0/8, ::1/128`); routes marked admin answer 403 to clients "
+        "outside them. Empty: anywhere.",
+    )
 
     widget_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Comma-separated origins allowed to embed the widget; '*' for any."
+        default_factory=list,
+        description="Comma-separated origins allowed to call the widget gateway from a browser (CORS, credentials "
+        "allowed: the widget's beacons need them); `*` for any. Empty: no CORS headers.",
+        examples=["https://www.example.com"],
     )
     # Widget gateway budgets, each counted per window. Visitors of one office or carrier share an
     # IP, so the per-IP budgets are sized for a crowd and the per-session one carries the protection.
-    widget_rate_window_seconds: int = Field(60, ge=1)
-    widget_message_limit_per_session: int = Field(30, ge=1, description="Messages one session may send per window.")
-    widget_message_limit_per_ip: int = Field(1200, ge=1, description="Messages all sessions of one IP may send.")
+    widget_rate_window_seconds: int = Field(
+        60, ge=1, description="The window of the widget gateway's budgets (`WIDGET_*_LIMIT_*`)."
+    )
+    widget_message_limit_per_session: int = Field(
+        30, ge=1, description="Visitor messages one session may send per window."
+    )
+    widget_message_limit_per_ip: int = Field(
+        1200,
+        ge=1,
+        description="Visitor messages all sessions of one client IP may send per window (an office or carrier "
+        "shares one).",
+    )
     widget_signal_limit_per_ip: int = Field(
-        6000, ge=1, description="Every other widget request (typing, read, polls, connect, ...) per IP."
+        6000,
+        ge=1,
+        description="Every other widget request (connect, typing forwarded, read, polls, visibility, ...) per client "
+        "IP per window.",
     )
-    # Typing repeated within this interval is answered but not forwarded (the widget sends one per keystroke).
-    widget_typing_interval_seconds: float = Field(2.0, gt=0)
-    widget_max_body_bytes: int = Field(64 * 1024, ge=1024)
-    # Screenshots an operator asks the widget for: how long the widget has to answer, and the largest image taken.
-    screenshot_request_ttl_seconds: int = Field(120, ge=10, le=3600)
-    screenshot_max_bytes: int = Field(5 * 1024 * 1024, ge=64 * 1024, le=50 * 1024 * 1024)
+    widget_typing_interval_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="A session's unchanged typing state is forwarded at most this often; repeats are answered and "
+        "not counted.",
+    )
+    widget_max_body_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest widget request body; larger is refused with 413."
+    )
+    screenshot_request_ttl_seconds: int = Field(
+        120,
+        ge=10,
+        le=3600,
+        description="How long the visitor's widget has to send a screenshot an operator asked for; then the request "
+        "is expired.",
+    )
+    screenshot_max_bytes: int = Field(
+        5 * 1024 * 1024,
+        ge=64 * 1024,
+        le=50 * 1024 * 1024,
+        description="Largest screenshot image the widget may upload; larger is refused with 413 and nothing is stored.",
+    )
 
-    # Keys in Redis (pub/sub channels, rate limits, arq queue) start with this, so several
-    # deployments or test runs can share one Redis without seeing each other.
-    redis_prefix: str = Field("switchboard", pattern=r"^[A-Za-z0-9_.:-]+$")
-    db_pool_size: int = Field(20, ge=1)
-    worker_poll_delay: float = Field(0.05, gt=0)
-    worker_max_jobs: int = Field(50, ge=1)
-    # Operator event stream: api instances read new events when Redis says there are some, and
-    # at least this often anyway (a lost notification costs this much latency, never an event).
-    events_poll_seconds: float = Field(2.0, gt=0)
-    # A stream ends after this long; the client reconnects with Last-Event-ID and is authenticated
-    # again, so a revoked credential or a changed team membership takes effect within this time.
-    events_stream_max_seconds: float = Field(900.0, gt=0)
-    # How often the worker's relay reads the event table for webhooks and notifications.
-    event_relay_poll_seconds: float = Field(0.1, gt=0)
-    # A missing event id (a transaction still running, or rolled back) is waited for this long at
-    # least, beyond every transaction that was running when the gap was seen.
-    events_settle_seconds: float = Field(1.0, ge=0)
-    # Outbox retries (webhooks, bridge notices, widget messages) wait base * 2**(attempts - 1) seconds,
-    # capped at 2**10 times the base. The variable's earlier name, from when only webhooks retried, still works.
-    outbox_retry_base_seconds: float = Field(
-        5.0, gt=0, validation_alias=AliasChoices("outbox_retry_base_seconds", "webhook_retry_base_seconds")
+    redis_prefix: str = Field(
+        "switchboard",
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Prefix of every Redis key, channel and the job queue (`<prefix>:queue`), so deployments and "
+        "test runs can share a Redis database. arq's own keys are named after job ids, which start with the queue "
+        "name: a deployment's keys are `<prefix>:*` and `arq:*:<prefix>:queue:*`.",
     )
-    webhook_timeout_seconds: float = Field(10.0, gt=0)
-    # A client (mobile app, dashboard tab) that is not renewed for this long is gone.
-    presence_heartbeat_timeout_seconds: int = Field(90, ge=5)
-    # When an operator's last client closes (tab closed, signed out), they go offline this much later,
-    # unless a client comes back meanwhile (a page reload, a reconnecting stream).
-    presence_offline_grace_seconds: float = Field(30.0, ge=0)
+    db_pool_size: int = Field(20, ge=1, description="Database connections per process, plus as many again in overflow.")
+    worker_poll_delay: float = Field(
+        0.05, gt=0, description="Seconds between the worker's queue polls: how late a timer may fire."
+    )
+    worker_max_jobs: int = Field(50, ge=1, description="Jobs one worker runs at once.")
+    events_poll_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="Operator event streams read new events when Redis says there are some, and at least this often "
+        "anyway (a lost notification costs this much latency, never an event).",
+    )
+    events_stream_max_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="An operator event stream ends after this long; the client reconnects with `Last-Event-ID` and "
+        "is authenticated again, so a revoked credential or changed membership takes effect within this time.",
+    )
+    event_relay_poll_seconds: float = Field(
+        0.1, gt=0, description="How often the worker's relay reads the event table for webhooks and notifications."
+    )
+    events_settle_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="A missing event id (a transaction still running, or rolled back) is waited for at least this "
+        "long, beyond every transaction that was running when the gap was seen.",
+    )
+    outbox_retry_base_seconds: float = Field(
+        5.0,
+        gt=0,
+        validation_alias=AliasChoices("outbox_retry_base_seconds", "webhook_retry_base_seconds"),
+        description="Outbox retries (webhooks, bridge notices, widget messages) wait base * 2^(attempts - 1) "
+        "seconds, capped at 2^10 times the base.",
+    )
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one webhook delivery request.")
+    presence_heartbeat_timeout_seconds: int = Field(
+        90, ge=5, description="A client (mobile app, dashboard tab) that is not renewed for this long is gone."
+    )
+    presence_offline_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="When an operator's last client closes (tab closed, signed out), they go offline this much later, "
+        "unless a client comes back meanwhile (a page reload, a reconnecting stream).",
+    )
     ai_provider: Literal["local", "openai", "anthropic", "gemini"] = Field(
-        "local", description="Who writes AI-takeover replies; 'local' is a deterministic development stand-in."
+        "local", description="Who writes AI-takeover replies; `local` is a deterministic development stand-in."
     )
     ai_api_key: str | None = Field(
-        None, validate_default=True, description="The vendor's API key (required unless AI_PROVIDER=local)."
+        None,
+        validate_default=True,
+        description="The vendor's API key (required unless `AI_PROVIDER=local`).",
+        json_schema_extra={"secret": True},
     )
-    ai_model: str | None = Field(None, description="The vendor's model; PocketPing's default when unset.")
+    ai_model: str | None = Field(None, description="The vendor's model; unset: the vendor SDK's default.")
     ai_context_messages: int = Field(20, ge=1, le=200, description="Latest messages given to the AI as context.")
-    # Attachments: where their bytes live, and how long a signed upload or download URL stays valid.
-    data_dir: str = Field(".data", description="Local data folder (switchboard dev's); files in <data_dir>/files.")
-    file_store: Literal["local", "s3"] = Field("local", description="'s3': any S3-compatible store (S3_* settings).")
-    s3_bucket: str | None = Field(None, validate_default=True, description="Bucket (required with FILE_STORE=s3).")
-    s3_endpoint_url: str | None = Field(None, description="For S3-compatible stores (MinIO, R2, ...); unset: AWS.")
-    s3_region: str | None = None
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
-    s3_prefix: str = Field("attachments/", description="Key prefix of every object Switchboard writes.")
-    attachment_url_ttl_seconds: int = Field(3600, ge=10, le=7 * 86400, description="Life of a download URL.")
+    data_dir: str = Field(
+        ".data",
+        description="Local data folder (the one `switchboard dev` keeps its databases in); attachments are kept in "
+        "`<DATA_DIR>/files` unless `FILE_STORE=s3`.",
+    )
+    file_store: Literal["local", "s3"] = Field(
+        "local",
+        description="Where attachment bytes live: `local` (`DATA_DIR`) or `s3` (any S3-compatible store: AWS S3, "
+        "MinIO, R2, ...; the `S3_*` settings).",
+    )
+    s3_bucket: str | None = Field(None, validate_default=True, description="The bucket; required with `FILE_STORE=s3`.")
+    s3_endpoint_url: str | None = Field(
+        None, description="The store's URL for S3-compatible stores (`https://minio.example:9000`); unset: AWS."
+    )
+    s3_region: str | None = Field(None, description="The bucket's region.")
+    s3_access_key_id: str | None = Field(
+        None, description="Access key id; unset: boto3's usual chain (instance role, `~/.aws`, ...)."
+    )
+    s3_secret_access_key: str | None = Field(
+        None,
+        description="Secret access key; unset: boto3's usual chain (instance role, `~/.aws`, ...).",
+        json_schema_extra={"secret": True},
+    )
+    s3_prefix: str = Field(
+        "attachments/", description="Prefix of every object key Switchboard writes (`<prefix><attachment id>`)."
+    )
+    attachment_url_ttl_seconds: int = Field(
+        3600,
+        ge=10,
+        le=7 * 86400,
+        description="Life of a download URL. Every read of a message gives fresh ones: Switchboard's own HMAC-signed "
+        "`/files/{id}?expires=&signature=` (`SECRET_KEY`), or the store's presigned URL with `FILE_STORE=s3`.",
+    )
     attachment_upload_ttl_seconds: int = Field(
-        900, ge=10, le=86400, description="An upload not completed within this is refused and swept away."
+        900,
+        ge=10,
+        le=86400,
+        description="An upload URL's life, and how long a file may wait, uploaded but not sent, before the worker's "
+        "sweep deletes it (row and bytes).",
     )
     # Chat platform APIs; tests point them at loopback stand-ins (tests/standins).
-    telegram_api_base: str = Field("https://api.telegram.org", description="Bot API root; /bot<token>/<method>")
-    slack_api_base: str = Field("https://slack.com/api", description="Web API root; /<method>")
-    discord_api_base: str = Field("https://discord.com/api/v10", description="REST API v10 root")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_json: bool = True
+    telegram_api_base: str = Field(
+        "https://api.telegram.org", description="Telegram Bot API root (`/bot<token>/<method>`); a proxy or stand-in."
+    )
+    slack_api_base: str = Field("https://slack.com/api", description="Slack Web API root (`/<method>`).")
+    discord_api_base: str = Field("https://discord.com/api/v10", description="Discord REST API (v10) root.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Lowest level logged.")
+    log_json: bool = Field(True, description="One JSON object per log line on stderr; `false` for console lines.")
 
     @field_validator("database_url")
     @classmethod
