@@ -80,8 +80,11 @@ class Settings(BaseSettings):
     native_refresh_token_ttl_seconds: int = Field(
         30 * 86400, ge=300, description="A refresh token unused this long expires (each refresh issues a new one)."
     )
-    # Routes marked admin answer 403 to clients outside these networks; empty means anywhere.
-    admin_allowed_cidrs: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(default_factory=list)
+    # Every admin-only operation answers 403 to clients outside these networks; empty means anywhere.
+    admin_allowed_cidrs: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list,
+        description="Networks an admin may administer from (every admin-only operation); empty means anywhere.",
+    )
 
     widget_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed to embed the widget; '*' for any."
