@@ -122,8 +122,8 @@ class Settings(BaseSettings):
     )
     admin_allowed_cidrs: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated networks (`10.0.0.0/8, ::1/128`); routes marked admin answer 403 to clients "
-        "outside them. Empty: anywhere.",
+        description="Comma-separated networks (`10.0.0.0/8, ::1/128`) an admin may administer from: every "
+        "admin-only operation answers 403 to clients outside them (docs/authentication.md). Empty: anywhere.",
     )
 
     widget_origins: Annotated[list[str], NoDecode] = Field(

@@ -34,7 +34,7 @@ from service.analytics.schemas import (
     ReplySplit,
     SessionBucket,
 )
-from service.auth.principal import Principal, requires_lead
+from service.auth.principal import Principal, requires_admin_network, requires_lead
 from service.db.tables import team_t
 from service.errors import Forbidden, NotFound, field_malformed
 
@@ -131,9 +131,10 @@ async def teams_for(
         if len(found) < len(wanted):
             raise NotFound("Team not found")
         return wanted
-    if principal.is_admin:
-        return list((await conn.execute(sa.select(team_t.c.id).order_by(team_t.c.name))).scalars())
     led = [team_id for team_id, role in principal.teams.items() if role == "lead"]
+    if principal.is_admin and (principal.admin_network or not led):
+        requires_admin_network(principal)
+        return list((await conn.execute(sa.select(team_t.c.id).order_by(team_t.c.name))).scalars())
     if not led:
         raise Forbidden("Analytics are for team leads and administrators")
     return led

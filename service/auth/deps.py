@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import ip_address
 from typing import Any
 
@@ -11,7 +12,7 @@ from litestar.exceptions import NotAuthorizedException
 
 from service.auth.native import ACCESS_PREFIX, principal_from_access_token
 from service.auth.oidc import OidcClient, OidcError
-from service.auth.principal import TOKEN_PREFIX, CredentialRefused, Principal
+from service.auth.principal import TOKEN_PREFIX, CredentialRefused, Principal, requires_admin
 from service.auth.services import load_principal, principal_from_personal_token, principal_of_subject
 from service.auth.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches, load_session
 from service.errors import Forbidden
@@ -76,18 +77,17 @@ async def principal_from_session(request: Request[Any, Any, Any], cookie: str) -
         return await load_principal(conn, session.operator_id, "session")
 
 
-def check_admin_network(request: Request[Any, Any, Any]) -> None:
-    """Admin routes answer only clients inside ``ADMIN_ALLOWED_CIDRS`` (when set)."""
+def admin_network_allowed(request: Request[Any, Any, Any]) -> bool:
+    """Whether the client is inside ``ADMIN_ALLOWED_CIDRS`` (always, when it is not set)."""
     networks = request.app.state.settings.admin_allowed_cidrs
-    if not networks or not request.route_handler.opt.get("admin"):
-        return
+    if not networks:
+        return True
     client = request.client.host if request.client else None
     try:
         address = ip_address(client or "")
     except ValueError:
-        address = None
-    if address is None or not any(address in network for network in networks):
-        raise Forbidden("Administration is not allowed from this network")
+        return False
+    return any(address in network for network in networks)
 
 
 async def _bearer(request: Request[Any, Any, Any], credential: str) -> Principal:
@@ -112,7 +112,6 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     401 when there is no valid credential. A bearer header wins: the cookie is not consulted then,
     so programs are never subject to CSRF checks and browsers always are.
     """
-    check_admin_network(request)
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
     credential = credential.strip()
@@ -124,5 +123,9 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
         principal = await principal_from_session(request, cookie)
     if principal is None:
         raise NotAuthorizedException("Sign in or send a valid bearer token", headers=UNAUTHORIZED_HEADERS)
+    if principal.is_admin and not admin_network_allowed(request):
+        principal = replace(principal, admin_network=False)
     check_token_scope(request, principal)
+    if request.route_handler.opt.get("admin"):
+        requires_admin(principal)
     return principal

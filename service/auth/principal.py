@@ -31,13 +31,20 @@ class Principal:
     via: Literal["session", "jwt", "token", "oauth", "bridge", "cli"] = "session"
     # A token's scopes (personal access token, native app); None means everything the operator may do (session, JWT).
     scopes: frozenset[str] | None = None
+    # Whether the client's network may administer (``ADMIN_ALLOWED_CIDRS``); False turns admin powers off.
+    admin_network: bool = True
 
     def is_member(self, team_id: uuid.UUID | None) -> bool:
         """Admins see every team; others only their own."""
         return self.is_admin or (team_id is not None and team_id in self.teams)
 
     def is_lead(self, team_id: uuid.UUID | None) -> bool:
-        return self.is_admin or (team_id is not None and self.teams.get(team_id) == "lead")
+        """The team's leads; admins lead every team, but only from an allowed network."""
+        return self.leads(team_id) or (self.is_admin and self.admin_network)
+
+    def leads(self, team_id: uuid.UUID | None) -> bool:
+        """A lead of this team in their own right (not through administration)."""
+        return team_id is not None and self.teams.get(team_id) == "lead"
 
     def allows(self, scope: str) -> bool:
         return self.scopes is None or scope in self.scopes
@@ -49,16 +56,43 @@ def requires_team_member(principal: Principal, team_id: uuid.UUID | None, what: 
         raise NotFound(f"{what} not found")
 
 
+ADMIN_NETWORK_REFUSED = "Administration is not allowed from this network"
+
+
+def requires_admin_network(principal: Principal) -> None:
+    """The one network check: every admin-only decision goes through here (``ADMIN_ALLOWED_CIDRS``)."""
+    if not principal.admin_network:
+        raise Forbidden(ADMIN_NETWORK_REFUSED)
+
+
 def requires_lead(principal: Principal, team_id: uuid.UUID) -> None:
-    """Team configuration: leads of that team and admins; members who are not leads get 403."""
+    """Team configuration: leads of that team and admins; members who are not leads get 403.
+
+    A lead of the team passes from anywhere; an admin who does not lead it acts as an admin,
+    so only from an allowed network.
+    """
     requires_team_member(principal, team_id, "Team")
-    if not principal.is_lead(team_id):
+    if principal.leads(team_id):
+        return
+    if not principal.is_admin:
         raise Forbidden("Only the team's leads may do this")
+    requires_admin_network(principal)
+
+
+def requires_lead_somewhere(principal: Principal, refusal: str) -> None:
+    """Leads of some team pass from anywhere; an admin who leads none acts as an admin (allowed networks only)."""
+    if "lead" in principal.teams.values():
+        return
+    if not principal.is_admin:
+        raise Forbidden(refusal)
+    requires_admin_network(principal)
 
 
 def requires_admin(principal: Principal) -> None:
+    """Administrators only, and only from an allowed network."""
     if not principal.is_admin:
         raise Forbidden("Only administrators may do this")
+    requires_admin_network(principal)
 
 
 def requires_scope(principal: Principal, scope: str) -> None:

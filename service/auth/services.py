@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.auth.principal import Principal, hash_token, new_personal_token
+from service.auth.principal import Principal, hash_token, new_personal_token, requires_admin_network
 from service.auth.schemas import TokenCreate, TokenCreated, TokenList, TokenPublic
 from service.db.tables import member_t, operator_t, token_t
 from service.errors import Conflict, Forbidden, NotFound
@@ -103,8 +103,10 @@ async def live_tokens(conn: AsyncConnection, operator_id: uuid.UUID) -> TokenLis
 async def create_token(conn: AsyncConnection, principal: Principal, data: TokenCreate) -> TokenCreated:
     """A new token for the caller, never with more than the caller has; at most ``MAX_LIVE_TOKENS`` live ones."""
     scopes = sorted(set(data.scopes))
-    if "admin" in scopes and not principal.is_admin:
-        raise Forbidden("Only administrators may create tokens with the 'admin' scope")
+    if "admin" in scopes:
+        if not principal.is_admin:
+            raise Forbidden("Only administrators may create tokens with the 'admin' scope")
+        requires_admin_network(principal)
     if principal.scopes is not None and not set(scopes) <= principal.scopes:
         raise Forbidden("A token cannot create a token with scopes it does not have")
     secret, digest, prefix = new_personal_token()

@@ -20,7 +20,7 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.auth.principal import Principal
+from service.auth.principal import Principal, requires_lead_somewhere
 from service.auth.sessions import SIGNED_OUT_COOKIE
 from service.conversations import screenshots, services, visitors
 from service.conversations.services import ConversationFilters
@@ -31,7 +31,7 @@ from service.dashboard.conversation import decision_views, transfer_targets
 from service.dashboard.profile import ProfilePageController
 from service.dashboard.teams import TeamSettingsController
 from service.deps import engine, files
-from service.errors import DomainError, Forbidden
+from service.errors import DomainError
 from service.problems import domain_status
 from service.teams import services as teams
 
@@ -48,13 +48,13 @@ INBOX_SIZE = 50
 
 
 def may_see_all(principal: Principal) -> bool:
-    """The "all" tab is for team leads and admins."""
-    return principal.is_admin or "lead" in principal.teams.values()
+    """The "all" tab is for team leads and admins (from an allowed network)."""
+    return "lead" in principal.teams.values() or (principal.is_admin and principal.admin_network)
 
 
 async def _inbox_context(request: Request[Any, Any, Any], principal: Principal, tab: Tab) -> dict[str, Any]:
-    if tab == "all" and not may_see_all(principal):
-        raise Forbidden("The all-conversations view is for team leads")
+    if tab == "all":
+        requires_lead_somewhere(principal, "The all-conversations view is for team leads")
     async with engine(request).connect() as conn:
         items, _ = await services.list_conversations(conn, principal, TABS[tab][1], None, INBOX_SIZE)
         previews = await services.last_messages(conn, [item["id"] for item in items])

@@ -20,10 +20,10 @@ from litestar.response import Template
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.auth.principal import Principal, requires_lead
+from service.auth.principal import Principal, requires_lead, requires_lead_somewhere
 from service.dashboard.common import csrf_token
 from service.deps import engine
-from service.errors import Forbidden, NotFound
+from service.errors import NotFound
 from service.operators.services import list_operators
 from service.teams import rules as rules_service
 from service.teams import services as teams
@@ -47,11 +47,6 @@ OFFLINE_POLICIES: dict[OfflinePolicy, str] = {
     "reassign": "Reassign them to the next eligible member",
 }
 _LOOKS_LITERAL = re.compile(r"^(true|false|-?\d+(\.\d+)?)$|^\".*\"$")
-
-
-def may_lead(principal: Principal) -> bool:
-    """Team settings are for team leads and admins."""
-    return principal.is_admin or "lead" in principal.teams.values()
 
 
 @dataclass(frozen=True)
@@ -144,7 +139,7 @@ async def _settings(conn: AsyncConnection, principal: Principal, team: TeamPubli
 async def _members(conn: AsyncConnection, principal: Principal, team: TeamPublic) -> dict[str, Any]:
     members = await teams.list_members(conn, team.id)
     operators: list[Any] = []
-    if principal.is_admin:
+    if principal.is_admin and principal.admin_network:
         # Only administrators may list operators (as in the REST API); leads add a member by operator id.
         page = await list_operators(conn, include_deactivated=False, cursor=None, limit=OPERATORS_OFFERED)
         inside = {member.operator_id for member in members}
@@ -197,8 +192,7 @@ class TeamSettingsController(Controller):
     @get("")
     async def index(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> Template:
         """The teams the caller leads (every team for admins)."""
-        if not may_lead(principal):
-            raise Forbidden("Team settings are for team leads")
+        requires_lead_somewhere(principal, "Team settings are for team leads")
         async with engine(request).connect() as conn:
             page = await teams.list_teams(conn, principal, None, TEAMS_SHOWN)
         led = [team for team in page.items if principal.is_lead(team.id)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_network
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.auth.principal import Principal, hash_token
 from service.settings import Settings
 from tests.conftest import run_api
-from tests.factories import bearer, make_operator, personal_token
+from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 
 
 async def test_create_list_use_and_revoke(http: httpx.AsyncClient, clean_db: AsyncEngine) -> None:
@@ -107,3 +108,70 @@ async def test_admin_routes_only_answer_allowed_networks(settings: Settings, cle
     assert denied.json()["detail"] == "Administration is not allowed from this network"
     assert me.status_code == 200
     assert allowed.status_code == 200
+
+
+NETWORK_REFUSED = "Administration is not allowed from this network"
+PERIOD = "from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z"
+
+
+async def test_every_admin_only_operation_answers_only_allowed_networks(
+    settings: Settings, clean_db: AsyncEngine
+) -> None:
+    """An admin acting on a team they do not lead, or on other operators, is administration; a lead is not
+    (also when the lead is an admin)."""
+    ada = await make_operator(clean_db, "Ada", is_admin=True)
+    lee = await make_operator(clean_db, "Lee")
+    team = await make_team(clean_db, "support")
+    max_ = await make_operator(clean_db, "Max", is_admin=True)
+    await add_member(clean_db, team, lee, "lead")
+    await add_member(clean_db, team, max_, "lead")
+    admin = bearer(await personal_token(clean_db, ada))
+    lead = bearer(await personal_token(clean_db, lee, ("read", "write")))
+    outside = settings.model_copy(update={"admin_allowed_cidrs": [ip_network("10.0.0.0/8")]})
+    inside = settings.model_copy(update={"admin_allowed_cidrs": [ip_network("10.0.0.0/8"), ip_network("127.0.0.1/32")]})
+    calls = [
+        ("GET", "/api/v1/operators", None),
+        ("GET", f"/api/v1/operators/{lee}", None),
+        ("PATCH", f"/api/v1/teams/{team}", {"welcomeMessage": "Hello"}),
+        ("GET", f"/api/v1/teams/{team}/bridges", None),
+        ("PATCH", f"/api/v1/teams/{team}/bridges", {}),
+        ("GET", f"/api/v1/teams/{team}/webhooks", None),
+        ("PUT", f"/api/v1/teams/{team}/rules", {"rules": []}),
+        ("PATCH", f"/api/v1/teams/{team}/members/{lee}", {"role": "lead"}),
+        ("POST", "/api/v1/me/tokens", {"name": "admin", "scopes": ["admin"]}),
+        ("GET", f"/api/v1/analytics?teamId={team}&{PERIOD}", None),
+        ("GET", f"/api/v1/analytics?{PERIOD}", None),
+    ]
+    pages = ["/app/teams", f"/app/teams/{team}", f"/app/teams/{team}/sections/bridges", "/app?tab=all"]
+    lead_calls = [call for call in calls if "/teams/" in call[1] or "teamId" in call[1]]
+    lead_calls += [("GET", page, None) for page in pages]
+
+    async def answers(api_settings: Settings, headers: dict[str, str], todo: list[Any]) -> dict[str, Any]:
+        async with run_api(api_settings) as api, api.client() as http:
+            return {
+                f"{method} {url}": await http.request(method, url, json=body, headers=headers)
+                for method, url, body in todo
+            }
+
+    denied = await answers(outside, admin, calls)
+    denied_pages = await answers(outside, admin, [("GET", page, None) for page in pages])
+    allowed = await answers(inside, admin, calls + [("GET", page, None) for page in pages])
+    lead_outside = await answers(outside, lead, lead_calls)
+    admin_lead_outside = await answers(outside, bearer(await personal_token(clean_db, max_)), lead_calls)
+
+    assert {
+        call: (response.status_code, response.headers["content-type"], response.json().get("detail"))
+        for call, response in denied.items()
+    } == {call: (403, "application/problem+json", NETWORK_REFUSED) for call in denied}
+    assert {
+        call: (response.status_code, NETWORK_REFUSED in response.text) for call, response in denied_pages.items()
+    } == {call: (403, True) for call in denied_pages}
+    assert {call: response.status_code for call, response in allowed.items()} == {
+        call: 201 if call.startswith("POST") else 200 for call in allowed
+    }
+    assert {call: response.status_code for call, response in lead_outside.items()} == {
+        call: 200 for call in lead_outside
+    }
+    assert {call: response.status_code for call, response in admin_lead_outside.items()} == {
+        call: 200 for call in admin_lead_outside
+    }
