@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     widget_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed to embed the widget; '*' for any."
     )
+    operator_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated browser origins allowed to call /api/v1 with a bearer token; empty for none.",
+    )
     # Widget gateway budgets, each counted per window. Visitors of one office or carrier share an
     # IP, so the per-IP budgets are sized for a crowd and the per-session one carries the protection.
     widget_rate_window_seconds: int = Field(60, ge=1)
@@ -187,7 +191,12 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "widget_origins", "admin_allowed_cidrs", "native_client_ids", "native_redirect_schemes", mode="before"
+        "widget_origins",
+        "operator_cors_origins",
+        "admin_allowed_cidrs",
+        "native_client_ids",
+        "native_redirect_schemes",
+        mode="before",
     )
     @classmethod
     def _split_commas(cls, value: object) -> object:
