@@ -121,6 +121,47 @@ async def test_list_shows_only_the_callers_teams_and_filters(
     assert (await http.get("/api/v1/conversations")).status_code == 401
 
 
+async def test_inbox_is_conditional_on_its_etag(http: httpx.AsyncClient, clean_db: AsyncEngine, crew: Crew) -> None:
+    # A widget visitor's conversation, unrouted until it is routed, so the admin sees it.
+    connected = await http.post("/pocketping/connect", json={"visitorId": "v-etag"})
+    conversation = connected.json()["sessionId"]
+    root = crew.headers["root"]
+    first = await http.get("/api/v1/conversations", headers=root)
+    assert first.status_code == 200
+    assert [item["id"] for item in first.json()["items"]] == [conversation]
+    etag = first.headers["etag"]
+    assert len(etag) == 34 and etag.startswith('"') and etag.endswith('"')
+    assert first.headers["cache-control"] == "private, no-cache"
+    # The same page again: 304, no body, the same ETag; also among other tags, and weak-prefixed by a proxy.
+    for held in (etag, f'"other", {etag}', f"W/{etag}"):
+        unchanged = await http.get("/api/v1/conversations", headers=root | {"If-None-Match": held})
+        assert unchanged.status_code == 304
+        assert unchanged.content == b""
+        assert unchanged.headers["etag"] == etag
+    # Another view (a filter, another caller) is another page, with its own ETag.
+    closed = await http.get(
+        "/api/v1/conversations", params={"status": "closed"}, headers=root | {"If-None-Match": etag}
+    )
+    assert closed.status_code == 200
+    assert closed.headers["etag"] != etag
+
+    # A new visitor message changes the page (its lastActivity): 200 and a new ETag.
+    said = await http.post(
+        "/pocketping/message", json={"sessionId": conversation, "content": "Anyone there?", "sender": "visitor"}
+    )
+    assert said.status_code == 200
+    changed = await http.get("/api/v1/conversations", headers=root | {"If-None-Match": etag})
+    assert changed.status_code == 200
+    assert changed.headers["etag"] not in (etag, None)
+    # So does an assignment.
+    await set_values(clean_db, "conversation", {"id": conversation}, status="assigned", assignee_id=crew.ids["ada"])
+    assigned = await http.get("/api/v1/conversations", headers=root | {"If-None-Match": changed.headers["etag"]})
+    assert assigned.status_code == 200
+    assert assigned.json()["items"][0]["assignee"]["id"] == str(crew.ids["ada"])
+    assert assigned.headers["etag"] not in (etag, changed.headers["etag"])
+    assert (await http.get("/api/v1/conversations", headers={"If-None-Match": etag})).status_code == 401
+
+
 async def test_search_matches_message_words_and_visitor_identity(
     http: httpx.AsyncClient, clean_db: AsyncEngine, crew: Crew
 ) -> None:
