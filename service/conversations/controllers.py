@@ -6,7 +6,7 @@ import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import ResponseHeader, UploadFile
@@ -187,12 +187,17 @@ class ConversationController(Controller):
         principal: NamedDependency[Principal],
         cursor: Cursor = None,
         limit: Limit = 50,
+        order: Annotated[
+            Literal["oldest", "newest"],
+            QueryParameter(description="newest: newest first, and nextCursor leads to the messages before them"),
+        ] = "oldest",
     ) -> MessagePage:
-        """Oldest first, in the order they were stored, with the operator who wrote each reply."""
+        """Oldest first, in the order they were stored, with the operator who wrote each reply; ``order=newest``
+        for a chat screen that opens at the bottom and scrolls back."""
         stored = files(request)
 
         async def lister(conn: AsyncConnection, conversation: str, after: str | None, size: int) -> Any:
-            return await services.list_messages(conn, stored, conversation, after, size)
+            return await services.list_messages(conn, stored, conversation, after, size, newest_first=order == "newest")
 
         page = await _list_of(request, principal, conversation_id, lister, cursor, limit)
         return MessagePage.model_validate(page)

@@ -227,16 +227,24 @@ def message_public(row: Any, stored: files.Files) -> dict[str, Any]:
 
 
 async def list_messages(
-    conn: AsyncConnection, stored: files.Files, conversation_id: str, cursor: str | None, limit: int
+    conn: AsyncConnection,
+    stored: files.Files,
+    conversation_id: str,
+    cursor: str | None,
+    limit: int,
+    *,
+    newest_first: bool = False,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of the conversation's messages in the order they were stored."""
+    """One page of the conversation's messages in the order they were stored, or newest first (the cursor
+    then stands for the last message shown, and the next page holds the ones before it)."""
     statement = _messages().where(message_t.c.conversation_id == conversation_id)
     if cursor is not None:
-        (after_seq,) = decode_cursor(cursor, 1, int)
-        if not isinstance(after_seq, int):
+        (seq,) = decode_cursor(cursor, 1, int)
+        if not isinstance(seq, int):
             raise field_malformed("cursor", "use nextCursor from a previous page")
-        statement = statement.where(message_t.c.seq > after_seq)
-    rows = (await conn.execute(statement.order_by(message_t.c.seq).limit(limit + 1))).all()
+        statement = statement.where(message_t.c.seq < seq if newest_first else message_t.c.seq > seq)
+    order = message_t.c.seq.desc() if newest_first else message_t.c.seq
+    rows = (await conn.execute(statement.order_by(order).limit(limit + 1))).all()
     page, after = keyset_page(rows, limit, _as_is, lambda r: (r.seq,))
     return [message_public(row, stored) for row in page], after
 

@@ -275,6 +275,27 @@ async def test_detail_and_messages(http: httpx.AsyncClient, clean_db: AsyncEngin
     assert contents[-1][2] == {"id": str(crew.ids["ada"]), "displayName": "Ada"}
     assert contents[0][2] is None
 
+    # Newest first, each page continuing with the messages before it: the same messages, reversed.
+    newest, cursor, sizes = [], None, []
+    while True:
+        params = {"limit": 4, "order": "newest"} | ({"cursor": cursor} if cursor else {})
+        response = await http.get(
+            f"/api/v1/conversations/{conversation_id}/messages", params=params, headers=crew.headers["ada"]
+        )
+        assert response.status_code == 200
+        sizes.append(len(response.json()["items"]))
+        newest += [(m["seq"], m["content"], m["operator"]) for m in response.json()["items"]]
+        cursor = response.json()["nextCursor"]
+        if cursor is None:
+            break
+    assert newest == contents[::-1]
+    assert sizes == [4, 2]
+    response = await http.get(
+        f"/api/v1/conversations/{conversation_id}/messages", params={"order": "latest"}, headers=crew.headers["ada"]
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "order"
+
 
 async def open_widget(http: httpx.AsyncClient, visitor: str = "v-live") -> str:
     response = await http.post("/pocketping/connect", json={"visitorId": visitor})
