@@ -165,7 +165,8 @@ class ConversationController(Controller):
         filters = services.ConversationFilters(statuses=status or (), team_id=team_id, assignee=assignee, q=q)
         async with engine(request).connect() as conn:
             items, after = await services.list_conversations(conn, principal, filters, cursor, limit)
-        page = ConversationPage.model_validate({"items": items, "next_cursor": after})
+            unread = await services.unread_total(conn, principal, filters)
+        page = ConversationPage.model_validate({"items": items, "next_cursor": after, "unread_total": unread})
         return conditional(page, if_none_match)
 
     @get("/{conversation_id:str}", operation_id="getConversation", summary="A conversation in detail")

@@ -121,6 +121,43 @@ async def test_list_shows_only_the_callers_teams_and_filters(
     assert (await http.get("/api/v1/conversations")).status_code == 401
 
 
+async def test_unread_counts_per_conversation_and_in_total(
+    http: httpx.AsyncClient, clean_db: AsyncEngine, crew: Crew
+) -> None:
+    mine, _ = await make_conversation(
+        clean_db, crew.team_a, id="u-mine", status="assigned", assignee_id=crew.ids["ada"], last_activity=T0
+    )
+    queued, _ = await make_conversation(
+        clean_db, crew.team_a, id="u-queued", status="queued", last_activity=T0 - timedelta(minutes=1)
+    )
+    other, _ = await make_conversation(clean_db, crew.team_b, id="u-other", status="queued", last_activity=T0)
+    for index in range(3):
+        await add_message(clean_db, mine, f"visitor {index}")
+    read = await add_message(clean_db, mine, "read already")
+    await set_values(clean_db, "message", {"id": read}, read_at=T0)
+    deleted = await add_message(clean_db, mine, "deleted")
+    await set_values(clean_db, "message", {"id": deleted}, deleted_at=T0)
+    await add_message(clean_db, mine, "an operator's", sender="operator", operator_id=crew.ids["ada"])
+    await add_message(clean_db, queued, "hello?")
+    await add_message(clean_db, other, "another team's")
+    ada = crew.headers["ada"]
+
+    async def unread(**params: Any) -> tuple[list[tuple[str, int]], int]:
+        response = await http.get("/api/v1/conversations", params=params, headers=ada)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return [(item["id"], item["unreadCount"]) for item in body["items"]], body["unreadTotal"]
+
+    # Only the visitor's messages not read and not deleted count; another team's never do.
+    assert await unread() == ([(mine, 3), (queued, 1)], 4)
+    # The total covers every conversation the filters match, not only the page.
+    assert await unread(limit=1) == ([(mine, 3)], 4)
+    assert await unread(assignee="me") == ([(mine, 3)], 3)
+    assert await unread(status="closed") == ([], 0)
+    await set_values(clean_db, "message", {"conversation_id": queued}, read_at=T0)
+    assert await unread() == ([(mine, 3), (queued, 0)], 3)
+
+
 async def test_inbox_is_conditional_on_its_etag(http: httpx.AsyncClient, clean_db: AsyncEngine, crew: Crew) -> None:
     # A widget visitor's conversation, unrouted until it is routed, so the admin sees it.
     connected = await http.post("/pocketping/connect", json={"visitorId": "v-etag"})
