@@ -15,6 +15,7 @@ from litestar.template.config import TemplateConfig
 from service.ai.controllers import AiController
 from service.analytics.controllers import AnalyticsController
 from service.auth.controllers import AuthController, OAuthController, TokenController, authorization_server_metadata
+from service.auth.cors import OperatorCors
 from service.auth.deps import provide_principal
 from service.auth.oidc import OidcClient
 from service.bodies import json_body_guard
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[
             timer_triggers_middleware,
             WidgetCors(settings.widget_origins, GatewayController.path),
+            OperatorCors(settings.operator_cors_origins, "/api/v1"),
             json_body_guard,
         ],
         logging_config=None,

@@ -132,6 +132,12 @@ class Settings(BaseSettings):
         "allowed: the widget's beacons need them); `*` for any. Empty: no CORS headers.",
         examples=["https://www.example.com"],
     )
+    operator_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated browser origins (a web or desktop app) allowed to call /api/v1 with a bearer "
+        "token (CORS without credentials: the dashboard's session cookie is not lent; docs/mobile.md); `*` for any. "
+        "Empty: no CORS headers on /api/v1.",
+    )
     # Widget gateway budgets, each counted per window. Visitors of one office or carrier share an
     # IP, so the per-IP budgets are sized for a crowd and the per-session one carries the protection.
     widget_rate_window_seconds: int = Field(
@@ -315,7 +321,12 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "widget_origins", "admin_allowed_cidrs", "native_client_ids", "native_redirect_schemes", mode="before"
+        "widget_origins",
+        "operator_cors_origins",
+        "admin_allowed_cidrs",
+        "native_client_ids",
+        "native_redirect_schemes",
+        mode="before",
     )
     @classmethod
     def _split_commas(cls, value: object) -> object:

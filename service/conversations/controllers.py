@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import ResponseHeader, UploadFile
@@ -13,6 +14,7 @@ from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -76,6 +78,19 @@ async def _list_of(
     return {"items": items, "next_cursor": after}
 
 
+def conditional(page: ConversationPage, if_none_match: str | None) -> Response[ConversationPage]:
+    """The page with its strong ``ETag``, or ``304`` and the ETag alone when ``If-None-Match`` names it."""
+    etag = '"' + hashlib.sha256(page.model_dump_json(by_alias=True).encode()).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if if_none_match is not None:
+        # RFC 9110 13.1.2: the weak comparison, so a W/ prefix added by a proxy still matches.
+        held = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+        if etag in held or "*" in held:
+            # No body at all (Litestar sends none for a 304); the type speaks of the 200.
+            return Response(content=None, status_code=304, headers=headers)  # type: ignore[arg-type]
+    return Response(content=page, headers=headers)
+
+
 @dataclass
 class FileForm:
     """``multipart/form-data`` with one file in the field ``file``."""
@@ -89,11 +104,35 @@ class ConversationController(Controller):
     path = "/api/v1/conversations"
     tags = ["Conversations"]
 
-    @get("", operation_id="listConversations", summary="List and search conversations")
+    @get(
+        "",
+        operation_id="listConversations",
+        summary="List and search conversations",
+        response_headers=[
+            ResponseHeader(
+                name="ETag",
+                documentation_only=True,
+                description="A strong validator of this very page; send it back as If-None-Match",
+            )
+        ],
+        responses={
+            304: ResponseSpec(
+                None, description="Not Modified: the page is the one of If-None-Match (no body; the ETag again)"
+            )
+        },
+    )
     async def list_conversations(
         self,
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
+        if_none_match: Annotated[
+            str | None,
+            HeaderParameter(
+                name="If-None-Match",
+                description="ETags of pages you hold: if this page is one of them, 304 without a body",
+                max_length=2000,
+            ),
+        ] = None,
         cursor: Cursor = None,
         limit: Limit = 25,
         status: Annotated[
@@ -116,8 +155,9 @@ class ConversationController(Controller):
                 max_length=200,
             ),
         ] = None,
-    ) -> ConversationPage:
-        """Most recent activity first; filters combine with AND."""
+    ) -> Response[ConversationPage]:
+        """Most recent activity first; filters combine with AND. Conditional: a strong ``ETag`` of the page,
+        and ``If-None-Match`` with it answers ``304`` without a body while nothing on the page changed."""
         if q is not None and "\x00" in q:
             raise ValidationException(
                 detail="q is not valid", extra=[{"key": "q", "message": "NUL characters are not allowed"}]
@@ -125,7 +165,9 @@ class ConversationController(Controller):
         filters = services.ConversationFilters(statuses=status or (), team_id=team_id, assignee=assignee, q=q)
         async with engine(request).connect() as conn:
             items, after = await services.list_conversations(conn, principal, filters, cursor, limit)
-        return ConversationPage.model_validate({"items": items, "next_cursor": after})
+            unread = await services.unread_total(conn, principal, filters)
+        page = ConversationPage.model_validate({"items": items, "next_cursor": after, "unread_total": unread})
+        return conditional(page, if_none_match)
 
     @get("/{conversation_id:str}", operation_id="getConversation", summary="A conversation in detail")
     async def get_conversation(
@@ -146,12 +188,17 @@ class ConversationController(Controller):
         principal: NamedDependency[Principal],
         cursor: Cursor = None,
         limit: Limit = 50,
+        order: Annotated[
+            Literal["oldest", "newest"],
+            QueryParameter(description="newest: newest first, and nextCursor leads to the messages before them"),
+        ] = "oldest",
     ) -> MessagePage:
-        """Oldest first, in the order they were stored, with the operator who wrote each reply."""
+        """Oldest first, in the order they were stored, with the operator who wrote each reply; ``order=newest``
+        for a chat screen that opens at the bottom and scrolls back."""
         stored = files(request)
 
         async def lister(conn: AsyncConnection, conversation: str, after: str | None, size: int) -> Any:
-            return await services.list_messages(conn, stored, conversation, after, size)
+            return await services.list_messages(conn, stored, conversation, after, size, newest_first=order == "newest")
 
         page = await _list_of(request, principal, conversation_id, lister, cursor, limit)
         return MessagePage.model_validate(page)

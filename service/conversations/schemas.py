@@ -164,11 +164,20 @@ class ConversationDetail(ConversationPublic):
     )
 
 
+class ConversationListed(ConversationPublic):
+    """A conversation in the inbox list: also how many of the visitor's messages no operator has read."""
+
+    unread_count: int = Field(description="Visitor messages not read yet (POST .../read marks them)")
+
+
 class ConversationPage(ApiModel):
     """Conversations, most recent activity first; pass ``nextCursor`` as ``cursor`` for the next page."""
 
-    items: list[ConversationPublic]
+    items: list[ConversationListed]
     next_cursor: str | None = Field(description="Opaque; null on the last page")
+    unread_total: int = Field(
+        description="Unread visitor messages in every conversation these filters match, not only this page"
+    )
 
 
 class MessagePublic(ApiModel):

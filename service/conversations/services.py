@@ -162,16 +162,9 @@ def _search(q: str) -> sa.ColumnElement[bool]:
 async def list_conversations(
     conn: AsyncConnection, principal: Principal, filters: ConversationFilters, cursor: str | None, limit: int
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of visible conversations, most recent activity first (keyset on ``(last_activity, id)``)."""
-    statement = _conversations().where(visible_to(principal))
-    if filters.statuses:
-        statement = statement.where(conversation_t.c.status.in_(list(filters.statuses)))
-    if filters.team_id is not None:
-        statement = statement.where(conversation_t.c.team_id == filters.team_id)
-    if filters.assignee is not None:
-        statement = statement.where(_assignee_filter(principal, filters.assignee))
-    if filters.q:
-        statement = statement.where(_search(filters.q))
+    """One page of visible conversations, most recent activity first (keyset on ``(last_activity, id)``), each
+    with its ``unread_count``."""
+    statement = _filtered(_conversations(), principal, filters)
     if cursor is not None:
         last_activity, last_id = decode_cursor(cursor, 2)
         statement = statement.where(
@@ -180,7 +173,44 @@ async def list_conversations(
     statement = statement.order_by(conversation_t.c.last_activity.desc(), conversation_t.c.id.desc()).limit(limit + 1)
     rows = (await conn.execute(statement)).all()
     page, after = keyset_page(rows, limit, _as_is, lambda r: (r.last_activity.isoformat(), r.id))
-    return [conversation_public(row) for row in page], after
+    counts: dict[str, int] = dict(
+        (
+            await conn.execute(
+                sa.select(message_t.c.conversation_id, sa.func.count())
+                .where(message_t.c.conversation_id.in_([row.id for row in page]), _unread())
+                .group_by(message_t.c.conversation_id)
+            )
+        ).all()
+    )
+    return [conversation_public(row) | {"unread_count": counts.get(row.id, 0)} for row in page], after
+
+
+def _filtered(statement: sa.Select[Any], principal: Principal, filters: ConversationFilters) -> sa.Select[Any]:
+    """The conversations the caller may see that match the filters."""
+    statement = statement.where(visible_to(principal))
+    if filters.statuses:
+        statement = statement.where(conversation_t.c.status.in_(list(filters.statuses)))
+    if filters.team_id is not None:
+        statement = statement.where(conversation_t.c.team_id == filters.team_id)
+    if filters.assignee is not None:
+        statement = statement.where(_assignee_filter(principal, filters.assignee))
+    if filters.q:
+        statement = statement.where(_search(filters.q))
+    return statement
+
+
+def _unread() -> sa.ColumnElement[bool]:
+    """A visitor message no operator has read yet (deleted ones do not count)."""
+    return sa.and_(message_t.c.sender == "visitor", message_t.c.read_at.is_(None), message_t.c.deleted_at.is_(None))
+
+
+async def unread_total(conn: AsyncConnection, principal: Principal, filters: ConversationFilters) -> int:
+    """Unread visitor messages over every conversation the filters match (not only one page): an app's badge."""
+    matching = _filtered(sa.select(conversation_t.c.id), principal, filters).scalar_subquery()
+    total = await conn.scalar(
+        sa.select(sa.func.count()).select_from(message_t).where(message_t.c.conversation_id.in_(matching), _unread())
+    )
+    return int(total or 0)
 
 
 async def visible_conversation(conn: AsyncConnection, principal: Principal, conversation_id: str) -> Any:
@@ -227,16 +257,24 @@ def message_public(row: Any, stored: files.Files) -> dict[str, Any]:
 
 
 async def list_messages(
-    conn: AsyncConnection, stored: files.Files, conversation_id: str, cursor: str | None, limit: int
+    conn: AsyncConnection,
+    stored: files.Files,
+    conversation_id: str,
+    cursor: str | None,
+    limit: int,
+    *,
+    newest_first: bool = False,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of the conversation's messages in the order they were stored."""
+    """One page of the conversation's messages in the order they were stored, or newest first (the cursor
+    then stands for the last message shown, and the next page holds the ones before it)."""
     statement = _messages().where(message_t.c.conversation_id == conversation_id)
     if cursor is not None:
-        (after_seq,) = decode_cursor(cursor, 1, int)
-        if not isinstance(after_seq, int):
+        (seq,) = decode_cursor(cursor, 1, int)
+        if not isinstance(seq, int):
             raise field_malformed("cursor", "use nextCursor from a previous page")
-        statement = statement.where(message_t.c.seq > after_seq)
-    rows = (await conn.execute(statement.order_by(message_t.c.seq).limit(limit + 1))).all()
+        statement = statement.where(message_t.c.seq < seq if newest_first else message_t.c.seq > seq)
+    order = message_t.c.seq.desc() if newest_first else message_t.c.seq
+    rows = (await conn.execute(statement.order_by(order).limit(limit + 1))).all()
     page, after = keyset_page(rows, limit, _as_is, lambda r: (r.seq,))
     return [message_public(row, stored) for row in page], after
 

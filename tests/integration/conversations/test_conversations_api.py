@@ -121,6 +121,84 @@ async def test_list_shows_only_the_callers_teams_and_filters(
     assert (await http.get("/api/v1/conversations")).status_code == 401
 
 
+async def test_unread_counts_per_conversation_and_in_total(
+    http: httpx.AsyncClient, clean_db: AsyncEngine, crew: Crew
+) -> None:
+    mine, _ = await make_conversation(
+        clean_db, crew.team_a, id="u-mine", status="assigned", assignee_id=crew.ids["ada"], last_activity=T0
+    )
+    queued, _ = await make_conversation(
+        clean_db, crew.team_a, id="u-queued", status="queued", last_activity=T0 - timedelta(minutes=1)
+    )
+    other, _ = await make_conversation(clean_db, crew.team_b, id="u-other", status="queued", last_activity=T0)
+    for index in range(3):
+        await add_message(clean_db, mine, f"visitor {index}")
+    read = await add_message(clean_db, mine, "read already")
+    await set_values(clean_db, "message", {"id": read}, read_at=T0)
+    deleted = await add_message(clean_db, mine, "deleted")
+    await set_values(clean_db, "message", {"id": deleted}, deleted_at=T0)
+    await add_message(clean_db, mine, "an operator's", sender="operator", operator_id=crew.ids["ada"])
+    await add_message(clean_db, queued, "hello?")
+    await add_message(clean_db, other, "another team's")
+    ada = crew.headers["ada"]
+
+    async def unread(**params: Any) -> tuple[list[tuple[str, int]], int]:
+        response = await http.get("/api/v1/conversations", params=params, headers=ada)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return [(item["id"], item["unreadCount"]) for item in body["items"]], body["unreadTotal"]
+
+    # Only the visitor's messages not read and not deleted count; another team's never do.
+    assert await unread() == ([(mine, 3), (queued, 1)], 4)
+    # The total covers every conversation the filters match, not only the page.
+    assert await unread(limit=1) == ([(mine, 3)], 4)
+    assert await unread(assignee="me") == ([(mine, 3)], 3)
+    assert await unread(status="closed") == ([], 0)
+    await set_values(clean_db, "message", {"conversation_id": queued}, read_at=T0)
+    assert await unread() == ([(mine, 3), (queued, 0)], 3)
+
+
+async def test_inbox_is_conditional_on_its_etag(http: httpx.AsyncClient, clean_db: AsyncEngine, crew: Crew) -> None:
+    # A widget visitor's conversation, unrouted until it is routed, so the admin sees it.
+    connected = await http.post("/pocketping/connect", json={"visitorId": "v-etag"})
+    conversation = connected.json()["sessionId"]
+    root = crew.headers["root"]
+    first = await http.get("/api/v1/conversations", headers=root)
+    assert first.status_code == 200
+    assert [item["id"] for item in first.json()["items"]] == [conversation]
+    etag = first.headers["etag"]
+    assert len(etag) == 34 and etag.startswith('"') and etag.endswith('"')
+    assert first.headers["cache-control"] == "private, no-cache"
+    # The same page again: 304, no body, the same ETag; also among other tags, and weak-prefixed by a proxy.
+    for held in (etag, f'"other", {etag}', f"W/{etag}"):
+        unchanged = await http.get("/api/v1/conversations", headers=root | {"If-None-Match": held})
+        assert unchanged.status_code == 304
+        assert unchanged.content == b""
+        assert unchanged.headers["etag"] == etag
+    # Another view (a filter, another caller) is another page, with its own ETag.
+    closed = await http.get(
+        "/api/v1/conversations", params={"status": "closed"}, headers=root | {"If-None-Match": etag}
+    )
+    assert closed.status_code == 200
+    assert closed.headers["etag"] != etag
+
+    # A new visitor message changes the page (its lastActivity): 200 and a new ETag.
+    said = await http.post(
+        "/pocketping/message", json={"sessionId": conversation, "content": "Anyone there?", "sender": "visitor"}
+    )
+    assert said.status_code == 200
+    changed = await http.get("/api/v1/conversations", headers=root | {"If-None-Match": etag})
+    assert changed.status_code == 200
+    assert changed.headers["etag"] not in (etag, None)
+    # So does an assignment.
+    await set_values(clean_db, "conversation", {"id": conversation}, status="assigned", assignee_id=crew.ids["ada"])
+    assigned = await http.get("/api/v1/conversations", headers=root | {"If-None-Match": changed.headers["etag"]})
+    assert assigned.status_code == 200
+    assert assigned.json()["items"][0]["assignee"]["id"] == str(crew.ids["ada"])
+    assert assigned.headers["etag"] not in (etag, changed.headers["etag"])
+    assert (await http.get("/api/v1/conversations", headers={"If-None-Match": etag})).status_code == 401
+
+
 async def test_search_matches_message_words_and_visitor_identity(
     http: httpx.AsyncClient, clean_db: AsyncEngine, crew: Crew
 ) -> None:
@@ -233,6 +311,27 @@ async def test_detail_and_messages(http: httpx.AsyncClient, clean_db: AsyncEngin
     assert [c[0] for c in contents] == sorted(c[0] for c in contents)
     assert contents[-1][2] == {"id": str(crew.ids["ada"]), "displayName": "Ada"}
     assert contents[0][2] is None
+
+    # Newest first, each page continuing with the messages before it: the same messages, reversed.
+    newest, cursor, sizes = [], None, []
+    while True:
+        params = {"limit": 4, "order": "newest"} | ({"cursor": cursor} if cursor else {})
+        response = await http.get(
+            f"/api/v1/conversations/{conversation_id}/messages", params=params, headers=crew.headers["ada"]
+        )
+        assert response.status_code == 200
+        sizes.append(len(response.json()["items"]))
+        newest += [(m["seq"], m["content"], m["operator"]) for m in response.json()["items"]]
+        cursor = response.json()["nextCursor"]
+        if cursor is None:
+            break
+    assert newest == contents[::-1]
+    assert sizes == [4, 2]
+    response = await http.get(
+        f"/api/v1/conversations/{conversation_id}/messages", params={"order": "latest"}, headers=crew.headers["ada"]
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "order"
 
 
 async def open_widget(http: httpx.AsyncClient, visitor: str = "v-live") -> str:
