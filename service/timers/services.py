@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
 from arq.connections import ArqRedis
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.tables import timer_t
@@ -79,19 +79,27 @@ async def cancel_timer(conn: AsyncConnection, kind: str, subject: str) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def triggers(arq: ArqRedis) -> AsyncIterator[None]:
-    """Enqueue the triggers of timers scheduled inside the block once it ends without error (after the commit)."""
+async def triggers(arq: ArqRedis) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """Enqueue the triggers of timers scheduled inside the block once it ends without error (after the commit).
+
+    It yields ``flush``, which enqueues those scheduled so far at once (a request's, before its answer goes out).
+    """
     pending: list[Trigger] = []
     token = _scheduled.set(pending)
+
+    async def flush() -> None:
+        while pending:
+            trigger = pending.pop(0)
+            try:
+                await enqueue_trigger(arq, trigger)
+            except Exception:
+                log.warning("timer trigger not enqueued; the sweep will", timer_id=trigger.timer_id, exc_info=True)
+
     try:
-        yield
+        yield flush
     finally:
         _scheduled.reset(token)
-    for trigger in pending:
-        try:
-            await enqueue_trigger(arq, trigger)
-        except Exception:
-            log.warning("timer trigger not enqueued; the sweep will", timer_id=trigger.timer_id, exc_info=True)
+    await flush()
 
 
 async def claim_fire(conn: AsyncConnection, timer_id: int, revision: int) -> tuple[str, str] | None:
@@ -161,14 +169,23 @@ def remember_first_response(row: Any) -> None:
 
 def timer_triggers_middleware(app: ASGIApp) -> ASGIApp:
     """Every HTTP request runs inside ``triggers``: whatever a handler's transactions schedule (a claim's
-    first-response timer, a presence change's grace timer) is enqueued once the handler is done. A
-    trigger from a transaction that rolled back is harmless: its job finds no such pending revision."""
+    first-response timer, a presence change's grace timer) is enqueued once the handler is done, before its
+    answer is sent. A trigger from a transaction that rolled back is harmless: its job finds no such pending
+    revision."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        async with triggers(scope["app"].state.redis):
-            await app(scope, receive, send)
+        async with triggers(scope["app"].state.redis) as flush:
+
+            async def send_after_triggers(message: Message) -> None:
+                # Before the answer starts (the handler's transactions have committed by then), so a client
+                # that acts on the answer finds the trigger queued; a stream's later ones go at its end.
+                if message["type"] == "http.response.start":
+                    await flush()
+                await send(message)
+
+            await app(scope, receive, send_after_triggers)
 
     return middleware
