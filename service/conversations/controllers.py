@@ -360,6 +360,14 @@ class ConversationController(Controller):
         operation_id="createNote",
         summary="Add an internal note",
         status_code=201,
+        response_headers=[
+            ResponseHeader(
+                name=REPLAYED,
+                documentation_only=True,
+                required=False,
+                description="true when this answers a repeated Idempotency-Key: no second note was stored",
+            )
+        ],
     )
     async def create_note(
         self,
@@ -367,11 +375,21 @@ class ConversationController(Controller):
         data: JSONBody[NoteCreate],
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
-    ) -> NotePublic:
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                description="Retry-safe notes: the same key from the same operator never stores a second note",
+                min_length=1,
+                max_length=255,
+            ),
+        ] = None,
+    ) -> Response[NotePublic]:
         """Visible to operators only, never sent to the visitor or the bridges; ``@handle`` notifies that operator."""
         async with engine(request).begin() as conn:
-            note = await services.add_note(conn, principal, conversation_id, data.body)
-        return NotePublic.model_validate(note)
+            stored, note = await services.add_note(conn, principal, conversation_id, data.body, idempotency_key)
+        headers = {} if stored else {REPLAYED: "true"}
+        return Response(NotePublic.model_validate(note), status_code=201, headers=headers)
 
     @post(
         "/{conversation_id:str}/screenshots",

@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -329,6 +330,11 @@ def reply_message_id(operator_id: uuid.UUID, key: str) -> str:
     return "r-" + hashlib.sha256(f"{operator_id}\n{key}".encode()).hexdigest()[:32]
 
 
+def _note_id(operator_id: uuid.UUID, key: str) -> uuid.UUID:
+    """The id an idempotent note gets: the same key from the same operator names the same note."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"switchboard:note:{operator_id}\n{key}")
+
+
 def _lock_id(message_id: str) -> int:
     """A signed 64-bit advisory lock id for the message id."""
     return int.from_bytes(hashlib.sha256(message_id.encode()).digest()[:8], "big", signed=True)
@@ -613,16 +619,31 @@ def note_public(row: Any) -> dict[str, Any]:
     }
 
 
-async def add_note(conn: AsyncConnection, principal: Principal, conversation_id: str, body: str) -> dict[str, Any]:
-    """Store the note and a ``note.created`` event addressed to the mentioned operators; the visitor never sees it."""
+async def add_note(
+    conn: AsyncConnection, principal: Principal, conversation_id: str, body: str, idempotency_key: str | None = None
+) -> tuple[bool, dict[str, Any]]:
+    """Store the note and a ``note.created`` event addressed to the mentioned operators; the visitor never sees it.
+
+    Returns (stored now, the note). With a key, the note's id is derived from the key and the caller, so a
+    retried or concurrent duplicate inserts nothing (it waits on the first's row) and gets the first note.
+    """
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise field_malformed("Idempotency-Key", "1 to 255 printable ASCII characters without spaces")
     conversation = await visible_conversation(conn, principal, conversation_id)
     mentions = await _resolve_mentions(conn, conversation.team_id, mention_handles(body))
-    note_id = uuid.uuid4()
-    await conn.execute(
-        sa.insert(note_t).values(
+    note_id = uuid.uuid4() if idempotency_key is None else _note_id(principal.operator_id, idempotency_key)
+    inserted = await conn.execute(
+        pg_insert(note_t)
+        .values(
             id=note_id, conversation_id=conversation_id, author_id=principal.operator_id, body=body, mentions=mentions
         )
+        .on_conflict_do_nothing(index_elements=[note_t.c.id])
     )
+    if inserted.rowcount == 0:
+        existing = (await conn.execute(_notes().where(note_t.c.id == note_id))).one()
+        if existing.conversation_id != conversation_id or existing.body != body:
+            raise Conflict("This Idempotency-Key was used for a different note")
+        return False, note_public(existing)
     await record_event(
         conn,
         "note.created",
@@ -636,7 +657,7 @@ async def add_note(conn: AsyncConnection, principal: Principal, conversation_id:
             "mentions": [str(m) for m in mentions],
         },
     )
-    return note_public((await conn.execute(_notes().where(note_t.c.id == note_id))).one())
+    return True, note_public((await conn.execute(_notes().where(note_t.c.id == note_id))).one())
 
 
 async def list_notes(

@@ -522,6 +522,35 @@ async def test_notes_mention_operators_who_can_see_the_conversation_and_never_re
     assert (response.status_code, response.json()["errors"][0]["field"]) == (400, "body")
 
 
+async def test_a_note_with_an_idempotency_key_is_stored_once_under_concurrent_duplicates(
+    http: httpx.AsyncClient, clean_db: AsyncEngine, crew: Crew
+) -> None:
+    session_id = await widget_held_by_ada(http, clean_db, crew)
+    path = f"/api/v1/conversations/{session_id}/notes"
+    headers = crew.headers["ada"] | {"Idempotency-Key": "note-41"}
+    responses = await asyncio.gather(
+        *(http.post(path, json={"body": "Call back at 5"}, headers=headers) for _ in range(6))
+    )
+    assert [r.status_code for r in responses] == [201] * 6
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert sorted(r.headers.get("Idempotent-Replayed", "no") for r in responses) == ["no"] + ["true"] * 5
+    assert await rows(clean_db, "SELECT body FROM internal_note") == [{"body": "Call back at 5"}]
+    assert await rows(clean_db, "SELECT count(*) AS n FROM event WHERE kind = 'note.created'") == [{"n": 1}]
+
+    response = await http.post(path, json={"body": "Something else"}, headers=headers)
+    assert (response.status_code, response.json()["detail"]) == (
+        409,
+        "This Idempotency-Key was used for a different note",
+    )
+    lead = crew.headers["lea"] | {"Idempotency-Key": "note-41"}
+    response = await http.post(path, json={"body": "Call back at 5"}, headers=lead)
+    assert (response.status_code, response.json()["author"]["displayName"]) == (201, "Lea")
+    assert "Idempotent-Replayed" not in response.headers
+    response = await http.post(path, json={"body": "x"}, headers=crew.headers["ada"] | {"Idempotency-Key": "a b"})
+    assert (response.status_code, response.json()["errors"][0]["field"]) == (400, "Idempotency-Key")
+    assert await rows(clean_db, "SELECT count(*) AS n FROM internal_note") == [{"n": 2}]
+
+
 async def test_nul_in_any_route_text_is_a_bad_request_not_a_server_error(
     http: httpx.AsyncClient, clean_db: AsyncEngine, crew: Crew
 ) -> None:
