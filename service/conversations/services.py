@@ -23,6 +23,7 @@ from service.errors import Conflict, Forbidden, NotFound, field_malformed
 from service.events import record_event
 from service.files import services as files
 from service.gateway.hub import SwitchboardPocketPing
+from service.idempotency import check_key
 from service.pagination import decode_cursor, encode_cursor
 from service.pagination import page as keyset_page
 from service.routing.handoff import claim
@@ -32,7 +33,6 @@ MAX_PAGE = 100
 # How long a repeated Idempotency-Key waits for the first request before a 409 asks to retry.
 REPLY_LOCK_TIMEOUT_MS = 10_000
 _LOCK_NOT_AVAILABLE = "55P03"
-IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 def _as_is(row: Any) -> Any:
@@ -384,8 +384,7 @@ async def reply(
     id and only if that message does not exist yet: concurrent duplicates wait for the first,
     then find its message, and a retry after a crash finds the message the first one stored.
     """
-    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-        raise field_malformed("Idempotency-Key", "1 to 255 printable ASCII characters without spaces")
+    check_key(idempotency_key)
     async with engine.connect() as conn:
         await visible_conversation(conn, principal, conversation_id)
     how = _How(source_bridge, lead_steps_in, list(attachment_ids))
@@ -627,8 +626,7 @@ async def add_note(
     Returns (stored now, the note). With a key, the note's id is derived from the key and the caller, so a
     retried or concurrent duplicate inserts nothing (it waits on the first's row) and gets the first note.
     """
-    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-        raise field_malformed("Idempotency-Key", "1 to 255 printable ASCII characters without spaces")
+    check_key(idempotency_key)
     conversation = await visible_conversation(conn, principal, conversation_id)
     mentions = await _resolve_mentions(conn, conversation.team_id, mention_handles(body))
     note_id = uuid.uuid4() if idempotency_key is None else _note_id(principal.operator_id, idempotency_key)

@@ -68,6 +68,22 @@ class Operator(SQLModel, table=True):
     deactivated_at: datetime | None = Field(default=None, sa_type=TZ)
 
 
+class IdempotentAction(SQLModel, table=True):
+    """The answer a routing action (claim, transfer, close) gave under an operator's ``Idempotency-Key``.
+
+    Written in the action's own transaction, so a retry after a lost answer finds exactly what was done.
+    """
+
+    __tablename__ = "idempotent_action"
+
+    operator_id: uuid.UUID = Field(foreign_key="operator.id", ondelete="CASCADE", primary_key=True)
+    key: str = Field(primary_key=True, max_length=255)
+    # The operation, conversation and body the key was first used for; another use of it is a 409.
+    request_hash: str = Field(max_length=64)
+    response: dict[str, Any] = Field(sa_type=JSONB)
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
 class PresenceClient(SQLModel, table=True):
     """One client of an operator (a dashboard tab, a mobile app, a chat bridge account, a script): a presence session.
 

@@ -10,9 +10,10 @@ import sqlalchemy as sa
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service import idempotency
 from service.auth.principal import Principal, requires_lead, requires_team_member
 from service.db.tables import conversation_t
 from service.db.transactions import in_transaction
@@ -26,18 +27,43 @@ from service.routing.schemas import (
     TransferCreate,
 )
 
+# The Idempotency-Key header of the claim, transfer and close actions (the answer is stored under it).
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        description="Retry-safe: the same key from the same operator answers the first result and acts once",
+        min_length=1,
+        max_length=255,
+    ),
+]
+
 
 async def _act(
     request: Request[Any, Any, Any],
     principal: Principal,
     conversation_id: str,
     action: Callable[[AsyncConnection, uuid.UUID], Awaitable[object]],
+    key: str | None = None,
+    body: Any = None,
 ) -> ConversationRoutingPublic:
-    """Guard, act and read back the routing state in one transaction (run again if PostgreSQL broke a deadlock)."""
+    """Guard, act and read back the routing state in one transaction (run again if PostgreSQL broke a deadlock).
+
+    With ``key``, a repeat of the same request answers what the first one did, without acting again.
+    """
+    idempotency.check_key(key)
+    operation = request.url.path.rsplit("/", 1)[-1]
+    bound_to = idempotency.request_hash(operation, conversation_id, body)
 
     async def work(conn: AsyncConnection) -> ConversationRoutingPublic:
+        if key is not None and (earlier := await idempotency.replayed(conn, principal.operator_id, key, bound_to)):
+            return ConversationRoutingPublic.model_validate(earlier)
         await action(conn, await queries.lock_for_member(conn, conversation_id, principal))
-        return await queries.routing_state(conn, conversation_id)
+        state = await queries.routing_state(conn, conversation_id)
+        if key is not None:
+            answer = state.model_dump(mode="json", by_alias=True)
+            await idempotency.remember(conn, principal.operator_id, key, bound_to, answer)
+        return state
 
     return await in_transaction(engine(request), work)
 
@@ -50,12 +76,20 @@ class RoutingController(Controller):
 
     @post("/claim", operation_id="claimConversation", summary="Take a waiting conversation", status_code=200)
     async def claim(
-        self, conversation_id: FromPath[str], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+        self,
+        conversation_id: FromPath[str],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        idempotency_key: IdempotencyKey = None,
     ) -> ConversationRoutingPublic:
         """Assign a queued conversation of your team to yourself, within your capacity (409 when full or taken)."""
         me = principal.operator_id
         return await _act(
-            request, principal, conversation_id, lambda conn, _: handoff.claim(conn, conversation_id, me, actor_id=me)
+            request,
+            principal,
+            conversation_id,
+            lambda conn, _: handoff.claim(conn, conversation_id, me, actor_id=me),
+            idempotency_key,
         )
 
     @post("/transfer", operation_id="transferConversation", summary="Hand off to an operator or team", status_code=200)
@@ -65,6 +99,7 @@ class RoutingController(Controller):
         data: JSONBody[TransferCreate],
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
+        idempotency_key: IdempotencyKey = None,
     ) -> ConversationRoutingPublic:
         """To an operator of the team (capacity-checked; leads may override) or to a team (routed by its policy)."""
 
@@ -85,11 +120,15 @@ class RoutingController(Controller):
                     conn, conversation_id, data.team_id, actor_id=principal.operator_id, note=data.note
                 )
 
-        return await _act(request, principal, conversation_id, transfer)
+        return await _act(request, principal, conversation_id, transfer, idempotency_key, data.model_dump(mode="json"))
 
     @post("/close", operation_id="closeConversation", summary="Close a conversation", status_code=200)
     async def close(
-        self, conversation_id: FromPath[str], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+        self,
+        conversation_id: FromPath[str],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        idempotency_key: IdempotencyKey = None,
     ) -> ConversationRoutingPublic:
         """Closes it and gives the assignee's slot to the next queued conversation (409 if already closed)."""
 
@@ -99,6 +138,7 @@ class RoutingController(Controller):
             principal,
             conversation_id,
             lambda conn, _: handoff.close_conversation(conn, conversation_id, actor_id=me),
+            idempotency_key,
         )
 
     @post("/reopen", operation_id="reopenConversation", summary="Reopen a closed conversation", status_code=200)

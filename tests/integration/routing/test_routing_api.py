@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
@@ -182,3 +183,47 @@ async def test_handoff_end_to_end_through_workers(
         "conversation.transferred",
         "conversation.assigned",
     ]
+
+
+async def test_claim_transfer_and_close_with_an_idempotency_key_act_once(
+    http: httpx.AsyncClient, clean_db: AsyncEngine
+) -> None:
+    team_id = await make_team(clean_db, routing_policy="manual")
+    ada, ada_auth = await person(clean_db, "Ada", team_id)
+    bob, bob_auth = await person(clean_db, "Bob", team_id)
+    conversation_id = await queued(clean_db, team_id)
+    path = f"{API}/{conversation_id}"
+
+    claims = await asyncio.gather(
+        *(http.post(f"{path}/claim", headers=ada_auth | {"Idempotency-Key": "claim-1"}) for _ in range(5))
+    )
+    assert [r.status_code for r in claims] == [200] * 5
+    assert {r.json()["assigneeId"] for r in claims} == {str(ada)}
+    # Without a key the repeat is what it is: the conversation no longer waits.
+    response = await http.post(f"{path}/claim", headers=ada_auth)
+    assert (response.status_code, response.json()["detail"]) == (409, "This conversation is not waiting in a queue")
+
+    transfer = {"operatorId": str(bob)}
+    first = await http.post(f"{path}/transfer", json=transfer, headers=ada_auth | {"Idempotency-Key": "move-1"})
+    again = await http.post(f"{path}/transfer", json=transfer, headers=ada_auth | {"Idempotency-Key": "move-1"})
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert first.json() == again.json()
+    assert again.json()["assigneeId"] == str(bob)
+    other = await http.post(
+        f"{path}/transfer", json={"operatorId": str(ada)}, headers=ada_auth | {"Idempotency-Key": "move-1"}
+    )
+    assert (other.status_code, other.json()["detail"]) == (409, "This Idempotency-Key was used for a different request")
+
+    closes = [await http.post(f"{path}/close", headers=bob_auth | {"Idempotency-Key": "close-1"}) for _ in range(2)]
+    assert [r.status_code for r in closes] == [200, 200]
+    assert closes[0].json() == closes[1].json()
+    assert closes[1].json()["status"] == "closed"
+    history = await rows(
+        clean_db,
+        "SELECT operator_id, reason FROM assignment WHERE conversation_id = :id ORDER BY started_at",
+        id=conversation_id,
+    )
+    assert [h["operator_id"] for h in history] == [ada, bob]
+    assert await rows(clean_db, "SELECT count(*) AS n FROM idempotent_action") == [{"n": 3}]
+    response = await http.post(f"{path}/close", headers=bob_auth | {"Idempotency-Key": "bad key"})
+    assert (response.status_code, response.json()["errors"][0]["field"]) == (400, "Idempotency-Key")
