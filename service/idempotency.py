@@ -33,10 +33,15 @@ def request_hash(operation: str, subject: str, body: Any = None) -> str:
     return hashlib.sha256(json.dumps([operation, subject, body], sort_keys=True, default=str).encode()).hexdigest()
 
 
+async def advisory_lock(conn: AsyncConnection, name: str) -> None:
+    """Wait for, then hold until the transaction ends, the advisory lock named ``name`` (a key's first use)."""
+    lock_id = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_id)))
+
+
 async def replayed(conn: AsyncConnection, operator_id: uuid.UUID, key: str, bound_to: str) -> dict[str, Any] | None:
     """The stored answer for this key, or None to act now; waits for a concurrent first use to commit."""
-    lock = int.from_bytes(hashlib.sha256(f"action\n{operator_id}\n{key}".encode()).digest()[:8], "big", signed=True)
-    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock)))
+    await advisory_lock(conn, f"action\n{operator_id}\n{key}")
     row = (
         await conn.execute(
             sa.select(idempotent_action_t.c.request_hash, idempotent_action_t.c.response).where(

@@ -44,7 +44,7 @@ from service.conversations.schemas import (
     WidgetUploadStart,
     WidgetUploadStarted,
 )
-from service.deps import engine, files
+from service.deps import REPLAYED_HEADERS, IdempotencyKey, engine, files, replay_headers
 from service.files.services import MAX_UPLOAD_BYTES
 from service.gateway.hub import SwitchboardPocketPing
 from service.gateway.limits import count_signal
@@ -57,7 +57,6 @@ MessageId = Annotated[str, PathParameter(description="The message's id", max_len
 WidgetSession = Annotated[str, QueryParameter(name="sessionId", min_length=1, max_length=100)]
 Cursor = Annotated[str | None, QueryParameter(description="nextCursor of the previous page", max_length=500)]
 Limit = Annotated[int, QueryParameter(ge=1, le=services.MAX_PAGE, description="Items per page")]
-REPLAYED = "Idempotent-Replayed"
 
 
 Lister = Callable[[AsyncConnection, str, str | None, int], Awaitable[tuple[list[dict[str, Any]], str | None]]]
@@ -232,14 +231,7 @@ class ConversationController(Controller):
         operation_id="replyToConversation",
         summary="Reply to the visitor",
         status_code=201,
-        response_headers=[
-            ResponseHeader(
-                name=REPLAYED,
-                documentation_only=True,
-                required=False,
-                description="true when this answers a repeated Idempotency-Key: nothing was sent again",
-            )
-        ],
+        response_headers=REPLAYED_HEADERS,
     )
     async def reply(
         self,
@@ -248,15 +240,7 @@ class ConversationController(Controller):
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         pocketping: NamedDependency[SwitchboardPocketPing],
-        idempotency_key: Annotated[
-            str | None,
-            HeaderParameter(
-                name="Idempotency-Key",
-                description="Retry-safe sends: the same key from the same operator never sends a second message",
-                min_length=1,
-                max_length=255,
-            ),
-        ] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[MessagePublic]:
         """Sent to the widget and the bridges as you. A waiting conversation of your team is claimed first."""
         sent, message = await services.reply(
@@ -268,8 +252,7 @@ class ConversationController(Controller):
             idempotency_key,
             attachment_ids=data.attachment_ids,
         )
-        headers = {} if sent else {REPLAYED: "true"}
-        return Response(MessagePublic.model_validate(message), status_code=201, headers=headers)
+        return Response(MessagePublic.model_validate(message), status_code=201, headers=replay_headers(not sent))
 
     @patch("/{conversation_id:str}/messages/{message_id:str}", operation_id="editMessage", summary="Edit your message")
     async def edit_message(
@@ -360,14 +343,7 @@ class ConversationController(Controller):
         operation_id="createNote",
         summary="Add an internal note",
         status_code=201,
-        response_headers=[
-            ResponseHeader(
-                name=REPLAYED,
-                documentation_only=True,
-                required=False,
-                description="true when this answers a repeated Idempotency-Key: no second note was stored",
-            )
-        ],
+        response_headers=REPLAYED_HEADERS,
     )
     async def create_note(
         self,
@@ -375,21 +351,12 @@ class ConversationController(Controller):
         data: JSONBody[NoteCreate],
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
-        idempotency_key: Annotated[
-            str | None,
-            HeaderParameter(
-                name="Idempotency-Key",
-                description="Retry-safe notes: the same key from the same operator never stores a second note",
-                min_length=1,
-                max_length=255,
-            ),
-        ] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[NotePublic]:
         """Visible to operators only, never sent to the visitor or the bridges; ``@handle`` notifies that operator."""
         async with engine(request).begin() as conn:
             stored, note = await services.add_note(conn, principal, conversation_id, data.body, idempotency_key)
-        headers = {} if stored else {REPLAYED: "true"}
-        return Response(NotePublic.model_validate(note), status_code=201, headers=headers)
+        return Response(NotePublic.model_validate(note), status_code=201, headers=replay_headers(not stored))
 
     @post(
         "/{conversation_id:str}/screenshots",

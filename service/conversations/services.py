@@ -23,7 +23,7 @@ from service.errors import Conflict, Forbidden, NotFound, field_malformed
 from service.events import record_event
 from service.files import services as files
 from service.gateway.hub import SwitchboardPocketPing
-from service.idempotency import check_key
+from service.idempotency import advisory_lock, check_key
 from service.pagination import decode_cursor, encode_cursor
 from service.pagination import page as keyset_page
 from service.routing.handoff import claim
@@ -335,11 +335,6 @@ def _note_id(operator_id: uuid.UUID, key: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"switchboard:note:{operator_id}\n{key}")
 
 
-def _lock_id(message_id: str) -> int:
-    """A signed 64-bit advisory lock id for the message id."""
-    return int.from_bytes(hashlib.sha256(message_id.encode()).digest()[:8], "big", signed=True)
-
-
 async def _may_reply(engine: AsyncEngine, principal: Principal, conversation_id: str, lead_steps_in: bool) -> None:
     """The assignee replies; leads and admins may step in; a team member replying to a waiting conversation claims it.
 
@@ -395,7 +390,7 @@ async def reply(
         # A duplicate waits for the first request, but not forever: it holds a pooled connection meanwhile.
         await conn.execute(sa.text(f"SET LOCAL lock_timeout = {int(REPLY_LOCK_TIMEOUT_MS)}"))
         try:
-            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_id(message_id))))
+            await advisory_lock(conn, message_id)
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
                 raise

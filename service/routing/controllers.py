@@ -7,17 +7,17 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
-from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import idempotency
 from service.auth.principal import Principal, requires_lead, requires_team_member
 from service.db.tables import conversation_t
 from service.db.transactions import in_transaction
-from service.deps import engine
+from service.deps import REPLAYED_HEADERS, IdempotencyKey, engine, replay_headers
 from service.routing import handoff, queries
 from service.routing.queries import decisions_for
 from service.routing.schemas import (
@@ -27,17 +27,6 @@ from service.routing.schemas import (
     TransferCreate,
 )
 
-# The Idempotency-Key header of the claim, transfer and close actions (the answer is stored under it).
-IdempotencyKey = Annotated[
-    str | None,
-    HeaderParameter(
-        name="Idempotency-Key",
-        description="Retry-safe: the same key from the same operator answers the first result and acts once",
-        min_length=1,
-        max_length=255,
-    ),
-]
-
 
 async def _act(
     request: Request[Any, Any, Any],
@@ -46,7 +35,7 @@ async def _act(
     action: Callable[[AsyncConnection, uuid.UUID], Awaitable[object]],
     key: str | None = None,
     body: Any = None,
-) -> ConversationRoutingPublic:
+) -> Response[ConversationRoutingPublic]:
     """Guard, act and read back the routing state in one transaction (run again if PostgreSQL broke a deadlock).
 
     With ``key``, a repeat of the same request answers what the first one did, without acting again.
@@ -55,15 +44,15 @@ async def _act(
     operation = request.url.path.rsplit("/", 1)[-1]
     bound_to = idempotency.request_hash(operation, conversation_id, body)
 
-    async def work(conn: AsyncConnection) -> ConversationRoutingPublic:
+    async def work(conn: AsyncConnection) -> Response[ConversationRoutingPublic]:
         if key is not None and (earlier := await idempotency.replayed(conn, principal.operator_id, key, bound_to)):
-            return ConversationRoutingPublic.model_validate(earlier)
+            return Response(ConversationRoutingPublic.model_validate(earlier), headers=replay_headers(True))
         await action(conn, await queries.lock_for_member(conn, conversation_id, principal))
         state = await queries.routing_state(conn, conversation_id)
         if key is not None:
             answer = state.model_dump(mode="json", by_alias=True)
             await idempotency.remember(conn, principal.operator_id, key, bound_to, answer)
-        return state
+        return Response(state)
 
     return await in_transaction(engine(request), work)
 
@@ -74,14 +63,20 @@ class RoutingController(Controller):
     path = "/api/v1/conversations/{conversation_id:str}"
     tags = ["Routing"]
 
-    @post("/claim", operation_id="claimConversation", summary="Take a waiting conversation", status_code=200)
+    @post(
+        "/claim",
+        operation_id="claimConversation",
+        summary="Take a waiting conversation",
+        status_code=200,
+        response_headers=REPLAYED_HEADERS,
+    )
     async def claim(
         self,
         conversation_id: FromPath[str],
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         idempotency_key: IdempotencyKey = None,
-    ) -> ConversationRoutingPublic:
+    ) -> Response[ConversationRoutingPublic]:
         """Assign a queued conversation of your team to yourself, within your capacity (409 when full or taken)."""
         me = principal.operator_id
         return await _act(
@@ -92,7 +87,13 @@ class RoutingController(Controller):
             idempotency_key,
         )
 
-    @post("/transfer", operation_id="transferConversation", summary="Hand off to an operator or team", status_code=200)
+    @post(
+        "/transfer",
+        operation_id="transferConversation",
+        summary="Hand off to an operator or team",
+        status_code=200,
+        response_headers=REPLAYED_HEADERS,
+    )
     async def transfer(
         self,
         conversation_id: FromPath[str],
@@ -100,7 +101,7 @@ class RoutingController(Controller):
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         idempotency_key: IdempotencyKey = None,
-    ) -> ConversationRoutingPublic:
+    ) -> Response[ConversationRoutingPublic]:
         """To an operator of the team (capacity-checked; leads may override) or to a team (routed by its policy)."""
 
         async def transfer(conn: AsyncConnection, team_id: uuid.UUID) -> None:
@@ -122,14 +123,20 @@ class RoutingController(Controller):
 
         return await _act(request, principal, conversation_id, transfer, idempotency_key, data.model_dump(mode="json"))
 
-    @post("/close", operation_id="closeConversation", summary="Close a conversation", status_code=200)
+    @post(
+        "/close",
+        operation_id="closeConversation",
+        summary="Close a conversation",
+        status_code=200,
+        response_headers=REPLAYED_HEADERS,
+    )
     async def close(
         self,
         conversation_id: FromPath[str],
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         idempotency_key: IdempotencyKey = None,
-    ) -> ConversationRoutingPublic:
+    ) -> Response[ConversationRoutingPublic]:
         """Closes it and gives the assignee's slot to the next queued conversation (409 if already closed)."""
 
         me = principal.operator_id
@@ -144,7 +151,7 @@ class RoutingController(Controller):
     @post("/reopen", operation_id="reopenConversation", summary="Reopen a closed conversation", status_code=200)
     async def reopen(
         self, conversation_id: FromPath[str], request: Request[Any, Any, Any], principal: NamedDependency[Principal]
-    ) -> ConversationRoutingPublic:
+    ) -> Response[ConversationRoutingPublic]:
         """Reopens it and routes it again in its team at once (409 unless closed)."""
 
         me = principal.operator_id

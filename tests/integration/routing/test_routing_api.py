@@ -199,6 +199,7 @@ async def test_claim_transfer_and_close_with_an_idempotency_key_act_once(
     )
     assert [r.status_code for r in claims] == [200] * 5
     assert {r.json()["assigneeId"] for r in claims} == {str(ada)}
+    assert sorted(r.headers.get("Idempotent-Replayed", "no") for r in claims) == ["no"] + ["true"] * 4
     # Without a key the repeat is what it is: the conversation no longer waits.
     response = await http.post(f"{path}/claim", headers=ada_auth)
     assert (response.status_code, response.json()["detail"]) == (409, "This conversation is not waiting in a queue")
@@ -208,6 +209,7 @@ async def test_claim_transfer_and_close_with_an_idempotency_key_act_once(
     again = await http.post(f"{path}/transfer", json=transfer, headers=ada_auth | {"Idempotency-Key": "move-1"})
     assert (first.status_code, again.status_code) == (200, 200)
     assert first.json() == again.json()
+    assert ("Idempotent-Replayed" in first.headers, again.headers["Idempotent-Replayed"]) == (False, "true")
     assert again.json()["assigneeId"] == str(bob)
     other = await http.post(
         f"{path}/transfer", json={"operatorId": str(ada)}, headers=ada_auth | {"Idempotency-Key": "move-1"}
@@ -217,6 +219,7 @@ async def test_claim_transfer_and_close_with_an_idempotency_key_act_once(
     closes = [await http.post(f"{path}/close", headers=bob_auth | {"Idempotency-Key": "close-1"}) for _ in range(2)]
     assert [r.status_code for r in closes] == [200, 200]
     assert closes[0].json() == closes[1].json()
+    assert [r.headers.get("Idempotent-Replayed", "no") for r in closes] == ["no", "true"]
     assert closes[1].json()["status"] == "closed"
     history = await rows(
         clean_db,
