@@ -15,7 +15,6 @@ from litestar.template.config import TemplateConfig
 from service.ai.controllers import AiController
 from service.analytics.controllers import AnalyticsController
 from service.auth.controllers import AuthController, OAuthController, TokenController, authorization_server_metadata
-from service.auth.cors import OperatorCors
 from service.auth.deps import provide_principal
 from service.auth.oidc import OidcClient
 from service.bodies import json_body_guard
@@ -23,12 +22,12 @@ from service.bridges.controllers import BridgeLinkController, BridgeWebhookContr
 from service.bridges.registry import BridgeRegistry
 from service.canned.controllers import CannedResponseController
 from service.conversations.controllers import ConversationController, WidgetScreenshotController
+from service.cors import PathCors, operator_policy, widget_policy
 from service.dashboard.controllers import TEMPLATES, dashboard_router
 from service.db.transactions import in_transaction
 from service.demo.controllers import demo_router
 from service.files.controllers import FileController
 from service.gateway.controllers import GatewayController
-from service.gateway.cors import WidgetCors
 from service.gateway.hub import SwitchboardPocketPing
 from service.gateway.limits import RateLimiter
 from service.logging import configure_logging
@@ -128,8 +127,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
             timer_triggers_middleware,
-            WidgetCors(settings.widget_origins, GatewayController.path),
-            OperatorCors(settings.operator_cors_origins, "/api/v1"),
+            PathCors(
+                widget_policy(settings.widget_origins, GatewayController.path),
+                operator_policy(settings.operator_cors_origins, "/api/v1"),
+            ),
             json_body_guard,
         ],
         logging_config=None,
