@@ -30,6 +30,7 @@ from service.files.controllers import FileController
 from service.gateway.controllers import GatewayController
 from service.gateway.hub import SwitchboardPocketPing
 from service.gateway.limits import RateLimiter
+from service.history.controllers import HistoryController
 from service.logging import configure_logging
 from service.openapi import finish_openapi, openapi_config
 from service.operators.controllers import MeController, OperatorController
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TokenController,
             CannedResponseController,
             OperatorController,
+            HistoryController,
             EventsController,
             WebhookController,
             AiController,

@@ -408,6 +408,9 @@ ROWS: dict[str, Row] = {
     "GET /api/v1/operators": Row(admin_only(200)),
     "GET /api/v1/operators/{operator_id}": Row(admin_only(200)),
     "PATCH /api/v1/operators/{operator_id}": Row(admin_only(200), body={"displayName": "Renamed"}),
+    # history: the audit log (admins), a team's assignments (its leads)
+    "GET /api/v1/audit-events": Row(admin_only(200)),
+    "GET /api/v1/teams/{team_id}/assignments": Row(lead_only(200)),
     # realtime: everyone signed in gets their own stream, filtered to what they may see
     "GET /api/v1/events": Row(signed_in(200), streams=True),
     # webhooks: the team's leads and admins

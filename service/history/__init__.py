@@ -1,0 +1,1 @@
+"""Read-only history: the audit log (admins) and a team's assignment history (its leads)."""
