@@ -242,6 +242,25 @@ class Settings(BaseSettings):
     )
     ai_model: str | None = Field(None, description="The vendor's model; unset: the vendor SDK's default.")
     ai_context_messages: int = Field(20, ge=1, le=200, description="Latest messages given to the AI as context.")
+    ai_base_url: str | None = Field(
+        None,
+        description="The vendor API's base URL (a proxy, a gateway, a regional endpoint); unset: the vendor's own "
+        "(`https://api.openai.com/v1`, `https://api.anthropic.com/v1`, "
+        "`https://generativelanguage.googleapis.com/v1beta`).",
+    )
+    ai_max_attempts: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="Tries of one AI reply (the outbox's backoff between them); when the last fails, the "
+        "conversation is handed back to the team's humans.",
+    )
+    ai_handback_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="An AI reply not sent this long after its takeover fired is given up (a slow try is cut off "
+        "at this limit) and the conversation handed back to the team's humans.",
+    )
     data_dir: str = Field(
         ".data",
         description="Local data folder (the one `switchboard dev` keeps its databases in); attachments are kept in "

@@ -11,6 +11,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import outbox, queue
+from service.ai import delivery as ai_delivery
 from service.ai import services as ai
 from service.bridges import notify as bridges
 from service.conversations.delivery import WIDGET_MESSAGE, deliver_widget_message
@@ -66,19 +67,8 @@ async def fire_timer(ctx: dict[str, Any], *, timer_id: int, revision: int) -> st
         # After the commit, at most once: a visitor not connected now is not asked.
         await ctx["pocketping"].ask_for_rating(owed.conversation_id, owed.requested_at)
     elif owed is not None:
-        # After the commit: the provider may take seconds, and no lock is held meanwhile. The
-        # timer has fired, so a retry would do nothing: a failed reply is logged, not retried.
-        try:
-            await ai.respond(
-                ctx["pocketping"],
-                ctx["ai_provider"],
-                owed,
-                message_id=f"ai-{timer_id}-{revision}",
-                context_messages=ctx["settings"].ai_context_messages,
-            )
-        except Exception:
-            log.warning("AI reply failed", conversation_id=owed.conversation_id, exc_info=True)
-            return "ai_failed"
+        # The AI reply is outbox work (retried, sent once); if this enqueue is lost, the sweep finds the row.
+        await enqueue_delivery(ctx["redis"], owed.outbox_id)
     log.info("timer fired", timer_id=timer_id, revision=revision, outcome=outcome)
     return outcome
 
@@ -97,6 +87,11 @@ def _outbox_kinds(ctx: dict[str, Any]) -> dict[str, outbox.Kind]:
             lease_seconds=webhooks.lease_seconds(ctx["settings"]),
         ),
         bridges.BRIDGE: outbox.Kind(lambda delivery: bridges.deliver(ctx["engine"], ctx["team_bridge"], delivery)),
+        ai.AI_REPLY: outbox.Kind(
+            lambda delivery: ai_delivery.deliver(ctx["pocketping"], ctx["ai_provider"], ctx["settings"], delivery),
+            # A try is cut off at the hand-back limit; beyond it the row may be leased again.
+            lease_seconds=ctx["settings"].ai_handback_seconds + outbox.LEASE_SECONDS,
+        ),
     }
 
 

@@ -30,7 +30,8 @@ class LocalProvider(AIProvider):
 
 
 def build_provider(settings: Settings) -> AIProvider:
-    """The provider ``AI_PROVIDER`` names, with ``AI_API_KEY`` and ``AI_MODEL`` (the SDK's default model if unset)."""
+    """The provider ``AI_PROVIDER`` names, with ``AI_API_KEY``, ``AI_MODEL`` and ``AI_BASE_URL`` (the SDK's defaults
+    if unset)."""
     if settings.ai_provider == "local":
         return LocalProvider()
     vendors: dict[str, type[OpenAIProvider | AnthropicProvider | GeminiProvider]] = {
@@ -39,5 +40,7 @@ def build_provider(settings: Settings) -> AIProvider:
         "gemini": GeminiProvider,
     }
     options = {"model": settings.ai_model} if settings.ai_model else {}
+    if settings.ai_base_url:
+        options["base_url"] = settings.ai_base_url
     assert settings.ai_api_key is not None  # the settings refuse a vendor without a key
     return vendors[settings.ai_provider](api_key=settings.ai_api_key, **options)

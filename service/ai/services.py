@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from pocketping.ai.base import AIProvider
 from pocketping.models import Message, Sender
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service import outbox
 from service.auth.principal import Principal, requires_team_member
 from service.db.tables import conversation_t, message_t, team_t
 from service.errors import Conflict, NotFound
@@ -159,16 +161,20 @@ async def arm_after_routing(conn: AsyncConnection, conversation_id: str) -> None
         await schedule_timer(conn, AI_TAKEOVER, conversation_id, due)
 
 
+AI_REPLY = "ai_reply"  # the outbox kind of an AI reply owed to a visitor (``service.ai.delivery`` sends it)
+
+
 @dataclass(frozen=True)
 class Takeover:
-    """An AI reply owed after the firing transaction commits; ``announce`` when AI mode starts with it."""
+    """An AI reply owed after the firing transaction commits: its outbox row, to enqueue once committed."""
 
     conversation_id: str
-    announce: bool
+    outbox_id: int
 
 
-async def take_over(conn: AsyncConnection, conversation_id: str) -> Takeover | None:
-    """In the firing transaction: AI mode on, if AI still applies and the visitor's last message waits for an answer."""
+async def take_over(conn: AsyncConnection, conversation_id: str, message_id: str) -> Takeover | None:
+    """In the firing transaction: AI mode on, if AI still applies and the visitor's last message waits for an answer,
+    and the reply owed as an outbox row, so it is sent at least once, and once only: as ``message_id``."""
     row = (
         await conn.execute(
             sa.text(
@@ -196,7 +202,66 @@ async def take_over(conn: AsyncConnection, conversation_id: str) -> Takeover | N
             conversation_id=conversation_id,
             data={"conversationId": conversation_id, "reason": "timeout"},
         )
-    return Takeover(conversation_id, announce=not row.ai_active)
+    payload = {
+        "conversationId": conversation_id,
+        "messageId": message_id,
+        # The widget hears of the takeover with the AI's first reply, never before: a failing AI shows nothing.
+        "announce": not row.ai_active,
+        "firedAt": datetime.now(UTC).isoformat(),
+    }
+    outbox_id = await outbox.add(conn, AI_REPLY, payload, dedupe_key=f"ai:{message_id}")
+    return Takeover(conversation_id, outbox_id)
+
+
+async def still_owed(conn: AsyncConnection, conversation_id: str) -> bool:
+    """Whether the AI should still answer: AI mode on, not paused, open, and the visitor's message the last one."""
+    row = (
+        await conn.execute(
+            sa.text(
+                """
+                SELECT c.ai_active AND NOT c.ai_paused AND c.status <> 'closed' AND
+                       (SELECT m.sender FROM message m WHERE m.conversation_id = c.id AND m.deleted_at IS NULL
+                        ORDER BY m.seq DESC LIMIT 1) = 'visitor' AS owed
+                FROM conversation c WHERE c.id = :id
+                """
+            ),
+            {"id": conversation_id},
+        )
+    ).first()
+    return bool(row and row.owed)
+
+
+async def hand_back(conn: AsyncConnection, conversation_id: str, *, attempts: int, error: str) -> bool:
+    """The AI could not answer: the conversation is the team's humans' again (AI paused for it, a queued one
+    moved ahead of its priority), and the team hears of it (``ai.handed_back``). False if AI mode had ended."""
+    row = (
+        await conn.execute(
+            sa.select(conversation_t.c.team_id, conversation_t.c.ai_active, conversation_t.c.status)
+            .where(conversation_t.c.id == conversation_id)
+            .with_for_update()
+        )
+    ).first()
+    if row is None or not row.ai_active:
+        return False
+    queued = row.status == "queued"
+    await conn.execute(
+        sa.update(conversation_t)
+        .where(conversation_t.c.id == conversation_id)
+        .values(
+            ai_active=False,
+            ai_paused=True,
+            priority=conversation_t.c.priority + 1 if queued else conversation_t.c.priority,
+        )
+    )
+    await _state_event(conn, row.team_id, conversation_id, False, True, "ai_failed", None)
+    await record_event(
+        conn,
+        "ai.handed_back",
+        team_id=row.team_id,
+        conversation_id=conversation_id,
+        data={"conversationId": conversation_id, "attempts": attempts, "error": error, "requeuedAhead": queued},
+    )
+    return True
 
 
 async def ai_context(engine: AsyncEngine, conversation_id: str, limit: int) -> tuple[str | None, list[Message]]:
@@ -225,18 +290,21 @@ async def ai_context(engine: AsyncEngine, conversation_id: str, limit: int) -> t
 async def respond(
     pocketping: AiSender,
     provider: AIProvider,
-    takeover: Takeover,
+    conversation_id: str,
     *,
     message_id: str,
+    announce: bool,
     context_messages: int,
+    vendor_seconds: float,
 ) -> Message:
-    """Write the AI's reply with the team prompt and recent messages, and deliver it to the visitor as sender ``ai``."""
-    prompt, messages = await ai_context(pocketping.engine, takeover.conversation_id, context_messages)
-    content = await provider.generate_response(messages, prompt)
+    """Write the AI's reply with the team prompt and recent messages (the vendor cut off after ``vendor_seconds``),
+    and deliver it to the visitor as sender ``ai``."""
+    prompt, messages = await ai_context(pocketping.engine, conversation_id, context_messages)
+    async with asyncio.timeout(vendor_seconds):
+        content = await provider.generate_response(messages, prompt)
+    if not content.strip():
+        raise ValueError("The AI provider answered with no text")
     # Storage records the message.created event with the message itself.
     return await pocketping.send_as_ai(
-        takeover.conversation_id,
-        content,
-        message_id=message_id,
-        takeover_reason="timeout" if takeover.announce else None,
+        conversation_id, content, message_id=message_id, takeover_reason="timeout" if announce else None
     )

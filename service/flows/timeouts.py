@@ -71,7 +71,7 @@ async def fire(conn: AsyncConnection, timer_id: int, revision: int) -> tuple[str
     if row.kind == CSAT_REQUEST:
         ask = await ask_owed(conn, row.subject)
         return ("csat_requested" if ask else "csat_answered"), ask
-    takeover = await take_over(conn, row.subject)
+    takeover = await take_over(conn, row.subject, message_id=f"ai-{timer_id}-{revision}")
     return ("ai_takeover" if takeover else "ai_not_needed"), takeover
 
 

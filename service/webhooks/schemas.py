@@ -21,6 +21,7 @@ WebhookEventKind = Literal[
     "message.edited",
     "message.deleted",
     "ai.takeover",
+    "ai.handed_back",
 ]
 
 

@@ -93,6 +93,8 @@ class StandIn:
         return f"http://{host}:{port}{self.prefix}"
 
     prefix = ""
+    # The query parameter carrying the token, for an API that authenticates that way (Gemini's ``key``).
+    query_token: str | None = None
 
     def start(self) -> StandIn:
         self._thread.start()
@@ -148,8 +150,10 @@ class StandIn:
     def answer(self, name: str, method: str, path: str, body: Any, token: str | None) -> Answer:
         raise NotImplementedError
 
-    def _record(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Call:
+    def _record(self, method: str, path: str, headers: dict[str, str], raw: bytes, query: str = "") -> Call:
         name, token = self.route(method, path, headers)
+        if token is None and self.query_token is not None:
+            token = dict(parse_qsl(query)).get(self.query_token)
         body = _parse_body(raw, headers.get("content-type", ""))
         try:
             status, response = self._failures.get(name) or self.answer(name, method, path, body, token)
@@ -167,7 +171,8 @@ class StandIn:
             def _serve(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length") or 0))
                 headers = {key.lower(): value for key, value in self.headers.items()}
-                call = standin._record(self.command, urlsplit(self.path).path, headers, raw)
+                target = urlsplit(self.path)
+                call = standin._record(self.command, target.path, headers, raw, target.query)
                 served = call.response if isinstance(call.response, Served) else None
                 data = b"" if call.response is None else served.data if served else json.dumps(call.response).encode()
                 self.send_response(call.status)

@@ -35,6 +35,12 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "DB_POOL_SIZE": "4",
         "WORKER_POLL_DELAY": "0.01",
         "WEBHOOK_TIMEOUT_SECONDS": str(settings.webhook_timeout_seconds),
+        "OUTBOX_RETRY_BASE_SECONDS": str(settings.outbox_retry_base_seconds),
+        "AI_PROVIDER": settings.ai_provider,
+        "AI_MAX_ATTEMPTS": str(settings.ai_max_attempts),
+        "AI_HANDBACK_SECONDS": str(settings.ai_handback_seconds),
+        **({"AI_API_KEY": settings.ai_api_key} if settings.ai_api_key else {}),
+        **({"AI_BASE_URL": settings.ai_base_url} if settings.ai_base_url else {}),
     }
 
 
