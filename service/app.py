@@ -9,6 +9,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.plugins.prometheus import PrometheusConfig
 from litestar.plugins.pydantic import PydanticPlugin
 from litestar.template.config import TemplateConfig
 
@@ -128,6 +129,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[PydanticPlugin(prefer_alias=True)],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
+            # Requests by route template (a conversation id is not a label); the scrapes themselves left out.
+            PrometheusConfig(
+                app_name="switchboard",
+                prefix="switchboard_http",
+                group_path=True,
+                exclude_unhandled_paths=True,
+                exclude=["/metrics"],
+            ).middleware,
             timer_triggers_middleware,
             PathCors(
                 widget_policy(settings.widget_origins, GatewayController.path),

@@ -3,6 +3,7 @@ HTTP client), built, started and closed in one place for the api and the worker 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -12,6 +13,7 @@ from arq.connections import ArqRedis, RedisSettings
 from pocketping.ai.base import AIProvider
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service import metrics
 from service.ai import services as ai
 from service.ai.providers import build_provider
 from service.bridges.dispatch import TeamBridge, reads_own_message_ids
@@ -65,10 +67,12 @@ class Resources:
     ai_provider: AIProvider
     http: httpx2.AsyncClient
     owns_redis: bool
+    unwatch_pool: Callable[[], None]
 
     @classmethod
     async def open(cls, settings: Settings, role: Role, *, redis: ArqRedis | None = None) -> Resources:
         """Build and start them; ``redis`` is a pool the caller keeps (the worker's own), else one is opened."""
+        metrics.configure(settings)
         engine = create_engine(settings)
         owns_redis = redis is None
         if redis is None:
@@ -100,6 +104,7 @@ class Resources:
             # Webhook receivers: no redirects followed (a signed body must reach the configured URL only).
             http=httpx2.AsyncClient(follow_redirects=False),
             owns_redis=owns_redis,
+            unwatch_pool=metrics.watch_pool(engine, settings.db_pool_size * 2),  # the pool plus its overflow
         )
         if role == "api":
             await pocketping.start()
@@ -121,4 +126,5 @@ class Resources:
         await self.files.store.aclose()
         if self.owns_redis:
             await self.redis.aclose()
+        self.unwatch_pool()
         await self.engine.dispose()

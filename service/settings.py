@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from functools import cached_property
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -261,6 +261,18 @@ class Settings(BaseSettings):
         description="An AI reply not sent this long after its takeover fired is given up (a slow try is cut off "
         "at this limit) and the conversation handed back to the team's humans.",
     )
+    metrics_dir: str | None = Field(
+        None,
+        description="Where this host's api and worker processes write their Prometheus metrics, for any api's "
+        "`/metrics` to add up (one directory per host, shared by its processes). Unset: `<DATA_DIR>/metrics`.",
+    )
+    metrics_allowed_cidrs: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=lambda: [
+            ip_network(n) for n in ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+        ],
+        description="Comma-separated networks allowed to scrape `/metrics`; others get 403. Default: loopback and "
+        "the private ranges, where a Prometheus server usually runs.",
+    )
     data_dir: str = Field(
         ".data",
         description="Local data folder (the one `switchboard dev` keeps its databases in); attachments are kept in "
@@ -343,6 +355,7 @@ class Settings(BaseSettings):
         "widget_origins",
         "operator_cors_origins",
         "admin_allowed_cidrs",
+        "metrics_allowed_cidrs",
         "native_client_ids",
         "native_redirect_schemes",
         mode="before",

@@ -112,6 +112,8 @@ def _bounds(field: FieldInfo) -> str:
 def _value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_value(item) for item in value)  # as the variable is written
     return str(value)
 
 
@@ -131,7 +133,9 @@ def variables() -> Iterator[Variable]:
         elif secret:
             default = "secret"
         elif field.default_factory is not None:
-            default = "empty"
+            made = field.default_factory()  # type: ignore[call-arg]
+            value = _value(made) if made else None
+            default = f"`{value}`" if value else "empty"
         elif field.default is None or field.default is PydanticUndefined:
             default = "unset"
         else:

@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import outbox, queue
+from service import metrics, outbox, queue
 from service.ai import delivery as ai_delivery
 from service.ai import services as ai
 from service.bridges import notify as bridges
@@ -44,8 +44,10 @@ async def route_conversation(ctx: dict[str, Any], *, conversation_id: str, revis
             await ai.arm_after_routing(conn, conversation_id)
         return outcome
 
+    started = time.perf_counter()
     async with timers.triggers(ctx["redis"]):
         outcome = await in_transaction(ctx["engine"], work)
+    metrics.observe_routing(outcome.outcome, time.perf_counter() - started)
     if outcome.drain and outcome.team_id is not None:
         await enqueue_drain(ctx["redis"], outcome.team_id, trigger="queue_order")
     log.info("routed", conversation_id=conversation_id, revision=revision, outcome=outcome.outcome)

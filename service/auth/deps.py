@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from ipaddress import ip_address
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 
 import structlog
@@ -80,8 +81,11 @@ async def principal_from_session(request: Request[Any, Any, Any], cookie: str) -
 def admin_network_allowed(request: Request[Any, Any, Any]) -> bool:
     """Whether the client is inside ``ADMIN_ALLOWED_CIDRS`` (always, when it is not set)."""
     networks = request.app.state.settings.admin_allowed_cidrs
-    if not networks:
-        return True
+    return not networks or client_in(request, networks)
+
+
+def client_in(request: Request[Any, Any, Any], networks: Sequence[IPv4Network | IPv6Network]) -> bool:
+    """Whether the client's address is inside one of ``networks`` (never, when it has none)."""
     client = request.client.host if request.client else None
     try:
         address = ip_address(client or "")

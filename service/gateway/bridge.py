@@ -12,6 +12,7 @@ from pocketping.models import Message, Session
 from sqlalchemy.dialects.postgresql import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service import metrics
 from service.batching import Batcher
 from service.gateway.storage import CREATED_COLUMNS, message_created
 from service.queue import Trigger, enqueue_route, enqueue_trigger
@@ -113,6 +114,7 @@ class RoutingBridge(Bridge):
         return await self._batcher.submit(message)
 
     async def _write(self, messages: list[Message]) -> list[BaseException | bool]:
+        metrics.observe_ingest_batch(len(messages))
         async with self._engine.connect() as conn:
             raw = await conn.get_raw_connection()
             rows = await raw.driver_connection.fetch(  # type: ignore[union-attr]

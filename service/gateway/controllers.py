@@ -38,6 +38,7 @@ from pocketping.models import (
     UploadResponse,
 )
 
+from service import metrics
 from service.deps import engine, write
 from service.files import services as files
 from service.files.services import MAX_UPLOAD_BYTES
@@ -294,25 +295,26 @@ class GatewayController(Controller):
             await socket.close(code=4404, reason="Session not found")
             return
         await socket.accept()
-        pocketping.register_websocket(session_id, socket)
-        try:
-            while True:
-                data = await socket.receive_json()
-                if isinstance(data, dict) and data.get("type") == "typing":
-                    is_typing = bool(data.get("isTyping", True))
-                    try:
-                        forward = await limiter.typing(client_ip(socket), session_id, is_typing)
-                    except TooManyRequestsException:
-                        forward = False  # a frame has no answer to carry a 429: past the budget, it is dropped
-                    if forward:
-                        # Whatever the frame claims, a widget socket only ever speaks as the visitor.
-                        await pocketping.handle_typing(
-                            TypingRequest(session_id=session_id, sender=Sender.VISITOR, is_typing=is_typing)
-                        )
-        except (WebSocketDisconnect, json.JSONDecodeError):
-            pass
-        finally:
-            pocketping.unregister_websocket(session_id, socket)
+        with metrics.connection("widget_websocket"):
+            pocketping.register_websocket(session_id, socket)
+            try:
+                while True:
+                    data = await socket.receive_json()
+                    if isinstance(data, dict) and data.get("type") == "typing":
+                        is_typing = bool(data.get("isTyping", True))
+                        try:
+                            forward = await limiter.typing(client_ip(socket), session_id, is_typing)
+                        except TooManyRequestsException:
+                            forward = False  # a frame has no answer to carry a 429: past the budget, it is dropped
+                        if forward:
+                            # Whatever the frame claims, a widget socket only ever speaks as the visitor.
+                            await pocketping.handle_typing(
+                                TypingRequest(session_id=session_id, sender=Sender.VISITOR, is_typing=is_typing)
+                            )
+            except (WebSocketDisconnect, json.JSONDecodeError):
+                pass
+            finally:
+                pocketping.unregister_websocket(session_id, socket)
 
     @get("/stream", operation_id="widgetStreamSse")
     async def stream_sse(
@@ -344,22 +346,23 @@ class _SseSocket:
 async def _sse_events(
     pocketping: NamedDependency[SwitchboardPocketPing], session_id: str, replay: list[Any]
 ) -> AsyncIterator[ServerSentEventMessage]:
-    sink = _SseSocket()
-    pocketping.register_websocket(session_id, sink)
-    try:
-        yield ServerSentEventMessage(event="connected", data=json.dumps({"sessionId": session_id}))
-        for message in replay:
-            event = {"type": "message", "data": message.model_dump(mode="json", by_alias=True)}
-            yield ServerSentEventMessage(event="message", data=json.dumps(event))
-        while True:
-            try:
-                text = await asyncio.wait_for(sink.queue.get(), timeout=SSE_KEEPALIVE_SECONDS)
-            except TimeoutError:
-                yield ServerSentEventMessage(comment="keepalive")
-                continue
-            kind = json.loads(text).get("type", "message")
-            # The widget listens for these names; everything else arrives as "message".
-            name = kind if kind in ("screenshot_request", "csat_request") else "message"
-            yield ServerSentEventMessage(event=name, data=text)
-    finally:
-        pocketping.unregister_websocket(session_id, sink)
+    with metrics.connection("widget_sse"):
+        sink = _SseSocket()
+        pocketping.register_websocket(session_id, sink)
+        try:
+            yield ServerSentEventMessage(event="connected", data=json.dumps({"sessionId": session_id}))
+            for message in replay:
+                event = {"type": "message", "data": message.model_dump(mode="json", by_alias=True)}
+                yield ServerSentEventMessage(event="message", data=json.dumps(event))
+            while True:
+                try:
+                    text = await asyncio.wait_for(sink.queue.get(), timeout=SSE_KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield ServerSentEventMessage(comment="keepalive")
+                    continue
+                kind = json.loads(text).get("type", "message")
+                # The widget listens for these names; everything else arrives as "message".
+                name = kind if kind in ("screenshot_request", "csat_request") else "message"
+                yield ServerSentEventMessage(event=name, data=text)
+        finally:
+            pocketping.unregister_websocket(session_id, sink)

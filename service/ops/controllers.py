@@ -1,14 +1,19 @@
-"""Liveness and readiness for load balancers and orchestrators."""
+"""Liveness and readiness for load balancers and orchestrators; Prometheus metrics for the monitoring."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
+from service import metrics
+from service.auth.deps import client_in
 from service.db.engine import ping
+from service.errors import Forbidden
 
 
 class Health(BaseModel):
@@ -17,7 +22,7 @@ class Health(BaseModel):
 
 
 class HealthController(Controller):
-    """``/healthz``: the process answers. ``/readyz``: PostgreSQL and Redis answer too."""
+    """``/healthz``: the process answers. ``/readyz``: PostgreSQL and Redis answer too. ``/metrics``: Prometheus."""
 
     tags = ["operations"]
 
@@ -38,6 +43,14 @@ class HealthController(Controller):
         return Response(
             Health(status="ok" if ready else "unavailable", checks=checks), status_code=200 if ready else 503
         )
+
+    @get("/metrics", operation_id="metrics", include_in_schema=False)
+    async def metrics(self, request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+        """Every process's metrics on this host, and the database's figures (``METRICS_ALLOWED_CIDRS`` only)."""
+        if not client_in(request, state.settings.metrics_allowed_cidrs):
+            raise Forbidden("Metrics are not served to this network")
+        # Set as the header, not the media type: Litestar would add a second charset.
+        return Response(await metrics.exposition(state.engine), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def _check_postgres(state: State) -> str:

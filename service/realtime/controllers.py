@@ -13,6 +13,7 @@ from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service import metrics
 from service.auth.principal import Principal
 from service.auth.sessions import SESSION_COOKIE, session_key
 from service.db.transactions import in_transaction
@@ -94,40 +95,41 @@ async def _stream(
     holding: Holding | None = None,
 ) -> AsyncIterator[ServerSentEventMessage]:
     # Join first, then read what was missed up to the join point: nothing falls between the two.
-    listener = await hub.listen(principal)
-    if holding is not None:
-        await holding.open()
-    try:
-        yield ServerSentEventMessage(comment="connected", data=None, retry=RECONNECT_MILLISECONDS)
-        last = listener.start
-        if after is not None and after < listener.start:
-            async for event in backlog(engine, principal, after, listener.start):
-                yield _message(event)
-        elif after is not None:
-            last = after  # resumed from an instance that had read further than this one
-        loop = asyncio.get_running_loop()
-        ends_at = loop.time() + max_seconds
-        while not (listener.overflowed and listener.queue.empty()) and loop.time() < ends_at:
-            # A held client is renewed every third of its lease, busy stream or not; gone (signed out): the end.
-            if holding is not None and loop.time() >= holding.renew_at and not await holding.renew():
-                break
-            wait = min(KEEPALIVE_SECONDS, max(ends_at - loop.time(), 0))
-            if holding is not None:
-                wait = min(wait, max(holding.renew_at - loop.time(), 0))
-            try:
-                event = await asyncio.wait_for(listener.queue.get(), wait)
-            except TimeoutError:
-                yield ServerSentEventMessage(comment="keepalive", data=None)
-                continue
-            if event.id > last:
-                last = event.id
-                yield _message(event)
-        # Too slow a reader, or time to authenticate again: the stream ends, and the client resumes
-        # from the table with Last-Event-ID.
-    finally:
-        hub.forget(listener)
+    with metrics.connection("operator_sse"):
+        listener = await hub.listen(principal)
         if holding is not None:
-            holding.close()
+            await holding.open()
+        try:
+            yield ServerSentEventMessage(comment="connected", data=None, retry=RECONNECT_MILLISECONDS)
+            last = listener.start
+            if after is not None and after < listener.start:
+                async for event in backlog(engine, principal, after, listener.start):
+                    yield _message(event)
+            elif after is not None:
+                last = after  # resumed from an instance that had read further than this one
+            loop = asyncio.get_running_loop()
+            ends_at = loop.time() + max_seconds
+            while not (listener.overflowed and listener.queue.empty()) and loop.time() < ends_at:
+                # A held client is renewed every third of its lease, busy stream or not; gone (signed out): the end.
+                if holding is not None and loop.time() >= holding.renew_at and not await holding.renew():
+                    break
+                wait = min(KEEPALIVE_SECONDS, max(ends_at - loop.time(), 0))
+                if holding is not None:
+                    wait = min(wait, max(holding.renew_at - loop.time(), 0))
+                try:
+                    event = await asyncio.wait_for(listener.queue.get(), wait)
+                except TimeoutError:
+                    yield ServerSentEventMessage(comment="keepalive", data=None)
+                    continue
+                if event.id > last:
+                    last = event.id
+                    yield _message(event)
+            # Too slow a reader, or time to authenticate again: the stream ends, and the client resumes
+            # from the table with Last-Event-ID.
+        finally:
+            hub.forget(listener)
+            if holding is not None:
+                holding.close()
 
 
 class EventsController(Controller):

@@ -22,6 +22,7 @@ from arq.connections import ArqRedis
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service import metrics
 from service.db.tables import timer_t
 from service.queue import Trigger, enqueue_trigger
 
@@ -109,10 +110,17 @@ async def claim_fire(conn: AsyncConnection, timer_id: int, revision: int) -> tup
             sa.update(timer_t)
             .where(timer_t.c.id == timer_id, timer_t.c.revision == revision, timer_t.c.state == "pending")
             .values(state="fired", fired_at=sa.func.clock_timestamp(), updated_at=sa.func.now())
-            .returning(timer_t.c.kind, timer_t.c.subject)
+            .returning(
+                timer_t.c.kind,
+                timer_t.c.subject,
+                sa.extract("epoch", timer_t.c.fired_at - timer_t.c.due_at).label("late"),
+            )
         )
     ).first()
-    return (row.kind, row.subject) if row is not None else None
+    if row is None:
+        return None
+    metrics.observe_timer_lateness(row.kind, float(row.late))
+    return row.kind, row.subject
 
 
 async def due_before(conn: AsyncConnection, horizon_seconds: float, limit: int = 20_000) -> list[Trigger]:

@@ -47,6 +47,7 @@ EXCLUDED_PREFIXES = (
     "/pocketping/",  # the widget gateway: visitors, authenticated by their session id, not operators
     "/healthz",  # health checks: public by design
     "/readyz",
+    "/metrics",  # by network, not by caller (METRICS_ALLOWED_CIDRS): tests/integration/ops/test_metrics.py
     "/schema",  # the OpenAPI document and its viewers: public by design
     "/auth/",  # sign-in, callback, logout: tested end to end in test_oidc.py
 )
