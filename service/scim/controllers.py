@@ -6,10 +6,8 @@ import json
 import uuid
 from typing import Any
 
-import structlog
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 from pydantic import ValidationError
 from scim2_models import (
@@ -34,16 +32,14 @@ from service.auth.deps import REALM, admin_network_allowed
 from service.auth.principal import ADMIN_NETWORK_REFUSED, SCIM_SCOPE, TOKEN_PREFIX, Principal
 from service.auth.services import principal_from_personal_token
 from service.deps import engine, read, write
-from service.errors import Conflict, DomainError, Forbidden, NotFound
 from service.operators.services import finish_deactivation
+from service.problems import EXCEPTION_HANDLERS
 from service.queue import enqueue_drain
 from service.scim import services
 from service.scim.schemas import CONTENT_TYPE, dump, resource_types, schemas, service_provider_config
 
-log = structlog.get_logger(__name__)
-
 # The request fields of the services Switchboard reuses, by the SCIM attribute they come from.
-_ATTRIBUTE_OF = {"name": "displayName", "deactivated": "active", "operatorId": "members", "displayName": "displayName"}
+_ATTRIBUTE_OF = {"name": "displayName", "deactivated": "active", "operatorId": "members"}
 
 
 def scim_response(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response[Any]:
@@ -56,27 +52,26 @@ def _error(error: Error, headers: dict[str, str] | None = None) -> Response[Any]
 
 
 def _scim_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """Every failure under ``/scim/v2`` answers a SCIM Error (RFC 7644 section 3.12), never problem details."""
+    """Every failure under ``/scim/v2`` answers a SCIM Error (RFC 7644 section 3.12), never problem details.
+
+    Refusals of the services SCIM reuses keep the status the API gives them (``service.problems``), worded
+    for SCIM: a 422 is a 400 ``invalidValue`` and a field taken is a 409 ``uniqueness``, naming the attribute.
+    """
     if isinstance(exc, SCIMException):
         headers = {"WWW-Authenticate": REALM} if isinstance(exc, UnauthorizedException) else None
         return _error(exc.to_error(), headers)
     if isinstance(exc, ValidationError):
         return _error(Error.from_validation_errors(exc)[0])
-    if isinstance(exc, DomainError):
-        attribute = _ATTRIBUTE_OF.get(exc.field or "", exc.field)
-        detail = f"{attribute}: {exc.message}" if attribute else exc.detail
-        if isinstance(exc, NotFound):
-            return _error(Error(status=404, detail=detail))
-        if isinstance(exc, Forbidden):
-            return _error(Error(status=403, detail=detail))
-        if isinstance(exc, Conflict):
-            return _error(Error(status=409, scim_type="uniqueness" if exc.field else None, detail=detail))
-        return _error(Error(status=400, scim_type="invalidValue", detail=detail))
-    if isinstance(exc, HTTPException):
-        scim_type = "invalidValue" if exc.status_code == 400 else None
-        return _error(Error(status=exc.status_code, scim_type=scim_type, detail=exc.detail), exc.headers)
-    log.exception("SCIM request failed", path=request.url.path)
-    return _error(Error(status=500, detail="Internal error"))
+    handler = next(EXCEPTION_HANDLERS[kind] for kind in type(exc).__mro__ if kind in EXCEPTION_HANDLERS)
+    answer = handler(request, exc)
+    problem = answer.content if isinstance(answer.content, dict) else {}
+    fields = [
+        f"{_ATTRIBUTE_OF.get(item['field'], item['field'])}: {item['message']}" for item in problem.get("errors", [])
+    ]
+    status = 400 if answer.status_code == 422 else answer.status_code
+    scim_type = {400: "invalidValue", 409: "uniqueness" if fields else None}.get(status)
+    detail = "; ".join(fields) or str(problem.get("detail", ""))
+    return _error(Error(status=status, scim_type=scim_type, detail=detail), dict(answer.headers))
 
 
 async def provide_scim_caller(request: Request[Any, Any, Any]) -> Principal:
@@ -160,7 +155,7 @@ class ScimController(Controller):
     path = "/scim/v2"
     include_in_schema = False  # RFC 7644 describes it; docs/scim.md says how Switchboard maps it
     dependencies = {"scim_caller": Provide(provide_scim_caller)}
-    exception_handlers = {Exception: _scim_error}
+    exception_handlers = {kind: _scim_error for kind in (SCIMException, ValidationError, *EXCEPTION_HANDLERS)}
 
     @get("/ServiceProviderConfig")
     async def service_provider_config(self, request: Req, scim_caller: Caller) -> Response[Any]:

@@ -270,8 +270,15 @@ async def delete_user(conn: AsyncConnection, user_id: str, actor: Principal) -> 
     """Operators are never deleted (their history stays): the operator is deactivated and unlinked from SCIM."""
     operator_id = uuid.UUID(str((await get_user(conn, user_id, "", lock=True)).id))
     await update_operator(conn, operator_id, OperatorUpdate(deactivated=True), actor)
+    # Never signed in: their email is freed too, so a later sign-in takes over only a newly provisioned operator.
+    subject = sa.case(
+        (operator_t.c.subject.startswith(PENDING_PREFIX), _placeholder_subject(None, operator_id)),
+        else_=operator_t.c.subject,
+    )
     await conn.execute(
-        sa.update(operator_t).where(operator_t.c.id == operator_id).values(scim=sa.null(), scim_user_name=None)
+        sa.update(operator_t)
+        .where(operator_t.c.id == operator_id)
+        .values(scim=sa.null(), scim_user_name=None, subject=subject)
     )
     return operator_id
 
