@@ -136,7 +136,9 @@ async def list_users(
     conn: AsyncConnection, base: str, scim_filter: str | None, start_index: int | None, count: int | None
 ) -> ListResponse[User]:
     """Filtered in memory: an installation has a few thousand operators at most, and filters may name any attribute."""
-    rows = (await conn.execute(sa.select(*_USER_COLUMNS).where(_VISIBLE).order_by(operator_t.c.created_at))).all()
+    rows = (
+        await conn.execute(sa.select(*_USER_COLUMNS).where(_VISIBLE).order_by(operator_t.c.created_at, operator_t.c.id))
+    ).all()
     groups = await _groups_of(conn, [row.id for row in rows], base)
     return page([_user(row, groups.get(row.id, []), base) for row in rows], scim_filter, User, start_index, count)
 

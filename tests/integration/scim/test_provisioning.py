@@ -391,3 +391,13 @@ async def test_groups_are_teams_and_members_are_memberships(
     assert scim_error(stranger) == (400, "400", "invalidValue")
     assert (await idp.delete(f"/Groups/{group['id']}")).status_code == 204
     assert scim_error(await idp.get(f"/Groups/{group['id']}"))[:2] == (404, "404")
+
+
+async def test_the_tokens_owner_cannot_deactivate_themselves(idp: httpx.AsyncClient, clean_db: AsyncEngine) -> None:
+    root = (await idp.get("/Users", params={"filter": 'displayName eq "Root"'})).json()["Resources"][0]
+
+    refused = await deactivate(idp, root["id"])
+
+    assert scim_error(refused) == (400, "400", "invalidValue")
+    assert refused.json()["detail"] == "active: You cannot deactivate yourself"
+    assert (await idp.get(f"/Users/{root['id']}")).json()["active"] is True
