@@ -43,6 +43,7 @@ from service.realtime.controllers import EventsController
 from service.realtime.hub import EventHub
 from service.resources import Resources
 from service.routing.controllers import RoutingController
+from service.scim.controllers import ScimController
 from service.settings import Settings, load_settings
 from service.teams.controllers import TeamController
 from service.timers.services import timer_triggers_middleware
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AnalyticsController,
             BridgeWebhookController,
             BridgeLinkController,
+            ScimController,
             demo_router,
         ],
         lifespan=[lifespan],

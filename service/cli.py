@@ -146,7 +146,7 @@ def tokens() -> None:
     multiple=True,
     default=("read", "write"),
     show_default=True,
-    type=click.Choice(["read", "write", "admin"]),
+    type=click.Choice(["read", "write", "admin", "scim"]),
     help="Repeat for several scopes.",
 )
 @click.option("--expires", default=None, help="30d, 12h, 90m, 2w, an ISO 8601 time, or never (the default).")

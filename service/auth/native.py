@@ -277,6 +277,7 @@ async def _issue_tokens(
 REVOKED_BECAUSE = {
     "reuse": "revoked: a refresh token of this sign-in was used twice, so the whole sign-in was revoked",
     "revoked": "revoked: the app signed out (the token was revoked)",
+    "deactivated": "revoked: the operator was deactivated",
 }
 
 

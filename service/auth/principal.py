@@ -13,6 +13,10 @@ from service.errors import Forbidden, NotFound
 TOKEN_PREFIX = "sbp_"
 # What a token may be limited to: reading, changing, and administration (operators, all teams).
 TOKEN_SCOPES = ("read", "write", "admin")
+# A personal access token may also carry ``scim``: the identity provider's provisioning (``/scim/v2``,
+# docs/scim.md). Native apps never get it. Both are for admins only.
+SCIM_SCOPE = "scim"
+ADMIN_ONLY_SCOPES = ("admin", SCIM_SCOPE)
 
 
 class CredentialRefused(Exception):

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 
 from service.schemas import ApiModel
 
-Scope = Literal["read", "write", "admin"]
+Scope = Literal["read", "write", "admin", "scim"]
 
 
 class TokenCreate(ApiModel):
@@ -18,7 +18,10 @@ class TokenCreate(ApiModel):
     scopes: list[Scope] = Field(
         default=["read", "write"],
         min_length=1,
-        description="read: safe methods; write: changes; admin: administration routes (admins only)",
+        description=(
+            "read: safe methods; write: changes; admin: administration routes (admins only); "
+            "scim: the identity provider's /scim/v2 provisioning (admins only)"
+        ),
     )
     expires_at: datetime | None = Field(default=None, description="When it stops working; never when absent")
 

@@ -8,9 +8,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.auth.principal import Principal, hash_token, new_personal_token, requires_admin_network
+from service.auth.principal import ADMIN_ONLY_SCOPES, Principal, hash_token, new_personal_token, requires_admin_network
 from service.auth.schemas import TokenCreate, TokenCreated, TokenList, TokenPublic
-from service.db.tables import member_t, operator_t, token_t
+from service.db.tables import member_t, oauth_grant_t, operator_t, token_t
 from service.errors import Conflict, Forbidden, NotFound
 
 MAX_LIVE_TOKENS = 50
@@ -87,6 +87,24 @@ async def principal_by_email(conn: AsyncConnection, email: str) -> Principal:
     return principal
 
 
+async def revoke_credentials(conn: AsyncConnection, operator_id: uuid.UUID) -> None:
+    """Every stored credential of the operator stops working now (deactivation): personal access tokens and
+    native-app sign-ins (their access and refresh tokens). Push devices, once they exist, are revoked here too.
+
+    Browser sessions live in Redis: ``sessions.end_operator_sessions`` ends them after the commit.
+    """
+    await conn.execute(
+        sa.update(token_t)
+        .where(token_t.c.operator_id == operator_id, token_t.c.revoked_at.is_(None))
+        .values(revoked_at=sa.func.now())
+    )
+    await conn.execute(
+        sa.update(oauth_grant_t)
+        .where(oauth_grant_t.c.operator_id == operator_id, oauth_grant_t.c.revoked_at.is_(None))
+        .values(revoked_at=sa.func.now(), revoked_reason="deactivated")
+    )
+
+
 # --- Personal access tokens -----------------------------------------------------------------------------------
 
 
@@ -103,10 +121,11 @@ async def live_tokens(conn: AsyncConnection, operator_id: uuid.UUID) -> TokenLis
 async def create_token(conn: AsyncConnection, principal: Principal, data: TokenCreate) -> TokenCreated:
     """A new token for the caller, never with more than the caller has; at most ``MAX_LIVE_TOKENS`` live ones."""
     scopes = sorted(set(data.scopes))
-    if "admin" in scopes:
-        if not principal.is_admin:
-            raise Forbidden("Only administrators may create tokens with the 'admin' scope")
-        requires_admin_network(principal)
+    for scope in ADMIN_ONLY_SCOPES:
+        if scope in scopes:
+            if not principal.is_admin:
+                raise Forbidden(f"Only administrators may create tokens with the '{scope}' scope")
+            requires_admin_network(principal)
     if principal.scopes is not None and not set(scopes) <= principal.scopes:
         raise Forbidden("A token cannot create a token with scopes it does not have")
     secret, digest, prefix = new_personal_token()

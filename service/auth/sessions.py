@@ -55,11 +55,22 @@ async def take_login(redis: Redis, settings: Settings, cookie: str) -> dict[str,
     return json.loads(raw) if raw else None
 
 
+def _index_key(settings: Settings, operator_id: uuid.UUID) -> str:
+    """The set of an operator's session keys (hashes), so deactivation can end all of them."""
+    return f"{settings.redis_prefix}:operator-sessions:{operator_id}"
+
+
 async def create_session(redis: Redis, settings: Settings, operator_id: uuid.UUID, id_token: str) -> tuple[str, str]:
     """A new session for a signed-in operator; returns (session cookie value, CSRF token)."""
     cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     record = {"operatorId": str(operator_id), "csrfToken": csrf, "idToken": id_token}
-    await redis.set(_key(settings, "session", cookie), json.dumps(record), ex=settings.session_ttl_seconds)
+    index = _index_key(settings, operator_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(_key(settings, "session", cookie), json.dumps(record), ex=settings.session_ttl_seconds)
+        pipe.sadd(index, session_key(cookie))
+        # Outlives every session it lists; an entry whose session expired is harmless (deleting it is a no-op).
+        pipe.expire(index, settings.session_ttl_seconds)
+        await pipe.execute()
     return cookie, csrf
 
 
@@ -76,7 +87,18 @@ async def load_session(redis: Redis, settings: Settings, cookie: str) -> Browser
 
 async def end_session(redis: Redis, settings: Settings, cookie: str) -> BrowserSession | None:
     """Sign out: the session is gone from Redis, whatever the browser keeps."""
-    return _session(await redis.getdel(_key(settings, "session", cookie)))
+    session = _session(await redis.getdel(_key(settings, "session", cookie)))
+    if session is not None:
+        await redis.srem(_index_key(settings, session.operator_id), session_key(cookie))  # type: ignore[misc]
+    return session
+
+
+async def end_operator_sessions(redis: Redis, settings: Settings, operator_id: uuid.UUID) -> list[str]:
+    """Every browser session of the operator is gone (deactivation); returns their session keys."""
+    index = _index_key(settings, operator_id)
+    keys = sorted(member.decode() for member in await redis.smembers(index))  # type: ignore[misc]
+    await redis.delete(index, *(f"{settings.redis_prefix}:session:{key}" for key in keys))
+    return keys
 
 
 def csrf_matches(session: BrowserSession, sent: str | None) -> bool:

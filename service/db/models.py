@@ -66,6 +66,10 @@ class Operator(SQLModel, table=True):
     open_conversations: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
     deactivated_at: datetime | None = Field(default=None, sa_type=TZ)
+    # The SCIM User the identity provider provisioned (docs/scim.md); None for operators it never sent.
+    scim: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
+    # Its userName, lower-cased: SCIM userNames are unique whatever their case.
+    scim_user_name: str | None = Field(default=None, unique=True)
 
 
 class IdempotentAction(SQLModel, table=True):
@@ -123,6 +127,8 @@ class Team(SQLModel, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     name: str = Field(unique=True)
+    # The externalId the identity provider gave the team's SCIM Group.
+    scim_external_id: str | None = None
     is_default: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     routing_policy: str = Field(default="manual", sa_column_kwargs={"server_default": "manual"})
     default_capacity: int = Field(default=5, sa_column_kwargs={"server_default": "5"})
@@ -619,7 +625,7 @@ class OAuthGrant(SQLModel, table=True):
     scopes: list[str] = Field(default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"})
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
     revoked_at: datetime | None = Field(default=None, sa_type=TZ)
-    # Why it was revoked: 'revoked' (RFC 7009) or 'reuse' (a rotated refresh token came back).
+    # Why it was revoked: 'revoked' (RFC 7009), 'reuse' (a rotated refresh token came back) or 'deactivated'.
     revoked_reason: str | None = None
 
 

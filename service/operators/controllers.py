@@ -71,6 +71,9 @@ class OperatorController(Controller):
         operator = await write(request, lambda conn: services.update_operator(conn, operator_id, data, principal))
         if data.deactivated:
             # Also when already deactivated: a repeated request finishes what an interrupted one started.
-            await services.requeue_held(engine(request), operator_id, principal.operator_id)
+            state = request.app.state
+            await services.finish_deactivation(
+                engine(request), state.redis, state.settings, operator_id, principal.operator_id
+            )
             operator = await read(request, lambda conn: services.get_operator(conn, operator_id))
         return operator

@@ -7,17 +7,21 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
+from redis.asyncio import Redis
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.audit import record_audit
 from service.auth.principal import Principal
+from service.auth.services import revoke_credentials
+from service.auth.sessions import end_operator_sessions
 from service.db.tables import conversation_t, member_t, operator_t
 from service.db.transactions import in_transaction
 from service.errors import NotFound, field_invalid
 from service.operators.schemas import OperatorPage, OperatorPublic, OperatorUpdate
 from service.pagination import decode_cursor, page
 from service.routing.handoff import requeue
+from service.settings import Settings
 
 _teams = (
     sa.select(
@@ -99,6 +103,7 @@ async def update_operator(
         # A deactivated operator is offline: routing skips them and their credentials stop working.
         if data.deactivated:
             changes |= {"deactivated_at": sa.func.now(), "status": "offline"}
+            await revoke_credentials(conn, operator_id)
         else:
             changes["deactivated_at"] = None
     if changes:
@@ -137,3 +142,14 @@ async def requeue_held(engine: AsyncEngine, operator_id: uuid.UUID, actor_id: uu
 
         moved += await in_transaction(engine, work)
     return moved
+
+
+async def finish_deactivation(
+    engine: AsyncEngine, redis: Redis, settings: Settings, operator_id: uuid.UUID, actor_id: uuid.UUID
+) -> int:
+    """What follows a committed deactivation: browser sessions end, open conversations go back to their teams.
+
+    Safe to repeat: a retried request finishes what an interrupted one started. Returns the conversations moved.
+    """
+    await end_operator_sessions(redis, settings, operator_id)
+    return await requeue_held(engine, operator_id, actor_id)

@@ -96,6 +96,14 @@ def platform_signed() -> Expect:
     return Expect(401, 401, 401, 401, 401, 401, 401)
 
 
+def scim() -> Expect:
+    """``/scim/v2``: only an admin's personal access token with the ``scim`` scope (tests/integration/scim).
+
+    The operators' tokens here lack the scope (403); sessions, native-app tokens and JWTs are not accepted (401).
+    """
+    return Expect(401, 403, 403, 401, 401, 401, 401)
+
+
 def everyone(status: int) -> Expect:
     """Public routes: credentials make no difference."""
     return Expect(status, status, status, status, status, status, status)
@@ -286,8 +294,21 @@ def analytics_query(world: World) -> dict[str, str]:
     return {"teamId": str(world.team_a), "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
 
 
+def scim_param(value: str) -> Param:
+    async def factory(world: World, caller: str) -> str:
+        return value
+
+    return factory
+
+
+async def scim_user_of_team_a(world: World, caller: str) -> str:
+    return str(world.operators["operator"])
+
+
 # Default factory per path parameter name.
 PARAMS: dict[str, Param] = {
+    "kind": scim_param("Users"),
+    "resource_id": scim_user_of_team_a,
     "conversation_id": conversation_of_team_a,
     "team_id": team_a,
     "token_id": own_token,
@@ -468,6 +489,21 @@ ROWS: dict[str, Row] = {
     "GET /api/v1/analytics/export.csv": Row(
         lead_only(200), query=lambda world, caller: {**analytics_query(world), "metric": "operatorLoad"}
     ),
+    # SCIM provisioning: refused before the path is looked at, so fixed parameters do.
+    "GET /scim/v2/ServiceProviderConfig": Row(scim()),
+    "GET /scim/v2/ResourceTypes": Row(scim()),
+    "GET /scim/v2/ResourceTypes/{name}": Row(scim(), params={"name": scim_param("User")}),
+    "GET /scim/v2/Schemas": Row(scim()),
+    "GET /scim/v2/Schemas/{schema_id}": Row(
+        scim(), params={"schema_id": scim_param("urn:ietf:params:scim:schemas:core:2.0:User")}
+    ),
+    "POST /scim/v2/.search": Row(scim(), body={}),
+    "GET /scim/v2/{kind}": Row(scim()),
+    "POST /scim/v2/{kind}": Row(scim(), body={"userName": "nina"}),
+    "GET /scim/v2/{kind}/{resource_id}": Row(scim()),
+    "PUT /scim/v2/{kind}/{resource_id}": Row(scim(), body={"userName": "nina"}),
+    "PATCH /scim/v2/{kind}/{resource_id}": Row(scim(), body={"Operations": []}),
+    "DELETE /scim/v2/{kind}/{resource_id}": Row(scim()),
 }
 
 

@@ -59,7 +59,8 @@ async def test_rename_grant_deactivate_and_reactivate(http: httpx.AsyncClient, c
     assert [o["displayName"] for o in listed] == ["Ada", "Beatrice"]
     response = await http.patch(path, json={"deactivated": False}, headers=admin_auth)
     assert response.json()["deactivatedAt"] is None
-    assert (await http.get("/api/v1/me", headers=bea_auth)).status_code == 200
+    # Deactivation revoked the token for good: reactivation brings the operator back, not their credentials.
+    assert (await http.get("/api/v1/me", headers=bea_auth)).status_code == 401
 
     response = await http.patch(f"{API}/{admin}", json={"isAdmin": False}, headers=admin_auth)
     assert (response.status_code, errors(response)) == (422, ["isAdmin"])
