@@ -92,9 +92,8 @@ def _outbox_kinds(ctx: dict[str, Any]) -> dict[str, outbox.Kind]:
     # Each kind's sender is its domain's; the resources it needs are read only when a row of that kind is sent.
     return {
         WIDGET_MESSAGE: outbox.Kind(lambda delivery: deliver_widget_message(ctx["pocketping"], delivery)),
-        webhooks.WEBHOOK: outbox.Kind(
-            lambda delivery: webhooks.deliver(ctx["engine"], ctx["http"], ctx["settings"], delivery),
-            lease_seconds=webhooks.lease_seconds(ctx["settings"]),
+        webhooks.WEBHOOK: webhooks.outbox_kind(
+            ctx["settings"], lambda delivery: webhooks.deliver(ctx["engine"], ctx["http"], ctx["settings"], delivery)
         ),
         bridges.BRIDGE: outbox.Kind(lambda delivery: bridges.deliver(ctx["engine"], ctx["team_bridge"], delivery)),
     }
