@@ -73,17 +73,24 @@ class Kind:
 class DeliveryFailed(Exception):
     """A refusal recorded as its message says (``status_code``: the receiver's answer, None if it gave none).
 
-    ``final``: no retry can change it, the row is dead now; ``hold``: the try is not counted and the row waits,
-    unleased, until ``release`` (e.g. a disabled webhook endpoint, enabled again).
+    ``final``: no retry can change it, the row is dead now; ``hold``: the row waits, unleased, until ``release``
+    (e.g. a disabled webhook endpoint, enabled again); ``tried``: the work was attempted (counted in ``attempts``).
     """
 
     def __init__(
-        self, message: str, status_code: int | None = None, *, final: bool = False, hold: bool = False
+        self,
+        message: str,
+        status_code: int | None = None,
+        *,
+        final: bool = False,
+        hold: bool = False,
+        tried: bool = True,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.final = final
         self.hold = hold
+        self.tried = tried
 
 
 # Neither delivered, dead nor held: the rows the outbox leases, retries and sweeps.
@@ -213,11 +220,12 @@ async def mark_failed(
 
 
 async def mark_held(conn: AsyncConnection, outbox_id: int, error: DeliveryFailed) -> None:
-    """Park the row (this try not counted) until ``release``; its error says why it waits."""
+    """Park the row until ``release``; its error says why it waits (a try that was not made is not counted)."""
+    tried = {"attempts": outbox_t.c.attempts + 1, "status_code": error.status_code} if error.tried else {}
     await conn.execute(
         sa.update(outbox_t)
         .where(outbox_t.c.id == outbox_id)
-        .values(held_at=sa.func.now(), available_at=sa.func.now(), last_error=_error_text(error))
+        .values(held_at=sa.func.now(), available_at=sa.func.now(), last_error=_error_text(error), **tried)
     )
 
 

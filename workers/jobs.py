@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import outbox, queue
+from service import outbox, queue, retention
 from service.ai import services as ai
 from service.bridges import notify as bridges
 from service.conversations.delivery import WIDGET_MESSAGE, deliver_widget_message
@@ -95,7 +95,10 @@ def _outbox_kinds(ctx: dict[str, Any]) -> dict[str, outbox.Kind]:
         webhooks.WEBHOOK: webhooks.outbox_kind(
             ctx["settings"], lambda delivery: webhooks.deliver(ctx["engine"], ctx["http"], ctx["settings"], delivery)
         ),
-        bridges.BRIDGE: outbox.Kind(lambda delivery: bridges.deliver(ctx["engine"], ctx["team_bridge"], delivery)),
+        bridges.BRIDGE: outbox.Kind(
+            lambda delivery: bridges.deliver(ctx["engine"], ctx["team_bridge"], delivery),
+            max_attempts=bridges.MAX_ATTEMPTS,
+        ),
     }
 
 
@@ -141,6 +144,12 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
         "timers": len(fires),
         "presence": len(swept),
     }
+
+
+async def prune_old_rows(ctx: dict[str, Any]) -> dict[str, int]:
+    """Delete what is older than ``RETENTION_DAYS``; events stay until every relay has read them."""
+    cursors = [EventRelay.cursor, bridges.BridgeRelay.cursor, AvailabilityRelay.cursor]
+    return await retention.prune(ctx["engine"], ctx["settings"].retention_days, cursors)
 
 
 async def _not_waiting(arq: Any, work: list[Any], job_id: Any) -> list[Any]:

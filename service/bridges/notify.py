@@ -20,7 +20,6 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.bridges.dispatch import TeamBridge
@@ -28,7 +27,6 @@ from service.bridges.outbound import BridgeUnavailable, send, send_direct, team_
 from service.outbox import Delivery, Done
 from service.realtime.relay import EventRelay
 
-log = structlog.get_logger(__name__)
 BRIDGE = "bridge"  # the outbox kind
 BRIDGE_CURSOR = "bridges"
 QUEUE_ALERT_QUIET_SECONDS = 600
@@ -128,14 +126,8 @@ def _summary(row: Any) -> list[str]:
 
 
 async def deliver(engine: AsyncEngine, team_bridge: TeamBridge, delivery: Delivery) -> Done:
-    """Do one bridge outbox row; work the platforms keep refusing is given up after ``MAX_ATTEMPTS`` tries."""
-    try:
-        return Done(await _work(engine, team_bridge, delivery.payload))
-    except Exception:
-        if delivery.attempts + 1 < MAX_ATTEMPTS:
-            raise
-        log.warning("bridge work given up", outbox_id=delivery.id, action=delivery.payload.get("action"))
-        return Done("given_up")
+    """Do one bridge outbox row (its kind gives work the platforms keep refusing up after ``MAX_ATTEMPTS`` tries)."""
+    return Done(await _work(engine, team_bridge, delivery.payload))
 
 
 async def _work(engine: AsyncEngine, team_bridge: TeamBridge, payload: dict[str, Any]) -> str:

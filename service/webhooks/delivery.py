@@ -114,7 +114,7 @@ async def deliver(engine: AsyncEngine, client: httpx2.AsyncClient, settings: Set
             )
         ).one()
     if not endpoint.enabled:
-        raise DeliveryFailed("endpoint disabled; the delivery waits until it is enabled again", hold=True)
+        raise DeliveryFailed("endpoint disabled; the delivery waits until it is enabled again", hold=True, tried=False)
     try:
         done = await _post(client, settings, endpoint, delivery)
     except DeliveryFailed as exc:

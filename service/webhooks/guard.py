@@ -79,9 +79,12 @@ async def resolve(host: str, port: int) -> list[Address]:
 
 
 def _refuse(host: str, addresses: Sequence[Address], allowed: Sequence[Network]) -> None:
-    blocked = [str(a) for a in addresses if is_blocked(a, allowed)]
+    blocked = ", ".join(str(a) for a in addresses if is_blocked(a, allowed))
     if blocked:
-        raise Blocked(f"{host} resolves to {', '.join(blocked)}, which webhooks may not be sent to")
+        where = f"{host} is" if _literal(host) is not None else f"{host} resolves to {blocked},"
+        raise Blocked(
+            f"{where} not a public address: webhooks are not sent there unless WEBHOOK_ALLOWED_CIDRS allows it"
+        )
 
 
 async def check_url(url: str, allowed: Sequence[Network]) -> None:

@@ -168,7 +168,10 @@ async def update_endpoint(
 ) -> tuple[WebhookEndpointPublic, list[int]]:
     """Change the URL, event filter or enabled flag given (the others stay). Enabling a disabled endpoint clears
     its disabled reason and releases its held deliveries: returns their ids, to enqueue after commit."""
-    values: dict[str, Any] = data.model_dump(exclude_unset=True, exclude_none=True)
+    # Read as validated (``url`` is a checked str): dumping would serialize it as the HttpUrl it was parsed from.
+    values: dict[str, Any] = {
+        name: getattr(data, name) for name in data.model_fields_set if getattr(data, name) is not None
+    }
     if "url" in values:
         values["url"] = str(values["url"])
         await check_url(values["url"], settings.webhook_allowed_cidrs)

@@ -55,13 +55,13 @@ class Receiver:
 
 
 @asynccontextmanager
-async def serve(receiver: Receiver) -> AsyncIterator[str]:
-    server = uvicorn.Server(uvicorn.Config(receiver, host="127.0.0.1", port=0, log_config=None, lifespan="off"))
+async def serve(receiver: Any, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    server = uvicorn.Server(uvicorn.Config(receiver, host=host, port=0, log_config=None, lifespan="off"))
     task = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110  (uvicorn offers no event to wait on)
         await asyncio.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/hook"
+        yield f"http://{host}:{server.servers[0].sockets[0].getsockname()[1]}/hook"
     finally:
         server.should_exit = True
         await task
