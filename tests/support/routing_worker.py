@@ -35,6 +35,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "DB_POOL_SIZE": "4",
         "WORKER_POLL_DELAY": "0.01",
         "WEBHOOK_TIMEOUT_SECONDS": str(settings.webhook_timeout_seconds),
+        "WEBHOOK_ALLOWED_CIDRS": ",".join(str(network) for network in settings.webhook_allowed_cidrs),
     }
 
 

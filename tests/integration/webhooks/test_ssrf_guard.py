@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 from ipaddress import IPv4Network, ip_address
+from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,6 +18,8 @@ from service.webhooks.schemas import WebhookEndpointCreate
 from tests.conftest import RunningApi
 from tests.integration.webhooks.test_webhooks import Receiver, lead_of_new_team, serve
 from tests.integration.workers.test_worker import run_burst
+from tests.support.tls import self_signed
+from workers import jobs
 
 NOT_PUBLIC = "not a public address: webhooks are not sent there unless WEBHOOK_ALLOWED_CIDRS allows it"
 
@@ -137,3 +142,38 @@ async def test_a_redirect_is_not_followed_and_the_allowlist_allows_its_networks(
         inside_url.split("/")[2],
         200,
     )
+
+
+@pytest.mark.parametrize(("certified", "outcome"), [("localhost", "delivered"), ("other.example", "failed")])
+async def test_https_goes_to_the_checked_address_and_checks_the_certificate_against_the_name(
+    certified: str,
+    outcome: str,
+    tmp_path: Path,
+    api: RunningApi,
+    http: httpx.AsyncClient,
+    settings: Settings,
+    clean_db: AsyncEngine,
+) -> None:
+    team, lead = await lead_of_new_team(clean_db)
+    certificate, key = self_signed(tmp_path, certified)
+    receiver = Receiver()
+    trusting = ssl.create_default_context(cafile=str(certificate))
+    async with (
+        serve(receiver, ssl_certfile=str(certificate), ssl_keyfile=str(key)) as url,
+        httpx2.AsyncClient(verify=trusting) as client,
+    ):
+        named = url.replace("127.0.0.1", "localhost")
+        created = (await http.post(f"/api/v1/teams/{team}/webhooks", json={"url": named}, headers=lead)).json()
+        test = (await http.post(f"/api/v1/teams/{team}/webhooks/{created['id']}/test", headers=lead)).json()
+        ctx = {"engine": clean_db, "settings": settings, "http": client, "redis": api.app.state.redis}
+        assert await jobs.deliver_outbox(ctx, outbox_id=test["id"]) == outcome
+    [delivery] = (await http.get(f"/api/v1/teams/{team}/webhooks/{created['id']}/deliveries", headers=lead)).json()[
+        "items"
+    ]
+    if outcome == "delivered":
+        # Connected to 127.0.0.1, yet TLS verified the certificate of the name (it holds no IP address).
+        [(headers, _, _)] = receiver.requests
+        assert (headers["host"], delivery["state"]) == (named.split("/")[2], "delivered")
+    else:
+        assert receiver.requests == []
+        assert "certificate is not valid for 'localhost'" in delivery["lastError"]
