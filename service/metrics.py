@@ -175,7 +175,10 @@ _QUEUES = sa.text(
     "SELECT team_id, count(*) AS depth, extract(epoch FROM now() - min(waiting_since)) AS oldest "
     "FROM conversation WHERE status = 'queued' AND team_id IS NOT NULL GROUP BY team_id ORDER BY team_id"
 )
-_OUTBOX = sa.text("SELECT kind, count(*) AS backlog FROM outbox WHERE delivered_at IS NULL GROUP BY kind ORDER BY kind")
+_OUTBOX = sa.text(  # held rows (a disabled webhook's) count: they wait to be sent; dead ones never will be
+    "SELECT kind, count(*) AS backlog FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL "
+    "GROUP BY kind ORDER BY kind"
+)
 _TIMERS = sa.text(
     "SELECT kind, count(*) AS overdue, extract(epoch FROM now() - min(due_at)) AS late FROM timer "
     "WHERE state = 'pending' AND due_at < now() GROUP BY kind ORDER BY kind"

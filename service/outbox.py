@@ -2,10 +2,12 @@
 
 A row is added in the transaction that causes it; a ``deliver_outbox`` job leases it (a duplicate
 job skips it), has its kind's sender do the work outside any transaction, then marks it delivered,
-or failed with the next attempt time. The lease is short and renewed while the send runs (for at
-most the kind's longest send), so a killed worker's row comes due again within ``HELD_LEASE_SECONDS``
-and the sweep sends it again.
+or failed with the next attempt time, or dead when its kind gives up on it (too many tries, too old,
+or a refusal no retry can change); a sender may also hold a row until its cause releases it. The
+lease is short and renewed while the send runs (for at most the kind's longest send), so a killed
+worker's row comes due again within ``HELD_LEASE_SECONDS`` and the sweep sends it again.
 Every kind is retried by one rule, ``retry_delay``, and a lost retry is found by the sweep (``due``).
+A row is pending while it is neither delivered, dead nor held; only pending rows are leased.
 """
 
 from __future__ import annotations
@@ -59,18 +61,40 @@ class Done:
 
 @dataclass(frozen=True)
 class Kind:
-    """How one kind is delivered: its sender (raises to have the row retried) and the longest a send takes."""
+    """How one kind is delivered: its sender (raises to have the row retried), the longest a send takes, and when
+    it gives up: a row that failed ``max_attempts`` times, or fails when older than ``max_age_seconds``, is dead."""
 
     send: Callable[[Delivery], Awaitable[Done]]
     lease_seconds: float = LEASE_SECONDS
+    max_attempts: int | None = None
+    max_age_seconds: float | None = None
 
 
 class DeliveryFailed(Exception):
-    """A refusal recorded as its message says (``status_code``: the receiver's answer, None if it gave none)."""
+    """A refusal recorded as its message says (``status_code``: the receiver's answer, None if it gave none).
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    ``final``: no retry can change it, the row is dead now; ``hold``: the row waits, unleased, until ``release``
+    (e.g. a disabled webhook endpoint, enabled again); ``tried``: the work was attempted (counted in ``attempts``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        status_code: int | None = None,
+        *,
+        final: bool = False,
+        hold: bool = False,
+        tried: bool = True,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.final = final
+        self.hold = hold
+        self.tried = tried
+
+
+# Neither delivered, dead nor held: the rows the outbox leases, retries and sweeps.
+PENDING = sa.and_(outbox_t.c.delivered_at.is_(None), outbox_t.c.dead_at.is_(None), outbox_t.c.held_at.is_(None))
 
 
 async def add(conn: AsyncConnection, kind: str, payload: dict[str, Any], **columns: Any) -> int:
@@ -96,7 +120,7 @@ async def lease(engine: AsyncEngine, outbox_id: int, kinds: Mapping[str, Kind]) 
                 sa.select(outbox_t.c.kind, outbox_t.c.payload, outbox_t.c.attempts)
                 .where(
                     outbox_t.c.id == outbox_id,
-                    outbox_t.c.delivered_at.is_(None),
+                    PENDING,
                     # A duplicate job (the sweep's, a second relay's) must not cut a retry's backoff short.
                     outbox_t.c.available_at <= sa.func.now(),
                 )
@@ -161,19 +185,59 @@ async def mark_delivered(conn: AsyncConnection, outbox_id: int, status_code: int
     )
 
 
-async def mark_failed(conn: AsyncConnection, outbox_id: int, error: Exception, retry_in: float) -> None:
-    """Record the failed try and its error; the row comes due again in ``retry_in`` seconds."""
-    await conn.execute(
+def _error_text(error: Exception) -> str:
+    return str(error)[:500] if isinstance(error, DeliveryFailed) else repr(error)[:500]
+
+
+async def mark_failed(
+    conn: AsyncConnection, outbox_id: int, error: Exception, retry_in: float, kind: Kind | None
+) -> bool:
+    """Record the failed try and its error; the row comes due again in ``retry_in`` seconds, unless its kind gives
+    up on it now (returns True: the row is dead, never tried again)."""
+    gives_up: list[sa.ColumnElement[bool]] = [sa.literal(isinstance(error, DeliveryFailed) and error.final)]
+    if kind is not None and kind.max_attempts is not None:
+        gives_up.append(outbox_t.c.attempts + 1 >= kind.max_attempts)
+    if kind is not None and kind.max_age_seconds is not None:
+        # The database's clock, the one that stamped created_at.
+        gives_up.append(
+            outbox_t.c.created_at <= sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, kind.max_age_seconds)
+        )
+    dead = sa.or_(*gives_up)
+    dead_at = await conn.scalar(
         sa.update(outbox_t)
         .where(outbox_t.c.id == outbox_id)
         .values(
             attempts=outbox_t.c.attempts + 1,
-            last_error=str(error)[:500] if isinstance(error, DeliveryFailed) else repr(error)[:500],
+            last_error=_error_text(error),
             status_code=getattr(error, "status_code", None),
             available_at=_in(retry_in),
+            dead_at=sa.case((dead, sa.func.now()), else_=None),
         )
+        .returning(outbox_t.c.dead_at)
     )
-    log.warning("outbox delivery failed", outbox_id=outbox_id, error=str(error)[:200])
+    log.warning("outbox delivery failed", outbox_id=outbox_id, error=str(error)[:200], dead=dead_at is not None)
+    return dead_at is not None
+
+
+async def mark_held(conn: AsyncConnection, outbox_id: int, error: DeliveryFailed) -> None:
+    """Park the row until ``release``; its error says why it waits (a try that was not made is not counted)."""
+    tried = {"attempts": outbox_t.c.attempts + 1, "status_code": error.status_code} if error.tried else {}
+    await conn.execute(
+        sa.update(outbox_t)
+        .where(outbox_t.c.id == outbox_id)
+        .values(held_at=sa.func.now(), available_at=sa.func.now(), last_error=_error_text(error), **tried)
+    )
+
+
+async def release(conn: AsyncConnection, *where: sa.ColumnElement[bool]) -> list[int]:
+    """Make the held rows matching ``where`` pending and due now; returns their ids, to enqueue after commit."""
+    statement = (
+        sa.update(outbox_t)
+        .where(outbox_t.c.held_at.is_not(None), outbox_t.c.delivered_at.is_(None), outbox_t.c.dead_at.is_(None), *where)
+        .values(held_at=None, available_at=sa.func.now())
+        .returning(outbox_t.c.id)
+    )
+    return sorted((await conn.execute(statement)).scalars())
 
 
 async def deliver(
@@ -191,9 +255,15 @@ async def deliver(
         async with _leased(engine, delivery, kind.lease_seconds):
             done = await kind.send(delivery)
     except Exception as exc:
+        if isinstance(exc, DeliveryFailed) and exc.hold:
+            async with engine.begin() as conn:
+                await mark_held(conn, outbox_id, exc)
+            return "held"
         retry_in = retry_delay(settings, delivery.attempts + 1)
         async with engine.begin() as conn:
-            await mark_failed(conn, outbox_id, exc, retry_in)
+            dead = await mark_failed(conn, outbox_id, exc, retry_in, kinds.get(delivery.kind))
+        if dead:
+            return "dead"
         # After the commit, so the retry finds the row updated; if this is lost, the sweep retries.
         await queue.enqueue_delivery(arq, outbox_id, tries=delivery.attempts + 1, defer_by=retry_in)
         return "failed"
@@ -207,7 +277,7 @@ async def due(conn: AsyncConnection, limit: int = 1000) -> list[tuple[int, int]]
     for the sweep."""
     statement = (
         sa.select(outbox_t.c.id, outbox_t.c.attempts)
-        .where(outbox_t.c.delivered_at.is_(None), outbox_t.c.available_at <= sa.func.now())
+        .where(PENDING, outbox_t.c.available_at <= sa.func.now())
         .limit(limit)
     )
     return [(row.id, row.attempts) for row in await conn.execute(statement)]

@@ -101,8 +101,10 @@ class Resources:
             team_bridge=team_bridge,
             pocketping=pocketping,
             ai_provider=build_provider(settings),
-            # Webhook receivers: no redirects followed (a signed body must reach the configured URL only).
-            http=httpx2.AsyncClient(follow_redirects=False),
+            # Webhook receivers: no redirects followed (a signed body must reach the configured URL only). Requests
+            # go to the checked address (service/webhooks/guard.py), so a kept-alive connection would be shared by
+            # every name on that address, its TLS checked for the first: none is kept.
+            http=httpx2.AsyncClient(follow_redirects=False, limits=httpx2.Limits(max_keepalive_connections=0)),
             owns_redis=owns_redis,
             unwatch_pool=metrics.watch_pool(engine, settings.db_pool_size * 2),  # the pool plus its overflow
         )

@@ -222,6 +222,35 @@ class Settings(BaseSettings):
         "seconds, capped at 2^10 times the base.",
     )
     webhook_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one webhook delivery request.")
+    webhook_max_attempts: int = Field(
+        15,
+        ge=1,
+        description="A webhook delivery that has failed this many times is dead: never tried again (a lead may "
+        "redeliver it from the delivery log).",
+    )
+    webhook_max_age_seconds: float = Field(
+        86400.0,
+        gt=0,
+        description="A webhook delivery that fails when older than this is dead, whatever its attempts.",
+    )
+    webhook_disable_after_seconds: float = Field(
+        3 * 86400.0,
+        gt=0,
+        description="An endpoint whose every delivery has failed for this long is disabled (with its reason, a "
+        "`webhook.disabled` event and an audit row) until a lead enables it again.",
+    )
+    webhook_allowed_cidrs: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated networks (`10.20.0.0/16, fd00:1::/64`) webhooks may be sent to although "
+        "they are loopback, private, link-local, shared (CGNAT) or otherwise not public; every other such address "
+        "is refused (docs/webhooks.md). Empty: public addresses only.",
+    )
+    retention_days: int = Field(
+        30,
+        ge=1,
+        description="Domain events, webhook delivery logs, audit rows and idempotency answers older than this many "
+        "days are deleted by the worker's daily cron (events a relay has not read yet are kept).",
+    )
     presence_heartbeat_timeout_seconds: int = Field(
         90, ge=5, description="A client (mobile app, dashboard tab) that is not renewed for this long is gone."
     )
@@ -356,6 +385,7 @@ class Settings(BaseSettings):
         "operator_cors_origins",
         "admin_allowed_cidrs",
         "metrics_allowed_cidrs",
+        "webhook_allowed_cidrs",
         "native_client_ids",
         "native_redirect_schemes",
         mode="before",

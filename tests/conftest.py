@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from ipaddress import IPv4Network
 from typing import Any
 
 import asyncpg
@@ -88,6 +89,9 @@ async def settings(database_url: str, clean_db: AsyncEngine) -> AsyncIterator[Se
         log_json=False,
         log_level="WARNING",
         db_pool_size=5,
+        # Test receivers (webhooks, bridge stand-ins) listen on loopback; only 127.0.0.1 is allowed, so other
+        # loopback addresses stay refused for the SSRF guard's tests.
+        webhook_allowed_cidrs=[IPv4Network("127.0.0.1/32")],
     )
     # Only this test's keys: another run on the same Redis database keeps its own.
     redis = Redis.from_url(TEST_REDIS_URL)

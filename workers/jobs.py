@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import metrics, outbox, queue
+from service import metrics, outbox, queue, retention
 from service.ai import delivery as ai_delivery
 from service.ai import services as ai
 from service.bridges import notify as bridges
@@ -84,11 +84,13 @@ def _outbox_kinds(ctx: dict[str, Any]) -> dict[str, outbox.Kind]:
     # Each kind's sender is its domain's; the resources it needs are read only when a row of that kind is sent.
     return {
         WIDGET_MESSAGE: outbox.Kind(lambda delivery: deliver_widget_message(ctx["pocketping"], delivery)),
-        webhooks.WEBHOOK: outbox.Kind(
-            lambda delivery: webhooks.deliver(ctx["engine"], ctx["http"], ctx["settings"], delivery),
-            lease_seconds=webhooks.lease_seconds(ctx["settings"]),
+        webhooks.WEBHOOK: webhooks.outbox_kind(
+            ctx["settings"], lambda delivery: webhooks.deliver(ctx["engine"], ctx["http"], ctx["settings"], delivery)
         ),
-        bridges.BRIDGE: outbox.Kind(lambda delivery: bridges.deliver(ctx["engine"], ctx["team_bridge"], delivery)),
+        bridges.BRIDGE: outbox.Kind(
+            lambda delivery: bridges.deliver(ctx["engine"], ctx["team_bridge"], delivery),
+            max_attempts=bridges.MAX_ATTEMPTS,
+        ),
         ai.AI_REPLY: outbox.Kind(
             lambda delivery: ai_delivery.deliver(ctx["pocketping"], ctx["ai_provider"], ctx["settings"], delivery),
             # A try is cut off at the hand-back limit; beyond it the row may be leased again.
@@ -139,6 +141,12 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
         "timers": len(fires),
         "presence": len(swept),
     }
+
+
+async def prune_old_rows(ctx: dict[str, Any]) -> dict[str, int]:
+    """Delete what is older than ``RETENTION_DAYS``; events stay until every relay has read them."""
+    cursors = [EventRelay.cursor, bridges.BridgeRelay.cursor, AvailabilityRelay.cursor]
+    return await retention.prune(ctx["engine"], ctx["settings"].retention_days, cursors)
 
 
 async def _not_waiting(arq: Any, work: list[Any], job_id: Any) -> list[Any]:

@@ -25,6 +25,9 @@ SWEEP_SECONDS = set(range(0, 60, 5))
 ROUTING_TIMEOUT = 30
 TIMER_TIMEOUT = 120  # an AI reply waits for its provider
 SWEEP_TIMEOUT = 60
+# Old rows are deleted once a day, at a quiet hour (UTC), in batches.
+RETENTION_HOUR, RETENTION_MINUTE = 3, 30
+RETENTION_TIMEOUT = 1800
 
 # How long a relay may take to finish its current step when the worker stops.
 RELAY_STOP_SECONDS = 10.0
@@ -88,7 +91,15 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
                 run_at_startup=True,
                 unique=True,
                 timeout=SWEEP_TIMEOUT,
-            )
+            ),
+            cron(
+                jobs.prune_old_rows,
+                name=f"{settings.queue_name}:retention",
+                hour=RETENTION_HOUR,
+                minute=RETENTION_MINUTE,
+                unique=True,
+                timeout=RETENTION_TIMEOUT,
+            ),
         ],
         "redis_settings": redis_settings(settings),
         "queue_name": settings.queue_name,

@@ -11,7 +11,9 @@ survives a restart:
   linked direct chat, on each platform the team has enabled;
 - ``mention``: an operator @mentioned in an internal note hears of it the same way;
 - ``queue``: the team's channels hear when its queue is longer than the team's
-  ``queue_alert_threshold``, at most once per platform per ``QUEUE_ALERT_QUIET_SECONDS``.
+  ``queue_alert_threshold``, at most once per platform per ``QUEUE_ALERT_QUIET_SECONDS``;
+- ``webhook_disabled``: the team's channels hear that one of its webhook endpoints was disabled
+  for failing (its leads enable it again).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.bridges.dispatch import TeamBridge
@@ -28,7 +29,6 @@ from service.bridges.outbound import BridgeUnavailable, send, send_direct, team_
 from service.outbox import Delivery, Done
 from service.realtime.relay import EventRelay
 
-log = structlog.get_logger(__name__)
 BRIDGE = "bridge"  # the outbox kind
 BRIDGE_CURSOR = "bridges"
 QUEUE_ALERT_QUIET_SECONDS = 600
@@ -78,6 +78,13 @@ _FAN_OUT = sa.text(
         WHERE en.kind = 'conversation.queued' AND en.queue_alert_threshold IS NOT NULL
           AND (SELECT count(*) FROM conversation c WHERE c.team_id = en.team_id AND c.status = 'queued')
               > en.queue_alert_threshold
+        UNION ALL
+        SELECT en.id,
+               jsonb_build_object('action', 'webhook_disabled', 'teamId', en.team_id, 'platform', en.platform,
+                                  'url', en.data ->> 'url', 'reason', en.data ->> 'reason'),
+               'bridge:webhook_disabled:' || en.id || ':' || en.platform
+        FROM enabled en
+        WHERE en.kind = 'webhook.disabled'
     )
     INSERT INTO outbox (kind, payload, dedupe_key)
     SELECT 'bridge', payload, dedupe_key FROM work ORDER BY id
@@ -128,14 +135,8 @@ def _summary(row: Any) -> list[str]:
 
 
 async def deliver(engine: AsyncEngine, team_bridge: TeamBridge, delivery: Delivery) -> Done:
-    """Do one bridge outbox row; work the platforms keep refusing is given up after ``MAX_ATTEMPTS`` tries."""
-    try:
-        return Done(await _work(engine, team_bridge, delivery.payload))
-    except Exception:
-        if delivery.attempts + 1 < MAX_ATTEMPTS:
-            raise
-        log.warning("bridge work given up", outbox_id=delivery.id, action=delivery.payload.get("action"))
-        return Done("given_up")
+    """Do one bridge outbox row (its kind gives work the platforms keep refusing up after ``MAX_ATTEMPTS`` tries)."""
+    return Done(await _work(engine, team_bridge, delivery.payload))
 
 
 async def _work(engine: AsyncEngine, team_bridge: TeamBridge, payload: dict[str, Any]) -> str:
@@ -150,6 +151,10 @@ async def _work(engine: AsyncEngine, team_bridge: TeamBridge, payload: dict[str,
             team = await team_bridges(conn, team_bridge.registry, team_id)
             if action == "queue":
                 return await _queue_alert(conn, team, team_id, payload["platform"])
+            if action == "webhook_disabled":
+                text = f"Webhook disabled: {payload['url']}\n{payload['reason']}\nA team lead can enable it again."
+                await send(team, payload["platform"], text)
+                return "sent"
             conversation = (await conn.execute(_CONVERSATION, {"id": payload["conversationId"]})).first()
             if conversation is None or conversation.team_id != team_id:
                 return "stale"

@@ -492,6 +492,10 @@ class Outbox(SQLModel, table=True):
     attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     available_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
     delivered_at: datetime | None = Field(default=None, sa_type=TZ)
+    # Given up (too many tries, too old, or refused for good): never tried again.
+    dead_at: datetime | None = Field(default=None, sa_type=TZ)
+    # Waiting, untried, for its cause to release it (a disabled webhook endpoint enabled again).
+    held_at: datetime | None = Field(default=None, sa_type=TZ)
     last_error: str | None = None
     # The receiver's HTTP status on the latest attempt (webhooks), for the delivery log.
     status_code: int | None = None
@@ -526,6 +530,10 @@ class WebhookEndpoint(SQLModel, table=True):
     secret_encrypted: str
     events: list[str] = Field(default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"})
     enabled: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
+    # Since when every delivery has failed (null after a success); past WEBHOOK_DISABLE_AFTER_SECONDS it is disabled.
+    failing_since: datetime | None = Field(default=None, sa_type=TZ)
+    disabled_at: datetime | None = Field(default=None, sa_type=TZ)
+    disabled_reason: str | None = None
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
 
 

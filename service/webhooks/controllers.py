@@ -1,4 +1,4 @@
-"""``/api/v1/teams/{teamId}/webhooks``: a team's receivers (leads), a test delivery, and the delivery log."""
+"""``/api/v1/teams/{teamId}/webhooks``: a team's receivers (leads), a test delivery, the delivery log, redelivery."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class WebhookController(Controller):
         """The response carries the signing secret, once; it is stored encrypted."""
         async with engine(request).begin() as conn:
             await services.require_lead(conn, principal, team_id)
-            return await services.create_endpoint(conn, team_id, data, request.app.state.settings.secret_key)
+            return await services.create_endpoint(conn, team_id, data, request.app.state.settings)
 
     @get("/{webhook_id:uuid}", operation_id="getWebhook", summary="A webhook endpoint")
     async def get_webhook(
@@ -82,10 +82,15 @@ class WebhookController(Controller):
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
     ) -> WebhookEndpointPublic:
-        """URL, event filter, enabled; deliveries waiting for a disabled endpoint go out once it is enabled."""
+        """URL, event filter, enabled; deliveries held for a disabled endpoint go out once it is enabled."""
         async with engine(request).begin() as conn:
             await services.require_lead(conn, principal, team_id)
-            return await services.update_endpoint(conn, team_id, webhook_id, data)
+            endpoint, released = await services.update_endpoint(
+                conn, team_id, webhook_id, data, request.app.state.settings
+            )
+        for outbox_id in released:
+            await enqueue_delivery(request.app.state.redis, outbox_id)
+        return endpoint
 
     @delete("/{webhook_id:uuid}", operation_id="deleteWebhook", summary="Remove a webhook endpoint", status_code=204)
     async def delete_webhook(
@@ -135,3 +140,25 @@ class WebhookController(Controller):
             await services.require_lead(conn, principal, team_id)
             await services.get_endpoint(conn, team_id, webhook_id)
             return await services.list_deliveries(conn, webhook_id, cursor, limit)
+
+    @post(
+        "/{webhook_id:uuid}/deliveries/{delivery_id:int}/redeliver",
+        operation_id="redeliverWebhookDelivery",
+        summary="Send a delivery again",
+        status_code=202,
+    )
+    async def redeliver(
+        self,
+        team_id: FromPath[uuid.UUID],
+        webhook_id: FromPath[uuid.UUID],
+        delivery_id: FromPath[int],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+    ) -> WebhookDeliveryPublic:
+        """The same body (same event id) as a new delivery with attempts of its own; 409 while the original is still
+        being tried or the endpoint is disabled."""
+        async with engine(request).begin() as conn:
+            await services.require_lead(conn, principal, team_id)
+            delivery = await services.redeliver(conn, principal, team_id, webhook_id, delivery_id)
+        await enqueue_delivery(request.app.state.redis, delivery.id)
+        return delivery

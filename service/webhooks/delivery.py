@@ -1,4 +1,5 @@
-"""Outbound webhooks: one outbox row per (event, endpoint), signed, retried with backoff until delivered."""
+"""Outbound webhooks: one outbox row per (event, endpoint), signed, retried with backoff until delivered or dead;
+an endpoint failing for too long is disabled."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, get_args
 
 import httpx2
@@ -14,15 +15,19 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service import outbox
+from service.audit import record_audit
 from service.crypto import decrypt_secret
 from service.db.tables import endpoint_t, outbox_t
+from service.events import record_event
 from service.outbox import Delivery, DeliveryFailed, Done
 from service.settings import Settings
+from service.webhooks import guard
 from service.webhooks.schemas import WebhookEventKind
 
 WEBHOOK = "webhook"
 SECRET_PURPOSE = "webhook-signing"  # the key-derivation label for endpoint secrets at rest
 TEST_EVENT = "webhook.test"
+DISABLED_EVENT = "webhook.disabled"  # told to the team (event stream, dashboard) and kept in the audit trail
 # The domain events a receiver outside Switchboard can subscribe to (notes and presence stay inside).
 WEBHOOK_EVENT_KINDS = get_args(WebhookEventKind)
 # A delivery being sent is leased for the send's timeout plus this.
@@ -80,35 +85,112 @@ def lease_seconds(settings: Settings) -> float:
     return settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
 
 
+def outbox_kind(settings: Settings, send: Callable[[Delivery], Awaitable[Done]]) -> outbox.Kind:
+    """The outbox's webhook kind: ``send`` (``deliver``), leased for its timeout, given up after the configured tries
+    or age."""
+    return outbox.Kind(
+        send,
+        lease_seconds=lease_seconds(settings),
+        max_attempts=settings.webhook_max_attempts,
+        max_age_seconds=settings.webhook_max_age_seconds,
+    )
+
+
 async def deliver(engine: AsyncEngine, client: httpx2.AsyncClient, settings: Settings, delivery: Delivery) -> Done:
-    """POST one leased delivery to its endpoint, signed; ``DeliveryFailed`` unless the endpoint is enabled and
-    answers 2xx."""
+    """POST one leased delivery to its endpoint, signed, to an address the guard allows; ``DeliveryFailed`` unless
+    it answers 2xx (held while the endpoint is disabled, final when its address is refused)."""
     async with engine.connect() as conn:
         endpoint = (
             await conn.execute(
-                sa.select(endpoint_t.c.url, endpoint_t.c.secret_encrypted, endpoint_t.c.enabled)
+                sa.select(
+                    endpoint_t.c.id,
+                    endpoint_t.c.url,
+                    endpoint_t.c.secret_encrypted,
+                    endpoint_t.c.enabled,
+                    endpoint_t.c.failing_since,
+                )
                 .join(outbox_t, outbox_t.c.webhook_endpoint_id == endpoint_t.c.id)
                 .where(outbox_t.c.id == delivery.id)
             )
         ).one()
     if not endpoint.enabled:
-        raise DeliveryFailed("endpoint disabled; delivery waits until it is enabled again")
+        raise DeliveryFailed("endpoint disabled; the delivery waits until it is enabled again", hold=True, tried=False)
+    try:
+        done = await _post(client, settings, endpoint, delivery)
+    except DeliveryFailed as exc:
+        if await _failed(engine, settings, endpoint.id, exc):
+            raise DeliveryFailed(str(exc), exc.status_code, hold=True) from exc
+        raise
+    if endpoint.failing_since is not None:
+        async with engine.begin() as conn:
+            await conn.execute(sa.update(endpoint_t).where(endpoint_t.c.id == endpoint.id).values(failing_since=None))
+    return done
+
+
+async def _post(client: httpx2.AsyncClient, settings: Settings, endpoint: Any, delivery: Delivery) -> Done:
+    try:
+        target = await guard.target(endpoint.url, settings.webhook_allowed_cidrs)
+    except guard.Blocked as exc:
+        raise DeliveryFailed(f"refused: {exc}", final=True) from exc
+    except OSError as exc:
+        raise DeliveryFailed(f"DNS: {exc}"[:500]) from exc
     secret = decrypt_secret(settings.secret_key, SECRET_PURPOSE, endpoint.secret_encrypted)
     event = delivery.payload["event"]
     body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
     headers = {
+        "Host": target.host_header,
         "Content-Type": "application/json",
         "User-Agent": "Switchboard-Webhooks/1",
         "Switchboard-Event": event["type"],
         "Switchboard-Delivery": str(delivery.id),
         "Switchboard-Signature": sign(secret, int(time.time()), body),
     }
+    # The checked address, never the name again; TLS still checks the certificate against the name.
+    extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
     try:
         response = await client.post(
-            endpoint.url, content=body, headers=headers, timeout=settings.webhook_timeout_seconds
+            target.url, content=body, headers=headers, timeout=settings.webhook_timeout_seconds, extensions=extensions
         )
     except httpx2.HTTPError as exc:
         raise DeliveryFailed(f"{type(exc).__name__}: {exc}"[:500]) from exc
+    if response.is_redirect:
+        # Not followed: a receiver cannot send a delivery on to an address the guard did not check.
+        location = response.headers.get("location", "")[:200]
+        raise DeliveryFailed(f"HTTP {response.status_code}: redirect to {location} not followed", response.status_code)
     if not 200 <= response.status_code < 300:
         raise DeliveryFailed(f"HTTP {response.status_code}: {response.text[:200]}", response.status_code)
     return Done(status_code=response.status_code)
+
+
+async def _failed(engine: AsyncEngine, settings: Settings, endpoint_id: Any, error: DeliveryFailed) -> bool:
+    """Note the endpoint's failure; one failing for ``WEBHOOK_DISABLE_AFTER_SECONDS`` is disabled (returns True)."""
+    async with engine.begin() as conn:
+        row = (
+            await conn.execute(
+                sa.update(endpoint_t)
+                .where(endpoint_t.c.id == endpoint_id, endpoint_t.c.enabled)
+                .values(failing_since=sa.func.coalesce(endpoint_t.c.failing_since, sa.func.now()))
+                .returning(
+                    endpoint_t.c.team_id,
+                    endpoint_t.c.url,
+                    endpoint_t.c.failing_since,
+                    (
+                        endpoint_t.c.failing_since
+                        <= sa.func.now()
+                        - sa.func.make_interval(0, 0, 0, 0, 0, 0, settings.webhook_disable_after_seconds)
+                    ).label("overdue"),
+                )
+            )
+        ).first()
+        if row is None or not row.overdue:
+            return False
+        reason = f"every delivery failed since {row.failing_since.isoformat()}; last: {error}"[:500]
+        await conn.execute(
+            sa.update(endpoint_t)
+            .where(endpoint_t.c.id == endpoint_id)
+            .values(enabled=False, disabled_at=sa.func.now(), disabled_reason=reason)
+        )
+        data = {"webhookId": str(endpoint_id), "url": row.url, "reason": reason}
+        await record_event(conn, DISABLED_EVENT, team_id=row.team_id, data=data)
+        await record_audit(conn, None, DISABLED_EVENT, "webhook_endpoint", endpoint_id, data)
+    return True

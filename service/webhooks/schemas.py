@@ -24,6 +24,8 @@ WebhookEventKind = Literal[
     "ai.handed_back",
 ]
 
+DeliveryState = Literal["pending", "held", "delivered", "dead"]
+
 
 def _plain_url(value: HttpUrl) -> str:
     if value.username or value.password:
@@ -70,6 +72,12 @@ class WebhookEndpointPublic(ApiModel):
     url: str
     events: list[str]
     enabled: bool
+    disabled_at: datetime | None = Field(
+        description="When it was disabled (by a lead, or for failing); null if enabled"
+    )
+    disabled_reason: str | None = Field(
+        description="Why it was disabled automatically (its deliveries kept failing); null otherwise"
+    )
     created_at: datetime
 
 
@@ -92,11 +100,16 @@ class WebhookDeliveryPublic(ApiModel):
     id: int = Field(description="Also sent as Switchboard-Delivery, for de-duplication by the receiver")
     event_id: int | None = Field(description="The event's id; null for test deliveries")
     event_type: str
+    state: DeliveryState = Field(
+        description="pending: tried until it succeeds or is given up; held: waits for its disabled endpoint to be "
+        "enabled; delivered; dead: given up (too many attempts, too old, or its address refused)"
+    )
     attempts: int
     status_code: int | None = Field(description="The receiver's HTTP status on the latest attempt")
     last_error: str | None
     delivered_at: datetime | None
-    next_attempt_at: datetime | None = Field(description="When it is tried again; null once delivered")
+    dead_at: datetime | None = Field(description="When it was given up; null unless dead")
+    next_attempt_at: datetime | None = Field(description="When it is tried again; null unless pending")
     created_at: datetime
 
 

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
 from typing import Any
 
 import sqlalchemy as sa
@@ -118,7 +119,10 @@ async def crash_mid_work(settings: Settings, engine: AsyncEngine, *, limit: floa
     up, before the kill; its sweep comes on the schedule, not at its start-up).
     """
     # The stalled send must outlast the wait for the kill; its lease still lapses within seconds of it.
-    settings = settings.model_copy(update={"webhook_timeout_seconds": 120.0})
+    # The receiver listens on loopback, which webhooks may reach only when allowed.
+    settings = settings.model_copy(
+        update={"webhook_timeout_seconds": 120.0, "webhook_allowed_cidrs": [IPv4Network("127.0.0.1/32")]}
+    )
     team = await make_team(engine, routing_policy="round_robin", first_response_timeout_seconds=1)
     operators = (
         await make_operator(engine, "Ada", status="online"),
@@ -140,7 +144,7 @@ async def crash_mid_work(settings: Settings, engine: AsyncEngine, *, limit: floa
     arq = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
     async with receiver.serving() as url, engine.connect() as holder:
         async with engine.begin() as conn:
-            endpoint = await webhooks.create_endpoint(conn, team, WebhookEndpointCreate(url=url), settings.secret_key)
+            endpoint = await webhooks.create_endpoint(conn, team, WebhookEndpointCreate(url=url), settings)
             outbox_id = (await webhooks.add_test(conn, team, endpoint.id)).id
         crash = Crash(routed, timed, timer["id"], outbox_id, outcome.operator_id, operators, receiver)
         # Hold both conversations: the routing job and the firing wait for them, inside their jobs.

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.app import create_app
 from service.auth.oidc import OidcClient, OidcError
 from service.auth.sessions import CSRF_HEADER, create_session
-from service.db.models import ApiToken, BridgeLink, CannedResponse, Message, Screenshot, WebhookEndpoint
+from service.db.models import ApiToken, BridgeLink, CannedResponse, Message, Outbox, Screenshot, WebhookEndpoint
 from service.settings import Settings
 from tests.conftest import SECRET, RunningApi, run_api
 from tests.factories import add_member, app_access_token, bearer, make_operator, make_team, personal_token
@@ -240,6 +240,27 @@ async def webhook_of_team_a(world: World, caller: str) -> str:
     return str(webhook_id)
 
 
+async def with_dead_delivery(world: World, caller: str) -> str:
+    """A team-A webhook per caller with one given-up delivery (what ``dead_delivery_of`` names)."""
+    webhook_id = await webhook_of_team_a(world, caller)
+    async with world.engine.begin() as conn:
+        await conn.execute(
+            sa.insert(Outbox.__table__).values(  # type: ignore[attr-defined]
+                id=int(await dead_delivery_of(world, caller)),
+                kind="webhook",
+                payload={"event": {"id": None, "type": "webhook.test"}},
+                webhook_endpoint_id=webhook_id,
+                attempts=1,
+                dead_at=datetime.now(UTC),
+            )
+        )
+    return webhook_id
+
+
+async def dead_delivery_of(world: World, caller: str) -> str:
+    return str(900_000 + CALLERS.index(caller))
+
+
 def with_own_message(tag: str) -> Param:
     """A team-A conversation per caller holding a fresh message of team A's operator (what ``message_of`` names)."""
 
@@ -443,6 +464,9 @@ ROWS: dict[str, Row] = {
     "DELETE /api/v1/teams/{team_id}/webhooks/{webhook_id}": Row(lead_only(204)),
     "POST /api/v1/teams/{team_id}/webhooks/{webhook_id}/test": Row(lead_only(202)),
     "GET /api/v1/teams/{team_id}/webhooks/{webhook_id}/deliveries": Row(lead_only(200)),
+    "POST /api/v1/teams/{team_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver": Row(
+        lead_only(202), params={"webhook_id": with_dead_delivery, "delivery_id": dead_delivery_of}
+    ),
     # presence (each caller's own)
     "GET /api/v1/me/presence": Row(signed_in(200)),
     "PUT /api/v1/me/presence": Row(signed_in(200), body={"status": "away"}),

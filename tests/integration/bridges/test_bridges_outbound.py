@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.bridges.notify import BridgeRelay
 from service.db.models import BridgeLink
+from service.events import record_event
 from service.settings import Settings
 from tests.conftest import RunningApi, run_api
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
@@ -408,6 +409,24 @@ async def test_mentions_reach_the_mentioned_operator_and_long_queues_the_team_ch
         assert (told.token, told.body["chat_id"]) == (TOKEN_A, "5002")
         assert told.body["text"].startswith("Ada mentioned you in a note\nVisitor: V0")
         assert told.body["text"].endswith("Note: @bob can you take this one? @carl is in another team")
+
+
+async def test_a_webhook_disabled_for_failing_is_told_in_the_teams_channel(
+    bridged_api: RunningApi, bridged: Settings, platforms: Platforms, clean_db: AsyncEngine
+) -> None:
+    people = await two_teams(clean_db)
+    async with bridged_api.client() as http:
+        await configure(
+            http, people["a"], people["lead_a"], {"telegram": {"enabled": True, "chatId": CHAT_A, "botToken": TOKEN_A}}
+        )
+        reason = "every delivery failed since 2026-12-01T00:00:00+00:00; last: HTTP 500: nope"
+        async with clean_db.begin() as conn:
+            data = {"webhookId": "w-1", "url": "https://hooks.example/x", "reason": reason}
+            await record_event(conn, "webhook.disabled", team_id=people["a"], data=data)
+        await work(bridged, bridged_api)
+    assert [(c.body["chat_id"], c.body["text"]) for c in platforms.telegram.calls_to("sendMessage")] == [
+        (CHAT_A, f"Webhook disabled: https://hooks.example/x\n{reason}\nA team lead can enable it again.")
+    ]
 
 
 async def test_outbound_secrets_appear_in_no_response_log_or_error(

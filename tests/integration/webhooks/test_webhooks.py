@@ -55,13 +55,16 @@ class Receiver:
 
 
 @asynccontextmanager
-async def serve(receiver: Receiver) -> AsyncIterator[str]:
-    server = uvicorn.Server(uvicorn.Config(receiver, host="127.0.0.1", port=0, log_config=None, lifespan="off"))
+async def serve(receiver: Any, host: str = "127.0.0.1", **options: Any) -> AsyncIterator[str]:
+    """Serve the receiver on ``host`` (HTTPS when ``options`` name ``ssl_certfile``); yields its URL."""
+    config = uvicorn.Config(receiver, host=host, port=0, log_config=None, lifespan="off", **options)
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110  (uvicorn offers no event to wait on)
         await asyncio.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/hook"
+        scheme = "https" if "ssl_certfile" in options else "http"
+        yield f"{scheme}://{host}:{server.servers[0].sockets[0].getsockname()[1]}/hook"
     finally:
         server.should_exit = True
         await task
