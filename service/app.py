@@ -32,7 +32,7 @@ from service.gateway.controllers import GatewayController
 from service.gateway.hub import SwitchboardPocketPing
 from service.gateway.limits import RateLimiter
 from service.history.controllers import HistoryController
-from service.logging import configure_logging
+from service.logging import configure_logging, request_logging_middleware
 from service.openapi import finish_openapi, openapi_config
 from service.operators.controllers import MeController, OperatorController
 from service.ops.controllers import HealthController
@@ -131,6 +131,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[PydanticPlugin(prefer_alias=True)],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
+            # First, so every line logged while answering (other middleware included) carries the request id.
+            request_logging_middleware,
             # Requests by route template (a conversation id is not a label); the scrapes themselves left out.
             PrometheusConfig(
                 app_name="switchboard",

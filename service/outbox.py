@@ -247,6 +247,8 @@ async def deliver(
     delivery = await lease(engine, outbox_id, kinds)
     if delivery is None:
         return "skipped"
+    if conversation_id := delivery.payload.get("conversationId"):
+        structlog.contextvars.bind_contextvars(conversation_id=conversation_id)
     # Outside any transaction: a slow receiver holds no database connection.
     try:
         kind = kinds.get(delivery.kind)

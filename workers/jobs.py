@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from functools import partial
-from typing import Any
+from collections.abc import Callable, Coroutine
+from functools import partial, wraps
+from typing import Any, TypeVar, cast
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -34,7 +35,29 @@ log = structlog.get_logger(__name__)
 # queue; versioned job ids and the database re-check make that harmless.
 LOST_JOB_AFTER_SECONDS = 2.0
 
+Job = TypeVar("Job", bound=Callable[..., Coroutine[Any, Any, Any]])
 
+
+def logged(job: Job) -> Job:
+    """Every line the job logs carries ``job`` (its name) and ``conversation_id`` when it is given one."""
+
+    @wraps(job)
+    async def run(ctx: dict[str, Any], **kwargs: Any) -> Any:
+        fields = {"job": job.__name__}
+        if "conversation_id" in kwargs:
+            fields["conversation_id"] = kwargs["conversation_id"]
+        # arq runs each job in a task of its own; clearing still keeps a job's fields out of anything after it.
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**fields)
+        try:
+            return await job(ctx, **kwargs)
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+    return cast(Job, run)
+
+
+@logged
 async def route_conversation(ctx: dict[str, Any], *, conversation_id: str, revision: int, trigger: str) -> str:
     """Route one conversation if ``revision`` is still current; otherwise do nothing."""
 
@@ -54,6 +77,7 @@ async def route_conversation(ctx: dict[str, Any], *, conversation_id: str, revis
     return outcome.outcome
 
 
+@logged
 async def drain_team_queue(ctx: dict[str, Any], *, team_id: str, trigger: str) -> int:
     """Assign the team's queued conversations while members have room; a drain with nothing to do does nothing."""
     team = uuid.UUID(team_id)
@@ -61,6 +85,7 @@ async def drain_team_queue(ctx: dict[str, Any], *, team_id: str, trigger: str) -
         return await in_transaction(ctx["engine"], lambda conn: placement.drain_team_queue(conn, team, trigger))
 
 
+@logged
 async def fire_timer(ctx: dict[str, Any], *, timer_id: int, revision: int) -> str:
     """Fire one timer revision if it is still pending (a stale, duplicated or retried trigger does nothing)."""
     async with timers.triggers(ctx["redis"]):
@@ -75,6 +100,7 @@ async def fire_timer(ctx: dict[str, Any], *, timer_id: int, revision: int) -> st
     return outcome
 
 
+@logged
 async def deliver_outbox(ctx: dict[str, Any], *, outbox_id: int) -> str:
     """Deliver one outbox row once; a duplicate or retried job finds it delivered, leased or locked and stops."""
     return await outbox.deliver(ctx["engine"], ctx["redis"], ctx["settings"], outbox_id, _outbox_kinds(ctx))
@@ -99,6 +125,7 @@ def _outbox_kinds(ctx: dict[str, Any]) -> dict[str, outbox.Kind]:
     }
 
 
+@logged
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     """Re-enqueue work PostgreSQL shows undone whose job is not waiting in the queue (unrouted conversations, due
     outbox rows, overdue timers: a lost trigger, or a killed worker's job), drain every team with a queue; end
@@ -143,6 +170,7 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     }
 
 
+@logged
 async def prune_old_rows(ctx: dict[str, Any]) -> dict[str, int]:
     """Delete what is older than ``RETENTION_DAYS``; events stay until every relay has read them."""
     cursors = [EventRelay.cursor, bridges.BridgeRelay.cursor, AvailabilityRelay.cursor]

@@ -17,6 +17,7 @@ from service.auth.principal import TOKEN_PREFIX, CredentialRefused, Principal, r
 from service.auth.services import load_principal, principal_from_personal_token, principal_of_subject
 from service.auth.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches, load_session
 from service.errors import Forbidden
+from service.logging import bind_request
 
 log = structlog.get_logger(__name__)
 
@@ -127,6 +128,7 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
         principal = await principal_from_session(request, cookie)
     if principal is None:
         raise NotAuthorizedException("Sign in or send a valid bearer token", headers=UNAUTHORIZED_HEADERS)
+    bind_request(operator_id=str(principal.operator_id))
     if principal.is_admin and not admin_network_allowed(request):
         principal = replace(principal, admin_network=False)
     check_token_scope(request, principal)

@@ -58,6 +58,7 @@ async def fire(conn: AsyncConnection, timer_id: int, revision: int) -> tuple[str
     if row is None:
         return "stale", None
     if row.kind in (FIRST_RESPONSE, AI_TAKEOVER, CSAT_REQUEST):
+        structlog.contextvars.bind_contextvars(conversation_id=row.subject)
         await conn.execute(sa.text("SELECT 1 FROM conversation WHERE id = :id FOR UPDATE"), {"id": row.subject})
     if await claim_fire(conn, timer_id, revision) is None:
         return "stale", None
