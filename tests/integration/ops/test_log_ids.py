@@ -11,17 +11,22 @@ from typing import Any
 
 import pytest
 import structlog
+from arq import create_pool
 from litestar import get
 from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service import outbox
 from service.auth.principal import Principal
+from service.conversations.delivery import WIDGET_MESSAGE
 from service.gateway.hub import SwitchboardPocketPing
 from service.logging import configure_logging
+from service.resources import redis_settings
 from service.settings import Settings
 from tests.conftest import RunningApi, run_api
 from tests.factories import bearer, make_operator, personal_token
 from tests.integration.workers.test_worker import run_burst, start_conversation
+from workers import jobs
 
 TEST_LOGGER = "tests.log_ids"
 
@@ -119,4 +124,21 @@ async def test_a_routing_job_logs_its_name_and_conversation(
     routed = [line for line in lines if line["event"] == "routed"]
     assert [(line["job"], line["conversation_id"], line["outcome"]) for line in routed] == [
         ("route_conversation", session_id, "queued")
+    ]
+
+
+async def test_an_outbox_delivery_logs_the_conversation_its_row_names(
+    json_settings: Settings, clean_db: AsyncEngine
+) -> None:
+    async with clean_db.begin() as conn:
+        outbox_id = await outbox.add(conn, WIDGET_MESSAGE, {"conversationId": "c-logs", "messageId": "m-1"})
+    arq = await create_pool(redis_settings(json_settings), default_queue_name=json_settings.queue_name)
+    configure_logging(json_settings)
+    # No PocketPing hub in this context: the delivery fails, and says so in a line of its job.
+    ctx = {"engine": clean_db, "redis": arq, "settings": json_settings}
+    with json_lines("service.outbox") as lines:
+        assert await jobs.deliver_outbox(ctx, outbox_id=outbox_id) == "failed"
+    await arq.aclose()
+    assert [(line["event"], line["job"], line["conversation_id"]) for line in lines] == [
+        ("outbox delivery failed", "deliver_outbox", "c-logs")
     ]
