@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -31,6 +32,9 @@ from tests.support.redis_keys import delete_deployment_keys
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# One metrics directory for the run, read by every Settings here and inherited by worker subprocesses (whatever
+# DATA_DIR a test sets): a worker's metrics reach the test's /metrics, and no run adds to another's.
+os.environ.setdefault("METRICS_DIR", tempfile.mkdtemp(prefix="switchboard-metrics-"))
 SECRET = "test-secret-key-with-at-least-32-characters"
 
 

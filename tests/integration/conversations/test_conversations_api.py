@@ -14,6 +14,7 @@ import websockets
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.conversations import services
+from service.idempotency import advisory_lock
 from service.pagination import decode_cursor, encode_cursor
 from tests.conftest import RunningApi
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
@@ -574,10 +575,9 @@ async def test_a_duplicate_waits_for_the_first_send_only_so_long(
 ) -> None:
     session_id = await widget_held_by_ada(http, clean_db, crew)
     monkeypatch.setattr(services, "REPLY_LOCK_TIMEOUT_MS", 200)
-    lock = services._lock_id(services.reply_message_id(crew.ids["ada"], "slow-1"))
     headers = crew.headers["ada"] | {"Idempotency-Key": "slow-1"}
     async with clean_db.begin() as conn:  # the first request, still sending
-        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock)))
+        await advisory_lock(conn, services.reply_message_id(crew.ids["ada"], "slow-1"))
         response = await http.post(reply_path(session_id), json={"content": "Hi"}, headers=headers)
     assert (response.status_code, response.json()["detail"]) == (
         409,
