@@ -38,6 +38,7 @@ from service.ops.controllers import HealthController
 from service.presence.controllers import PresenceController
 from service.presence.services import end_session_clients
 from service.problems import EXCEPTION_HANDLERS
+from service.push.controllers import DeviceController
 from service.realtime.controllers import EventsController
 from service.realtime.hub import EventHub
 from service.resources import Resources
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AnalyticsController,
             BridgeWebhookController,
             BridgeLinkController,
+            DeviceController,
             demo_router,
         ],
         lifespan=[lifespan],
