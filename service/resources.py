@@ -23,6 +23,7 @@ from service.files.store import open_store
 from service.gateway.bridge import RoutingBridge
 from service.gateway.hooks import GatewayHooks
 from service.gateway.hub import SwitchboardPocketPing
+from service.push.senders import PushSenders
 from service.routing import placement
 from service.settings import Settings
 from service.teams import visitors
@@ -64,6 +65,7 @@ class Resources:
     pocketping: SwitchboardPocketPing
     ai_provider: AIProvider
     http: httpx2.AsyncClient
+    push: PushSenders
     owns_redis: bool
 
     @classmethod
@@ -87,6 +89,8 @@ class Resources:
             routing=RoutingBridge(engine, redis) if role == "api" else None,
             bridges=[team_bridge],
         )
+        # Webhook receivers and FCM: no redirects followed (a signed body must reach the configured URL only).
+        http = httpx2.AsyncClient(follow_redirects=False)
         resources = cls(
             settings=settings,
             role=role,
@@ -97,8 +101,8 @@ class Resources:
             team_bridge=team_bridge,
             pocketping=pocketping,
             ai_provider=build_provider(settings),
-            # Webhook receivers: no redirects followed (a signed body must reach the configured URL only).
-            http=httpx2.AsyncClient(follow_redirects=False),
+            http=http,
+            push=PushSenders(settings, http),
             owns_redis=owns_redis,
         )
         if role == "api":
@@ -117,6 +121,7 @@ class Resources:
             await self.pocketping.stop()  # destroys its bridges too
         else:
             await self.team_bridge.destroy()
+        await self.push.aclose()
         await self.http.aclose()
         await self.files.store.aclose()
         if self.owns_redis:

@@ -20,6 +20,7 @@ from service.files import services as files
 from service.flows import timeouts
 from service.gateway.availability import AvailabilityRelay
 from service.presence import services as presence
+from service.push import notify as push
 from service.queue import enqueue_delivery, enqueue_drain, enqueue_route, enqueue_trigger
 from service.realtime.relay import EventRelay
 from service.routing import placement, queries
@@ -97,6 +98,7 @@ def _outbox_kinds(ctx: dict[str, Any]) -> dict[str, outbox.Kind]:
             lease_seconds=webhooks.lease_seconds(ctx["settings"]),
         ),
         bridges.BRIDGE: outbox.Kind(lambda delivery: bridges.deliver(ctx["engine"], ctx["team_bridge"], delivery)),
+        push.PUSH: outbox.Kind(lambda delivery: push.deliver(ctx["engine"], ctx["push"], delivery)),
     }
 
 
@@ -132,6 +134,7 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     # One pass of each relay too, in case the worker's loop is stuck (and so burst workers relay).
     await EventRelay(ctx["engine"], arq, ctx["settings"]).step()
     await bridges.BridgeRelay(ctx["engine"], arq, ctx["settings"]).step()
+    await push.PushRelay(ctx["engine"], arq, ctx["settings"]).step()
     await AvailabilityRelay(ctx["engine"], arq, ctx["settings"], ctx["pocketping"]).step()
     uploads = await files.sweep(ctx["engine"], ctx["files"])
     return {
