@@ -39,6 +39,7 @@ from service.ops.controllers import HealthController
 from service.presence.controllers import PresenceController
 from service.presence.services import end_session_clients
 from service.problems import EXCEPTION_HANDLERS
+from service.push.controllers import DeviceController
 from service.realtime.controllers import EventsController
 from service.realtime.hub import EventHub
 from service.resources import Resources
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             BridgeWebhookController,
             BridgeLinkController,
             ScimController,
+            DeviceController,
             demo_router,
         ],
         lifespan=[lifespan],

@@ -25,6 +25,7 @@ from service.files.store import open_store
 from service.gateway.bridge import RoutingBridge
 from service.gateway.hooks import GatewayHooks
 from service.gateway.hub import SwitchboardPocketPing
+from service.push.senders import PushSenders
 from service.routing import placement
 from service.settings import Settings
 from service.teams import visitors
@@ -66,6 +67,7 @@ class Resources:
     pocketping: SwitchboardPocketPing
     ai_provider: AIProvider
     http: httpx2.AsyncClient
+    push: PushSenders
     owns_redis: bool
     unwatch_pool: Callable[[], None]
 
@@ -91,6 +93,10 @@ class Resources:
             routing=RoutingBridge(engine, redis) if role == "api" else None,
             bridges=[team_bridge],
         )
+        # Webhook receivers and FCM: no redirects followed (a signed body must reach the configured URL only).
+        # Webhook requests go to the checked address (service/webhooks/guard.py), so a kept-alive connection
+        # would be shared by every name on that address, its TLS checked for the first: none is kept.
+        http = httpx2.AsyncClient(follow_redirects=False, limits=httpx2.Limits(max_keepalive_connections=0))
         resources = cls(
             settings=settings,
             role=role,
@@ -101,10 +107,8 @@ class Resources:
             team_bridge=team_bridge,
             pocketping=pocketping,
             ai_provider=build_provider(settings),
-            # Webhook receivers: no redirects followed (a signed body must reach the configured URL only). Requests
-            # go to the checked address (service/webhooks/guard.py), so a kept-alive connection would be shared by
-            # every name on that address, its TLS checked for the first: none is kept.
-            http=httpx2.AsyncClient(follow_redirects=False, limits=httpx2.Limits(max_keepalive_connections=0)),
+            http=http,
+            push=PushSenders(settings, http),
             owns_redis=owns_redis,
             unwatch_pool=metrics.watch_pool(engine, settings.db_pool_size * 2),  # the pool plus its overflow
         )
@@ -124,6 +128,7 @@ class Resources:
             await self.pocketping.stop()  # destroys its bridges too
         else:
             await self.team_bridge.destroy()
+        await self.push.aclose()
         await self.http.aclose()
         await self.files.store.aclose()
         if self.owns_redis:

@@ -348,6 +348,41 @@ class Settings(BaseSettings):
     )
     slack_api_base: str = Field("https://slack.com/api", description="Slack Web API root (`/<method>`).")
     discord_api_base: str = Field("https://discord.com/api/v10", description="Discord REST API (v10) root.")
+    # Push notifications (docs/mobile.md, "Push"); a platform without its credentials is not pushed to.
+    apns_key: str | None = Field(
+        None,
+        description="APNs token-auth signing key: the `.p8` file's PEM text, or the path to the file.",
+        json_schema_extra={"secret": True},
+    )
+    apns_key_id: str | None = Field(None, description="The APNs key's id (10 characters, the JWT `kid`).")
+    apns_team_id: str | None = Field(None, description="The Apple developer team id (the JWT `iss`).")
+    apns_topic: str | None = Field(
+        None, description="The iOS app's bundle id, used as `apns-topic` for devices registered without an app id."
+    )
+    apns_base_url: str = Field(
+        "https://api.push.apple.com",
+        description="APNs HTTP/2 server (`https://api.sandbox.push.apple.com` for development builds; a stand-in).",
+    )
+    apns_ca_file: str | None = Field(
+        None, description="Extra CA certificates (PEM file) trusted for `APNS_BASE_URL`, e.g. a TLS proxy's."
+    )
+    fcm_service_account: str | None = Field(
+        None,
+        description="Firebase service account: its JSON key text or the path to that file.",
+        json_schema_extra={"secret": True},
+    )
+    fcm_base_url: str = Field(
+        "https://fcm.googleapis.com", description="FCM HTTP v1 root (`/v1/projects/<id>/messages:send`); a stand-in."
+    )
+    vapid_private_key: str | None = Field(
+        None,
+        description="Web Push VAPID key (P-256): PEM text, a path to a PEM file, or the raw key in base64url. "
+        "Its public key is what browsers subscribe with.",
+        json_schema_extra={"secret": True},
+    )
+    vapid_subject: str = Field(
+        "mailto:admin@localhost", description="VAPID `sub` claim: a `mailto:` or `https:` contact for push services."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Lowest level logged.")
     log_json: bool = Field(True, description="One JSON object per log line on stderr; `false` for console lines.")
 

@@ -22,6 +22,7 @@ from service.files import services as files
 from service.flows import timeouts
 from service.gateway.availability import AvailabilityRelay
 from service.presence import services as presence
+from service.push import notify as push
 from service.queue import enqueue_delivery, enqueue_drain, enqueue_route, enqueue_trigger
 from service.realtime.relay import EventRelay
 from service.routing import placement, queries
@@ -122,6 +123,9 @@ def _outbox_kinds(ctx: dict[str, Any]) -> dict[str, outbox.Kind]:
             # A try is cut off at the hand-back limit; beyond it the row may be leased again.
             lease_seconds=ctx["settings"].ai_handback_seconds + outbox.LEASE_SECONDS,
         ),
+        push.PUSH: outbox.Kind(
+            lambda delivery: push.deliver(ctx["engine"], ctx["push"], delivery), max_attempts=push.MAX_ATTEMPTS
+        ),
     }
 
 
@@ -158,6 +162,7 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     # One pass of each relay too, in case the worker's loop is stuck (and so burst workers relay).
     await EventRelay(ctx["engine"], arq, ctx["settings"]).step()
     await bridges.BridgeRelay(ctx["engine"], arq, ctx["settings"]).step()
+    await push.PushRelay(ctx["engine"], arq, ctx["settings"]).step()
     await AvailabilityRelay(ctx["engine"], arq, ctx["settings"], ctx["pocketping"]).step()
     uploads = await files.sweep(ctx["engine"], ctx["files"])
     return {

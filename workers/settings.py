@@ -11,6 +11,7 @@ from service.bridges.notify import BridgeRelay
 from service.gateway.availability import AvailabilityRelay
 from service.logging import configure_logging
 from service.outbox import LEASE_SECONDS
+from service.push.notify import PushRelay
 from service.realtime.relay import EventRelay
 from service.resources import Resources, redis_settings
 from service.settings import Settings
@@ -49,12 +50,14 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             pocketping=resources.pocketping,
             ai_provider=resources.ai_provider,
             http=resources.http,
+            push=resources.push,
         )
         ctx["relays"] = {
             relay: asyncio.create_task(relay.run(), name=f"{relay.cursor}-relay")
             for relay in (
                 EventRelay(resources.engine, resources.redis, settings),
                 BridgeRelay(resources.engine, resources.redis, settings),
+                PushRelay(resources.engine, resources.redis, settings),
                 AvailabilityRelay(resources.engine, resources.redis, settings, resources.pocketping),
             )
         }

@@ -89,7 +89,8 @@ async def principal_by_email(conn: AsyncConnection, email: str) -> Principal:
 
 async def revoke_credentials(conn: AsyncConnection, operator_id: uuid.UUID) -> None:
     """Every stored credential of the operator stops working now (deactivation): personal access tokens and
-    native-app sign-ins (their access and refresh tokens). Push devices, once they exist, are revoked here too.
+    native-app sign-ins (their access and refresh tokens). Their push devices are removed beside it
+    (``service.operators.services``).
 
     Browser sessions live in Redis: ``sessions.end_operator_sessions`` ends them after the commit.
     """

@@ -19,19 +19,20 @@ survives a restart:
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service import notices
 from service.bridges.dispatch import TeamBridge
 from service.bridges.outbound import BridgeUnavailable, send, send_direct, team_bridges
+from service.notices import QUEUE_ALERT_QUIET_SECONDS
 from service.outbox import Delivery, Done
-from service.realtime.relay import EventRelay
+from service.realtime.relay import OutboxRelay
 
 BRIDGE = "bridge"  # the outbox kind
 BRIDGE_CURSOR = "bridges"
-QUEUE_ALERT_QUIET_SECONDS = 600
 # A notification the platform keeps refusing (a revoked token, a deleted chat) is given up after this many tries.
 MAX_ATTEMPTS = 10
 
@@ -94,44 +95,15 @@ _FAN_OUT = sa.text(
 )
 
 
-class BridgeRelay(EventRelay):
+class BridgeRelay(OutboxRelay):
     """Reads new events into bridge outbox rows (threads, notifications) with the ``bridges`` cursor."""
 
     cursor = BRIDGE_CURSOR
-
-    async def fan_out(self, conn: AsyncConnection, event_ids: list[int]) -> list[int]:
-        result = await conn.execute(_FAN_OUT, {"ids": event_ids, "quiet": QUEUE_ALERT_QUIET_SECONDS})
-        return [row.id for row in result]
-
-    async def announce(self) -> None:
-        pass  # the api instances hear of events from the main relay
+    statement = _FAN_OUT
+    params: ClassVar[dict[str, Any]] = {"quiet": QUEUE_ALERT_QUIET_SECONDS}
 
 
 # --- Delivery ----------------------------------------------------------------------------------------------------
-
-_CONVERSATION = sa.text(
-    """
-    SELECT c.id, c.team_id, c.status, c.assignee_id, c.visitor_id, c.identity, c.session_metadata,
-           (SELECT m.content FROM message m WHERE m.conversation_id = c.id AND m.sender = 'visitor'
-            ORDER BY m.seq DESC LIMIT 1) AS last_message
-    FROM conversation c WHERE c.id = :id
-    """
-)
-
-
-def _visitor(row: Any) -> str:
-    identity = row.identity or {}
-    return str(identity.get("name") or identity.get("email") or row.visitor_id[:8])
-
-
-def _summary(row: Any) -> list[str]:
-    page = (row.session_metadata or {}).get("url")
-    lines = [f"Visitor: {_visitor(row)}"]
-    if page:
-        lines.append(f"Page: {page}")
-    if row.last_message:
-        lines.append(f"Last message: {row.last_message[:300]}")
-    return lines
 
 
 async def deliver(engine: AsyncEngine, team_bridge: TeamBridge, delivery: Delivery) -> Done:
@@ -155,14 +127,14 @@ async def _work(engine: AsyncEngine, team_bridge: TeamBridge, payload: dict[str,
                 text = f"Webhook disabled: {payload['url']}\n{payload['reason']}\nA team lead can enable it again."
                 await send(team, payload["platform"], text)
                 return "sent"
-            conversation = (await conn.execute(_CONVERSATION, {"id": payload["conversationId"]})).first()
+            conversation = await notices.conversation(conn, payload["conversationId"])
             if conversation is None or conversation.team_id != team_id:
                 return "stale"
             operator_id = uuid.UUID(payload["operatorId"])
             if action == "assigned":
                 if conversation.status != "assigned" or conversation.assignee_id != operator_id:
                     return "stale"
-                text = "\n".join(["New conversation assigned to you", *_summary(conversation)])
+                text = "\n".join([notices.ASSIGNED_TITLE, *notices.summary_lines(conversation)])
             else:
                 text = await _mention_text(conn, conversation, payload["noteId"])
             sent = await send_direct(conn, team, operator_id, payload["platform"], text)
@@ -172,33 +144,13 @@ async def _work(engine: AsyncEngine, team_bridge: TeamBridge, payload: dict[str,
 
 
 async def _mention_text(conn: AsyncConnection, conversation: Any, note_id: str) -> str:
-    note = (
-        await conn.execute(
-            sa.text(
-                "SELECT n.body, o.display_name FROM internal_note n LEFT JOIN operator o ON o.id = n.author_id "
-                "WHERE n.id = :id"
-            ),
-            {"id": note_id},
-        )
-    ).one()
-    return "\n".join(
-        [f"{note.display_name or 'Someone'} mentioned you in a note", *_summary(conversation), f"Note: {note.body}"]
-    )
+    note = await notices.note(conn, note_id)
+    return "\n".join([notices.mention_title(note), *notices.summary_lines(conversation), f"Note: {note.body}"])
 
 
 async def _queue_alert(conn: AsyncConnection, team: Any, team_id: uuid.UUID, platform: str) -> str:
-    row = (
-        await conn.execute(
-            sa.text(
-                "SELECT t.name, t.queue_alert_threshold AS threshold, "
-                "(SELECT count(*) FROM conversation c WHERE c.team_id = t.id AND c.status = 'queued') AS waiting "
-                "FROM team t WHERE t.id = :id"
-            ),
-            {"id": team_id},
-        )
-    ).one()
-    if row.threshold is None or row.waiting <= row.threshold:
+    text = await notices.queue_alert(conn, team_id)
+    if text is None:
         return "stale"
-    text = f"Queue alert: {row.waiting} conversations waiting in {row.name} (alert above {row.threshold})"
     await send(team, platform, text)
     return "sent"

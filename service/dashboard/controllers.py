@@ -219,6 +219,14 @@ async def home() -> Redirect:
     return Redirect("/app", status_code=303)
 
 
+@get("/app/sw.js", include_in_schema=False)
+async def service_worker() -> Response[bytes]:
+    """The service worker, served under /app/ so that its scope is the whole dashboard (not only /app/static/)."""
+    return Response(
+        (STATIC / "sw.js").read_bytes(), media_type="text/javascript", headers={"Cache-Control": "no-cache"}
+    )
+
+
 def _sign_in_url(path: str, query: str) -> str:
     """Sign-in that comes back to this page."""
     return "/auth/login?returnTo=" + quote(path + (f"?{query}" if query else ""))
@@ -249,6 +257,7 @@ dashboard_router = Router(
     path="/",
     route_handlers=[
         home,
+        service_worker,
         DashboardController,
         CannedPageController,
         ProfilePageController,

@@ -1,4 +1,5 @@
-"""The profile page: your presence, your teams and roles, your personal access tokens and your chat accounts."""
+"""The profile page: your presence, your teams and roles, your personal access tokens, your chat accounts, and
+desktop notifications for this browser."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from service.bridges import links
 from service.dashboard.common import csrf_token
 from service.deps import engine
 from service.presence import services as presence
+from service.push.senders import vapid_public_key
 from service.teams import services as teams
 
 # Token lifetimes offered by the form, in days; "never" is offered too.
@@ -45,7 +47,11 @@ class ProfilePageController(Controller):
     async def profile_page(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> Template:
         """Presence, teams, tokens and chat accounts; the forms for a new token or link code (each shown once)."""
         context = await _profile_context(request, principal)
-        context |= {"csrf_token": await csrf_token(request), "expiry_days": EXPIRY_DAYS}
+        context |= {
+            "csrf_token": await csrf_token(request),
+            "expiry_days": EXPIRY_DAYS,
+            "vapid_public_key": vapid_public_key(request.app.state.settings),
+        }
         return Template("profile.html", context=context)
 
     @get("/details")

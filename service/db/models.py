@@ -651,3 +651,32 @@ class OAuthToken(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=TZ)
     # A refresh token is used once: this is set when it is exchanged for the next one.
     rotated_at: datetime | None = Field(default=None, sa_type=TZ)
+
+
+PUSH_PLATFORMS = ("apns", "fcm", "webpush")
+
+
+class PushDevice(SQLModel, table=True):
+    """A device (phone app, browser) of an operator's that receives push notifications.
+
+    ``token`` is the APNs device token, the FCM registration token or the Web Push endpoint; one token is one
+    device, so registering it again (by anyone) updates the same row.
+    """
+
+    __tablename__ = "push_device"
+    __table_args__ = (
+        sa.CheckConstraint(_in("platform", PUSH_PLATFORMS), name="platform"),
+        sa.UniqueConstraint("platform", "token"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    operator_id: uuid.UUID = Field(foreign_key="operator.id", ondelete="CASCADE", index=True)
+    platform: str
+    token: str
+    # Web Push only: the subscription's p256dh and auth keys (base64url), which encrypt the payload.
+    keys: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
+    # APNs topic (the app's bundle id) or the FCM app's package name.
+    app_id: str | None = None
+    name: str | None = None
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+    registered_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)

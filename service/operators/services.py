@@ -20,6 +20,7 @@ from service.db.transactions import in_transaction
 from service.errors import NotFound, field_invalid
 from service.operators.schemas import OperatorPage, OperatorPublic, OperatorUpdate
 from service.pagination import decode_cursor, page
+from service.push.devices import delete_devices
 from service.routing.handoff import requeue
 from service.settings import Settings
 
@@ -104,6 +105,7 @@ async def update_operator(
         if data.deactivated:
             changes |= {"deactivated_at": sa.func.now(), "status": "offline"}
             await revoke_credentials(conn, operator_id)
+            await delete_devices(conn, operator_id)  # no push reaches a deactivated operator's phone
         else:
             changes["deactivated_at"] = None
     if changes:

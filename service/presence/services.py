@@ -430,3 +430,18 @@ async def current(conn: AsyncConnection, operator_id: uuid.UUID) -> PresenceChan
         chosen_status=row.chosen_status,
         clients=[dict(c._mapping) for c in clients],
     )
+
+
+async def in_foreground(conn: AsyncConnection, operator_id: uuid.UUID) -> bool:
+    """Whether a client the operator is looking at is connected: a dashboard tab or a foreground app, still renewed."""
+    return bool(
+        await conn.scalar(
+            sa.select(
+                sa.exists().where(
+                    client_t.c.operator_id == operator_id,
+                    client_t.c.kind.in_(LEASED_KINDS),
+                    client_t.c.expires_at > sa.func.now(),
+                )
+            )
+        )
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 import structlog
@@ -91,3 +92,20 @@ class EventRelay:
     async def announce(self) -> None:
         """Tell the api instances that events up to the watermark exist."""
         await self._arq.publish(events_channel(self._settings), str(self._tail.watermark))
+
+
+class OutboxRelay(EventRelay):
+    """A consumer whose outbox rows come from one statement over the new event ids (``:ids``, plus ``params``).
+
+    It announces nothing: the api instances hear of events from the main relay.
+    """
+
+    statement: ClassVar[sa.TextClause]
+    params: ClassVar[dict[str, Any]] = {}
+
+    async def fan_out(self, conn: AsyncConnection, event_ids: list[int]) -> list[int]:
+        result = await conn.execute(self.statement, {"ids": event_ids, **self.params})
+        return [row.id for row in result]
+
+    async def announce(self) -> None:
+        pass

@@ -150,13 +150,19 @@ class StandIn:
     def answer(self, name: str, method: str, path: str, body: Any, token: str | None) -> Answer:
         raise NotImplementedError
 
+    def answer_request(
+        self, name: str, method: str, path: str, body: Any, token: str | None, headers: dict[str, str]
+    ) -> Answer:
+        """``answer``, for stand-ins that read the request's headers too (signatures, encodings)."""
+        return self.answer(name, method, path, body, token)
+
     def _record(self, method: str, path: str, headers: dict[str, str], raw: bytes, query: str = "") -> Call:
         name, token = self.route(method, path, headers)
         if token is None and self.query_token is not None:
             token = dict(parse_qsl(query)).get(self.query_token)
         body = _parse_body(raw, headers.get("content-type", ""))
         try:
-            status, response = self._failures.get(name) or self.answer(name, method, path, body, token)
+            status, response = self._failures.get(name) or self.answer_request(name, method, path, body, token, headers)
         except Exception as exc:  # a stand-in bug shows up as a recorded 500, not a hung client
             status, response = 500, {"error": repr(exc)}
         call = Call(name, method, path, body, token, headers, status, response)

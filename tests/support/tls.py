@@ -1,8 +1,9 @@
-"""A self-signed certificate for one DNS name, written as PEM files, for HTTPS receivers on loopback."""
+"""A self-signed certificate for one DNS name or IP address, written as PEM files, for HTTPS servers on loopback."""
 
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from pathlib import Path
 
 from cryptography import x509
@@ -12,7 +13,11 @@ from cryptography.x509.oid import NameOID
 
 
 def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
-    """``(certificate, key)`` files of a certificate for ``name`` only (no IP address in it): its own CA."""
+    """``(certificate, key)`` files of a certificate for ``name`` only (a DNS name, or an IP address): its own CA."""
+    try:
+        alternative: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        alternative = x509.DNSName(name)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
@@ -24,7 +29,7 @@ def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([alternative]), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )

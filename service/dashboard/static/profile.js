@@ -54,4 +54,34 @@
     }
     document.getElementById("link-code").hidden = false;
   });
+
+  // Desktop notifications: this browser's push subscription, registered as a webpush device of yours.
+  const notify = document.getElementById("notifications-enable");
+  if (notify) {
+    notify.addEventListener("click", async function () {
+      const status = document.getElementById("notifications-status");
+      try {
+        if (!("serviceWorker" in navigator) || !("PushManager" in window)) {
+          throw new Error("This browser cannot show push notifications");
+        }
+        if ((await Notification.requestPermission()) !== "granted") {
+          throw new Error("Notifications are blocked for this site: allow them in the browser's site settings");
+        }
+        const registration = await navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" });
+        await navigator.serviceWorker.ready;
+        const subscription =
+          (await registration.pushManager.getSubscription()) ||
+          (await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: notify.dataset.vapidKey }));
+        await Switchboard.call("POST", "/api/v1/me/devices", {
+          platform: "webpush",
+          subscription: subscription.toJSON(),
+          name: "Browser: " + navigator.userAgent.slice(0, 150),
+        });
+        status.textContent = "Notifications are on for this browser.";
+      } catch (error) {
+        status.textContent = "Notifications are off: " + error.message;
+      }
+      status.hidden = false;
+    });
+  }
 })();

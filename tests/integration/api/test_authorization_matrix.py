@@ -30,7 +30,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.app import create_app
 from service.auth.oidc import OidcClient, OidcError
 from service.auth.sessions import CSRF_HEADER, create_session
-from service.db.models import ApiToken, BridgeLink, CannedResponse, Message, Outbox, Screenshot, WebhookEndpoint
+from service.db.models import (
+    ApiToken,
+    BridgeLink,
+    CannedResponse,
+    Message,
+    Outbox,
+    PushDevice,
+    Screenshot,
+    WebhookEndpoint,
+)
 from service.settings import Settings
 from tests.conftest import SECRET, RunningApi, run_api
 from tests.factories import add_member, app_access_token, bearer, make_operator, make_team, personal_token
@@ -188,6 +197,18 @@ async def own_bridge_link(world: World, caller: str) -> str:
     return str(link)
 
 
+async def own_device(world: World, caller: str) -> str:
+    """An FCM device of the caller's (of team A's operator for callers with no operator)."""
+    operator_id = world.operators.get(caller, world.operators["operator"])
+    async with world.engine.begin() as conn:
+        device = await conn.scalar(
+            sa.insert(PushDevice.__table__)  # type: ignore[attr-defined]
+            .values(operator_id=operator_id, platform="fcm", token=uuid.uuid4().hex)
+            .returning(PushDevice.__table__.c.id)  # type: ignore[attr-defined]
+        )
+    return str(device)
+
+
 async def team_with_bridges(world: World, caller: str) -> str:
     """A team whose three bridges are enabled with their secrets, so a 401 is the missing signature's."""
     return str(await make_team(world.engine, bridge_settings=bridge_settings(SECRET)))
@@ -337,6 +358,7 @@ PARAMS: dict[str, Param] = {
     "canned_id": canned_of_team_a,
     "webhook_id": webhook_of_team_a,
     "link_id": own_bridge_link,
+    "device_id": own_device,
 }
 
 NATIVE_APP = "switchboard-mobile"
@@ -366,6 +388,9 @@ ROWS: dict[str, Row] = {
     "GET /api/v1/me/bridge-links": Row(signed_in(200)),
     "POST /api/v1/me/bridge-links/codes": Row(signed_in(201)),
     "DELETE /api/v1/me/bridge-links/{link_id}": Row(signed_in(204)),
+    "GET /api/v1/me/devices": Row(signed_in(200)),
+    "POST /api/v1/me/devices": Row(signed_in(201), body={"platform": "fcm", "token": "matrix-fcm-token"}),
+    "DELETE /api/v1/me/devices/{device_id}": Row(signed_in(204)),
     "POST /bridges/telegram/{team_id}": Row(
         platform_signed(), body={"update_id": 1}, params={"team_id": team_with_bridges}
     ),
@@ -505,6 +530,7 @@ ROWS: dict[str, Row] = {
         page(200, other_team=404, operator=403), params={"section": team_section}
     ),
     "GET /app/teams/{team_id}/webhooks/{webhook_id}/deliveries": Row(page(200, other_team=404, operator=403)),
+    "GET /app/sw.js": Row(everyone(200)),  # the service worker: static, fetched by the browser itself
     "GET /app/static/{file_path}": Row(
         Expect(200, 200, 200, 200, 200, 200, 200), params={"file_path": dashboard_script}
     ),

@@ -257,6 +257,8 @@ async def test_deactivation_revokes_every_credential_and_hands_conversations_bac
     other_cookie, _ = await create_session(redis, settings, ada, id_token="")
     access, refresh = await native_sign_in(clean_db, ada)
     assert (await http.get("/api/v1/me", headers=pat)).status_code == 200
+    phone = {"platform": "apns", "token": "a" * 64, "appId": "com.example.switchboard"}
+    assert (await http.post("/api/v1/me/devices", json=phone, headers=pat)).status_code == 201
     assert (await http.get("/api/v1/me", headers={"Cookie": f"sb_session={cookie}"})).status_code == 200
 
     response = await deactivate(idp, user["id"])
@@ -278,6 +280,8 @@ async def test_deactivation_revokes_every_credential_and_hands_conversations_bac
         "/oauth/token", data={"grant_type": "refresh_token", "refresh_token": refresh, "client_id": APP}
     )
     assert (refreshed.status_code, refreshed.json()["error"]) == (400, "invalid_grant")
+    async with clean_db.connect() as conn:  # no push reaches the deactivated operator's phone
+        assert await conn.scalar(sa.text("SELECT count(*) FROM push_device")) == 0
     async with clean_db.connect() as conn:
         held = (
             await conn.execute(
