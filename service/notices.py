@@ -72,4 +72,5 @@ async def queue_alert(conn: AsyncConnection, team_id: Any) -> str | None:
     row = (await conn.execute(_QUEUE, {"id": team_id})).one()
     if row.threshold is None or row.waiting <= row.threshold:
         return None
-    return f"Queue alert: {row.waiting} conversations waiting in {row.name} (alert above {row.threshold})"
+    waiting = f"{row.waiting} conversation{'' if row.waiting == 1 else 's'}"
+    return f"Queue alert: {waiting} waiting in {row.name} (alert above {row.threshold})"

@@ -73,7 +73,7 @@ async def test_a_queue_alert_pushed_to_the_browser_is_shown_by_the_service_worke
             [(_, _, payload)] = push_service.received
             assert payload == {
                 "title": "Queue alert",
-                "body": "1 conversations waiting in Support (alert above 0)",
+                "body": "1 conversation waiting in Support (alert above 0)",
                 "tag": f"queue-{team_id}",
                 "type": "queue",
                 "teamId": str(team_id),
@@ -96,7 +96,7 @@ async def test_a_queue_alert_pushed_to_the_browser_is_shown_by_the_service_worke
             assert shown == [
                 {
                     "title": "Queue alert",
-                    "body": "1 conversations waiting in Support (alert above 0)",
+                    "body": "1 conversation waiting in Support (alert above 0)",
                     "tag": f"queue-{team_id}",
                     "data": {"url": "/app", "type": "queue"},
                 }
