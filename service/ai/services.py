@@ -161,6 +161,11 @@ async def arm_after_routing(conn: AsyncConnection, conversation_id: str) -> None
         await schedule_timer(conn, AI_TAKEOVER, conversation_id, due)
 
 
+# Who wrote conversation ``c``'s latest message: the AI answers only while it is the visitor.
+_LAST_SENDER = (
+    "(SELECT m.sender FROM message m WHERE m.conversation_id = c.id AND m.deleted_at IS NULL "
+    "ORDER BY m.seq DESC LIMIT 1)"
+)
 AI_REPLY = "ai_reply"  # the outbox kind of an AI reply owed to a visitor (``service.ai.delivery`` sends it)
 
 
@@ -178,13 +183,9 @@ async def take_over(conn: AsyncConnection, conversation_id: str, message_id: str
     row = (
         await conn.execute(
             sa.text(
-                """
-                SELECT c.team_id, c.ai_active, c.ai_paused, c.status, t.ai_enabled,
-                       (SELECT m.sender FROM message m WHERE m.conversation_id = c.id AND m.deleted_at IS NULL
-                        ORDER BY m.seq DESC LIMIT 1) AS last_sender
-                FROM conversation c LEFT JOIN team t ON t.id = c.team_id
-                WHERE c.id = :id FOR UPDATE OF c
-                """
+                "SELECT c.team_id, c.ai_active, c.ai_paused, c.status, t.ai_enabled, "
+                f"{_LAST_SENDER} AS last_sender "
+                "FROM conversation c LEFT JOIN team t ON t.id = c.team_id WHERE c.id = :id FOR UPDATE OF c"
             ),
             {"id": conversation_id},
         )
@@ -218,12 +219,8 @@ async def still_owed(conn: AsyncConnection, conversation_id: str) -> bool:
     row = (
         await conn.execute(
             sa.text(
-                """
-                SELECT c.ai_active AND NOT c.ai_paused AND c.status <> 'closed' AND
-                       (SELECT m.sender FROM message m WHERE m.conversation_id = c.id AND m.deleted_at IS NULL
-                        ORDER BY m.seq DESC LIMIT 1) = 'visitor' AS owed
-                FROM conversation c WHERE c.id = :id
-                """
+                "SELECT c.ai_active AND NOT c.ai_paused AND c.status <> 'closed' "
+                f"AND {_LAST_SENDER} = 'visitor' AS owed FROM conversation c WHERE c.id = :id"
             ),
             {"id": conversation_id},
         )
