@@ -154,9 +154,13 @@ async def test_a_page_on_another_origin_sends_its_beacons_then_closes_and_the_le
                         )
                     ).scalar()
 
-            assert await eventually(left) is not None
+            async def noticed() -> list[tuple[str, str]]:
+                return leaves.notices
+
+            # The bridges are told after the leave is committed: wait for the notice, the last effect.
+            [(notice_session, notice)] = await eventually(noticed)
+            assert await left() is not None
             assert await arrived() == 3
-            [(notice_session, notice)] = leaves.notices
             assert notice_session == session_id
             assert re.fullmatch(r"Visitor left after \d+ s", notice)
             await context.close()
