@@ -34,7 +34,9 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@1
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # One metrics directory for the run, read by every Settings here and inherited by worker subprocesses (whatever
 # DATA_DIR a test sets): a worker's metrics reach the test's /metrics, and no run adds to another's.
-os.environ.setdefault("METRICS_DIR", tempfile.mkdtemp(prefix="switchboard-metrics-"))
+if os.environ.get("PYTEST_XDIST_WORKER") or "METRICS_DIR" not in os.environ:
+    # Each xdist process too: they inherit the controller's environment, and would add to each other's metrics.
+    os.environ["METRICS_DIR"] = tempfile.mkdtemp(prefix="switchboard-metrics-")
 SECRET = "test-secret-key-with-at-least-32-characters"
 
 

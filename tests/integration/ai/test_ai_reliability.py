@@ -192,7 +192,8 @@ async def test_a_worker_killed_mid_reply_leaves_it_to_the_next_worker_once(
 
     second = await start_worker(worker_settings, sweep=True)
     try:
-        while not await ai_messages(clean_db):
+        # The message is stored, then its outbox row marked delivered: wait for the latter.
+        while not await rows(clean_db, "SELECT 1 FROM outbox WHERE delivered_at IS NOT NULL"):
             assert time.monotonic() < deadline + 20, "the AI reply was not sent after the crash"
             await asyncio.sleep(0.1)
     finally:
