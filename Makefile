@@ -22,7 +22,7 @@ $(IDP_INSTALLED): $(IDP)/package.json $(IDP)/package-lock.json
 	npm ci --prefix $(IDP) --no-audit --no-fund
 
 test: $(INSTALLED) $(IDP_INSTALLED)
-	$(BIN)/python -m pytest -q -n 3 --dist loadfile --durations=25
+	$(BIN)/python -m pytest -q --durations=25
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check service workers tests bench
