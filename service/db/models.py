@@ -27,7 +27,19 @@ OFFLINE_POLICIES = ("keep", "requeue", "reassign")
 CONVERSATION_STATUSES = ("new", "queued", "assigned", "closed")
 SENDERS = ("visitor", "operator", "ai", "system")
 MESSAGE_STATUSES = ("sending", "sent", "delivered", "read")
-TIMER_KINDS = ("first_response", "offline_grace", "ai_takeover", "csat_request", "presence_lapse")
+# hours_open: a team's hours begin (its queue is routed); sla: an SLA clock's at-risk or breach moment;
+# reoffer: an exclusion expires; skill_relax: a conversation's skill requirement steps down.
+TIMER_KINDS = (
+    "first_response",
+    "offline_grace",
+    "ai_takeover",
+    "csat_request",
+    "presence_lapse",
+    "hours_open",
+    "sla",
+    "reoffer",
+    "skill_relax",
+)
 CLIENT_KINDS = ("web", "mobile", "bridge", "api")
 CLIENT_STATUSES = ("online", "away")
 CHOSEN_STATUSES = ("away", "offline")
