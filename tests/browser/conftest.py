@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, async_playwright, expect
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -15,6 +15,10 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+# Playwright's default of 5 s for an expectation is too short for a page whose effect passes through a
+# worker on a loaded 2-core machine (several test processes at once); a wait still ends on the effect.
+expect.set_options(timeout=20_000)
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,7 @@ async def send(http: httpx.AsyncClient, session_id: str, content: str = "Hello?"
     )
 
 
-async def next_event(socket: Any, wait: float = 5) -> dict[str, Any]:
+async def next_event(socket: Any, wait: float = 15) -> dict[str, Any]:
     return json.loads(await asyncio.wait_for(socket.recv(), wait))  # type: ignore[no-any-return]
 
 
