@@ -96,11 +96,14 @@ async def setup(
     return team, ops, [v["id"] for v in values]
 
 
-async def _router(database_url: str, conversation_ids: list[str]) -> None:
+async def _router(database_url: str, conversation_ids: list[str], rng: random.Random) -> None:
     engine = create_async_engine(database_url.replace("postgresql://", "postgresql+asyncpg://"), pool_size=1)
     try:
         for conversation_id in conversation_ids:
             await in_transaction(engine, lambda c, cid=conversation_id: placement.route_conversation(c, cid, 1, "test"))
+            # Paced so that arrivals keep coming while closes free slots: on a fast machine unpaced routers
+            # finish before the first close, and no arrival ever meets a free slot with older ones waiting.
+            await asyncio.sleep(rng.uniform(0, 0.02))
     finally:
         await engine.dispose()
 
@@ -148,7 +151,9 @@ async def race(settings: Settings, engine: AsyncEngine, *, seed: int, conversati
         shares = [ids[n::ROUTERS] for n in range(ROUTERS)]
         for share in shares:
             rng.shuffle(share)  # events arrive in any order
-        await asyncio.gather(*(_router(settings.database_url, share) for share in shares))
+        await asyncio.gather(
+            *(_router(settings.database_url, share, random.Random(seed * 10 + n)) for n, share in enumerate(shares))
+        )
         stop.set()
         await asyncio.gather(*chaos)
         redis = Redis.from_url(settings.redis_url)
