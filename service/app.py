@@ -9,6 +9,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.plugins.pydantic import PydanticPlugin
 from litestar.template.config import TemplateConfig
@@ -48,17 +49,23 @@ from service.scim.controllers import ScimController
 from service.settings import Settings, load_settings
 from service.teams.controllers import TeamController
 from service.timers.services import timer_triggers_middleware
+from service.tracing import shutdown as shutdown_tracing
+from service.tracing import tracer_provider
 from service.webhooks.controllers import WebhookController
+
+# Scrapes and probes come every few seconds and say nothing about a request's path through the service.
+UNTRACED = ["^/metrics$", "^/healthz$", "^/readyz$"]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the api: widget gateway, health checks; settings come from the caller or the environment."""
     settings = settings or load_settings()
     configure_logging(settings)
+    tracing = tracer_provider(settings, "api")
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        resources = await Resources.open(settings, "api")
+        resources = await Resources.open(settings, "api", tracing=tracing)
         # Without an issuer, browsers cannot sign in; personal access tokens still work.
         oidc = OidcClient(settings) if settings.oidc_issuer_url and settings.oidc_client_id else None
         event_hub = EventHub(resources.engine, resources.redis, settings)
@@ -87,6 +94,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await resources.aclose()
             if oidc is not None:
                 await oidc.aclose()
+            shutdown_tracing(tracing)
 
     def provide_pocketping(state: State) -> SwitchboardPocketPing:
         return state.pocketping  # type: ignore[no-any-return]
@@ -130,7 +138,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
             # Not cached: Litestar caches a provider's value on the Provide itself, for every later request.
             "principal": Provide(provide_principal),
         },
-        plugins=[PydanticPlugin(prefer_alias=True)],
+        plugins=[
+            PydanticPlugin(prefer_alias=True),
+            # A server span per request, named by route template; scrapes and probes are not traced.
+            *(
+                [
+                    OpenTelemetryPlugin(
+                        OpenTelemetryConfig(
+                            tracer_provider=tracing, exclude=UNTRACED, exclude_spans=["receive", "send"]
+                        )
+                    )
+                ]
+                if tracing
+                else []
+            ),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
             # First, so every line logged while answering (other middleware included) carries the request id.

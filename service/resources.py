@@ -10,6 +10,7 @@ from typing import Literal
 import httpx2
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from opentelemetry.sdk.trace import TracerProvider
 from pocketping.ai.base import AIProvider
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -29,6 +30,7 @@ from service.push.senders import PushSenders
 from service.routing import placement
 from service.settings import Settings
 from service.teams import visitors
+from service.tracing import trace_engine
 
 Role = Literal["api", "worker"]
 
@@ -72,10 +74,14 @@ class Resources:
     unwatch_pool: Callable[[], None]
 
     @classmethod
-    async def open(cls, settings: Settings, role: Role, *, redis: ArqRedis | None = None) -> Resources:
-        """Build and start them; ``redis`` is a pool the caller keeps (the worker's own), else one is opened."""
+    async def open(
+        cls, settings: Settings, role: Role, *, redis: ArqRedis | None = None, tracing: TracerProvider | None = None
+    ) -> Resources:
+        """Build and start them; ``redis`` is a pool the caller keeps (the worker's own), else one is opened;
+        with ``tracing``, the engine's statements are traced."""
         metrics.configure(settings)
         engine = create_engine(settings)
+        trace_engine(engine, tracing)
         owns_redis = redis is None
         if redis is None:
             redis = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)

@@ -302,6 +302,15 @@ class Settings(BaseSettings):
         description="Comma-separated networks allowed to scrape `/metrics`; others get 403. Default: loopback and "
         "the private ranges, where a Prometheus server usually runs.",
     )
+    otel_exporter_otlp_endpoint: AnyHttpUrl | None = Field(
+        None,
+        description="Base URL of an OTLP/HTTP collector (traces go to `<URL>/v1/traces`, protobuf). Set: the api "
+        "traces each request and the workers each job, with their SQL statements. Unset: no tracing.",
+        examples=["http://127.0.0.1:4318"],
+    )
+    otel_service_name: str = Field(
+        "switchboard", min_length=1, description="`service.name` of the traces this deployment sends."
+    )
     data_dir: str = Field(
         ".data",
         description="Local data folder (the one `switchboard dev` keeps its databases in); attachments are kept in "

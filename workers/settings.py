@@ -15,6 +15,8 @@ from service.push.notify import PushRelay
 from service.realtime.relay import EventRelay
 from service.resources import Resources, redis_settings
 from service.settings import Settings
+from service.tracing import shutdown as shutdown_tracing
+from service.tracing import traced_job, tracer_provider
 from service.webhooks.delivery import lease_seconds
 from workers import jobs
 
@@ -36,11 +38,12 @@ RELAY_STOP_SECONDS = 10.0
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for ``arq.Worker`` (also accepted by ``arq.run_worker``)."""
+    tracing = tracer_provider(settings, "worker")
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         configure_logging(settings)
         # The pool is arq's own (ctx["redis"]); jobs read the resources from ctx by name.
-        resources = await Resources.open(settings, "worker", redis=ctx["redis"])
+        resources = await Resources.open(settings, "worker", redis=ctx["redis"], tracing=tracing)
         ctx.update(
             resources=resources,
             settings=settings,
@@ -74,21 +77,22 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
                 pass  # cancelled by wait_for; the sweep enqueues what that step committed
         if "resources" in ctx:
             await ctx["resources"].aclose()
+        shutdown_tracing(tracing)
 
     # A send's lease ends after the kind's longest send; the job may run that long, and a little more.
     delivery_timeout = max(LEASE_SECONDS, lease_seconds(settings)) + 10
     return {
         "functions": [
-            func(jobs.route_conversation, timeout=ROUTING_TIMEOUT),
-            func(jobs.drain_team_queue, timeout=ROUTING_TIMEOUT),
-            func(jobs.deliver_outbox, timeout=delivery_timeout),
-            func(jobs.fire_timer, timeout=TIMER_TIMEOUT),
+            func(traced_job(jobs.route_conversation, tracing), timeout=ROUTING_TIMEOUT),
+            func(traced_job(jobs.drain_team_queue, tracing), timeout=ROUTING_TIMEOUT),
+            func(traced_job(jobs.deliver_outbox, tracing), timeout=delivery_timeout),
+            func(traced_job(jobs.fire_timer, tracing), timeout=TIMER_TIMEOUT),
         ],
         # The cron job's name is in its job ids (``<name>:<run time>``): one per deployment, so deployments
         # sharing a Redis each run their own sweep.
         "cron_jobs": [
             cron(
-                jobs.sweep,
+                traced_job(jobs.sweep, tracing),
                 name=f"{settings.queue_name}:sweep",
                 second=SWEEP_SECONDS,
                 run_at_startup=True,
@@ -96,7 +100,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
                 timeout=SWEEP_TIMEOUT,
             ),
             cron(
-                jobs.prune_old_rows,
+                traced_job(jobs.prune_old_rows, tracing),
                 name=f"{settings.queue_name}:retention",
                 hour=RETENTION_HOUR,
                 minute=RETENTION_MINUTE,

@@ -42,6 +42,11 @@ def worker_env(settings: Settings) -> dict[str, str]:
         **({"AI_API_KEY": settings.ai_api_key} if settings.ai_api_key else {}),
         **({"AI_BASE_URL": settings.ai_base_url} if settings.ai_base_url else {}),
         "WEBHOOK_ALLOWED_CIDRS": ",".join(str(network) for network in settings.webhook_allowed_cidrs),
+        **(
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": str(settings.otel_exporter_otlp_endpoint)}
+            if settings.otel_exporter_otlp_endpoint
+            else {}
+        ),
     }
 
 
