@@ -99,7 +99,8 @@ def format_interval(interval: Interval) -> str:
     return "-".join(f"{m // 60:02d}:{m % 60:02d}" for m in interval)
 
 
-def _parse_day(pointer: str, raw: object) -> tuple[Interval, ...]:
+def parse_day(pointer: str, raw: object) -> tuple[Interval, ...]:
+    """One weekday's list of ``"HH:MM-HH:MM"`` as sorted, non-overlapping intervals (``pointer`` names it in errors)."""
     if not isinstance(raw, list):
         raise ScheduleError(pointer, "must be a list of 'HH:MM-HH:MM' intervals")
     if len(raw) > MAX_INTERVALS_PER_DAY:
@@ -126,7 +127,8 @@ def _parse_date(pointer: str, text: str) -> date:
         raise ScheduleError(pointer, "must be a date 'YYYY-MM-DD' or a range 'YYYY-MM-DD/YYYY-MM-DD'") from None
 
 
-def _parse_holidays(raw: object) -> tuple[tuple[date, date], ...]:
+def parse_holidays(raw: object) -> tuple[tuple[date, date], ...]:
+    """Dates and ``"first/last"`` ranges as sorted, inclusive (first, last) pairs."""
     if not isinstance(raw, list):
         raise ScheduleError("holidays", "must be a list of dates or date ranges")
     if len(raw) > MAX_HOLIDAYS:
@@ -167,8 +169,8 @@ def parse_schedule(document: Mapping[str, object]) -> Schedule:
     unknown = sorted(set(weekly_raw) - set(WEEKDAYS))
     if unknown:
         raise ScheduleError(f"weekly.{unknown[0]}", "is not a weekday: use 'mon' ... 'sun'")
-    weekly = tuple(_parse_day(f"weekly.{day}", weekly_raw.get(day, [])) for day in WEEKDAYS)
-    holidays = _parse_holidays(document.get("holidays", []))
+    weekly = tuple(parse_day(f"weekly.{day}", weekly_raw.get(day, [])) for day in WEEKDAYS)
+    holidays = parse_holidays(document.get("holidays", []))
     return Schedule(time_zone=zone, weekly=weekly, holidays=holidays)
 
 
@@ -181,8 +183,13 @@ def schedule_document(schedule: Schedule) -> dict[str, object]:
             for day, intervals in zip(WEEKDAYS, schedule.weekly, strict=True)
             if intervals
         },
-        "holidays": [start.isoformat() if start == end else f"{start}/{end}" for start, end in schedule.holidays],
+        "holidays": holiday_texts(schedule.holidays),
     }
+
+
+def holiday_texts(holidays: tuple[tuple[date, date], ...]) -> list[str]:
+    """Holiday ranges back to ``"YYYY-MM-DD"`` (one day) or ``"YYYY-MM-DD/YYYY-MM-DD"``."""
+    return [start.isoformat() if start == end else f"{start}/{end}" for start, end in holidays]
 
 
 # --- arithmetic ----------------------------------------------------------------------------------
