@@ -26,6 +26,7 @@ from service.files.store import open_store
 from service.gateway.bridge import RoutingBridge
 from service.gateway.hooks import GatewayHooks
 from service.gateway.hub import SwitchboardPocketPing
+from service.hours import clock
 from service.push.senders import PushSenders
 from service.routing import placement
 from service.settings import Settings
@@ -80,6 +81,7 @@ class Resources:
         """Build and start them; ``redis`` is a pool the caller keeps (the worker's own), else one is opened;
         with ``tracing``, the engine's statements are traced."""
         metrics.configure(settings)
+        clock.configure(settings)
         engine = create_engine(settings)
         trace_engine(engine, tracing)
         owns_redis = redis is None

@@ -290,6 +290,13 @@ class Settings(BaseSettings):
         description="An AI reply not sent this long after its takeover fired is given up (a slow try is cut off "
         "at this limit) and the conversation handed back to the team's humans.",
     )
+    clock_offset_seconds: float = Field(
+        0.0,
+        ge=-10 * 366 * 86_400,
+        le=10 * 366 * 86_400,
+        description="Seconds added to the wall clock when judging business hours (is a team open, when does it "
+        "open): rehearse a Monday morning at any hour. Give every process the same value; 0 in production.",
+    )
     metrics_dir: str | None = Field(
         None,
         description="Where this host's api and worker processes write their Prometheus metrics, for any api's "
