@@ -290,6 +290,13 @@ class Settings(BaseSettings):
         description="An AI reply not sent this long after its takeover fired is given up (a slow try is cut off "
         "at this limit) and the conversation handed back to the team's humans.",
     )
+    sla_at_risk_share: float = Field(
+        0.8,
+        gt=0,
+        lt=1,
+        description="An SLA clock is at risk once this share of its target has run (business time), for policies "
+        "that set no share of their own.",
+    )
     metrics_dir: str | None = Field(
         None,
         description="Where this host's api and worker processes write their Prometheus metrics, for any api's "

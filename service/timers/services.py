@@ -34,6 +34,7 @@ OFFLINE_GRACE = "offline_grace"
 AI_TAKEOVER = "ai_takeover"
 CSAT_REQUEST = "csat_request"
 PRESENCE_LAPSE = "presence_lapse"
+SLA = "sla"
 
 
 # Timers scheduled in the current task since ``triggers`` opened; enqueued when it closes.
