@@ -38,8 +38,9 @@ POLICY_FOR = """
 # After placement: the first-response clock (while nobody has replied) and the resolution clock run from the
 # moment the visitor started waiting, under the team's policy for the conversation's priority. A clock that
 # is running keeps its start and flags (a transfer only changes the targets it is measured by); a stopped
-# resolution clock (the conversation was closed, now reopened) starts a new cycle. Running clocks of a team
-# with no such target any more are dropped. One statement, so routing pays one round trip for it.
+# resolution clock (the conversation was closed, now reopened) starts a new cycle. Running clocks the new
+# team's policy does not track are dropped, or stopped where they were breached (the breach stays counted,
+# for the team it happened in). One statement, so routing pays one round trip for it.
 _START = sa.text(
     f"""
     WITH conv AS (
@@ -54,9 +55,15 @@ _START = sa.text(
         UNION ALL
         SELECT conv.id, 'resolution', conv.team_id, policy.id, policy.resolution_seconds, conv.since
         FROM conv, policy WHERE policy.resolution_seconds IS NOT NULL
-    ), dropped AS (
-        DELETE FROM sla_clock s WHERE s.conversation_id = :conversation_id AND s.stopped_at IS NULL
+    ), untracked AS (
+        SELECT s.target FROM sla_clock s WHERE s.conversation_id = :conversation_id AND s.stopped_at IS NULL
           AND s.target <> 'next_response' AND s.target NOT IN (SELECT target FROM wanted)
+    ), dropped AS (
+        DELETE FROM sla_clock s USING untracked u
+        WHERE s.conversation_id = :conversation_id AND s.target = u.target AND NOT s.ever_breached
+    ), ended AS (
+        UPDATE sla_clock s SET stopped_at = now() FROM untracked u
+        WHERE s.conversation_id = :conversation_id AND s.target = u.target AND s.ever_breached
     ), started AS (
         INSERT INTO sla_clock (conversation_id, target, team_id, policy_id, target_seconds, started_at)
         SELECT id, target, team_id, policy_id, seconds, since FROM wanted
@@ -147,6 +154,7 @@ class Moment:
 _CLOCKS = sa.text(
     """
     SELECT s.target, s.started_at, s.at_risk_at, s.due_at, s.at_risk_reported_at, s.breached_at, s.policy_id,
+           s.ever_breached,
            CASE s.target WHEN 'first_response' THEN p.first_response_seconds
                          WHEN 'next_response' THEN p.next_response_seconds ELSE p.resolution_seconds END AS seconds,
            p.at_risk_share
@@ -186,12 +194,13 @@ async def refresh(conn: AsyncConnection, conversation_id: str, *, default_share:
         at_risk_at, due_at = clock.at_risk_at, clock.due_at
         if due_at is None:
             if clock.seconds is None:
-                # The policy lost this target (or was deleted): the clock is no longer kept.
-                await conn.execute(
-                    sa.delete(sla_clock_t).where(
-                        sla_clock_t.c.conversation_id == conversation_id, sla_clock_t.c.target == clock.target
-                    )
-                )
+                # The policy lost this target (or was deleted): the clock is dropped, or stopped if it was
+                # ever breached (that stays counted).
+                this = (sla_clock_t.c.conversation_id == conversation_id) & (sla_clock_t.c.target == clock.target)
+                if clock.ever_breached:
+                    await conn.execute(sa.update(sla_clock_t).where(this).values(stopped_at=now))
+                else:
+                    await conn.execute(sa.delete(sla_clock_t).where(this))
                 continue
             share = clock.at_risk_share if clock.at_risk_share is not None else default_share
             at_risk_at, due_at = deadlines(clock.started_at, clock.seconds, share, schedule)

@@ -126,3 +126,121 @@ async def test_first_response_at_risk_then_breached(settings: Settings, clean_db
     ]
     # The resolution clock's at-risk moment is next.
     assert (await timer(clean_db, conversation_id))["state"] == "pending"
+
+
+async def team_of(engine: AsyncEngine, *names: str, **team: Any) -> tuple[uuid.UUID, list[uuid.UUID]]:
+    team_id = await make_team(engine, routing_policy="round_robin", **team)
+    members = []
+    for name in names:
+        operator_id = await make_operator(engine, name, status="online")
+        await add_member(engine, team_id, operator_id)
+        members.append(operator_id)
+    return team_id, members
+
+
+async def assignee(engine: AsyncEngine, conversation_id: str) -> Any:
+    [row] = await rows(
+        engine, "SELECT status, team_id, assignee_id FROM conversation WHERE id = :id", id=conversation_id
+    )
+    return row
+
+
+async def test_a_breach_offers_the_conversation_to_another_operator(settings: Settings, clean_db: AsyncEngine) -> None:
+    team_id, (ada, bob) = await team_of(clean_db, "Ada", "Bob")
+    await make_policy(
+        clean_db, team_id, first_response_seconds=60, escalation=[{"on": "breached", "action": "reassign"}]
+    )
+    conversation_id = await routed_at(settings, clean_db, team_id, datetime.now(UTC) - timedelta(seconds=10))
+    first = (await assignee(clean_db, conversation_id))["assignee_id"]
+    second = bob if first == ada else ada
+    await travel(clean_db, conversation_id, 51)
+    await fire_sla(settings, clean_db, conversation_id)
+    assert await assignee(clean_db, conversation_id) == {
+        "status": "assigned",
+        "team_id": team_id,
+        "assignee_id": second,
+    }
+    assert await audit(clean_db, conversation_id) == [
+        ("test", "assigned", None),
+        ("sla_breached", "unchanged", "first_response"),
+        ("sla_escalation", "assigned", "sla_escalation"),
+    ]
+    history = await rows(
+        clean_db,
+        "SELECT operator_id, reason, end_reason FROM assignment WHERE conversation_id = :id ORDER BY id",
+        id=conversation_id,
+    )
+    assert history == [
+        {"operator_id": first, "reason": "routed", "end_reason": "sla_escalation"},
+        {"operator_id": second, "reason": "sla_escalation", "end_reason": None},
+    ]
+    # The clock keeps its start and its breach: the new assignee inherits a late conversation, not a new one.
+    found = (await clocks(clean_db, conversation_id))["first_response"]
+    assert (found["breached"], found["stopped"], found["ever_breached"]) == (True, False, True)
+    assert (await timer(clean_db, conversation_id))["state"] == "cancelled"
+
+
+async def test_at_risk_tells_the_leads_and_a_breach_overflows_to_another_team(
+    settings: Settings, clean_db: AsyncEngine
+) -> None:
+    team_id, (ada,) = await team_of(clean_db, "Ada")
+    lena = await make_operator(clean_db, "Lena")
+    await add_member(clean_db, team_id, lena, role="lead")
+    overflow_id, (olga,) = await team_of(clean_db, "Olga")
+    await make_policy(
+        clean_db,
+        team_id,
+        first_response_seconds=100,
+        escalation=[
+            {"on": "at_risk", "action": "tell_leads"},
+            {"on": "breached", "action": "overflow", "teamId": str(overflow_id)},
+        ],
+    )
+    conversation_id = await routed_at(settings, clean_db, team_id, datetime.now(UTC))
+    await travel(clean_db, conversation_id, 81)  # the global share: 0.8 of 100 s
+    await fire_sla(settings, clean_db, conversation_id)
+    [told] = await rows(clean_db, "SELECT team_id, operator_ids, data FROM event WHERE kind = 'leads.alerted'")
+    [due] = [c["due_at"] for c in (await clocks(clean_db, conversation_id)).values()]
+    assert told == {
+        "team_id": team_id,
+        "operator_ids": [lena],
+        "data": {
+            "conversationId": conversation_id,
+            "reason": "sla_first_response_at_risk",
+            "leadIds": [str(lena)],
+            "target": "first_response",
+            "moment": "at_risk",
+            "dueAt": due.isoformat(),
+        },
+    }
+    assert await assignee(clean_db, conversation_id) == {"status": "assigned", "team_id": team_id, "assignee_id": ada}
+
+    await travel(clean_db, conversation_id, 20)
+    await fire_sla(settings, clean_db, conversation_id)
+    assert await assignee(clean_db, conversation_id) == {
+        "status": "assigned",
+        "team_id": overflow_id,
+        "assignee_id": olga,
+    }
+    assert await audit(clean_db, conversation_id) == [
+        ("test", "assigned", None),
+        ("sla_at_risk", "unchanged", "first_response"),
+        ("sla_escalation", "unchanged", "leads told (first_response_at_risk): 1"),
+        ("sla_breached", "unchanged", "first_response"),
+        ("sla_escalation", "assigned", None),
+    ]
+    [(reason,)] = [
+        tuple(r.values()) for r in await rows(clean_db, "SELECT reason FROM assignment WHERE operator_id = :o", o=olga)
+    ]
+    assert reason == "sla_overflow"
+    # Olga's team has no policy: the clock stops there, its breach still counted for the first team.
+    found = (await clocks(clean_db, conversation_id))["first_response"]
+    assert (found["stopped"], found["ever_breached"]) == (True, True)
+    [(clock_team,)] = [tuple(r.values()) for r in await rows(clean_db, "SELECT team_id FROM sla_clock")]
+    assert clock_team == team_id
+    [moved] = await rows(clean_db, "SELECT data FROM event WHERE kind = 'conversation.transferred'")
+    assert (moved["data"]["toTeamId"], moved["data"]["actorId"]) == (str(overflow_id), None)
+    assert await sla_events(clean_db, conversation_id) == [
+        ("sla.at_risk", "first_response"),
+        ("sla.breached", "first_response"),
+    ]
