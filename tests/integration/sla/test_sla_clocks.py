@@ -8,13 +8,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.queue import enqueue_route
 from service.settings import Settings
-from tests.factories import add_member, make_operator, make_team
-from tests.integration.timers.test_timers import arq_pool
+from tests.factories import add_member, bearer, make_operator, make_team, personal_token
+from tests.integration.timers.test_timers import arq_pool, team_with
 from tests.integration.workers.test_worker import run_burst
 from tests.support.routing import make_conversation, rows
 from tests.support.sla import fire_sla, travel
@@ -128,16 +129,6 @@ async def test_first_response_at_risk_then_breached(settings: Settings, clean_db
     assert (await timer(clean_db, conversation_id))["state"] == "pending"
 
 
-async def team_of(engine: AsyncEngine, *names: str, **team: Any) -> tuple[uuid.UUID, list[uuid.UUID]]:
-    team_id = await make_team(engine, routing_policy="round_robin", **team)
-    members = []
-    for name in names:
-        operator_id = await make_operator(engine, name, status="online")
-        await add_member(engine, team_id, operator_id)
-        members.append(operator_id)
-    return team_id, members
-
-
 async def assignee(engine: AsyncEngine, conversation_id: str) -> Any:
     [row] = await rows(
         engine, "SELECT status, team_id, assignee_id FROM conversation WHERE id = :id", id=conversation_id
@@ -146,7 +137,7 @@ async def assignee(engine: AsyncEngine, conversation_id: str) -> Any:
 
 
 async def test_a_breach_offers_the_conversation_to_another_operator(settings: Settings, clean_db: AsyncEngine) -> None:
-    team_id, (ada, bob) = await team_of(clean_db, "Ada", "Bob")
+    team_id, (ada, bob) = await team_with(clean_db, "Ada", "Bob")
     await make_policy(
         clean_db, team_id, first_response_seconds=60, escalation=[{"on": "breached", "action": "reassign"}]
     )
@@ -183,10 +174,10 @@ async def test_a_breach_offers_the_conversation_to_another_operator(settings: Se
 async def test_at_risk_tells_the_leads_and_a_breach_overflows_to_another_team(
     settings: Settings, clean_db: AsyncEngine
 ) -> None:
-    team_id, (ada,) = await team_of(clean_db, "Ada")
+    team_id, (ada,) = await team_with(clean_db, "Ada")
     lena = await make_operator(clean_db, "Lena")
     await add_member(clean_db, team_id, lena, role="lead")
-    overflow_id, (olga,) = await team_of(clean_db, "Olga")
+    overflow_id, (olga,) = await team_with(clean_db, "Olga")
     await make_policy(
         clean_db,
         team_id,
@@ -244,3 +235,63 @@ async def test_at_risk_tells_the_leads_and_a_breach_overflows_to_another_team(
         ("sla.at_risk", "first_response"),
         ("sla.breached", "first_response"),
     ]
+
+
+async def test_replies_stop_the_response_clocks_the_visitor_restarts_next_response_close_ends_resolution(
+    settings: Settings, clean_db: AsyncEngine, http: httpx.AsyncClient
+) -> None:
+    team_id, (ada,) = await team_with(clean_db, "Ada")
+    await make_policy(clean_db, team_id, first_response_seconds=300, next_response_seconds=120, resolution_seconds=7200)
+    since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+    conversation_id = await routed_at(settings, clean_db, team_id, since)
+    ada_auth = bearer(await personal_token(clean_db, ada))
+    reply = await http.post(
+        f"/api/v1/conversations/{conversation_id}/messages", json={"content": "On it"}, headers=ada_auth
+    )
+    assert reply.status_code == 201, reply.text
+    found = await clocks(clean_db, conversation_id)
+    assert (found["first_response"]["stopped"], found["first_response"]["breached"]) == (True, False)
+    # Waiting for the visitor: no cycle yet, nothing running.
+    assert (found["next_response"]["stopped"], found["next_response"]["cycles"]) == (True, 0)
+    assert found["resolution"]["stopped"] is False
+    await fire_sla(settings, clean_db, conversation_id)
+    assert await timer(clean_db, conversation_id) == {
+        "state": "pending",
+        "due_at": since + timedelta(seconds=0.8 * 7200),
+    }
+
+    said = await http.post(
+        "/pocketping/message", json={"sessionId": conversation_id, "content": "Still there?", "sender": "visitor"}
+    )
+    assert said.status_code == 200, said.text
+    [message] = await rows(
+        clean_db,
+        "SELECT created_at FROM message WHERE conversation_id = :id AND sender = 'visitor'",
+        id=conversation_id,
+    )
+    await fire_sla(settings, clean_db, conversation_id)
+    next_response = (await clocks(clean_db, conversation_id))["next_response"]
+    assert next_response == {
+        "started_at": message["created_at"],
+        "at_risk_at": message["created_at"] + timedelta(seconds=96),
+        "due_at": message["created_at"] + timedelta(seconds=120),
+        "stopped": False,
+        "at_risk": False,
+        "breached": False,
+        "ever_breached": False,
+        "cycles": 1,
+    }
+    assert (await timer(clean_db, conversation_id))["due_at"] == message["created_at"] + timedelta(seconds=96)
+    await travel(clean_db, conversation_id, 121)
+    await fire_sla(settings, clean_db, conversation_id)
+    assert await sla_events(clean_db, conversation_id) == [("sla.breached", "next_response")]
+
+    closed = await http.post(f"/api/v1/conversations/{conversation_id}/close", headers=ada_auth)
+    assert closed.status_code == 200, closed.text
+    found = await clocks(clean_db, conversation_id)
+    assert [(t, c["stopped"], c["ever_breached"]) for t, c in found.items()] == [
+        ("first_response", True, False),
+        ("next_response", True, True),
+        ("resolution", True, False),
+    ]
+    assert (await timer(clean_db, conversation_id))["state"] == "cancelled"
