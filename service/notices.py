@@ -2,8 +2,9 @@
 
 Both consumers of the event table that tell operators of their work (``service/bridges/notify.py``,
 ``service/push/notify.py``) pick the same events: an assignment not claimed, an @mention in a note,
-a queue longer than the team's ``queue_alert_threshold`` (at most once per ``QUEUE_ALERT_QUIET_SECONDS``);
-push adds the visitor's messages. They read the texts' facts here, so both say the same.
+a queue longer than the team's ``queue_alert_threshold`` (at most once per ``QUEUE_ALERT_QUIET_SECONDS``),
+the leads told of a conversation (``leads.alerted``: an SLA escalation, the AI handing back); push adds the
+visitor's messages. They read the texts' facts here, so both say the same.
 """
 
 from __future__ import annotations
@@ -74,3 +75,18 @@ async def queue_alert(conn: AsyncConnection, team_id: Any) -> str | None:
         return None
     waiting = f"{row.waiting} conversation{'' if row.waiting == 1 else 's'}"
     return f"Queue alert: {waiting} waiting in {row.name} (alert above {row.threshold})"
+
+
+_CLOCKS = {"first_response": "first response", "next_response": "next response", "resolution": "resolution"}
+_MOMENTS = {"at_risk": "at risk", "breached": "breached"}
+
+
+def lead_alert_title(reason: str) -> str:
+    """What the leads are told, by ``leads.alerted``'s reason (``ai_handed_back``, ``sla_<clock>_<moment>``)."""
+    if reason == "ai_handed_back":
+        return "The AI could not answer: a conversation is back with the team"
+    for clock, clock_words in _CLOCKS.items():
+        for moment, moment_words in _MOMENTS.items():
+            if reason == f"sla_{clock}_{moment}":
+                return f"SLA {moment_words}: {clock_words}"
+    return "A conversation needs a lead"

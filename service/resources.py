@@ -15,7 +15,6 @@ from pocketping.ai.base import AIProvider
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import metrics
-from service.ai import services as ai
 from service.ai.providers import build_provider
 from service.bridges.dispatch import TeamBridge, reads_own_message_ids
 from service.bridges.registry import BridgeRegistry
@@ -23,6 +22,7 @@ from service.csat import services as csat
 from service.db.engine import create_engine
 from service.files.services import Files
 from service.files.store import open_store
+from service.flows import replies
 from service.gateway.bridge import RoutingBridge
 from service.gateway.hooks import GatewayHooks
 from service.gateway.hub import SwitchboardPocketPing
@@ -37,7 +37,7 @@ Role = Literal["api", "worker"]
 
 # How the domains answer the widget gateway: one set, given to every process's hub.
 GATEWAY_HOOKS = GatewayHooks(
-    operator_replied=ai.operator_replied,
+    operator_replied=replies.operator_replied,
     choose_team=placement.choose_team,
     greeting=visitors.greeting,
     availability=visitors.availability,

@@ -297,6 +297,13 @@ class Settings(BaseSettings):
         description="Seconds added to the wall clock when judging business hours (is a team open, when does it "
         "open): rehearse a Monday morning at any hour. Give every process the same value; 0 in production.",
     )
+    sla_at_risk_share: float = Field(
+        0.8,
+        gt=0,
+        lt=1,
+        description="An SLA clock is at risk once this share of its target has run (business time), for policies "
+        "that set no share of their own.",
+    )
     metrics_dir: str | None = Field(
         None,
         description="Where this host's api and worker processes write their Prometheus metrics, for any api's "

@@ -90,7 +90,10 @@ async def drain_team_queue(ctx: dict[str, Any], *, team_id: str, trigger: str) -
 async def fire_timer(ctx: dict[str, Any], *, timer_id: int, revision: int) -> str:
     """Fire one timer revision if it is still pending (a stale, duplicated or retried trigger does nothing)."""
     async with timers.triggers(ctx["redis"]):
-        outcome, owed = await in_transaction(ctx["engine"], lambda conn: timeouts.fire(conn, timer_id, revision))
+        outcome, owed = await in_transaction(
+            ctx["engine"],
+            lambda conn: timeouts.fire(conn, timer_id, revision, sla_at_risk_share=ctx["settings"].sla_at_risk_share),
+        )
     if isinstance(owed, RatingAsk):
         # After the commit, at most once: a visitor not connected now is not asked.
         await ctx["pocketping"].ask_for_rating(owed.conversation_id, owed.requested_at)

@@ -20,6 +20,7 @@ from service.errors import Conflict, NotFound
 from service.events import record_event
 from service.hours import calendar, clock
 from service.hours.services import schedule_of
+from service.teams.leads import tell_leads
 from service.timers.services import AI_TAKEOVER, FIRST_RESPONSE, cancel_timer, schedule_timer
 
 ACTIONS = ("pause", "resume", "handover", "takeback")
@@ -240,7 +241,8 @@ async def still_owed(conn: AsyncConnection, conversation_id: str) -> bool:
 
 async def hand_back(conn: AsyncConnection, conversation_id: str, *, attempts: int, error: str) -> bool:
     """The AI could not answer: the conversation is the team's humans' again (AI paused for it, a queued one
-    moved ahead of its priority), and the team hears of it (``ai.handed_back``). False if AI mode had ended."""
+    moved ahead of its priority), the team hears of it (``ai.handed_back``) and its leads are told (stream, bridge
+    DM, push: ``tell_leads``). False if AI mode had ended."""
     row = (
         await conn.execute(
             sa.select(conversation_t.c.team_id, conversation_t.c.ai_active, conversation_t.c.status)
@@ -268,6 +270,8 @@ async def hand_back(conn: AsyncConnection, conversation_id: str, *, attempts: in
         conversation_id=conversation_id,
         data={"conversationId": conversation_id, "attempts": attempts, "error": error, "requeuedAhead": queued},
     )
+    if row.team_id is not None:
+        await tell_leads(conn, row.team_id, conversation_id, reason="ai_handed_back", data={"attempts": attempts})
     return True
 
 

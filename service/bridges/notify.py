@@ -10,6 +10,7 @@ survives a restart:
 - ``assigned``: the assignee hears of a new assignment (visitor, page, last message) in their
   linked direct chat, on each platform the team has enabled;
 - ``mention``: an operator @mentioned in an internal note hears of it the same way;
+- ``leads``: each lead a ``leads.alerted`` event names (an SLA escalation, the AI handing back) the same way;
 - ``queue``: the team's channels hear when its queue is longer than the team's
   ``queue_alert_threshold``, at most once per platform per ``QUEUE_ALERT_QUIET_SECONDS``;
 - ``webhook_disabled``: the team's channels hear that one of its webhook endpoints was disabled
@@ -61,15 +62,17 @@ _FAN_OUT = sa.text(
         -- An operator who claimed the conversation needs no telling.
         WHERE en.kind = 'conversation.assigned' AND en.data ->> 'reason' IS DISTINCT FROM 'claimed'
         UNION ALL
+        -- The operators an event names: those @mentioned in a note, the leads told of a conversation.
         SELECT en.id,
-               jsonb_build_object('action', 'mention', 'conversationId', en.conversation_id, 'teamId', en.team_id,
+               jsonb_build_object('action', told.action, 'conversationId', en.conversation_id, 'teamId', en.team_id,
                                   'operatorId', l.operator_id, 'platform', en.platform,
-                                  'noteId', en.data ->> 'noteId'),
-               'bridge:mention:' || en.id || ':' || l.operator_id || ':' || en.platform
+                                  'noteId', en.data ->> 'noteId', 'reason', en.data ->> 'reason'),
+               'bridge:' || told.action || ':' || en.id || ':' || l.operator_id || ':' || en.platform
         FROM enabled en
-        CROSS JOIN LATERAL unnest(en.operator_ids) AS mentioned(operator_id)
-        JOIN bridge_link l ON l.operator_id = mentioned.operator_id AND l.platform = en.platform
-        WHERE en.kind = 'note.created'
+        CROSS JOIN LATERAL (SELECT CASE en.kind WHEN 'note.created' THEN 'mention' ELSE 'leads' END AS action) told
+        CROSS JOIN LATERAL unnest(en.operator_ids) AS named(operator_id)
+        JOIN bridge_link l ON l.operator_id = named.operator_id AND l.platform = en.platform
+        WHERE en.kind IN ('note.created', 'leads.alerted')
         UNION ALL
         SELECT en.id,
                jsonb_build_object('action', 'queue', 'teamId', en.team_id, 'platform', en.platform),
@@ -135,6 +138,8 @@ async def _work(engine: AsyncEngine, team_bridge: TeamBridge, payload: dict[str,
                 if conversation.status != "assigned" or conversation.assignee_id != operator_id:
                     return "stale"
                 text = "\n".join([notices.ASSIGNED_TITLE, *notices.summary_lines(conversation)])
+            elif action == "leads":
+                text = "\n".join([notices.lead_alert_title(payload["reason"]), *notices.summary_lines(conversation)])
             else:
                 text = await _mention_text(conn, conversation, payload["noteId"])
             sent = await send_direct(conn, team, operator_id, payload["platform"], text)

@@ -701,3 +701,68 @@ class PushDevice(SQLModel, table=True):
     name: str | None = None
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
     registered_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+SLA_TARGETS = ("first_response", "next_response", "resolution")
+SLA_MOMENTS = ("at_risk", "breached")
+SLA_ACTIONS = ("reassign", "tell_leads", "overflow")
+
+
+class SlaPolicy(SQLModel, table=True):
+    """A team's SLA targets for one priority (``priority`` NULL: every priority without a policy of its own).
+
+    Targets are seconds of business time (the team's hours; none stored: around the clock); a NULL target is
+    not tracked. ``escalation`` is a list of steps ``{"on": "at_risk" | "breached", "action": "reassign" |
+    "tell_leads" | "overflow", "teamId": <overflow team>}``, run in order at that moment of any target.
+    """
+
+    __tablename__ = "sla_policy"
+    __table_args__ = (
+        sa.CheckConstraint("at_risk_share IS NULL OR (at_risk_share > 0 AND at_risk_share < 1)", name="at_risk_share"),
+        sa.Index("uq_sla_policy_team_priority", "team_id", "priority", unique=True, postgresql_nulls_not_distinct=True),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    team_id: uuid.UUID = Field(foreign_key="team.id", ondelete="CASCADE")
+    priority: int | None = None
+    first_response_seconds: int | None = None
+    next_response_seconds: int | None = None
+    resolution_seconds: int | None = None
+    # Share of a target after which its clock is at risk; NULL: the SLA_AT_RISK_SHARE setting.
+    at_risk_share: float | None = None
+    escalation: list[dict[str, Any]] = Field(
+        default_factory=list, sa_type=JSONB, sa_column_kwargs={"server_default": "[]"}
+    )
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+    updated_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+class SlaClock(SQLModel, table=True):
+    """One SLA clock of a conversation (first response, next response, resolution) and where it stands.
+
+    ``due_at`` and ``at_risk_at`` are wall-clock moments with the team's closed hours already skipped, so the
+    inbox shows time left as ``due_at - now()`` with no calendar at hand; NULL while the worker has yet to
+    compute them. ``stopped_at`` ends the current cycle (NULL: running); the next-response clock starts again at
+    the visitor's next message (``cycles`` counts them), and ``ever_breached`` keeps a missed cycle for analytics.
+    """
+
+    __tablename__ = "sla_clock"
+    __table_args__ = (
+        sa.CheckConstraint(_in("target", SLA_TARGETS), name="target"),
+        # Running clocks by deadline: the inbox's "due soonest" and a team's breaches at a glance.
+        sa.Index("ix_sla_clock_running_due", "due_at", postgresql_where=sa.text("stopped_at IS NULL")),
+    )
+
+    conversation_id: str = Field(foreign_key="conversation.id", ondelete="CASCADE", primary_key=True)
+    target: str = Field(primary_key=True)
+    team_id: uuid.UUID | None = Field(default=None, foreign_key="team.id", ondelete="SET NULL", index=True)
+    policy_id: uuid.UUID | None = Field(default=None, foreign_key="sla_policy.id", ondelete="SET NULL")
+    target_seconds: int | None = None
+    started_at: datetime = Field(sa_type=TZ)
+    at_risk_at: datetime | None = Field(default=None, sa_type=TZ)
+    due_at: datetime | None = Field(default=None, sa_type=TZ)
+    stopped_at: datetime | None = Field(default=None, sa_type=TZ)
+    at_risk_reported_at: datetime | None = Field(default=None, sa_type=TZ)
+    breached_at: datetime | None = Field(default=None, sa_type=TZ)
+    ever_breached: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    cycles: int = Field(default=1, sa_column_kwargs={"server_default": "1"})

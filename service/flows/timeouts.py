@@ -1,5 +1,5 @@
 """Timeout flows: what each kind of timer does when it fires (first-response timeout, presence lapse, offline
-grace, AI takeover, CSAT request, a team's opening).
+grace, AI takeover, CSAT request, a team's opening, SLA clocks).
 
 Each runs in the transaction that marks the timer fired, so a timer acts once.
 """
@@ -16,6 +16,7 @@ from service.ai.services import Takeover, take_over
 from service.csat.services import RatingAsk, ask_owed
 from service.db.tables import timer_t
 from service.hours.services import arm_opening, team_hours
+from service.flows import sla
 from service.presence.services import lapse, schedule_grace
 from service.routing import handoff, placement
 from service.timers.services import (
@@ -25,6 +26,7 @@ from service.timers.services import (
     HOURS_OPEN,
     OFFLINE_GRACE,
     PRESENCE_LAPSE,
+    SLA,
     claim_fire,
 )
 
@@ -43,9 +45,12 @@ _OFFLINE_TEAMS = sa.text(
 )
 
 
-async def fire(conn: AsyncConnection, timer_id: int, revision: int) -> tuple[str, Takeover | RatingAsk | None]:
+async def fire(
+    conn: AsyncConnection, timer_id: int, revision: int, *, sla_at_risk_share: float
+) -> tuple[str, Takeover | RatingAsk | None]:
     """Fire this revision once: ``(outcome, what the visitor is owed after the commit)``: an AI reply, a rating
-    ask, or nothing; outcome ``stale`` when it is no longer pending.
+    ask, or nothing; outcome ``stale`` when it is no longer pending. ``sla_at_risk_share``: the setting, for
+    SLA policies with no share of their own.
 
     The subject (conversation) is locked before the timer row, the order the operator-reply hook
     uses too, so a reply and a firing serialize: whichever comes second sees the other's work.
@@ -59,7 +64,7 @@ async def fire(conn: AsyncConnection, timer_id: int, revision: int) -> tuple[str
     ).first()
     if row is None:
         return "stale", None
-    if row.kind in (FIRST_RESPONSE, AI_TAKEOVER, CSAT_REQUEST):
+    if row.kind in (FIRST_RESPONSE, AI_TAKEOVER, CSAT_REQUEST, SLA):
         structlog.contextvars.bind_contextvars(conversation_id=row.subject)
         await conn.execute(sa.text("SELECT 1 FROM conversation WHERE id = :id FOR UPDATE"), {"id": row.subject})
     if await claim_fire(conn, timer_id, revision) is None:
@@ -73,6 +78,8 @@ async def fire(conn: AsyncConnection, timer_id: int, revision: int) -> tuple[str
         return await lapse(conn, uuid.UUID(row.subject)), None
     if row.kind == HOURS_OPEN:
         return await _hours_open(conn, uuid.UUID(row.subject)), None
+    if row.kind == SLA:
+        return await sla.fire(conn, row.subject, default_share=sla_at_risk_share), None
     if row.kind == CSAT_REQUEST:
         ask = await ask_owed(conn, row.subject)
         return ("csat_requested" if ask else "csat_answered"), ask

@@ -16,6 +16,7 @@ from service import metrics
 from service.batching import Batcher
 from service.gateway.storage import CREATED_COLUMNS, message_created
 from service.queue import Trigger, enqueue_route, enqueue_trigger
+from service.sla.clocks import NEXT_RESPONSE_CTES
 from service.timers.services import upsert_timers
 
 log = structlog.get_logger(__name__)
@@ -28,8 +29,10 @@ log = structlog.get_logger(__name__)
 # with their ``message.created`` events (to the team and assignee as they were before this batch).
 # Routed conversations of a team with AI on (and not paused) get their AI-takeover timer (re)armed
 # from the latest message: the team's delay, or none when the AI already answers (AI mode); new
-# ones are armed by the routing job once they have a team. The timer and event parts come from
-# the builders every other writer of those rows uses, rendered into this statement once, at import.
+# ones are armed by the routing job once they have a team. A next-response SLA clock waiting for the
+# visitor starts, and the conversation's ``sla`` timer is moved to now for the worker to compute it.
+# The timer and event parts come from the builders every other writer of those rows uses, rendered
+# into this statement once, at import.
 _ARM_AI = upsert_timers(
     "SELECT 'ai_takeover', t.id, "
     "t.at + make_interval(secs => CASE WHEN t.ai_active THEN 0 ELSE team.ai_takeover_delay_seconds END) "
@@ -60,7 +63,7 @@ WITH incoming AS (
     FROM old JOIN latest ON latest.conversation_id = old.id
     WHERE c.id = old.id
     RETURNING c.id, c.routing_revision, old.needs_routing, c.team_id, c.status, c.ai_active, c.ai_paused, latest.at
-), ai AS ({_ARM_AI}), stored AS (
+), ai AS ({_ARM_AI}), {NEXT_RESPONSE_CTES}, stored AS (
     INSERT INTO message (id, conversation_id, sender, content, created_at, reply_to)
     SELECT m.id, m.conversation_id, 'visitor', m.content, m.created_at, m.reply_to
     FROM incoming m WHERE m.conversation_id IN (SELECT id FROM touched)
@@ -69,9 +72,10 @@ WITH incoming AS (
 ), announced AS ({_ANNOUNCE})
 SELECT touched.id, touched.routing_revision, touched.needs_routing,
        ai.id AS timer_id, ai.revision AS timer_revision, ai.due_at AS timer_due_at,
+       sla_timer.id AS sla_timer_id, sla_timer.revision AS sla_timer_revision, sla_timer.due_at AS sla_timer_due_at,
        EXISTS (SELECT 1 FROM team t CROSS JOIN LATERAL jsonb_each(t.bridge_settings) AS b
                WHERE t.id = touched.team_id AND (b.value ->> 'enabled')::boolean) AS bridged
-FROM touched LEFT JOIN ai ON ai.subject = touched.id
+FROM touched LEFT JOIN ai ON ai.subject = touched.id LEFT JOIN sla_timer ON sla_timer.subject = touched.id
 """
 
 
@@ -132,6 +136,11 @@ class RoutingBridge(Bridge):
                 for row in rows
                 if row["timer_id"] is not None
             ),
+            *(
+                self._arm(Trigger(row["sla_timer_id"], row["sla_timer_revision"], row["sla_timer_due_at"]))
+                for row in rows
+                if row["sla_timer_id"] is not None
+            ),
         )
         bridged = {row["id"]: row["bridged"] for row in rows}
         return [bridged[m.session_id] if m.session_id in bridged else SessionNotFound() for m in messages]
@@ -141,7 +150,7 @@ class RoutingBridge(Bridge):
             await enqueue_trigger(self._arq, trigger)
         except Exception:
             # The row is committed: the sweep fires it once it is overdue.
-            log.warning("AI timer trigger not enqueued; sweep will", timer_id=trigger.timer_id, exc_info=True)
+            log.warning("timer trigger not enqueued; sweep will", timer_id=trigger.timer_id, exc_info=True)
 
     async def _enqueue(self, conversation_id: str, revision: int) -> None:
         try:

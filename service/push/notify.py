@@ -7,6 +7,7 @@ to tell:
 - ``assigned``: a conversation assigned to them (not one they claimed);
 - ``message``: a visitor's message in a conversation assigned to them;
 - ``mention``: an @mention of them in an internal note;
+- ``leads``: to each lead a ``leads.alerted`` event names (an SLA escalation, the AI handing back);
 - ``queue``: to the team's leads, its queue longer than ``queue_alert_threshold`` (at most once per device
   per ``QUEUE_ALERT_QUIET_SECONDS``).
 
@@ -56,9 +57,11 @@ _FAN_OUT = sa.text(
         FROM ev CROSS JOIN LATERAL unnest(ev.operator_ids) AS assignee(id)
         WHERE ev.kind = 'message.created' AND ev.data ->> 'sender' = 'visitor'
         UNION ALL
-        SELECT ev.id, 'mention', ev.conversation_id, ev.team_id, mentioned.id, ev.data ->> 'noteId', NULL
-        FROM ev CROSS JOIN LATERAL unnest(ev.operator_ids) AS mentioned(id)
-        WHERE ev.kind = 'note.created'
+        -- The operators an event names: those @mentioned in a note (ref: the note), the leads told (the reason).
+        SELECT ev.id, CASE ev.kind WHEN 'note.created' THEN 'mention' ELSE 'leads' END, ev.conversation_id,
+               ev.team_id, named.id, coalesce(ev.data ->> 'noteId', ev.data ->> 'reason'), NULL
+        FROM ev CROSS JOIN LATERAL unnest(ev.operator_ids) AS named(id)
+        WHERE ev.kind IN ('note.created', 'leads.alerted')
         UNION ALL
         SELECT ev.id, 'queue', NULL, ev.team_id, m.operator_id, NULL,
                floor(extract(epoch FROM ev.created_at) / :quiet)::bigint
@@ -152,5 +155,8 @@ async def _push(conn: AsyncConnection, payload: dict[str, Any]) -> Push | None:
         if not mine or content is None:
             return None
         return Push(notices.visitor_name(conversation), content[:MESSAGE_PREVIEW], conversation.id, data)
+    if action == "leads":
+        title = notices.lead_alert_title(payload["ref"])
+        return Push(title, " · ".join(notices.summary_lines(conversation)), conversation.id, data)
     note = await notices.note(conn, payload["ref"])
     return Push(notices.mention_title(note), note.body[:MESSAGE_PREVIEW], conversation.id, data)

@@ -20,6 +20,7 @@ from service.events import record_event
 from service.routing import placement, sql
 from service.routing.placement import RouteOutcome
 from service.routing.policies import decide
+from service.sla import clocks as sla_clocks
 
 
 @dataclass(frozen=True)
@@ -98,13 +99,13 @@ async def _transferred(
     conn: AsyncConnection,
     conv: Any,
     *,
-    actor_id: uuid.UUID,
+    actor_id: uuid.UUID | None,
     note: str | None,
     to_team_id: uuid.UUID,
     to_operator_id: uuid.UUID | None,
 ) -> None:
     """The handoff's internal note and ``conversation.transferred`` event, seen by both sides."""
-    note_id = await _add_note(conn, conv, to_team_id, actor_id, note) if note else None
+    note_id = await _add_note(conn, conv, to_team_id, actor_id, note) if note and actor_id else None
     people = [p for p in (conv.assignee_id, to_operator_id) if p is not None]
     await record_event(
         conn,
@@ -118,7 +119,7 @@ async def _transferred(
             "toTeamId": str(to_team_id),
             "fromOperatorId": str(conv.assignee_id) if conv.assignee_id else None,
             "toOperatorId": str(to_operator_id) if to_operator_id else None,
-            "actorId": str(actor_id),
+            "actorId": str(actor_id) if actor_id else None,
             "noteId": str(note_id) if note_id else None,
         },
     )
@@ -165,9 +166,18 @@ async def transfer_to_operator(
 
 
 async def transfer_to_team(
-    conn: AsyncConnection, conversation_id: str, team_id: uuid.UUID, *, actor_id: uuid.UUID, note: str | None = None
+    conn: AsyncConnection,
+    conversation_id: str,
+    team_id: uuid.UUID,
+    *,
+    actor_id: uuid.UUID | None,
+    note: str | None = None,
+    trigger: str = "transfer",
+    reason: str = "transferred",
 ) -> RouteOutcome:
-    """Move the conversation to another team, routed there by that team's policy; drains the old team's queue."""
+    """Move the conversation to another team, routed there by that team's policy; drains the old team's queue.
+
+    ``actor_id`` None: the service moved it (an SLA escalation's overflow, audited under ``trigger``)."""
     conv = await sql.locked(conn, conversation_id)
     _open(conv)
     if conv.team_id == team_id:
@@ -179,14 +189,14 @@ async def transfer_to_team(
         conn,
         conversation_id,
         placement.target_of(conv, team_id),
-        trigger="transfer",
-        reason="transferred",
+        trigger=trigger,
+        reason=reason,
         actor_id=actor_id,
         note_reason=note,
         team_locked=True,
     )
     await _transferred(conn, conv, actor_id=actor_id, note=note, to_team_id=team_id, to_operator_id=outcome.operator_id)
-    await placement.drain_all(conn, [t for t in freed if t != team_id], "transfer")
+    await placement.drain_all(conn, [t for t in freed if t != team_id], trigger)
     return outcome
 
 
@@ -275,6 +285,7 @@ async def close_conversation(conn: AsyncConnection, conversation_id: str, *, act
         )
     )
     await csat.ask_on_close(conn, conversation_id, released)
+    await sla_clocks.closed(conn, conversation_id)
     await record_event(
         conn,
         "conversation.closed",

@@ -19,6 +19,7 @@ from service.db.tables import conversation_t, member_t, team_t
 from service.hours.services import OUTSIDE_HOURS_REASON, TeamHours, team_hours
 from service.routing import sql
 from service.routing.policies import AT_CAPACITY, QUEUED_AHEAD, Candidate, Decision, Rule, Visit, decide, select_rule
+from service.sla import clocks as sla_clocks
 from service.timers.services import remember_first_response
 
 DEFAULT_TEAM_NAME = "Support"
@@ -284,7 +285,36 @@ async def place(
     team_locked: bool = False,
     team: tuple[str, list[Candidate]] | None = None,
 ) -> RouteOutcome:
-    """Assign to the best eligible member of the target team, else queue there (the conversation is locked).
+    """Assign to the best eligible member of the target team, else queue there (the conversation is locked);
+    then its SLA clocks follow that team's policy."""
+    outcome = await _place(
+        conn,
+        conversation_id,
+        target,
+        trigger=trigger,
+        reason=reason,
+        actor_id=actor_id,
+        note_reason=note_reason,
+        team_locked=team_locked,
+        team=team,
+    )
+    await sla_clocks.start(conn, conversation_id)
+    return outcome
+
+
+async def _place(
+    conn: AsyncConnection,
+    conversation_id: str,
+    target: Target,
+    *,
+    trigger: str,
+    reason: str,
+    actor_id: uuid.UUID | None,
+    note_reason: str | None,
+    team_locked: bool,
+    team: tuple[str, list[Candidate]] | None,
+) -> RouteOutcome:
+    """``place`` without the SLA clocks.
 
     Holds the team's queue lock (shared, unless ``team_locked``: the caller holds it) before any operator
     row, so a change that makes room (it takes the lock exclusively) commits before this or after it, and

@@ -22,6 +22,9 @@ WebhookEventKind = Literal[
     "message.deleted",
     "ai.takeover",
     "ai.handed_back",
+    "sla.at_risk",
+    "sla.breached",
+    "leads.alerted",
 ]
 
 DeliveryState = Literal["pending", "held", "delivered", "dead"]

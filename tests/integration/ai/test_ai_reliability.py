@@ -153,8 +153,18 @@ async def test_a_vendor_that_stays_down_hands_the_visitor_back_to_humans(
     handed = events[2]["data"]
     assert (handed["attempts"], handed["requeuedAhead"]) == (3, True)
     assert handed["error"].startswith("HTTPStatusError: Server error '500 Internal Server Error'")
-    [row] = await rows(clean_db, "SELECT attempts, delivered_at IS NOT NULL AS done FROM outbox")
+    [row] = await rows(
+        clean_db, "SELECT attempts, delivered_at IS NOT NULL AS done FROM outbox WHERE kind = 'ai_reply'"
+    )
     assert row == {"attempts": 3, "done": True}  # handing back is the row's outcome: nothing left to retry
+    # The team's lead is told, as an SLA escalation tells them (stream, bridge DM, push).
+    [lead] = [r["operator_id"] for r in await rows(clean_db, "SELECT operator_id FROM team_member WHERE role = 'lead'")]
+    [told] = await rows(clean_db, "SELECT team_id, operator_ids, data FROM event WHERE kind = 'leads.alerted'")
+    assert told == {
+        "team_id": team_id,
+        "operator_ids": [lead],
+        "data": {"conversationId": session_id, "reason": "ai_handed_back", "leadIds": [str(lead)], "attempts": 3},
+    }
 
 
 async def test_a_vendor_that_hangs_is_cut_off_at_the_hand_back_time(

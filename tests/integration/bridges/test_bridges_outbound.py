@@ -20,6 +20,7 @@ from service.bridges.notify import BridgeRelay
 from service.db.models import BridgeLink
 from service.events import record_event
 from service.settings import Settings
+from service.teams.leads import tell_leads
 from tests.conftest import RunningApi, run_api
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 from tests.integration.workers.test_worker import run_burst
@@ -487,3 +488,29 @@ async def test_outbound_secrets_appear_in_no_response_log_or_error(
         assert secret not in logged
         assert [r.request.url.path for r in responses if secret in r.text or secret in str(r.headers)] == []
         assert all(secret not in e["last_error"] for e in errors)
+
+
+async def test_leads_told_of_a_conversation_get_a_direct_message_where_linked(
+    bridged_api: RunningApi, bridged: Settings, platforms: Platforms, clean_db: AsyncEngine
+) -> None:
+    people = await two_teams(clean_db)
+    async with bridged_api.client() as http:
+        await configure(
+            http, people["a"], people["lead_a"], {"telegram": {"enabled": True, "chatId": CHAT_A, "botToken": TOKEN_A}}
+        )
+        session_id = await visitor(http, "Vera", "https://shop.example/", "Anyone there?")
+        await work(bridged, bridged_api)
+        platforms.telegram.clear()
+        async with clean_db.begin() as conn:
+            leads = await tell_leads(conn, people["a"], session_id, reason="sla_first_response_breached")
+        await work(bridged, bridged_api)
+    [lena] = [r["id"] for r in await rows(clean_db, "SELECT id FROM operator WHERE display_name = 'Lena'")]
+    assert leads == [lena]
+    # Lena (linked on Telegram as 5004) hears of it in her direct chat; the team's channel and members do not.
+    assert [(c.token, c.body["chat_id"], c.body["text"]) for c in platforms.telegram.calls_to("sendMessage")] == [
+        (
+            TOKEN_A,
+            "5004",
+            "SLA breached: first response\nVisitor: Vera\nPage: https://shop.example/\nLast message: Anyone there?",
+        )
+    ]

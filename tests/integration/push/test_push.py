@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.push.notify import PushRelay
 from service.queue import enqueue_delivery
 from service.settings import Settings
+from service.teams.leads import tell_leads
 from tests.conftest import RunningApi
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 from tests.integration.bridges.test_bridges_outbound import say, visitor
@@ -253,3 +254,29 @@ async def test_a_long_queue_alerts_the_teams_leads_once(
         ("fcm-token-1:APA91b", {"title": title, "body": body}, data)
     ]
     assert web == [{"title": title, "body": body, "tag": f"queue-{team}", **data}]
+
+
+async def test_leads_told_of_a_conversation_are_pushed_on_each_device(
+    push_api: RunningApi, pushing: Settings, push_services: PushServices, clean_db: AsyncEngine
+) -> None:
+    team, _ = await alpha_with_ada(clean_db)
+    _, lena_auth = await member(clean_db, "Lena", team, "lead", status="offline")
+    async with push_api.client() as http:
+        await three_devices(http, lena_auth, push_services)
+        session_id = await visitor(http, "Vera", "https://shop.example/", "Anyone there?")
+        await work(pushing, push_api)
+        before = [len(p) for p in pushed(push_services)]
+        async with clean_db.begin() as conn:
+            await tell_leads(conn, team, session_id, reason="ai_handed_back")
+        await work(pushing, push_api)
+    apns, fcm, web = (p[n:] for p, n in zip(pushed(push_services), before, strict=True))
+    title = "The AI could not answer: a conversation is back with the team"
+    body = "Visitor: Vera · Page: https://shop.example/ · Last message: Anyone there?"
+    data = {"type": "leads", "conversationId": session_id, "teamId": str(team)}
+    assert [(p.payload["aps"]["alert"], {k: p.payload[k] for k in data}) for p in apns] == [
+        ({"title": title, "body": body}, data)
+    ]
+    assert [(m["message"]["notification"], m["message"]["data"]) for m in fcm] == [
+        ({"title": title, "body": body}, data)
+    ]
+    assert web == [{"title": title, "body": body, "tag": session_id, **data}]
