@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +17,24 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.tables import conversation_t, member_t, team_t
+from service.events import record_event
 from service.routing import sql
-from service.routing.policies import AT_CAPACITY, QUEUED_AHEAD, Candidate, Decision, Rule, Visit, decide, select_rule
+from service.routing.policies import (
+    AT_CAPACITY,
+    EXACT,
+    QUEUED_AHEAD,
+    Candidate,
+    Decision,
+    Rule,
+    Visit,
+    decide,
+    merge_skills,
+    select_rule,
+)
 from service.timers.services import remember_first_response
 
 DEFAULT_TEAM_NAME = "Support"
+POOLED = "pooled"
 # A drain passes over the queue again when a conversation it could assign was locked by a
 # short-lived holder (a stale routing job, a visitor message being stored).
 DRAIN_PASSES = 3
@@ -60,14 +74,36 @@ class Target:
 
     team_id: uuid.UUID
     priority: int
+    # What is matched now: ``requirement`` (as asked) at ``skill_step`` (see ``policies.relaxed_skills``).
     required_skills: tuple[str, ...]
     excluded: tuple[uuid.UUID, ...] = ()
+    requirement: tuple[str, ...] = ()
+    skill_step: str = EXACT
+    # The rule that chose the team, recorded by the decision that placed it there.
+    rule: Rule | None = None
+
+    def decision_params(self) -> dict[str, Any]:
+        """The statement parameters that record the requirement and the rule with the decision."""
+        return {
+            "required_skills": list(self.required_skills),
+            "skill_requirement": list(self.requirement),
+            "skill_step": self.skill_step,
+            "rule_id": self.rule.rule_id if self.rule else None,
+            "rule_name": self.rule.name if self.rule else None,
+        }
 
 
 def _matching_rule(conv: Any) -> Rule | None:
     """The first enabled rule that matches the conversation's visit (``conv`` read with the rules)."""
     rules = [
-        Rule(uuid.UUID(r["teamId"]), r["conditions"] or {}, r["setPriority"], tuple(r["requiredSkills"]))
+        Rule(
+            uuid.UUID(r["teamId"]),
+            r["conditions"] or {},
+            r["setPriority"],
+            tuple(r["requiredSkills"]),
+            uuid.UUID(r["id"]),
+            r["name"],
+        )
         for r in conv.rules or []
     ]
     return select_rule(rules, Visit.from_session(conv.session_metadata, conv.identity, conv.user_phone_country))
@@ -103,8 +139,9 @@ async def select_team(conn: AsyncConnection, conv: Any) -> Target:
     if rule is None or (chosen is not None and rule.team_id != chosen):
         return target_of(conv, chosen or conv.default_team_id or await default_team_id(conn))
     priority = conv.priority if rule.set_priority is None else rule.set_priority
-    skills = tuple(dict.fromkeys((*conv.required_skills, *rule.required_skills)))
-    return Target(rule.team_id, priority, skills, tuple(conv.excluded_operators))
+    # The rule's skills join what was asked before (at the higher level of the two), and are asked exactly.
+    skills = merge_skills(asked(conv), rule.required_skills)
+    return Target(rule.team_id, priority, skills, tuple(conv.excluded_operators), skills, EXACT, rule)
 
 
 # --- Assigning, queueing, releasing ------------------------------------------------------------------------------
@@ -175,7 +212,7 @@ async def _assign(
                 "operator_id": operator_id,
                 "team_id": target.team_id,
                 "priority": target.priority,
-                "required_skills": list(target.required_skills),
+                **target.decision_params(),
                 "reason": reason,
                 "actor_id": actor_id,
                 "policy": policy,
@@ -211,7 +248,7 @@ async def queue(
             "conversation_id": conversation_id,
             "team_id": target.team_id,
             "priority": target.priority,
-            "required_skills": list(target.required_skills),
+            **target.decision_params(),
             "policy": policy,
             "trigger": trigger,
             "candidates": candidates,
@@ -302,6 +339,8 @@ async def place(
         assert team is not None
         policy, candidates = team
         decision = decide(policy, candidates, required_skills=target.required_skills, exclude=target.excluded)
+        if policy == POOLED:
+            continue  # offered below (as read under the team lock) to every eligible member, assigned to none
         if decision.ranked and (done := await _try_ranked(conn, conversation_id, target, decision, lost, *why)):
             return done
     ahead = QUEUED_AHEAD in lost.values() or any(e.excluded == QUEUED_AHEAD for e in decision.evaluations)
@@ -315,7 +354,30 @@ async def place(
         actor_id=actor_id,
         note_reason=note_reason,
     )
+    if policy == POOLED:
+        await offer(conn, conversation_id, target.team_id, decision.ranked)
+        return RouteOutcome("queued", target.team_id)
     return RouteOutcome("queued", target.team_id, drain=ahead)
+
+
+async def offer(
+    conn: AsyncConnection, conversation_id: str, team_id: uuid.UUID, operator_ids: Sequence[uuid.UUID]
+) -> None:
+    """A pooled team's queued conversation, offered to each eligible member on their own stream
+    (``conversation.offered``); the first to claim it or reply gets it (the claim locks the conversation)."""
+    if operator_ids:
+        await record_event(
+            conn,
+            "conversation.offered",
+            team_id=None,
+            conversation_id=conversation_id,
+            operator_ids=operator_ids,
+            data={
+                "conversationId": conversation_id,
+                "teamId": str(team_id),
+                "operatorIds": [str(operator_id) for operator_id in operator_ids],
+            },
+        )
 
 
 async def release(conn: AsyncConnection, conv: Any, end_reason: str) -> uuid.UUID | None:
@@ -335,7 +397,19 @@ async def release(conn: AsyncConnection, conv: Any, end_reason: str) -> uuid.UUI
 
 def target_of(conv: Any, team_id: uuid.UUID | None = None) -> Target:
     """The locked conversation's target as it stands, or in ``team_id``."""
-    return Target(team_id or conv.team_id, conv.priority, tuple(conv.required_skills), tuple(conv.excluded_operators))
+    return Target(
+        team_id or conv.team_id,
+        conv.priority,
+        tuple(conv.required_skills),
+        tuple(conv.excluded_operators),
+        asked(conv),
+        conv.skill_step,
+    )
+
+
+def asked(conv: Any) -> tuple[str, ...]:
+    """The skills the conversation asks for before any relaxing (at the exact step, what it matches now)."""
+    return tuple(conv.required_skills if conv.skill_step == EXACT else conv.skill_requirement)
 
 
 # --- Routing and draining ----------------------------------------------------------------------------------------
@@ -369,7 +443,7 @@ async def drain_team_queue(conn: AsyncConnection, team_id: uuid.UUID, trigger: s
     """
     await sql.lock_teams(conn, team_id)
     policy, candidates = await sql.load_candidates(conn, team_id)
-    if policy == "manual":
+    if policy in ("manual", POOLED):
         return 0
     assigned = 0
     for _ in range(DRAIN_PASSES):
