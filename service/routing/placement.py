@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ from service.db.tables import conversation_t, member_t, team_t
 from service.events import record_event
 from service.routing import sql
 from service.routing.policies import (
+    ANY,
     AT_CAPACITY,
     EXACT,
     QUEUED_AHEAD,
@@ -29,9 +31,10 @@ from service.routing.policies import (
     Visit,
     decide,
     merge_skills,
+    next_skill_step,
     select_rule,
 )
-from service.timers.services import remember_first_response
+from service.timers.services import SKILL_RELAX, remember_first_response, schedule_timer
 
 DEFAULT_TEAM_NAME = "Support"
 POOLED = "pooled"
@@ -256,7 +259,34 @@ async def queue(
             "note_reason": note_reason,
         },
     )
+    if target.requirement and target.skill_step != ANY:
+        await arm_skill_relax(conn, conversation_id)
     return RouteOutcome("queued", target.team_id)
+
+
+_RELAX_INPUTS = sa.text(
+    """
+    SELECT c.status, c.team_id, c.waiting_since, c.skill_step, c.required_skills, c.skill_requirement,
+           t.routing_policy, t.skill_relax_after_seconds, t.skill_any_member_after_seconds, now() AS now
+    FROM conversation c JOIN team t ON t.id = c.team_id WHERE c.id = :id
+    """
+)
+
+
+async def relax_inputs(conn: AsyncConnection, conversation_id: str) -> Any:
+    """The queued conversation's wait and skill step with its team's relaxing delays (None without a team)."""
+    return (await conn.execute(_RELAX_INPUTS, {"id": conversation_id})).first()
+
+
+async def arm_skill_relax(conn: AsyncConnection, conversation_id: str) -> None:
+    """Start (or move) the conversation's ``skill_relax`` timer to its next step's moment: the team's delay after
+    it started waiting. Nothing when its team never relaxes or nothing is left to relax."""
+    row = await relax_inputs(conn, conversation_id)
+    if row is None or row.status != "queued" or row.waiting_since is None or not asked(row):
+        return
+    step = next_skill_step(row.skill_step, row.skill_relax_after_seconds, row.skill_any_member_after_seconds)
+    if step is not None:
+        await schedule_timer(conn, SKILL_RELAX, conversation_id, row.waiting_since + timedelta(seconds=step[1]))
 
 
 async def _try_ranked(

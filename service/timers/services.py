@@ -34,6 +34,10 @@ OFFLINE_GRACE = "offline_grace"
 AI_TAKEOVER = "ai_takeover"
 CSAT_REQUEST = "csat_request"
 PRESENCE_LAPSE = "presence_lapse"
+# Subject: the conversation; its skill requirement steps down (docs/routing.md, "Skills").
+SKILL_RELAX = "skill_relax"
+# Subject: "<conversation>:<operator>"; the operator a first-response timeout took it from may be given it again.
+REOFFER = "reoffer"
 
 
 # Timers scheduled in the current task since ``triggers`` opened; enqueued when it closes.
