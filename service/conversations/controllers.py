@@ -141,9 +141,9 @@ class ConversationController(Controller):
         assignee: Annotated[
             str | None,
             QueryParameter(
-                description="me, unassigned, or an operator id",
+                description="me, unassigned, offered (what pooled teams offer you), or an operator id",
                 max_length=36,
-                examples=[Example(value="me"), Example(value="unassigned")],
+                examples=[Example(value="me"), Example(value="unassigned"), Example(value="offered")],
             ),
         ] = None,
         q: Annotated[

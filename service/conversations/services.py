@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -134,10 +134,33 @@ def _assignee_filter(principal: Principal, assignee: str) -> sa.ColumnElement[bo
         return conversation_t.c.assignee_id == principal.operator_id
     if assignee == "unassigned":
         return conversation_t.c.assignee_id.is_(None)
+    if assignee == "offered":
+        return offered_to(principal.operator_id)
     try:
         return conversation_t.c.assignee_id == uuid.UUID(assignee)
     except ValueError:
-        raise field_malformed("assignee", "use me, unassigned or an operator id") from None
+        raise field_malformed("assignee", "use me, unassigned, offered or an operator id") from None
+
+
+def offered_to(operator_id: uuid.UUID) -> sa.ColumnElement[bool]:
+    """Queued in a pooled team of the operator, who has the skills it asks for now and was not taken off it: the
+    conversations offered to them (the first to claim one gets it)."""
+    member = (
+        sa.select(member_t.c.operator_id)
+        .join(team_t, team_t.c.id == member_t.c.team_id)
+        .where(
+            member_t.c.team_id == conversation_t.c.team_id,
+            member_t.c.operator_id == operator_id,
+            team_t.c.routing_policy == "pooled",
+            sa.func.skill_ladder(member_t.c.skills, type_=ARRAY(sa.Text)).contains(conversation_t.c.required_skills),
+        )
+        .exists()
+    )
+    return sa.and_(
+        conversation_t.c.status == "queued",
+        member,
+        sa.not_(sa.literal(operator_id, sa.Uuid) == sa.any_(conversation_t.c.excluded_operators)),
+    )
 
 
 def _search(q: str) -> sa.ColumnElement[bool]:

@@ -38,9 +38,11 @@ from service.teams import services as teams
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
-Tab = Literal["mine", "queue", "all"]
+Tab = Literal["mine", "offers", "queue", "all"]
 TABS: dict[str, tuple[str, ConversationFilters]] = {
     "mine": ("Mine", ConversationFilters(statuses=("assigned",), assignee="me")),
+    # Pooled teams' conversations offered to the operator: the first to claim or answer one gets it.
+    "offers": ("Offered to me", ConversationFilters(statuses=("queued",), assignee="offered")),
     "queue": ("Team queue", ConversationFilters(statuses=("new", "queued"), assignee="unassigned")),
     "all": ("All open", ConversationFilters(statuses=("new", "queued", "assigned"))),
 }

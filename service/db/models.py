@@ -21,7 +21,9 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 
 OPERATOR_STATUSES = ("online", "away", "offline")
 ROLES = ("lead", "operator")
-POLICIES = ("round_robin", "least_busy", "manual")
+POLICIES = ("round_robin", "least_busy", "manual", "pooled")
+# How far a conversation's skill requirement has relaxed with its waiting time (docs/routing.md, "Skills").
+SKILL_STEPS = ("exact", "relaxed", "any")
 OFFLINE_POLICIES = ("keep", "requeue", "reassign")
 # What a closed team does with a new conversation: keep it queued, send it to another team, or let the AI answer.
 OUTSIDE_HOURS = ("wait", "overflow", "ai")
@@ -152,6 +154,12 @@ class Team(SQLModel, table=True):
     ai_system_prompt: str | None = None
     ai_takeover_delay_seconds: int = Field(default=120, sa_column_kwargs={"server_default": "120"})
     first_response_timeout_seconds: int | None = None
+    # A waiting conversation's skill levels drop by one after this long, and any member may take it after the
+    # other; null = never.
+    skill_relax_after_seconds: int | None = None
+    skill_any_member_after_seconds: int | None = None
+    # An operator a first-response timeout took a conversation from may be offered it again after this; null = never.
+    reoffer_after_seconds: int | None = None
     offline_policy: str = Field(default="keep", sa_column_kwargs={"server_default": "keep"})
     offline_grace_seconds: int = Field(default=300, sa_column_kwargs={"server_default": "300"})
     queue_alert_threshold: int | None = None
@@ -220,6 +228,7 @@ class Conversation(SQLModel, table=True):
 
     __table_args__ = (
         sa.CheckConstraint(_in("status", CONVERSATION_STATUSES), name="status"),
+        sa.CheckConstraint(_in("skill_step", SKILL_STEPS), name="skill_step"),
         # The team queue: priority first, then who has waited longest.
         sa.Index(
             "ix_conversation_queue",
@@ -248,9 +257,14 @@ class Conversation(SQLModel, table=True):
     assignee_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
     status: str = Field(default="new", sa_column_kwargs={"server_default": "new"})
     priority: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # What routing matches now: ``skill_requirement`` as asked, or relaxed by its waiting time (``skill_step``).
     required_skills: list[str] = Field(
         default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"}
     )
+    skill_requirement: list[str] = Field(
+        default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"}
+    )
+    skill_step: str = Field(default="exact", sa_column_kwargs={"server_default": "exact"})
     waiting_since: datetime | None = Field(default=None, sa_type=TZ)
     # Operators automatic routing must not give it back to (reassigned away on timeout); cleared on close.
     excluded_operators: list[uuid.UUID] = Field(
@@ -426,6 +440,11 @@ class RoutingDecision(SQLModel, table=True):
     outcome: str = Field(description="assigned, queued or unchanged")
     actor_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
     reason: str | None = Field(default=None, description="Why a person moved it (transfer, requeue)")
+    # The skill requirement's step when it was decided, and the rule that chose the team (when one did, here).
+    skill_step: str | None = None
+    # No foreign key: a team's rules are replaced whole, and the decision keeps naming the rule that applied.
+    rule_id: uuid.UUID | None = None
+    rule_name: str | None = None
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
 
 

@@ -1,5 +1,5 @@
 """Timeout flows: what each kind of timer does when it fires (first-response timeout, presence lapse, offline
-grace, AI takeover, CSAT request, a team's opening, SLA clocks).
+grace, AI takeover, CSAT request, a team's opening, SLA clocks, skill relaxing, an exclusion's end).
 
 Each runs in the transaction that marks the timer fired, so a timer acts once.
 """
@@ -7,6 +7,7 @@ Each runs in the transaction that marks the timer fired, so a timer acts once.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import sqlalchemy as sa
 import structlog
@@ -15,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.ai.services import Takeover, take_over
 from service.csat.services import RatingAsk, ask_owed
 from service.db.tables import timer_t
-from service.hours.services import arm_opening, team_hours
 from service.flows import sla
+from service.hours.services import arm_opening, team_hours
 from service.presence.services import lapse, schedule_grace
-from service.routing import handoff, placement
+from service.routing import handoff, placement, waiting
 from service.timers.services import (
     AI_TAKEOVER,
     CSAT_REQUEST,
@@ -26,6 +27,8 @@ from service.timers.services import (
     HOURS_OPEN,
     OFFLINE_GRACE,
     PRESENCE_LAPSE,
+    REOFFER,
+    SKILL_RELAX,
     SLA,
     claim_fire,
 )
@@ -57,20 +60,25 @@ async def fire(
     """
     row = (
         await conn.execute(
-            sa.select(timer_t.c.kind, timer_t.c.subject).where(
+            sa.select(timer_t.c.kind, timer_t.c.subject, timer_t.c.due_at).where(
                 timer_t.c.id == timer_id, timer_t.c.revision == revision, timer_t.c.state == "pending"
             )
         )
     ).first()
     if row is None:
         return "stale", None
-    if row.kind in (FIRST_RESPONSE, AI_TAKEOVER, CSAT_REQUEST, SLA):
-        structlog.contextvars.bind_contextvars(conversation_id=row.subject)
-        await conn.execute(sa.text("SELECT 1 FROM conversation WHERE id = :id FOR UPDATE"), {"id": row.subject})
+    conversation_id = waiting.reoffer_parts(row.subject)[0] if row.kind == REOFFER else row.subject
+    if row.kind in (FIRST_RESPONSE, AI_TAKEOVER, CSAT_REQUEST, SLA, SKILL_RELAX, REOFFER):
+        structlog.contextvars.bind_contextvars(conversation_id=conversation_id)
+        await conn.execute(sa.text("SELECT 1 FROM conversation WHERE id = :id FOR UPDATE"), {"id": conversation_id})
     if await claim_fire(conn, timer_id, revision) is None:
         return "stale", None
     if row.kind == FIRST_RESPONSE:
-        return await _first_response(conn, row.subject), None
+        return await _first_response(conn, row.subject, row.due_at), None
+    if row.kind == SKILL_RELAX:
+        return await waiting.relax_skills(conn, row.subject), None
+    if row.kind == REOFFER:
+        return await waiting.reoffer(conn, *waiting.reoffer_parts(row.subject)), None
     if row.kind == OFFLINE_GRACE:
         return await _offline_grace(conn, uuid.UUID(row.subject)), None
     if row.kind == PRESENCE_LAPSE:
@@ -87,8 +95,12 @@ async def fire(
     return ("ai_takeover" if takeover else "ai_not_needed"), takeover
 
 
-async def _first_response(conn: AsyncConnection, conversation_id: str) -> str:
-    """The assignee never replied: the next eligible operator (never the same one) gets it, else the queue."""
+async def _first_response(conn: AsyncConnection, conversation_id: str, due_at: datetime) -> str:
+    """The assignee never replied: the next eligible operator (not the same one) gets it, else the queue.
+
+    The exclusion lasts until the conversation closes, or, when the team sets ``reofferAfterSeconds``, that long
+    after the timeout (``due_at``): then they may be given it again, so a small team never stalls.
+    """
     conv = (
         await conn.execute(
             sa.text("SELECT status, assignee_id, first_response_at FROM conversation WHERE id = :id"),
@@ -100,6 +112,7 @@ async def _first_response(conn: AsyncConnection, conversation_id: str) -> str:
     outcome = await handoff.reassign(
         conn, conversation_id, reason=FIRST_RESPONSE_REASON, exclude_operator_id=conv.assignee_id
     )
+    await waiting.schedule_reoffer(conn, conversation_id, conv.assignee_id, due_at)
     return f"first_response_{outcome.outcome}"
 
 

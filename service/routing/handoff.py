@@ -308,7 +308,14 @@ async def reopen_conversation(
     await conn.execute(
         sa.update(conversation_t)
         .where(conversation_t.c.id == conversation_id)
-        .values(status="new", closed_at=None, waiting_since=sa.func.now())
+        # A new wait: the skill requirement is asked exactly again.
+        .values(
+            status="new",
+            closed_at=None,
+            waiting_since=sa.func.now(),
+            required_skills=conversation_t.c.skill_requirement,
+            skill_step="exact",
+        )
     )
     await record_event(
         conn,

@@ -9,20 +9,37 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.tables import conversation_t, member_t, team_t
+from service.events import record_event
 from service.hours.services import OUTSIDE_HOURS_REASON, TeamHours, team_hours
 from service.routing import sql
-from service.routing.policies import AT_CAPACITY, QUEUED_AHEAD, Candidate, Decision, Rule, Visit, decide, select_rule
+from service.routing.policies import (
+    ANY,
+    AT_CAPACITY,
+    EXACT,
+    QUEUED_AHEAD,
+    Candidate,
+    Decision,
+    Rule,
+    Visit,
+    decide,
+    merge_skills,
+    next_skill_step,
+    select_rule,
+)
 from service.sla import clocks as sla_clocks
-from service.timers.services import remember_first_response
+from service.timers.services import SKILL_RELAX, remember_first_response, schedule_timer
 
 DEFAULT_TEAM_NAME = "Support"
+POOLED = "pooled"
 # A drain passes over the queue again when a conversation it could assign was locked by a
 # short-lived holder (a stale routing job, a visitor message being stored).
 DRAIN_PASSES = 3
@@ -62,14 +79,36 @@ class Target:
 
     team_id: uuid.UUID
     priority: int
+    # What is matched now: ``requirement`` (as asked) at ``skill_step`` (see ``policies.relaxed_skills``).
     required_skills: tuple[str, ...]
     excluded: tuple[uuid.UUID, ...] = ()
+    requirement: tuple[str, ...] = ()
+    skill_step: str = EXACT
+    # The rule that chose the team, recorded by the decision that placed it there.
+    rule: Rule | None = None
+
+    def decision_params(self) -> dict[str, Any]:
+        """The statement parameters that record the requirement and the rule with the decision."""
+        return {
+            "required_skills": list(self.required_skills),
+            "skill_requirement": list(self.requirement),
+            "skill_step": self.skill_step,
+            "rule_id": self.rule.rule_id if self.rule else None,
+            "rule_name": self.rule.name if self.rule else None,
+        }
 
 
 def _matching_rule(conv: Any) -> Rule | None:
     """The first enabled rule that matches the conversation's visit (``conv`` read with the rules)."""
     rules = [
-        Rule(uuid.UUID(r["teamId"]), r["conditions"] or {}, r["setPriority"], tuple(r["requiredSkills"]))
+        Rule(
+            uuid.UUID(r["teamId"]),
+            r["conditions"] or {},
+            r["setPriority"],
+            tuple(r["requiredSkills"]),
+            uuid.UUID(r["id"]),
+            r["name"],
+        )
         for r in conv.rules or []
     ]
     return select_rule(rules, Visit.from_session(conv.session_metadata, conv.identity, conv.user_phone_country))
@@ -105,8 +144,9 @@ async def select_team(conn: AsyncConnection, conv: Any) -> Target:
     if rule is None or (chosen is not None and rule.team_id != chosen):
         return target_of(conv, chosen or conv.default_team_id or await default_team_id(conn))
     priority = conv.priority if rule.set_priority is None else rule.set_priority
-    skills = tuple(dict.fromkeys((*conv.required_skills, *rule.required_skills)))
-    return Target(rule.team_id, priority, skills, tuple(conv.excluded_operators))
+    # The rule's skills join what was asked before (at the higher level of the two), and are asked exactly.
+    skills = merge_skills(asked(conv), rule.required_skills)
+    return Target(rule.team_id, priority, skills, tuple(conv.excluded_operators), skills, EXACT, rule)
 
 
 # --- Assigning, queueing, releasing ------------------------------------------------------------------------------
@@ -177,7 +217,7 @@ async def _assign(
                 "operator_id": operator_id,
                 "team_id": target.team_id,
                 "priority": target.priority,
-                "required_skills": list(target.required_skills),
+                **target.decision_params(),
                 "reason": reason,
                 "actor_id": actor_id,
                 "policy": policy,
@@ -213,7 +253,7 @@ async def queue(
             "conversation_id": conversation_id,
             "team_id": target.team_id,
             "priority": target.priority,
-            "required_skills": list(target.required_skills),
+            **target.decision_params(),
             "policy": policy,
             "trigger": trigger,
             "candidates": candidates,
@@ -221,7 +261,34 @@ async def queue(
             "note_reason": note_reason,
         },
     )
+    if target.requirement and target.skill_step != ANY:
+        await arm_skill_relax(conn, conversation_id)
     return RouteOutcome("queued", target.team_id)
+
+
+_RELAX_INPUTS = sa.text(
+    """
+    SELECT c.status, c.team_id, c.waiting_since, c.skill_step, c.required_skills, c.skill_requirement,
+           t.routing_policy, t.skill_relax_after_seconds, t.skill_any_member_after_seconds, now() AS now
+    FROM conversation c JOIN team t ON t.id = c.team_id WHERE c.id = :id
+    """
+)
+
+
+async def relax_inputs(conn: AsyncConnection, conversation_id: str) -> Any:
+    """The queued conversation's wait and skill step with its team's relaxing delays (None without a team)."""
+    return (await conn.execute(_RELAX_INPUTS, {"id": conversation_id})).first()
+
+
+async def arm_skill_relax(conn: AsyncConnection, conversation_id: str) -> None:
+    """Start (or move) the conversation's ``skill_relax`` timer to its next step's moment: the team's delay after
+    it started waiting. Nothing when its team never relaxes or nothing is left to relax."""
+    row = await relax_inputs(conn, conversation_id)
+    if row is None or row.status != "queued" or row.waiting_since is None or not asked(row):
+        return
+    step = next_skill_step(row.skill_step, row.skill_relax_after_seconds, row.skill_any_member_after_seconds)
+    if step is not None:
+        await schedule_timer(conn, SKILL_RELAX, conversation_id, row.waiting_since + timedelta(seconds=step[1]))
 
 
 async def _try_ranked(
@@ -333,6 +400,8 @@ async def _place(
         assert team is not None
         policy, candidates = team
         decision = decide(policy, candidates, required_skills=target.required_skills, exclude=target.excluded)
+        if policy == POOLED:
+            continue  # offered below (as read under the team lock) to every eligible member, assigned to none
         if decision.ranked and (done := await _try_ranked(conn, conversation_id, target, decision, lost, *why)):
             return done
     ahead = QUEUED_AHEAD in lost.values() or any(e.excluded == QUEUED_AHEAD for e in decision.evaluations)
@@ -346,7 +415,30 @@ async def _place(
         actor_id=actor_id,
         note_reason=note_reason,
     )
+    if policy == POOLED:
+        await offer(conn, conversation_id, target.team_id, decision.ranked)
+        return RouteOutcome("queued", target.team_id)
     return RouteOutcome("queued", target.team_id, drain=ahead)
+
+
+async def offer(
+    conn: AsyncConnection, conversation_id: str, team_id: uuid.UUID, operator_ids: Sequence[uuid.UUID]
+) -> None:
+    """A pooled team's queued conversation, offered to each eligible member on their own stream
+    (``conversation.offered``); the first to claim it or reply gets it (the claim locks the conversation)."""
+    if operator_ids:
+        await record_event(
+            conn,
+            "conversation.offered",
+            team_id=None,
+            conversation_id=conversation_id,
+            operator_ids=operator_ids,
+            data={
+                "conversationId": conversation_id,
+                "teamId": str(team_id),
+                "operatorIds": [str(operator_id) for operator_id in operator_ids],
+            },
+        )
 
 
 async def release(conn: AsyncConnection, conv: Any, end_reason: str) -> uuid.UUID | None:
@@ -366,7 +458,19 @@ async def release(conn: AsyncConnection, conv: Any, end_reason: str) -> uuid.UUI
 
 def target_of(conv: Any, team_id: uuid.UUID | None = None) -> Target:
     """The locked conversation's target as it stands, or in ``team_id``."""
-    return Target(team_id or conv.team_id, conv.priority, tuple(conv.required_skills), tuple(conv.excluded_operators))
+    return Target(
+        team_id or conv.team_id,
+        conv.priority,
+        tuple(conv.required_skills),
+        tuple(conv.excluded_operators),
+        asked(conv),
+        conv.skill_step,
+    )
+
+
+def asked(conv: Any) -> tuple[str, ...]:
+    """The skills the conversation asks for before any relaxing (at the exact step, what it matches now)."""
+    return tuple(conv.required_skills if conv.skill_step == EXACT else conv.skill_requirement)
 
 
 # --- Routing and draining ----------------------------------------------------------------------------------------
@@ -431,7 +535,7 @@ async def drain_team_queue(conn: AsyncConnection, team_id: uuid.UUID, trigger: s
     if hours is not None and not hours.is_open():
         return 0  # closed: the queue waits for the team's hours_open timer
     policy, candidates = await sql.load_candidates(conn, team_id)
-    if policy == "manual":
+    if policy in ("manual", POOLED):
         return 0
     assigned = 0
     for _ in range(DRAIN_PASSES):

@@ -19,6 +19,59 @@ AT_CAPACITY = "at_capacity"
 QUEUED_AHEAD = "queued_ahead"
 
 
+# Steps of a waiting conversation's skill requirement: as asked, one level lower, or none (any member).
+EXACT = "exact"
+RELAXED = "relaxed"
+ANY = "any"
+MAX_SKILL_LEVEL = 5
+
+
+def skill_level(skill: str) -> tuple[str, int]:
+    """``"fr:3"`` -> ``("fr", 3)``; a skill without a level is level 1."""
+    name, _, level = skill.partition(":")
+    return name, int(level) if level else 1
+
+
+def skill_token(name: str, level: int) -> str:
+    """The stored form: ``"fr"`` for level 1, ``"fr:3"`` above."""
+    return name if level <= 1 else f"{name}:{level}"
+
+
+def merge_skills(*lists: Iterable[str]) -> tuple[str, ...]:
+    """Several requirements as one: each skill once, at the highest level asked, in first-seen order."""
+    levels: dict[str, int] = {}
+    for skills in lists:
+        for skill in skills:
+            name, level = skill_level(skill)
+            levels[name] = max(level, levels.get(name, 0))
+    return tuple(skill_token(name, level) for name, level in levels.items())
+
+
+def skill_ladder(skills: Iterable[str]) -> frozenset[str]:
+    """Every level a member's skills cover (``fr:3`` covers ``fr``, ``fr:2``, ``fr:3``): a requirement holds when it
+    is a subset. The SQL function ``skill_ladder`` (migration 0024) is the same."""
+    return frozenset(skill_token(name, n) for name, level in map(skill_level, skills) for n in range(1, level + 1))
+
+
+def relaxed_skills(requirement: Iterable[str], step: str) -> tuple[str, ...]:
+    """The requirement at a step: as asked (``exact``), each level one lower (never below 1), or nothing (``any``)."""
+    if step == ANY:
+        return ()
+    if step == RELAXED:
+        return tuple(skill_token(name, level - 1) for name, level in map(skill_level, requirement))
+    return tuple(requirement)
+
+
+def next_skill_step(step: str, relax_after: int | None, any_after: int | None) -> tuple[str, int] | None:
+    """The step that follows ``step`` and how long after the conversation started waiting it comes; None when
+    nothing is left to relax. A team whose "any member" delay is not longer than the relaxing one skips it."""
+    if step == EXACT and relax_after is not None and (any_after is None or relax_after < any_after):
+        return RELAXED, relax_after
+    if step in (EXACT, RELAXED) and any_after is not None:
+        return ANY, any_after
+    return None
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One operator as the decision sees them, read from ``operator`` and ``team_member``."""
@@ -27,6 +80,7 @@ class Candidate:
     status: str
     open_conversations: int
     capacity: int
+    # The levels their skills cover (``skill_ladder``), so a requirement holds when it is a subset.
     skills: frozenset[str] = frozenset()
     last_assigned_at: datetime | None = None
     is_member: bool = True
@@ -125,6 +179,7 @@ def decide(
 
     ``round_robin``: assigned longest ago (never first), then operator id.
     ``least_busy``: lowest open ÷ capacity (exact fractions), then assigned longest ago, then id.
+    ``pooled``: ranked as ``round_robin``, but offered to all of them rather than assigned.
     """
     skills = tuple(required_skills)
     excluded = tuple(exclude)
@@ -132,7 +187,8 @@ def decide(
     eligible = [c for c, reason in verdicts if reason is None]
     if policy == "least_busy":
         eligible.sort(key=lambda c: (Fraction(c.open_conversations, c.capacity), _longest_ago(c), c.operator_id))
-    elif policy == "round_robin":
+    elif policy in ("round_robin", "pooled"):
+        # pooled: the conversation is offered to every eligible member, in this order; the first to claim it wins.
         eligible.sort(key=lambda c: (_longest_ago(c), c.operator_id))
     elif policy == "manual":
         eligible = []
@@ -163,6 +219,8 @@ class Rule:
     conditions: Mapping[str, Any]
     set_priority: int | None = None
     required_skills: tuple[str, ...] = ()
+    rule_id: uuid.UUID | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ async def teams_with_queue(conn: AsyncConnection) -> list[uuid.UUID]:
     result = await conn.execute(
         sa.select(team_t.c.id)
         .where(
-            team_t.c.routing_policy != "manual",
+            team_t.c.routing_policy.not_in(["manual", "pooled"]),
             sa.exists().where(conversation_t.c.team_id == team_t.c.id, conversation_t.c.status == "queued"),
         )
         .order_by(team_t.c.id)

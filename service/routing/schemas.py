@@ -71,6 +71,12 @@ class RoutingDecisionPublic(ApiModel):
     actor_id: uuid.UUID | None
     reason: str | None
     candidates: list[CandidatePublic]
+    skill_step: Literal["exact", "relaxed", "any"] | None = Field(
+        default=None,
+        description="How far the skill requirement had relaxed with the wait: as asked, a level lower, none",
+    )
+    rule_id: uuid.UUID | None = Field(default=None, description="The routing rule that chose the team, if one did here")
+    rule_name: str | None = Field(default=None, description="That rule's name when it applied")
     created_at: datetime
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.errors import NotFound
-from service.routing.policies import Candidate
+from service.routing.policies import Candidate, skill_ladder
 from service.timers.services import FIRST_RESPONSE_COLUMNS, FIRST_RESPONSE_CTES
 
 # A queued conversation of team ``{team}`` that an operator with ``{skills}`` (``{operator}``) could take and
@@ -48,7 +48,9 @@ _TEAM_JSON = """(
 def _team_json(team: str, conv: str | None = None, priority: str | None = None) -> str:
     """``_TEAM_JSON`` for ``team``, with each member's ``ahead`` relative to conversation ``conv`` if given."""
     ahead = (
-        _AHEAD.format(team="t.id", conv=conv, priority=priority, skills="m.skills", operator="m.operator_id")
+        _AHEAD.format(
+            team="t.id", conv=conv, priority=priority, skills="skill_ladder(m.skills)", operator="m.operator_id"
+        )
         if conv
         else "false"
     )
@@ -59,7 +61,7 @@ def _team_json(team: str, conv: str | None = None, priority: str | None = None) 
 _RULES_JSON = """(
     SELECT coalesce(jsonb_agg(jsonb_build_object(
         'teamId', r.team_id, 'conditions', r.conditions, 'setPriority', r.set_priority,
-        'requiredSkills', r.required_skills) ORDER BY r.position, r.created_at, r.id), '[]')
+        'requiredSkills', r.required_skills, 'id', r.id, 'name', r.name) ORDER BY r.position, r.created_at, r.id), '[]')
     FROM routing_rule r WHERE r.enabled
 )"""
 
@@ -71,7 +73,8 @@ _RULES_JSON = """(
 _CONVERSATION_COLUMNS = (
     """
     c.id, c.status, c.team_id, c.selected_team_id, c.assignee_id, c.routing_revision, c.priority,
-    c.required_skills, c.excluded_operators, c.session_metadata, c.identity, c.user_phone_country,
+    c.required_skills, c.skill_requirement, c.skill_step, c.excluded_operators, c.session_metadata, c.identity,
+    c.user_phone_country,
     CASE WHEN c.team_id IS NULL THEN """
     + _RULES_JSON
     + """ END AS rules,
@@ -127,7 +130,11 @@ _ASSIGN_SQL = (
     WITH cap AS (
         SELECT coalesce(m.capacity, t.default_capacity) AS capacity, :in_order AND """
     + _AHEAD.format(
-        team=":team_id", conv=":conversation_id", priority=":priority", skills="m.skills", operator=":operator_id"
+        team=":team_id",
+        conv=":conversation_id",
+        priority=":priority",
+        skills="skill_ladder(m.skills)",
+        operator=":operator_id",
     )
     + """ AS ahead
         FROM team_member m JOIN team t ON t.id = m.team_id
@@ -148,8 +155,8 @@ _ASSIGN_SQL = (
         RETURNING id, started_at, conversation_id, operator_id, team_id, reason
     ), conv AS (
         UPDATE conversation c SET status = 'assigned', assignee_id = :operator_id, team_id = :team_id,
-            priority = :priority, required_skills = :required_skills, assigned_at = asg.started_at,
-            routing_revision = c.routing_revision + 1
+            priority = :priority, required_skills = :required_skills, skill_requirement = :skill_requirement,
+            skill_step = :skill_step, assigned_at = asg.started_at, routing_revision = c.routing_revision + 1
         FROM asg WHERE c.id = :conversation_id
         RETURNING c.routing_revision
     ), member AS (
@@ -157,9 +164,9 @@ _ASSIGN_SQL = (
         FROM asg WHERE m.team_id = :team_id AND m.operator_id = :operator_id
     ), decision AS (
         INSERT INTO routing_decision (conversation_id, team_id, policy, trigger, candidates, chosen_operator_id,
-                                      outcome, actor_id, reason)
+                                      outcome, actor_id, reason, skill_step, rule_id, rule_name)
         SELECT :conversation_id, :team_id, :policy, :trigger, :candidates, :operator_id, 'assigned', :actor_id,
-               :note_reason
+               :note_reason, :skill_step, :rule_id, :rule_name
         FROM asg
     ), event AS (
         INSERT INTO event (kind, team_id, conversation_id, operator_ids, data)
@@ -174,7 +181,11 @@ _ASSIGN_SQL = (
     FROM (SELECT) AS one LEFT JOIN asg ON true LEFT JOIN first_response ON true
     """
 )
-_ASSIGN_BINDS = (sa.bindparam("candidates", type_=JSONB), sa.bindparam("required_skills", type_=sa.ARRAY(sa.Text)))
+_ASSIGN_BINDS = (
+    sa.bindparam("candidates", type_=JSONB),
+    sa.bindparam("required_skills", type_=sa.ARRAY(sa.Text)),
+    sa.bindparam("skill_requirement", type_=sa.ARRAY(sa.Text)),
+)
 ASSIGN = sa.text(_ASSIGN_SQL.format(skip_locked="")).bindparams(*_ASSIGN_BINDS)
 # The same, except that an operator whose row another transaction holds (it is assigning to them
 # right now) is passed over at once instead of waited for: concurrent routers spread out.
@@ -190,14 +201,17 @@ QUEUE = sa.text(
     """
     WITH conv AS (
         UPDATE conversation c SET status = 'queued', assignee_id = NULL, team_id = :team_id, priority = :priority,
-            required_skills = :required_skills, waiting_since = coalesce(c.waiting_since, now()),
+            required_skills = :required_skills, skill_requirement = :skill_requirement, skill_step = :skill_step,
+            waiting_since = coalesce(c.waiting_since, now()),
             routing_revision = c.routing_revision + 1
         WHERE c.id = :conversation_id
         RETURNING c.id, c.team_id, c.priority
     ), decision AS (
         INSERT INTO routing_decision
-            (conversation_id, team_id, policy, trigger, candidates, outcome, actor_id, reason, created_at)
-        SELECT conv.id, :team_id, :policy, :trigger, :candidates, 'queued', :actor_id, :note_reason, clock_timestamp()
+            (conversation_id, team_id, policy, trigger, candidates, outcome, actor_id, reason, created_at,
+             skill_step, rule_id, rule_name)
+        SELECT conv.id, :team_id, :policy, :trigger, :candidates, 'queued', :actor_id, :note_reason, clock_timestamp(),
+               :skill_step, :rule_id, :rule_name
         FROM conv
     )
     INSERT INTO event (kind, team_id, conversation_id, data)
@@ -205,7 +219,7 @@ QUEUE = sa.text(
            jsonb_build_object('conversationId', conv.id, 'teamId', conv.team_id::text, 'priority', conv.priority)
     FROM conv
     """
-).bindparams(sa.bindparam("candidates", type_=JSONB), sa.bindparam("required_skills", type_=sa.ARRAY(sa.Text)))
+).bindparams(*_ASSIGN_BINDS)
 
 # The operator's row first (its lock orders the history), then the assignment ends.
 RELEASE = sa.text(
@@ -226,7 +240,7 @@ RELEASE = sa.text(
 NEXT_IN_ORDER = sa.text(
     """
     WITH head AS (
-        SELECT c.id, c.priority, c.required_skills, c.excluded_operators, c.team_id
+        SELECT c.id, c.priority, c.required_skills, c.skill_requirement, c.skill_step, c.excluded_operators, c.team_id
         FROM conversation c
         WHERE c.team_id = :team_id AND c.status = 'queued' AND c.id <> ALL(CAST(:passed AS text[])) AND EXISTS (
             SELECT 1 FROM jsonb_to_recordset(CAST(:roomy AS jsonb)) AS r(id uuid, skills text[])
@@ -313,7 +327,7 @@ def team_of(team: dict[str, Any]) -> tuple[str, list[Candidate]]:
             status=m["status"],
             open_conversations=m["open"],
             capacity=m["capacity"],
-            skills=frozenset(m["skills"]),
+            skills=skill_ladder(m["skills"]),
             last_assigned_at=datetime.fromisoformat(m["lastAssignedAt"]) if m["lastAssignedAt"] else None,
             queued_ahead=bool(m.get("ahead")),
         )

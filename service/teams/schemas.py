@@ -14,10 +14,12 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 from service.db.models import DEFAULT_ATTACHMENT_MAX_BYTES, DEFAULT_ATTACHMENT_TYPES, MAX_ATTACHMENT_BYTES
 from service.hours import calendar
+from service.routing.policies import MAX_SKILL_LEVEL, skill_level
 from service.schemas import ApiModel
 
 # Bounds, shared with docs/teams.md.
@@ -25,8 +27,9 @@ MAX_CAPACITY = 1000
 MAX_DELAY_SECONDS = 86_400  # one day: longer delays are configuration mistakes, not policies
 MAX_SKILLS = 50
 MAX_RULES = 100
+MIN_SKILL_LEVEL = 1
 
-Policy = Literal["round_robin", "least_busy", "manual"]
+Policy = Literal["round_robin", "least_busy", "manual", "pooled"]
 OfflinePolicy = Literal["keep", "requeue", "reassign"]
 OutsideHours = Literal["wait", "overflow", "ai"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -51,8 +54,33 @@ def _no_nul(value: str) -> str:
 NoNul = AfterValidator(_no_nul)
 
 
-Skill = Annotated[str, BeforeValidator(lowercase), StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,49}$")]
-Skills = Annotated[list[Skill], Field(max_length=MAX_SKILLS), AfterValidator(_unique)]
+def _level(value: str) -> str:
+    """``fr:3`` holds or asks for level 3; ``fr`` and ``fr:1`` are level 1 (stored as ``fr``)."""
+    name, _, level = value.partition(":")
+    if level and not MIN_SKILL_LEVEL <= int(level) <= MAX_SKILL_LEVEL:
+        raise ValueError(f"the level after ':' must be between {MIN_SKILL_LEVEL} and {MAX_SKILL_LEVEL}")
+    return name if not level or int(level) == MIN_SKILL_LEVEL else f"{name}:{int(level)}"
+
+
+def _one_level_each(values: list[str]) -> list[str]:
+    values = _unique(values)
+    names = [value.partition(":")[0] for value in values]
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"give each skill once, at one level: {', '.join(twice)}")
+    return values
+
+
+Skill = Annotated[
+    str,
+    BeforeValidator(lowercase),
+    StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,49}(:[0-9]{1,3})?$"),
+    AfterValidator(_level),
+]
+Skills = Annotated[
+    list[Skill],
+    Field(max_length=MAX_SKILLS, description="Skill names, each with an optional level 1-5 after ':' (fr:3)"),
+    AfterValidator(_one_level_each),
+]
 TeamName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80), NoNul]
 Capacity = Annotated[int, Field(ge=0, le=MAX_CAPACITY)]
 Seconds = Annotated[int, Field(ge=1, le=MAX_DELAY_SECONDS)]
@@ -148,6 +176,15 @@ class TeamSettings(ApiModel):
     first_response_timeout_seconds: Seconds | None = Field(
         default=None, description="Reassign when the assignee has not replied within this; null = never"
     )
+    skill_relax_after_seconds: Seconds | None = Field(
+        default=None, description="A queued conversation's skill levels drop by one after waiting this long"
+    )
+    skill_any_member_after_seconds: Seconds | None = Field(
+        default=None, description="Any member may take a queued conversation after it waited this long"
+    )
+    reoffer_after_seconds: Seconds | None = Field(
+        default=None, description="An operator a first-response timeout took it from may get it again after this"
+    )
     offline_policy: OfflinePolicy = Field(default="keep", description="What happens to an offline assignee's chats")
     offline_grace_seconds: Seconds = Field(default=300, description="How long an assignee may be offline first")
     queue_alert_threshold: QueueThreshold | None = Field(default=None, description="Alert when the queue is longer")
@@ -193,6 +230,9 @@ class TeamUpdate(ApiModel):
     ai_system_prompt: AiPrompt | None = None
     ai_takeover_delay_seconds: Seconds | None = None
     first_response_timeout_seconds: Seconds | None = None
+    skill_relax_after_seconds: Seconds | None = None
+    skill_any_member_after_seconds: Seconds | None = None
+    reoffer_after_seconds: Seconds | None = None
     offline_policy: OfflinePolicy | None = None
     offline_grace_seconds: Seconds | None = None
     queue_alert_threshold: QueueThreshold | None = None
@@ -268,7 +308,14 @@ class MemberPublic(ApiModel):
     role: Role
     capacity: int | None
     effective_capacity: int = Field(description="capacity, or the team's defaultCapacity")
-    skills: list[str]
+    skills: list[str] = Field(description="As stored: a name is level 1, name:N level N")
+    skill_levels: dict[str, int] = Field(default_factory=dict, description="Each skill's level, 1-5")
+
+    @model_validator(mode="after")
+    def _levels(self) -> MemberPublic:
+        self.skill_levels = dict(map(skill_level, self.skills))
+        return self
+
     status: str
     status_changed_at: datetime | None = Field(description="Since when the member has had this status")
     open_conversations: int

@@ -36,6 +36,10 @@ CSAT_REQUEST = "csat_request"
 PRESENCE_LAPSE = "presence_lapse"
 HOURS_OPEN = "hours_open"  # subject: a team id; fires at the team's next opening (service.hours.services)
 SLA = "sla"
+# Subject: the conversation; its skill requirement steps down (docs/routing.md, "Skills").
+SKILL_RELAX = "skill_relax"
+# Subject: "<conversation>:<operator>"; the operator a first-response timeout took it from may be given it again.
+REOFFER = "reoffer"
 
 
 # Timers scheduled in the current task since ``triggers`` opened; enqueued when it closes.

@@ -59,7 +59,7 @@ JOIN conversation q ON q.id = w.q
 JOIN team_member m ON m.team_id = a.team_id AND m.operator_id = a.operator_id
 WHERE a.reason = 'routed'
   AND (q.priority > n.priority OR (q.priority = n.priority AND (q.waiting_since, q.id) < (n.waiting_since, n.id)))
-  AND m.skills @> q.required_skills AND NOT (a.operator_id = ANY(q.excluded_operators))
+  AND skill_ladder(m.skills) @> q.required_skills AND NOT (a.operator_id = ANY(q.excluded_operators))
 ORDER BY a.id
 """
 

@@ -113,7 +113,9 @@ async def test_list_shows_only_the_callers_teams_and_filters(
     response = await http.get("/api/v1/conversations", params={"assignee": "someone"}, headers=ada)
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["errors"] == [{"field": "assignee", "message": "use me, unassigned or an operator id"}]
+    assert response.json()["errors"] == [
+        {"field": "assignee", "message": "use me, unassigned, offered or an operator id"}
+    ]
     response = await http.get("/api/v1/conversations", params={"status": "open"}, headers=ada)
     assert response.status_code == 400
     assert response.json()["errors"][0]["field"] == "status"

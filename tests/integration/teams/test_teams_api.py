@@ -51,6 +51,9 @@ async def test_admin_creates_a_team_with_defaults_and_names_are_unique(
         "aiSystemPrompt": None,
         "aiTakeoverDelaySeconds": 120,
         "firstResponseTimeoutSeconds": None,
+        "skillRelaxAfterSeconds": None,
+        "skillAnyMemberAfterSeconds": None,
+        "reofferAfterSeconds": None,
         "offlinePolicy": "keep",
         "offlineGraceSeconds": 300,
         "queueAlertThreshold": None,
@@ -374,3 +377,45 @@ async def test_bridge_secrets_are_encrypted_and_never_returned(
     assert (await http.get(path, headers=member_auth)).status_code == 403
     audits = await rows(clean_db, "SELECT data::text AS text FROM audit_event")
     assert all(token not in a["text"] and "s3cr3t" not in a["text"] and "tg_webhook" not in a["text"] for a in audits)
+
+
+async def test_member_skills_carry_levels_one_to_five(http: httpx.AsyncClient, clean_db: AsyncEngine) -> None:
+    team_id = await make_team(clean_db, "Levels")
+    _, lead_auth = await person(clean_db, "Lena", team_id, "lead")
+    newcomer = await make_operator(clean_db, "Nina")
+    path = f"{API}/{team_id}/members"
+    body = {"operatorId": str(newcomer), "skills": ["FR:3", "billing", "de:1"]}
+    response = await http.post(path, json=body, headers=lead_auth)
+    assert response.status_code == 201, response.text
+    assert (response.json()["skills"], response.json()["skillLevels"]) == (
+        ["fr:3", "billing", "de"],
+        {"fr": 3, "billing": 1, "de": 1},
+    )
+    for skills, field in ((["fr:6"], "skills.0"), (["billing", "fr:0"], "skills.1"), (["fr", "fr:2"], "skills")):
+        response = await http.patch(f"{path}/{newcomer}", json={"skills": skills}, headers=lead_auth)
+        assert (response.status_code, errors(response)) == (400, [field]), skills
+    response = await http.patch(f"{path}/{newcomer}", json={"skills": ["fr:6"]}, headers=lead_auth)
+    assert "between 1 and 5" in response.json()["errors"][0]["message"]
+    response = await http.put(
+        f"{API}/{team_id}/rules", json={"rules": [{"name": "vip", "requiredSkills": ["vip:9"]}]}, headers=lead_auth
+    )
+    assert (response.status_code, errors(response)) == (400, ["rules.0.requiredSkills.0"])
+
+
+async def test_relaxing_reoffer_and_pooled_settings(http: httpx.AsyncClient, clean_db: AsyncEngine) -> None:
+    team_id = await make_team(clean_db, "Settings")
+    _, lead_auth = await person(clean_db, "Lena", team_id, "lead")
+    settings = {
+        "routingPolicy": "pooled",
+        "skillRelaxAfterSeconds": 60,
+        "skillAnyMemberAfterSeconds": 120,
+        "reofferAfterSeconds": 300,
+    }
+    response = await http.patch(f"{API}/{team_id}", json=settings, headers=lead_auth)
+    assert response.status_code == 200, response.text
+    assert {key: response.json()[key] for key in settings} == settings
+    response = await http.patch(f"{API}/{team_id}", json={"skillRelaxAfterSeconds": None}, headers=lead_auth)
+    assert response.json()["skillRelaxAfterSeconds"] is None
+    for field, value in (("skillRelaxAfterSeconds", 0), ("reofferAfterSeconds", 86_401), ("routingPolicy", "fifo")):
+        response = await http.patch(f"{API}/{team_id}", json={field: value}, headers=lead_auth)
+        assert (response.status_code, errors(response)) == (400, [field]), field
