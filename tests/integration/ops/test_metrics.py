@@ -134,7 +134,7 @@ async def test_a_worker_process_s_metrics_reach_the_api_s_scrape(
     async with worker_processes(settings, 1):
         # Measured once the worker is up: starting, it drops the files of earlier tests' (dead) workers.
         redis = api.app.state.redis
-        while not await redis.exists(f"{settings.queue_name}:health-check"):
+        while not await redis.exists(f"{settings.queue_name}:health-check"):  # noqa: ASYNC110  (a key, not an event)
             await asyncio.sleep(0.05)
         before = await scrape(http)
         session_id = await open_session(api)
