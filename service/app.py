@@ -47,6 +47,7 @@ from service.resources import Resources
 from service.routing.controllers import RoutingController
 from service.scim.controllers import ScimController
 from service.settings import Settings, load_settings
+from service.simulator.controllers import SimulationController
 from service.teams.controllers import TeamController
 from service.timers.services import timer_triggers_middleware
 from service.tracing import shutdown as shutdown_tracing
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ConversationController,
             FileController,
             TeamController,
+            SimulationController,
             AuthController,
             OAuthController,
             authorization_server_metadata,

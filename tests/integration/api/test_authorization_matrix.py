@@ -456,6 +456,11 @@ ROWS: dict[str, Row] = {
     "PUT /api/v1/teams/{team_id}/rules": Row(
         lead_only(200), body={"rules": [{"name": "fr", "conditions": {"language": "fr"}}]}
     ),
+    # the policy simulator replays the team's history, colleagues' load included: its leads and admins
+    "POST /api/v1/teams/{team_id}/simulations": Row(
+        lead_only(200),
+        body={"from": "2026-11-01T00:00:00Z", "to": "2026-11-08T00:00:00Z", "draft": {"routingPolicy": "least_busy"}},
+    ),
     "GET /api/v1/teams/{team_id}/bridges": Row(lead_only(200)),
     "PATCH /api/v1/teams/{team_id}/bridges": Row(lead_only(200), body={"discord": {"channelId": "123456789012345678"}}),
     # canned responses: team A's (members read, leads change) and, for creation, each caller's own

@@ -1,0 +1,1 @@
+"""The policy simulator: a team's past period replayed against a draft of its settings (docs/routing.md)."""
