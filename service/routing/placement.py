@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.db.tables import conversation_t, member_t, team_t
 from service.routing import sql
 from service.routing.policies import AT_CAPACITY, QUEUED_AHEAD, Candidate, Decision, Rule, Visit, decide, select_rule
+from service.tags import services as tags
 from service.timers.services import remember_first_response
 
 DEFAULT_TEAM_NAME = "Support"
@@ -62,21 +63,31 @@ class Target:
     priority: int
     required_skills: tuple[str, ...]
     excluded: tuple[uuid.UUID, ...] = ()
+    # The matching rule's tags, put on the conversation once it is placed in that rule's team.
+    tags: tuple[uuid.UUID, ...] = ()
 
 
 def _matching_rule(conv: Any) -> Rule | None:
     """The first enabled rule that matches the conversation's visit (``conv`` read with the rules)."""
     rules = [
-        Rule(uuid.UUID(r["teamId"]), r["conditions"] or {}, r["setPriority"], tuple(r["requiredSkills"]))
+        Rule(
+            uuid.UUID(r["teamId"]),
+            r["conditions"] or {},
+            r["setPriority"],
+            tuple(r["requiredSkills"]),
+            tuple(uuid.UUID(t) for t in r.get("setTags") or ()),
+        )
         for r in conv.rules or []
     ]
-    return select_rule(rules, Visit.from_session(conv.session_metadata, conv.identity, conv.user_phone_country))
+    visit = Visit.from_session(conv.session_metadata, conv.identity, conv.user_phone_country, conv.first_message)
+    return select_rule(rules, visit)
 
 
 async def choose_team(conn: AsyncConnection, conversation_id: str) -> None:
     """Choose by the rules the team of a conversation routing has not placed yet (the widget connected, or identified).
 
-    Its welcome, availability and AI are then the visitor's, and routing places it in that team.
+    Its welcome, availability and AI are then the visitor's, and routing places it in that team. A keyword
+    rule matches nothing before the visitor's first message: it is decided when routing reads that message.
     """
     conv = await sql.selection(conn, conversation_id)
     if conv is None or conv.team_id is not None:
@@ -94,17 +105,25 @@ async def choose_team(conn: AsyncConnection, conversation_id: str) -> None:
 async def select_team(conn: AsyncConnection, conv: Any) -> Target:
     """The team chosen at connect, else the first matching rule's, else the default team.
 
-    The matching rule may raise the priority and add skills. A team chosen at connect stands (the
-    visitor was greeted by it), even when the rules changed since; its rule's priority and skills
-    apply if the rules still lead there.
+    The matching rule may raise the priority, add skills and set tags. A team chosen at connect stands
+    (the visitor was greeted by it), even when the rules changed since; its rule's priority, skills and
+    tags apply if the rules still lead there. A rule on the first message's keywords is the exception:
+    it could not be decided at connect, so when it matches now it chooses the team.
     """
     rule = _matching_rule(conv)
     chosen = conv.selected_team_id
-    if rule is None or (chosen is not None and rule.team_id != chosen):
+    if rule is None or (chosen is not None and rule.team_id != chosen and not rule.reads_message):
         return target_of(conv, chosen or conv.default_team_id or await default_team_id(conn))
     priority = conv.priority if rule.set_priority is None else rule.set_priority
     skills = tuple(dict.fromkeys((*conv.required_skills, *rule.required_skills)))
-    return Target(rule.team_id, priority, skills, tuple(conv.excluded_operators))
+    return Target(rule.team_id, priority, skills, tuple(conv.excluded_operators), rule.set_tags)
+
+
+async def place_routed(conn: AsyncConnection, conversation_id: str, target: Target, **how: Any) -> RouteOutcome:
+    """``place``, then the matching rule's tags put on the conversation, in the same transaction."""
+    outcome = await place(conn, conversation_id, target, **how)
+    await tags.add_tags(conn, conversation_id, target.team_id, target.tags, source="rule", actor_id=None)
+    return outcome
 
 
 # --- Assigning, queueing, releasing ------------------------------------------------------------------------------
@@ -355,7 +374,7 @@ async def route_conversation(conn: AsyncConnection, conversation_id: str, revisi
     team = sql.team_of(conv.team) if conv.team and uuid.UUID(conv.team["id"]) == target.team_id else None
     # It took the queue lock of the team the conversation was placed in or chosen at connect: the target.
     locked = conv.locked_team_id == target.team_id
-    return await place(conn, conversation_id, target, trigger=trigger, team=team, team_locked=locked)
+    return await place_routed(conn, conversation_id, target, trigger=trigger, team=team, team_locked=locked)
 
 
 async def drain_team_queue(conn: AsyncConnection, team_id: uuid.UUID, trigger: str) -> int:

@@ -8,8 +8,7 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field, StringConstraints, field_validator
 
-from service.schemas import ApiModel
-from service.teams.schemas import NoNul, not_null
+from service.schemas import ApiModel, NoNul, not_null
 
 MAX_TAG_NAME = 50
 MAX_TAGS_PER_TEAM = 500

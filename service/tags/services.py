@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.audit import record_audit
 from service.auth.principal import Principal, requires_team_member
 from service.db.tables import conversation_t, conversation_tag_t, macro_t, rule_t, tag_t
-from service.errors import Conflict, NotFound, field_conflict, unique_violation
+from service.errors import Conflict, NotFound, field_conflict, field_invalid, unique_violation
 from service.events import record_event
 from service.tags.schemas import (
     MAX_TAGS_PER_TEAM,
@@ -28,7 +28,6 @@ from service.tags.schemas import (
     TagPublic,
     TagUpdate,
 )
-from service.teams.services import check_team_tags
 
 
 async def _write(conn: AsyncConnection, statement: Any) -> Any:
@@ -101,6 +100,18 @@ async def delete_tag(conn: AsyncConnection, team_id: uuid.UUID, tag_id: uuid.UUI
     )
     await conn.execute(sa.delete(tag_t).where(tag_t.c.id == tag_id))
     await record_audit(conn, actor.operator_id, "tag.deleted", "tag", tag_id, {"teamId": team_id, "name": row.name})
+
+
+async def check_team_tags(conn: AsyncConnection, team_id: uuid.UUID, tag_ids: Sequence[uuid.UUID], field: str) -> None:
+    """422 naming ``field`` unless every id is a tag of the team (another team's tag is as unknown as none)."""
+    wanted = set(tag_ids)
+    if not wanted:
+        return
+    found = set(
+        (await conn.execute(sa.select(tag_t.c.id).where(tag_t.c.team_id == team_id, tag_t.c.id.in_(wanted)))).scalars()
+    )
+    if missing := sorted(wanted - found, key=str):
+        raise field_invalid(field, f"No such tag in the team: {', '.join(map(str, missing))}")
 
 
 # --- Tags on conversations ----------------------------------------------------------------------------------------

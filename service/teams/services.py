@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.audit import record_audit
 from service.auth.principal import Principal
 from service.crypto import decrypt_secret, encrypt_secret
-from service.db.tables import conversation_t, member_t, operator_t, tag_t, team_t, thread_t
+from service.db.tables import conversation_t, member_t, operator_t, team_t, thread_t
 from service.errors import Conflict, NotFound, field_conflict, field_invalid, unique_violation
 from service.pagination import decode_cursor, page
 from service.routing.sql import lock_teams
@@ -370,15 +370,3 @@ async def update_bridges(
     }
     await record_audit(conn, actor.operator_id, "team.bridges_updated", "team", team_id, audit)
     return public_bridges(merged)
-
-
-async def check_team_tags(conn: AsyncConnection, team_id: uuid.UUID, tag_ids: Sequence[uuid.UUID], field: str) -> None:
-    """422 naming ``field`` unless every id is a tag of the team (another team's tag is as unknown as none)."""
-    wanted = set(tag_ids)
-    if not wanted:
-        return
-    found = set(
-        (await conn.execute(sa.select(tag_t.c.id).where(tag_t.c.team_id == team_id, tag_t.c.id.in_(wanted)))).scalars()
-    )
-    if missing := sorted(wanted - found, key=str):
-        raise field_invalid(field, f"No such tag in the team: {', '.join(map(str, missing))}")
