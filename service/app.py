@@ -48,6 +48,7 @@ from service.routing.controllers import RoutingController
 from service.scim.controllers import ScimController
 from service.settings import Settings, load_settings
 from service.simulator.controllers import SimulationController
+from service.tags.controllers import ConversationTagController, TeamTagController
 from service.teams.controllers import TeamController
 from service.timers.services import timer_triggers_middleware
 from service.tracing import shutdown as shutdown_tracing
@@ -115,6 +116,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             FileController,
             TeamController,
             SimulationController,
+            TeamTagController,
+            ConversationTagController,
             AuthController,
             OAuthController,
             authorization_server_metadata,

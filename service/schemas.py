@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 
@@ -10,3 +12,20 @@ class ApiModel(BaseModel):
     """Request and response bodies of ``/api/v1`` (``XCreate`` / ``XUpdate`` / ``XPublic``)."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+
+def no_nul(value: str) -> str:
+    # PostgreSQL text and JSONB cannot hold NUL: refuse it here, naming the field, not with a 500.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+NoNul = AfterValidator(no_nul)
+
+
+def not_null(value: Any) -> Any:
+    """In a PATCH, ``null`` clears an optional setting; for a required one it is an error naming the field."""
+    if value is None:
+        raise ValueError("may not be null; leave the field out to keep its value")
+    return value

@@ -39,6 +39,10 @@ Start = Annotated[
     datetime, QueryParameter(name="from", description="Start of the period (inclusive); no offset: read in tz")
 ]
 End = Annotated[datetime, QueryParameter(name="to", description="End of the period (exclusive); no offset: read in tz")]
+TagId = Annotated[
+    uuid.UUID | None,
+    QueryParameter(name="tag", description="Only conversations with this tag (a tag of the teams reported on)"),
+]
 Tz = Annotated[
     str, QueryParameter(description="IANA time zone of day, hour and weekday buckets", min_length=1, max_length=64)
 ]
@@ -106,12 +110,14 @@ class AnalyticsController(Controller):
         end: End,
         team_id: TeamIds = None,
         tz: Tz = "UTC",
+        tag: TagId = None,
     ) -> AnalyticsReport:
         """Leads see the teams they lead, admins every team; operators 403, another team's id 404."""
         start, end = services.period(start, end, tz)
         async with services.snapshot(engine(request)) as conn:
             teams = await services.teams_for(conn, principal, team_id)
-            return await services.report(conn, teams, start, end, tz)
+            await services.check_tag(conn, teams, tag)
+            return await services.report(conn, teams, start, end, tz, tag)
 
     @get(
         "/export.csv",
@@ -128,12 +134,14 @@ class AnalyticsController(Controller):
         end: End,
         team_id: TeamIds = None,
         tz: Tz = "UTC",
+        tag: TagId = None,
     ) -> Response[str]:
         """A header row with the JSON field names, then one row per bucket, page, cell or operator."""
         start, end = services.period(start, end, tz)
         async with services.snapshot(engine(request)) as conn:
             teams = await services.teams_for(conn, principal, team_id)
-            model, rows = await _metric_rows(metric, conn, teams, start, end, tz)
+            await services.check_tag(conn, teams, tag)
+            model, rows = await _metric_rows(metric, conn, teams, start, end, tz, tag)
         filename = f"analytics-{metric.value}-{start.date().isoformat()}.csv"
         return Response(
             _csv(model, rows),

@@ -6,6 +6,8 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
+from pydantic import Field
+
 from service.schemas import ApiModel
 
 
@@ -140,6 +142,7 @@ class AnalyticsReport(ApiModel):
     """Every metric for the selected teams and period."""
 
     team_ids: list[uuid.UUID]
+    tag_id: uuid.UUID | None = Field(description="Only conversations with this tag; null: all of them")
     start: datetime
     end: datetime
     tz: str

@@ -1,7 +1,7 @@
 """Analytics queries: one function per metric, each an SQL aggregate over (teams, [start, end), time zone).
 
-Every function takes ``(conn, team_ids, start, end, tz)``; the population is the conversations of those
-teams created in ``[start, end)`` (definitions in docs/analytics.md).
+Every function takes ``(conn, team_ids, start, end, tz, tag)``; the population is the conversations of those
+teams created in ``[start, end)``, with ``tag`` on them when one is given (definitions in docs/analytics.md).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from service.analytics.schemas import (
     SessionBucket,
 )
 from service.auth.principal import Principal, requires_admin_network, requires_lead
-from service.db.tables import team_t
-from service.errors import Forbidden, NotFound, field_malformed
+from service.db.tables import tag_t, team_t
+from service.errors import Forbidden, NotFound, field_invalid, field_malformed
 
 MAX_SPAN = timedelta(days=366)
 TOP_PAGES = 20
@@ -44,11 +44,19 @@ SECONDS_DIGITS = 3
 SHARE_DIGITS = 4
 SCORE_DIGITS = 2
 
-_POPULATION = """
+# Whether conversation ``{c}`` has the tag asked for (always true without one).
+_TAGGED = """(CAST(:tag_id AS uuid) IS NULL OR EXISTS (
+    SELECT 1 FROM conversation_tag ct WHERE ct.conversation_id = {c} AND ct.tag_id = CAST(:tag_id AS uuid)))"""
+
+_POPULATION = (
+    """
 population AS (
     SELECT id, created_at, session_metadata FROM conversation
-    WHERE team_id = ANY(:team_ids) AND created_at >= :start AND created_at < :end
+    WHERE team_id = ANY(:team_ids) AND created_at >= :start AND created_at < :end AND """
+    + _TAGGED.format(c="conversation.id")
+    + """
 )"""
+)
 
 # The first visitor message of each conversation in the population: when the visitor asked.
 _ASKED = (
@@ -115,6 +123,15 @@ async def snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
             yield conn
 
 
+async def check_tag(conn: AsyncConnection, team_ids: Sequence[uuid.UUID], tag: uuid.UUID | None) -> None:
+    """422 naming ``tag`` unless it is a tag of one of the teams reported on."""
+    if tag is None:
+        return
+    found = await conn.scalar(sa.select(tag_t.c.id).where(tag_t.c.id == tag, tag_t.c.team_id.in_(list(team_ids))))
+    if found is None:
+        raise field_invalid("tag", "No such tag in the teams reported on")
+
+
 async def teams_for(
     conn: AsyncConnection, principal: Principal, requested: Sequence[uuid.UUID] | None = None
 ) -> list[uuid.UUID]:
@@ -140,8 +157,13 @@ async def teams_for(
     return led
 
 
-async def _rows(conn: AsyncConnection, sql: str, team_ids: Sequence[uuid.UUID], **params: Any) -> list[Any]:
+async def _rows(
+    conn: AsyncConnection, sql: str, team_ids: Sequence[uuid.UUID], tag: uuid.UUID | None, **params: Any
+) -> list[Any]:
     statement = sa.text(sql).bindparams(sa.bindparam("team_ids", type_=ARRAY(sa.Uuid)))
+    if ":tag_id" in sql:
+        statement = statement.bindparams(sa.bindparam("tag_id", type_=sa.Uuid))
+        params["tag_id"] = tag
     return list((await conn.execute(statement, {"team_ids": list(team_ids), **params})).all())
 
 
@@ -154,7 +176,13 @@ def _share(part: float, whole: float) -> float | None:
 
 
 async def _sessions(
-    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str, unit: str
+    conn: AsyncConnection,
+    team_ids: Sequence[uuid.UUID],
+    start: datetime,
+    end: datetime,
+    tz: str,
+    unit: str,
+    tag: uuid.UUID | None,
 ) -> list[SessionBucket]:
     # Buckets are wall-clock days/hours of `tz`; generate_series supplies the empty ones.
     sql = f"""
@@ -177,6 +205,7 @@ ORDER BY b.local"""
         conn,
         sql,
         team_ids,
+        tag,
         start=start,
         end=end,
         tz=tz,
@@ -188,23 +217,33 @@ ORDER BY b.local"""
 
 
 async def sessions_by_day(
-    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+    conn: AsyncConnection,
+    team_ids: Sequence[uuid.UUID],
+    start: datetime,
+    end: datetime,
+    tz: str,
+    tag: uuid.UUID | None = None,
 ) -> list[SessionBucket]:
     """Sessions started per day of ``tz``, every day of the range."""
-    return await _sessions(conn, team_ids, start, end, tz, "day")
+    return await _sessions(conn, team_ids, start, end, tz, "day", tag)
 
 
 async def sessions_by_hour(
-    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+    conn: AsyncConnection,
+    team_ids: Sequence[uuid.UUID],
+    start: datetime,
+    end: datetime,
+    tz: str,
+    tag: uuid.UUID | None = None,
 ) -> list[SessionBucket]:
     """Sessions started per hour of ``tz``, every hour of the range."""
-    return await _sessions(conn, team_ids, start, end, tz, "hour")
+    return await _sessions(conn, team_ids, start, end, tz, "hour", tag)
 
 
 async def _duration_stats(
-    conn: AsyncConnection, sql: str, team_ids: Sequence[uuid.UUID], **params: Any
+    conn: AsyncConnection, sql: str, team_ids: Sequence[uuid.UUID], tag: uuid.UUID | None, **params: Any
 ) -> DurationStats:
-    [row] = await _rows(conn, sql + _DURATION_STATS, team_ids, **params)
+    [row] = await _rows(conn, sql + _DURATION_STATS, team_ids, tag, **params)
     return DurationStats(
         conversations=row.conversations,
         measured=row.measured,
@@ -215,7 +254,12 @@ async def _duration_stats(
 
 
 async def first_response(
-    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+    conn: AsyncConnection,
+    team_ids: Sequence[uuid.UUID],
+    start: datetime,
+    end: datetime,
+    tz: str,
+    tag: uuid.UUID | None = None,
 ) -> DurationStats:
     """From the first visitor message to the first operator or AI message at or after it."""
     sql = f"""
@@ -227,11 +271,16 @@ durations AS (
       ON m.conversation_id = a.conversation_id AND m.sender IN ('operator', 'ai') AND m.created_at >= a.at
     GROUP BY a.conversation_id, a.at
 )"""
-    return await _duration_stats(conn, sql, team_ids, start=start, end=end)
+    return await _duration_stats(conn, sql, team_ids, tag, start=start, end=end)
 
 
 async def time_to_assignment(
-    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+    conn: AsyncConnection,
+    team_ids: Sequence[uuid.UUID],
+    start: datetime,
+    end: datetime,
+    tz: str,
+    tag: uuid.UUID | None = None,
 ) -> DurationStats:
     """From the first visitor message to the conversation's first assignment (0 if assigned before it)."""
     sql = f"""
@@ -243,11 +292,16 @@ durations AS (
     FROM asked a LEFT JOIN assignment s ON s.conversation_id = a.conversation_id
     GROUP BY a.conversation_id, a.at
 )"""
-    return await _duration_stats(conn, sql, team_ids, start=start, end=end)
+    return await _duration_stats(conn, sql, team_ids, tag, start=start, end=end)
 
 
 async def replies(
-    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+    conn: AsyncConnection,
+    team_ids: Sequence[uuid.UUID],
+    start: datetime,
+    end: datetime,
+    tz: str,
+    tag: uuid.UUID | None = None,
 ) -> ReplySplit:
     """Operator against AI messages in the population's conversations (visitor and system messages left out)."""
     sql = f"""
@@ -255,13 +309,18 @@ WITH {_POPULATION}
 SELECT count(*) FILTER (WHERE m.sender = 'operator') AS human, count(*) FILTER (WHERE m.sender = 'ai') AS ai
 FROM message m JOIN population p ON p.id = m.conversation_id
 WHERE m.sender IN ('operator', 'ai')"""
-    [row] = await _rows(conn, sql, team_ids, start=start, end=end)
+    [row] = await _rows(conn, sql, team_ids, tag, start=start, end=end)
     total = row.human + row.ai
     return ReplySplit(human=row.human, ai=row.ai, human_share=_share(row.human, total), ai_share=_share(row.ai, total))
 
 
 async def top_pages(
-    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+    conn: AsyncConnection,
+    team_ids: Sequence[uuid.UUID],
+    start: datetime,
+    end: datetime,
+    tz: str,
+    tag: uuid.UUID | None = None,
 ) -> list[PageCount]:
     """The pages where most sessions opened the chat (PocketPing's ``metadata.url``), query and fragment cut off."""
     sql = f"""
@@ -272,12 +331,17 @@ pages AS (
 SELECT page, count(*) AS sessions FROM pages
 WHERE page <> ''
 GROUP BY page ORDER BY sessions DESC, page COLLATE "C" LIMIT :limit"""
-    rows = await _rows(conn, sql, team_ids, start=start, end=end, limit=TOP_PAGES)
+    rows = await _rows(conn, sql, team_ids, tag, start=start, end=end, limit=TOP_PAGES)
     return [PageCount(page=r.page, sessions=r.sessions) for r in rows]
 
 
 async def peak_hours(
-    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+    conn: AsyncConnection,
+    team_ids: Sequence[uuid.UUID],
+    start: datetime,
+    end: datetime,
+    tz: str,
+    tag: uuid.UUID | None = None,
 ) -> list[HeatmapCell]:
     """Sessions started per (ISO weekday, hour) of ``tz``: all 168 cells, Monday 00h first."""
     sql = f"""
@@ -292,21 +356,29 @@ SELECT d.weekday, h.hour, coalesce(c.sessions, 0) AS sessions
 FROM generate_series(1, 7) AS d(weekday) CROSS JOIN generate_series(0, 23) AS h(hour)
 LEFT JOIN counts c ON c.weekday = d.weekday AND c.hour = h.hour
 ORDER BY d.weekday, h.hour"""
-    rows = await _rows(conn, sql, team_ids, start=start, end=end, tz=tz)
+    rows = await _rows(conn, sql, team_ids, tag, start=start, end=end, tz=tz)
     return [HeatmapCell(weekday=r.weekday, hour=r.hour, sessions=r.sessions) for r in rows]
 
 
 async def operator_load(
-    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+    conn: AsyncConnection,
+    team_ids: Sequence[uuid.UUID],
+    start: datetime,
+    end: datetime,
+    tz: str,
+    tag: uuid.UUID | None = None,
 ) -> LoadReport:
     """Assignments started and operator messages sent in the period, per operator, and how evenly they fell."""
     # Current active members count even with nothing assigned (an idle member is what unfairness looks like);
     # former members appear only if they were assigned something in the period.
-    sql = """
+    sql = (
+        """
 WITH given AS (
     SELECT operator_id, count(*) AS assignments, count(DISTINCT conversation_id) AS conversations
     FROM assignment
-    WHERE team_id = ANY(:team_ids) AND started_at >= :start AND started_at < :end
+    WHERE team_id = ANY(:team_ids) AND started_at >= :start AND started_at < :end AND """
+        + _TAGGED.format(c="assignment.conversation_id")
+        + """
     GROUP BY operator_id
 ),
 members AS (
@@ -319,6 +391,9 @@ sent AS (
     SELECT m.operator_id, count(*) AS messages
     FROM message m JOIN conversation c ON c.id = m.conversation_id
     WHERE m.sender = 'operator' AND c.team_id = ANY(:team_ids) AND m.created_at >= :start AND m.created_at < :end
+      AND """
+        + _TAGGED.format(c="c.id")
+        + """
     GROUP BY m.operator_id
 )
 SELECT o.id, o.display_name, coalesce(g.assignments, 0) AS assignments, coalesce(g.conversations, 0) AS conversations,
@@ -329,7 +404,8 @@ LEFT JOIN members mb ON mb.operator_id = o.id
 LEFT JOIN sent s ON s.operator_id = o.id
 WHERE g.operator_id IS NOT NULL OR (mb.operator_id IS NOT NULL AND o.deactivated_at IS NULL)
 ORDER BY assignments DESC, o.display_name, o.id"""
-    rows = await _rows(conn, sql, team_ids, start=start, end=end)
+    )
+    rows = await _rows(conn, sql, team_ids, tag, start=start, end=end)
     loads = [
         OperatorLoad(
             operator_id=r.id,
@@ -366,13 +442,18 @@ def _gini(values: Sequence[float]) -> float | None:
 
 
 # Ratings asked for in the period: the population of the CSAT metrics (not conversations created in it).
-_ASKED_RATINGS = """
+_ASKED_RATINGS = (
+    """
 WITH asked AS (
     SELECT team_id, csat_operator_id AS operator_id, CAST(csat ->> 'score' AS int) AS score
     FROM conversation
     WHERE team_id = ANY(:team_ids)
       AND CAST(csat ->> 'requested_at' AS timestamptz) >= :start AND CAST(csat ->> 'requested_at' AS timestamptz) < :end
+      AND """
+    + _TAGGED.format(c="conversation.id")
+    + """
 )"""
+)
 _RATING_COLUMNS = "count(a.team_id) AS requested, count(a.score) AS rated, avg(a.score) AS average"
 
 
@@ -386,18 +467,24 @@ def _ratings(row: Any) -> dict[str, Any]:
 
 
 async def csat(
-    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+    conn: AsyncConnection,
+    team_ids: Sequence[uuid.UUID],
+    start: datetime,
+    end: datetime,
+    tz: str,
+    tag: uuid.UUID | None = None,
 ) -> CsatReport:
     """Ratings asked for in the period, how many were given and their average, overall, per team and per operator
     (the operator a rating counts for: the assignee when the conversation closed)."""
     period = {"start": start, "end": end}
-    [overall] = await _rows(conn, f"{_ASKED_RATINGS} SELECT {_RATING_COLUMNS} FROM asked a", team_ids, **period)
+    [overall] = await _rows(conn, f"{_ASKED_RATINGS} SELECT {_RATING_COLUMNS} FROM asked a", team_ids, tag, **period)
     teams = await _rows(
         conn,
         f"""{_ASKED_RATINGS}
 SELECT t.id, t.name, {_RATING_COLUMNS} FROM team t LEFT JOIN asked a ON a.team_id = t.id
 WHERE t.id = ANY(:team_ids) GROUP BY t.id, t.name ORDER BY t.name""",
         team_ids,
+        tag,
         **period,
     )
     operators = await _rows(
@@ -406,6 +493,7 @@ WHERE t.id = ANY(:team_ids) GROUP BY t.id, t.name ORDER BY t.name""",
 SELECT o.id, o.display_name, {_RATING_COLUMNS} FROM asked a JOIN operator o ON o.id = a.operator_id
 GROUP BY o.id, o.display_name ORDER BY o.display_name, o.id""",
         team_ids,
+        tag,
         **period,
     )
     return CsatReport(
@@ -416,12 +504,18 @@ GROUP BY o.id, o.display_name ORDER BY o.display_name, o.id""",
 
 
 async def report(
-    conn: AsyncConnection, team_ids: Sequence[uuid.UUID], start: datetime, end: datetime, tz: str
+    conn: AsyncConnection,
+    team_ids: Sequence[uuid.UUID],
+    start: datetime,
+    end: datetime,
+    tz: str,
+    tag: uuid.UUID | None = None,
 ) -> AnalyticsReport:
     """Every metric at once, read in one snapshot (the caller opens a REPEATABLE READ transaction)."""
-    args = (conn, team_ids, start, end, tz)
+    args = (conn, team_ids, start, end, tz, tag)
     return AnalyticsReport(
         team_ids=list(team_ids),
+        tag_id=tag,
         start=start,
         end=end,
         tz=tz,

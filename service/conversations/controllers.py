@@ -154,6 +154,9 @@ class ConversationController(Controller):
                 max_length=200,
             ),
         ] = None,
+        tag: Annotated[
+            uuid.UUID | None, QueryParameter(description="Only conversations with this tag (its id)")
+        ] = None,
     ) -> Response[ConversationPage]:
         """Most recent activity first; filters combine with AND. Conditional: a strong ``ETag`` of the page,
         and ``If-None-Match`` with it answers ``304`` without a body while nothing on the page changed."""
@@ -161,7 +164,7 @@ class ConversationController(Controller):
             raise ValidationException(
                 detail="q is not valid", extra=[{"key": "q", "message": "NUL characters are not allowed"}]
             )
-        filters = services.ConversationFilters(statuses=status or (), team_id=team_id, assignee=assignee, q=q)
+        filters = services.ConversationFilters(statuses=status or (), team_id=team_id, assignee=assignee, q=q, tag=tag)
         async with engine(request).connect() as conn:
             items, after = await services.list_conversations(conn, principal, filters, cursor, limit)
             unread = await services.unread_total(conn, principal, filters)

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, field_va
 from pydantic.alias_generators import to_camel
 
 from service.schemas import ApiModel
+from service.tags.schemas import ConversationTagPublic
 
 ConversationStatus = Literal["new", "queued", "assigned", "closed"]
 Sender = Literal["visitor", "operator", "ai", "system"]
@@ -126,6 +127,7 @@ class ConversationPublic(ApiModel):
             "requiredSkills": ["billing"],
             "ai": {"active": False, "paused": False},
             "csat": None,
+            "tags": [],
             "visitor": {
                 "id": "visitor-7f3a",
                 "identity": {"id": "u-42", "email": "grace@example.com", "name": "Grace"},
@@ -151,6 +153,7 @@ class ConversationPublic(ApiModel):
     required_skills: list[str]
     ai: AiState
     csat: CsatPublic | None = Field(description="The visitor's rating; null when none was asked for or given")
+    tags: list[ConversationTagPublic] = Field(description="Its tags, by name")
     visitor: VisitorPublic
 
 

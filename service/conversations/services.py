@@ -27,6 +27,7 @@ from service.idempotency import advisory_lock, check_key
 from service.pagination import decode_cursor, encode_cursor
 from service.pagination import page as keyset_page
 from service.routing.handoff import claim
+from service.tags import services as tags
 from service.teams import services as teams
 
 MAX_PAGE = 100
@@ -84,8 +85,8 @@ def _csat_public(row: Any) -> dict[str, Any] | None:
     }
 
 
-def conversation_public(row: Any) -> dict[str, Any]:
-    """A joined conversation row as ``ConversationPublic`` fields."""
+def conversation_public(row: Any, tags: list[dict[str, Any]]) -> dict[str, Any]:
+    """A joined conversation row and its ``tags`` (``tags.conversation_tags``) as ``ConversationPublic`` fields."""
     return {
         "id": row.id,
         "status": row.status,
@@ -102,6 +103,7 @@ def conversation_public(row: Any) -> dict[str, Any]:
         "required_skills": row.required_skills,
         "ai": {"active": row.ai_active, "paused": row.ai_paused},
         "csat": _csat_public(row),
+        "tags": tags,
         "visitor": {
             "id": row.visitor_id,
             "identity": row.identity,
@@ -110,6 +112,11 @@ def conversation_public(row: Any) -> dict[str, Any]:
             "phone_country": row.user_phone_country,
         },
     }
+
+
+async def conversation_of(conn: AsyncConnection, row: Any) -> dict[str, Any]:
+    """``conversation_public`` of one joined row, its tags read."""
+    return conversation_public(row, (await tags.conversation_tags(conn, [row.id])).get(row.id, []))
 
 
 def visible_to(principal: Principal) -> sa.ColumnElement[bool]:
@@ -127,6 +134,8 @@ class ConversationFilters:
     team_id: uuid.UUID | None = None
     assignee: str | None = None
     q: str | None = None
+    # A tag id: only conversations it is on.
+    tag: uuid.UUID | None = None
 
 
 def _assignee_filter(principal: Principal, assignee: str) -> sa.ColumnElement[bool]:
@@ -206,7 +215,10 @@ async def list_conversations(
             )
         ).all()
     )
-    return [conversation_public(row) | {"unread_count": counts.get(row.id, 0)} for row in page], after
+    on = await tags.conversation_tags(conn, [row.id for row in page])
+    return [
+        conversation_public(row, on.get(row.id, [])) | {"unread_count": counts.get(row.id, 0)} for row in page
+    ], after
 
 
 def _filtered(statement: sa.Select[Any], principal: Principal, filters: ConversationFilters) -> sa.Select[Any]:
@@ -220,6 +232,8 @@ def _filtered(statement: sa.Select[Any], principal: Principal, filters: Conversa
         statement = statement.where(_assignee_filter(principal, filters.assignee))
     if filters.q:
         statement = statement.where(_search(filters.q))
+    if filters.tag is not None:
+        statement = statement.where(tags.tagged(filters.tag))
     return statement
 
 

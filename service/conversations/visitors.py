@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ua_parser import parse
 
 from service.auth.principal import Principal
-from service.conversations.services import conversation_public, visible_to
+from service.conversations.services import conversation_of, visible_to
 from service.db.tables import conversation_t, team_t
 
 # The visitor panel and the REST detail list this many earlier conversations, newest first.
@@ -72,7 +72,7 @@ async def earlier_conversations(conn: AsyncConnection, principal: Principal, row
 
 async def conversation_detail(conn: AsyncConnection, principal: Principal, row: Any) -> dict[str, Any]:
     """``ConversationDetail`` fields: the conversation, the visitor's device, and their earlier conversations."""
-    detail = conversation_public(row)
+    detail = await conversation_of(conn, row)
     detail["visitor"]["device"] = device((row.session_metadata or {}).get("user_agent"))
     detail["earlier_conversations"] = await earlier_conversations(conn, principal, row)
     return detail

@@ -72,7 +72,7 @@ async def _thread_context(
     notes, more_notes = await services.list_notes(conn, row.id, None, services.MAX_PAGE)
     shots, more_shots = await screenshots.list_screenshots(conn, row.id, None, services.MAX_PAGE)
     return {
-        "conversation": services.conversation_public(row),
+        "conversation": await services.conversation_of(conn, row),
         "ai_enabled": await teams.ai_enabled(conn, row.team_id),
         "editable": editable(messages, principal, await teams.message_edit_window(conn, row.team_id)),
         "messages": messages,

@@ -56,6 +56,9 @@ MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024
 DEFAULT_ATTACHMENT_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf", "text/plain")
 # pending: asked, not taken up yet; uploading: the widget got its upload URL; done: the image is stored.
 SCREENSHOT_STATUSES = ("pending", "uploading", "done")
+MACRO_ACTIONS = ("none", "assign", "transfer", "close")
+# Who put a tag on a conversation: an operator (dashboard or API), a routing rule, a macro.
+TAG_SOURCES = ("operator", "rule", "macro")
 
 
 class Operator(SQLModel, table=True):
@@ -220,6 +223,10 @@ class RoutingRule(SQLModel, table=True):
         default_factory=list, sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{}"}
     )
     enabled: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
+    # Tags of the rule's team put on a conversation this rule places in that team.
+    set_tags: list[uuid.UUID] = Field(
+        default_factory=list, sa_type=ARRAY(sa.Uuid), sa_column_kwargs={"server_default": "{}"}
+    )
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
 
 
@@ -476,6 +483,59 @@ class CannedResponse(SQLModel, table=True):
     shortcut: str
     title: str
     body: str
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+    updated_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+class Tag(SQLModel, table=True):
+    """A label of one team's, put on that team's conversations; its name is unique in the team whatever its case."""
+
+    __table_args__ = (sa.Index("uq_tag_team_name", "team_id", sa.text("lower(name)"), unique=True),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    team_id: uuid.UUID = Field(foreign_key="team.id", ondelete="CASCADE")
+    name: str
+    # A CSS colour (#rrggbb) the dashboard draws the tag in; None: the default.
+    color: str | None = None
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+class ConversationTag(SQLModel, table=True):
+    """A tag on a conversation: who or what put it there (an operator, a routing rule, a macro)."""
+
+    __tablename__ = "conversation_tag"
+    __table_args__ = (sa.CheckConstraint(_in("source", TAG_SOURCES), name="source"),)
+
+    conversation_id: str = Field(foreign_key="conversation.id", ondelete="CASCADE", primary_key=True)
+    tag_id: uuid.UUID = Field(foreign_key="tag.id", ondelete="CASCADE", primary_key=True, index=True)
+    added_by: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
+    source: str
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+class Macro(SQLModel, table=True):
+    """A team's one-click action: a canned reply, tags put on and taken off, then assign, transfer or close."""
+
+    __table_args__ = (
+        sa.CheckConstraint(_in("action", MACRO_ACTIONS), name="action"),
+        sa.Index("uq_macro_team_name", "team_id", sa.text("lower(name)"), unique=True),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    team_id: uuid.UUID = Field(foreign_key="team.id", ondelete="CASCADE", index=True)
+    name: str
+    # The team canned response sent first; a response a macro uses cannot be deleted.
+    canned_id: uuid.UUID | None = Field(default=None, foreign_key="canned_response.id", ondelete="RESTRICT")
+    add_tags: list[uuid.UUID] = Field(
+        default_factory=list, sa_type=ARRAY(sa.Uuid), sa_column_kwargs={"server_default": "{}"}
+    )
+    remove_tags: list[uuid.UUID] = Field(
+        default_factory=list, sa_type=ARRAY(sa.Uuid), sa_column_kwargs={"server_default": "{}"}
+    )
+    # The routing step after the reply and tags: none, assign (to the caller), transfer (team or operator), close.
+    action: str = Field(default="none", sa_column_kwargs={"server_default": "none"})
+    transfer_team_id: uuid.UUID | None = Field(default=None, foreign_key="team.id", ondelete="SET NULL")
+    transfer_operator_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
     updated_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
 

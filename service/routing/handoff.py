@@ -325,4 +325,4 @@ async def reopen_conversation(
         data={"conversationId": conversation_id, "actorId": str(actor_id) if actor_id else None},
     )
     target = placement.target_of(conv) if conv.team_id is not None else await placement.select_team(conn, conv)
-    return await placement.place(conn, conversation_id, target, trigger="reopened", actor_id=actor_id)
+    return await placement.place_routed(conn, conversation_id, target, trigger="reopened", actor_id=actor_id)

@@ -36,6 +36,7 @@ from service.routing.policies import (
     select_rule,
 )
 from service.sla import clocks as sla_clocks
+from service.tags import services as tags
 from service.timers.services import SKILL_RELAX, remember_first_response, schedule_timer
 
 DEFAULT_TEAM_NAME = "Support"
@@ -86,6 +87,8 @@ class Target:
     skill_step: str = EXACT
     # The rule that chose the team, recorded by the decision that placed it there.
     rule: Rule | None = None
+    # The matching rule's tags, put on the conversation once it is placed in that rule's team.
+    tags: tuple[uuid.UUID, ...] = ()
 
     def decision_params(self) -> dict[str, Any]:
         """The statement parameters that record the requirement and the rule with the decision."""
@@ -108,16 +111,19 @@ def _matching_rule(conv: Any) -> Rule | None:
             tuple(r["requiredSkills"]),
             uuid.UUID(r["id"]),
             r["name"],
+            tuple(uuid.UUID(t) for t in r.get("setTags") or ()),
         )
         for r in conv.rules or []
     ]
-    return select_rule(rules, Visit.from_session(conv.session_metadata, conv.identity, conv.user_phone_country))
+    visit = Visit.from_session(conv.session_metadata, conv.identity, conv.user_phone_country, conv.first_message)
+    return select_rule(rules, visit)
 
 
 async def choose_team(conn: AsyncConnection, conversation_id: str) -> None:
     """Choose by the rules the team of a conversation routing has not placed yet (the widget connected, or identified).
 
-    Its welcome, availability and AI are then the visitor's, and routing places it in that team.
+    Its welcome, availability and AI are then the visitor's, and routing places it in that team. A keyword
+    rule matches nothing before the visitor's first message: it is decided when routing reads that message.
     """
     conv = await sql.selection(conn, conversation_id)
     if conv is None or conv.team_id is not None:
@@ -135,18 +141,26 @@ async def choose_team(conn: AsyncConnection, conversation_id: str) -> None:
 async def select_team(conn: AsyncConnection, conv: Any) -> Target:
     """The team chosen at connect, else the first matching rule's, else the default team.
 
-    The matching rule may raise the priority and add skills. A team chosen at connect stands (the
-    visitor was greeted by it), even when the rules changed since; its rule's priority and skills
-    apply if the rules still lead there.
+    The matching rule may raise the priority, add skills and set tags. A team chosen at connect stands
+    (the visitor was greeted by it), even when the rules changed since; its rule's priority, skills and
+    tags apply if the rules still lead there. A rule on the first message's keywords is the exception:
+    it could not be decided at connect, so when it matches now it chooses the team.
     """
     rule = _matching_rule(conv)
     chosen = conv.selected_team_id
-    if rule is None or (chosen is not None and rule.team_id != chosen):
+    if rule is None or (chosen is not None and rule.team_id != chosen and not rule.reads_message):
         return target_of(conv, chosen or conv.default_team_id or await default_team_id(conn))
     priority = conv.priority if rule.set_priority is None else rule.set_priority
     # The rule's skills join what was asked before (at the higher level of the two), and are asked exactly.
     skills = merge_skills(asked(conv), rule.required_skills)
-    return Target(rule.team_id, priority, skills, tuple(conv.excluded_operators), skills, EXACT, rule)
+    return Target(rule.team_id, priority, skills, tuple(conv.excluded_operators), skills, EXACT, rule, rule.set_tags)
+
+
+async def place_routed(conn: AsyncConnection, conversation_id: str, target: Target, **how: Any) -> RouteOutcome:
+    """``place``, then the matching rule's tags put on the conversation, in the same transaction."""
+    outcome = await place(conn, conversation_id, target, **how)
+    await tags.add_tags(conn, conversation_id, target.team_id, target.tags, source="rule", actor_id=None)
+    return outcome
 
 
 # --- Assigning, queueing, releasing ------------------------------------------------------------------------------
@@ -490,10 +504,12 @@ async def route_conversation(conn: AsyncConnection, conversation_id: str, revisi
     locked = conv.locked_team_id == target.team_id
     hours = await team_hours(conn, target.team_id)
     if hours is not None and not hours.is_open():
-        return await _outside_hours(conn, conversation_id, target, hours, trigger=trigger, team_locked=locked)
+        outcome = await _outside_hours(conn, conversation_id, target, hours, trigger=trigger, team_locked=locked)
+        await tags.add_tags(conn, conversation_id, target.team_id, target.tags, source="rule", actor_id=None)
+        return outcome
     # The lock read the members of the conversation's team, or of the default one: usually the target.
     team = sql.team_of(conv.team) if conv.team and uuid.UUID(conv.team["id"]) == target.team_id else None
-    return await place(conn, conversation_id, target, trigger=trigger, team=team, team_locked=locked)
+    return await place_routed(conn, conversation_id, target, trigger=trigger, team=team, team_locked=locked)
 
 
 async def _outside_hours(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -221,6 +222,12 @@ class Rule:
     required_skills: tuple[str, ...] = ()
     rule_id: uuid.UUID | None = None
     name: str | None = None
+    set_tags: tuple[uuid.UUID, ...] = ()
+
+    @property
+    def reads_message(self) -> bool:
+        """Whether it looks at the visitor's first message, so it can only be decided once that exists."""
+        return "keyword" in self.conditions
 
 
 @dataclass(frozen=True)
@@ -232,12 +239,19 @@ class Visit:
     country: str | None = None
     identity: Mapping[str, Any] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # The visitor's first message; None while they have not written (a keyword rule matches nothing yet).
+    message: str | None = None
 
     @classmethod
     def from_session(
-        cls, metadata: Mapping[str, Any] | None, identity: Mapping[str, Any] | None, phone_country: str | None
+        cls,
+        metadata: Mapping[str, Any] | None,
+        identity: Mapping[str, Any] | None,
+        phone_country: str | None,
+        message: str | None = None,
     ) -> Visit:
-        """From a conversation's PocketPing session metadata (``url``, ``language``, ``country``) and identity."""
+        """From a conversation's PocketPing session metadata (``url``, ``language``, ``country``), identity and
+        first visitor message."""
         meta = dict(metadata or {})
         language = meta.get("language")
         country = meta.get("country") or phone_country
@@ -248,6 +262,7 @@ class Visit:
             country=str(country).upper() if country else None,
             identity=dict(identity or {}),
             metadata=meta,
+            message=message,
         )
 
 
@@ -268,8 +283,19 @@ def _fields_match(values: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
     return True
 
 
+def _has_keyword(message: str | None, keywords: Any) -> bool:
+    """Any keyword (a word or phrase) stands in the message as whole words, whatever the case."""
+    if message is None:
+        return False
+    text = message.casefold()
+    options = keywords if isinstance(keywords, list) else [keywords]
+    return any(re.search(r"(?<!\w)" + re.escape(str(k).casefold()) + r"(?!\w)", text) for k in options)
+
+
 def rule_matches(conditions: Mapping[str, Any], visit: Visit) -> bool:
     """All present conditions hold (an empty rule matches everything)."""
+    if "keyword" in conditions and not _has_keyword(visit.message, conditions["keyword"]):
+        return False
     if "url" in conditions and not (visit.url and fnmatch.fnmatchcase(visit.url, str(conditions["url"]))):
         return False
     if "language" in conditions and not _one_of(visit.language, conditions["language"], str.lower):

@@ -57,11 +57,18 @@ def _team_json(team: str, conv: str | None = None, priority: str | None = None) 
     return _TEAM_JSON.format(team=team, ahead=ahead)
 
 
+# The visitor's first message (what keyword rules read), for a conversation ``{c}`` the rules have yet to place.
+_FIRST_MESSAGE = """(
+    SELECT m.content FROM message m WHERE m.conversation_id = {c}.id AND m.sender = 'visitor' AND m.deleted_at IS NULL
+    ORDER BY m.seq LIMIT 1
+)"""
+
 # Every enabled routing rule, in the order they are tried, as one JSON array.
 _RULES_JSON = """(
     SELECT coalesce(jsonb_agg(jsonb_build_object(
         'teamId', r.team_id, 'conditions', r.conditions, 'setPriority', r.set_priority,
-        'requiredSkills', r.required_skills, 'id', r.id, 'name', r.name) ORDER BY r.position, r.created_at, r.id), '[]')
+        'requiredSkills', r.required_skills, 'id', r.id, 'name', r.name, 'setTags', r.set_tags)
+        ORDER BY r.position, r.created_at, r.id), '[]')
     FROM routing_rule r WHERE r.enabled
 )"""
 
@@ -79,6 +86,9 @@ _CONVERSATION_COLUMNS = (
     + _RULES_JSON
     + """ END AS rules,
     CASE WHEN c.team_id IS NULL THEN (SELECT t.id FROM team t WHERE t.is_default) END AS default_team_id,
+    CASE WHEN c.team_id IS NULL THEN """
+    + _FIRST_MESSAGE.format(c="c")
+    + """ END AS first_message,
     """
 )
 _KNOWN_TEAM = "coalesce(c.team_id, c.selected_team_id)"
@@ -108,7 +118,9 @@ _LOCK_FOR_ROUTING = sa.text(
 _SELECTION = sa.text(
     "SELECT c.team_id, c.selected_team_id, c.session_metadata, c.identity, c.user_phone_country, "
     + _RULES_JSON
-    + " AS rules, (SELECT t.id FROM team t WHERE t.is_default) AS default_team_id FROM conversation c WHERE c.id = :id"
+    + " AS rules, (SELECT t.id FROM team t WHERE t.is_default) AS default_team_id, "
+    + _FIRST_MESSAGE.format(c="c")
+    + " AS first_message FROM conversation c WHERE c.id = :id"
 ).columns(rules=JSONB)
 
 _CANDIDATES = sa.text("SELECT " + _team_json(":team_id") + " AS team").columns(team=JSONB)

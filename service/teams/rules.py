@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.audit import record_audit
 from service.auth.principal import Principal
 from service.db.tables import rule_t, team_t
+from service.tags.services import check_team_tags
 from service.teams.schemas import RuleList, RulePublic, RulesReplace
 from service.teams.services import lock_team
 
@@ -23,6 +24,8 @@ async def list_rules(conn: AsyncConnection, team_id: uuid.UUID) -> RuleList:
 async def replace_rules(conn: AsyncConnection, team_id: uuid.UUID, data: RulesReplace, actor: Principal) -> RuleList:
     """Delete the team's rules and insert the new list with positions 0..n-1, in one transaction."""
     await lock_team(conn, team_id)
+    for position, rule in enumerate(data.rules):
+        await check_team_tags(conn, team_id, rule.set_tags, f"rules.{position}.setTags")
     # Routing evaluates every team's rules together by position, then creation time: stamping the
     # team's own creation time keeps ties between teams in team-age order, however often a list is saved.
     created_at = await conn.scalar(sa.select(team_t.c.created_at).where(team_t.c.id == team_id))
@@ -37,6 +40,7 @@ async def replace_rules(conn: AsyncConnection, team_id: uuid.UUID, data: RulesRe
             "conditions": rule.conditions.model_dump(exclude_none=True),
             "set_priority": rule.set_priority,
             "required_skills": rule.required_skills,
+            "set_tags": rule.set_tags,
             "created_at": created_at,
         }
         for position, rule in enumerate(data.rules)

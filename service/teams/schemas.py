@@ -20,7 +20,7 @@ from pydantic import (
 from service.db.models import DEFAULT_ATTACHMENT_MAX_BYTES, DEFAULT_ATTACHMENT_TYPES, MAX_ATTACHMENT_BYTES
 from service.hours import calendar
 from service.routing.policies import MAX_SKILL_LEVEL, skill_level
-from service.schemas import ApiModel
+from service.schemas import ApiModel, NoNul, no_nul, not_null
 
 # Bounds, shared with docs/teams.md.
 MAX_CAPACITY = 1000
@@ -28,6 +28,7 @@ MAX_DELAY_SECONDS = 86_400  # one day: longer delays are configuration mistakes,
 MAX_SKILLS = 50
 MAX_RULES = 100
 MIN_SKILL_LEVEL = 1
+MAX_RULE_TAGS = 20
 
 Policy = Literal["round_robin", "least_busy", "manual", "pooled"]
 OfflinePolicy = Literal["keep", "requeue", "reassign"]
@@ -40,18 +41,8 @@ def lowercase(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
-def _unique(values: list[str]) -> list[str]:
+def _unique(values: list[Any]) -> list[Any]:
     return list(dict.fromkeys(values))
-
-
-def _no_nul(value: str) -> str:
-    # PostgreSQL text and JSONB cannot hold NUL: refuse it here, naming the field, not with a 500.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-NoNul = AfterValidator(_no_nul)
 
 
 def _level(value: str) -> str:
@@ -153,13 +144,6 @@ class BusinessHours(ApiModel):
     def schedule(self) -> calendar.Schedule:
         """The calendar this describes."""
         return calendar.parse_schedule(self.model_dump(by_alias=True))
-
-
-def not_null(value: Any) -> Any:
-    """In a PATCH, ``null`` clears an optional setting; for a required one it is an error naming the field."""
-    if value is None:
-        raise ValueError("may not be null; leave the field out to keep its value")
-    return value
 
 
 class TeamSettings(ApiModel):
@@ -339,6 +323,9 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+Keyword = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NoNul, AfterValidator(str.casefold)
+]
 Language = Annotated[str, BeforeValidator(lowercase), StringConstraints(pattern=r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")]
 Country = Annotated[str, BeforeValidator(_uppercase), StringConstraints(pattern=r"^[A-Z]{2}$")]
 FieldName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
@@ -348,7 +335,7 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, str) and len(value) > 500:
         raise ValueError("at most 500 characters")
     if isinstance(value, str):
-        _no_nul(value)
+        no_nul(value)
     if not isinstance(value, str | bool | int | float):
         raise ValueError("must be a string (a glob), a number or a boolean")
     return value
@@ -382,6 +369,11 @@ class RuleConditions(ApiModel):
     metadata: FieldConditions | None = Field(
         default=None, description="Session metadata fields: strings are globs, other values must be equal"
     )
+    keyword: Annotated[list[Keyword], BeforeValidator(_as_list), Field(min_length=1, max_length=50)] | None = Field(
+        default=None,
+        description="Any of these words or phrases in the visitor's first message (whole words, any case); "
+        "the rule is decided when that message arrives",
+    )
 
 
 class RuleCreate(ApiModel):
@@ -394,6 +386,9 @@ class RuleCreate(ApiModel):
         default=None, description="Queue priority of matched conversations (higher first); null keeps it"
     )
     required_skills: Skills = Field(default_factory=list, description="Added to the conversation's required skills")
+    set_tags: Annotated[list[uuid.UUID], Field(max_length=MAX_RULE_TAGS), AfterValidator(_unique)] = Field(
+        default_factory=list, description="Ids of the team's tags, put on the conversations this rule places there"
+    )
 
 
 class RulesReplace(ApiModel):

@@ -485,3 +485,77 @@ async def test_csv_export_holds_one_metric_with_formulas_defused(
     assert response.text == "page,sessions\r\n"
     response = await http.get("/api/v1/analytics/export.csv", params=period(metric="nope"), headers=root)
     assert (response.status_code, response.json()["errors"][0]["field"]) == (400, "metric")
+
+
+async def tag_conversations(engine: AsyncEngine, team_id: uuid.UUID, name: str, *conversation_ids: str) -> uuid.UUID:
+    """A tag of the team, put on the conversations."""
+    tag_id = uuid.uuid4()
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text("INSERT INTO tag (id, team_id, name) VALUES (:id, :team, :name)"),
+            {"id": tag_id, "team": team_id, "name": name},
+        )
+        for conversation_id in conversation_ids:
+            await conn.execute(
+                sa.text("INSERT INTO conversation_tag (conversation_id, tag_id, source) VALUES (:c, :t, 'operator')"),
+                {"c": conversation_id, "t": tag_id},
+            )
+    return tag_id
+
+
+async def test_a_tag_filter_counts_only_the_tagged_conversations(
+    http: httpx.AsyncClient, clean_db: AsyncEngine, data: Data
+) -> None:
+    # "pricing" on S1, S2, S5 (Sales); S8 carries another tag, which must not count.
+    pricing = await tag_conversations(clean_db, data.sales, "pricing", "S1", "S2", "S5")
+    await tag_conversations(clean_db, data.sales, "quiet", "S8")
+    async with clean_db.connect() as conn:
+        report = await services.report(conn, [data.sales], START, END, "UTC", pricing)
+    assert report.tag_id == pricing
+    # S1 S2 on Monday, S5 on Tuesday.
+    assert [b.sessions for b in report.sessions_by_day] == [2, 1]
+    # S1 60, S2 20 (the AI), S5 300 (from 08:00:30, the system message does not count): sorted 20 60 300;
+    # average 380/3 = 126.667; p50 60; p90 index 1.8 -> 60 + 0.8*240 = 252.
+    assert report.first_response.model_dump() == {
+        "conversations": 3,
+        "measured": 3,
+        "average_seconds": 126.667,
+        "p50_seconds": 60.0,
+        "p90_seconds": 252.0,
+    }
+    # S1 30, S2 120, S5 60: average 70; p50 60; p90 60 + 0.8*60 = 108.
+    assert report.time_to_assignment.model_dump() == {
+        "conversations": 3,
+        "measured": 3,
+        "average_seconds": 70.0,
+        "p50_seconds": 60.0,
+        "p90_seconds": 108.0,
+    }
+    # Ada 1 (S1), Ben 2 (S2, S5), the AI 1 (S2).
+    assert report.replies.model_dump() == {"human": 3, "ai": 1, "human_share": 0.75, "ai_share": 0.25}
+    assert [(p.page, p.sessions) for p in report.top_pages] == [(f"{SHOP}/pricing", 3)]
+    # Ada 2 assignments of S1, Ben S2 and S5, Cy none; Eve's S8 is not tagged, so she is not listed.
+    loads = [(o.display_name, o.assignments, o.conversations, o.messages) for o in report.operator_load.operators]
+    assert loads == [("Ada", 2, 1, 1), ("Ben", 2, 2, 2), ("Cy", 0, 0, 0)]
+    # [2, 2, 0]: mean 4/3, pstdev sqrt(8/9) = 0.9428, CV 0.7071; Gini 2*(0+4+6)/(3*4) - 4/3 = 0.3333;
+    # per slot [2/2, 2/4, 0/4] = [1, 0.5, 0]: 2*(0+1+3)/(3*1.5) - 4/3 = 0.4444.
+    assert report.operator_load.fairness.model_dump() == {
+        "operators": 3,
+        "mean_assignments": 1.3333,
+        "coefficient_of_variation": 0.7071,
+        "gini": 0.3333,
+        "gini_per_slot": 0.4444,
+    }
+
+    root = bearer(await personal_token(clean_db, data.ops["Root"]))
+    query = period(teamId=str(data.sales), tag=str(pricing))
+    body = (await http.get("/api/v1/analytics", params=query, headers=root)).json()
+    assert (body["tagId"], body["firstResponse"]["averageSeconds"]) == (str(pricing), 126.667)
+    response = await http.get("/api/v1/analytics/export.csv", params={**query, "metric": "topPages"}, headers=root)
+    assert response.text.splitlines() == ["page,sessions", f"{SHOP}/pricing,3"]
+    # A tag of a team not reported on, or none at all: 422 naming tag.
+    for tag in (await tag_conversations(clean_db, data.support, "docs", "P1"), uuid.uuid4()):
+        response = await http.get(
+            "/api/v1/analytics", params=period(teamId=str(data.sales), tag=str(tag)), headers=root
+        )
+        assert (response.status_code, [e["field"] for e in response.json()["errors"]]) == (422, ["tag"])

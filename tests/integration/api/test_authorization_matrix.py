@@ -34,10 +34,12 @@ from service.db.models import (
     ApiToken,
     BridgeLink,
     CannedResponse,
+    ConversationTag,
     Message,
     Outbox,
     PushDevice,
     Screenshot,
+    Tag,
     WebhookEndpoint,
 )
 from service.settings import Settings
@@ -332,6 +334,48 @@ async def screenshot_of(world: World, caller: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"shot-{caller}"))
 
 
+async def tag_of_team_a(world: World, caller: str) -> str:
+    """A fresh team-A tag (fresh, so one caller's delete does not affect the next)."""
+    async with world.engine.begin() as conn:
+        tag_id = await conn.scalar(
+            sa.insert(Tag.__table__)  # type: ignore[attr-defined]
+            .values(id=uuid.uuid4(), team_id=world.team_a, name=uuid.uuid4().hex[:12])
+            .returning(Tag.__table__.c.id)  # type: ignore[attr-defined]
+        )
+    return str(tag_id)
+
+
+async def with_tag_on(world: World, caller: str) -> str:
+    """A team-A conversation per caller with a team-A tag on it (what ``tag_on`` names)."""
+    conversation_id = await conversation_of_team_a(world, caller, id=f"tagged-{caller}")
+    async with world.engine.begin() as conn:
+        tag_id = uuid.uuid5(uuid.NAMESPACE_URL, conversation_id)
+        await conn.execute(
+            sa.insert(Tag.__table__).values(id=tag_id, team_id=world.team_a, name=conversation_id)  # type: ignore[attr-defined]
+        )
+        await conn.execute(
+            sa.insert(ConversationTag.__table__).values(  # type: ignore[attr-defined]
+                conversation_id=conversation_id, tag_id=tag_id, source="operator"
+            )
+        )
+    return conversation_id
+
+
+async def conversation_with_matrix_tag(world: World, caller: str) -> str:
+    """A team-A conversation, and the team-A tag ``matrix-tag`` (once) to put on it."""
+    async with world.engine.begin() as conn:
+        await conn.execute(
+            sa.dialects.postgresql.insert(Tag.__table__)  # type: ignore[attr-defined]
+            .values(id=uuid.uuid5(uuid.NAMESPACE_URL, "matrix-tag"), team_id=world.team_a, name="matrix-tag")
+            .on_conflict_do_nothing()
+        )
+    return await conversation_of_team_a(world, caller)
+
+
+async def tag_on(world: World, caller: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"tagged-{caller}"))
+
+
 def analytics_query(world: World) -> dict[str, str]:
     return {"teamId": str(world.team_a), "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
 
@@ -356,6 +400,7 @@ PARAMS: dict[str, Param] = {
     "token_id": own_token,
     "operator_id": member_of_team_a,
     "canned_id": canned_of_team_a,
+    "tag_id": tag_of_team_a,
     "webhook_id": webhook_of_team_a,
     "link_id": own_bridge_link,
     "device_id": own_device,
@@ -409,6 +454,16 @@ ROWS: dict[str, Row] = {
         member(200), params={"conversation_id": closed_conversation_of_team_a}
     ),
     "GET /api/v1/conversations/{conversation_id}/routing-decisions": Row(member(200)),
+    # tags on conversations: members of the conversation's team (admins too)
+    "GET /api/v1/conversations/{conversation_id}/tags": Row(member(200)),
+    "POST /api/v1/conversations/{conversation_id}/tags": Row(
+        member(200),
+        body=lambda world, caller: {"tagId": str(uuid.uuid5(uuid.NAMESPACE_URL, "matrix-tag"))},
+        params={"conversation_id": conversation_with_matrix_tag},
+    ),
+    "DELETE /api/v1/conversations/{conversation_id}/tags/{tag_id}": Row(
+        member(200), params={"conversation_id": with_tag_on, "tag_id": tag_on}
+    ),
     # conversations
     "GET /api/v1/conversations": Row(signed_in(200)),
     "GET /api/v1/conversations/{conversation_id}": Row(member(200)),
@@ -461,6 +516,10 @@ ROWS: dict[str, Row] = {
         lead_only(200),
         body={"from": "2026-11-01T00:00:00Z", "to": "2026-11-08T00:00:00Z", "draft": {"routingPolicy": "least_busy"}},
     ),
+    "GET /api/v1/teams/{team_id}/tags": Row(member(200)),
+    "POST /api/v1/teams/{team_id}/tags": Row(lead_only(201), body=lambda world, caller: {"name": f"tag-{caller}"}),
+    "PATCH /api/v1/teams/{team_id}/tags/{tag_id}": Row(lead_only(200), body={"color": "#112233"}),
+    "DELETE /api/v1/teams/{team_id}/tags/{tag_id}": Row(lead_only(204)),
     "GET /api/v1/teams/{team_id}/bridges": Row(lead_only(200)),
     "PATCH /api/v1/teams/{team_id}/bridges": Row(lead_only(200), body={"discord": {"channelId": "123456789012345678"}}),
     # canned responses: team A's (members read, leads change) and, for creation, each caller's own

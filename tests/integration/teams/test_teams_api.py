@@ -267,6 +267,7 @@ async def test_rules_are_validated_strictly_and_replaced_in_order(
         "country": ["FR", "BE"],
         "identity": {"email": "*@bigcorp.com", "plan": "gold"},
         "metadata": None,
+        "keyword": None,
     }
     stored = await rows(clean_db, "SELECT conditions, required_skills FROM routing_rule ORDER BY position")
     assert stored == [
