@@ -193,6 +193,13 @@ class Settings(BaseSettings):
         0.05, gt=0, description="Seconds between the worker's queue polls: how late a timer may fire."
     )
     worker_max_jobs: int = Field(50, ge=1, description="Jobs one worker runs at once.")
+    worker_shutdown_grace_seconds: int = Field(
+        10,
+        ge=0,
+        le=300,
+        description="On SIGTERM a worker takes no new job and waits this long for its running ones to finish before "
+        "cancelling them (a cancelled job is retried by another worker). 0: cancel at once.",
+    )
     events_poll_seconds: float = Field(
         2.0,
         gt=0,

@@ -118,6 +118,9 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "on_shutdown": on_shutdown,
         "poll_delay": settings.worker_poll_delay,
         "max_jobs": settings.worker_max_jobs,
+        # Running jobs finish before the worker stops: cancelling one mid-write would also end the process with
+        # arq's CancelledError (exit 1) instead of a clean exit.
+        "job_completion_wait": settings.worker_shutdown_grace_seconds,
         # Results are not kept, so a versioned job id is free again as soon as its job ends;
         # correctness never depends on arq's de-duplication, only on the database re-check.
         "keep_result": 0,
