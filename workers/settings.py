@@ -81,6 +81,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "functions": [
             func(jobs.route_conversation, timeout=ROUTING_TIMEOUT),
             func(jobs.drain_team_queue, timeout=ROUTING_TIMEOUT),
+            func(jobs.tell_queue_positions, timeout=ROUTING_TIMEOUT),
             func(jobs.deliver_outbox, timeout=delivery_timeout),
             func(jobs.fire_timer, timeout=TIMER_TIMEOUT),
         ],
