@@ -21,7 +21,12 @@ import schemathesis
 from hypothesis import HealthCheck, Phase
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.conversations.schemas import EXAMPLE_CONVERSATION_ID
@@ -34,6 +39,14 @@ METHODS = ("get", "put", "post", "delete", "patch")
 MEGABYTE = 1024 * 1024
 # Larger than any request needs: a generated request that takes this long is itself a finding.
 REQUEST_TIMEOUT = 20.0
+# An answer outside the document: a status it does not list, another media type, missing or wrong headers, or
+# a body its schema refuses.
+CONFORMANCE = [
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 @dataclass
@@ -50,6 +63,12 @@ class Tally:
         self.requests += 1
         if status >= 500:
             self.server_errors.append(f"{label}: {method} {url} -> {status} {body[:300]}")
+
+    def add(self, other: Tally) -> None:
+        self.operations |= other.operations
+        self.requests += other.requests
+        self.server_errors += other.server_errors
+        self.violations += other.violations
 
     def summary(self) -> dict[str, int]:
         return {
@@ -101,17 +120,18 @@ def _judge(tally: Tally, case: Any, response: Any, stream: bool) -> None:
     if stream or response.status_code >= 500:
         return
     try:
-        case.validate_response(response, checks=[response_schema_conformance])
-    except Exception as exc:
+        case.validate_response(response, checks=CONFORMANCE)
+    except (Exception, BaseExceptionGroup) as exc:  # Schemathesis raises a group of its findings
         tally.violations.append(f"{label}: {response.status_code} {str(exc)[:400]}")
 
 
 def call(case: Any, base_url: str, headers: dict[str, str], stream: bool) -> Any:
     """Send the case; an event stream is read up to its headers, then closed (a ``requests`` response)."""
     if not stream:
-        return case.call(base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT)
+        # A redirect is the operation's answer: following it would judge another page by this one's document.
+        return case.call(base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT, allow_redirects=False)
     kwargs = case.as_transport_kwargs(base_url=base_url, headers=headers)
-    with requests.request(**kwargs, stream=True, timeout=REQUEST_TIMEOUT) as response:
+    with requests.request(**kwargs, stream=True, timeout=REQUEST_TIMEOUT, allow_redirects=False) as response:
         return response
 
 
@@ -187,7 +207,7 @@ def run_stateful(
 
     class Fuzz(machine):  # type: ignore[misc, valid-type]
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
-            return {"base_url": base_url, "headers": headers, "timeout": REQUEST_TIMEOUT}
+            return {"base_url": base_url, "headers": headers, "timeout": REQUEST_TIMEOUT, "allow_redirects": False}
 
         def validate_response(self, response: Any, case: Any, *args: Any, **kwargs: Any) -> None:
             _judge(tally, case, response, False)
