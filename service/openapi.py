@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
@@ -76,6 +77,40 @@ _PROBLEMS = {
     "404": "Not found, or belongs to a team the caller is not in",
     "409": "Conflicts with the current state",
     "422": "Well-formed, but a value cannot be used (an unknown operator, ...); ``errors`` names each field",
+}
+
+
+# What the routes outside /api/v1 answer besides their success and 400, by operation id: the widget gateway (the
+# same for each of its operations, plus a few of their own), signed file links, sign-in and the OAuth endpoints.
+_WIDGET_PROBLEMS = {
+    "403": "Refused: a sender other than the visitor, an origin not allowed, a file URL not signed or expired",
+    "404": "No such session (or message, upload, screenshot request) for this widget",
+    "413": "The body, or the file, is larger than allowed",
+    "422": "Well-formed, but a value cannot be used (too many message ids, ...); ``errors`` names each field",
+    "429": "Over the session's or the address's budget; ``Retry-After`` says when to try again",
+}
+_EDGE_PROBLEMS: dict[str, dict[str, str]] = {
+    "widgetConnect": {"426": "This widget version is no longer supported"},
+    "widgetUploadFile": {"415": "The file's bytes are not of an accepted type"},
+    "widgetScreenshotPut": {"415": "The file's bytes are not of an accepted type"},
+    "widgetCompleteUpload": {"415": "The file's bytes are not of an accepted type"},
+    "downloadFile": {
+        "403": "The URL is not signed, altered or expired",
+        "404": "No such file (or it was deleted)",
+    },
+    "signIn": {"503": "Sign-in is not configured (no identity provider)"},
+    "signInCallback": {"403": "The operator is deactivated, or belongs to no mapped group"},
+    "signOut": {"403": "The CSRF token is missing or wrong"},
+    "oauthToken": {"401": "The client could not be authenticated"},
+}
+# Their successes, where the handler's default would say otherwise (redirects; OAuth answers 200, RFC 6749).
+_EDGE_SUCCESS = {
+    "signIn": ("302", "Redirect to the identity provider"),
+    "signInCallback": ("302", "Signed in: redirect to the page asked for"),
+    "signOut": ("303", "Signed out: redirect to the identity provider's sign-out, or home"),
+    "oauthAuthorize": ("302", "Redirect to the identity provider, or back to the app with an error"),
+    "oauthToken": ("200", "The tokens (RFC 6749 section 5.1)"),
+    "oauthRevoke": ("200", "Revoked, or unknown already (RFC 7009)"),
 }
 
 
@@ -177,10 +212,42 @@ def finish_openapi(app: Litestar) -> None:
             if "400" in responses:
                 responses["400"] = _problem_response(_PROBLEMS["400"])
             if not path.startswith(API_PREFIX):
+                _document_edge(operation, path)
                 continue
             operation.security = operation.security or (API_SECURITY if method == "get" else WRITE_SECURITY)
             for status, description in _PROBLEMS.items():
-                if (status == "404" and "{" not in path) or (status in ("409", "422") and method == "get"):
+                # A write without an id in its path may still name one in its body (a team, an operator).
+                if (status == "404" and "{" not in path and method == "get") or (
+                    status in ("409", "422") and method == "get"
+                ):
                     continue
                 responses.setdefault(status, _problem_response(description))
+            if operation.request_body is not None:
+                responses.setdefault("413", _problem_response("The body, or the file, is larger than allowed"))
+            if path.endswith("/attachments") and method == "post":
+                responses.setdefault("415", _problem_response("The file's bytes are not of an accepted type"))
             operation.responses = dict(sorted(responses.items()))
+
+
+def _document_edge(operation: Any, path: str) -> None:
+    """The widget gateway's, file links', sign-in's and OAuth's statuses, as they answer them."""
+    responses = operation.responses or {}
+    problems = {
+        **(_WIDGET_PROBLEMS if path.startswith("/pocketping/") else {}),
+        **_EDGE_PROBLEMS.get(operation.operation_id or "", {}),
+    }
+    if path.startswith(("/pocketping/", "/files/", "/oauth/", "/auth/")):
+        problems.setdefault("400", _PROBLEMS["400"])
+    for status, description in problems.items():
+        responses.setdefault(status, _problem_response(description))
+    if operation.operation_id in _EDGE_SUCCESS:
+        status, description = _EDGE_SUCCESS[operation.operation_id]
+        success = next((r for code, r in responses.items() if code.startswith("2")), None)
+        for code in [code for code in responses if code.startswith("2")]:
+            del responses[code]
+        if status.startswith("2") and isinstance(success, OpenAPIResponse):
+            success.description = description
+            responses[status] = success
+        else:
+            responses[status] = OpenAPIResponse(description=description)
+    operation.responses = dict(sorted(responses.items()))

@@ -26,9 +26,12 @@ ROUTE_JOB = "route_conversation"
 DRAIN_JOB = "drain_team_queue"
 FIRE_TIMER_JOB = "fire_timer"
 DELIVER_JOB = "deliver_outbox"
+NOTICES_JOB = "tell_queue_positions"
 
 # Drain requests for a team within one window share a job that starts when the window ends.
 DRAIN_WINDOW_SECONDS = 0.05
+# Queue position notices for a team within one window share a job that starts when the window ends.
+NOTICES_WINDOW_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ def route_job_id(queue_name: str, conversation_id: str, revision: int, attempt: 
 def drain_job_id(queue_name: str, team_id: uuid.UUID, window: int) -> str:
     """One drain job per team and drain window."""
     return job_id(queue_name, "drain", team_id, window)
+
+
+def notices_job_id(queue_name: str, team_id: uuid.UUID, window: int) -> str:
+    """One queue position notice job per team and window."""
+    return job_id(queue_name, "notices", team_id, window)
 
 
 def timer_job_id(queue_name: str, timer_id: int, revision: int, attempt: str | None = None) -> str:
@@ -110,6 +118,21 @@ async def enqueue_drain(arq: ArqRedis, team_id: uuid.UUID, trigger: str) -> None
         trigger=trigger,
         _job_id=drain_job_id(arq.default_queue_name, team_id, window),
         _defer_until=datetime.fromtimestamp(window * DRAIN_WINDOW_SECONDS, UTC),
+    )
+
+
+async def enqueue_notices(arq: ArqRedis, team_id: uuid.UUID) -> None:
+    """Ask a worker to tell the team's queued visitors their place and wait; call it after the queue changed.
+
+    Batched in windows as drains are: however many drains and routings change the queue in one window,
+    one job reads it once the window has ended.
+    """
+    window = math.floor(time.time() / NOTICES_WINDOW_SECONDS) + 1
+    await arq.enqueue_job(
+        NOTICES_JOB,
+        team_id=str(team_id),
+        _job_id=notices_job_id(arq.default_queue_name, team_id, window),
+        _defer_until=datetime.fromtimestamp(window * NOTICES_WINDOW_SECONDS, UTC),
     )
 
 

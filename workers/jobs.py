@@ -23,9 +23,9 @@ from service.flows import timeouts
 from service.gateway.availability import AvailabilityRelay
 from service.presence import services as presence
 from service.push import notify as push
-from service.queue import enqueue_delivery, enqueue_drain, enqueue_route, enqueue_trigger
+from service.queue import enqueue_delivery, enqueue_drain, enqueue_notices, enqueue_route, enqueue_trigger
 from service.realtime.relay import EventRelay
-from service.routing import placement, queries
+from service.routing import placement, queries, queue_notices
 from service.timers import services as timers
 from service.webhooks import delivery as webhooks
 
@@ -74,6 +74,8 @@ async def route_conversation(ctx: dict[str, Any], *, conversation_id: str, revis
     metrics.observe_routing(outcome.outcome, time.perf_counter() - started)
     if outcome.drain and outcome.team_id is not None:
         await enqueue_drain(ctx["redis"], outcome.team_id, trigger="queue_order")
+    if outcome.outcome == "queued" and outcome.team_id is not None:
+        await enqueue_notices(ctx["redis"], outcome.team_id)
     log.info("routed", conversation_id=conversation_id, revision=revision, outcome=outcome.outcome)
     return outcome.outcome
 
@@ -83,7 +85,20 @@ async def drain_team_queue(ctx: dict[str, Any], *, team_id: str, trigger: str) -
     """Assign the team's queued conversations while members have room; a drain with nothing to do does nothing."""
     team = uuid.UUID(team_id)
     async with timers.triggers(ctx["redis"]):
-        return await in_transaction(ctx["engine"], lambda conn: placement.drain_team_queue(conn, team, trigger))
+        assigned = await in_transaction(ctx["engine"], lambda conn: placement.drain_team_queue(conn, team, trigger))
+    if assigned:
+        # Those still waiting moved up.
+        await enqueue_notices(ctx["redis"], team)
+    return assigned
+
+
+@logged
+async def tell_queue_positions(ctx: dict[str, Any], *, team_id: str) -> int:
+    """Tell the team's queued visitors whose estimated wait moved by a minute or more; how many were told."""
+    team = uuid.UUID(team_id)
+    told = await in_transaction(ctx["engine"], lambda conn: queue_notices.refresh(conn, team))
+    await ctx["pocketping"].show_system_messages(told.created, told.edited)
+    return len(told.created) + len(told.edited)
 
 
 @logged
@@ -147,6 +162,7 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
         overdue = await timers.due_before(conn, 0)
         unrouted = await queries.unrouted_conversations(conn, LOST_JOB_AFTER_SECONDS)
         waiting_teams = await queries.teams_with_queue(conn)
+        telling_teams = await queue_notices.teams_with_queue(conn)
         pending = await outbox.due(conn)
     arq, name = ctx["redis"], ctx["redis"].default_queue_name
     # This sweep's generation: a copy it enqueues has a job id no earlier job (a dead one included) holds.
@@ -156,6 +172,9 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
         await enqueue_route(arq, conversation_id, revision, trigger="sweep", attempt=attempt)
     for team_id in waiting_teams:
         await enqueue_drain(arq, team_id, trigger="sweep")
+    # Estimates move with time and with claims too; each run writes only what moved by a minute or more.
+    for team_id in telling_teams:
+        await enqueue_notices(arq, team_id)
     deliveries = await _not_waiting(arq, pending, lambda p: queue.outbox_job_id(name, *p))
     for outbox_id, _ in deliveries:
         await enqueue_delivery(arq, outbox_id, attempt=attempt)

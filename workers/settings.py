@@ -85,6 +85,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "functions": [
             func(traced_job(jobs.route_conversation, tracing), timeout=ROUTING_TIMEOUT),
             func(traced_job(jobs.drain_team_queue, tracing), timeout=ROUTING_TIMEOUT),
+            func(traced_job(jobs.tell_queue_positions, tracing), timeout=ROUTING_TIMEOUT),
             func(traced_job(jobs.deliver_outbox, tracing), timeout=delivery_timeout),
             func(traced_job(jobs.fire_timer, tracing), timeout=TIMER_TIMEOUT),
         ],

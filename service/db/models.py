@@ -170,6 +170,8 @@ class Team(SQLModel, table=True):
     message_edit_window_seconds: int = Field(default=900, sa_column_kwargs={"server_default": "900"})
     # Ask the visitor for a rating when a conversation closes.
     csat_enabled: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # Tell queued visitors their position and estimated wait (service/routing/queue_notices.py).
+    queue_notices: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
     # A member's web and mobile clients without activity for this long count as away; null = never.
     auto_away_minutes: int | None = None
     bridge_settings: dict[str, Any] = Field(
@@ -412,6 +414,8 @@ class Assignment(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_assignment_conversation", "conversation_id", "started_at"),
         sa.Index("ix_assignment_operator", "operator_id", "started_at"),
+        # The team's recent assignment rate (queue wait estimates).
+        sa.Index("ix_assignment_team_started", "team_id", "started_at"),
         # A conversation has at most one current holder, whatever runs concurrently.
         sa.Index("uq_assignment_open", "conversation_id", unique=True, postgresql_where=sa.text("ended_at IS NULL")),
     )

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from pocketping import PocketPing
 from pocketping.bridges import Bridge
@@ -39,11 +40,12 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.batching import Batcher
+from service.db.tables import message_t
 from service.errors import field_invalid
 from service.files import services as files
 from service.gateway.bridge import RoutingBridge
 from service.gateway.hooks import GatewayHooks
-from service.gateway.storage import PostgresStorage, acting_operator
+from service.gateway.storage import MESSAGE_COLUMNS, PostgresStorage, acting_operator, row_to_message
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -366,6 +368,26 @@ class SwitchboardPocketPing(PocketPing):
         deleted_at = message.deleted_at.isoformat() if message.deleted_at else None
         data = {"messageId": message.id, "deletedAt": deleted_at}
         await self._broadcast_to_session(message.session_id, WebSocketEvent(type="message_deleted", data=data))
+
+    async def show_system_messages(self, created: list[str], edited: list[str]) -> None:
+        """Push stored system messages to their widgets, as ``GET /messages`` shows them: new ones as ``message``,
+        changed ones as ``message_edited``. Published once (a widget that missed it reads it on its next poll)."""
+        ids = created + edited
+        if not ids:
+            return
+        changed = set(edited)
+        async with self.engine.connect() as conn:
+            rows = list(await conn.execute(sa.select(*MESSAGE_COLUMNS).where(message_t.c.id.in_(ids))))
+        for row in rows:
+            message = row_to_message(row)
+            if message.id in changed:
+                edited_at = message.edited_at.isoformat() if message.edited_at else None
+                data = {"messageId": message.id, "content": message.content, "editedAt": edited_at}
+                event = WebSocketEvent(type="message_edited", data=data)
+            else:
+                event = WebSocketEvent(type="message", data=message.model_dump(by_alias=True))
+            self._publisher.post(_envelope(message.session_id, event.model_dump_json(by_alias=True)))
+        await self._publisher.join()
 
     async def ask_for_rating(self, session_id: str, requested_at: str) -> None:
         """Push ``csat_request`` to the visitor's widget (the conversation is already marked as asked)."""

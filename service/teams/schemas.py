@@ -176,6 +176,9 @@ class TeamSettings(ApiModel):
         default=900, description="How long operators may edit or delete their own messages; 0 = never"
     )
     csat_enabled: bool = Field(default=False, description="Ask the visitor for a rating when a conversation closes")
+    queue_notices: bool = Field(
+        default=True, description="Tell queued visitors their position and estimated wait in the widget"
+    )
     attachment_max_bytes: AttachmentBytes = Field(
         default=DEFAULT_ATTACHMENT_MAX_BYTES, description="Largest file accepted in the team's conversations"
     )
@@ -222,6 +225,7 @@ class TeamUpdate(ApiModel):
     queue_alert_threshold: QueueThreshold | None = None
     message_edit_window_seconds: EditWindow | None = None
     csat_enabled: bool | None = None
+    queue_notices: bool | None = None
     attachment_max_bytes: AttachmentBytes | None = None
     attachment_types: AttachmentTypes | None = None
     auto_away_minutes: int | None = Field(default=None, ge=1, le=1440)
@@ -241,6 +245,7 @@ class TeamUpdate(ApiModel):
         "offline_grace_seconds",
         "message_edit_window_seconds",
         "csat_enabled",
+        "queue_notices",
         "attachment_max_bytes",
         "attachment_types",
         "outside_hours",

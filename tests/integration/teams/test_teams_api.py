@@ -59,6 +59,7 @@ async def test_admin_creates_a_team_with_defaults_and_names_are_unique(
         "queueAlertThreshold": None,
         "messageEditWindowSeconds": 900,
         "csatEnabled": False,
+        "queueNotices": True,
         "attachmentMaxBytes": 10 * 1024 * 1024,
         "attachmentTypes": ["image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf", "text/plain"],
         "autoAwayMinutes": None,
