@@ -23,6 +23,7 @@ def cells(html: str, attribute: str) -> dict[str, tuple[str, str]]:
 
 async def test_the_page_runs_the_simulation_and_draws_both(http: httpx.AsyncClient, clean_db: AsyncEngine) -> None:
     month = await build_month(clean_db)
+    assert month.lead_id is not None
     lead = bearer(await personal_token(clean_db, month.lead_id))
     page = f"/app/teams/{month.team_id}/simulator"
 

@@ -24,6 +24,7 @@ async def month(clean_db: AsyncEngine) -> Month:
 
 @pytest.fixture
 async def lead(clean_db: AsyncEngine, month: Month) -> dict[str, str]:
+    assert month.lead_id is not None
     return bearer(await personal_token(clean_db, month.lead_id))
 
 
