@@ -22,6 +22,9 @@ from service.teams.services import list_members
 MAX_SPAN = timedelta(days=31)
 MAX_ARRIVALS = 20_000
 MAX_PRESENCE_CHANGES = 100_000
+# Each placement weighs the members with room: conversations times members bounds the replay's time (about a
+# second per 250,000 on this machine's cores when idle).
+MAX_CONVERSATION_MEMBERS = 250_000
 
 
 def _utc(value: datetime) -> datetime:
@@ -85,10 +88,16 @@ async def _draft(conn: AsyncConnection, team_id: uuid.UUID, data: SimulationCrea
     )
 
 
-async def _check_work(conn: AsyncConnection, team_id: uuid.UUID, start: datetime, end: datetime) -> None:
+async def _check_work(conn: AsyncConnection, team_id: uuid.UUID, start: datetime, end: datetime, members: int) -> None:
     arrivals = await history.population_size(conn, team_id, start, end)
     if arrivals > MAX_ARRIVALS:
         raise field_malformed("to", f"the period holds {arrivals} conversations, at most {MAX_ARRIVALS}: shorten it")
+    if arrivals * members > MAX_CONVERSATION_MEMBERS:
+        raise field_malformed(
+            "to",
+            f"the period holds {arrivals} conversations for {members} members; conversations times members may be at "
+            f"most {MAX_CONVERSATION_MEMBERS}: shorten it",
+        )
     changes = await history.presence_changes(conn, team_id, start, end)
     if changes > MAX_PRESENCE_CHANGES:
         raise field_malformed(
@@ -107,7 +116,7 @@ async def run_simulation(conn: AsyncConnection, team_id: uuid.UUID, data: Simula
     """Replay ``[from, to)`` of the team under the draft, beside what happened; read in the caller's snapshot."""
     start, end = check_period(data.start, data.end)
     draft = await _draft(conn, team_id, data)
-    await _check_work(conn, team_id, start, end)
+    await _check_work(conn, team_id, start, end, len(draft.members))
     period = await history.load_period(conn, team_id, start, end)
     presence = await history.online_spans(conn, team_id, start, end)
     handles = [a.handle_seconds for a in period.arrivals if a.handle_seconds is not None]

@@ -147,6 +147,19 @@ async def test_the_work_is_bounded(
         [{"field": "to", "message": f"the period holds {month.conversations} conversations, at most 100: shorten it"}],
     )
     monkeypatch.setattr(services, "MAX_ARRIVALS", 100_000)
+    monkeypatch.setattr(services, "MAX_CONVERSATION_MEMBERS", 1000)
+    response = await simulate(http, month, lead)
+    assert (response.status_code, response.json()["errors"]) == (
+        400,
+        [
+            {
+                "field": "to",
+                "message": f"the period holds {month.conversations} conversations for 6 members; "
+                "conversations times members may be at most 1000: shorten it",
+            }
+        ],
+    )
+    monkeypatch.setattr(services, "MAX_CONVERSATION_MEMBERS", 10**9)
     monkeypatch.setattr(services, "MAX_PRESENCE_CHANGES", 10)
     response = await simulate(http, month, lead)
     assert response.status_code == 400
