@@ -38,7 +38,12 @@ def _day(value: str | None, fallback: date) -> date | str:
 
 def _bound(day: date | str, after: int) -> str:
     """Midnight UTC of ``day`` plus ``after`` days, as the API takes it; text that is no date passes through."""
-    return datetime.combine(day + timedelta(days=after), time(), UTC).isoformat() if isinstance(day, date) else day
+    if not isinstance(day, date):
+        return day
+    try:
+        return datetime.combine(day + timedelta(days=after), time(), UTC).isoformat()
+    except OverflowError:  # the day after 9999-12-31: the request's check refuses the period
+        return datetime.combine(day, time.max, UTC).isoformat()
 
 
 def _form(query: Any, members: list[Any]) -> tuple[dict[str, Any], str, str]:

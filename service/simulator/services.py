@@ -27,13 +27,16 @@ MAX_PRESENCE_CHANGES = 100_000
 MAX_CONVERSATION_MEMBERS = 250_000
 
 
-def _utc(value: datetime) -> datetime:
-    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).astimezone(UTC)
+def _utc(value: datetime, field: str) -> datetime:
+    try:
+        return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 moved past the calendar's end by its offset
+        raise field_malformed(field, "must be a time between the years 1 and 9999 in UTC") from None
 
 
 def check_period(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     """Offset-aware bounds (no offset: UTC), ``from`` before ``to``, at most ``MAX_SPAN`` apart."""
-    start, end = _utc(start), _utc(end)
+    start, end = _utc(start, "from"), _utc(end, "to")
     if start >= end:
         raise field_malformed("to", "must be after from")
     if end - start > MAX_SPAN:

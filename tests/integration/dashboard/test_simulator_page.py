@@ -62,3 +62,8 @@ async def test_the_page_runs_the_simulation_and_draws_both(http: httpx.AsyncClie
     longer = await http.get(page, params={"from": "2026-10-01", "to": "2026-11-30", "run": "1"}, headers=lead)
     assert longer.status_code == 400
     assert "a simulation may span at most 31 days" in longer.text
+    # The calendar's last day is an empty period (never a 500); no day at all is a problem naming the field.
+    last = await http.get(page, params={"from": "9999-12-31", "to": "9999-12-31", "run": "1"}, headers=lead)
+    assert (last.status_code, 'data-arrivals="0"' in last.text) == (200, True)
+    words = await http.get(page, params={"from": "soon", "to": "2026-11-30", "run": "1"}, headers=lead)
+    assert (words.status_code, 'data-field="from"' in words.text) == (400, True)

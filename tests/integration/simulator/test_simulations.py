@@ -101,6 +101,14 @@ async def test_two_runs_give_identical_numbers(http: httpx.AsyncClient, month: M
     [
         ({"to": START.isoformat()}, 400, "to", "must be after from"),
         ({"to": "2026-12-03T00:00:00Z"}, 400, "to", "a simulation may span at most 31 days"),
+        (
+            {"from": "0001-01-01T00:00:00+01:00"},
+            400,
+            "from",
+            "must be a time between the years 1 and 9999 in UTC",
+        ),
+        ({"to": "9999-12-31T23:59:59-01:00"}, 400, "to", "must be a time between the years 1 and 9999 in UTC"),
+        ({"from": "yesterday"}, 400, "from", None),
         ({"draft": {"routingPolicy": "manual"}}, 400, "draft.routingPolicy", None),
         ({"draft": {"defaultCapacity": -1}}, 400, "draft.defaultCapacity", None),
         ({"draft": {"firstResponseTargetSeconds": 0}}, 400, "draft.firstResponseTargetSeconds", None),
