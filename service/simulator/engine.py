@@ -52,6 +52,8 @@ class Seat:
     operator_id: uuid.UUID
     capacity: int
     skills: frozenset[str] = frozenset()
+    # Their latest assignment in the team before the period (round robin's clock at the start).
+    last_assigned_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def _queue_key(arrival: Arrival) -> tuple[int, datetime, str]:
 
 def simulate(scenario: Scenario) -> Outcome:
     """Replay the arrivals against the seats and their presence; each placement is ``decide(policy, ...)``."""
-    operators = {seat.operator_id: _Operator(seat) for seat in scenario.seats}
+    operators = {seat.operator_id: _Operator(seat, last_assigned_at=seat.last_assigned_at) for seat in scenario.seats}
     events: list[tuple[datetime, int, int, Arrival | uuid.UUID]] = []
 
     order = itertools.count()

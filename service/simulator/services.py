@@ -123,9 +123,12 @@ async def run_simulation(conn: AsyncConnection, team_id: uuid.UUID, data: Simula
     period = await history.load_period(conn, team_id, start, end)
     presence = await history.online_spans(conn, team_id, start, end)
     handles = [a.handle_seconds for a in period.arrivals if a.handle_seconds is not None]
+    before = await history.last_assigned(conn, team_id, start)
     scenario = Scenario(
         policy=draft.routing_policy,
-        seats=tuple(Seat(m.operator_id, m.capacity, frozenset(m.skills)) for m in draft.members),
+        seats=tuple(
+            Seat(m.operator_id, m.capacity, frozenset(m.skills), before.get(m.operator_id)) for m in draft.members
+        ),
         arrivals=period.arrivals,
         presence=presence,
         end=end,

@@ -153,3 +153,11 @@ def test_queue_order_holds_across_skills_and_a_queue_nobody_can_serve_blocks_nob
     )
     assert waits(outcome) == {"c1": (A, 10.0), "c2": (A, 69.0), "c4": (A, 127.0)}
     assert outcome.unanswered == ("c3",)
+
+
+def test_round_robin_starts_from_the_assignments_before_the_period() -> None:
+    # B was assigned longer ago than A before the period: round robin gives B the first conversation.
+    seats = [Seat(A, 2, last_assigned_at=at(-3600)), Seat(B, 2, last_assigned_at=at(-7200))]
+    spans = [OnlineSpan(A, at(0), at(3600)), OnlineSpan(B, at(0), at(3600))]
+    outcome = simulate(scenario([arrival("c1", 0), arrival("c2", 5)], seats, spans, policy="round_robin"))
+    assert [s.operator_id for s in outcome.served] == [B, A]
