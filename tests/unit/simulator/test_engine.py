@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from service.routing import policies
+from service.simulator import engine
 from service.simulator.engine import Arrival, OnlineSpan, Outcome, Scenario, Seat, Served, simulate
 from service.simulator.figures import figures, jain_index, percentile
 
@@ -161,3 +163,9 @@ def test_round_robin_starts_from_the_assignments_before_the_period() -> None:
     spans = [OnlineSpan(A, at(0), at(3600)), OnlineSpan(B, at(0), at(3600))]
     outcome = simulate(scenario([arrival("c1", 0), arrival("c2", 5)], seats, spans, policy="round_robin"))
     assert [s.operator_id for s in outcome.served] == [B, A]
+
+
+def test_placements_are_the_routers_own_decide() -> None:
+    # No policy logic of its own: the engine places through the function the router uses.
+    assert engine.decide is policies.decide
+    assert engine.Candidate is policies.Candidate
