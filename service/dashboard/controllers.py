@@ -29,6 +29,7 @@ from service.dashboard.canned import CannedPageController
 from service.dashboard.common import csrf_token
 from service.dashboard.conversation import decision_views, transfer_targets
 from service.dashboard.profile import ProfilePageController
+from service.dashboard.simulator import SimulatorPageController
 from service.dashboard.teams import TeamSettingsController
 from service.deps import engine, files
 from service.errors import DomainError
@@ -264,6 +265,7 @@ dashboard_router = Router(
         CannedPageController,
         ProfilePageController,
         TeamSettingsController,
+        SimulatorPageController,
         create_static_files_router(path="/app/static", directories=[STATIC], include_in_schema=False),
     ],
     # The app registers these exact classes for problem+json; pages answer in HTML instead.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import uuid
-from bisect import insort
+from bisect import bisect_left, insort
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,6 +52,8 @@ class Seat:
     operator_id: uuid.UUID
     capacity: int
     skills: frozenset[str] = frozenset()
+    # Their latest assignment in the team before the period (round robin's clock at the start).
+    last_assigned_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def _queue_key(arrival: Arrival) -> tuple[int, datetime, str]:
 
 def simulate(scenario: Scenario) -> Outcome:
     """Replay the arrivals against the seats and their presence; each placement is ``decide(policy, ...)``."""
-    operators = {seat.operator_id: _Operator(seat) for seat in scenario.seats}
+    operators = {seat.operator_id: _Operator(seat, last_assigned_at=seat.last_assigned_at) for seat in scenario.seats}
     events: list[tuple[datetime, int, int, Arrival | uuid.UUID]] = []
 
     order = itertools.count()
@@ -128,38 +130,49 @@ def simulate(scenario: Scenario) -> Outcome:
         if arrival.patience_seconds is not None:
             push(arrival.at + timedelta(seconds=arrival.patience_seconds), _LEAVES, arrival)
 
-    queue: list[tuple[tuple[int, datetime, str], Arrival]] = []
+    # The queue, kept per set of required skills (each part in queue order): a drain then looks only at the
+    # parts someone with room could take, so a long queue nobody can serve costs nothing per event.
+    queue: dict[frozenset[str], list[tuple[tuple[int, datetime, str], Arrival]]] = {}
     waiting: set[str] = set()
     served: list[Served] = []
     abandoned: list[str] = []
 
     def drain(now: datetime) -> None:
-        """Serve the queue in order while someone has room, as ``drain_team_queue`` does."""
+        """Serve the queue in order while someone has room, as ``drain_team_queue`` does.
+
+        The first waiting conversation some member with room has the skills for goes through ``decide()``.
+        Conversations before it that nobody with room could take cannot change the result: a member who could
+        take one of them is not eligible (offline, full or without its skills). A part whose first
+        conversation ``decide()`` refuses is passed over, and holds the members who could take it (as
+        ``queued_ahead`` does in the router).
+        """
         passed: list[frozenset[str]] = []
-        taken: list[int] = []
-        for index, (_, arrival) in enumerate(queue):
-            if not any(op.online and op.open < op.seat.capacity for op in operators.values()):
-                break
-            # An operator who could take a conversation passed over earlier in this pass is held for it.
-            candidates = [op.candidate(any(needs <= op.seat.skills for needs in passed)) for op in operators.values()]
+        while True:
+            room = [op for op in operators.values() if op.online and op.open < op.seat.capacity]
+            heads = [
+                (part[0], needs)
+                for needs, part in queue.items()
+                if part and needs not in passed and any(needs <= op.seat.skills for op in room)
+            ]
+            if not heads:
+                return
+            (_, arrival), needs = min(heads, key=lambda head: head[0][0])
+            # Only members with room are offered: ``decide()`` would exclude the others (offline or at capacity)
+            # whatever else they are, so its ranking is the same, and a large team costs less per decision.
+            candidates = [op.candidate(any(other <= op.seat.skills for other in passed)) for op in room]
             decision = decide(scenario.policy, candidates, required_skills=arrival.required_skills)
             if not decision.ranked:
-                passed.append(arrival.required_skills)
+                passed.append(needs)
                 continue
             chosen = operators[decision.ranked[0]]
             chosen.open += 1
             chosen.last_assigned_at = now
             handle = arrival.handle_seconds
-            push(
-                now + timedelta(seconds=scenario.default_handle_seconds if handle is None else handle),
-                _FREED,
-                chosen.seat.operator_id,
-            )
+            held = scenario.default_handle_seconds if handle is None else handle
+            push(now + timedelta(seconds=held), _FREED, chosen.seat.operator_id)
             served.append(Served(arrival.conversation_id, chosen.seat.operator_id, (now - arrival.at).total_seconds()))
             waiting.discard(arrival.conversation_id)
-            taken.append(index)
-        for index in reversed(taken):
-            del queue[index]
+            del queue[needs][0]
 
     while events and events[0][0] < scenario.end:
         now, kind, _, subject = heapq.heappop(events)
@@ -170,14 +183,16 @@ def simulate(scenario: Scenario) -> Outcome:
             else:
                 operator.online += 1 if kind == _ONLINE else -1
         elif kind == _ARRIVES:
-            insort(queue, (_queue_key(subject), subject), key=lambda item: item[0])
+            insort(queue.setdefault(subject.required_skills, []), (_queue_key(subject), subject), key=lambda i: i[0])
             waiting.add(subject.conversation_id)
         else:
             if subject.conversation_id in waiting:
                 waiting.discard(subject.conversation_id)
-                queue.remove((_queue_key(subject), subject))
+                part = queue[subject.required_skills]
+                del part[bisect_left(part, _queue_key(subject), key=lambda item: item[0])]
                 abandoned.append(subject.conversation_id)
             continue
         if kind != _OFFLINE:
             drain(now)
-    return Outcome(tuple(served), tuple(abandoned), tuple(item[1].conversation_id for item in queue))
+    left = sorted(item for part in queue.values() for item in part)
+    return Outcome(tuple(served), tuple(abandoned), tuple(arrival.conversation_id for _, arrival in left))

@@ -59,6 +59,14 @@ _PRESENCE_COUNT = sa.text(
 )
 
 
+_LAST_ASSIGNED = sa.text(
+    """
+    SELECT operator_id, max(started_at) AS at FROM assignment
+    WHERE team_id = :team_id AND started_at < :start GROUP BY operator_id
+    """
+)
+
+
 @dataclass(frozen=True)
 class Period:
     """The history of one team's period: the arrivals (to replay) and what really became of them."""
@@ -127,3 +135,9 @@ async def online_spans(
             spans.append(OnlineSpan(operator_id, since.pop(operator_id), row.created_at))
     spans.extend(OnlineSpan(operator_id, at, end) for operator_id, at in sorted(since.items(), key=lambda kv: kv[0]))
     return tuple(spans)
+
+
+async def last_assigned(conn: AsyncConnection, team_id: uuid.UUID, start: datetime) -> dict[uuid.UUID, datetime]:
+    """Each operator's latest assignment in the team before ``start``: where round robin's clock stood."""
+    rows = await conn.execute(_LAST_ASSIGNED, {"team_id": team_id, "start": start})
+    return {row.operator_id: row.at for row in rows}

@@ -22,15 +22,21 @@ from service.teams.services import list_members
 MAX_SPAN = timedelta(days=31)
 MAX_ARRIVALS = 20_000
 MAX_PRESENCE_CHANGES = 100_000
+# Each placement weighs the members with room: conversations times members bounds the replay's time (about a
+# second per 250,000 on this machine's cores when idle).
+MAX_CONVERSATION_MEMBERS = 250_000
 
 
-def _utc(value: datetime) -> datetime:
-    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).astimezone(UTC)
+def _utc(value: datetime, field: str) -> datetime:
+    try:
+        return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 moved past the calendar's end by its offset
+        raise field_malformed(field, "must be a time between the years 1 and 9999 in UTC") from None
 
 
 def check_period(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     """Offset-aware bounds (no offset: UTC), ``from`` before ``to``, at most ``MAX_SPAN`` apart."""
-    start, end = _utc(start), _utc(end)
+    start, end = _utc(start, "from"), _utc(end, "to")
     if start >= end:
         raise field_malformed("to", "must be after from")
     if end - start > MAX_SPAN:
@@ -85,10 +91,16 @@ async def _draft(conn: AsyncConnection, team_id: uuid.UUID, data: SimulationCrea
     )
 
 
-async def _check_work(conn: AsyncConnection, team_id: uuid.UUID, start: datetime, end: datetime) -> None:
+async def _check_work(conn: AsyncConnection, team_id: uuid.UUID, start: datetime, end: datetime, members: int) -> None:
     arrivals = await history.population_size(conn, team_id, start, end)
     if arrivals > MAX_ARRIVALS:
         raise field_malformed("to", f"the period holds {arrivals} conversations, at most {MAX_ARRIVALS}: shorten it")
+    if arrivals * members > MAX_CONVERSATION_MEMBERS:
+        raise field_malformed(
+            "to",
+            f"the period holds {arrivals} conversations for {members} members; conversations times members may be at "
+            f"most {MAX_CONVERSATION_MEMBERS}: shorten it",
+        )
     changes = await history.presence_changes(conn, team_id, start, end)
     if changes > MAX_PRESENCE_CHANGES:
         raise field_malformed(
@@ -107,13 +119,16 @@ async def run_simulation(conn: AsyncConnection, team_id: uuid.UUID, data: Simula
     """Replay ``[from, to)`` of the team under the draft, beside what happened; read in the caller's snapshot."""
     start, end = check_period(data.start, data.end)
     draft = await _draft(conn, team_id, data)
-    await _check_work(conn, team_id, start, end)
+    await _check_work(conn, team_id, start, end, len(draft.members))
     period = await history.load_period(conn, team_id, start, end)
     presence = await history.online_spans(conn, team_id, start, end)
     handles = [a.handle_seconds for a in period.arrivals if a.handle_seconds is not None]
+    before = await history.last_assigned(conn, team_id, start)
     scenario = Scenario(
         policy=draft.routing_policy,
-        seats=tuple(Seat(m.operator_id, m.capacity, frozenset(m.skills)) for m in draft.members),
+        seats=tuple(
+            Seat(m.operator_id, m.capacity, frozenset(m.skills), before.get(m.operator_id)) for m in draft.members
+        ),
         arrivals=period.arrivals,
         presence=presence,
         end=end,

@@ -34,7 +34,7 @@ class Month:
     """The team, its lead and members (name → id), and how many conversations the month holds."""
 
     team_id: uuid.UUID
-    lead_id: uuid.UUID
+    lead_id: uuid.UUID | None
     operators: dict[str, uuid.UUID]
     conversations: int
 
@@ -97,12 +97,24 @@ def _shifts(ops: dict[str, _Op], rng: random.Random) -> list[tuple[datetime, str
     return sorted(changes)
 
 
-async def build_month(engine: AsyncEngine, seed: int = 15) -> Month:
-    """Write the month (``START`` to ``END``) and return its team; the same seed writes the same history."""
+async def build_month(engine: AsyncEngine, seed: int = 15, team_id: uuid.UUID | None = None) -> Month:
+    """Write the month (``START`` to ``END``) and return its team; the same seed writes the same history.
+
+    Without ``team_id`` a team "Support" is made with a lead, Lena (capacity 0); with it, that team is set up
+    (least busy, capacity 2) and its leads are whoever the caller makes them.
+    """
     rng = random.Random(seed)
-    team_id = await make_team(engine, "Support", routing_policy="least_busy", default_capacity=2)
-    lead_id = await make_operator(engine, "Lena")
-    await add_member(engine, team_id, lead_id, "lead", capacity=0)
+    lead_id = None
+    if team_id is None:
+        team_id = await make_team(engine, "Support", routing_policy="least_busy", default_capacity=2)
+        lead_id = await make_operator(engine, "Lena")
+        await add_member(engine, team_id, lead_id, "lead", capacity=0)
+    else:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text("UPDATE team SET routing_policy = 'least_busy', default_capacity = 2 WHERE id = :id"),
+                {"id": team_id},
+            )
     ops: dict[str, _Op] = {}
     for name, (capacity, skills, _) in SHIFTS.items():
         operator_id = await make_operator(engine, name, id=uuid.UUID(int=len(ops) + 1))

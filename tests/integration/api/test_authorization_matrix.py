@@ -594,6 +594,7 @@ ROWS: dict[str, Row] = {
         page(200, other_team=404, operator=403), params={"section": team_section}
     ),
     "GET /app/teams/{team_id}/webhooks/{webhook_id}/deliveries": Row(page(200, other_team=404, operator=403)),
+    "GET /app/teams/{team_id}/simulator": Row(page(200, other_team=404, operator=403)),
     "GET /app/sw.js": Row(everyone(200)),  # the service worker: static, fetched by the browser itself
     "GET /app/static/{file_path}": Row(
         Expect(200, 200, 200, 200, 200, 200, 200), params={"file_path": dashboard_script}

@@ -24,6 +24,7 @@ async def month(clean_db: AsyncEngine) -> Month:
 
 @pytest.fixture
 async def lead(clean_db: AsyncEngine, month: Month) -> dict[str, str]:
+    assert month.lead_id is not None
     return bearer(await personal_token(clean_db, month.lead_id))
 
 
@@ -100,6 +101,14 @@ async def test_two_runs_give_identical_numbers(http: httpx.AsyncClient, month: M
     [
         ({"to": START.isoformat()}, 400, "to", "must be after from"),
         ({"to": "2026-12-03T00:00:00Z"}, 400, "to", "a simulation may span at most 31 days"),
+        (
+            {"from": "0001-01-01T00:00:00+01:00"},
+            400,
+            "from",
+            "must be a time between the years 1 and 9999 in UTC",
+        ),
+        ({"to": "9999-12-31T23:59:59-01:00"}, 400, "to", "must be a time between the years 1 and 9999 in UTC"),
+        ({"from": "yesterday"}, 400, "from", None),
         ({"draft": {"routingPolicy": "manual"}}, 400, "draft.routingPolicy", None),
         ({"draft": {"defaultCapacity": -1}}, 400, "draft.defaultCapacity", None),
         ({"draft": {"firstResponseTargetSeconds": 0}}, 400, "draft.firstResponseTargetSeconds", None),
@@ -146,6 +155,19 @@ async def test_the_work_is_bounded(
         [{"field": "to", "message": f"the period holds {month.conversations} conversations, at most 100: shorten it"}],
     )
     monkeypatch.setattr(services, "MAX_ARRIVALS", 100_000)
+    monkeypatch.setattr(services, "MAX_CONVERSATION_MEMBERS", 1000)
+    response = await simulate(http, month, lead)
+    assert (response.status_code, response.json()["errors"]) == (
+        400,
+        [
+            {
+                "field": "to",
+                "message": f"the period holds {month.conversations} conversations for 6 members; "
+                "conversations times members may be at most 1000: shorten it",
+            }
+        ],
+    )
+    monkeypatch.setattr(services, "MAX_CONVERSATION_MEMBERS", 10**9)
     monkeypatch.setattr(services, "MAX_PRESENCE_CHANGES", 10)
     response = await simulate(http, month, lead)
     assert response.status_code == 400

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from service.routing import policies
+from service.simulator import engine
 from service.simulator.engine import Arrival, OnlineSpan, Outcome, Scenario, Seat, Served, simulate
 from service.simulator.figures import figures, jain_index, percentile
 
@@ -133,3 +135,37 @@ def test_figures() -> None:
         ("Bob", 1, 1.0),
     ]
     assert result.jain_index == 1.0  # per slot both are at 1.0
+
+
+def test_queue_order_holds_across_skills_and_a_queue_nobody_can_serve_blocks_nobody() -> None:
+    # Queued before anyone is online: c1 (no skill) at 0, c2 ("fr") at 1, c3 ("de", which nobody has) at 2,
+    # c4 (no skill) at 3. A ("fr", capacity 1) comes online at 10 and takes the oldest it can, c1; at 70 it
+    # is free and takes c2 (older than c4); c3 waits to the end without holding anyone back; c4 at 130.
+    outcome = simulate(
+        scenario(
+            [
+                arrival("c1", 0),
+                arrival("c2", 1, required_skills=frozenset({"fr"})),
+                arrival("c3", 2, required_skills=frozenset({"de"})),
+                arrival("c4", 3),
+            ],
+            [Seat(A, 1, frozenset({"fr"}))],
+            [OnlineSpan(A, at(10), at(3600))],
+        )
+    )
+    assert waits(outcome) == {"c1": (A, 10.0), "c2": (A, 69.0), "c4": (A, 127.0)}
+    assert outcome.unanswered == ("c3",)
+
+
+def test_round_robin_starts_from_the_assignments_before_the_period() -> None:
+    # B was assigned longer ago than A before the period: round robin gives B the first conversation.
+    seats = [Seat(A, 2, last_assigned_at=at(-3600)), Seat(B, 2, last_assigned_at=at(-7200))]
+    spans = [OnlineSpan(A, at(0), at(3600)), OnlineSpan(B, at(0), at(3600))]
+    outcome = simulate(scenario([arrival("c1", 0), arrival("c2", 5)], seats, spans, policy="round_robin"))
+    assert [s.operator_id for s in outcome.served] == [B, A]
+
+
+def test_placements_are_the_routers_own_decide() -> None:
+    # No policy logic of its own: the engine places through the function the router uses.
+    assert engine.decide is policies.decide
+    assert engine.Candidate is policies.Candidate
