@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from litestar import Controller, Request, delete, get, post, put
+from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from service.auth.principal import Principal, requires_lead, requires_team_member
-from service.deps import engine, read, write
+from service.deps import REPLAYED_HEADERS, IdempotencyKey, engine, read, replay_headers, write
 from service.gateway.hub import SwitchboardPocketPing
 from service.macros import services
 from service.macros.schemas import MacroApplied, MacroCreate, MacroList, MacroPublic
@@ -71,7 +71,13 @@ class ConversationMacroController(Controller):
     path = "/api/v1/conversations/{conversation_id:str}/macros"
     tags = ["Macros"]
 
-    @post("/{macro_id:uuid}", operation_id="applyMacro", summary="Apply a macro to the conversation", status_code=200)
+    @post(
+        "/{macro_id:uuid}",
+        operation_id="applyMacro",
+        summary="Apply a macro to the conversation",
+        status_code=200,
+        response_headers=REPLAYED_HEADERS,
+    )
     async def apply(
         self,
         conversation_id: FromPath[str],
@@ -79,9 +85,13 @@ class ConversationMacroController(Controller):
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         pocketping: NamedDependency[SwitchboardPocketPing],
-    ) -> MacroApplied:
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[MacroApplied]:
         """Sends its canned reply as you (as ``POST .../messages`` would: a waiting conversation is claimed), then
         takes its tags off, puts its tags on and runs its action (assign to you, transfer, close) in one
         transaction. A state that rules the action out (closed, already in the target team) is a 409 before
-        anything is sent."""
-        return await services.apply_macro(engine(request), pocketping, principal, conversation_id, macro_id)
+        anything is sent. With an ``Idempotency-Key``, a repeat answers what the first did (replying once)."""
+        applied, answer = await services.apply_macro(
+            engine(request), pocketping, principal, conversation_id, macro_id, idempotency_key
+        )
+        return Response(answer, headers=replay_headers(not applied))

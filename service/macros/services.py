@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service import idempotency
 from service.audit import record_audit
 from service.auth.principal import Principal
 from service.canned import services as canned
@@ -188,8 +189,21 @@ async def apply_macro(
     principal: Principal,
     conversation_id: str,
     macro_id: uuid.UUID,
-) -> MacroApplied:
-    """Reply with the macro's canned response (as the caller), then change tags and act in one transaction."""
+    key: str | None = None,
+) -> tuple[bool, MacroApplied]:
+    """Reply with the macro's canned response (as the caller), then change tags and act in one transaction;
+    returns (applied now, what it did).
+
+    With ``key``, a repeat answers what the first application did: the reply is sent under the same key
+    (so once), and the tags and action are remembered in their transaction.
+    """
+    idempotency.check_key(key)
+    me = principal.operator_id
+    bound_to = idempotency.request_hash("macro", conversation_id, str(macro_id))
+    if key is not None:
+        async with engine.begin() as conn:
+            if earlier := await idempotency.replayed(conn, me, key, bound_to):
+                return False, MacroApplied.model_validate(earlier)
     async with engine.connect() as conn:
         conv = await conversations.visible_conversation(conn, principal, conversation_id)
         macro = await _macro_of_team(conn, conv.team_id, macro_id)
@@ -199,18 +213,22 @@ async def apply_macro(
             body = (await canned.render_canned(conn, macro.canned_id, conversation_id, principal)).body
     message = None
     if body is not None:
-        _, message = await conversations.reply(engine, pocketping, principal, conversation_id, body, None)
+        _, message = await conversations.reply(engine, pocketping, principal, conversation_id, body, key)
 
-    async def rest(conn: AsyncConnection) -> MacroApplied:
+    async def rest(conn: AsyncConnection) -> tuple[bool, MacroApplied]:
+        if key is not None and (earlier := await idempotency.replayed(conn, me, key, bound_to)):
+            return False, MacroApplied.model_validate(earlier)  # a concurrent duplicate finished first
         if await queries.lock_for_member(conn, conversation_id, principal) != macro.team_id:
             raise Conflict("The conversation moved to another team meanwhile")
-        me = principal.operator_id
         await tags.remove_tags(conn, conversation_id, macro.team_id, macro.remove_tags, actor_id=me)
         await tags.add_tags(conn, conversation_id, macro.team_id, macro.add_tags, source="macro", actor_id=me)
         await _act(conn, conversation_id, macro, principal)
         on = (await tags.conversation_tags(conn, [conversation_id])).get(conversation_id, [])
-        return MacroApplied.model_validate(
+        applied = MacroApplied.model_validate(
             {"message": message, "tags": on, "routing": await queries.routing_state(conn, conversation_id)}
         )
+        if key is not None:
+            await idempotency.remember(conn, me, key, bound_to, applied.model_dump(mode="json", by_alias=True))
+        return True, applied
 
     return await in_transaction(engine, rest)

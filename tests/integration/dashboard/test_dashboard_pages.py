@@ -283,7 +283,7 @@ async def test_tags_and_macros_on_the_conversation_page_and_the_inbox_tag_filter
     [choices] = re.findall(r'<select name="tagId"[^>]*>(.*?)</select>', page.text, re.DOTALL)
     assert re.findall(r'<option value="([^"]+)">([^<]*)</option>', choices) == [(vip, "&lt;vip&gt;")]
     # The macro picker: one button per macro, applying it through the API, with what it does.
-    assert re.findall(r'data-macro="([^"]+)" hx-post="([^"]+)"', page.text) == [
+    assert re.findall(r'data-macro="([^"]+)" data-idempotent hx-post="([^"]+)"', page.text) == [
         (macro_id, f"/api/v1/conversations/{tagged}/macros/{macro_id}")
     ]
     assert "untag refund · tag &lt;vip&gt; · close" in page.text

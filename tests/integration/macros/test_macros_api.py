@@ -262,3 +262,28 @@ async def test_who_may_apply_a_macro_and_transfers(http: httpx.AsyncClient, clea
     ]
     # Now team B's: team A's members no longer see it.
     assert (await http.post(apply_path(session_id, mine), headers=w.olga_auth)).status_code == 404
+
+
+async def test_a_repeated_idempotency_key_applies_the_macro_once(
+    http: httpx.AsyncClient, clean_db: AsyncEngine
+) -> None:
+    w = await World().build(http, clean_db)
+    macro = {"name": "Refund", "cannedId": w.canned_a, "addTags": [w.refund], "action": "close"}
+    macro_id = await made(http, macros_of(w.team_a), macro, w.lena_auth)
+    other_id = await made(http, macros_of(w.team_a), {"name": "Tag", "addTags": [w.triage]}, w.lena_auth)
+    session_id = await open_widget(http, "v-retry")
+    await set_values(clean_db, "conversation", {"id": session_id}, team_id=w.team_a, status="queued")
+    keyed = {**w.olga_auth, "Idempotency-Key": "macro-retry-1"}
+
+    first = await http.post(apply_path(session_id, macro_id), headers=keyed)
+    assert (first.status_code, first.headers.get("idempotent-replayed")) == (200, None), first.text
+    # The retry (the answer was lost, say) finds the closed conversation's first answer, not a 409.
+    again = await http.post(apply_path(session_id, macro_id), headers=keyed)
+    assert (again.status_code, again.headers.get("idempotent-replayed"), again.json()) == (200, "true", first.json())
+    assert len(await rows(clean_db, "SELECT 1 FROM message WHERE sender = 'operator'")) == 1
+    # The same key for another macro is another request: 409.
+    response = await http.post(apply_path(session_id, other_id), headers=keyed)
+    assert (response.status_code, response.json()["detail"]) == (
+        409,
+        "This Idempotency-Key was used for a different request",
+    )
