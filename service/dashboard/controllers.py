@@ -234,9 +234,10 @@ class DashboardController(Controller):
         first: Annotated[date | None, QueryParameter(name="from")] = None,
         last: Annotated[date | None, QueryParameter(name="to")] = None,
         tz: Annotated[str, QueryParameter(min_length=1, max_length=64)] = "UTC",
+        tag: Annotated[str, QueryParameter(max_length=36)] = "",
     ) -> Template:
         """Team metrics for a range of days (both included), with charts and CSV exports; leads and admins."""
-        context = await analytics_context(request, principal, team, first, last, tz)
+        context = await analytics_context(request, principal, team, first, last, tz, tag)
         return Template("analytics.html", context={**context, "csrf_token": await csrf_token(request)})
 
 

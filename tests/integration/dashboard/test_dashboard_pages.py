@@ -196,6 +196,27 @@ async def test_the_analytics_page_shows_the_numbers_and_draws_the_charts(
     bad_team = await http.get("/app/analytics", params={**query, "teamId": "nope"}, headers=as_lena)
     assert bad_team.status_code == 400 and "teamId is not valid" in bad_team.text
 
+    # The tag filter: only c3 (Wednesday; answered after 120 s, assigned after 50 s), the CSV links keep it.
+    checkout = (await http.post(f"/api/v1/teams/{team}/tags", json={"name": "checkout"}, headers=as_lena)).json()["id"]
+    assert (
+        await http.post("/api/v1/conversations/c3/tags", json={"tagId": checkout}, headers=as_lena)
+    ).status_code == 200
+    html = (await http.get("/app/analytics", params={**query, "tag": checkout}, headers=as_lena)).text
+    assert f'<option value="{checkout}" selected>checkout</option>' in html
+    assert re.findall(r'data-day="([^"]+)" data-sessions="(\d+)"', html) == [
+        ("2026-11-23", "0"),
+        ("2026-11-24", "0"),
+        ("2026-11-25", "1"),
+    ]
+    assert "<th>First response</th><td>2.0 min</td><td>2.0 min</td><td>2.0 min</td><td>1 of 1</td>" in html
+    assert "<th>Time to assignment</th><td>50.0 s</td><td>50.0 s</td><td>50.0 s</td><td>1 of 1</td>" in html
+    export = re.search(r'href="(/api/v1/analytics/export.csv\?metric=topPages[^"]*)"', html)
+    assert export is not None and f"tag={checkout}" in export.group(1)
+    csv = await http.get(export.group(1).replace("&amp;", "&"), headers=as_lena)
+    assert csv.text.splitlines() == ["page,sessions", "https://shop.example/checkout,1"]
+    bad_tag = await http.get("/app/analytics", params={**query, "tag": "nope"}, headers=as_lena)
+    assert bad_tag.status_code == 400 and "tag is not valid" in bad_tag.text
+
 
 def words(page: httpx.Response) -> str:
     """The page's text with whitespace collapsed, for phrase assertions."""
