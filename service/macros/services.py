@@ -142,7 +142,7 @@ async def delete_macro(conn: AsyncConnection, team_id: uuid.UUID, macro_id: uuid
 # --- Applying --------------------------------------------------------------------------------------------------
 
 
-def _precheck(conv: Any, macro: Any) -> None:
+async def _precheck(conn: AsyncConnection, conv: Any, macro: Any) -> None:
     """Refuse, before anything is sent, a macro whose action the conversation's state already rules out."""
     if conv.status == "closed":
         raise Conflict("The conversation is closed; reopen it first")
@@ -152,12 +152,17 @@ def _precheck(conv: Any, macro: Any) -> None:
         raise Conflict("The macro's transfer target no longer exists; a lead must change the macro")
     if macro.transfer_team_id is not None and macro.transfer_team_id == conv.team_id:
         raise Conflict("The conversation is already in that team")
-    if (
-        macro.transfer_operator_id is not None
-        and conv.status == "assigned"
-        and conv.assignee_id == macro.transfer_operator_id
-    ):
+    if macro.transfer_operator_id is None:
+        return
+    if conv.status == "assigned" and conv.assignee_id == macro.transfer_operator_id:
         raise Conflict("The conversation is already assigned to that operator")
+    member = await conn.scalar(
+        sa.select(member_t.c.operator_id).where(
+            member_t.c.team_id == conv.team_id, member_t.c.operator_id == macro.transfer_operator_id
+        )
+    )
+    if member is None:
+        raise Conflict("The macro's operator is no longer a member of the team; a lead must change the macro")
 
 
 async def _act(conn: AsyncConnection, conversation_id: str, macro: Any, principal: Principal) -> None:
@@ -207,7 +212,7 @@ async def apply_macro(
     async with engine.connect() as conn:
         conv = await conversations.visible_conversation(conn, principal, conversation_id)
         macro = await _macro_of_team(conn, conv.team_id, macro_id)
-        _precheck(conv, macro)
+        await _precheck(conn, conv, macro)
         body = None
         if macro.canned_id is not None:
             body = (await canned.render_canned(conn, macro.canned_id, conversation_id, principal)).body

@@ -262,6 +262,15 @@ async def test_who_may_apply_a_macro_and_transfers(http: httpx.AsyncClient, clea
     ]
     # Now team B's: team A's members no longer see it.
     assert (await http.post(apply_path(session_id, mine), headers=w.olga_auth)).status_code == 404
+    # A macro whose operator left the team refuses before it sends anything.
+    await http.delete(f"/api/v1/teams/{w.team_a}/members/{w.omar}", headers=w.lena_auth)
+    other_id = await open_widget(http, "v-left")
+    await set_values(clean_db, "conversation", {"id": other_id}, team_id=w.team_a, status="queued")
+    response = await http.post(apply_path(other_id, to_omar), headers=w.olga_auth)
+    assert (response.status_code, response.json()["detail"]) == (
+        409,
+        "The macro's operator is no longer a member of the team; a lead must change the macro",
+    )
 
 
 async def test_a_repeated_idempotency_key_applies_the_macro_once(
