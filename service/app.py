@@ -34,6 +34,7 @@ from service.gateway.hub import SwitchboardPocketPing
 from service.gateway.limits import RateLimiter
 from service.history.controllers import HistoryController
 from service.logging import configure_logging, request_logging_middleware
+from service.macros.controllers import ConversationMacroController, TeamMacroController
 from service.openapi import finish_openapi, openapi_config
 from service.operators.controllers import MeController, OperatorController
 from service.ops.controllers import HealthController
@@ -118,6 +119,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             SimulationController,
             TeamTagController,
             ConversationTagController,
+            TeamMacroController,
+            ConversationMacroController,
             AuthController,
             OAuthController,
             authorization_server_metadata,

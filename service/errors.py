@@ -63,6 +63,14 @@ def unique_violation(exc: Exception) -> str | None:
     return getattr(cause, "constraint_name", None)
 
 
+def still_referenced(exc: Exception) -> str | None:
+    """The foreign key that still points at a row a DELETE tried to remove, if that was the failure."""
+    cause = getattr(getattr(exc, "orig", None), "__cause__", None)
+    if getattr(cause, "sqlstate", None) != "23503":
+        return None
+    return getattr(cause, "constraint_name", None)
+
+
 def field_conflict(field: str, message: str) -> Conflict:
     """409 naming the field whose value is already taken (``errors: [{field, message}]``)."""
     return Conflict(message, field=field)

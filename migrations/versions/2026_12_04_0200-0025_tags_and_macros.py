@@ -72,7 +72,7 @@ def upgrade() -> None:
         sa.CheckConstraint("action IN ('none', 'assign', 'transfer', 'close')", name=op.f("ck_macro_action")),
         sa.ForeignKeyConstraint(["team_id"], ["team.id"], name=op.f("fk_macro_team_id_team"), ondelete="CASCADE"),
         sa.ForeignKeyConstraint(
-            ["canned_id"], ["canned_response.id"], name=op.f("fk_macro_canned_id_canned_response"), ondelete="RESTRICT"
+            ["canned_id"], ["canned_response.id"], name=op.f("fk_macro_canned_id_canned_response")
         ),
         sa.ForeignKeyConstraint(
             ["transfer_team_id"], ["team.id"], name=op.f("fk_macro_transfer_team_id_team"), ondelete="SET NULL"

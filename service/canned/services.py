@@ -14,7 +14,7 @@ from service.auth.principal import Principal, requires_lead, requires_team_membe
 from service.canned import template
 from service.canned.schemas import CannedCreate, CannedPage, CannedPublic, CannedUpdate, RenderedPublic
 from service.db.tables import canned_t, conversation_t, operator_t, team_t
-from service.errors import NotFound, field_conflict, field_invalid, unique_violation
+from service.errors import Conflict, NotFound, field_conflict, field_invalid, still_referenced, unique_violation
 from service.pagination import decode_cursor, page
 
 SHORTCUT_INDEXES = frozenset({"uq_canned_team_shortcut", "uq_canned_owner_shortcut"})
@@ -134,7 +134,12 @@ async def update_canned(
 
 async def delete_canned(conn: AsyncConnection, canned_id: uuid.UUID, principal: Principal) -> None:
     row = await _visible(conn, canned_id, principal, manage=True)
-    await conn.execute(sa.delete(canned_t).where(canned_t.c.id == canned_id))
+    try:
+        await conn.execute(sa.delete(canned_t).where(canned_t.c.id == canned_id))
+    except IntegrityError as exc:
+        if still_referenced(exc) == "fk_macro_canned_id_canned_response":
+            raise Conflict("A macro of the team sends this response; change or delete the macro first") from exc
+        raise
     audit = {"teamId": row.team_id, "shortcut": row.shortcut}
     await record_audit(conn, principal.operator_id, "canned.deleted", "canned_response", canned_id, audit)
 

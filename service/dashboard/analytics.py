@@ -15,6 +15,7 @@ from service.analytics.schemas import HeatmapCell, Metric, SessionBucket
 from service.auth.principal import Principal
 from service.deps import engine
 from service.errors import field_malformed
+from service.tags import services as tags
 from service.teams import services as teams
 
 DEFAULT_DAYS = 7
@@ -24,14 +25,14 @@ BAR_AREA = (600, 160)
 CELL = 22
 
 
-def _team_id(value: str) -> uuid.UUID | None:
-    """The form's team choice: empty means every team the caller leads."""
+def _chosen(value: str, field: str) -> uuid.UUID | None:
+    """The form's team or tag choice: empty means every team the caller leads, or any tag."""
     if not value:
         return None
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise field_malformed("teamId", "choose a team from the list") from None
+        raise field_malformed(field, "choose from the list") from None
 
 
 def _days(first: date | None, last: date | None, tz: str) -> tuple[date, date]:
@@ -86,9 +87,11 @@ async def analytics_context(
     first: date | None,
     last: date | None,
     tz: str,
+    tag: str = "",
 ) -> dict[str, Any]:
     """Everything the page shows: the filter form's choices, the report, the charts and the CSV links."""
-    team_id = _team_id(team)
+    team_id = _chosen(team, "teamId")
+    tag_id = _chosen(tag, "tag")
     first, last = _days(first, last, tz)
     start, end = services.period(
         datetime.combine(first, time()), datetime.combine(last + timedelta(days=1), time()), tz
@@ -96,12 +99,19 @@ async def analytics_context(
     async with services.snapshot(engine(request)) as conn:
         selected = await services.teams_for(conn, principal, [team_id] if team_id else None)
         names = await teams.team_names(conn, await services.teams_for(conn, principal, None))
-        report = await services.report(conn, selected, start, end, tz)
+        await services.check_tag(conn, selected, tag_id)
+        report = await services.report(conn, selected, start, end, tz, tag_id)
+        team_tags = await tags.tags_of_teams(conn, selected)
     query = {"from": start.isoformat(), "to": end.isoformat(), "tz": tz} | ({"teamId": str(team_id)} if team_id else {})
+    query |= {"tag": str(tag_id)} if tag_id else {}
     return {
         "principal": principal,
         "teams": sorted(((str(choice), name) for choice, name in names.items()), key=lambda pair: pair[1]),
         "team": str(team_id) if team_id else "",
+        "tags": [
+            (str(t.id), t.name if len(selected) == 1 else f"{t.name} ({names.get(t.team_id, '')})") for t in team_tags
+        ],
+        "tag": str(tag_id) if tag_id else "",
         "first": first.isoformat(),
         "last": last.isoformat(),
         "tz": tz,

@@ -6,6 +6,8 @@ the page to the REST API with the session's CSRF token, so the rules live in one
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -33,7 +35,9 @@ from service.dashboard.simulator import SimulatorPageController
 from service.dashboard.teams import TeamSettingsController
 from service.deps import engine, files
 from service.errors import DomainError
+from service.macros import services as macros
 from service.problems import domain_status
+from service.tags import services as tags
 from service.teams import services as teams
 
 HERE = Path(__file__).parent
@@ -55,14 +59,26 @@ def may_see_all(principal: Principal) -> bool:
     return "lead" in principal.teams.values() or (principal.is_admin and principal.admin_network)
 
 
-async def _inbox_context(request: Request[Any, Any, Any], principal: Principal, tab: Tab) -> dict[str, Any]:
+async def _inbox_context(
+    request: Request[Any, Any, Any], principal: Principal, tab: Tab, tag: uuid.UUID | None
+) -> dict[str, Any]:
     if tab == "all":
         requires_lead_somewhere(principal, "The all-conversations view is for team leads")
     async with engine(request).connect() as conn:
-        items, _ = await services.list_conversations(conn, principal, TABS[tab][1], None, INBOX_SIZE)
+        filters = dataclasses.replace(TABS[tab][1], tag=tag)
+        items, _ = await services.list_conversations(conn, principal, filters, None, INBOX_SIZE)
         previews = await services.last_messages(conn, [item["id"] for item in items])
+        team_tags = await tags.tags_of_teams(conn, list(principal.teams))
     tabs = [(key, label) for key, (label, _) in TABS.items() if key != "all" or may_see_all(principal)]
-    return {"principal": principal, "tab": tab, "tabs": tabs, "items": items, "previews": previews}
+    return {
+        "principal": principal,
+        "tab": tab,
+        "tabs": tabs,
+        "items": items,
+        "previews": previews,
+        "team_tags": team_tags,
+        "tag": tag,
+    }
 
 
 async def _thread_context(
@@ -74,6 +90,8 @@ async def _thread_context(
     shots, more_shots = await screenshots.list_screenshots(conn, row.id, None, services.MAX_PAGE)
     return {
         "conversation": await services.conversation_of(conn, row),
+        "team_tags": await tags.tags_of_teams(conn, [row.team_id]) if row.team_id else [],
+        "macros": (await macros.list_macros(conn, row.team_id)).items if row.team_id else [],
         "ai_enabled": await teams.ai_enabled(conn, row.team_id),
         "editable": editable(messages, principal, await teams.message_edit_window(conn, row.team_id)),
         "messages": messages,
@@ -145,6 +163,7 @@ async def _conversation_template(
 
 
 InboxTab = Annotated[Tab, QueryParameter(description="mine, queue or all")]
+InboxTag = Annotated[uuid.UUID | None, QueryParameter(description="Only conversations with this tag")]
 
 
 class DashboardController(Controller):
@@ -155,18 +174,26 @@ class DashboardController(Controller):
 
     @get("")
     async def inbox(
-        self, request: Request[Any, Any, Any], principal: NamedDependency[Principal], tab: InboxTab = "mine"
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        tab: InboxTab = "mine",
+        tag: InboxTag = None,
     ) -> Template:
-        """The inbox page: one tab of conversations, refreshed live."""
-        context = await _inbox_context(request, principal, tab)
+        """The inbox page: one tab of conversations (with a tag, if one is chosen), refreshed live."""
+        context = await _inbox_context(request, principal, tab, tag)
         return Template("inbox.html", context={**context, "csrf_token": await csrf_token(request)})
 
     @get("/inbox")
     async def inbox_list(
-        self, request: Request[Any, Any, Any], principal: NamedDependency[Principal], tab: InboxTab = "mine"
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        tab: InboxTab = "mine",
+        tag: InboxTag = None,
     ) -> Template:
         """The inbox list alone, for the page to swap in."""
-        return Template("_inbox_list.html", context=await _inbox_context(request, principal, tab))
+        return Template("_inbox_list.html", context=await _inbox_context(request, principal, tab, tag))
 
     @get("/conversations/{conversation_id:str}")
     async def conversation(
@@ -210,9 +237,10 @@ class DashboardController(Controller):
         first: Annotated[date | None, QueryParameter(name="from")] = None,
         last: Annotated[date | None, QueryParameter(name="to")] = None,
         tz: Annotated[str, QueryParameter(min_length=1, max_length=64)] = "UTC",
+        tag: Annotated[str, QueryParameter(max_length=36)] = "",
     ) -> Template:
         """Team metrics for a range of days (both included), with charts and CSV exports; leads and admins."""
-        context = await analytics_context(request, principal, team, first, last, tz)
+        context = await analytics_context(request, principal, team, first, last, tz, tag)
         return Template("analytics.html", context={**context, "csrf_token": await csrf_token(request)})
 
 

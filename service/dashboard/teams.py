@@ -123,6 +123,8 @@ def rule_view(rule: RulePublic) -> dict[str, Any]:
         "metadata": field_lines(conditions.metadata),
         "set_priority": "" if rule.set_priority is None else rule.set_priority,
         "required_skills": ", ".join(rule.required_skills),
+        "keyword": ", ".join(conditions.keyword or []),
+        "set_tags": ", ".join(str(tag) for tag in rule.set_tags),
     }
 
 

@@ -528,8 +528,9 @@ class Macro(SQLModel, table=True):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     team_id: uuid.UUID = Field(foreign_key="team.id", ondelete="CASCADE", index=True)
     name: str
-    # The team canned response sent first; a response a macro uses cannot be deleted.
-    canned_id: uuid.UUID | None = Field(default=None, foreign_key="canned_response.id", ondelete="RESTRICT")
+    # The team canned response sent first; a response a macro uses cannot be deleted (NO ACTION: checked at the
+    # end of the statement, so deleting the team deletes both).
+    canned_id: uuid.UUID | None = Field(default=None, foreign_key="canned_response.id")
     add_tags: list[uuid.UUID] = Field(
         default_factory=list, sa_type=ARRAY(sa.Uuid), sa_column_kwargs={"server_default": "{}"}
     )

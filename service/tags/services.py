@@ -46,6 +46,14 @@ async def list_tags(conn: AsyncConnection, team_id: uuid.UUID) -> TagList:
     return TagList(items=[TagPublic.model_validate(row) for row in rows])
 
 
+async def tags_of_teams(conn: AsyncConnection, team_ids: Sequence[uuid.UUID]) -> list[TagPublic]:
+    """The tags of these teams, by name (the dashboard's pickers and filters)."""
+    rows = await conn.execute(
+        sa.select(tag_t).where(tag_t.c.team_id.in_(list(team_ids))).order_by(sa.func.lower(tag_t.c.name), tag_t.c.id)
+    )
+    return [TagPublic.model_validate(row) for row in rows]
+
+
 async def _tag_of_team(conn: AsyncConnection, team_id: uuid.UUID, tag_id: uuid.UUID) -> Any:
     row = (await conn.execute(sa.select(tag_t).where(tag_t.c.id == tag_id, tag_t.c.team_id == team_id))).first()
     if row is None:

@@ -17,6 +17,7 @@ WebhookEventKind = Literal[
     "conversation.closed",
     "conversation.reopened",
     "conversation.rated",
+    "conversation.tags_changed",
     "message.created",
     "message.edited",
     "message.deleted",

@@ -104,6 +104,13 @@
     if (target.selectedIndex < 0 || target.selectedOptions[0].disabled) target.value = "";
   });
 
+  // A tag's colour (#rrggbb, checked by the API) on its chip's edge: set from JS, as the CSP allows no inline styles.
+  function colourTags(root) {
+    root.querySelectorAll(".tag[data-color]").forEach((chip) => { chip.style.borderLeftColor = chip.dataset.color; });
+  }
+  document.addEventListener("DOMContentLoaded", () => colourTags(document));
+  document.addEventListener("htmx:afterSwap", (evt) => colourTags(evt.detail.target));
+
   const flash = () => document.getElementById("flash");
 
   document.addEventListener("htmx:afterRequest", function (evt) {

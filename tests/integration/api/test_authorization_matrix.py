@@ -35,6 +35,7 @@ from service.db.models import (
     BridgeLink,
     CannedResponse,
     ConversationTag,
+    Macro,
     Message,
     Outbox,
     PushDevice,
@@ -345,6 +346,17 @@ async def tag_of_team_a(world: World, caller: str) -> str:
     return str(tag_id)
 
 
+async def macro_of_team_a(world: World, caller: str) -> str:
+    """A fresh team-A macro that closes the conversation (fresh, so one caller's delete does not affect the next)."""
+    async with world.engine.begin() as conn:
+        macro_id = await conn.scalar(
+            sa.insert(Macro.__table__)  # type: ignore[attr-defined]
+            .values(id=uuid.uuid4(), team_id=world.team_a, name=uuid.uuid4().hex[:12], action="close")
+            .returning(Macro.__table__.c.id)  # type: ignore[attr-defined]
+        )
+    return str(macro_id)
+
+
 async def with_tag_on(world: World, caller: str) -> str:
     """A team-A conversation per caller with a team-A tag on it (what ``tag_on`` names)."""
     conversation_id = await conversation_of_team_a(world, caller, id=f"tagged-{caller}")
@@ -401,6 +413,7 @@ PARAMS: dict[str, Param] = {
     "operator_id": member_of_team_a,
     "canned_id": canned_of_team_a,
     "tag_id": tag_of_team_a,
+    "macro_id": macro_of_team_a,
     "webhook_id": webhook_of_team_a,
     "link_id": own_bridge_link,
     "device_id": own_device,
@@ -454,6 +467,8 @@ ROWS: dict[str, Row] = {
         member(200), params={"conversation_id": closed_conversation_of_team_a}
     ),
     "GET /api/v1/conversations/{conversation_id}/routing-decisions": Row(member(200)),
+    # macros: members of the conversation's team apply the team's (this one closes the waiting conversation)
+    "POST /api/v1/conversations/{conversation_id}/macros/{macro_id}": Row(member(200)),
     # tags on conversations: members of the conversation's team (admins too)
     "GET /api/v1/conversations/{conversation_id}/tags": Row(member(200)),
     "POST /api/v1/conversations/{conversation_id}/tags": Row(
@@ -520,6 +535,14 @@ ROWS: dict[str, Row] = {
     "POST /api/v1/teams/{team_id}/tags": Row(lead_only(201), body=lambda world, caller: {"name": f"tag-{caller}"}),
     "PATCH /api/v1/teams/{team_id}/tags/{tag_id}": Row(lead_only(200), body={"color": "#112233"}),
     "DELETE /api/v1/teams/{team_id}/tags/{tag_id}": Row(lead_only(204)),
+    "GET /api/v1/teams/{team_id}/macros": Row(member(200)),
+    "POST /api/v1/teams/{team_id}/macros": Row(
+        lead_only(201), body=lambda world, caller: {"name": f"macro-{caller}", "action": "close"}
+    ),
+    "PUT /api/v1/teams/{team_id}/macros/{macro_id}": Row(
+        lead_only(200), body=lambda world, caller: {"name": f"put-{caller}", "action": "close"}
+    ),
+    "DELETE /api/v1/teams/{team_id}/macros/{macro_id}": Row(lead_only(204)),
     "GET /api/v1/teams/{team_id}/bridges": Row(lead_only(200)),
     "PATCH /api/v1/teams/{team_id}/bridges": Row(lead_only(200), body={"discord": {"channelId": "123456789012345678"}}),
     # canned responses: team A's (members read, leads change) and, for creation, each caller's own

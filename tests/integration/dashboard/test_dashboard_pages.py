@@ -196,6 +196,27 @@ async def test_the_analytics_page_shows_the_numbers_and_draws_the_charts(
     bad_team = await http.get("/app/analytics", params={**query, "teamId": "nope"}, headers=as_lena)
     assert bad_team.status_code == 400 and "teamId is not valid" in bad_team.text
 
+    # The tag filter: only c3 (Wednesday; answered after 120 s, assigned after 50 s), the CSV links keep it.
+    checkout = (await http.post(f"/api/v1/teams/{team}/tags", json={"name": "checkout"}, headers=as_lena)).json()["id"]
+    assert (
+        await http.post("/api/v1/conversations/c3/tags", json={"tagId": checkout}, headers=as_lena)
+    ).status_code == 200
+    html = (await http.get("/app/analytics", params={**query, "tag": checkout}, headers=as_lena)).text
+    assert f'<option value="{checkout}" selected>checkout</option>' in html
+    assert re.findall(r'data-day="([^"]+)" data-sessions="(\d+)"', html) == [
+        ("2026-11-23", "0"),
+        ("2026-11-24", "0"),
+        ("2026-11-25", "1"),
+    ]
+    assert "<th>First response</th><td>2.0 min</td><td>2.0 min</td><td>2.0 min</td><td>1 of 1</td>" in html
+    assert "<th>Time to assignment</th><td>50.0 s</td><td>50.0 s</td><td>50.0 s</td><td>1 of 1</td>" in html
+    export = re.search(r'href="(/api/v1/analytics/export.csv\?metric=topPages[^"]*)"', html)
+    assert export is not None and f"tag={checkout}" in export.group(1)
+    csv = await http.get(export.group(1).replace("&amp;", "&"), headers=as_lena)
+    assert csv.text.splitlines() == ["page,sessions", "https://shop.example/checkout,1"]
+    bad_tag = await http.get("/app/analytics", params={**query, "tag": "nope"}, headers=as_lena)
+    assert bad_tag.status_code == 400 and "tag is not valid" in bad_tag.text
+
 
 def words(page: httpx.Response) -> str:
     """The page's text with whitespace collapsed, for phrase assertions."""
@@ -256,3 +277,56 @@ async def test_the_conversation_page_explains_routing_and_offers_transfers_and_a
     lena_page = words(await http.get(f"/app/conversations/{conversation_id}", headers=as_lena))
     assert 'name="overrideCapacity"' in lena_page and 'data-ai-state="paused"' in lena_page
     assert "Resume AI" in lena_page and "Hand over to AI" in lena_page and "Pause AI" not in lena_page
+
+
+async def test_tags_and_macros_on_the_conversation_page_and_the_inbox_tag_filter(
+    http: httpx.AsyncClient, clean_db: AsyncEngine
+) -> None:
+    team = await make_team(clean_db, "Support")
+    olga, lena = await make_operator(clean_db, "Olga"), await make_operator(clean_db, "Lena")
+    await add_member(clean_db, team, olga, "operator")
+    await add_member(clean_db, team, lena, "lead")
+    as_olga, as_lena = bearer(await personal_token(clean_db, olga)), bearer(await personal_token(clean_db, lena))
+    tags = f"/api/v1/teams/{team}/tags"
+    refund = (await http.post(tags, json={"name": "refund", "color": "#aa3300"}, headers=as_lena)).json()["id"]
+    vip = (await http.post(tags, json={"name": "<vip>"}, headers=as_lena)).json()["id"]
+    macro = {"name": "Done & dusted", "addTags": [vip], "removeTags": [refund], "action": "close"}
+    macro_id = (await http.post(f"/api/v1/teams/{team}/macros", json=macro, headers=as_lena)).json()["id"]
+    tagged, _ = await make_conversation(clean_db, team, status="queued")
+    untagged, _ = await make_conversation(clean_db, team, status="queued")
+    await http.post(f"/api/v1/conversations/{tagged}/tags", json={"tagId": refund}, headers=as_olga)
+
+    page = await http.get(f"/app/conversations/{tagged}", headers=as_olga)
+    assert page.status_code == 200, page.text
+    # The tag on it, with its colour and a remove button; the form offers the other tag only (escaped).
+    assert re.findall(r'data-tag="([^"]+)" data-color="([^"]+)">refund', page.text) == [(refund, "#aa3300")]
+    assert f'hx-delete="/api/v1/conversations/{tagged}/tags/{refund}"' in page.text
+    [choices] = re.findall(r'<select name="tagId"[^>]*>(.*?)</select>', page.text, re.DOTALL)
+    assert re.findall(r'<option value="([^"]+)">([^<]*)</option>', choices) == [(vip, "&lt;vip&gt;")]
+    # The macro picker: one button per macro, applying it through the API, with what it does.
+    assert re.findall(r'data-macro="([^"]+)" data-idempotent hx-post="([^"]+)"', page.text) == [
+        (macro_id, f"/api/v1/conversations/{tagged}/macros/{macro_id}")
+    ]
+    assert "untag refund · tag &lt;vip&gt; · close" in page.text
+
+    queue = {"tab": "queue"}
+    assert sorted(listed(await http.get("/app", params=queue, headers=as_olga))) == sorted([tagged, untagged])
+    filtered = await http.get("/app", params={**queue, "tag": refund}, headers=as_olga)
+    assert listed(filtered) == [tagged]
+    assert f'<option value="{refund}" selected>refund</option>' in filtered.text
+    assert f'hx-get="/app/inbox?tab=queue&amp;tag={refund}"' in filtered.text
+    assert listed(await http.get("/app/inbox", params={**queue, "tag": vip}, headers=as_olga)) == []
+    assert (await http.get("/app", params={**queue, "tag": "nope"}, headers=as_olga)).status_code == 400
+
+    # The rules editor shows a rule's keywords and keeps its tags (saved again as they are).
+    rule = {"name": "Refunds", "conditions": {"keyword": ["refund", "money back"]}, "setTags": [refund]}
+    assert (await http.put(f"/api/v1/teams/{team}/rules", json={"rules": [rule]}, headers=as_lena)).status_code == 200
+    settings = (await http.get(f"/app/teams/{team}", headers=as_lena)).text
+    assert 'data-name="conditions.keyword" value="refund, money back"' in settings
+    assert f'data-name="setTags" value="{refund}"' in settings
+
+    # Applied (as the page's button does), the macro retags and closes: the page shows it without the picker.
+    assert (await http.post(f"/api/v1/conversations/{tagged}/macros/{macro_id}", headers=as_olga)).status_code == 200
+    page = await http.get(f"/app/conversations/{tagged}", headers=as_olga)
+    assert re.findall(r'data-tag="([^"]+)"', page.text) == [vip]
+    assert "data-macro=" not in page.text

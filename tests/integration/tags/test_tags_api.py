@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import httpx
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.webhooks import delivery
 from tests.factories import make_team
 from tests.integration.teams.test_teams_api import errors, person
 from tests.support.routing import make_conversation, rows
@@ -154,3 +156,27 @@ async def test_the_inbox_filters_by_tag(http: httpx.AsyncClient, clean_db: Async
     assert all([t["name"] for t in item["tags"]] == ["refund"] for item in response.json()["items"])
     response = await http.get("/api/v1/conversations", params={"tag": "not-a-uuid"}, headers=lead_auth)
     assert (response.status_code, errors(response)) == (400, ["tag"])
+
+
+async def test_tag_changes_reach_webhooks_that_subscribe_to_them(
+    http: httpx.AsyncClient, clean_db: AsyncEngine
+) -> None:
+    team_id = await make_team(clean_db, "Billing")
+    _, lead_auth = await person(clean_db, "Lena", team_id, "lead")
+    hook = {"url": "https://example.com/hook", "events": ["conversation.tags_changed"]}
+    response = await http.post(f"/api/v1/teams/{team_id}/webhooks", json=hook, headers=lead_auth)
+    assert response.status_code == 201, response.text
+    refund = (await http.post(tags_of(team_id), json={"name": "refund"}, headers=lead_auth)).json()
+    conversation_id, _ = await make_conversation(clean_db, team_id, status="queued")
+    await http.post(on(conversation_id), json={"tagId": refund["id"]}, headers=lead_auth)
+
+    async with clean_db.begin() as conn:
+        event_ids = [r.id for r in await conn.execute(sa.text("SELECT id FROM event ORDER BY id"))]
+        assert len(await delivery.fan_out(conn, event_ids)) == 1
+    [row] = await rows(clean_db, "SELECT payload FROM outbox WHERE kind = 'webhook'")
+    event = row["payload"]["event"]
+    assert (event["type"], event["conversationId"], event["data"]["added"]) == (
+        "conversation.tags_changed",
+        conversation_id,
+        [refund["id"]],
+    )
