@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from arq import create_pool
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.queue import enqueue_route
 from service.resources import redis_settings
 from service.settings import Settings
-from tests.factories import add_member, make_operator, make_team
+from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 from tests.support.clock import advance, eventually
 from tests.support.routing import make_conversation, rows, state
 from tests.support.routing_worker import worker_processes
@@ -85,7 +86,7 @@ async def requirement(engine: AsyncEngine, conversation_id: str) -> tuple[list[s
 
 
 async def test_skills_relax_a_level_at_n_seconds_and_to_any_member_at_m(
-    settings: Settings, clean_db: AsyncEngine
+    settings: Settings, clean_db: AsyncEngine, http: httpx.AsyncClient
 ) -> None:
     team_id = await make_team(
         clean_db, routing_policy="round_robin", skill_relax_after_seconds=60, skill_any_member_after_seconds=120
@@ -120,6 +121,13 @@ async def test_skills_relax_a_level_at_n_seconds_and_to_any_member_at_m(
             ("visitor_message", "queued", "exact", None),
             ("skill_relax", "assigned", "relaxed", ada),
         ]
+        # The conversation page's "why" panel says so.
+        panel = await http.get(
+            f"/app/conversations/{expert}/routing", headers=bearer(await personal_token(clean_db, ada))
+        )
+        assert panel.status_code == 200
+        assert panel.text.count('<p class="hint skill-step">Matched at: skills a level lower.</p>') == 1
+        assert "it waited long enough for its skills to relax" in panel.text
         assert await eventually(lambda: _step_is(clean_db, german, "relaxed")) == (["de"], "relaxed")
         assert (await state(clean_db, german))["status"] == "queued"  # nobody speaks German at any level
 
