@@ -204,3 +204,25 @@ async def test_an_excluded_operator_is_offered_it_again_after_the_set_time(
         ("reoffer", "assigned"),
     ]
     assert [(t["kind"], t["revision"], t["state"]) for t in await timers(clean_db)][1] == ("reoffer", 1, "fired")
+
+
+async def test_a_pooled_team_offers_it_again_when_the_skills_relax(
+    settings: Settings, clean_db: AsyncEngine, http: httpx.AsyncClient
+) -> None:
+    team_id = await make_team(clean_db, routing_policy="pooled", skill_relax_after_seconds=60)
+    ada = await online(clean_db, team_id, "Ada", skills=["fr:2"])
+    await online(clean_db, team_id, "Bob", skills=["de"])
+    conversation_id, _ = await make_conversation(clean_db, team_id, required_skills=["fr:3"])
+    offers = "SELECT operator_ids FROM event WHERE kind = 'conversation.offered' ORDER BY id"
+    async with deployment(settings, clean_db) as sb:
+        await sb.route(conversation_id)
+        await sb.status_is(conversation_id, "queued")
+        assert await rows(clean_db, offers) == []  # nobody may take it as asked
+        await sb.advance(60)
+        assert await eventually(lambda: rows(clean_db, offers)) == [{"operator_ids": [ada]}]
+    response = await http.post(
+        f"/api/v1/conversations/{conversation_id}/claim", headers=bearer(await personal_token(clean_db, ada))
+    )
+    assert response.status_code == 200, response.text
+    assert (await decisions(clean_db, conversation_id))[-1] == ("claim", "assigned", "relaxed", ada)
+    assert await requirement(clean_db, conversation_id) == (["fr:2"], "relaxed")
