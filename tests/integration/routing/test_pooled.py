@@ -12,8 +12,10 @@ from arq import create_pool
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.db.transactions import in_transaction
 from service.queue import enqueue_route
 from service.resources import redis_settings
+from service.routing import handoff
 from service.settings import Settings
 from tests.conftest import RunningApi
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
@@ -96,6 +98,11 @@ async def test_pooled_offers_to_every_eligible_member_and_the_first_claim_wins(
     assert (await state(clean_db, conversation_id))["assignee_id"] == winner
     for _, auth, _ in eligible:
         assert await offered(http, auth) == []
+
+    # Back in the queue (the offline policy, a deactivation): offered to everyone eligible again.
+    await in_transaction(clean_db, lambda c: handoff.requeue(c, conversation_id, reason="operator_offline"))
+    offers = await rows(clean_db, "SELECT operator_ids FROM event WHERE kind = 'conversation.offered' ORDER BY id")
+    assert [sorted(o["operator_ids"]) for o in offers] == [sorted(op for op, _, _ in eligible)] * 2
 
 
 async def test_pooled_a_reply_takes_it_and_racing_claims_lose(
