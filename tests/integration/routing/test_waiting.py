@@ -50,9 +50,11 @@ class Deployment:
 
 @asynccontextmanager
 async def deployment(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Deployment]:
+    """Two worker processes with the periodic sweep, which also enqueues overdue timers: a step that fired twice
+    would show in the decisions and the timer's revision."""
     redis = Redis.from_url(settings.redis_url)
     try:
-        async with worker_processes(settings, 1):
+        async with worker_processes(settings, 2, sweep=True):
             yield Deployment(settings, engine, redis)
     finally:
         await redis.aclose()
