@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 from arq import create_pool
+from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -50,14 +51,19 @@ class Deployment:
 
 @asynccontextmanager
 async def deployment(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Deployment]:
-    """Two worker processes with the periodic sweep, which also enqueues overdue timers: a step that fired twice
-    would show in the decisions and the timer's revision."""
+    """Two worker processes (either may run any trigger); the block ends once neither is running a job."""
     redis = Redis.from_url(settings.redis_url)
     try:
-        async with worker_processes(settings, 2, sweep=True):
+        async with worker_processes(settings, 2):
             yield Deployment(settings, engine, redis)
+            await eventually(lambda: _none_running(redis, settings.queue_name))
     finally:
         await redis.aclose()
+
+
+async def _none_running(redis: Redis, queue: str) -> bool:
+    # Deferred triggers may wait in the queue (a re-armed first-response timer); none may be half done.
+    return not [key async for key in redis.scan_iter(match=f"{in_progress_key_prefix}{queue}:*")]
 
 
 async def online(engine: AsyncEngine, team_id: uuid.UUID, name: str, **member: Any) -> uuid.UUID:
