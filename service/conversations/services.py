@@ -380,6 +380,12 @@ async def _may_reply(engine: AsyncEngine, principal: Principal, conversation_id:
     """
 
     async def check(conn: AsyncConnection) -> None:
+        # Locked first, so what is read next is its latest state: of a reply and a claim racing for a waiting
+        # conversation (a pooled team's offer), the one that loses sees the other's assignment.
+        row = await visible_conversation(conn, principal, conversation_id)  # 404 first, for any id
+        await conn.execute(
+            sa.select(conversation_t.c.id).where(conversation_t.c.id == conversation_id).with_for_update()
+        )
         row = await visible_conversation(conn, principal, conversation_id)
         me = principal.operator_id
         if row.status == "closed":

@@ -34,7 +34,11 @@ TRIGGERS = {
     "first_response_timeout": "nobody answered in time",
     "operator_offline": "the assignee went offline",
     "operator_deactivated": "the assignee was deactivated",
+    "skill_relax": "it waited long enough for its skills to relax",
+    "reoffer": "a timed-out operator may have it again",
 }
+# How far the skill requirement had relaxed (docs/routing.md, "Skills").
+SKILL_STEPS = {"relaxed": "skills a level lower", "any": "any member, whatever the skills"}
 
 
 def trigger_words(trigger: str) -> str:
@@ -81,6 +85,9 @@ class DecisionView:
     actor: str | None
     note: str | None
     candidates: list[CandidateView]
+    # The rule that chose the team, when one did in this decision; the relaxed skill step, when not as asked.
+    rule: str | None = None
+    skill_step: str | None = None
 
 
 def _shown_order(
@@ -116,6 +123,8 @@ async def decision_views(conn: AsyncConnection, conversation_id: str) -> list[De
             outcome=f"assigned to {name(d.chosen_operator_id)}" if d.chosen_operator_id else "queued",
             actor=name(d.actor_id) if d.actor_id else None,
             note=d.reason,
+            rule=d.rule_name,
+            skill_step=SKILL_STEPS.get(d.skill_step or ""),
             candidates=[
                 CandidateView(name(c.operator_id), verdict_words(c), c.operator_id == d.chosen_operator_id)
                 for c in sorted(d.candidates, key=lambda c: _shown_order(c, d.chosen_operator_id, name))

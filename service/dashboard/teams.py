@@ -40,6 +40,7 @@ POLICIES: dict[Policy, str] = {
     "round_robin": "Round robin (assigned longest ago first)",
     "least_busy": "Least busy (lowest open ÷ capacity)",
     "manual": "Manual (queue; operators claim)",
+    "pooled": "Pooled (offered to every eligible member; the first to claim gets it)",
 }
 OFFLINE_POLICIES: dict[OfflinePolicy, str] = {
     "keep": "Keep their conversations",

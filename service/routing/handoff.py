@@ -229,6 +229,8 @@ async def requeue(
         actor_id=actor_id,
         note_reason=reason,
     )
+    if policy == placement.POOLED:
+        await placement.offer(conn, conversation_id, target.team_id, decision.ranked)
     await placement.drain_all(conn, freed, reason)
     row = await sql.lock_conversation(conn, conversation_id)
     return RouteOutcome(row.status, target.team_id, row.assignee_id)

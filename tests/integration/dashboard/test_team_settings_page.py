@@ -73,3 +73,36 @@ async def test_sections_show_the_stored_settings_escaped_and_never_a_secret(
     assert secret not in section.text
     missing = await http.get(f"/app/teams/{team}/sections/secrets", headers=as_lena)
     assert (missing.status_code, "<h1>404</h1>" in missing.text) == (404, True)
+
+
+async def test_the_settings_form_edits_pooling_relaxing_and_reoffering(
+    http: httpx.AsyncClient, clean_db: AsyncEngine
+) -> None:
+    team = await make_team(clean_db, "Pool")
+    lena, olga = await make_operator(clean_db, "Lena"), await make_operator(clean_db, "Olga")
+    await add_member(clean_db, team, lena, "lead")
+    await add_member(clean_db, team, olga, "operator", skills=["fr:3", "billing"])
+    as_lena = bearer(await personal_token(clean_db, lena))
+    html = (await http.get(f"/app/teams/{team}", headers=as_lena)).text
+    # Empty until set; the form writes each to the API's field of the same name.
+    for name in ("skillRelaxAfterSeconds", "skillAnyMemberAfterSeconds", "reofferAfterSeconds"):
+        assert f'<input name="{name}" value="" inputmode="numeric" data-type="int">' in html
+    assert '<option value="pooled">Pooled' in html
+    assert re.search(rf'data-member="{olga}".*?name="skills" value="fr:3, billing"', html, re.S)
+
+    body = {
+        "routingPolicy": "pooled",
+        "skillRelaxAfterSeconds": 60,
+        "skillAnyMemberAfterSeconds": 120,
+        "reofferAfterSeconds": 300,
+    }
+    response = await http.patch(f"/api/v1/teams/{team}", json=body, headers=as_lena)
+    assert response.status_code == 200, response.text
+    html = (await http.get(f"/app/teams/{team}/sections/settings", headers=as_lena)).text
+    assert '<option value="pooled" selected>' in html
+    for name, value in body.items():
+        if name != "routingPolicy":
+            assert f'<input name="{name}" value="{value}" inputmode="numeric" data-type="int">' in html
+    # A level outside 1-5 is refused field by field, as the API does for the page's own forms.
+    response = await http.patch(f"/api/v1/teams/{team}/members/{olga}", json={"skills": ["fr:9"]}, headers=as_lena)
+    assert (response.status_code, [e["field"] for e in response.json()["errors"]]) == (400, ["skills.0"])

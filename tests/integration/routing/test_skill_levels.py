@@ -6,13 +6,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.transactions import in_transaction
 from service.routing import placement
 from service.routing.policies import merge_skills, next_skill_step, relaxed_skills, skill_ladder
-from tests.factories import add_member, make_operator, make_team
+from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 from tests.support.routing import make_conversation, rows
 
 
@@ -44,7 +45,9 @@ async def add_rule(engine: AsyncEngine, team_id: uuid.UUID, name: str, skills: l
     return str(rule_id)
 
 
-async def test_a_rule_asks_for_a_minimum_level_and_the_decision_names_it(clean_db: AsyncEngine) -> None:
+async def test_a_rule_asks_for_a_minimum_level_and_the_decision_names_it(
+    clean_db: AsyncEngine, http: httpx.AsyncClient
+) -> None:
     team_id = await make_team(clean_db, routing_policy="round_robin")
     novice = await make_operator(clean_db, "Novice", status="online")
     expert = await make_operator(clean_db, "Expert", status="online")
@@ -63,6 +66,17 @@ async def test_a_rule_asks_for_a_minimum_level_and_the_decision_names_it(clean_d
     by_id = {c["operatorId"]: c for c in decision["candidates"]}
     assert (by_id[str(novice)]["excluded"], by_id[str(novice)]["missingSkills"]) == ("missing_skill", ["fr:3"])
     assert by_id[str(expert)]["rank"] == 0
+    response = await http.get(
+        f"/api/v1/conversations/{conversation_id}/routing-decisions",
+        headers=bearer(await personal_token(clean_db, expert)),
+    )
+    [public] = response.json()["items"]
+    assert (public["skillStep"], public["ruleId"], public["ruleName"]) == ("exact", rule_id, "French billing")
+    panel = await http.get(
+        f"/app/conversations/{conversation_id}/routing", headers=bearer(await personal_token(clean_db, expert))
+    )
+    assert "Team chosen by the rule “French billing”." in panel.text
+    assert "Matched at:" not in panel.text  # as asked
     [conv] = await rows(clean_db, "SELECT required_skills, skill_requirement, skill_step FROM conversation")
     assert conv == {"required_skills": ["fr:3"], "skill_requirement": ["fr:3"], "skill_step": "exact"}
 

@@ -9,14 +9,16 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from arq import create_pool
+from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.queue import enqueue_route
 from service.resources import redis_settings
 from service.settings import Settings
-from tests.factories import add_member, make_operator, make_team
+from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 from tests.support.clock import advance, eventually
 from tests.support.routing import make_conversation, rows, state
 from tests.support.routing_worker import worker_processes
@@ -49,12 +51,19 @@ class Deployment:
 
 @asynccontextmanager
 async def deployment(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Deployment]:
+    """Two worker processes (either may run any trigger); the block ends once neither is running a job."""
     redis = Redis.from_url(settings.redis_url)
     try:
-        async with worker_processes(settings, 1):
+        async with worker_processes(settings, 2):
             yield Deployment(settings, engine, redis)
+            await eventually(lambda: _none_running(redis, settings.queue_name))
     finally:
         await redis.aclose()
+
+
+async def _none_running(redis: Redis, queue: str) -> bool:
+    # Deferred triggers may wait in the queue (a re-armed first-response timer); none may be half done.
+    return not [key async for key in redis.scan_iter(match=f"{in_progress_key_prefix}{queue}:*")]
 
 
 async def online(engine: AsyncEngine, team_id: uuid.UUID, name: str, **member: Any) -> uuid.UUID:
@@ -85,7 +94,7 @@ async def requirement(engine: AsyncEngine, conversation_id: str) -> tuple[list[s
 
 
 async def test_skills_relax_a_level_at_n_seconds_and_to_any_member_at_m(
-    settings: Settings, clean_db: AsyncEngine
+    settings: Settings, clean_db: AsyncEngine, http: httpx.AsyncClient
 ) -> None:
     team_id = await make_team(
         clean_db, routing_policy="round_robin", skill_relax_after_seconds=60, skill_any_member_after_seconds=120
@@ -120,6 +129,13 @@ async def test_skills_relax_a_level_at_n_seconds_and_to_any_member_at_m(
             ("visitor_message", "queued", "exact", None),
             ("skill_relax", "assigned", "relaxed", ada),
         ]
+        # The conversation page's "why" panel says so.
+        panel = await http.get(
+            f"/app/conversations/{expert}/routing", headers=bearer(await personal_token(clean_db, ada))
+        )
+        assert panel.status_code == 200
+        assert panel.text.count('<p class="hint skill-step">Matched at: skills a level lower.</p>') == 1
+        assert "it waited long enough for its skills to relax" in panel.text
         assert await eventually(lambda: _step_is(clean_db, german, "relaxed")) == (["de"], "relaxed")
         assert (await state(clean_db, german))["status"] == "queued"  # nobody speaks German at any level
 
@@ -196,3 +212,25 @@ async def test_an_excluded_operator_is_offered_it_again_after_the_set_time(
         ("reoffer", "assigned"),
     ]
     assert [(t["kind"], t["revision"], t["state"]) for t in await timers(clean_db)][1] == ("reoffer", 1, "fired")
+
+
+async def test_a_pooled_team_offers_it_again_when_the_skills_relax(
+    settings: Settings, clean_db: AsyncEngine, http: httpx.AsyncClient
+) -> None:
+    team_id = await make_team(clean_db, routing_policy="pooled", skill_relax_after_seconds=60)
+    ada = await online(clean_db, team_id, "Ada", skills=["fr:2"])
+    await online(clean_db, team_id, "Bob", skills=["de"])
+    conversation_id, _ = await make_conversation(clean_db, team_id, required_skills=["fr:3"])
+    offers = "SELECT operator_ids FROM event WHERE kind = 'conversation.offered' ORDER BY id"
+    async with deployment(settings, clean_db) as sb:
+        await sb.route(conversation_id)
+        await sb.status_is(conversation_id, "queued")
+        assert await rows(clean_db, offers) == []  # nobody may take it as asked
+        await sb.advance(60)
+        assert await eventually(lambda: rows(clean_db, offers)) == [{"operator_ids": [ada]}]
+    response = await http.post(
+        f"/api/v1/conversations/{conversation_id}/claim", headers=bearer(await personal_token(clean_db, ada))
+    )
+    assert response.status_code == 200, response.text
+    assert (await decisions(clean_db, conversation_id))[-1] == ("claim", "assigned", "relaxed", ada)
+    assert await requirement(clean_db, conversation_id) == (["fr:2"], "relaxed")

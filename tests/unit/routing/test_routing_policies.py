@@ -7,7 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.routing.policies import Candidate, Rule, Visit, decide, rule_matches, select_rule
+from service.routing.policies import (
+    Candidate,
+    Rule,
+    Visit,
+    decide,
+    relaxed_skills,
+    rule_matches,
+    select_rule,
+    skill_ladder,
+)
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 A, B, C, D = (uuid.UUID(int=n) for n in (1, 2, 3, 4))
@@ -167,3 +176,18 @@ def test_first_matching_rule_wins_else_default() -> None:
 def test_visit_from_session_normalizes_language_and_country() -> None:
     visit = Visit.from_session({"url": "https://x", "language": "fr-FR"}, {"email": "a@b"}, "be")
     assert (visit.url, visit.language, visit.country, visit.identity) == ("https://x", "fr-fr", "BE", {"email": "a@b"})
+
+
+def test_pooled_ranks_every_eligible_member_by_round_robin_order() -> None:
+    candidates = [cand(A, last_assigned_at=T0), cand(B), cand(C, status="offline"), cand(D, open_conversations=5)]
+    decision = decide("pooled", candidates)
+    assert decision.ranked == (B, A)
+    assert [e.excluded for e in decision.evaluations] == [None, None, "offline", "at_capacity"]
+
+
+def test_skill_levels_are_minimums() -> None:
+    fluent, basic = cand(A, skills=skill_ladder(["fr:4"])), cand(B, skills=skill_ladder(["fr"]))
+    decision = decide("round_robin", [fluent, basic], required_skills=["fr:3"])
+    assert decision.ranked == (A,)
+    assert [(e.excluded, e.missing_skills) for e in decision.evaluations] == [(None, ()), ("missing_skill", ("fr:3",))]
+    assert decide("round_robin", [fluent, basic], required_skills=relaxed_skills(["fr:2"], "relaxed")).ranked == (A, B)
