@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.hours import clock
 from service.settings import Settings
-from tests.factories import add_member, make_operator, make_team
-from tests.integration.gateway.test_team_presence_typing_read import connect
+from tests.factories import add_member, bearer, make_operator, make_team, personal_token
+from tests.integration.gateway.test_team_presence_typing_read import connect, set_status
+from tests.support.routing import rows
 
 PARIS_OFFICE = {"timeZone": "Europe/Paris", "weekly": {d: ["09:00-17:30"] for d in ("mon", "tue", "wed", "thu", "fri")}}
 SATURDAY_NOON = datetime(2026, 12, 5, 11, 0, tzinfo=UTC)
@@ -79,3 +80,25 @@ async def test_without_an_offline_message_the_widget_says_when_the_team_answers(
         "We are away right now. We will answer from Tuesday 8 December, 09:00 (Europe/Paris).",
         "2026-12-08T08:00:00Z",
     )
+
+
+async def test_a_member_coming_online_while_the_team_is_closed_is_not_announced_to_widgets(
+    http: httpx.AsyncClient, settings: Settings, clean_db: AsyncEngine
+) -> None:
+    team_id = await make_team(clean_db, "Support", is_default=True, business_hours=PARIS_OFFICE)
+    ada = await make_operator(clean_db, "Ada")
+    await add_member(clean_db, team_id, ada)
+    as_ada = bearer(await personal_token(clean_db, ada))
+
+    async def announced() -> list[bool]:
+        found = await rows(clean_db, "SELECT data FROM event WHERE kind = 'team.availability' ORDER BY id")
+        return [row["data"]["online"] for row in found]
+
+    at(settings, SATURDAY_NOON)
+    await set_status(http, as_ada, "online")
+    await set_status(http, as_ada, "offline")
+    # Online at night: nothing said (the widgets show nobody); offline: said, as always.
+    assert await announced() == [False]
+    at(settings, MONDAY_TEN)
+    await set_status(http, as_ada, "online")
+    assert await announced() == [False, True]
