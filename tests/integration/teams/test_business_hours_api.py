@@ -133,3 +133,16 @@ async def test_admin_creates_a_team_with_hours_and_ai_outside_them(
 def _tokyo_days(first: int, last: int) -> str:
     today = datetime.now(UTC).astimezone(calendar.ZoneInfo("Asia/Tokyo")).date()
     return f"{today + timedelta(days=first)}/{today + timedelta(days=last)}"
+
+
+async def test_deleting_the_overflow_team_makes_its_teams_wait(http: httpx.AsyncClient, clean_db: AsyncEngine) -> None:
+    _, admin_auth = await person(clean_db, "Ada", is_admin=True)
+    night_id = await make_team(clean_db, "Night shift")
+    team_id = await make_team(clean_db, "Sales", outside_hours="overflow", outside_hours_team_id=night_id)
+    response = await http.delete(f"{API}/{night_id}", headers=admin_auth)
+    assert response.status_code == 204, response.text
+    [team] = await rows(clean_db, "SELECT outside_hours, outside_hours_team_id FROM team WHERE id = :id", id=team_id)
+    assert team == {"outside_hours": "wait", "outside_hours_team_id": None}
+    # The team's other settings can still change.
+    response = await http.patch(f"{API}/{team_id}", json={"name": "Sales EU"}, headers=admin_auth)
+    assert response.status_code == 200, response.text
