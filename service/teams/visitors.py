@@ -66,12 +66,11 @@ def _availability(row: Any, closed: bool) -> Availability:
     )
 
 
-def opening_text(opens_at: datetime | None, time_zone: str) -> str:
-    """A closed team's next opening as the visitor reads it, in the team's time zone: "Monday 7 December, 09:00
-    (Europe/Paris)"."""
-    if opens_at is None:
+def local_time_text(at: datetime | None, time_zone: str) -> str:
+    """An instant as a person of the team's time zone reads it: "Monday 7 December, 09:00 (Europe/Paris)"."""
+    if at is None:
         return "later"
-    local = opens_at.astimezone(ZoneInfo(time_zone))
+    local = at.astimezone(ZoneInfo(time_zone))
     return f"{local:%A} {local.day} {local:%B}, {local:%H:%M} ({time_zone})"
 
 
@@ -82,7 +81,7 @@ async def greeting(conn: AsyncConnection, conversation_id: str) -> Greeting:
     closed, opens_at = _closed(row)
     welcome = row.welcome
     if closed:
-        text = opening_text(opens_at, row.business_hours["timeZone"])
+        text = local_time_text(opens_at, row.business_hours["timeZone"])
         welcome = (row.offline_message or DEFAULT_OFFLINE_MESSAGE).replace("{opensAt}", text)
     return Greeting(
         welcome=welcome,
