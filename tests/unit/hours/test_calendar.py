@@ -20,6 +20,7 @@ from service.hours.calendar import (
     parse_schedule,
     schedule_document,
 )
+from service.hours.services import next_opening_after
 
 PARIS = parse_schedule(
     {
@@ -89,6 +90,14 @@ def test_business_seconds_and_inverse() -> None:
     assert business_seconds_between(PARIS, monday_ten, friday_afternoon) == 0.0
     with pytest.raises(ValueError, match="negative"):
         add_business_seconds(PARIS, friday_afternoon, -1)
+
+
+def test_a_long_sum_of_sparse_hours_is_not_cut_short() -> None:
+    # Half an hour a week: 30 hours of it take 60 weeks, beyond any fixed scan horizon.
+    sparse = parse_schedule({"timeZone": "UTC", "weekly": {"mon": ["00:00-00:30"]}})
+    monday = utc(2026, 1, 5)
+    assert add_business_seconds(sparse, monday, 30 * 3600) == monday + timedelta(weeks=59, minutes=30)
+    assert business_seconds_between(sparse, monday, monday + timedelta(weeks=60)) == 30 * 3600
 
 
 def test_no_hours_is_always_open() -> None:
@@ -257,3 +266,17 @@ def test_closed_time_counts_zero_and_openings_agree(schedule: Schedule, at: date
         assert next_closing(schedule, at) == at
         assert business_seconds_between(schedule, at, opening) == 0
         assert add_business_seconds(schedule, at, 1) == opening + timedelta(seconds=1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(schedule=schedules(), at=instants)
+def test_the_opening_timer_is_due_at_a_transition_from_closed_to_open(schedule: Schedule, at: datetime) -> None:
+    due = next_opening_after(schedule, at)
+    closing = next_closing(schedule, at)
+    if closing is None:
+        assert due is None  # open now and for good (no hours, holidays behind): no timer
+        return
+    assert due is not None and due > at
+    assert is_open(schedule, due) and not is_open(schedule, due - timedelta(microseconds=1))
+    # Nothing opens in between: the first opening after ``at``'s open span ends (``at`` itself if closed).
+    assert next_opening(schedule, closing) == due
