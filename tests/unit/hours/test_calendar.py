@@ -205,20 +205,28 @@ def test_naive_datetimes_are_refused() -> None:
 # --- properties -------------------------------------------------------------------------------------
 
 ZONES = ("UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "America/Santiago")
-interval_text = st.tuples(st.integers(0, 47), st.integers(1, 48)).map(
-    lambda pair: (min(pair[0], pair[1] - 1) * 30, max(pair[0] + 1, pair[1]) * 30)
-)
+
+
+def hhmm(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+@st.composite
+def day_hours(draw: st.DrawFn) -> list[str]:
+    """Up to three intervals on half hours, not overlapping; 24:00 and 00:00 join days."""
+    bounds = sorted(draw(st.lists(st.integers(0, 48), min_size=2, max_size=6, unique=True)))
+    bounds = bounds[: len(bounds) // 2 * 2]
+    return [f"{hhmm(bounds[i] * 30)}-{hhmm(bounds[i + 1] * 30)}" for i in range(0, len(bounds), 2)]
 
 
 @st.composite
 def schedules(draw: st.DrawFn) -> Schedule:
-    weekly: dict[str, list[str]] = {}
-    for day in draw(st.lists(st.sampled_from(("mon", "tue", "wed", "thu", "fri", "sat", "sun")), unique=True)):
-        start, end = draw(interval_text)
-        chunks = [f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"]
-        weekly[day] = chunks
+    days = draw(st.lists(st.sampled_from(("mon", "tue", "wed", "thu", "fri", "sat", "sun")), unique=True))
+    weekly = {day: draw(day_hours()) for day in days}
+    firsts = draw(st.lists(st.dates(date(2026, 1, 1), date(2027, 12, 31)), max_size=5, unique=True))
     holidays = [
-        d.isoformat() for d in draw(st.lists(st.dates(date(2026, 1, 1), date(2027, 12, 31)), max_size=5, unique=True))
+        first.isoformat() if not length else f"{first}/{first + timedelta(days=length)}"
+        for first, length in zip(firsts, draw(st.lists(st.integers(0, 20), min_size=5, max_size=5)), strict=False)
     ]
     return parse_schedule({"timeZone": draw(st.sampled_from(ZONES)), "weekly": weekly, "holidays": holidays})
 
