@@ -24,7 +24,7 @@ DAY_MINUTES = 24 * 60
 MAX_INTERVALS_PER_DAY = 12
 MAX_HOLIDAYS = 366
 MAX_HOLIDAY_RANGE_DAYS = 366
-# How far past the last holiday a scan looks for an opening before saying "never".
+# How far past the last holiday, or the last open time found, a scan looks for an opening before saying "never".
 _HORIZON = timedelta(days=400)
 
 _INTERVAL = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
@@ -252,6 +252,9 @@ def spans(schedule: Schedule, at: datetime) -> Iterator[tuple[datetime, datetime
             yield (start, None)
             return
         for low, high in _day_spans(schedule, day):
+            # Open time found: the scan goes on as long as the caller reads, and gives up only after a
+            # horizon without any (past the last holiday, a weekly schedule opens within a week).
+            horizon = max(horizon, day + _HORIZON)
             if pending is not None and low <= pending[1]:
                 pending = (pending[0], max(pending[1], high))
                 continue

@@ -20,6 +20,7 @@ from service.hours.calendar import (
     parse_schedule,
     schedule_document,
 )
+from service.hours.services import next_opening_after
 
 PARIS = parse_schedule(
     {
@@ -89,6 +90,14 @@ def test_business_seconds_and_inverse() -> None:
     assert business_seconds_between(PARIS, monday_ten, friday_afternoon) == 0.0
     with pytest.raises(ValueError, match="negative"):
         add_business_seconds(PARIS, friday_afternoon, -1)
+
+
+def test_a_long_sum_of_sparse_hours_is_not_cut_short() -> None:
+    # Half an hour a week: 30 hours of it take 60 weeks, beyond any fixed scan horizon.
+    sparse = parse_schedule({"timeZone": "UTC", "weekly": {"mon": ["00:00-00:30"]}})
+    monday = utc(2026, 1, 5)
+    assert add_business_seconds(sparse, monday, 30 * 3600) == monday + timedelta(weeks=59, minutes=30)
+    assert business_seconds_between(sparse, monday, monday + timedelta(weeks=60)) == 30 * 3600
 
 
 def test_no_hours_is_always_open() -> None:
@@ -196,20 +205,28 @@ def test_naive_datetimes_are_refused() -> None:
 # --- properties -------------------------------------------------------------------------------------
 
 ZONES = ("UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "America/Santiago")
-interval_text = st.tuples(st.integers(0, 47), st.integers(1, 48)).map(
-    lambda pair: (min(pair[0], pair[1] - 1) * 30, max(pair[0] + 1, pair[1]) * 30)
-)
+
+
+def hhmm(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+@st.composite
+def day_hours(draw: st.DrawFn) -> list[str]:
+    """Up to three intervals on half hours, not overlapping; 24:00 and 00:00 join days."""
+    bounds = sorted(draw(st.lists(st.integers(0, 48), min_size=2, max_size=6, unique=True)))
+    bounds = bounds[: len(bounds) // 2 * 2]
+    return [f"{hhmm(bounds[i] * 30)}-{hhmm(bounds[i + 1] * 30)}" for i in range(0, len(bounds), 2)]
 
 
 @st.composite
 def schedules(draw: st.DrawFn) -> Schedule:
-    weekly: dict[str, list[str]] = {}
-    for day in draw(st.lists(st.sampled_from(("mon", "tue", "wed", "thu", "fri", "sat", "sun")), unique=True)):
-        start, end = draw(interval_text)
-        chunks = [f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"]
-        weekly[day] = chunks
+    days = draw(st.lists(st.sampled_from(("mon", "tue", "wed", "thu", "fri", "sat", "sun")), unique=True))
+    weekly = {day: draw(day_hours()) for day in days}
+    firsts = draw(st.lists(st.dates(date(2026, 1, 1), date(2027, 12, 31)), max_size=5, unique=True))
     holidays = [
-        d.isoformat() for d in draw(st.lists(st.dates(date(2026, 1, 1), date(2027, 12, 31)), max_size=5, unique=True))
+        first.isoformat() if not length else f"{first}/{first + timedelta(days=length)}"
+        for first, length in zip(firsts, draw(st.lists(st.integers(0, 20), min_size=5, max_size=5)), strict=False)
     ]
     return parse_schedule({"timeZone": draw(st.sampled_from(ZONES)), "weekly": weekly, "holidays": holidays})
 
@@ -257,3 +274,17 @@ def test_closed_time_counts_zero_and_openings_agree(schedule: Schedule, at: date
         assert next_closing(schedule, at) == at
         assert business_seconds_between(schedule, at, opening) == 0
         assert add_business_seconds(schedule, at, 1) == opening + timedelta(seconds=1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(schedule=schedules(), at=instants)
+def test_the_opening_timer_is_due_at_a_transition_from_closed_to_open(schedule: Schedule, at: datetime) -> None:
+    due = next_opening_after(schedule, at)
+    closing = next_closing(schedule, at)
+    if closing is None:
+        assert due is None  # open now and for good (no hours, holidays behind): no timer
+        return
+    assert due is not None and due > at
+    assert is_open(schedule, due) and not is_open(schedule, due - timedelta(microseconds=1))
+    # Nothing opens in between: the first opening after ``at``'s open span ends (``at`` itself if closed).
+    assert next_opening(schedule, closing) == due
