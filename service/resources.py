@@ -25,6 +25,7 @@ from service.flows import replies
 from service.gateway.bridge import RoutingBridge
 from service.gateway.hooks import GatewayHooks
 from service.gateway.hub import SwitchboardPocketPing
+from service.hours import clock
 from service.push.senders import PushSenders
 from service.routing import placement
 from service.settings import Settings
@@ -75,6 +76,7 @@ class Resources:
     async def open(cls, settings: Settings, role: Role, *, redis: ArqRedis | None = None) -> Resources:
         """Build and start them; ``redis`` is a pool the caller keeps (the worker's own), else one is opened."""
         metrics.configure(settings)
+        clock.configure(settings)
         engine = create_engine(settings)
         owns_redis = redis is None
         if redis is None:

@@ -297,6 +297,13 @@ class Settings(BaseSettings):
         description="An SLA clock is at risk once this share of its target has run (business time), for policies "
         "that set no share of their own.",
     )
+    clock_offset_seconds: float = Field(
+        0.0,
+        ge=-10 * 366 * 86_400,
+        le=10 * 366 * 86_400,
+        description="Seconds added to the wall clock when judging business hours (is a team open, when does it "
+        "open): rehearse a Monday morning at any hour. Give every process the same value; 0 in production.",
+    )
     metrics_dir: str | None = Field(
         None,
         description="Where this host's api and worker processes write their Prometheus metrics, for any api's "

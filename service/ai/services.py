@@ -18,6 +18,8 @@ from service.auth.principal import Principal, requires_team_member
 from service.db.tables import conversation_t, message_t, team_t
 from service.errors import Conflict, NotFound
 from service.events import record_event
+from service.hours import calendar, clock
+from service.hours.services import schedule_of
 from service.teams.leads import tell_leads
 from service.timers.services import AI_TAKEOVER, FIRST_RESPONSE, cancel_timer, schedule_timer
 
@@ -143,10 +145,16 @@ async def control(conn: AsyncConnection, conversation_id: str, action: str, *, a
 
 
 async def arm_after_routing(conn: AsyncConnection, conversation_id: str) -> None:
-    """Once a new conversation has its team, start the AI timer for its unanswered visitor message (if AI applies)."""
+    """Once a new conversation has its team, start the AI timer for its unanswered visitor message (if AI applies):
+    after the team's delay, or at once while the team is closed and answers outside its hours with the AI."""
     row = (
         await conn.execute(
-            sa.select(conversation_t.c.last_visitor_message_at, team_t.c.ai_takeover_delay_seconds)
+            sa.select(
+                conversation_t.c.last_visitor_message_at,
+                team_t.c.ai_takeover_delay_seconds,
+                team_t.c.business_hours,
+                team_t.c.outside_hours,
+            )
             .select_from(conversation_t.join(team_t, team_t.c.id == conversation_t.c.team_id))
             .where(
                 conversation_t.c.id == conversation_id,
@@ -159,6 +167,8 @@ async def arm_after_routing(conn: AsyncConnection, conversation_id: str) -> None
     ).first()
     if row is not None:
         due = row.last_visitor_message_at + timedelta(seconds=row.ai_takeover_delay_seconds)
+        if row.outside_hours == "ai" and not calendar.is_open(schedule_of(row.business_hours), clock.now()):
+            due = datetime.now(UTC)  # the team is closed and lets the AI answer: nobody is coming
         await schedule_timer(conn, AI_TAKEOVER, conversation_id, due)
 
 

@@ -23,6 +23,8 @@ OPERATOR_STATUSES = ("online", "away", "offline")
 ROLES = ("lead", "operator")
 POLICIES = ("round_robin", "least_busy", "manual")
 OFFLINE_POLICIES = ("keep", "requeue", "reassign")
+# What a closed team does with a new conversation: keep it queued, send it to another team, or let the AI answer.
+OUTSIDE_HOURS = ("wait", "overflow", "ai")
 # new: a session that has not asked for help yet; it is routed on its first visitor message.
 CONVERSATION_STATUSES = ("new", "queued", "assigned", "closed")
 SENDERS = ("visitor", "operator", "ai", "system")
@@ -133,6 +135,7 @@ class Team(SQLModel, table=True):
     __table_args__ = (
         sa.CheckConstraint(_in("routing_policy", POLICIES), name="routing_policy"),
         sa.CheckConstraint(_in("offline_policy", OFFLINE_POLICIES), name="offline_policy"),
+        sa.CheckConstraint(_in("outside_hours", OUTSIDE_HOURS), name="outside_hours"),
         # At most one default team.
         sa.Index("uq_team_default", "is_default", unique=True, postgresql_where=sa.text("is_default")),
     )
@@ -170,6 +173,12 @@ class Team(SQLModel, table=True):
         sa_type=ARRAY(sa.Text),
         sa_column_kwargs={"server_default": "{" + ",".join(DEFAULT_ATTACHMENT_TYPES) + "}"},
     )
+    # Business hours as the API shows them ({timeZone, weekly, holidays}, service.hours.calendar); null = 24/7.
+    business_hours: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
+    outside_hours: str = Field(default="wait", sa_column_kwargs={"server_default": "wait"})
+    outside_hours_team_id: uuid.UUID | None = Field(default=None, foreign_key="team.id", ondelete="SET NULL")
+    # What the widget says while the team is closed (the welcome message's stand-in).
+    offline_message: str | None = None
     created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
 
 

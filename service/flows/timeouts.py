@@ -1,5 +1,5 @@
 """Timeout flows: what each kind of timer does when it fires (first-response timeout, presence lapse, offline
-grace, AI takeover, CSAT request, SLA clocks).
+grace, AI takeover, CSAT request, a team's opening, SLA clocks).
 
 Each runs in the transaction that marks the timer fired, so a timer acts once.
 """
@@ -16,12 +16,14 @@ from service.ai.services import Takeover, take_over
 from service.csat.services import RatingAsk, ask_owed
 from service.db.tables import timer_t
 from service.flows import sla
+from service.hours.services import arm_opening, team_hours
 from service.presence.services import lapse, schedule_grace
-from service.routing import handoff
+from service.routing import handoff, placement
 from service.timers.services import (
     AI_TAKEOVER,
     CSAT_REQUEST,
     FIRST_RESPONSE,
+    HOURS_OPEN,
     OFFLINE_GRACE,
     PRESENCE_LAPSE,
     SLA,
@@ -76,6 +78,8 @@ async def fire(
         return await lapse(conn, uuid.UUID(row.subject)), None
     if row.kind == SLA:
         return await sla.fire(conn, row.subject, default_share=sla_at_risk_share), None
+    if row.kind == HOURS_OPEN:
+        return await _hours_open(conn, uuid.UUID(row.subject)), None
     if row.kind == CSAT_REQUEST:
         ask = await ask_owed(conn, row.subject)
         return ("csat_requested" if ask else "csat_answered"), ask
@@ -97,6 +101,21 @@ async def _first_response(conn: AsyncConnection, conversation_id: str) -> str:
         conn, conversation_id, reason=FIRST_RESPONSE_REASON, exclude_operator_id=conv.assignee_id
     )
     return f"first_response_{outcome.outcome}"
+
+
+async def _hours_open(conn: AsyncConnection, team_id: uuid.UUID) -> str:
+    """The team opens: its timer is set to the next opening, and its waiting queue goes to the members with room.
+
+    Early (clocks apart) it finds the team still closed: the drain does nothing and the timer is set to the
+    same opening again.
+    """
+    hours = await team_hours(conn, team_id)
+    if hours is None:
+        return "team_deleted"
+    await arm_opening(conn, team_id, hours.schedule)
+    assigned = await placement.drain_team_queue(conn, team_id, HOURS_OPEN)
+    log.info("team opened", team_id=str(team_id), assigned=assigned)
+    return "hours_open" if hours.is_open() else "hours_not_open_yet"
 
 
 async def _offline_grace(conn: AsyncConnection, operator_id: uuid.UUID) -> str:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.tables import conversation_t, member_t, team_t
+from service.hours.services import OUTSIDE_HOURS_REASON, TeamHours, team_hours
 from service.routing import sql
 from service.routing.policies import AT_CAPACITY, QUEUED_AHEAD, Candidate, Decision, Rule, Visit, decide, select_rule
 from service.sla import clocks as sla_clocks
@@ -381,11 +382,39 @@ async def route_conversation(conn: AsyncConnection, conversation_id: str, revisi
     if conv is None or conv.routing_revision != revision or conv.status != "new":
         return RouteOutcome("stale")
     target = target_of(conv) if conv.team_id is not None else await select_team(conn, conv)
-    # The lock read the members of the conversation's team, or of the default one: usually the target.
-    team = sql.team_of(conv.team) if conv.team and uuid.UUID(conv.team["id"]) == target.team_id else None
     # It took the queue lock of the team the conversation was placed in or chosen at connect: the target.
     locked = conv.locked_team_id == target.team_id
+    hours = await team_hours(conn, target.team_id)
+    if hours is not None and not hours.is_open():
+        return await _outside_hours(conn, conversation_id, target, hours, trigger=trigger, team_locked=locked)
+    # The lock read the members of the conversation's team, or of the default one: usually the target.
+    team = sql.team_of(conv.team) if conv.team and uuid.UUID(conv.team["id"]) == target.team_id else None
     return await place(conn, conversation_id, target, trigger=trigger, team=team, team_locked=locked)
+
+
+async def _outside_hours(
+    conn: AsyncConnection, conversation_id: str, target: Target, hours: TeamHours, *, trigger: str, team_locked: bool
+) -> RouteOutcome:
+    """A new conversation of a closed team: placed in the overflow team if that one is open, else queued to wait
+    for the opening (the ``ai`` choice queues too: the AI answers meanwhile). The decision's reason says why."""
+    overflow = hours.overflow_team_id if hours.outside_hours == "overflow" else None
+    overflow_hours = None if overflow is None else await team_hours(conn, overflow)
+    if overflow is not None and overflow_hours is not None and overflow_hours.is_open():
+        elsewhere = Target(overflow, target.priority, target.required_skills, target.excluded)
+        return await place(conn, conversation_id, elsewhere, trigger=trigger, note_reason=OUTSIDE_HOURS_REASON)
+    if not team_locked:
+        await sql.lock_teams(conn, target.team_id, shared=True)
+    policy, candidates = await sql.load_candidates(conn, target.team_id, conversation_id, target.priority)
+    decision = decide(policy, candidates, required_skills=target.required_skills, exclude=target.excluded)
+    return await queue(
+        conn,
+        conversation_id,
+        target,
+        policy=policy,
+        trigger=trigger,
+        candidates=decision.candidates_json({}),
+        note_reason=OUTSIDE_HOURS_REASON,
+    )
 
 
 async def drain_team_queue(conn: AsyncConnection, team_id: uuid.UUID, trigger: str) -> int:
@@ -398,6 +427,9 @@ async def drain_team_queue(conn: AsyncConnection, team_id: uuid.UUID, trigger: s
     conversation behind one they could take. Short holders are waited out by another pass.
     """
     await sql.lock_teams(conn, team_id)
+    hours = await team_hours(conn, team_id)
+    if hours is not None and not hours.is_open():
+        return 0  # closed: the queue waits for the team's hours_open timer
     policy, candidates = await sql.load_candidates(conn, team_id)
     if policy == "manual":
         return 0

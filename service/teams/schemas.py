@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from service.db.models import DEFAULT_ATTACHMENT_MAX_BYTES, DEFAULT_ATTACHMENT_TYPES, MAX_ATTACHMENT_BYTES
+from service.hours import calendar
 from service.schemas import ApiModel
 
 # Bounds, shared with docs/teams.md.
@@ -27,6 +28,8 @@ MAX_RULES = 100
 
 Policy = Literal["round_robin", "least_busy", "manual"]
 OfflinePolicy = Literal["keep", "requeue", "reassign"]
+OutsideHours = Literal["wait", "overflow", "ai"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 Role = Literal["lead", "operator"]
 
 
@@ -62,6 +65,66 @@ MimeType = Annotated[
     str, BeforeValidator(lowercase), StringConstraints(pattern=r"^[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*$")
 ]
 AttachmentTypes = Annotated[list[MimeType], Field(max_length=50), AfterValidator(_unique)]
+
+
+# --- Business hours: the JSON form of service.hours.calendar, checked by its parser -----------------------------
+
+
+def _checked(parse: Any) -> Any:
+    """A calendar parser as a pydantic validator: its error message, at the field pydantic is validating."""
+
+    def validate(value: Any) -> Any:
+        try:
+            return parse(value)
+        except calendar.ScheduleError as exc:
+            raise ValueError(exc.detail) from None
+
+    return AfterValidator(validate)
+
+
+def _interval(text: str) -> str:
+    parsed = calendar.parse_interval(text)
+    if parsed is None:
+        raise ValueError("must be 'HH:MM-HH:MM' (24:00 ends at midnight) with the start before the end")
+    return calendar.format_interval(parsed)
+
+
+def _day(intervals: list[str]) -> list[str]:
+    return [calendar.format_interval(i) for i in calendar.parse_day("day", intervals)]
+
+
+def _holidays(holidays: list[str]) -> list[str]:
+    return calendar.holiday_texts(calendar.parse_holidays(holidays))
+
+
+TimeZone = Annotated[str, StringConstraints(min_length=1, max_length=64), _checked(calendar.parse_zone)]
+OpenInterval = Annotated[str, StringConstraints(max_length=11), AfterValidator(_interval)]
+DayHours = Annotated[list[OpenInterval], Field(max_length=calendar.MAX_INTERVALS_PER_DAY), _checked(_day)]
+Holidays = Annotated[list[Annotated[str, StringConstraints(max_length=21)]], _checked(_holidays)]
+
+
+class BusinessHours(ApiModel):
+    """A team's open hours: intervals per weekday in its time zone, and holidays (closed all day)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    time_zone: TimeZone = Field(description="IANA time zone, e.g. Europe/Paris")
+    weekly: dict[Weekday, DayHours] = Field(
+        default_factory=dict,
+        description="Open intervals per weekday, 'HH:MM-HH:MM' local time, not overlapping; no intervals at all = "
+        "open all day every day",
+    )
+    holidays: Holidays = Field(
+        default_factory=list, description="Closed days: 'YYYY-MM-DD' or an inclusive range 'YYYY-MM-DD/YYYY-MM-DD'"
+    )
+
+    def document(self) -> dict[str, Any]:
+        """The stored form (days in week order, intervals and holidays sorted)."""
+        return calendar.schedule_document(self.schedule())
+
+    def schedule(self) -> calendar.Schedule:
+        """The calendar this describes."""
+        return calendar.parse_schedule(self.model_dump(by_alias=True))
 
 
 def not_null(value: Any) -> Any:
@@ -102,6 +165,15 @@ class TeamSettings(ApiModel):
     auto_away_minutes: int | None = Field(
         default=None, ge=1, le=1440, description="Members' web and mobile clients idle this long count as away"
     )
+    business_hours: BusinessHours | None = Field(default=None, description="When the team answers; null = 24/7")
+    outside_hours: OutsideHours = Field(
+        default="wait",
+        description="New conversations while closed: wait in the queue, overflow to outsideHoursTeamId, or the AI",
+    )
+    outside_hours_team_id: uuid.UUID | None = Field(default=None, description="The overflow team outside hours")
+    offline_message: WelcomeMessage | None = Field(
+        default=None, description="What the widget says while the team is closed, instead of the welcome message"
+    )
 
 
 class TeamCreate(TeamSettings):
@@ -129,6 +201,10 @@ class TeamUpdate(ApiModel):
     attachment_max_bytes: AttachmentBytes | None = None
     attachment_types: AttachmentTypes | None = None
     auto_away_minutes: int | None = Field(default=None, ge=1, le=1440)
+    business_hours: BusinessHours | None = None
+    outside_hours: OutsideHours | None = None
+    outside_hours_team_id: uuid.UUID | None = None
+    offline_message: WelcomeMessage | None = None
 
     _required = field_validator(
         "name",
@@ -143,6 +219,7 @@ class TeamUpdate(ApiModel):
         "csat_enabled",
         "attachment_max_bytes",
         "attachment_types",
+        "outside_hours",
     )(not_null)
 
 

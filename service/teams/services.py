@@ -16,6 +16,7 @@ from service.auth.principal import Principal
 from service.crypto import decrypt_secret, encrypt_secret
 from service.db.tables import conversation_t, member_t, operator_t, team_t, thread_t
 from service.errors import Conflict, NotFound, field_conflict, field_invalid, unique_violation
+from service.hours.services import arm_opening, schedule_of
 from service.pagination import decode_cursor, page
 from service.routing.sql import lock_teams
 from service.teams.schemas import (
@@ -31,7 +32,9 @@ from service.teams.schemas import (
 )
 
 # Settings whose change can let queued conversations through: the caller drains the queue after commit.
-DRAIN_SETTINGS = frozenset({"routing_policy", "default_capacity"})
+DRAIN_SETTINGS = frozenset({"routing_policy", "default_capacity", "business_hours"})
+# Settings that move the team's next opening (its ``hours_open`` timer).
+HOURS_SETTINGS = frozenset({"business_hours"})
 SECRET_PURPOSE = "bridge-settings"
 # Secret fields per bridge (camelCase, stored encrypted as "<field>Encrypted"); what a bridge needs to be enabled.
 BRIDGE_SECRETS = {
@@ -143,12 +146,38 @@ async def _take_default(conn: AsyncConnection, team_id: uuid.UUID) -> None:
     await conn.execute(sa.update(team_t).where(team_t.c.is_default, team_t.c.id != team_id).values(is_default=False))
 
 
+def _stored(name: str, value: Any) -> Any:
+    """A setting as the team row holds it (business hours as their canonical JSON)."""
+    if name == "business_hours" and value is not None:
+        return value.document()
+    return value
+
+
+async def _check_outside_hours(conn: AsyncConnection, team_id: uuid.UUID, settings: Any) -> None:
+    """The outside-hours settings as they will stand: an existing overflow team (not this one); AI on for "ai"."""
+    overflow = settings["outside_hours_team_id"]
+    if overflow is not None:
+        if overflow == team_id:
+            raise field_invalid("outsideHoursTeamId", "A team cannot overflow to itself")
+        if await conn.scalar(sa.select(team_t.c.id).where(team_t.c.id == overflow)) is None:
+            raise field_invalid("outsideHoursTeamId", "No team has this id")
+    if settings["outside_hours"] == "overflow" and overflow is None:
+        raise field_invalid("outsideHoursTeamId", "outsideHours 'overflow' needs the team to overflow to")
+    if settings["outside_hours"] == "ai" and not settings["ai_enabled"]:
+        raise field_invalid(
+            "outsideHours", "outsideHours 'ai' needs aiEnabled: the AI answers while the team is closed"
+        )
+
+
 async def create_team(conn: AsyncConnection, data: TeamCreate, actor: Principal) -> TeamPublic:
     team_id = uuid.uuid4()
-    values = data.model_dump()
+    values = data.model_dump() | {"business_hours": _stored("business_hours", data.business_hours)}
+    await _check_outside_hours(conn, team_id, values)
     if data.is_default:
         await _take_default(conn, team_id)
     await _write_team(conn, sa.insert(team_t).values(id=team_id, **values))
+    if values["business_hours"] is not None:
+        await arm_opening(conn, team_id, schedule_of(values["business_hours"]))
     await record_audit(conn, actor.operator_id, "team.created", "team", team_id, _camel(values))
     return _team_public(await _team_row(conn, team_id), True)
 
@@ -159,9 +188,9 @@ async def update_team(
     """Apply the given settings; returns the team and whether its queue should be drained."""
     await lock_teams(conn, team_id)  # may make room: routing's queue lock first (docs/routing.md, "Queue order")
     current = await _team_row(conn, team_id, lock=True)
-    changes = {
-        name: getattr(data, name) for name in data.model_fields_set if getattr(data, name) != getattr(current, name)
-    }
+    given = {name: _stored(name, getattr(data, name)) for name in data.model_fields_set}
+    changes = {name: value for name, value in given.items() if value != getattr(current, name)}
+    await _check_outside_hours(conn, team_id, dict(current._mapping) | changes)
     if changes.get("is_default") is False:
         raise field_invalid("isDefault", "Make another team the default instead")
     if changes.get("is_default"):
@@ -169,6 +198,8 @@ async def update_team(
     if changes:
         await _write_team(conn, sa.update(team_t).where(team_t.c.id == team_id).values(**changes))
         await record_audit(conn, actor.operator_id, "team.updated", "team", team_id, _camel(changes))
+    if HOURS_SETTINGS & changes.keys():
+        await arm_opening(conn, team_id, schedule_of(changes["business_hours"]))
     team = _team_public(await _team_row(conn, team_id), True)
     return team, bool(DRAIN_SETTINGS & changes.keys())
 

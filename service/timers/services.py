@@ -35,6 +35,7 @@ AI_TAKEOVER = "ai_takeover"
 CSAT_REQUEST = "csat_request"
 PRESENCE_LAPSE = "presence_lapse"
 SLA = "sla"
+HOURS_OPEN = "hours_open"  # subject: a team id; fires at the team's next opening (service.hours.services)
 
 
 # Timers scheduled in the current task since ``triggers`` opened; enqueued when it closes.

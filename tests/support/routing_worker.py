@@ -39,6 +39,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "AI_PROVIDER": settings.ai_provider,
         "AI_MAX_ATTEMPTS": str(settings.ai_max_attempts),
         "AI_HANDBACK_SECONDS": str(settings.ai_handback_seconds),
+        "CLOCK_OFFSET_SECONDS": repr(settings.clock_offset_seconds),
         **({"AI_API_KEY": settings.ai_api_key} if settings.ai_api_key else {}),
         **({"AI_BASE_URL": settings.ai_base_url} if settings.ai_base_url else {}),
         "WEBHOOK_ALLOWED_CIDRS": ",".join(str(network) for network in settings.webhook_allowed_cidrs),

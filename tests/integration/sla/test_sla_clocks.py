@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.hours import clock as hours_clock
 from service.queue import enqueue_route
 from service.settings import Settings
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
@@ -295,3 +297,54 @@ async def test_replies_stop_the_response_clocks_the_visitor_restarts_next_respon
         ("resolution", True, False),
     ]
     assert (await timer(clean_db, conversation_id))["state"] == "cancelled"
+
+
+OFFICE = {"timeZone": "UTC", "weekly": {day: ["09:00-17:00"] for day in ("mon", "tue", "wed", "thu", "fri")}}
+FRIDAY_1655 = datetime(2026, 11, 27, 16, 55, tzinfo=UTC)
+MONDAY_0900 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def real_clock(settings: Settings) -> Any:
+    yield
+    hours_clock.configure(settings)
+
+
+async def test_clocks_pause_while_the_team_is_closed(
+    settings: Settings, clean_db: AsyncEngine, real_clock: Any
+) -> None:
+    """Friday 16:55 in a 09:00-17:00 office: 300 s of a 600 s target run before closing, the rest from Monday
+    09:00, so the at-risk moment (300 s) is Friday 17:00 and the deadline Monday 09:05; a whole weekend of
+    wall-clock time breaches nothing."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    offset = (FRIDAY_1655 - now).total_seconds()
+    moved = settings.model_copy(update={"clock_offset_seconds": offset})
+    hours_clock.configure(moved)
+    team_id, _ = await team_with(clean_db, "Ada", business_hours=OFFICE)
+    await make_policy(clean_db, team_id, first_response_seconds=600, at_risk_share=0.5)
+    conversation_id = await routed_at(moved, clean_db, team_id, now)
+
+    def real(business: datetime) -> datetime:
+        return business - timedelta(seconds=offset)
+
+    found = (await clocks(clean_db, conversation_id))["first_response"]
+    assert (found["at_risk_at"], found["due_at"]) == (
+        real(datetime(2026, 11, 27, 17, 0, tzinfo=UTC)),
+        real(MONDAY_0900 + timedelta(seconds=300)),
+    )
+    # Saturday noon, then Monday 09:04 (the test's own seconds come on top): at risk since Friday's closing,
+    # not breached.
+    await travel(clean_db, conversation_id, (datetime(2026, 11, 28, 12, 0, tzinfo=UTC) - FRIDAY_1655).total_seconds())
+    await fire_sla(moved, clean_db, conversation_id)
+    assert await sla_events(clean_db, conversation_id) == [("sla.at_risk", "first_response")]
+    await travel(
+        clean_db, conversation_id, (MONDAY_0900 - datetime(2026, 11, 28, 12, 0, tzinfo=UTC)).total_seconds() + 240
+    )
+    await fire_sla(moved, clean_db, conversation_id)
+    assert await sla_events(clean_db, conversation_id) == [("sla.at_risk", "first_response")]
+    await travel(clean_db, conversation_id, 61)  # past Monday 09:05
+    await fire_sla(moved, clean_db, conversation_id)
+    assert await sla_events(clean_db, conversation_id) == [
+        ("sla.at_risk", "first_response"),
+        ("sla.breached", "first_response"),
+    ]
