@@ -46,6 +46,7 @@ from service.resources import Resources
 from service.routing.controllers import RoutingController
 from service.scim.controllers import ScimController
 from service.settings import Settings, load_settings
+from service.sla.controllers import SlaPolicyController
 from service.teams.controllers import TeamController
 from service.timers.services import timer_triggers_middleware
 from service.webhooks.controllers import WebhookController
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ConversationController,
             FileController,
             TeamController,
+            SlaPolicyController,
             AuthController,
             OAuthController,
             authorization_server_metadata,

@@ -202,16 +202,16 @@ async def refresh(conn: AsyncConnection, conversation_id: str, *, default_share:
     for clock in (await conn.execute(_CLOCKS, {"conversation_id": conversation_id})).all():
         values: dict[str, Any] = {}
         at_risk_at, due_at = clock.at_risk_at, clock.due_at
+        if clock.seconds is None:
+            # The policy lost this target (or was deleted): the clock is dropped, or stopped if it was
+            # ever breached (that stays counted).
+            this = (sla_clock_t.c.conversation_id == conversation_id) & (sla_clock_t.c.target == clock.target)
+            if clock.ever_breached:
+                await conn.execute(sa.update(sla_clock_t).where(this).values(stopped_at=now))
+            else:
+                await conn.execute(sa.delete(sla_clock_t).where(this))
+            continue
         if due_at is None:
-            if clock.seconds is None:
-                # The policy lost this target (or was deleted): the clock is dropped, or stopped if it was
-                # ever breached (that stays counted).
-                this = (sla_clock_t.c.conversation_id == conversation_id) & (sla_clock_t.c.target == clock.target)
-                if clock.ever_breached:
-                    await conn.execute(sa.update(sla_clock_t).where(this).values(stopped_at=now))
-                else:
-                    await conn.execute(sa.delete(sla_clock_t).where(this))
-                continue
             share = clock.at_risk_share if clock.at_risk_share is not None else default_share
             at_risk_at, due_at = deadlines(clock.started_at, clock.seconds, share, schedule)
             values.update(at_risk_at=at_risk_at, due_at=due_at, target_seconds=clock.seconds)
