@@ -34,6 +34,9 @@ TRIGGERS = {
     "first_response_timeout": "nobody answered in time",
     "operator_offline": "the assignee went offline",
     "operator_deactivated": "the assignee was deactivated",
+    "sla_at_risk": "an SLA clock is at risk",
+    "sla_breached": "an SLA deadline passed",
+    "sla_escalation": "SLA escalation",
 }
 
 

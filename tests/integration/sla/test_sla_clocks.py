@@ -4,6 +4,7 @@ each escalation step, and the clocks' stops (first reply, next visitor message, 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -247,6 +248,16 @@ async def test_replies_stop_the_response_clocks_the_visitor_restarts_next_respon
     since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
     conversation_id = await routed_at(settings, clean_db, team_id, since)
     ada_auth = bearer(await personal_token(clean_db, ada))
+    # Time left, on the conversation and in the inbox list: the first response is due soonest.
+    detail = (await http.get(f"/api/v1/conversations/{conversation_id}", headers=ada_auth)).json()["sla"]
+    [listed] = (await http.get("/api/v1/conversations", headers=ada_auth)).json()["items"]
+    assert listed["sla"]["next"]["target"] == detail["next"]["target"] == "first_response"
+    assert [c["target"] for c in detail["clocks"]] == ["first_response", "resolution"]
+    next_due = detail["next"]
+    assert datetime.fromisoformat(next_due["dueAt"]) == since + timedelta(seconds=300)
+    assert (next_due["atRisk"], next_due["breached"], next_due["stoppedAt"]) == (False, False, None)
+    elapsed = (datetime.now(UTC) - since).total_seconds()
+    assert 300 - elapsed - 2 <= next_due["secondsLeft"] <= 300 - 30
     reply = await http.post(
         f"/api/v1/conversations/{conversation_id}/messages", json={"content": "On it"}, headers=ada_auth
     )
@@ -288,6 +299,9 @@ async def test_replies_stop_the_response_clocks_the_visitor_restarts_next_respon
     await fire_sla(settings, clean_db, conversation_id)
     assert await sla_events(clean_db, conversation_id) == [("sla.breached", "next_response")]
 
+    overdue = (await http.get(f"/api/v1/conversations/{conversation_id}", headers=ada_auth)).json()["sla"]["next"]
+    assert (overdue["target"], overdue["breached"]) == ("next_response", True)
+    assert overdue["secondsLeft"] < 0
     closed = await http.post(f"/api/v1/conversations/{conversation_id}/close", headers=ada_auth)
     assert closed.status_code == 200, closed.text
     found = await clocks(clean_db, conversation_id)
@@ -348,3 +362,26 @@ async def test_clocks_pause_while_the_team_is_closed(
         ("sla.at_risk", "first_response"),
         ("sla.breached", "first_response"),
     ]
+
+
+async def test_the_inbox_and_the_conversation_page_show_time_left(
+    settings: Settings, clean_db: AsyncEngine, http: httpx.AsyncClient
+) -> None:
+    team_id, (ada,) = await team_with(clean_db, "Ada")
+    await make_policy(clean_db, team_id, first_response_seconds=3600, at_risk_share=0.5)
+    calm = await routed_at(settings, clean_db, team_id, datetime.now(UTC) - timedelta(seconds=60))
+    late = await routed_at(settings, clean_db, team_id, datetime.now(UTC) - timedelta(seconds=3540))
+    ada_auth = bearer(await personal_token(clean_db, ada))
+    await travel(clean_db, late, 120)  # 3660 s of 3600: a minute overdue
+    await fire_sla(settings, clean_db, late)
+
+    inbox = await http.get("/app", headers=ada_auth)
+    assert inbox.status_code == 200
+    shown = dict(re.findall(r'data-conversation="([^"]+)".*?<span class="sla ([^"]+)"', inbox.text, re.S))
+    assert shown == {calm: "sla-ok", late: "sla-breached"}
+    assert re.search(r'data-sla="first_response" data-seconds-left="(\d+)"', inbox.text) is not None
+    page = await http.get(f"/app/conversations/{late}", headers=ada_auth)
+    assert page.status_code == 200
+    [(left, text)] = re.findall(r'data-seconds-left="(-\d+)"[^>]*>([^<]+)</span>', page.text)
+    assert -70 <= int(left) <= -60
+    assert text == f"first response: 1m {-int(left) - 60}s overdue"
