@@ -3,8 +3,10 @@ each escalation step, and the clocks' stops (first reply, next visitor message, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +23,8 @@ from tests.factories import add_member, bearer, make_operator, make_team, person
 from tests.integration.timers.test_timers import arq_pool, team_with
 from tests.integration.workers.test_worker import run_burst
 from tests.support.routing import make_conversation, rows
-from tests.support.sla import fire_sla, travel
+from tests.support.routing_worker import worker_processes
+from tests.support.sla import fire_sla, retrigger, travel
 
 
 async def make_policy(engine: AsyncEngine, team_id: uuid.UUID, **values: Any) -> uuid.UUID:
@@ -385,3 +388,64 @@ async def test_the_inbox_and_the_conversation_page_show_time_left(
     [(left, text)] = re.findall(r'data-seconds-left="(-\d+)"[^>]*>([^<]+)</span>', page.text)
     assert -70 <= int(left) <= -60
     assert text == f"first response: 1m {-int(left) - 60}s overdue"
+
+
+async def until(check: Any, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
+async def test_worker_processes_report_at_risk_on_time_then_escalate_the_breach(
+    settings: Settings, clean_db: AsyncEngine
+) -> None:
+    """Two real worker processes: routing, the at-risk moment as its timer fires in real time (2 s after the
+    start), then, the clock moved past the deadline, the breach and its steps: the leads told, another operator."""
+    team_id, (ada, bob) = await team_with(clean_db, "Ada", "Bob")
+    lena = await make_operator(clean_db, "Lena")
+    await add_member(clean_db, team_id, lena, role="lead")
+    await make_policy(
+        clean_db,
+        team_id,
+        first_response_seconds=60,
+        at_risk_share=0.5,
+        escalation=[{"on": "breached", "action": "tell_leads"}, {"on": "breached", "action": "reassign"}],
+    )
+    since = datetime.now(UTC) - timedelta(seconds=28)
+    conversation_id, _ = await make_conversation(clean_db, team_id, waiting_since=since)
+    arq = await arq_pool(settings)
+    await enqueue_route(arq, conversation_id, 1, trigger="test")
+    await arq.aclose()
+    async with worker_processes(settings, 2):
+
+        async def reported(kind: str) -> bool:
+            return any(k == kind for k, _ in await sla_events(clean_db, conversation_id))
+
+        await until(lambda: reported("sla.at_risk"), 20)
+        [at_risk] = await rows(
+            clean_db, "SELECT at_risk_reported_at FROM sla_clock WHERE conversation_id = :id", id=conversation_id
+        )
+        # Never early: at or after its moment (the timer's trigger, not a poll).
+        assert at_risk["at_risk_reported_at"] >= since + timedelta(seconds=30)
+        first = (await assignee(clean_db, conversation_id))["assignee_id"]
+        await travel(clean_db, conversation_id, 31)
+        await retrigger(settings, clean_db, conversation_id)
+        await until(lambda: reported("sla.breached"), 20)
+    second = bob if first == ada else ada
+    assert await assignee(clean_db, conversation_id) == {
+        "status": "assigned",
+        "team_id": team_id,
+        "assignee_id": second,
+    }
+    [told] = await rows(
+        clean_db, "SELECT operator_ids, data ->> 'reason' AS reason FROM event WHERE kind = 'leads.alerted'"
+    )
+    assert told == {"operator_ids": [lena], "reason": "sla_first_response_breached"}
+    assert [a[0] for a in await audit(clean_db, conversation_id)] == [
+        "test",
+        "sla_at_risk",
+        "sla_breached",
+        "sla_escalation",
+        "sla_escalation",
+    ]
