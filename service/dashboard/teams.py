@@ -24,10 +24,21 @@ from service.auth.principal import Principal, requires_lead, requires_lead_somew
 from service.dashboard.common import csrf_token
 from service.deps import engine
 from service.errors import NotFound
+from service.hours import calendar, clock
+from service.hours.calendar import WEEKDAYS
 from service.operators.services import list_operators
 from service.teams import rules as rules_service
 from service.teams import services as teams
-from service.teams.schemas import BridgesPublic, BridgesUpdate, OfflinePolicy, Policy, RulePublic, TeamPublic
+from service.teams.schemas import (
+    BridgesPublic,
+    BridgesUpdate,
+    OfflinePolicy,
+    OutsideHours,
+    Policy,
+    RulePublic,
+    TeamPublic,
+)
+from service.teams.visitors import local_time_text
 from service.webhooks.delivery import WEBHOOK_EVENT_KINDS
 from service.webhooks.services import get_endpoint, list_deliveries, list_endpoints
 
@@ -46,6 +57,14 @@ OFFLINE_POLICIES: dict[OfflinePolicy, str] = {
     "requeue": "Put them back in the queue",
     "reassign": "Reassign them to the next eligible member",
 }
+OUTSIDE_HOURS: dict[OutsideHours, str] = {
+    "wait": "Wait in the queue for the opening",
+    "overflow": "Go to another team",
+    "ai": "The AI answers (needs the AI on)",
+}
+WEEKDAY_NAMES = dict(
+    zip(WEEKDAYS, ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"), strict=True)
+)
 _LOOKS_LITERAL = re.compile(r"^(true|false|-?\d+(\.\d+)?)$|^\".*\"$")
 
 
@@ -132,8 +151,38 @@ def rule_view(rule: RulePublic) -> dict[str, Any]:
 Section = Callable[[AsyncConnection, Principal, TeamPublic], Awaitable[dict[str, Any]]]
 
 
+def hours_status(team: TeamPublic) -> str:
+    """Whether the team is open now, and until when or from when."""
+    if team.business_hours is None:
+        return "Open 24/7"
+    schedule, now, zone = team.business_hours.schedule(), clock.now(), team.business_hours.time_zone
+    if calendar.is_open(schedule, now):
+        closing = calendar.next_closing(schedule, now)
+        return "Open now" if closing is None else f"Open now, until {local_time_text(closing, zone)}"
+    return f"Closed now; opens {local_time_text(calendar.next_opening(schedule, now), zone)}"
+
+
+def hours_view(team: TeamPublic) -> dict[str, Any]:
+    """The business-hours fields as the form shows them: a day's intervals and the holidays comma-separated."""
+    hours = team.business_hours
+    weekly: dict[str, list[str]] = {day: list(intervals) for day, intervals in hours.weekly.items()} if hours else {}
+    return {
+        "status": hours_status(team),
+        "time_zone": hours.time_zone if hours else "",
+        "days": {day: ", ".join(weekly.get(day, [])) for day in WEEKDAYS},
+        "holidays": ", ".join(hours.holidays) if hours else "",
+    }
+
+
 async def _settings(conn: AsyncConnection, principal: Principal, team: TeamPublic) -> dict[str, Any]:
-    return {"policies": POLICIES, "offline_policies": OFFLINE_POLICIES}
+    return {
+        "policies": POLICIES,
+        "offline_policies": OFFLINE_POLICIES,
+        "outside_hours": OUTSIDE_HOURS,
+        "weekday_names": WEEKDAY_NAMES,
+        "hours": hours_view(team),
+        "overflow_teams": await teams.other_teams(conn, team.id),
+    }
 
 
 async def _members(conn: AsyncConnection, principal: Principal, team: TeamPublic) -> dict[str, Any]:

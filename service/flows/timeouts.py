@@ -17,7 +17,7 @@ from service.csat.services import RatingAsk, ask_owed
 from service.db.tables import timer_t
 from service.flows import sla
 from service.hours.services import arm_opening, team_hours
-from service.presence.services import lapse, schedule_grace
+from service.presence.services import announce_opening, lapse, schedule_grace
 from service.routing import handoff, placement
 from service.timers.services import (
     AI_TAKEOVER,
@@ -104,18 +104,21 @@ async def _first_response(conn: AsyncConnection, conversation_id: str) -> str:
 
 
 async def _hours_open(conn: AsyncConnection, team_id: uuid.UUID) -> str:
-    """The team opens: its timer is set to the next opening, and its waiting queue goes to the members with room.
+    """The team opens: its timer is set to the next opening, its waiting queue goes to the members with room, and
+    its visitors' widgets learn that a member is online.
 
-    Early (clocks apart) it finds the team still closed: the drain does nothing and the timer is set to the
-    same opening again.
+    Early (clocks apart) it finds the team still closed: it sets the timer to the same opening again, nothing else.
     """
     hours = await team_hours(conn, team_id)
     if hours is None:
         return "team_deleted"
     await arm_opening(conn, team_id, hours.schedule)
+    if not hours.is_open():
+        return "hours_not_open_yet"
     assigned = await placement.drain_team_queue(conn, team_id, HOURS_OPEN)
+    await announce_opening(conn, team_id)
     log.info("team opened", team_id=str(team_id), assigned=assigned)
-    return "hours_open" if hours.is_open() else "hours_not_open_yet"
+    return "hours_open"
 
 
 async def _offline_grace(conn: AsyncConnection, operator_id: uuid.UUID) -> str:

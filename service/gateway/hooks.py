@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from pocketping.bridges import Bridge
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,11 +23,14 @@ class Availability:
 
 @dataclass(frozen=True)
 class Greeting:
-    """What the widget shows on connect: the team's welcome message, the assignee's display name, availability."""
+    """What the widget shows on connect: the team's welcome message (its offline message while it is closed), the
+    assignee's display name, availability, and when a closed team opens."""
 
     welcome: str | None
     operator_name: str | None
     availability: Availability
+    outside_hours: bool = False
+    opens_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,12 @@ class SwitchboardConnectResponse(ConnectResponse):
         None, alias="operatorName", description="Display name of the assigned operator, if any"
     )
     ai_enabled: bool = Field(False, alias="aiEnabled", description="Whether the visitor's team lets the AI answer")
+    outside_hours: bool = Field(
+        False, alias="outsideHours", description="The visitor's team is closed (business hours): nobody is online"
+    )
+    opens_at: datetime | None = Field(
+        None, alias="opensAt", description="When the closed team opens again, and answers; null while it is open"
+    )
 
 
 # Message ids one widget receipt may name (the widget sends the few it has just shown).
@@ -396,6 +402,8 @@ class SwitchboardPocketPing(PocketPing):
                 "ai_enabled": greeting.availability.ai_enabled,
                 "welcome_message": greeting.welcome,
                 "operator_name": greeting.operator_name,
+                "outside_hours": greeting.outside_hours,
+                "opens_at": greeting.opens_at,
             }
         )
 

@@ -22,20 +22,13 @@ OUTSIDE_HOURS_REASON = "outside_hours"
 class TeamHours:
     """What a team does with its hours: when it is open, and what happens to new conversations when it is not."""
 
-    team_id: uuid.UUID
     schedule: calendar.Schedule
     outside_hours: str = "wait"
     overflow_team_id: uuid.UUID | None = None
-    offline_message: str | None = None
 
     def is_open(self, at: datetime | None = None) -> bool:
         """Open at ``at`` (default: now, by the business-hours clock)."""
         return calendar.is_open(self.schedule, at or clock.now())
-
-    def reopens_at(self, at: datetime | None = None) -> datetime | None:
-        """When a closed team opens next (its answer time for the widget); None when it is open or never opens."""
-        at = at or clock.now()
-        return None if calendar.is_open(self.schedule, at) else calendar.next_opening(self.schedule, at)
 
 
 def schedule_of(document: dict[str, Any] | None) -> calendar.Schedule:
@@ -43,13 +36,7 @@ def schedule_of(document: dict[str, Any] | None) -> calendar.Schedule:
     return calendar.ALWAYS_OPEN if document is None else calendar.parse_schedule(document)
 
 
-_HOURS_COLUMNS = (
-    team_t.c.id,
-    team_t.c.business_hours,
-    team_t.c.outside_hours,
-    team_t.c.outside_hours_team_id,
-    team_t.c.offline_message,
-)
+_HOURS_COLUMNS = (team_t.c.business_hours, team_t.c.outside_hours, team_t.c.outside_hours_team_id)
 
 
 async def team_hours(conn: AsyncConnection, team_id: uuid.UUID) -> TeamHours | None:
@@ -57,13 +44,7 @@ async def team_hours(conn: AsyncConnection, team_id: uuid.UUID) -> TeamHours | N
     row = (await conn.execute(sa.select(*_HOURS_COLUMNS).where(team_t.c.id == team_id))).first()
     if row is None:
         return None
-    return TeamHours(
-        team_id=row.id,
-        schedule=schedule_of(row.business_hours),
-        outside_hours=row.outside_hours,
-        overflow_team_id=row.outside_hours_team_id,
-        offline_message=row.offline_message,
-    )
+    return TeamHours(schedule_of(row.business_hours), row.outside_hours, row.outside_hours_team_id)
 
 
 async def team_schedule(conn: AsyncConnection, team_id: uuid.UUID) -> calendar.Schedule:

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.db.tables import client_t, member_t, operator_t
 from service.errors import NotFound
 from service.events import record_event
+from service.hours.services import team_hours
 from service.routing.sql import lock_teams
 from service.timers.services import OFFLINE_GRACE, PRESENCE_LAPSE, cancel_timer, schedule_timer
 
@@ -154,13 +155,38 @@ async def _lock_availability(conn: AsyncConnection, team_ids: list[uuid.UUID]) -
 async def _record_availability(
     conn: AsyncConnection, operator_id: uuid.UUID, teams: list[uuid.UUID], *, online: bool
 ) -> None:
-    """``team.availability`` for each of the operator's teams that now has its first member online, or none left."""
+    """``team.availability`` for each of the operator's teams that now has its first member online, or none left.
+
+    A first member online while the team is outside its business hours is not announced: its visitors' widgets
+    keep showing nobody until the opening announces the members then online (``announce_opening``).
+    """
     await _lock_availability(conn, teams)
     others = set((await conn.execute(_OTHERS_ONLINE, {"teams": teams, "id": operator_id})).scalars())
     for team_id in teams:
-        if team_id not in others:
-            data = {"teamId": str(team_id), "online": online}
-            await record_event(conn, "team.availability", team_id=team_id, data=data)
+        if team_id in others:
+            continue
+        if online and not await _open_now(conn, team_id):
+            continue
+        data = {"teamId": str(team_id), "online": online}
+        await record_event(conn, "team.availability", team_id=team_id, data=data)
+
+
+async def _open_now(conn: AsyncConnection, team_id: uuid.UUID) -> bool:
+    hours = await team_hours(conn, team_id)
+    return hours is None or hours.is_open()
+
+
+async def announce_opening(conn: AsyncConnection, team_id: uuid.UUID) -> bool:
+    """The team has just opened: ``team.availability`` (online) if a member is online, for its visitors' widgets."""
+    await _lock_availability(conn, [team_id])
+    online = await conn.scalar(
+        sa.select(sa.func.count())
+        .select_from(member_t.join(operator_t, operator_t.c.id == member_t.c.operator_id))
+        .where(member_t.c.team_id == team_id, operator_t.c.status == "online", operator_t.c.deactivated_at.is_(None))
+    )
+    if online:
+        await record_event(conn, "team.availability", team_id=team_id, data={"teamId": str(team_id), "online": True})
+    return bool(online)
 
 
 async def schedule_grace(conn: AsyncConnection, operator_id: uuid.UUID, offline_since: datetime | None) -> bool:

@@ -216,6 +216,12 @@ async def delete_team(conn: AsyncConnection, team_id: uuid.UUID, actor: Principa
     )
     if open_count:
         raise Conflict(f"The team still has {open_count} open conversations; transfer or close them first")
+    # Teams that overflowed here outside their hours wait for their opening instead (the key is cleared too).
+    await conn.execute(
+        sa.update(team_t)
+        .where(team_t.c.outside_hours_team_id == team_id, team_t.c.outside_hours == "overflow")
+        .values(outside_hours="wait")
+    )
     await conn.execute(sa.delete(team_t).where(team_t.c.id == team_id))
     await record_audit(conn, actor.operator_id, "team.deleted", "team", team_id, {"name": current.name})
 

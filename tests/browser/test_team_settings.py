@@ -225,3 +225,41 @@ async def test_a_lead_edits_rules_members_and_webhooks(
         {"capacity": 2, "skills": ["billing", "vip"]}
     ]
     assert await rows(clean_db, "SELECT id FROM webhook_endpoint") == []
+
+
+async def test_a_lead_sets_business_hours_sees_errors_at_their_field_and_clears_them(
+    settings: Settings, clean_db: AsyncEngine, oidc_issuer: str, browser: Browser
+) -> None:
+    settings, port, team_id = await lena_leads_the_default_team(settings, clean_db, oidc_issuer)
+
+    async def stored() -> object:
+        [row] = await rows(clean_db, "SELECT business_hours FROM team WHERE id = :id", id=team_id)
+        return row["business_hours"]
+
+    async with run_api(settings, port=port) as api:
+        async with signed_in_page(browser, f"{api.url}/app/teams/{team_id}", "lena") as page:
+            form = "#section-settings form"
+            zone = page.locator(f"{form} input[name='businessHours.timeZone']")
+            monday = page.locator(f"{form} input[name='businessHours.weekly.mon']")
+            await zone.fill("Mars/Olympus")
+            await monday.fill("09:00-12:30, 13:30-17:30")
+            assert await save(page, form, "PATCH") == 400
+            error = page.locator(f"{form} .field-error")
+            await expect(error).to_have_attribute("data-field", "businessHours.timeZone")
+            await expect(zone).to_have_attribute("aria-invalid", "true")
+
+            await zone.fill("Europe/Paris")
+            assert await save(page, form, "PATCH") == 200
+            assert await stored() == {
+                "timeZone": "Europe/Paris",
+                "weekly": {"mon": ["09:00-12:30", "13:30-17:30"]},
+                "holidays": [],
+            }
+            await page.reload()
+            await expect(monday).to_have_value("09:00-12:30, 13:30-17:30")
+
+            # Every hours field empty: the team has no hours again (24/7).
+            await zone.fill("")
+            await monday.fill("")
+            assert await save(page, form, "PATCH") == 200
+            assert await stored() is None

@@ -73,7 +73,19 @@
       else if (control.dataset.empty === "keep") setPath(body, control.name, value);
       else if (control.dataset.empty !== "omit") setPath(body, control.name, null);
     }
+    // A fieldset marked data-optional="path" sends null for its object when every control in it is empty
+    // (business hours with no time zone, no interval and no holiday: the team has no hours).
+    for (const fieldset of form.querySelectorAll("fieldset[data-optional]")) {
+      if (isBlank(getPath(body, fieldset.dataset.optional))) setPath(body, fieldset.dataset.optional, null);
+    }
     return body;
+  }
+
+  function isBlank(value) {
+    if (value === null || value === undefined || value === "") return true;
+    if (Array.isArray(value)) return value.length === 0;
+    if (typeof value === "object") return Object.values(value).every(isBlank);
+    return false;
   }
 
   htmx.defineExtension("sb-typed", {

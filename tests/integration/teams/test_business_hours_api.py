@@ -9,6 +9,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.hours import calendar
+from service.hours.services import next_opening_after, team_schedule
 from tests.factories import make_team
 from tests.integration.teams.test_teams_api import API, errors, person
 from tests.support.routing import rows
@@ -47,11 +48,13 @@ async def test_lead_sets_hours_stored_sorted_and_the_opening_timer_is_armed(
     assert stored == {"business_hours": canonical, "outside_hours": "overflow", "outside_hours_team_id": overflow_id}
 
     [timer] = await rows(clean_db, "SELECT kind, subject, state, due_at FROM timer")
-    expected = calendar.next_opening(calendar.parse_schedule(canonical), datetime.now(UTC))
-    if calendar.is_open(calendar.parse_schedule(canonical), datetime.now(UTC)):
-        schedule = calendar.parse_schedule(canonical)
-        expected = calendar.next_opening(schedule, calendar.next_closing(schedule, datetime.now(UTC)))  # type: ignore[arg-type]
+    expected = next_opening_after(calendar.parse_schedule(canonical), datetime.now(UTC))
     assert timer == {"kind": "hours_open", "subject": str(team_id), "state": "pending", "due_at": expected}
+
+    # What SLA clocks measure in: the stored hours as a calendar (24/7 for a team without hours).
+    async with clean_db.connect() as conn:
+        assert await team_schedule(conn, team_id) == calendar.parse_schedule(canonical)
+        assert await team_schedule(conn, overflow_id) == calendar.ALWAYS_OPEN
 
     [audit] = await rows(clean_db, "SELECT data FROM audit_event WHERE action = 'team.updated'")
     assert audit["data"]["businessHours"] == canonical
@@ -133,3 +136,16 @@ async def test_admin_creates_a_team_with_hours_and_ai_outside_them(
 def _tokyo_days(first: int, last: int) -> str:
     today = datetime.now(UTC).astimezone(calendar.ZoneInfo("Asia/Tokyo")).date()
     return f"{today + timedelta(days=first)}/{today + timedelta(days=last)}"
+
+
+async def test_deleting_the_overflow_team_makes_its_teams_wait(http: httpx.AsyncClient, clean_db: AsyncEngine) -> None:
+    _, admin_auth = await person(clean_db, "Ada", is_admin=True)
+    night_id = await make_team(clean_db, "Night shift")
+    team_id = await make_team(clean_db, "Sales", outside_hours="overflow", outside_hours_team_id=night_id)
+    response = await http.delete(f"{API}/{night_id}", headers=admin_auth)
+    assert response.status_code == 204, response.text
+    [team] = await rows(clean_db, "SELECT outside_hours, outside_hours_team_id FROM team WHERE id = :id", id=team_id)
+    assert team == {"outside_hours": "wait", "outside_hours_team_id": None}
+    # The team's other settings can still change.
+    response = await http.patch(f"{API}/{team_id}", json={"name": "Sales EU"}, headers=admin_auth)
+    assert response.status_code == 200, response.text
