@@ -49,6 +49,7 @@ from service.routing.controllers import RoutingController
 from service.scim.controllers import ScimController
 from service.settings import Settings, load_settings
 from service.simulator.controllers import SimulationController
+from service.sla.controllers import SlaPolicyController
 from service.tags.controllers import ConversationTagController, TeamTagController
 from service.teams.controllers import TeamController
 from service.timers.services import timer_triggers_middleware
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ConversationTagController,
             TeamMacroController,
             ConversationMacroController,
+            SlaPolicyController,
             AuthController,
             OAuthController,
             authorization_server_metadata,

@@ -22,9 +22,7 @@ NEW_KINDS = "kind IN ('first_response', 'offline_grace', 'ai_takeover', 'csat_re
 
 
 def upgrade() -> None:
-    op.add_column(
-        "team", sa.Column("message_edit_window_seconds", sa.Integer(), server_default="900", nullable=False)
-    )
+    op.add_column("team", sa.Column("message_edit_window_seconds", sa.Integer(), server_default="900", nullable=False))
     op.add_column("team", sa.Column("csat_enabled", sa.Boolean(), server_default=sa.false(), nullable=False))
     op.add_column("conversation", sa.Column("csat_operator_id", sa.Uuid(), nullable=True))
     op.create_foreign_key(

@@ -33,9 +33,7 @@ def upgrade() -> None:
         sa.Column("content", sa.LargeBinary(), nullable=True),
         sa.Column("captured_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint("status IN ('pending', 'uploading', 'done')", name=op.f("ck_screenshot_status")),
-        sa.CheckConstraint(
-            "(status = 'done') = (content IS NOT NULL)", name=op.f("ck_screenshot_content_when_done")
-        ),
+        sa.CheckConstraint("(status = 'done') = (content IS NOT NULL)", name=op.f("ck_screenshot_content_when_done")),
         sa.ForeignKeyConstraint(
             ["conversation_id"],
             ["conversation.id"],

@@ -22,9 +22,7 @@ def upgrade() -> None:
     op.add_column("team", sa.Column("outside_hours", sa.String(), server_default="wait", nullable=False))
     op.add_column("team", sa.Column("outside_hours_team_id", sa.Uuid(), nullable=True))
     op.add_column("team", sa.Column("offline_message", sa.String(), nullable=True))
-    op.create_check_constraint(
-        op.f("ck_team_outside_hours"), "team", "outside_hours IN ('wait', 'overflow', 'ai')"
-    )
+    op.create_check_constraint(op.f("ck_team_outside_hours"), "team", "outside_hours IN ('wait', 'overflow', 'ai')")
     op.create_foreign_key(
         op.f("fk_team_outside_hours_team_id_team"),
         "team",

@@ -1,7 +1,7 @@
 """SLA policies per team and priority, and each conversation's SLA clocks
 
 Revision ID: 0023
-Revises: 0021
+Revises: 0022
 Create Date: 2026-12-04 02:10:00+00:00
 """
 
@@ -75,13 +75,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("conversation_id", "target", name=op.f("pk_sla_clock")),
     )
     op.create_index(op.f("ix_sla_clock_team_id"), "sla_clock", ["team_id"], unique=False)
-    op.create_index(
-        "ix_sla_clock_running_due", "sla_clock", ["due_at"], unique=False, postgresql_where=sa.text("stopped_at IS NULL")
-    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_sla_clock_running_due", table_name="sla_clock", postgresql_where=sa.text("stopped_at IS NULL"))
     op.drop_index(op.f("ix_sla_clock_team_id"), table_name="sla_clock")
     op.drop_table("sla_clock")
     op.drop_index("uq_sla_policy_team_priority", table_name="sla_policy", postgresql_nulls_not_distinct=True)

@@ -27,6 +27,8 @@ from service.analytics.schemas import (
     PageCount,
     ReplySplit,
     SessionBucket,
+    SlaStats,
+    SlaTeamStats,
 )
 from service.auth.principal import Principal
 from service.deps import engine
@@ -93,6 +95,10 @@ async def _metric_rows(metric: Metric, *args: Any) -> tuple[type[BaseModel], lis
             return CsatTeam, (await services.csat(*args)).teams
         case Metric.CSAT_BY_OPERATOR:
             return CsatOperator, (await services.csat(*args)).operators
+        case Metric.SLA:
+            return SlaStats, (await services.sla(*args)).overall
+        case Metric.SLA_BY_TEAM:
+            return SlaTeamStats, (await services.sla(*args)).teams
 
 
 class AnalyticsController(Controller):

@@ -26,6 +26,8 @@ class Metric(StrEnum):
     CSAT = "csat"
     CSAT_BY_TEAM = "csatByTeam"
     CSAT_BY_OPERATOR = "csatByOperator"
+    SLA = "sla"
+    SLA_BY_TEAM = "slaByTeam"
 
 
 class SessionBucket(ApiModel):
@@ -138,6 +140,31 @@ class CsatReport(ApiModel):
     operators: list[CsatOperator]
 
 
+class SlaStats(ApiModel):
+    """One SLA target's clocks (of conversations begun in the period) and the share that met it."""
+
+    target: str
+    tracked: int  # clocks started (a next-response clock once the visitor wrote after a reply)
+    met: int  # stopped without ever passing the deadline
+    missed: int  # past the deadline at least once (a next-response clock: in any cycle)
+    running: int  # not stopped, not breached yet: not counted either way
+    attainment: float | None  # met / (met + missed)
+
+
+class SlaTeamStats(SlaStats):
+    """One selected team's clocks of one target (the team that measured them)."""
+
+    team_id: uuid.UUID
+    name: str
+
+
+class SlaReport(ApiModel):
+    """SLA attainment per target, overall and per team."""
+
+    overall: list[SlaStats]
+    teams: list[SlaTeamStats]
+
+
 class AnalyticsReport(ApiModel):
     """Every metric for the selected teams and period."""
 
@@ -155,3 +182,4 @@ class AnalyticsReport(ApiModel):
     peak_hours: list[HeatmapCell]
     operator_load: LoadReport
     csat: CsatReport
+    sla: SlaReport

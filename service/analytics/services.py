@@ -33,6 +33,9 @@ from service.analytics.schemas import (
     PageCount,
     ReplySplit,
     SessionBucket,
+    SlaReport,
+    SlaStats,
+    SlaTeamStats,
 )
 from service.auth.principal import Principal, requires_admin_network, requires_lead
 from service.db.tables import tag_t, team_t
@@ -503,6 +506,71 @@ GROUP BY o.id, o.display_name ORDER BY o.display_name, o.id""",
     )
 
 
+# The SLA clocks measured by the selected teams (the clock's team: an overflowed conversation's clock counts
+# for the team it ran in) of conversations created in the period; a next-response clock only once started.
+_SLA_CLOCKS = (
+    """
+targets AS (
+    SELECT * FROM unnest(ARRAY['first_response', 'next_response', 'resolution']) WITH ORDINALITY AS t(target, ord)
+), clocks AS (
+    SELECT s.team_id, s.target, s.stopped_at IS NOT NULL AND NOT s.ever_breached AS met, s.ever_breached AS missed
+    FROM sla_clock s JOIN conversation c ON c.id = s.conversation_id
+    WHERE s.team_id = ANY(:team_ids) AND c.created_at >= :start AND c.created_at < :end AND s.cycles > 0
+      AND """
+    + _TAGGED.format(c="c.id")
+    + """
+)"""
+)
+_SLA_COLUMNS = """t.target, count(k.target) AS tracked, count(*) FILTER (WHERE k.met) AS met,
+       count(*) FILTER (WHERE k.missed) AS missed, count(*) FILTER (WHERE NOT k.met AND NOT k.missed) AS running"""
+
+
+def _attainment(row: Any) -> dict[str, Any]:
+    return {
+        "target": row.target,
+        "tracked": row.tracked,
+        "met": row.met,
+        "missed": row.missed,
+        "running": row.running,
+        "attainment": _share(row.met, row.met + row.missed),
+    }
+
+
+async def sla(
+    conn: AsyncConnection,
+    team_ids: Sequence[uuid.UUID],
+    start: datetime,
+    end: datetime,
+    tz: str,
+    tag: uuid.UUID | None = None,
+) -> SlaReport:
+    """Per SLA target, overall and per team: clocks that met it, missed it, still run, and the attainment."""
+    period = {"start": start, "end": end}
+    overall = await _rows(
+        conn,
+        f"""WITH {_SLA_CLOCKS}
+SELECT {_SLA_COLUMNS} FROM targets t LEFT JOIN clocks k ON k.target = t.target
+GROUP BY t.target, t.ord ORDER BY t.ord""",
+        team_ids,
+        tag,
+        **period,
+    )
+    teams = await _rows(
+        conn,
+        f"""WITH {_SLA_CLOCKS}
+SELECT tm.id, tm.name, {_SLA_COLUMNS}
+FROM team tm CROSS JOIN targets t LEFT JOIN clocks k ON k.team_id = tm.id AND k.target = t.target
+WHERE tm.id = ANY(:team_ids) GROUP BY tm.id, tm.name, t.target, t.ord ORDER BY tm.name, tm.id, t.ord""",
+        team_ids,
+        tag,
+        **period,
+    )
+    return SlaReport(
+        overall=[SlaStats(**_attainment(r)) for r in overall],
+        teams=[SlaTeamStats(team_id=r.id, name=r.name, **_attainment(r)) for r in teams],
+    )
+
+
 async def report(
     conn: AsyncConnection,
     team_ids: Sequence[uuid.UUID],
@@ -528,4 +596,5 @@ async def report(
         peak_hours=await peak_hours(*args),
         operator_load=await operator_load(*args),
         csat=await csat(*args),
+        sla=await sla(*args),
     )

@@ -107,6 +107,31 @@ class CsatPublic(ApiModel):
     operator: OperatorRef | None = Field(description="Who the rating counts for: the assignee when it closed")
 
 
+SlaTarget = Literal["first_response", "next_response", "resolution"]
+
+
+class SlaClockPublic(ApiModel):
+    """One SLA clock of the conversation (see docs/routing.md, "SLA policies")."""
+
+    target: SlaTarget
+    started_at: datetime
+    at_risk_at: datetime | None = Field(description="Null until the worker has computed it (within moments)")
+    due_at: datetime | None = Field(description="The deadline, the team's closed hours skipped")
+    stopped_at: datetime | None = Field(description="Met (or ended) at; null while it runs")
+    seconds_left: int | None = Field(
+        description="Wall-clock seconds to the deadline (negative: overdue); null if stopped"
+    )
+    at_risk: bool
+    breached: bool = Field(description="This cycle missed its deadline")
+
+
+class SlaPublic(ApiModel):
+    """The conversation's SLA: the running clock due soonest, and every clock."""
+
+    next: SlaClockPublic | None = Field(description="The running clock with the nearest deadline; null when none runs")
+    clocks: list[SlaClockPublic]
+
+
 class ConversationPublic(ApiModel):
     """A conversation with its routing state, assignee, AI state and visitor."""
 
@@ -128,6 +153,7 @@ class ConversationPublic(ApiModel):
             "ai": {"active": False, "paused": False},
             "csat": None,
             "tags": [],
+            "sla": None,
             "visitor": {
                 "id": "visitor-7f3a",
                 "identity": {"id": "u-42", "email": "grace@example.com", "name": "Grace"},
@@ -154,6 +180,7 @@ class ConversationPublic(ApiModel):
     ai: AiState
     csat: CsatPublic | None = Field(description="The visitor's rating; null when none was asked for or given")
     tags: list[ConversationTagPublic] = Field(description="Its tags, by name")
+    sla: SlaPublic | None = Field(description="SLA clocks and time left; null when the team's policy tracks none")
     visitor: VisitorPublic
 
 

@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by, distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.auth.principal import Principal, requires_team_member
-from service.db.tables import conversation_t, member_t, message_t, note_t, operator_t, team_t
+from service.db.tables import conversation_t, member_t, message_t, note_t, operator_t, sla_clock_t, team_t
 from service.db.transactions import in_transaction
 from service.errors import Conflict, Forbidden, NotFound, field_malformed
 from service.events import record_event
@@ -54,11 +54,48 @@ def _timestamp(value: Any) -> datetime:
 assignee_o = operator_t.alias("assignee")
 rated_o = operator_t.alias("rated_for")
 
+# The conversation's SLA clocks, one primary-key range read per row: time left is the stored deadline minus now.
+_SLA_CLOCKS = (
+    sa.select(
+        sa.func.jsonb_agg(
+            aggregate_order_by(
+                sa.func.jsonb_build_object(
+                    "target",
+                    sla_clock_t.c.target,
+                    "started_at",
+                    sla_clock_t.c.started_at,
+                    "at_risk_at",
+                    sla_clock_t.c.at_risk_at,
+                    "due_at",
+                    sla_clock_t.c.due_at,
+                    "stopped_at",
+                    sla_clock_t.c.stopped_at,
+                    "seconds_left",
+                    sa.case(
+                        (
+                            sla_clock_t.c.stopped_at.is_(None),
+                            sa.func.floor(sa.extract("epoch", sla_clock_t.c.due_at - sa.func.now())),
+                        )
+                    ),
+                    "at_risk",
+                    sla_clock_t.c.at_risk_reported_at.is_not(None),
+                    "breached",
+                    sla_clock_t.c.breached_at.is_not(None),
+                ),
+                sla_clock_t.c.target,
+            )
+        )
+    )
+    .where(sla_clock_t.c.conversation_id == conversation_t.c.id)
+    .scalar_subquery()
+    .label("sla_clocks")
+)
 _CONVERSATION_COLUMNS = (
     conversation_t,
     team_t.c.name.label("team_name"),
     assignee_o.c.display_name.label("assignee_name"),
     rated_o.c.display_name.label("csat_operator_name"),
+    _SLA_CLOCKS,
 )
 
 
@@ -85,6 +122,17 @@ def _csat_public(row: Any) -> dict[str, Any] | None:
     }
 
 
+def _sla_public(clocks: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """The clocks as ``SlaPublic`` fields: ``next`` is the running one with the nearest deadline."""
+    if not clocks:
+        return None
+    moments = ("started_at", "at_risk_at", "due_at", "stopped_at")
+    # jsonb carries the moments as ISO text.
+    clocks = [{**c, **{k: c[k] and datetime.fromisoformat(c[k]) for k in moments}} for c in clocks]
+    running = [c for c in clocks if c["stopped_at"] is None and c["due_at"] is not None]
+    return {"next": min(running, key=lambda c: c["seconds_left"]) if running else None, "clocks": clocks}
+
+
 def conversation_public(row: Any, tags: list[dict[str, Any]]) -> dict[str, Any]:
     """A joined conversation row and its ``tags`` (``tags.conversation_tags``) as ``ConversationPublic`` fields."""
     return {
@@ -104,6 +152,7 @@ def conversation_public(row: Any, tags: list[dict[str, Any]]) -> dict[str, Any]:
         "ai": {"active": row.ai_active, "paused": row.ai_paused},
         "csat": _csat_public(row),
         "tags": tags,
+        "sla": _sla_public(row.sla_clocks),
         "visitor": {
             "id": row.visitor_id,
             "identity": row.identity,

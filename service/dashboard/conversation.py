@@ -36,6 +36,9 @@ TRIGGERS = {
     "operator_deactivated": "the assignee was deactivated",
     "skill_relax": "it waited long enough for its skills to relax",
     "reoffer": "a timed-out operator may have it again",
+    "sla_at_risk": "an SLA clock is at risk",
+    "sla_breached": "an SLA deadline passed",
+    "sla_escalation": "SLA escalation",
 }
 # How far the skill requirement had relaxed (docs/routing.md, "Skills").
 SKILL_STEPS = {"relaxed": "skills a level lower", "any": "any member, whatever the skills"}

@@ -831,11 +831,7 @@ class SlaClock(SQLModel, table=True):
     """
 
     __tablename__ = "sla_clock"
-    __table_args__ = (
-        sa.CheckConstraint(_in("target", SLA_TARGETS), name="target"),
-        # Running clocks by deadline: the inbox's "due soonest" and a team's breaches at a glance.
-        sa.Index("ix_sla_clock_running_due", "due_at", postgresql_where=sa.text("stopped_at IS NULL")),
-    )
+    __table_args__ = (sa.CheckConstraint(_in("target", SLA_TARGETS), name="target"),)
 
     conversation_id: str = Field(foreign_key="conversation.id", ondelete="CASCADE", primary_key=True)
     target: str = Field(primary_key=True)

@@ -66,7 +66,9 @@ class RoutingDecisionPublic(ApiModel):
     team_id: uuid.UUID | None
     policy: str
     trigger: str
-    outcome: Literal["assigned", "queued"]
+    outcome: Literal["assigned", "queued", "unchanged"] = Field(
+        description="unchanged: an audit entry for a step that moved nothing (an SLA moment, leads told)"
+    )
     chosen_operator_id: uuid.UUID | None
     actor_id: uuid.UUID | None
     reason: str | None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.tables import decision_t, sla_clock_t
 from service.events import record_event
+from service.hours import calendar
+from service.hours import clock as hours_clock
+from service.hours.services import team_schedule
 from service.queue import Trigger
 from service.timers.services import SLA, cancel_timer, remember, schedule_timer, upsert_timers
 
@@ -165,10 +168,17 @@ _CLOCKS = sa.text(
 )
 
 
-def deadlines(started_at: datetime, seconds: int, share: float, schedule: Any) -> tuple[datetime, datetime]:
-    """The at-risk moment and the deadline of a clock started at ``started_at``: business seconds added."""
-    del schedule  # until business hours are stored, every team is open around the clock
-    return started_at + timedelta(seconds=seconds * share), started_at + timedelta(seconds=seconds)
+def deadlines(
+    started_at: datetime, seconds: int, share: float, schedule: calendar.Schedule
+) -> tuple[datetime, datetime]:
+    """The at-risk moment and the deadline (real instants) of a clock started at ``started_at``: ``share * seconds``
+    and ``seconds`` of the schedule's open time added, as the business-hours clock reads the start."""
+    # The business-hours clock runs CLOCK_OFFSET_SECONDS ahead of the real one (0 in production).
+    begin = started_at + (started_at - hours_clock.to_real(started_at))
+    return (
+        hours_clock.to_real(calendar.add_business_seconds(schedule, begin, seconds * share)),
+        hours_clock.to_real(calendar.add_business_seconds(schedule, begin, seconds)),
+    )
 
 
 async def refresh(conn: AsyncConnection, conversation_id: str, *, default_share: float) -> list[Moment]:
@@ -186,22 +196,22 @@ async def refresh(conn: AsyncConnection, conversation_id: str, *, default_share:
     if conv is None:
         return []
     now: datetime = conv.now
-    schedule = None
+    schedule = calendar.ALWAYS_OPEN if conv.team_id is None else await team_schedule(conn, conv.team_id)
     moments: list[Moment] = []
     upcoming: list[datetime] = []
     for clock in (await conn.execute(_CLOCKS, {"conversation_id": conversation_id})).all():
         values: dict[str, Any] = {}
         at_risk_at, due_at = clock.at_risk_at, clock.due_at
+        if clock.seconds is None:
+            # The policy lost this target (or was deleted): the clock is dropped, or stopped if it was
+            # ever breached (that stays counted).
+            this = (sla_clock_t.c.conversation_id == conversation_id) & (sla_clock_t.c.target == clock.target)
+            if clock.ever_breached:
+                await conn.execute(sa.update(sla_clock_t).where(this).values(stopped_at=now))
+            else:
+                await conn.execute(sa.delete(sla_clock_t).where(this))
+            continue
         if due_at is None:
-            if clock.seconds is None:
-                # The policy lost this target (or was deleted): the clock is dropped, or stopped if it was
-                # ever breached (that stays counted).
-                this = (sla_clock_t.c.conversation_id == conversation_id) & (sla_clock_t.c.target == clock.target)
-                if clock.ever_breached:
-                    await conn.execute(sa.update(sla_clock_t).where(this).values(stopped_at=now))
-                else:
-                    await conn.execute(sa.delete(sla_clock_t).where(this))
-                continue
             share = clock.at_risk_share if clock.at_risk_share is not None else default_share
             at_risk_at, due_at = deadlines(clock.started_at, clock.seconds, share, schedule)
             values.update(at_risk_at=at_risk_at, due_at=due_at, target_seconds=clock.seconds)

@@ -14,6 +14,7 @@ from arq import create_pool
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.queue import Trigger, enqueue_trigger
 from service.resources import redis_settings
 from service.settings import Settings
 from tests.conftest import TEST_REDIS_URL
@@ -67,3 +68,20 @@ async def fire_sla(settings: Settings, engine: AsyncEngine, conversation_id: str
     # Just this job: the timer's next trigger (deferred) and what the firing enqueued wait.
     worker = await run_burst(settings, max_burst_jobs=1, cron_jobs=[])
     assert (worker.jobs_complete, worker.jobs_failed) == (1, 0)
+
+
+async def retrigger(settings: Settings, engine: AsyncEngine, conversation_id: str) -> None:
+    """After ``travel``: a trigger for the pending ``sla`` timer at its new due time, for running workers to fire
+    (its first trigger waits in the queue for the old time, so the sweep would not send another)."""
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                sa.text(
+                    "SELECT id, revision, due_at FROM timer WHERE kind = 'sla' AND subject = :id AND state = 'pending'"
+                ),
+                {"id": conversation_id},
+            )
+        ).one()
+    arq = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
+    await enqueue_trigger(arq, Trigger(row.id, row.revision, row.due_at), attempt=f"travel{uuid.uuid4().hex[:8]}")
+    await arq.aclose()

@@ -350,7 +350,7 @@
     "conversation.queued", "conversation.assigned", "conversation.transferred", "conversation.closed",
     "conversation.reopened", "conversation.rated", "message.created", "message.edited", "message.deleted",
     "message.receipt", "note.created", "presence.changed", "ai.takeover", "ai.state_changed",
-    "screenshot.captured",
+    "screenshot.captured", "sla.at_risk", "sla.breached", "leads.alerted",
   ];
   document.addEventListener("DOMContentLoaded", function () {
     const box = document.getElementById("reply-content");

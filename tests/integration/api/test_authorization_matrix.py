@@ -10,6 +10,7 @@ affect the next); register a factory there for a new parameter name, or pass ``p
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +41,7 @@ from service.db.models import (
     Outbox,
     PushDevice,
     Screenshot,
+    SlaPolicy,
     Tag,
     WebhookEndpoint,
 )
@@ -253,6 +255,26 @@ async def canned_for_render(world: World, caller: str) -> str:
     return await canned_of_team_a(world, caller)
 
 
+def _priority(caller: str) -> int:
+    """A priority of its own per caller: each caller's policy (made for it, or posted by it) is unique in team A."""
+    return CALLERS.index(caller) + 1
+
+
+_MADE_POLICIES = itertools.count(-1, -1)
+
+
+async def sla_policy_of_team_a(world: World, caller: str) -> str:
+    """A team-A policy, each for a priority no other has (negative: the posted ones use positive ones)."""
+    policy_id = uuid.uuid4()
+    async with world.engine.begin() as conn:
+        await conn.execute(
+            sa.insert(SlaPolicy.__table__).values(  # type: ignore[attr-defined]
+                id=policy_id, team_id=world.team_a, priority=next(_MADE_POLICIES), first_response_seconds=60
+            )
+        )
+    return str(policy_id)
+
+
 async def webhook_of_team_a(world: World, caller: str) -> str:
     webhook_id = uuid.uuid4()
     async with world.engine.begin() as conn:
@@ -415,6 +437,7 @@ PARAMS: dict[str, Param] = {
     "tag_id": tag_of_team_a,
     "macro_id": macro_of_team_a,
     "webhook_id": webhook_of_team_a,
+    "policy_id": sla_policy_of_team_a,
     "link_id": own_bridge_link,
     "device_id": own_device,
 }
@@ -568,6 +591,14 @@ ROWS: dict[str, Row] = {
     "GET /api/v1/teams/{team_id}/assignments": Row(lead_only(200)),
     # realtime: everyone signed in gets their own stream, filtered to what they may see
     "GET /api/v1/events": Row(signed_in(200), streams=True),
+    # SLA policies: the team's leads and admins
+    "GET /api/v1/teams/{team_id}/sla-policies": Row(lead_only(200)),
+    "POST /api/v1/teams/{team_id}/sla-policies": Row(
+        lead_only(201), body=lambda world, caller: {"priority": _priority(caller), "firstResponseSeconds": 300}
+    ),
+    "GET /api/v1/teams/{team_id}/sla-policies/{policy_id}": Row(lead_only(200)),
+    "PATCH /api/v1/teams/{team_id}/sla-policies/{policy_id}": Row(lead_only(200), body={"resolutionSeconds": 3600}),
+    "DELETE /api/v1/teams/{team_id}/sla-policies/{policy_id}": Row(lead_only(204)),
     # webhooks: the team's leads and admins
     "GET /api/v1/teams/{team_id}/webhooks": Row(lead_only(200)),
     "POST /api/v1/teams/{team_id}/webhooks": Row(lead_only(201), body={"url": "https://example.com/hook"}),
