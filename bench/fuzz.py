@@ -78,6 +78,8 @@ async def run(args: argparse.Namespace) -> None:
         print("SERVER ERROR", line)
     for line in sorted(set(total.violations))[:50]:
         print("SCHEMA VIOLATION", line)
+    if total.abandoned:
+        print(f"stateful runs stopped early by a flaky replay: {total.abandoned}")
     summary = total.summary()
     print(", ".join(f"{key}: {value}" for key, value in summary.items()))
     if summary["server_errors"] or summary["schema_violations"]:

@@ -216,8 +216,9 @@ def finish_openapi(app: Litestar) -> None:
                 continue
             operation.security = operation.security or (API_SECURITY if method == "get" else WRITE_SECURITY)
             for status, description in _PROBLEMS.items():
-                # A write without an id in its path may still name one in its body (a team, an operator).
-                if (status == "404" and "{" not in path and method == "get") or (
+                # A write without an id in its path may still name one in its body, a read in its query
+                # (a team, an operator): either is 404 when it is not found, or not the caller's.
+                if (status == "404" and method == "get" and not _names_an_object(path, operation)) or (
                     status in ("409", "422") and method == "get"
                 ):
                     continue
@@ -227,6 +228,12 @@ def finish_openapi(app: Litestar) -> None:
             if path.endswith("/attachments") and method == "post":
                 responses.setdefault("415", _problem_response("The file's bytes are not of an accepted type"))
             operation.responses = dict(sorted(responses.items()))
+
+
+def _names_an_object(path: str, operation: Any) -> bool:
+    """Whether the operation's path, or one of its query parameters (``teamId``, ...), names an object by id."""
+    queried = [p.name for p in operation.parameters or [] if getattr(p, "param_in", None) == "query"]
+    return "{" in path or any(name.endswith("Id") for name in queried)
 
 
 def _document_edge(operation: Any, path: str) -> None:
