@@ -30,7 +30,10 @@ async def make_operator(engine: AsyncEngine, name: str = "Ada", **values: Any) -
 
 
 async def make_team(engine: AsyncEngine, name: str | None = None, **values: Any) -> uuid.UUID:
+    """A team row; queue position notices are off unless asked for, so a test's widget hears only its own story
+    (teams made through the API get the product's default, on)."""
     team_id = values.pop("id", uuid.uuid4())
+    values.setdefault("queue_notices", False)
     async with engine.begin() as conn:
         await conn.execute(
             sa.insert(Team.__table__).values(id=team_id, name=name or f"team-{team_id.hex[:8]}", **values)  # type: ignore[attr-defined]

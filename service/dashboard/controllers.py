@@ -69,7 +69,10 @@ async def _inbox_context(
         items, _ = await services.list_conversations(conn, principal, filters, None, INBOX_SIZE)
         previews = await services.last_messages(conn, [item["id"] for item in items])
         team_tags = await tags.tags_of_teams(conn, list(principal.teams))
-    tabs = [(key, label) for key, (label, _) in TABS.items() if key != "all" or may_see_all(principal)]
+        pooled = await teams.any_pooled(conn, list(principal.teams))
+    # "Offered to me" only where a team of yours pools; "All open" for leads and admins.
+    shown = {"offers": pooled or tab == "offers", "all": may_see_all(principal)}
+    tabs = [(key, label) for key, (label, _) in TABS.items() if shown.get(key, True)]
     return {
         "principal": principal,
         "tab": tab,

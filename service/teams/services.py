@@ -123,6 +123,16 @@ async def ai_enabled(conn: AsyncConnection, team_id: uuid.UUID | None) -> bool:
     return bool(await conn.scalar(sa.select(team_t.c.ai_enabled).where(team_t.c.id == team_id)))
 
 
+async def any_pooled(conn: AsyncConnection, team_ids: list[uuid.UUID]) -> bool:
+    """Whether one of these teams offers its conversations to every member (the ``pooled`` policy)."""
+    if not team_ids:
+        return False
+    found = await conn.scalar(
+        sa.select(sa.literal(True)).where(team_t.c.id.in_(team_ids), team_t.c.routing_policy == "pooled").limit(1)
+    )
+    return bool(found)
+
+
 async def message_edit_window(conn: AsyncConnection, team_id: uuid.UUID | None) -> int:
     """Seconds the team's operators may edit or delete their own messages after sending them (no team: none)."""
     if team_id is None:

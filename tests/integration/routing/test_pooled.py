@@ -79,6 +79,9 @@ async def test_pooled_offers_to_every_eligible_member_and_the_first_claim_wins(
     assert await offered(http, novice[1]) == []
     inbox = await http.get("/app/inbox", params={"tab": "offers"}, headers=eligible[0][1])
     assert re.findall(r'data-conversation="([^"]+)"', inbox.text) == [conversation_id]
+    # The tab is there for members of a pooled team (and only for them: tests/browser/test_dashboard.py).
+    page = await http.get("/app", headers=eligible[0][1])
+    assert ">Offered to me</a>" in page.text
     # On the stream of a member it is offered to (replayed from the start).
     async with open_stream(api.url, eligible[0][2], last_event_id=0) as stream:
         while (event := await stream.next()).event != "conversation.offered":

@@ -105,7 +105,9 @@ def text(position: int, minutes: int) -> str:
 async def test_queued_visitors_are_told_their_place_and_told_again_only_when_the_wait_moves_a_minute(
     api: RunningApi, settings: Settings, clean_db: AsyncEngine
 ) -> None:
-    team_id = await make_team(clean_db, DEFAULT_TEAM_NAME, is_default=True, routing_policy="round_robin")
+    team_id = await make_team(
+        clean_db, DEFAULT_TEAM_NAME, is_default=True, routing_policy="round_robin", queue_notices=True
+    )
     ada = await make_operator(clean_db, "Ada")  # offline: everyone waits
     await add_member(clean_db, team_id, ada, capacity=1)
     # 6 assignments in the last 30 minutes (0.2 a minute: 5 minutes a place); older ones do not count.
@@ -172,7 +174,7 @@ async def test_a_team_with_notices_off_tells_nobody(api: RunningApi, settings: S
 
 
 async def test_a_queue_of_a_thousand_costs_four_statements_a_run_and_is_told_front_first(clean_db: AsyncEngine) -> None:
-    team_id = await make_team(clean_db, "Big")
+    team_id = await make_team(clean_db, "Big", queue_notices=True)
     base = datetime.now(UTC) - timedelta(hours=1)
     async with clean_db.begin() as conn:
         for n in range(1000):
