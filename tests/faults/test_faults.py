@@ -1,0 +1,26 @@
+"""Faults mid-traffic (visitors on the widget protocol, operators on the REST API, webhooks to a receiver): nothing
+acknowledged lost, nothing twice, recovered within 15 s with no process restarted. bench/faults.py runs them longer
+and docs/reliability.md has its figures."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.faults import Deployment, kill_a_worker, run_fault
+
+RECOVERY_SECONDS = 15
+# Short runs: 8 visitors sending 6 messages each, the fault 2 s in.
+TRAFFIC = {"visitors": 8, "messages": 6, "pause": 0.4, "before": 2.0}
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _recovered(outcome: object) -> None:
+    print(outcome.line())  # type: ignore[attr-defined]
+    for figure in (outcome.message_after, outcome.routing_after):  # type: ignore[attr-defined]
+        assert figure is not None and figure <= RECOVERY_SECONDS, outcome
+
+
+async def test_a_worker_killed_mid_traffic(deployed: Deployment) -> None:
+    outcome = await run_fault(deployed, "worker kill -9", kill_a_worker, **TRAFFIC)
+    _recovered(outcome)
