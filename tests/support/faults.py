@@ -267,7 +267,10 @@ async def seed(engine: AsyncEngine, settings: Settings, webhook_url: str) -> Tea
         tokens.append(await personal_token(engine, operator_id))
     admin = await make_operator(engine, "Root", is_admin=True)
     async with engine.begin() as conn:
-        await webhooks.create_endpoint(conn, team_id, WebhookEndpointCreate(url=webhook_url), settings)
+        # Routing's events: one or two per conversation (every message's would outnumber what two workers on a
+        # loaded machine deliver within the run).
+        subscribed = WebhookEndpointCreate(url=webhook_url, events=["conversation.queued", "conversation.assigned"])
+        await webhooks.create_endpoint(conn, team_id, subscribed, settings)
     return Team(team_id, operators, tokens, await personal_token(engine, admin))
 
 
@@ -630,5 +633,11 @@ async def kill_a_worker(deployed: Deployment, traffic: Traffic) -> None:
     assert await victim.wait() == -signal.SIGKILL
 
 
+async def kill_an_api(deployed: Deployment, traffic: Traffic) -> None:
+    """SIGKILL one api mid-request; nothing replaces it: clients go on with the other, as behind a load balancer
+    (whose health check would stop sending to the dead one; here each try on it is refused and retried)."""
+    await deployed.apis[0].kill()
+
+
 # By the names bench/faults.py takes.
-FAULTS: dict[str, Callable[[Deployment, Traffic], Awaitable[None]]] = {"worker": kill_a_worker}
+FAULTS: dict[str, Callable[[Deployment, Traffic], Awaitable[None]]] = {"worker": kill_a_worker, "api": kill_an_api}
