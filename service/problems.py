@@ -83,6 +83,9 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
 
 # PostgreSQL refuses NUL in text ("invalid byte sequence for encoding UTF8: 0x00"), wherever it came from.
 _UNSTORABLE_TEXT = "22021"
+# PostgreSQL's own "not now" answers: shutting down (57P01, 57P02), starting or recovering (57P03), and the
+# connection exceptions (class 08). A restart answers with these before it refuses connections and after.
+_UNAVAILABLE_SQLSTATES = ("57P01", "57P02", "57P03", "08")
 
 
 # Seconds a client should wait before trying again while PostgreSQL cannot be reached.
@@ -105,10 +108,13 @@ def os_error_handler(request: Request[Any, Any, Any], exc: OSError) -> Response[
 
 
 def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
-    """Text PostgreSQL cannot hold is the caller's mistake (400); a lost connection is 503; the rest is ours."""
+    """Text PostgreSQL cannot hold is the caller's mistake (400); a lost connection, or a server shutting down or
+    starting, is 503; the rest is ours."""
     if getattr(exc.orig, "sqlstate", None) == _UNSTORABLE_TEXT:
         return _problem(request, 400, "Text in the request (path, query or body) must not contain NUL characters")
     if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+        return database_unavailable_handler(request, exc)
+    if str(getattr(exc.orig, "sqlstate", None) or "").startswith(_UNAVAILABLE_SQLSTATES):
         return database_unavailable_handler(request, exc)
     return internal_error_handler(request, exc)
 
@@ -150,6 +156,9 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     # Refused or cut before SQLAlchemy wraps it; other OSErrors (a full disk, say) are ours, not the database's.
     OSError: os_error_handler,
     asyncpg.PostgresConnectionError: database_unavailable_handler,
+    asyncpg.CannotConnectNowError: database_unavailable_handler,
+    asyncpg.AdminShutdownError: database_unavailable_handler,
+    asyncpg.CrashShutdownError: database_unavailable_handler,
     asyncpg.InterfaceError: database_unavailable_handler,
     PoolTimeout: database_unavailable_handler,
     Exception: internal_error_handler,

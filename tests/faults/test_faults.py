@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.faults import Deployment, kill_a_worker, kill_an_api, run_fault
+from tests.support.faults import Deployment, kill_a_worker, kill_an_api, restart_postgres, run_fault
 
 RECOVERY_SECONDS = 15
 # Short runs: 8 visitors sending 6 messages each, the fault 2 s in.
@@ -28,4 +28,9 @@ async def test_a_worker_killed_mid_traffic(deployed: Deployment) -> None:
 
 async def test_an_api_killed_mid_traffic(deployed: Deployment) -> None:
     outcome = await run_fault(deployed, "api kill -9", kill_an_api, **TRAFFIC)
+    _recovered(outcome)
+
+
+async def test_postgres_restarted_mid_traffic(deployed: Deployment) -> None:
+    outcome = await run_fault(deployed, "PostgreSQL restart", restart_postgres, **TRAFFIC)
     _recovered(outcome)

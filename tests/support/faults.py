@@ -157,15 +157,21 @@ async def fresh_database(admin_url: str) -> AsyncIterator[str]:
     """A new migrated database on the server of ``admin_url``; dropped after."""
     name = f"sb_faults_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
     url = admin_url.rsplit("/", 1)[0] + f"/{name}"
     try:
         await asyncio.to_thread(upgrade, url)
         yield url
     finally:
-        with contextlib.suppress(OSError, asyncpg.PostgresError):
+        # A connection of its own: the server may have restarted meanwhile.
+        admin = await asyncpg.connect(admin_url)
+        try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        finally:
+            await admin.close()
 
 
 class Receiver:
@@ -504,14 +510,17 @@ async def run_fault(
     before: float,
     limit: float = 15.0,
 ) -> Outcome:
-    """Traffic, then ``fault`` ``before`` seconds in (it returns when the fault has ended: the server is back, or
-    the process is dead and nothing replaces it), then recovery measured, traffic finished and everything checked."""
+    """Traffic, then ``fault`` once ``before`` seconds passed and each visitor is writing (it returns when the
+    fault has ended: the server is back, or the process is dead and nothing replaces it), then recovery measured,
+    traffic finished and everything checked."""
     traffic = Traffic(deployed.apis, deployed.team)
     operators_done = asyncio.Event()
     visiting = [asyncio.create_task(traffic.visitor(n, messages, pause)) for n in range(visitors)]
     answering = [asyncio.create_task(traffic.operator(i, operators_done)) for i in range(len(deployed.team.tokens))]
     try:
         await asyncio.sleep(before)
+        while len(traffic.sent) < visitors:  # noqa: ASYNC110  (mid-traffic: every visitor is writing by now)
+            await asyncio.sleep(0.05)
         await fault(deployed, traffic)
         ended = time.monotonic()
         routing_after = await probe_routing(traffic, deployed.engine, ended, limit)
@@ -639,5 +648,42 @@ async def kill_an_api(deployed: Deployment, traffic: Traffic) -> None:
     await deployed.apis[0].kill()
 
 
+# How long PostgreSQL stays down: long enough for every process to notice.
+POSTGRES_DOWN_SECONDS = 3.0
+
+
+async def _down_answers(deployed: Deployment, traffic: Traffic) -> None:
+    """Each api answers a widget message and an API read with 503, Retry-After and problem details, at once."""
+    session_id = sorted(traffic.sessions)[0]
+    admin = bearer(deployed.team.admin_token)
+    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as http:
+        for api in [api for api in deployed.apis if api.process and api.process.returncode is None]:
+            body = {"sessionId": session_id, "content": "while down", "sender": "visitor"}
+            for response in (
+                await http.post(f"{api.url}/pocketping/message", json=body),
+                await http.get(f"{api.url}/api/v1/conversations", headers=admin),
+            ):
+                assert response.status_code == 503, response.text
+                assert response.headers["Retry-After"] == "5"
+                assert response.headers["content-type"] == "application/problem+json"
+
+
+async def restart_postgres(deployed: Deployment, traffic: Traffic) -> None:
+    """Stop PostgreSQL at once (``-m immediate``: connections cut, as in a crash), keep it down for a few seconds
+    while the apis answer 503, start it again; the fault ends when it accepts connections."""
+    await asyncio.to_thread(deployed.postgres.stop, "immediate")
+    try:
+        down_until = time.monotonic() + POSTGRES_DOWN_SECONDS
+        await asyncio.sleep(1.0)  # the pools find their connections dead
+        await _down_answers(deployed, traffic)
+        await asyncio.sleep(max(0.0, down_until - time.monotonic()))
+    finally:
+        await asyncio.to_thread(deployed.postgres.start)
+
+
 # By the names bench/faults.py takes.
-FAULTS: dict[str, Callable[[Deployment, Traffic], Awaitable[None]]] = {"worker": kill_a_worker, "api": kill_an_api}
+FAULTS: dict[str, Callable[[Deployment, Traffic], Awaitable[None]]] = {
+    "worker": kill_a_worker,
+    "api": kill_an_api,
+    "postgres": restart_postgres,
+}
