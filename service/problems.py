@@ -7,6 +7,7 @@ from http import HTTPStatus
 from typing import Any
 
 import asyncpg
+import redis.exceptions
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
@@ -100,6 +101,15 @@ def database_unavailable_handler(request: Request[Any, Any, Any], exc: Exception
     return response
 
 
+def redis_unavailable_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Redis unreachable (restarting, say): 503 with ``Retry-After``; nothing was stored by a request refused here
+    before its write, and the work a stored one asked of Redis is redone by the worker's sweep."""
+    log.warning("redis unavailable", path=request.url.path, error=repr(exc))
+    response = _problem(request, 503, "A backing service is unavailable; try again shortly.")
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response
+
+
 def os_error_handler(request: Request[Any, Any, Any], exc: OSError) -> Response[dict[str, Any]]:
     """A refused or timed-out connection reaches here unwrapped when PostgreSQL is down; anything else is a 500."""
     if isinstance(exc, ConnectionError | TimeoutError):
@@ -161,5 +171,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     asyncpg.CrashShutdownError: database_unavailable_handler,
     asyncpg.InterfaceError: database_unavailable_handler,
     PoolTimeout: database_unavailable_handler,
+    redis.exceptions.ConnectionError: redis_unavailable_handler,
+    redis.exceptions.TimeoutError: redis_unavailable_handler,
     Exception: internal_error_handler,
 }

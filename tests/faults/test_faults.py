@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.faults import Deployment, kill_a_worker, kill_an_api, restart_postgres, run_fault
+from tests.support.faults import (
+    Deployment,
+    kill_a_worker,
+    kill_an_api,
+    restart_postgres,
+    restart_redis_empty,
+    run_fault,
+)
 
 RECOVERY_SECONDS = 15
 # Short runs: 8 visitors sending 6 messages each, the fault 2 s in.
@@ -33,4 +40,9 @@ async def test_an_api_killed_mid_traffic(deployed: Deployment) -> None:
 
 async def test_postgres_restarted_mid_traffic(deployed: Deployment) -> None:
     outcome = await run_fault(deployed, "PostgreSQL restart", restart_postgres, **TRAFFIC)
+    _recovered(outcome)
+
+
+async def test_redis_restarted_empty_mid_traffic(deployed: Deployment) -> None:
+    outcome = await run_fault(deployed, "Redis restart, data lost", restart_redis_empty, **TRAFFIC)
     _recovered(outcome)

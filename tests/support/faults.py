@@ -681,9 +681,23 @@ async def restart_postgres(deployed: Deployment, traffic: Traffic) -> None:
         await asyncio.to_thread(deployed.postgres.start)
 
 
+REDIS_DOWN_SECONDS = 2.0
+
+
+async def restart_redis_empty(deployed: Deployment, traffic: Traffic) -> None:
+    """SIGKILL Redis (no persistence: the queue, its in-flight jobs, sessions and limits are gone), keep it down a
+    moment, start an empty one on the same port; the fault ends when it accepts connections."""
+    await deployed.redis.kill()
+    try:
+        await asyncio.sleep(REDIS_DOWN_SECONDS)
+    finally:
+        await deployed.redis.start()
+
+
 # By the names bench/faults.py takes.
 FAULTS: dict[str, Callable[[Deployment, Traffic], Awaitable[None]]] = {
     "worker": kill_a_worker,
     "api": kill_an_api,
     "postgres": restart_postgres,
+    "redis": restart_redis_empty,
 }
