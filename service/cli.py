@@ -53,11 +53,14 @@ def worker(check: bool) -> None:
     """Run the arq worker (routing, timers, outbox delivery, sweeps)."""
     from arq.worker import check_health, run_worker
 
+    from service.resources import redis_settings
     from workers.settings import worker_settings
 
-    options = worker_settings(load_settings())
+    settings = load_settings()
+    options = worker_settings(settings)
     if check:
-        sys.exit(check_health(options))  # type: ignore[arg-type]
+        # Without the worker's waiting for Redis: the check must answer 1 when Redis is gone, not wait.
+        sys.exit(check_health({**options, "redis_settings": redis_settings(settings)}))  # type: ignore[arg-type]
     run_worker(options)  # type: ignore[arg-type]
 
 

@@ -7,6 +7,7 @@ from http import HTTPStatus
 from typing import Any
 
 import asyncpg
+import redis.exceptions
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
@@ -83,6 +84,9 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
 
 # PostgreSQL refuses NUL in text ("invalid byte sequence for encoding UTF8: 0x00"), wherever it came from.
 _UNSTORABLE_TEXT = "22021"
+# PostgreSQL's own "not now" answers: shutting down (57P01, 57P02), starting or recovering (57P03), and the
+# connection exceptions (class 08). A restart answers with these before it refuses connections and after.
+_UNAVAILABLE_SQLSTATES = ("57P01", "57P02", "57P03", "08")
 
 
 # Seconds a client should wait before trying again while PostgreSQL cannot be reached.
@@ -97,6 +101,15 @@ def database_unavailable_handler(request: Request[Any, Any, Any], exc: Exception
     return response
 
 
+def redis_unavailable_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Redis unreachable (restarting, say): 503 with ``Retry-After``; nothing was stored by a request refused here
+    before its write, and the work a stored one asked of Redis is redone by the worker's sweep."""
+    log.warning("redis unavailable", path=request.url.path, error=repr(exc))
+    response = _problem(request, 503, "A backing service is unavailable; try again shortly.")
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response
+
+
 def os_error_handler(request: Request[Any, Any, Any], exc: OSError) -> Response[dict[str, Any]]:
     """A refused or timed-out connection reaches here unwrapped when PostgreSQL is down; anything else is a 500."""
     if isinstance(exc, ConnectionError | TimeoutError):
@@ -105,10 +118,13 @@ def os_error_handler(request: Request[Any, Any, Any], exc: OSError) -> Response[
 
 
 def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
-    """Text PostgreSQL cannot hold is the caller's mistake (400); a lost connection is 503; the rest is ours."""
+    """Text PostgreSQL cannot hold is the caller's mistake (400); a lost connection, or a server shutting down or
+    starting, is 503; the rest is ours."""
     if getattr(exc.orig, "sqlstate", None) == _UNSTORABLE_TEXT:
         return _problem(request, 400, "Text in the request (path, query or body) must not contain NUL characters")
     if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+        return database_unavailable_handler(request, exc)
+    if str(getattr(exc.orig, "sqlstate", None) or "").startswith(_UNAVAILABLE_SQLSTATES):
         return database_unavailable_handler(request, exc)
     return internal_error_handler(request, exc)
 
@@ -150,7 +166,12 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     # Refused or cut before SQLAlchemy wraps it; other OSErrors (a full disk, say) are ours, not the database's.
     OSError: os_error_handler,
     asyncpg.PostgresConnectionError: database_unavailable_handler,
+    asyncpg.CannotConnectNowError: database_unavailable_handler,
+    asyncpg.AdminShutdownError: database_unavailable_handler,
+    asyncpg.CrashShutdownError: database_unavailable_handler,
     asyncpg.InterfaceError: database_unavailable_handler,
     PoolTimeout: database_unavailable_handler,
+    redis.exceptions.ConnectionError: redis_unavailable_handler,
+    redis.exceptions.TimeoutError: redis_unavailable_handler,
     Exception: internal_error_handler,
 }

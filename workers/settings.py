@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from arq import cron, func
+from arq.connections import RedisSettings
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.bridges.notify import BridgeRelay
 from service.gateway.availability import AvailabilityRelay
@@ -34,6 +40,22 @@ RETENTION_TIMEOUT = 1800
 
 # How long a relay may take to finish its current step when the worker stops.
 RELAY_STOP_SECONDS = 10.0
+
+
+def waiting_for_redis(settings: Settings) -> RedisSettings:
+    """arq's connection settings for a worker: a command that finds Redis gone waits for it (retried, backing off
+    to once a second, without end) instead of failing.
+
+    arq's polling loop lets a Redis error end the worker process, so a Redis restart would stop every worker
+    for good; waiting keeps them, and they carry on once Redis answers (the sweep re-enqueues what the lost
+    queue held). A worker waiting stops writing its health check, so ``switchboard worker --check`` tells.
+    """
+    return dataclasses.replace(
+        redis_settings(settings),
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=-1),
+        # OSError: a refused connection reaches the retry unwrapped (redis-py wraps it after).
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
+    )
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
@@ -109,7 +131,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
                 timeout=RETENTION_TIMEOUT,
             ),
         ],
-        "redis_settings": redis_settings(settings),
+        "redis_settings": waiting_for_redis(settings),
         "queue_name": settings.queue_name,
         "health_check_key": f"{settings.queue_name}:health-check",
         # The key expires a second after each interval, so `switchboard worker --check` fails

@@ -37,6 +37,20 @@ from tests.support.routing import make_conversation, rows
 from tests.support.routing_worker import start_worker, stop_worker
 
 
+@asynccontextmanager
+async def serve_hook(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI receiver on a free loopback port for the block; yields its ``/hook`` URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110  (uvicorn offers no event to wait on)
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/hook"
+    finally:
+        server.should_exit = True
+        await task
+
+
 class StallingReceiver:
     """A webhook receiver on loopback that never answers its first request, and answers 200 to the others."""
 
@@ -60,16 +74,11 @@ class StallingReceiver:
 
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[str]:
-        server = uvicorn.Server(uvicorn.Config(self, host="127.0.0.1", port=0, log_config=None, lifespan="off"))
-        task = asyncio.create_task(server.serve())
-        while not server.started:  # noqa: ASYNC110  (uvicorn offers no event to wait on)
-            await asyncio.sleep(0.01)
-        try:
-            yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/hook"
-        finally:
-            self._release.set()
-            server.should_exit = True
-            await task
+        async with serve_hook(self) as url:
+            try:
+                yield url
+            finally:
+                self._release.set()  # before the server stops: it waits for the stalled request
 
 
 @dataclass

@@ -20,6 +20,8 @@ from redis.asyncio import Redis
 from service.settings import Settings, load_settings
 from workers.settings import worker_settings
 
+READY_KEY = "TEST_WORKER_READY_KEY"
+
 
 def worker_env(settings: Settings) -> dict[str, str]:
     """The environment of a worker process for these settings (database, Redis and its prefix)."""
@@ -51,10 +53,14 @@ def worker_env(settings: Settings) -> dict[str, str]:
     }
 
 
-async def start_worker(settings: Settings, *, sweep: bool = False) -> asyncio.subprocess.Process:
-    """One worker process; stop it with ``stop_worker`` (or kill it)."""
+async def start_worker(
+    settings: Settings, *, sweep: bool = False, ready_key: str | None = None
+) -> asyncio.subprocess.Process:
+    """One worker process; stop it with ``stop_worker`` (or kill it). With ``ready_key``, it writes its health check
+    under that key instead of the deployment's: the key's arrival tells this worker has started."""
     argv = [sys.executable, "-m", "tests.support.routing_worker", *(["--sweep"] if sweep else [])]
-    return await asyncio.create_subprocess_exec(*argv, env=worker_env(settings), cwd=os.getcwd())
+    env = {**worker_env(settings), **({READY_KEY: ready_key} if ready_key else {})}
+    return await asyncio.create_subprocess_exec(*argv, env=env, cwd=os.getcwd())
 
 
 async def stop_worker(process: asyncio.subprocess.Process) -> int:
@@ -93,4 +99,6 @@ if __name__ == "__main__":
         if "--sweep" in sys.argv[1:]
         else []
     )
+    if ready_key := os.environ.get(READY_KEY):
+        options["health_check_key"] = ready_key
     run_worker(options)  # type: ignore[arg-type]
