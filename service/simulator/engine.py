@@ -1,8 +1,10 @@
 """A pure, deterministic discrete-event replay of a team's period through routing's own ``decide()``.
 
 Nothing here reads a clock, a database or a random source: the same scenario always gives the same outcome.
-Events are ordered by time, then by kind (a freed slot before a presence change before an arrival before a
-visitor leaving), then by the order they were given in, which the caller makes stable (sorted by id).
+Events are ordered by time, then by kind (a freed slot before a presence change before the team's opening
+before an arrival before a visitor leaving), then by the order they were given in, which the caller makes
+stable (sorted by id). Outside the scenario's business hours the queue waits (the ``wait`` choice of
+docs/routing.md, "Outside business hours") and is drained at each opening.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from service.hours import calendar
 from service.routing.policies import Candidate, decide
 
 # Event kinds, in the order they apply at one instant: room first, so a conversation arriving at the
 # moment a slot frees finds it, as the router would (the freed slot's drain has committed).
-_FREED, _OFFLINE, _ONLINE, _ARRIVES, _LEAVES = range(5)
+_FREED, _OFFLINE, _ONLINE, _OPENS, _ARRIVES, _LEAVES = range(6)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class Scenario:
     presence: Sequence[OnlineSpan]
     end: datetime
     default_handle_seconds: float = 0.0
+    # When the team serves its queue; closed, conversations wait for the next opening.
+    schedule: calendar.Schedule = calendar.ALWAYS_OPEN
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,14 @@ def simulate(scenario: Scenario) -> Outcome:
         if span.operator_id in operators and span.start < span.end:
             push(span.start, _ONLINE, span.operator_id)
             push(span.end, _OFFLINE, span.operator_id)
+    has_hours = scenario.schedule != calendar.ALWAYS_OPEN
+    if has_hours and scenario.arrivals:
+        start = min(arrival.at for arrival in scenario.arrivals)
+        for opens, _ in calendar.spans(scenario.schedule, start):
+            if opens >= scenario.end:
+                break
+            if opens > start:
+                push(opens, _OPENS, uuid.UUID(int=0))
     for arrival in scenario.arrivals:
         push(arrival.at, _ARRIVES, arrival)
         if arrival.patience_seconds is not None:
@@ -146,6 +159,8 @@ def simulate(scenario: Scenario) -> Outcome:
         conversation ``decide()`` refuses is passed over, and holds the members who could take it (as
         ``queued_ahead`` does in the router).
         """
+        if has_hours and not calendar.is_open(scenario.schedule, now):
+            return  # closed: the queue waits for the opening
         passed: list[frozenset[str]] = []
         while True:
             room = [op for op in operators.values() if op.online and op.open < op.seat.capacity]
@@ -176,7 +191,9 @@ def simulate(scenario: Scenario) -> Outcome:
 
     while events and events[0][0] < scenario.end:
         now, kind, _, subject = heapq.heappop(events)
-        if isinstance(subject, uuid.UUID):
+        if kind == _OPENS:
+            pass  # only the drain below
+        elif isinstance(subject, uuid.UUID):
             operator = operators[subject]
             if kind == _FREED:
                 operator.open -= 1

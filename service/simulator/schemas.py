@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from service.schemas import ApiModel
-from service.teams.schemas import MAX_DELAY_SECONDS, Capacity, Skills
+from service.teams.schemas import MAX_DELAY_SECONDS, BusinessHours, Capacity, Skills
 
 # Policies a replay can run: under ``manual`` people claim, and history cannot say whom they would have.
 SimulatedPolicy = Literal["round_robin", "least_busy"]
@@ -34,8 +34,11 @@ class Draft(ApiModel):
     first_response_target_seconds: int | None = Field(
         default=None, ge=1, le=MAX_DELAY_SECONDS, description="SLA target: assigned within this many seconds"
     )
-    # Business hours and SLA policies are not replayed yet; a draft naming them is refused, naming the field.
-    business_hours: Any = Field(default=None, description="Not simulated yet: must be left out")
+    business_hours: BusinessHours | None = Field(
+        default=None,
+        description="Hours to replay with (as the team setting; no intervals: 24/7); outside them the queue waits",
+    )
+    # SLA policies are not replayed yet; a draft naming them is refused, naming the field.
     sla: Any = Field(default=None, description="Not simulated yet: must be left out")
 
 
@@ -62,6 +65,7 @@ class DraftResolved(ApiModel):
     routing_policy: str
     default_capacity: int
     first_response_target_seconds: int | None
+    business_hours: dict[str, Any] | None = Field(description="The hours replayed; null: open 24/7")
     members: list[MemberSettings]
 
 

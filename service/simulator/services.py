@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from service.analytics.services import snapshot
 from service.db.tables import team_t
 from service.errors import NotFound, field_invalid, field_malformed
+from service.hours.services import schedule_of
 from service.simulator import history
 from service.simulator.engine import Scenario, Seat, simulate
 from service.simulator.figures import figures
@@ -47,11 +48,14 @@ def check_period(start: datetime, end: datetime) -> tuple[datetime, datetime]:
 async def _draft(conn: AsyncConnection, team_id: uuid.UUID, data: SimulationCreate) -> DraftResolved:
     """The draft over the team's current settings; a member the draft names must be one of the team's."""
     draft = data.draft
-    for name, value in (("businessHours", draft.business_hours), ("sla", draft.sla)):
-        if value is not None:
-            raise field_invalid(f"draft.{name}", "is not simulated yet: leave it out (docs/routing.md)")
+    if draft.sla is not None:
+        raise field_invalid("draft.sla", "is not simulated yet: leave it out (docs/routing.md)")
     team = (
-        await conn.execute(sa.select(team_t.c.routing_policy, team_t.c.default_capacity).where(team_t.c.id == team_id))
+        await conn.execute(
+            sa.select(team_t.c.routing_policy, team_t.c.default_capacity, team_t.c.business_hours).where(
+                team_t.c.id == team_id
+            )
+        )
     ).first()
     if team is None:
         raise NotFound("Team not found")
@@ -87,6 +91,7 @@ async def _draft(conn: AsyncConnection, team_id: uuid.UUID, data: SimulationCrea
         routing_policy=policy,
         default_capacity=default_capacity,
         first_response_target_seconds=draft.first_response_target_seconds,
+        business_hours=team.business_hours if draft.business_hours is None else draft.business_hours.document(),
         members=settings,
     )
 
@@ -134,6 +139,7 @@ async def run_simulation(conn: AsyncConnection, team_id: uuid.UUID, data: Simula
         end=end,
         # A visitor who left unassigned in reality but is served in the replay holds an operator this long.
         default_handle_seconds=statistics.median(handles) if handles else 0.0,
+        schedule=schedule_of(draft.business_hours),
     )
     replayed = simulate(scenario)
     current = {m.operator_id: m for m in await list_members(conn, team_id)}

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from service.hours import calendar
 from service.routing import policies
 from service.simulator import engine
 from service.simulator.engine import Arrival, OnlineSpan, Outcome, Scenario, Seat, Served, simulate
@@ -169,3 +170,31 @@ def test_placements_are_the_routers_own_decide() -> None:
     # No policy logic of its own: the engine places through the function the router uses.
     assert engine.decide is policies.decide
     assert engine.Candidate is policies.Candidate
+
+
+def test_outside_business_hours_the_queue_waits_for_the_opening() -> None:
+    # T0 is Monday 09:00 UTC; the team opens 09:30-10:00 and 10:15-11:00 (UTC) on Mondays. A (capacity 2) is
+    # online all along and each conversation holds 60 s. c1 at 0 waits for the opening at 1800; c2 at 1900 and
+    # c3 at 2000 arrive while open and are served at once; c4 at 3700 comes in the 10:00-10:15 break and waits
+    # until 4500.
+    hours = calendar.parse_schedule({"timeZone": "UTC", "weekly": {"mon": ["09:30-10:00", "10:15-11:00"]}})
+    outcome = simulate(
+        scenario(
+            [arrival("c1", 0), arrival("c2", 1900), arrival("c3", 2000), arrival("c4", 3700)],
+            [Seat(A, 2)],
+            [OnlineSpan(A, at(0), at(7200))],
+            schedule=hours,
+            end=at(7200),
+        )
+    )
+    assert waits(outcome) == {"c1": (A, 1800.0), "c2": (A, 0.0), "c3": (A, 0.0), "c4": (A, 800.0)}
+    # Without hours the same arrivals wait nothing.
+    always = simulate(
+        scenario(
+            [arrival("c1", 0), arrival("c2", 1900), arrival("c3", 2000), arrival("c4", 3700)],
+            [Seat(A, 2)],
+            [OnlineSpan(A, at(0), at(7200))],
+            end=at(7200),
+        )
+    )
+    assert {name: wait for name, (_, wait) in waits(always).items()} == {"c1": 0.0, "c2": 0.0, "c3": 0.0, "c4": 0.0}
