@@ -75,7 +75,7 @@ async def route_conversation(ctx: dict[str, Any], *, conversation_id: str, revis
     if outcome.drain and outcome.team_id is not None:
         await enqueue_drain(ctx["redis"], outcome.team_id, trigger="queue_order")
     if outcome.outcome == "queued" and outcome.team_id is not None:
-        await enqueue_notices(ctx["redis"], outcome.team_id)
+        await _tell_positions(ctx, outcome.team_id)
     log.info("routed", conversation_id=conversation_id, revision=revision, outcome=outcome.outcome)
     return outcome.outcome
 
@@ -88,8 +88,16 @@ async def drain_team_queue(ctx: dict[str, Any], *, team_id: str, trigger: str) -
         assigned = await in_transaction(ctx["engine"], lambda conn: placement.drain_team_queue(conn, team, trigger))
     if assigned:
         # Those still waiting moved up.
-        await enqueue_notices(ctx["redis"], team)
+        await _tell_positions(ctx, team)
     return assigned
+
+
+async def _tell_positions(ctx: dict[str, Any], team_id: uuid.UUID) -> None:
+    """A notices job for the team, if it tells its queued visitors their place (no job to find out it does not)."""
+    async with ctx["engine"].connect() as conn:
+        telling = await queue_notices.enabled(conn, team_id)
+    if telling:
+        await enqueue_notices(ctx["redis"], team_id)
 
 
 @logged

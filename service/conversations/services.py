@@ -383,12 +383,13 @@ async def newest_messages(
 
 
 async def last_messages(conn: AsyncConnection, conversation_ids: list[str]) -> dict[str, str]:
-    """The newest message of each conversation, by conversation id (an inbox preview)."""
+    """The newest message of each conversation, by conversation id (an inbox preview); system notices (a queue
+    position, say) are what the visitor was told, not what the conversation says, so they are skipped."""
     if not conversation_ids:
         return {}
     rows = await conn.execute(
         sa.select(message_t.c.conversation_id, message_t.c.content)
-        .where(message_t.c.conversation_id.in_(conversation_ids))
+        .where(message_t.c.conversation_id.in_(conversation_ids), message_t.c.sender != "system")
         .ext(distinct_on(message_t.c.conversation_id))
         .order_by(message_t.c.conversation_id, message_t.c.seq.desc())
     )

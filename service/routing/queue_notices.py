@@ -139,6 +139,11 @@ async def refresh(conn: AsyncConnection, team_id: uuid.UUID) -> Told:
     return told
 
 
+async def enabled(conn: AsyncConnection, team_id: uuid.UUID) -> bool:
+    """Whether the team tells its queued visitors their place (``queueNotices``)."""
+    return bool(await conn.scalar(sa.text("SELECT queue_notices FROM team WHERE id = :id"), {"id": team_id}))
+
+
 async def teams_with_queue(conn: AsyncConnection) -> list[uuid.UUID]:
     """Teams that tell their queued visitors and have some (the sweep refreshes their estimates)."""
     result = await conn.execute(
