@@ -159,8 +159,12 @@ async def select_team(conn: AsyncConnection, conv: Any) -> Target:
 async def place_routed(conn: AsyncConnection, conversation_id: str, target: Target, **how: Any) -> RouteOutcome:
     """``place``, then the matching rule's tags put on the conversation, in the same transaction."""
     outcome = await place(conn, conversation_id, target, **how)
-    await tags.add_tags(conn, conversation_id, target.team_id, target.tags, source="rule", actor_id=None)
+    await _tag_by_rule(conn, conversation_id, target)
     return outcome
+
+
+async def _tag_by_rule(conn: AsyncConnection, conversation_id: str, target: Target) -> None:
+    await tags.add_tags(conn, conversation_id, target.team_id, target.tags, source="rule", actor_id=None)
 
 
 # --- Assigning, queueing, releasing ------------------------------------------------------------------------------
@@ -505,11 +509,12 @@ async def route_conversation(conn: AsyncConnection, conversation_id: str, revisi
     hours = await team_hours(conn, target.team_id)
     if hours is not None and not hours.is_open():
         outcome = await _outside_hours(conn, conversation_id, target, hours, trigger=trigger, team_locked=locked)
-        await tags.add_tags(conn, conversation_id, target.team_id, target.tags, source="rule", actor_id=None)
-        return outcome
-    # The lock read the members of the conversation's team, or of the default one: usually the target.
-    team = sql.team_of(conv.team) if conv.team and uuid.UUID(conv.team["id"]) == target.team_id else None
-    return await place_routed(conn, conversation_id, target, trigger=trigger, team=team, team_locked=locked)
+    else:
+        # The lock read the members of the conversation's team, or of the default one: usually the target.
+        team = sql.team_of(conv.team) if conv.team and uuid.UUID(conv.team["id"]) == target.team_id else None
+        outcome = await place(conn, conversation_id, target, trigger=trigger, team=team, team_locked=locked)
+    await _tag_by_rule(conn, conversation_id, target)
+    return outcome
 
 
 async def _outside_hours(
