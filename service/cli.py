@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import inspect
+import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -172,6 +175,62 @@ def create_token(email: str, scopes: tuple[str, ...], expires: str | None, name:
         return created.token
 
     click.echo(_in_database(create))
+
+
+@main.group("import")
+def import_() -> None:
+    """Load data from elsewhere into Switchboard."""
+
+
+async def _load_storage(spec: str) -> Any:
+    """``module:attribute``: a ``Storage``, or a callable (sync or async) that returns one."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise click.BadParameter("give module:factory, e.g. myapp.chat:make_storage", param_hint="--storage")
+    # As ``python -m`` would: a module in the current directory is found.
+    sys.path.insert(0, os.getcwd())
+    try:
+        target = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(f"cannot load {spec}: {exc}", param_hint="--storage") from None
+    # Opened in the loop that uses it: an async storage's connections belong to one event loop.
+    storage = target() if callable(target) and not hasattr(target, "get_messages") else target
+    storage = await storage if inspect.isawaitable(storage) else storage
+    if not all(hasattr(storage, name) for name in ("list_sessions", "get_messages")):
+        what = type(storage).__name__
+        raise click.BadParameter(f"{spec} gave {what}, not a pocketping Storage", param_hint="--storage")
+    return storage
+
+
+@import_.command("pocketping")
+@click.option("--storage", "spec", required=True, help="module:factory giving your PocketPing Storage.")
+@click.option("--team", default=None, help="Name of the team the imported conversations belong to (default: none).")
+def import_pocketping(spec: str, team: str | None) -> None:
+    """Copy the sessions and messages of a PocketPing storage; a second run adds only what is new."""
+    from service.db.engine import create_engine
+    from service.gateway.importer import import_storage
+    from service.teams.services import team_id_by_name
+
+    async def run() -> str:
+        storage = await _load_storage(spec)
+        engine = create_engine(load_settings())
+        try:
+            team_id = None
+            if team is not None:
+                async with engine.connect() as conn:
+                    team_id = await team_id_by_name(conn, team)
+            r = await import_storage(engine, storage, team_id=team_id)
+        finally:
+            await engine.dispose()
+        return (
+            f"sessions: {r.sessions_read} read, {r.sessions_added} added; "
+            f"messages: {r.messages_read} read, {r.messages_added} added; attachments: {r.attachments_added} added"
+        )
+
+    try:
+        click.echo(asyncio.run(run()))
+    except DomainError as exc:
+        raise click.ClickException(exc.detail) from exc
 
 
 @main.command()

@@ -58,6 +58,24 @@ def session_to_row(session: Session) -> dict[str, Any]:
     }
 
 
+def message_to_row(message: Message, session_id: str | None = None) -> dict[str, Any]:
+    """The message columns that hold a PocketPing message (in ``session_id``, else its own session)."""
+    return {
+        "id": message.id,
+        "conversation_id": session_id or message.session_id,
+        "sender": message.sender.value,
+        "content": message.content,
+        "created_at": message.timestamp,
+        "reply_to": message.reply_to,
+        "message_metadata": message.metadata,
+        "status": message.status.value,
+        "delivered_at": message.delivered_at,
+        "read_at": message.read_at,
+        "edited_at": message.edited_at,
+        "deleted_at": message.deleted_at,
+    }
+
+
 def row_to_session(row: Any) -> Session:
     """Rebuild the SDK's ``Session`` from a conversation row."""
     return Session(
@@ -132,7 +150,8 @@ def _conversation_event(
 _STATUS_ORDER = [status.value for status in MessageStatus]
 
 
-def _attachment_values(attachment: Attachment) -> dict[str, Any]:
+def attachment_values(attachment: Attachment) -> dict[str, Any]:
+    """The attachment columns that hold an SDK ``Attachment``."""
     return {
         "id": attachment.id,
         "message_id": attachment.message_id,
@@ -333,21 +352,7 @@ class PostgresStorage(Storage):
     async def save_message(self, message: Message) -> None:
         """Insert, or update the mutable fields: the SDK re-saves messages on read receipts."""
         operator_id = acting_operator.get() if message.sender.value == "operator" else None
-        values = {
-            "id": message.id,
-            "conversation_id": message.session_id,
-            "sender": message.sender.value,
-            "operator_id": operator_id,
-            "content": message.content,
-            "created_at": message.timestamp,
-            "reply_to": message.reply_to,
-            "message_metadata": message.metadata,
-            "status": message.status.value,
-            "delivered_at": message.delivered_at,
-            "read_at": message.read_at,
-            "edited_at": message.edited_at,
-            "deleted_at": message.deleted_at,
-        }
+        values = {**message_to_row(message), "operator_id": operator_id}
         statement = insert(message_t).values(**values)
         mutable = (
             "content",
@@ -495,7 +500,7 @@ class PostgresStorage(Storage):
     # Attachments ------------------------------------------------------------------------
 
     async def save_attachment(self, attachment: Attachment) -> None:
-        values = _attachment_values(attachment)
+        values = attachment_values(attachment)
         statement = insert(attachment_t).values(**values)
         updated: dict[str, Any] = {c: statement.excluded[c] for c in values if c not in ("id", "created_at")}
         # A file Switchboard holds keeps no URL: the one the SDK re-saves is a signed, short-lived one.

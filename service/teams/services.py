@@ -108,6 +108,14 @@ async def team_names(conn: AsyncConnection, team_ids: Iterable[uuid.UUID]) -> di
     return {row.id: row.name for row in rows}
 
 
+async def team_id_by_name(conn: AsyncConnection, name: str) -> uuid.UUID:
+    """The id of the team called ``name``."""
+    team_id: uuid.UUID | None = (await conn.execute(sa.select(team_t.c.id).where(team_t.c.name == name))).scalar()
+    if team_id is None:
+        raise NotFound(f"no team is called {name!r}", field="team")
+    return team_id
+
+
 async def other_teams(conn: AsyncConnection, team_id: uuid.UUID | None) -> list[Any]:
     """Every team but this one (``id``, ``name``), by name: where a conversation can be transferred."""
     rows = await conn.execute(

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
@@ -16,22 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.settings import Settings
 from tests.conftest import RunningApi, run_api
 from tests.factories import make_operator, make_team
+from tests.support.cli import switchboard
 from tests.support.oidc import oidc_settings, set_user, sign_in
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-async def switchboard(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m service.cli ARGS`` with this test's database, Redis and secret in its environment."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "SECRET_KEY": settings.secret_key,
-    }
-    argv = [sys.executable, "-m", "service.cli", *args]
-    return await asyncio.to_thread(subprocess.run, argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
 async def test_create_admin_then_a_token_that_calls_the_api_with_its_scope_and_expiry(
