@@ -49,8 +49,8 @@ from ingest import (
     cleanup_redis,
     create_sessions,
     fresh_database,
+    http_server,
     run_wrk,
-    uvicorn_server,
 )
 from redis import Redis
 
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, list[WrkResult]]:
     configure_logging(settings)  # the burst worker runs in this process
     try:
         plain, bridged, token = asyncio.run(seed(database_url))
-        with uvicorn_server(["--factory", "service.app:create_app"], env, "/healthz") as server:
+        with http_server(["--factory", "service.app:create_app"], env, "/healthz") as server:
             plain_sessions, plain_file = routed_sessions(server.url, settings, plain, args.sessions, workdir)
             sessions += plain_sessions
             asyncio.run(_admin(database_url, f"UPDATE team SET is_default = (id = '{bridged}')"))

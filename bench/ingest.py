@@ -8,7 +8,8 @@ each alike; a server idles while another is measured.
 
     .venv/bin/python bench/ingest.py [--rounds 3] [--duration 8] [--connections 32] [--threads 2]
 
-Each server is its own uvicorn subprocess (uvloop, httptools, no access log). For each:
+Each server is its own uvicorn subprocess (uvloop, httptools, no access log; `--server granian`
+puts Switchboard under granian instead, to compare). For each:
 pre-create ``--sessions`` sessions through ``POST /pocketping/connect``, warm up, then measure
 with ``bench/wrk/message.lua`` (round-robin over the sessions). Any non-2xx response or socket
 error fails the run; for Switchboard the new message rows must match the 2xx responses and
@@ -92,17 +93,30 @@ class Server:
     pgid: int  # uvicorn and its worker processes
 
 
-@contextlib.contextmanager
-def uvicorn_server(app: list[str], env: dict[str, str], ready_path: str, workers: int = 1) -> Iterator[Server]:
-    """Run ``uvicorn <app>`` in a process group of its own; yield it once it answers."""
-    port = free_port()
-    command = [
+def server_command(server: str, app: list[str], port: int, workers: int) -> list[str]:
+    """The command line of ``server`` (uvicorn or granian) serving ``app`` on ``port``, without access logs."""
+    if server == "granian":
+        return [
+            sys.executable, "-m", "granian", "--interface", "asgi", *app,
+            "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "1",
+            "--log-level", "warning", "--no-access-log", "--workers", str(workers),
+        ]  # fmt: skip
+    return [
         sys.executable, "-m", "uvicorn", *app,
         "--host", "127.0.0.1", "--port", str(port),
         "--loop", "uvloop", "--http", "httptools",
         "--log-level", "warning", "--no-access-log",
         "--workers", str(workers),
     ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def http_server(
+    app: list[str], env: dict[str, str], ready_path: str, workers: int = 1, server: str = "uvicorn"
+) -> Iterator[Server]:
+    """Run ``app`` under ``server`` in a process group of its own; yield it once it answers."""
+    port = free_port()
+    command = server_command(server, app, port, workers)
     log = tempfile.TemporaryFile()
     process = subprocess.Popen(
         command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -257,7 +271,7 @@ class Target:
 @contextlib.contextmanager
 def pocketping_target(args: argparse.Namespace, workdir: Path) -> Iterator[Target]:
     app = ["--app-dir", str(ROOT / "bench"), "pocketping_reference:app"]
-    with uvicorn_server(app, {}, "/pocketping/presence") as server:
+    with http_server(app, {}, "/pocketping/presence") as server:
         sessions_file = workdir / "pocketping-sessions.txt"
         sessions_file.write_text("\n".join(create_sessions(server.url, args.sessions)) + "\n")
         run_wrk(server.url, sessions_file, args, args.warmup)
@@ -311,7 +325,7 @@ def switchboard_target(args: argparse.Namespace, workdir: Path, workers: int) ->
     redis = Redis.from_url(args.redis_url)
     sessions: list[str] = []
     try:
-        with uvicorn_server(["--factory", "service.app:create_app"], env, "/healthz", workers) as server:
+        with http_server(["--factory", "service.app:create_app"], env, "/healthz", workers, args.server) as server:
             sessions = create_sessions(server.url, args.sessions)
             sessions_file = workdir / f"switchboard-{workers}-sessions.txt"
             sessions_file.write_text("\n".join(sessions) + "\n")
@@ -389,6 +403,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs per server, interleaved (default 3)")
     parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds per server (default 3)")
     parser.add_argument("--sessions", type=int, default=200, help="pre-created sessions (default 200)")
+    parser.add_argument(
+        "--server",
+        choices=["uvicorn", "granian"],
+        default="uvicorn",
+        help="Switchboard's server (default uvicorn; granian needs `pip install granian==2.8.9`)",
+    )
     add_wrk_arguments(parser, database="switchboard_bench")
     args = parser.parse_args()
 
