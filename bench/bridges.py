@@ -38,7 +38,6 @@ import asyncpg
 import httpx
 from arq.worker import Worker
 from ingest import (
-    LIFTED_LIMITS,
     ROOT,
     SECRET_KEY,
     BenchError,
@@ -46,6 +45,7 @@ from ingest import (
     _admin,
     _stat,
     add_wrk_arguments,
+    api_env,
     cleanup_redis,
     create_sessions,
     fresh_database,
@@ -221,15 +221,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, list[WrkResult]]:
     redis = Redis.from_url(args.redis_url)
     sessions: list[str] = []
     telegram = SlowTelegram(tokens={BOT_TOKEN}).start()
-    env = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": args.redis_url,
-        "SECRET_KEY": SECRET_KEY,
-        "REDIS_PREFIX": prefix,
-        "LOG_LEVEL": "WARNING",
-        **LIFTED_LIMITS,
-        "TELEGRAM_API_BASE": telegram.base_url,
-    }
+    env = {**api_env(database_url, args.redis_url, prefix), "TELEGRAM_API_BASE": telegram.base_url}
     settings = Settings(
         database_url=database_url,
         redis_url=args.redis_url,

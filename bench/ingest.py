@@ -149,6 +149,18 @@ def http_server(
         log.close()
 
 
+def api_env(database_url: str, redis_url: str, prefix: str) -> dict[str, str]:
+    """A benchmark api's environment: its database and Redis prefix, the widget budgets lifted."""
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": SECRET_KEY,
+        "REDIS_PREFIX": prefix,
+        "LOG_LEVEL": "WARNING",
+        **LIFTED_LIMITS,
+    }
+
+
 def create_sessions(url: str, count: int) -> list[str]:
     """``POST /pocketping/connect`` for ``count`` new visitors; their session ids."""
     ids = []
@@ -314,14 +326,7 @@ def switchboard_target(args: argparse.Namespace, workdir: Path, workers: int) ->
     database = f"{args.database}_{workers}"
     database_url = fresh_database(args.admin_database_url, database)
     prefix = f"bench-ingest-{uuid.uuid4().hex[:8]}"
-    env = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": args.redis_url,
-        "SECRET_KEY": SECRET_KEY,
-        "REDIS_PREFIX": prefix,
-        "LOG_LEVEL": "WARNING",
-        **LIFTED_LIMITS,
-    }
+    env = api_env(database_url, args.redis_url, prefix)
     redis = Redis.from_url(args.redis_url)
     sessions: list[str] = []
     try:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import asyncpg
 import websockets
-from ingest import LIFTED_LIMITS, SECRET_KEY, BenchError, _admin, cleanup_redis, fresh_database, http_server
+from ingest import BenchError, _admin, api_env, cleanup_redis, fresh_database, http_server
 from redis.asyncio import Redis
 
 OPEN_AT_ONCE = 100  # handshakes in flight while the sockets open
@@ -144,14 +144,7 @@ def percentile(values: list[float], share: float) -> float:
 
 
 async def run(args: argparse.Namespace, database_url: str, prefix: str) -> None:
-    env = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": args.redis_url,
-        "SECRET_KEY": SECRET_KEY,
-        "REDIS_PREFIX": prefix,
-        "LOG_LEVEL": "WARNING",
-        **LIFTED_LIMITS,  # every socket comes from 127.0.0.1
-    }
+    env = api_env(database_url, args.redis_url, prefix)  # every socket comes from 127.0.0.1: budgets lifted
     session_ids = await create_sessions(database_url, args.sockets)
     redis = Redis.from_url(args.redis_url)
     sockets = Sockets()
