@@ -29,12 +29,12 @@ async def echo() -> AsyncIterator[int]:
     server.close()
 
 
-async def _round_trip(port: int, payload: bytes, timeout: float = 5) -> bytes:
+async def _round_trip(port: int, payload: bytes, patience: float = 5) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(payload)
         await writer.drain()
-        return await asyncio.wait_for(reader.readexactly(len(payload)), timeout)
+        return await asyncio.wait_for(reader.readexactly(len(payload)), patience)
     finally:
         writer.close()
 
@@ -68,7 +68,7 @@ async def test_a_reset_connection_is_reset_after_its_time(echo: int) -> None:
 async def test_a_stalled_connection_stays_open_and_silent(echo: int) -> None:
     async with fault_proxy("127.0.0.1", echo, Toxics(stall=1.0)) as proxy:
         with pytest.raises(TimeoutError):
-            await _round_trip(proxy.port, b"hello?", timeout=0.3)
+            await _round_trip(proxy.port, b"hello?", patience=0.3)
     assert (proxy.stats.stalled, proxy.stats.bytes_up) == (1, 0)
 
 
