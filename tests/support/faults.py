@@ -43,6 +43,7 @@ from service.webhooks import services as webhooks
 from service.webhooks.schemas import WebhookEndpointCreate
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 from tests.support.crash import serve_hook
+from tests.support.faultproxy import FaultProxy, Toxics, fault_proxy
 from tests.support.routing_worker import start_worker, stop_worker, worker_env
 
 # What a client waits for one answer: a hung request counts as a failure, as a load balancer's timeout would.
@@ -444,6 +445,7 @@ class Deployment:
     receiver: Receiver
     postgres: PrivatePostgres
     redis: PrivateRedis
+    links: list[FaultProxy] = field(default_factory=list)  # postgres, redis: the fault proxies, if any
 
 
 async def start_worker_ready(settings: Settings) -> asyncio.subprocess.Process:
@@ -463,19 +465,43 @@ async def start_worker_ready(settings: Settings) -> asyncio.subprocess.Process:
 
 @asynccontextmanager
 async def deployment(
-    postgres: PrivatePostgres, redis: PrivateRedis, *, apis: int = 2, workers: int = 2
+    postgres: PrivatePostgres, redis: PrivateRedis, *, apis: int = 2, workers: int = 2, links: Toxics | None = None
 ) -> AsyncIterator[Deployment]:
-    """A new database on ``postgres``, seeded; ``apis`` api processes and ``workers`` workers (sweep on)."""
-    async with fresh_database(postgres.admin_url) as database_url:
-        async with _processes(postgres, redis, database_url, apis, workers) as deployed:
+    """A new database on ``postgres``, seeded; ``apis`` api processes and ``workers`` workers (sweep on).
+
+    With ``links``, every process reaches PostgreSQL and Redis through a fault proxy each with those toxics
+    (``Deployment.links``: postgres, redis); the test's own checks connect directly."""
+    async with fresh_database(postgres.admin_url) as database_url, contextlib.AsyncExitStack() as stack:
+        proxied: list[FaultProxy] = []
+        if links is not None:
+            proxied = [
+                await stack.enter_async_context(fault_proxy("127.0.0.1", port, links, seed=seed))
+                for seed, port in enumerate((postgres.port, redis.port))
+            ]
+        async with _processes(postgres, redis, database_url, apis, workers, proxied) as deployed:
             yield deployed
+
+
+def _through(url: str, proxy: FaultProxy) -> str:
+    """``url`` with its port replaced by the proxy's."""
+    head, _, tail = url.rpartition(":")
+    _port, slash, rest = tail.partition("/")
+    return f"{head}:{proxy.port}{slash}{rest}"
 
 
 @asynccontextmanager
 async def _processes(
-    postgres: PrivatePostgres, redis: PrivateRedis, database_url: str, apis: int, workers: int
+    postgres: PrivatePostgres,
+    redis: PrivateRedis,
+    database_url: str,
+    apis: int,
+    workers: int,
+    links: list[FaultProxy],
 ) -> AsyncIterator[Deployment]:
-    settings = deployment_settings(database_url, redis.url)
+    if links:
+        settings = deployment_settings(_through(database_url, links[0]), _through(redis.url, links[1]))
+    else:
+        settings = deployment_settings(database_url, redis.url)
     engine = create_async_engine(database_url.replace("postgresql://", "postgresql+asyncpg://"), pool_pre_ping=True)
     receiver = Receiver()
     running: list[Api] = []
@@ -489,7 +515,7 @@ async def _processes(
                 *(api.start() for api in running), *(start_worker_ready(settings) for _ in range(workers))
             )
             processes = [process for process in started if process is not None]
-            yield Deployment(settings, engine, running, processes, team, receiver, postgres, redis)
+            yield Deployment(settings, engine, running, processes, team, receiver, postgres, redis, links)
     finally:
         for process in processes:
             with contextlib.suppress(TimeoutError):
@@ -692,6 +718,31 @@ async def restart_redis_empty(deployed: Deployment, traffic: Traffic) -> None:
         await asyncio.sleep(REDIS_DOWN_SECONDS)
     finally:
         await deployed.redis.start()
+
+
+# Links from every process to PostgreSQL and to Redis: 20-50 ms each way, 2% of new connections reset.
+SLOW_LOSSY = Toxics(latency=0.02, jitter=0.03, reset=0.02, reset_after=1.0)
+PARTITION_SECONDS = 3.0
+
+
+async def cut_redis_link(deployed: Deployment, traffic: Traffic) -> None:
+    """Partition every process from Redis (open connections reset, new ones refused) for a while, then heal."""
+    link = deployed.links[1]
+    link.cut()
+    try:
+        await asyncio.sleep(PARTITION_SECONDS)
+    finally:
+        link.heal()
+
+
+async def cut_postgres_link(deployed: Deployment, traffic: Traffic) -> None:
+    """Partition every process from PostgreSQL for a while, then heal."""
+    link = deployed.links[0]
+    link.cut()
+    try:
+        await asyncio.sleep(PARTITION_SECONDS)
+    finally:
+        link.heal()
 
 
 # By the names bench/faults.py takes.
