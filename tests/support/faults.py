@@ -725,24 +725,23 @@ SLOW_LOSSY = Toxics(latency=0.02, jitter=0.03, reset=0.02, reset_after=1.0)
 PARTITION_SECONDS = 3.0
 
 
-async def cut_redis_link(deployed: Deployment, traffic: Traffic) -> None:
-    """Partition every process from Redis (open connections reset, new ones refused) for a while, then heal."""
-    link = deployed.links[1]
+async def _partition(link: FaultProxy) -> None:
+    """Cut the link (open connections reset, new ones refused) for a while, then heal it."""
     link.cut()
     try:
         await asyncio.sleep(PARTITION_SECONDS)
     finally:
         link.heal()
+
+
+async def cut_redis_link(deployed: Deployment, traffic: Traffic) -> None:
+    """Partition every process from Redis."""
+    await _partition(deployed.links[1])
 
 
 async def cut_postgres_link(deployed: Deployment, traffic: Traffic) -> None:
-    """Partition every process from PostgreSQL for a while, then heal."""
-    link = deployed.links[0]
-    link.cut()
-    try:
-        await asyncio.sleep(PARTITION_SECONDS)
-    finally:
-        link.heal()
+    """Partition every process from PostgreSQL."""
+    await _partition(deployed.links[0])
 
 
 # By the names bench/faults.py takes.
