@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import asyncpg.exceptions
 import sqlalchemy as sa
 import structlog
 from arq.connections import ArqRedis
 from pocketping.bridges import Bridge
 from pocketping.models import Message, Session
-from sqlalchemy.dialects.postgresql import asyncpg
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import metrics
 from service.batching import Batcher
+from service.db.tables import message_t
 from service.gateway.storage import CREATED_COLUMNS, message_created
 from service.queue import Trigger, enqueue_route, enqueue_trigger
 from service.sla.clocks import NEXT_RESPONSE_CTES
@@ -40,7 +43,7 @@ _ARM_AI = upsert_timers(
     "WHERE team.ai_enabled AND NOT t.ai_paused AND t.status <> 'new'"
 )
 _ANNOUNCE = message_created(sa.table("stored", *(sa.column(c.name) for c in CREATED_COLUMNS))).compile(
-    dialect=asyncpg.dialect(), compile_kwargs={"literal_binds": True}
+    dialect=asyncpg_dialect.dialect(), compile_kwargs={"literal_binds": True}
 )
 _INGEST_VISITOR_MESSAGES = f"""
 WITH incoming AS (
@@ -77,6 +80,10 @@ SELECT touched.id, touched.routing_revision, touched.needs_routing,
                WHERE t.id = touched.team_id AND (b.value ->> 'enabled')::boolean) AS bridged
 FROM touched LEFT JOIN ai ON ai.subject = touched.id LEFT JOIN sla_timer ON sla_timer.subject = touched.id
 """
+
+
+# A connection that died under a statement already sent (reset, closed by the server, cut by the network).
+_CONNECTION_LOST = (OSError, asyncpg.exceptions.ConnectionDoesNotExistError)
 
 
 class SessionNotFound(ValueError):
@@ -117,11 +124,11 @@ class RoutingBridge(Bridge):
         """
         return await self._batcher.submit(message)
 
-    async def _write(self, messages: list[Message]) -> list[BaseException | bool]:
-        metrics.observe_ingest_batch(len(messages))
+    async def _insert(self, messages: list[Message]) -> list[Any]:
+        """The one statement of a batch (autocommit: it commits as a whole, or not at all)."""
         async with self._engine.connect() as conn:
             raw = await conn.get_raw_connection()
-            rows = await raw.driver_connection.fetch(  # type: ignore[union-attr]
+            return await raw.driver_connection.fetch(  # type: ignore[no-any-return, union-attr]
                 _INGEST_VISITOR_MESSAGES,
                 [m.id for m in messages],
                 [m.session_id for m in messages],
@@ -129,6 +136,23 @@ class RoutingBridge(Bridge):
                 [m.timestamp for m in messages],
                 [m.reply_to for m in messages],
             )
+
+    async def _stored(self, message_id: str) -> bool:
+        async with self._engine.connect() as conn:
+            return bool(await conn.scalar(sa.select(sa.exists().where(message_t.c.id == message_id))))
+
+    async def _write(self, messages: list[Message]) -> list[BaseException | bool]:
+        metrics.observe_ingest_batch(len(messages))
+        try:
+            rows = await self._insert(messages)
+        except _CONNECTION_LOST:
+            # Lost with the statement sent: it may have committed. Our ids say which (one statement: all or none);
+            # when it did, the answer is 200 and the sweep routes them (no retry stores a second copy). When
+            # this check fails too, the error stands: 503, and a retry may store the message again.
+            if not await self._stored(messages[0].id):
+                raise
+            log.warning("ingest answer lost after its commit; the sweep routes", messages=len(messages))
+            return [False] * len(messages)
         await asyncio.gather(
             *(self._enqueue(row["id"], row["routing_revision"]) for row in rows if row["needs_routing"]),
             *(
