@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.hours import calendar, clock
 from service.hours.services import arm_opening
-from service.queue import enqueue_drain, enqueue_route
+from service.queue import DRAIN_WINDOW_SECONDS, enqueue_drain, enqueue_route
 from service.resources import redis_settings
 from service.settings import Settings
 from service.timers.services import triggers
@@ -73,6 +73,10 @@ async def route_in_burst(
     await enqueue_route(arq, conversation_id, revision, trigger="visitor_message")
     if drain:
         await enqueue_drain(arq, team_id, trigger="operator_online")
+        # The drain waits for its window's end. Both jobs must be due at the worker's first poll: a burst
+        # worker counts a job that finished between polls twice, so with max_burst_jobs=2 it could stop
+        # after the routing job alone.
+        await asyncio.sleep(DRAIN_WINDOW_SECONDS)
     await arq.aclose()
     jobs = 2 if drain else 1
     worker = await run_burst(moved, cron_jobs=[], max_burst_jobs=jobs)
