@@ -30,6 +30,7 @@ from service.db.transactions import in_transaction
 from service.demo.controllers import demo_router
 from service.files.controllers import FileController
 from service.gateway.controllers import GatewayController
+from service.gateway.hooks import HostHooks
 from service.gateway.hub import SwitchboardPocketPing
 from service.gateway.limits import RateLimiter
 from service.history.controllers import HistoryController
@@ -61,15 +62,16 @@ from service.webhooks.controllers import WebhookController
 UNTRACED = ["^/metrics$", "^/healthz$", "^/readyz$"]
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    """Build the api: widget gateway, health checks; settings come from the caller or the environment."""
+def create_app(settings: Settings | None = None, *, host: HostHooks | None = None) -> Litestar:
+    """Build the api; settings come from the caller or the environment, ``host`` is an embedding app's own
+    PocketPing bridges and hooks (service/embed.py)."""
     settings = settings or load_settings()
     configure_logging(settings)
     tracing = tracer_provider(settings, "api")
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        resources = await Resources.open(settings, "api", tracing=tracing)
+        resources = await Resources.open(settings, "api", tracing=tracing, host=host)
         # Without an issuer, browsers cannot sign in; personal access tokens still work.
         oidc = OidcClient(settings) if settings.oidc_issuer_url and settings.oidc_client_id else None
         event_hub = EventHub(resources.engine, resources.redis, settings)
@@ -184,8 +186,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         logging_config=None,
         request_max_body_size=settings.widget_max_body_bytes,
-        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
-        openapi_config=openapi_config("0.1.0"),
+        template_config=TemplateConfig(
+            directory=TEMPLATES,
+            engine=JinjaTemplateEngine,
+            # Every link and asset the pages name starts with the site's path prefix.
+            engine_callback=lambda jinja: jinja.engine.globals.update(prefix=settings.path_prefix),
+        ),
+        openapi_config=openapi_config("0.1.0", settings.path_prefix),
         state=State({"settings": settings}),
         debug=False,
     )

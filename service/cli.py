@@ -37,7 +37,7 @@ def api(host: str, port: int, workers: int) -> None:
     """Run the HTTP api (widget gateway, REST API, dashboard)."""
     import uvicorn
 
-    load_settings()  # fail fast, with one clear line, before uvicorn starts
+    settings = load_settings()  # fail fast, with one clear line, before uvicorn starts
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -45,6 +45,8 @@ def api(host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         proxy_headers=True,
+        # Behind a proxy that serves Switchboard under PATH_PREFIX and strips it (docs/embedding.md).
+        root_path=settings.path_prefix,
         log_config=None,
         timeout_graceful_shutdown=10,
     )
@@ -52,15 +54,29 @@ def api(host: str, port: int, workers: int) -> None:
 
 @main.command()
 @click.option("--check", is_flag=True, help="Exit 0 if a worker reported healthy recently, else 1.")
-def worker(check: bool) -> None:
+@click.option(
+    "--app",
+    "embedded",
+    default=None,
+    help="module:attribute of the Switchboard your app embeds (service.embed): its settings, bridges and hooks.",
+)
+def worker(check: bool, embedded: str | None) -> None:
     """Run the arq worker (routing, timers, outbox delivery, sweeps)."""
     from arq.worker import check_health, run_worker
 
+    from service.embed import Switchboard
     from service.resources import redis_settings
     from workers.settings import worker_settings
 
-    settings = load_settings()
-    options = worker_settings(settings)
+    if embedded is None:
+        settings, host = load_settings(), None
+    else:
+        switchboard = _load(embedded, "--app", "myapp.main:switchboard")
+        switchboard = getattr(switchboard, "switchboard", switchboard)  # the Litestar plugin holds one
+        if not isinstance(switchboard, Switchboard):
+            raise click.BadParameter(f"{embedded} is not a service.embed.Switchboard", param_hint="--app")
+        settings, host = switchboard.settings, switchboard.host
+    options = worker_settings(settings, host)
     if check:
         # Without the worker's waiting for Redis: the check must answer 1 when Redis is gone, not wait.
         sys.exit(check_health({**options, "redis_settings": redis_settings(settings)}))  # type: ignore[arg-type]
@@ -182,17 +198,21 @@ def import_() -> None:
     """Load data from elsewhere into Switchboard."""
 
 
-async def _load_storage(spec: str) -> Any:
-    """``module:attribute``: a ``Storage``, or a callable (sync or async) that returns one."""
+def _load(spec: str, option: str, example: str) -> Any:
+    """``module:attribute`` named by a command-line option, imported as ``python -m`` would (cwd first)."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise click.BadParameter("give module:factory, e.g. myapp.chat:make_storage", param_hint="--storage")
-    # As ``python -m`` would: a module in the current directory is found.
+        raise click.BadParameter(f"give module:attribute, e.g. {example}", param_hint=option)
     sys.path.insert(0, os.getcwd())
     try:
-        target = getattr(importlib.import_module(module_name), attribute)
+        return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
-        raise click.BadParameter(f"cannot load {spec}: {exc}", param_hint="--storage") from None
+        raise click.BadParameter(f"cannot load {spec}: {exc}", param_hint=option) from None
+
+
+async def _load_storage(spec: str) -> Any:
+    """``module:attribute``: a ``Storage``, or a callable (sync or async) that returns one."""
+    target = _load(spec, "--storage", "myapp.chat:make_storage")
     # Opened in the loop that uses it: an async storage's connections belong to one event loop.
     storage = target() if callable(target) and not hasattr(target, "get_messages") else target
     storage = await storage if inspect.isawaitable(storage) else storage

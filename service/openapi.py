@@ -17,6 +17,7 @@ from litestar.openapi.spec import (
     Schema,
     SecurityRequirement,
     SecurityScheme,
+    Server,
     Tag,
 )
 from litestar.openapi.spec.enums import OpenAPIType
@@ -114,12 +115,13 @@ _EDGE_SUCCESS = {
 }
 
 
-def openapi_config(version: str) -> OpenAPIConfig:
-    """Title, version, security schemes and tags of the document."""
+def openapi_config(version: str, path_prefix: str = "") -> OpenAPIConfig:
+    """Title, version, server (the site's path prefix), security schemes and tags of the document."""
     return OpenAPIConfig(
         title="Switchboard",
         version=version,
         path="/schema",
+        servers=[Server(url=path_prefix or "/")],
         description=(
             "Team routing for PocketPing. Operator endpoints live under /api/v1 and take a bearer token "
             "(a native app's access token `sba_...` from /oauth/token, a personal access token `sbp_...` or the "

@@ -24,7 +24,7 @@ from service.files.services import Files
 from service.files.store import open_store
 from service.flows import replies
 from service.gateway.bridge import RoutingBridge
-from service.gateway.hooks import GatewayHooks
+from service.gateway.hooks import GatewayHooks, HostHooks
 from service.gateway.hub import SwitchboardPocketPing
 from service.hours import clock
 from service.push.senders import PushSenders
@@ -76,10 +76,16 @@ class Resources:
 
     @classmethod
     async def open(
-        cls, settings: Settings, role: Role, *, redis: ArqRedis | None = None, tracing: TracerProvider | None = None
+        cls,
+        settings: Settings,
+        role: Role,
+        *,
+        redis: ArqRedis | None = None,
+        tracing: TracerProvider | None = None,
+        host: HostHooks | None = None,
     ) -> Resources:
         """Build and start them; ``redis`` is a pool the caller keeps (the worker's own), else one is opened;
-        with ``tracing``, the engine's statements are traced."""
+        with ``tracing``, the engine's statements are traced; ``host`` is an embedding app's bridges and hooks."""
         metrics.configure(settings)
         clock.configure(settings)
         engine = create_engine(settings)
@@ -100,6 +106,7 @@ class Resources:
             # Visitors' messages arrive at api processes only: the routing bridge stores them and asks for routing.
             routing=RoutingBridge(engine, redis) if role == "api" else None,
             bridges=[team_bridge],
+            host=host,
         )
         # Webhook receivers and FCM: no redirects followed (a signed body must reach the configured URL only).
         # Webhook requests go to the checked address (service/webhooks/guard.py), so a kept-alive connection
@@ -125,7 +132,8 @@ class Resources:
             await pocketping.start_subscriber()  # widget events published anywhere, to this process's sockets
         else:
             # Workers hold no sockets: their PocketPing only publishes, api processes deliver.
-            await team_bridge.init(pocketping)
+            for bridge in [team_bridge, *pocketping.host_bridges]:
+                await bridge.init(pocketping)
         return resources
 
     async def aclose(self) -> None:
@@ -135,7 +143,8 @@ class Resources:
             await self.pocketping.stop_subscriber()
             await self.pocketping.stop()  # destroys its bridges too
         else:
-            await self.team_bridge.destroy()
+            for bridge in [self.team_bridge, *self.pocketping.host_bridges]:
+                await bridge.destroy()
         await self.push.aclose()
         await self.http.aclose()
         await self.files.store.aclose()

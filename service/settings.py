@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -71,6 +72,14 @@ class Settings(BaseSettings):
         description="Where users reach the api: the address the IdP redirects back to, and the root of the upload, "
         "download and screenshot URLs Switchboard signs, so it must be the address browsers and widgets use.",
         examples=["https://support.example.com"],
+    )
+    path_prefix: str = Field(
+        "",
+        description="The path Switchboard is served under, when it shares a site with another app (mounted in "
+        "it, or behind a proxy): every URL it produces (dashboard links and assets, cookies, sign-in redirects, "
+        "signed file URLs, the OpenAPI server) starts with `PUBLIC_URL` + this. Empty, or `/` and segments with "
+        "no trailing slash. See docs/embedding.md.",
+        examples=["/support"],
     )
 
     oidc_issuer: AnyHttpUrl | None = Field(
@@ -430,6 +439,13 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("path_prefix")
+    @classmethod
+    def _path_only(cls, value: str) -> str:
+        if value and not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
+            raise ValueError("must be empty or a path such as /support (no trailing slash, no query)")
+        return value
+
     @field_validator("ai_api_key")
     @classmethod
     def _vendor_needs_key(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -473,9 +489,18 @@ class Settings(BaseSettings):
         return str(self.oidc_issuer).rstrip("/") if self.oidc_issuer else None
 
     @property
+    def base_url(self) -> str:
+        """Where Switchboard's own paths start: ``PUBLIC_URL`` plus ``PATH_PREFIX``, no trailing slash."""
+        return str(self.public_url).rstrip("/") + self.path_prefix
+
+    def site_path(self, path: str) -> str:
+        """One of Switchboard's paths (``/app``, ``/auth``…) as browsers must ask for it: under ``PATH_PREFIX``."""
+        return self.path_prefix + path
+
+    @property
     def post_logout_redirect_uri(self) -> str:
         """The post-logout URI sent to the IdP, byte for byte as documented for registration."""
-        return self.oidc_post_logout_redirect_uri or str(self.public_url).rstrip("/")
+        return self.oidc_post_logout_redirect_uri or self.base_url
 
     @property
     def oidc_scope_list(self) -> str:

@@ -15,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.bridges.notify import BridgeRelay
 from service.gateway.availability import AvailabilityRelay
+from service.gateway.hooks import HostHooks
 from service.logging import configure_logging
 from service.outbox import LEASE_SECONDS
 from service.push.notify import PushRelay
@@ -58,14 +59,15 @@ def waiting_for_redis(settings: Settings) -> RedisSettings:
     )
 
 
-def worker_settings(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for ``arq.Worker`` (also accepted by ``arq.run_worker``)."""
+def worker_settings(settings: Settings, host: HostHooks | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``arq.Worker`` (also accepted by ``arq.run_worker``); ``host`` is an embedding
+    app's own PocketPing bridges and hooks, which see what this worker sends (operator and AI messages)."""
     tracing = tracer_provider(settings, "worker")
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         configure_logging(settings)
         # The pool is arq's own (ctx["redis"]); jobs read the resources from ctx by name.
-        resources = await Resources.open(settings, "worker", redis=ctx["redis"], tracing=tracing)
+        resources = await Resources.open(settings, "worker", redis=ctx["redis"], tracing=tracing, host=host)
         ctx.update(
             resources=resources,
             settings=settings,

@@ -29,6 +29,7 @@ from service.auth.sessions import (
     SESSION_COOKIE,
     SIGNED_OUT_COOKIE,
     cookie_options,
+    cookie_path,
     create_session,
     csrf_matches,
     end_session,
@@ -57,18 +58,18 @@ def _settings(request: Request[Any, Any, Any]) -> Settings:
 
 
 def _callback_url(settings: Settings) -> str:
-    return f"{str(settings.public_url).rstrip('/')}/auth/callback"
+    return f"{settings.base_url}/auth/callback"
 
 
-def _local_path(value: str | None) -> str:
+def _local_path(value: str | None, settings: Settings) -> str:
     """Only paths on this site: an open redirect would let others borrow the sign-in page."""
     if value and value.startswith("/") and not value.startswith(("//", "/\\")):
         return value
-    return "/"
+    return settings.site_path("/")
 
 
-def _expired(name: str, settings: Settings, path: str = "/") -> Cookie:
-    return Cookie(key=name, value="", max_age=0, **cookie_options(settings) | {"path": path})
+def _expired(name: str, settings: Settings, path: str = "") -> Cookie:
+    return Cookie(key=name, value="", max_age=0, **cookie_options(settings) | {"path": cookie_path(settings, path)})
 
 
 async def _to_identity_provider(request: Request[Any, Any, Any], keep: dict[str, str]) -> Redirect:
@@ -79,7 +80,7 @@ async def _to_identity_provider(request: Request[Any, Any, Any], keep: dict[str,
     except OidcError as exc:
         raise ServiceUnavailableException(str(exc)) from exc
     cookie = await start_login(request.app.state.redis, settings, {**login, **keep})
-    options = cookie_options(settings) | {"path": "/auth"}
+    options = cookie_options(settings) | {"path": cookie_path(settings, "/auth")}
     return Redirect(
         url, status_code=302, cookies=[Cookie(key=LOGIN_COOKIE, value=cookie, max_age=LOGIN_TTL, **options)]
     )
@@ -119,7 +120,7 @@ class AuthController(Controller):
         ] = None,
     ) -> Redirect:
         """Redirects to the IdP; the state, nonce and PKCE verifier stay server-side, bound to this browser."""
-        return await _to_identity_provider(request, {"returnTo": _local_path(return_to)})
+        return await _to_identity_provider(request, {"returnTo": _local_path(return_to, _settings(request))})
 
     @get("/callback", operation_id="signInCallback", summary="Where the identity provider sends the browser back")
     async def callback(
@@ -195,7 +196,7 @@ class AuthController(Controller):
                 Cookie(
                     key=CSRF_COOKIE, value=csrf, max_age=settings.session_ttl_seconds, **options | {"httponly": False}
                 ),
-                Cookie(key=LOGIN_COOKIE, value="", max_age=0, **options | {"path": "/auth"}),
+                Cookie(key=LOGIN_COOKIE, value="", max_age=0, **options | {"path": cookie_path(settings, "/auth")}),
                 _expired(SIGNED_OUT_COOKIE, settings),
             ],
         )
@@ -207,7 +208,7 @@ class AuthController(Controller):
         redis = request.app.state.redis
         cookie = request.cookies.get(SESSION_COOKIE)
         session = await load_session(redis, settings, cookie) if cookie else None
-        target = "/"
+        target = settings.site_path("/")
         if session is not None and cookie:
             sent = request.headers.get(CSRF_HEADER)
             if sent is None and request.content_type[0] == "application/x-www-form-urlencoded":
@@ -236,7 +237,7 @@ class AuthController(Controller):
         except OidcError:
             endpoint = None
         if not endpoint or oidc is None:
-            return "/"
+            return settings.site_path("/")
         query = {
             "id_token_hint": id_token,
             "client_id": oidc.client_id,
@@ -323,7 +324,8 @@ class OAuthController(Controller):
                 redirect_uri or "", oauth_state, error=exc.error, error_description=exc.detail
             )
             return Redirect(target, status_code=302)
-        return await _to_identity_provider(request, {"returnTo": "/", "oauth": app_request.dumps()})
+        home = _settings(request).site_path("/")
+        return await _to_identity_provider(request, {"returnTo": home, "oauth": app_request.dumps()})
 
     @post("/token", operation_id="oauthToken", summary="Exchange a code or a refresh token (form-encoded)")
     async def token(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:

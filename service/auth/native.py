@@ -311,7 +311,7 @@ async def principal_from_access_token(engine: AsyncEngine, secret: str) -> Princ
 
 def server_metadata(settings: Settings) -> dict[str, Any]:
     """RFC 8414 authorization server metadata."""
-    base = str(settings.public_url).rstrip("/")
+    base = settings.base_url
     return {
         "issuer": base,
         "authorization_endpoint": f"{base}/oauth/authorize",

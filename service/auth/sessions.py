@@ -105,6 +105,16 @@ def csrf_matches(session: BrowserSession, sent: str | None) -> bool:
     return sent is not None and hmac.compare_digest(session.csrf_token.encode(), sent.encode())
 
 
+def cookie_path(settings: Settings, path: str = "") -> str:
+    """A cookie's path: Switchboard's part of the site (``PATH_PREFIX``), or ``path`` under it."""
+    return settings.path_prefix + path or "/"
+
+
 def cookie_options(settings: Settings) -> dict[str, Any]:
-    """HttpOnly, SameSite=Lax, and Secure when the public URL is https."""
-    return {"httponly": True, "samesite": "lax", "secure": settings.public_url.scheme == "https", "path": "/"}
+    """HttpOnly, SameSite=Lax, Secure when the public URL is https, for Switchboard's paths only."""
+    return {
+        "httponly": True,
+        "samesite": "lax",
+        "secure": settings.public_url.scheme == "https",
+        "path": cookie_path(settings),
+    }

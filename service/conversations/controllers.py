@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
@@ -392,7 +393,9 @@ class ConversationController(Controller):
         limit: Limit = 50,
     ) -> ScreenshotPage:
         """Oldest request first, each with its status; ``imageUrl`` once the image is stored."""
-        page = await _list_of(request, principal, conversation_id, screenshots.list_screenshots, cursor, limit)
+        prefix = request.app.state.settings.path_prefix
+        lister = functools.partial(screenshots.list_screenshots, prefix=prefix)
+        page = await _list_of(request, principal, conversation_id, lister, cursor, limit)
         return ScreenshotPage.model_validate(page)
 
     @get(
@@ -443,7 +446,7 @@ class WidgetScreenshotController(Controller):
         async with engine(request).begin() as conn:
             key, expires_at = await screenshots.start_upload(conn, data.session_id, data.request_id)
         settings: Settings = request.app.state.settings
-        base = str(settings.public_url).rstrip("/")
+        base = settings.base_url
         return WidgetUploadStarted(
             attachment_id=key,
             upload_url=f"{base}{self.path}/upload/{key}",

@@ -53,9 +53,10 @@ def _screenshots() -> sa.Select[Any]:
     )
 
 
-def screenshot_public(row: Any) -> dict[str, Any]:
-    """A screenshot row as ``ScreenshotPublic`` fields."""
+def screenshot_public(row: Any, prefix: str = "") -> dict[str, Any]:
+    """A screenshot row as ``ScreenshotPublic`` fields; ``prefix`` is the site's ``PATH_PREFIX``."""
     done = row.state == "done"
+    image = f"{prefix}/api/v1/conversations/{row.conversation_id}/screenshots/{row.id}/image"
     return {
         "id": row.id,
         "conversation_id": row.conversation_id,
@@ -66,7 +67,7 @@ def screenshot_public(row: Any) -> dict[str, Any]:
         "captured_at": row.captured_at,
         "mime_type": row.mime_type,
         "size": row.size,
-        "image_url": f"/api/v1/conversations/{row.conversation_id}/screenshots/{row.id}/image" if done else None,
+        "image_url": image if done else None,
     }
 
 
@@ -95,7 +96,7 @@ async def request_screenshot(
         row = (await conn.execute(_screenshots().where(s.id == request_id))).one()
     # The widget shows nothing of it either way; "silent" tells it so, as PocketPing's own requests do.
     await pocketping.ask_for_screenshot(conversation_id, _widget_request(request_id, principal.display_name))
-    return screenshot_public(row)
+    return screenshot_public(row)  # no image yet, so no URL
 
 
 def _widget_request(request_id: uuid.UUID, requested_by: str | None) -> dict[str, Any]:
@@ -104,7 +105,7 @@ def _widget_request(request_id: uuid.UUID, requested_by: str | None) -> dict[str
 
 
 async def list_screenshots(
-    conn: AsyncConnection, conversation_id: str, cursor: str | None, limit: int
+    conn: AsyncConnection, conversation_id: str, cursor: str | None, limit: int, prefix: str = ""
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of the conversation's screenshots, oldest request first (keyset on ``(requested_at, id)``)."""
     statement = _screenshots().where(s.conversation_id == conversation_id)
@@ -116,7 +117,8 @@ async def list_screenshots(
             raise field_malformed("cursor", "use nextCursor from a previous page") from None
         statement = statement.where(sa.tuple_(s.requested_at, s.id) > after)
     rows = (await conn.execute(statement.order_by(s.requested_at, s.id).limit(limit + 1))).all()
-    return keyset_page(rows, limit, screenshot_public, lambda r: (r["requested_at"].isoformat(), str(r["id"])))
+    cursor_of = lambda r: (r["requested_at"].isoformat(), str(r["id"]))  # noqa: E731
+    return keyset_page(rows, limit, lambda r: screenshot_public(r, prefix), cursor_of)
 
 
 async def image(conn: AsyncConnection, conversation_id: str, screenshot_id: uuid.UUID) -> tuple[bytes, str]:

@@ -92,6 +92,7 @@ async def analytics_context(
     """Everything the page shows: the filter form's choices, the report, the charts and the CSV links."""
     team_id = _chosen(team, "teamId")
     tag_id = _chosen(tag, "tag")
+    export = request.app.state.settings.site_path("/api/v1/analytics/export.csv")
     first, last = _days(first, last, tz)
     start, end = services.period(
         datetime.combine(first, time()), datetime.combine(last + timedelta(days=1), time()), tz
@@ -118,7 +119,5 @@ async def analytics_context(
         "report": report,
         "bars": bars(report.sessions_by_day),
         "heatmap": heatmap(report.peak_hours),
-        "exports": [
-            (m.value, "/api/v1/analytics/export.csv?" + urlencode({"metric": m.value} | query)) for m in Metric
-        ],
+        "exports": [(m.value, f"{export}?" + urlencode({"metric": m.value} | query)) for m in Metric],
     }

@@ -90,7 +90,8 @@ async def _thread_context(
     """State, AI state, newest messages and notes: the part of the page that refreshes on the conversation's events."""
     messages, older = await services.newest_messages(conn, files(request), row.id)
     notes, more_notes = await services.list_notes(conn, row.id, None, services.MAX_PAGE)
-    shots, more_shots = await screenshots.list_screenshots(conn, row.id, None, services.MAX_PAGE)
+    prefix = request.app.state.settings.path_prefix
+    shots, more_shots = await screenshots.list_screenshots(conn, row.id, None, services.MAX_PAGE, prefix)
     return {
         "conversation": await services.conversation_of(conn, row),
         "team_tags": await tags.tags_of_teams(conn, [row.team_id]) if row.team_id else [],
@@ -248,9 +249,9 @@ class DashboardController(Controller):
 
 
 @get("/", include_in_schema=False)
-async def home() -> Redirect:
+async def home(request: Request[Any, Any, Any]) -> Redirect:
     """The site's root is the dashboard: where signing in without ``returnTo`` and signing out land."""
-    return Redirect("/app", status_code=303)
+    return Redirect(request.app.state.settings.site_path("/app"), status_code=303)
 
 
 @get("/app/sw.js", include_in_schema=False)
@@ -261,9 +262,10 @@ async def service_worker() -> Response[bytes]:
     )
 
 
-def _sign_in_url(path: str, query: str) -> str:
-    """Sign-in that comes back to this page."""
-    return "/auth/login?returnTo=" + quote(path + (f"?{query}" if query else ""))
+def _sign_in_url(request: Request[Any, Any, Any], path: str, query: str) -> str:
+    """Sign-in that comes back to this page (``path`` as the browser asked for it, prefix included)."""
+    sign_in = request.app.state.settings.site_path("/auth/login")
+    return f"{sign_in}?returnTo=" + quote(path + (f"?{query}" if query else ""))
 
 
 def sign_in_or_error(request: Request[Any, Any, Any], exc: HTTPException | DomainError) -> Response[Any]:
@@ -276,12 +278,12 @@ def sign_in_or_error(request: Request[Any, Any, Any], exc: HTTPException | Domai
         signed_out = SIGNED_OUT_COOKIE in request.cookies
         if request.headers.get("hx-request"):
             # A fragment request from a page whose session ended: htmx moves the whole page, which comes back after.
-            current = urlsplit(request.headers.get("hx-current-url", "/app"))
-            target = current.path if signed_out else _sign_in_url(current.path, current.query)
+            current = urlsplit(request.headers.get("hx-current-url", request.app.state.settings.site_path("/app")))
+            target = current.path if signed_out else _sign_in_url(request, current.path, current.query)
             return Response(None, status_code=401, headers={"HX-Redirect": target})
         if signed_out:
             return Template("signed_out.html", context={"return_to": request.url.path})
-        return Redirect(_sign_in_url(request.url.path, request.url.query), status_code=303)
+        return Redirect(_sign_in_url(request, request.url.path, request.url.query), status_code=303)
     return Template(
         "error.html", context={"status": exc.status_code, "detail": exc.detail}, status_code=exc.status_code
     )

@@ -45,7 +45,7 @@ class Files:
     def __init__(self, settings: Settings, store: FileStore) -> None:
         self.settings = settings
         self.store = store
-        self._root = str(settings.public_url).rstrip("/")
+        self._root = settings.base_url
 
     def _signed(self, purpose: str, path: str, attachment_id: str, ttl: int) -> str:
         expires = str(int(time.time()) + ttl)

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pocketping.bridges import Bridge
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -53,3 +54,15 @@ class GatewayHooks:
     # Bridges that look their platforms' message ids up themselves, so the SDK must call their
     # edit and delete hooks although it has no id to give them.
     reads_own_message_ids: Callable[[Bridge], bool]
+
+
+@dataclass(frozen=True)
+class HostHooks:
+    """The embedding app's own PocketPing hooks and bridges (library mode), called as the SDK calls them."""
+
+    bridges: Sequence[Bridge] = ()
+    on_new_session: Callable[..., Any] | None = None
+    on_message: Callable[..., Any] | None = None
+    on_event: Callable[..., Any] | None = None
+    on_identify: Callable[..., Any] | None = None
+    on_csat: Callable[..., Any] | None = None

@@ -44,7 +44,7 @@ from service.db.tables import message_t
 from service.errors import field_invalid
 from service.files import services as files
 from service.gateway.bridge import RoutingBridge
-from service.gateway.hooks import GatewayHooks
+from service.gateway.hooks import GatewayHooks, HostHooks
 from service.gateway.storage import MESSAGE_COLUMNS, PostgresStorage, acting_operator, row_to_message
 from service.settings import Settings
 
@@ -117,10 +117,23 @@ class SwitchboardPocketPing(PocketPing):
         files: files.Files,
         routing: RoutingBridge | None = None,
         bridges: list[Bridge] | None = None,
+        host: HostHooks | None = None,
     ) -> None:
-        """``routing`` stores visitor messages (api processes); without it this instance only sends."""
-        all_bridges = ([routing] if routing else []) + (bridges or [])
-        super().__init__(storage=PostgresStorage(engine, files), bridges=all_bridges, ai_provider=None)
+        """``routing`` stores visitor messages (api processes); without it this instance only sends. ``host`` is
+        the embedding app's own bridges and hooks (library mode)."""
+        host = host or HostHooks()
+        all_bridges = ([routing] if routing else []) + (bridges or []) + list(host.bridges)
+        super().__init__(
+            storage=PostgresStorage(engine, files),
+            bridges=all_bridges,
+            ai_provider=None,
+            on_new_session=host.on_new_session,
+            on_message=host.on_message,
+            on_event=host.on_event,
+            on_identify=host.on_identify,
+            on_csat=host.on_csat,
+        )
+        self.host_bridges = list(host.bridges)
         self.settings = settings
         self.files = files
         self.engine = engine
@@ -168,7 +181,8 @@ class SwitchboardPocketPing(PocketPing):
         self._publisher.post(_envelope(message.session_id, event))
         # The routing bridge has done its part; the SDK's hook tells the team's chat bridges, if it has any
         # (most conversations' teams have none: their messages cost no further round trip).
-        session = await self.storage.get_session(message.session_id) if bridged or self.on_message else None
+        wanted = bridged or self.on_message or self.host_bridges
+        session = await self.storage.get_session(message.session_id) if wanted else None
         if session is not None:
             await self._notify_bridges_message(message, session)  # the routing bridge's hook is a no-op
             if self.on_message:
@@ -442,6 +456,10 @@ class SwitchboardPocketPing(PocketPing):
         session = await self.storage.get_session(request.session_id)
         if session is not None:
             await self._notify_bridges_csat(session, request.score, comment)
+            if self.on_csat_callback:
+                result = self.on_csat_callback(session, {"score": request.score, "comment": comment})
+                if asyncio.iscoroutine(result):
+                    await result
         return CsatResponse(ok=True)
 
     async def handle_identify(self, request: IdentifyRequest) -> IdentifyResponse:

@@ -115,7 +115,7 @@ def _one_of(found: list[Any], wanted: str, what: str) -> Response[Any]:
 
 
 def _base(request: Request[Any, Any, Any]) -> str:
-    return f"{str(request.app.state.settings.public_url).rstrip('/')}{ScimController.path}"
+    return f"{request.app.state.settings.base_url}{ScimController.path}"
 
 
 async def _payload(request: Request[Any, Any, Any]) -> Any:

@@ -11,13 +11,16 @@
   // This tab is one presence client of the operator: its id lives as long as the tab (sessionStorage), the
   // event stream holds it (closing the tab ends it), activity is told by a heartbeat at most every 30 s, and
   // choosing online from this tab makes this client the online one.
+  // Where the site mounts Switchboard (PATH_PREFIX): every path below starts with it.
+  const base = document.body.dataset.base || "";
+
   let tab = sessionStorage.getItem("sb-client");
   if (!tab) {
     tab = "web-" + randomKey();
     sessionStorage.setItem("sb-client", tab);
   }
   document.addEventListener("htmx:configRequest", function (evt) {
-    if (evt.detail.path === "/api/v1/me/presence") evt.detail.parameters.clientId = tab;
+    if (evt.detail.path === base + "/api/v1/me/presence") evt.detail.parameters.clientId = tab;
   });
 
   // Forms post JSON (the REST API's format); forms marked data-idempotent send an Idempotency-Key,
@@ -158,8 +161,8 @@
 
   // For the page scripts (canned.js, profile.js): a JSON call to the REST API with the session's CSRF token.
   // Resolves to the answer's JSON (null for 204); rejects with an Error whose message is the problem detail.
-  async function call(method, url, body) {
-    const response = await fetch(url, {
+  async function call(method, path, body) {
+    const response = await fetch(base + path, {
       method: method,
       headers: csrfHeaders(),
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -169,6 +172,7 @@
   }
 
   window.Switchboard = {
+    base: base,
     call: call,
     showError: showError,
     refresh: function () { htmx.trigger(document.body, "sb:refresh"); },
@@ -195,7 +199,7 @@
     async function pick(item) {
       const where = typed;
       close();
-      const response = await fetch("/api/v1/canned-responses/" + item.dataset.canned + "/render", {
+      const response = await fetch(base + "/api/v1/canned-responses/" + item.dataset.canned + "/render", {
         method: "POST",
         headers: csrfHeaders(),
         body: JSON.stringify({ conversationId: box.dataset.conversation }),
@@ -213,7 +217,7 @@
       typed = { start: before.length - match[2].length - 1, end: before.length, prefix: match[2] };
       const lookup = ++asked;
       const query = match[2] ? "?prefix=" + encodeURIComponent(match[2]) : "";
-      const response = await fetch("/api/v1/canned-responses" + query, { headers: { Accept: "application/json" } });
+      const response = await fetch(base + "/api/v1/canned-responses" + query, { headers: { Accept: "application/json" } });
       if (lookup !== asked || typed === null) return;
       if (!response.ok) return showError(await problemDetail(response));
       const items = (await response.json()).items;
@@ -299,7 +303,7 @@
 
   function setUpConversation(box) {
     const id = box.dataset.conversation;
-    const url = "/api/v1/conversations/" + encodeURIComponent(id);
+    const url = "/api/v1/conversations/" + encodeURIComponent(id); // for call(), which adds the base
     const markRead = function () {
       if (document.visibilityState === "visible") call("POST", url + "/read").catch((error) => showError(error.message));
     };
@@ -361,7 +365,7 @@
       const now = Date.now();
       if (now - toldAt < 30000) return;
       toldAt = now;
-      fetch("/api/v1/me/heartbeat", {
+      fetch(base + "/api/v1/me/heartbeat", {
         method: "POST",
         headers: csrfHeaders(),
         body: JSON.stringify({ clientId: tab, kind: "web", active: true }),
@@ -371,7 +375,7 @@
       document.addEventListener(kind, tellActivity, { passive: true });
     }
     if (box) setUpConversation(box);
-    const source = new EventSource("/api/v1/events?clientId=" + encodeURIComponent(tab));
+    const source = new EventSource(base + "/api/v1/events?clientId=" + encodeURIComponent(tab));
     for (const kind of KINDS) {
       source.addEventListener(kind, function (message) {
         const event = JSON.parse(message.data);

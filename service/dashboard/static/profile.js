@@ -67,7 +67,7 @@
         if ((await Notification.requestPermission()) !== "granted") {
           throw new Error("Notifications are blocked for this site: allow them in the browser's site settings");
         }
-        const registration = await navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" });
+        const registration = await navigator.serviceWorker.register(Switchboard.base + "/app/sw.js", { scope: Switchboard.base + "/app/" });
         await navigator.serviceWorker.ready;
         const subscription =
           (await registration.pushManager.getSubscription()) ||

@@ -1,7 +1,12 @@
-// The dashboard's service worker (scope /app/): shows a push notification (assignment, visitor message,
+// The dashboard's service worker (scope: the dashboard, /app/ under the site's path prefix): shows a push notification (assignment, visitor message,
 // mention, queue alert) and opens its conversation when clicked. Switchboard sends none while a dashboard tab
 // or a foreground app of the operator's is connected, so every push that arrives is shown.
 "use strict";
+
+// Paths under the dashboard, wherever the site mounts it (its scope is the dashboard's root).
+function dashboardPath(path) {
+  return new URL(path, self.registration.scope).pathname;
+}
 
 self.addEventListener("push", function (event) {
   let data = {};
@@ -10,12 +15,12 @@ self.addEventListener("push", function (event) {
   } catch (error) {
     data = { body: event.data.text() };
   }
-  const url = data.conversationId ? "/app/conversations/" + encodeURIComponent(data.conversationId) : "/app";
+  const url = dashboardPath(data.conversationId ? "conversations/" + encodeURIComponent(data.conversationId) : "");
   event.waitUntil(
     self.registration.showNotification(data.title || "Switchboard", {
       body: data.body || "",
       tag: data.tag,
-      icon: "/app/static/icon.svg",
+      icon: dashboardPath("static/icon.svg"),
       data: { url: url, type: data.type || null },
     })
   );
@@ -27,7 +32,7 @@ self.addEventListener("notificationclick", function (event) {
   event.waitUntil(
     self.clients.matchAll({ type: "window" }).then(function (windows) {
       const open = windows.find((w) => new URL(w.url).pathname === url);
-      return open ? open.focus() : self.clients.openWindow(url || "/app");
+      return open ? open.focus() : self.clients.openWindow(url || dashboardPath(""));
     })
   );
 });
