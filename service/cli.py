@@ -198,11 +198,11 @@ def import_() -> None:
     """Load data from elsewhere into Switchboard."""
 
 
-def _load(spec: str, option: str, example: str) -> Any:
+def _load(spec: str, option: str, example: str, what: str = "attribute") -> Any:
     """``module:attribute`` named by a command-line option, imported as ``python -m`` would (cwd first)."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise click.BadParameter(f"give module:attribute, e.g. {example}", param_hint=option)
+        raise click.BadParameter(f"give module:{what}, e.g. {example}", param_hint=option)
     sys.path.insert(0, os.getcwd())
     try:
         return getattr(importlib.import_module(module_name), attribute)
@@ -212,7 +212,7 @@ def _load(spec: str, option: str, example: str) -> Any:
 
 async def _load_storage(spec: str) -> Any:
     """``module:attribute``: a ``Storage``, or a callable (sync or async) that returns one."""
-    target = _load(spec, "--storage", "myapp.chat:make_storage")
+    target = _load(spec, "--storage", "myapp.chat:make_storage", "factory")
     # Opened in the loop that uses it: an async storage's connections belong to one event loop.
     storage = target() if callable(target) and not hasattr(target, "get_messages") else target
     storage = await storage if inspect.isawaitable(storage) else storage

@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import metrics
 from service.ai.providers import build_provider
-from service.bridges.dispatch import TeamBridge, reads_own_message_ids
+from service.bridges.dispatch import TeamBridge
+from service.bridges.posts import PostQueue, reads_own_message_ids
 from service.bridges.registry import BridgeRegistry
 from service.csat import services as csat
 from service.db.engine import create_engine
@@ -95,7 +96,8 @@ class Resources:
             redis = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
         files = Files(settings, open_store(settings))
         bridge_registry = BridgeRegistry(settings, files)
-        # Messages sent here reach the team's chats through the team bridge, whichever process sends them.
+        # What the team's chats are to hear is queued here, whichever process hears it, and posted by a worker
+        # through the team bridge (service/bridges/posts.py).
         team_bridge = TeamBridge(engine, bridge_registry)
         pocketping = SwitchboardPocketPing(
             settings=settings,
@@ -105,7 +107,7 @@ class Resources:
             files=files,
             # Visitors' messages arrive at api processes only: the routing bridge stores them and asks for routing.
             routing=RoutingBridge(engine, redis) if role == "api" else None,
-            bridges=[team_bridge],
+            bridges=[PostQueue(engine, redis)],
             host=host,
         )
         # Webhook receivers and FCM: no redirects followed (a signed body must reach the configured URL only).
@@ -127,12 +129,15 @@ class Resources:
             owns_redis=owns_redis,
             unwatch_pool=metrics.watch_pool(engine, settings.db_pool_size * 2),  # the pool plus its overflow
         )
+        # Not one of the hub's bridges (the hub queues for it): it posts for the worker, and its registry
+        # answers the platforms' webhooks, in either role.
+        await team_bridge.init(pocketping)
         if role == "api":
             await pocketping.start()
             await pocketping.start_subscriber()  # widget events published anywhere, to this process's sockets
         else:
             # Workers hold no sockets: their PocketPing only publishes, api processes deliver.
-            for bridge in [team_bridge, *pocketping.host_bridges]:
+            for bridge in pocketping.host_bridges:
                 await bridge.init(pocketping)
         return resources
 
@@ -143,8 +148,9 @@ class Resources:
             await self.pocketping.stop_subscriber()
             await self.pocketping.stop()  # destroys its bridges too
         else:
-            for bridge in [self.team_bridge, *self.pocketping.host_bridges]:
+            for bridge in self.pocketping.host_bridges:
                 await bridge.destroy()
+        await self.team_bridge.destroy()
         await self.push.aclose()
         await self.http.aclose()
         await self.files.store.aclose()

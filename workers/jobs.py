@@ -15,6 +15,7 @@ from service import metrics, outbox, queue, retention
 from service.ai import delivery as ai_delivery
 from service.ai import services as ai
 from service.bridges import notify as bridges
+from service.bridges import posts as bridge_posts
 from service.conversations.delivery import WIDGET_MESSAGE, deliver_widget_message
 from service.csat.services import RatingAsk
 from service.db.transactions import in_transaction
@@ -143,6 +144,10 @@ def _outbox_kinds(ctx: dict[str, Any]) -> dict[str, outbox.Kind]:
         bridges.BRIDGE: outbox.Kind(
             lambda delivery: bridges.deliver(ctx["engine"], ctx["team_bridge"], delivery),
             max_attempts=bridges.MAX_ATTEMPTS,
+        ),
+        bridge_posts.BRIDGE_POST: outbox.Kind(
+            lambda delivery: bridge_posts.deliver(ctx["engine"], ctx["redis"], ctx["team_bridge"], delivery),
+            max_attempts=bridge_posts.MAX_ATTEMPTS,
         ),
         ai.AI_REPLY: outbox.Kind(
             lambda delivery: ai_delivery.deliver(ctx["pocketping"], ctx["ai_provider"], ctx["settings"], delivery),

@@ -118,10 +118,13 @@ class TeamBridge(Bridge):
         team, threads = where
         if any(platform not in threads for platform in team.bridges):
             try:
-                threads = await self._open_first(conversation_id, message_id)
+                await self.open_threads(conversation_id)  # the opening posts the messages so far
             except Exception:
                 log.warning("bridge threads not opened", conversation_id=conversation_id, exc_info=True)
+        # A message goes only where it is not yet (a thread's opening posted it, or an earlier try did).
+        threads = await self._still_to_post(conversation_id, message_id)
         posted: dict[str, str] = {}
+        failed: list[str] = []
         for platform, bridge in team.bridges.items():
             if platform not in threads:
                 continue
@@ -130,16 +133,18 @@ class TeamBridge(Bridge):
                     await call(bridge)
             except Exception:
                 log.warning("bridge call failed", platform=platform, conversation_id=conversation_id, exc_info=True)
+                failed.append(platform)
                 continue
             if sent:
                 posted[platform] = sent[0]
         if posted and message_id is not None and self._pocketping is not None:
             await self._pocketping.storage.save_bridge_message_ids(message_id, _ids(posted))
+        if failed:
+            # Retried by the outbox (service/bridges/posts.py); a message is not posted twice where it went.
+            raise PlatformError(f"not posted to {', '.join(failed)}")
 
-    async def _open_first(self, conversation_id: str, message_id: str | None) -> dict[str, str]:
-        """Open the missing threads (the opening posts the messages so far, this one included); the threads
-        this message still has to be posted into."""
-        await self.open_threads(conversation_id)
+    async def _still_to_post(self, conversation_id: str, message_id: str | None) -> dict[str, str]:
+        """The conversation's threads, less those that already have this message."""
         async with self._engine.connect() as conn:
             where = await self._where(conn, conversation_id)
             if where is None:
@@ -293,8 +298,3 @@ class TeamBridge(Bridge):
             if sent:
                 value: Any = int(sent[0]) if platform == "telegram" else sent[0]
                 await conn.execute(sa.update(message_t).where(message_t.c.id == row.id).values({column: value}))
-
-
-def reads_own_message_ids(bridge: Bridge) -> bool:
-    """The team bridge posts to several platforms and reads each one's message id itself (edits, deletes)."""
-    return isinstance(bridge, TeamBridge)

@@ -142,6 +142,8 @@ async def _work(engine: AsyncEngine, team_bridge: TeamBridge, payload: dict[str,
                 text = "\n".join([notices.lead_alert_title(payload["reason"]), *notices.summary_lines(conversation)])
             else:
                 text = await _mention_text(conn, conversation, payload["noteId"])
+            # A deep link to the conversation's dashboard page, under the site's path prefix.
+            text += f"\nOpen: {team_bridge.registry.settings.base_url}/app/conversations/{conversation.id}"
             sent = await send_direct(conn, team, operator_id, payload["platform"], text)
         except BridgeUnavailable:
             return "disabled"

@@ -49,6 +49,10 @@ class BridgeRegistry:
         # Given to the SDK bridges, which look up replied-to messages in its storage.
         self.pocketping: PocketPing | None = None
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
     async def team(self, team_id: uuid.UUID, stored: dict[str, Any]) -> TeamBridges:
         """The team's bridges for these stored settings; built (or rebuilt) when they differ from the cached ones."""
         current = self._teams.get(team_id)

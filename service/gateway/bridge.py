@@ -18,11 +18,19 @@ from service import metrics
 from service.batching import Batcher
 from service.db.tables import message_t
 from service.gateway.storage import CREATED_COLUMNS, message_created
-from service.queue import Trigger, enqueue_route, enqueue_trigger
+from service.queue import Trigger, enqueue_delivery, enqueue_route, enqueue_trigger
 from service.sla.clocks import NEXT_RESPONSE_CTES
 from service.timers.services import upsert_timers
 
 log = structlog.get_logger(__name__)
+
+# The outbox kind of a post to the conversation's team chats, delivered by service/bridges/posts.py; visitor
+# messages get theirs from the statement that stores them, so the widget's answer waits for no chat platform.
+BRIDGE_POST = "bridge_post"
+# Whether conversation ``{conversation}``'s team has a chat bridge enabled.
+TEAM_BRIDGED = """EXISTS (SELECT 1 FROM conversation bc JOIN team bt ON bt.id = bc.team_id
+                          CROSS JOIN LATERAL jsonb_each(bt.bridge_settings) AS b
+                          WHERE bc.id = {conversation} AND (b.value ->> 'enabled')::boolean)"""
 
 # Visitor messages in one statement per batch: lock the batch's conversations (in id order,
 # so concurrent batches cannot deadlock), keep their *old* routing state for the decision,
@@ -72,12 +80,18 @@ WITH incoming AS (
     FROM incoming m WHERE m.conversation_id IN (SELECT id FROM touched)
     ORDER BY m.ord
     RETURNING {", ".join(c.name for c in CREATED_COLUMNS)}
-), announced AS ({_ANNOUNCE})
+), announced AS ({_ANNOUNCE}), posts AS (
+    INSERT INTO outbox (kind, payload)
+    SELECT '{BRIDGE_POST}',
+           jsonb_build_object('conversationId', s.conversation_id, 'hook', 'visitor_message', 'messageId', s.id)
+    FROM stored s WHERE {TEAM_BRIDGED.format(conversation="s.conversation_id")}
+    ORDER BY s.seq
+    RETURNING id, payload ->> 'conversationId' AS conversation_id
+)
 SELECT touched.id, touched.routing_revision, touched.needs_routing,
        ai.id AS timer_id, ai.revision AS timer_revision, ai.due_at AS timer_due_at,
        sla_timer.id AS sla_timer_id, sla_timer.revision AS sla_timer_revision, sla_timer.due_at AS sla_timer_due_at,
-       EXISTS (SELECT 1 FROM team t CROSS JOIN LATERAL jsonb_each(t.bridge_settings) AS b
-               WHERE t.id = touched.team_id AND (b.value ->> 'enabled')::boolean) AS bridged
+       ARRAY(SELECT p.id FROM posts p WHERE p.conversation_id = touched.id ORDER BY p.id) AS posts
 FROM touched LEFT JOIN ai ON ai.subject = touched.id LEFT JOIN sla_timer ON sla_timer.subject = touched.id
 """
 
@@ -108,7 +122,7 @@ class RoutingBridge(Bridge):
         # A single statement: autocommit saves the BEGIN/COMMIT round trips.
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._arq = arq
-        self._batcher: Batcher[Message, bool] = Batcher(self._write, max_size=max_batch)
+        self._batcher: Batcher[Message, None] = Batcher(self._write, max_size=max_batch)
 
     @property
     def name(self) -> str:
@@ -117,10 +131,10 @@ class RoutingBridge(Bridge):
     async def on_new_session(self, session: Session) -> None:
         log.info("session started", conversation_id=session.id, visitor_id=session.visitor_id)
 
-    async def ingest(self, message: Message) -> bool:
+    async def ingest(self, message: Message) -> None:
         """Store one visitor message and mark its conversation for routing; ``SessionNotFound`` if none.
 
-        Returns whether the conversation's team has a chat bridge enabled (which must then hear of it).
+        Where the conversation's team has a chat bridge enabled, its post is queued with the message.
         """
         return await self._batcher.submit(message)
 
@@ -141,7 +155,7 @@ class RoutingBridge(Bridge):
         async with self._engine.connect() as conn:
             return bool(await conn.scalar(sa.select(sa.exists().where(message_t.c.id == message_id))))
 
-    async def _write(self, messages: list[Message]) -> list[BaseException | bool]:
+    async def _write(self, messages: list[Message]) -> list[BaseException | None]:
         metrics.observe_ingest_batch(len(messages))
         try:
             rows = await self._insert(messages)
@@ -152,7 +166,7 @@ class RoutingBridge(Bridge):
             if not await self._stored(messages[0].id):
                 raise
             log.warning("ingest answer lost after its commit; the sweep routes", messages=len(messages))
-            return [False] * len(messages)
+            return [None] * len(messages)
         await asyncio.gather(
             *(self._enqueue(row["id"], row["routing_revision"]) for row in rows if row["needs_routing"]),
             *(
@@ -165,9 +179,10 @@ class RoutingBridge(Bridge):
                 for row in rows
                 if row["sla_timer_id"] is not None
             ),
+            *(self._post(outbox_id) for row in rows for outbox_id in row["posts"]),
         )
-        bridged = {row["id"]: row["bridged"] for row in rows}
-        return [bridged[m.session_id] if m.session_id in bridged else SessionNotFound() for m in messages]
+        found = {row["id"] for row in rows}
+        return [None if m.session_id in found else SessionNotFound() for m in messages]
 
     async def _arm(self, trigger: Trigger) -> None:
         try:
@@ -175,6 +190,12 @@ class RoutingBridge(Bridge):
         except Exception:
             # The row is committed: the sweep fires it once it is overdue.
             log.warning("timer trigger not enqueued; sweep will", timer_id=trigger.timer_id, exc_info=True)
+
+    async def _post(self, outbox_id: int) -> None:
+        try:
+            await enqueue_delivery(self._arq, outbox_id)
+        except Exception:
+            log.warning("bridge post not enqueued; the sweep will", outbox_id=outbox_id, exc_info=True)
 
     async def _enqueue(self, conversation_id: str, revision: int) -> None:
         try:

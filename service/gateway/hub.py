@@ -172,16 +172,16 @@ class SwitchboardPocketPing(PocketPing):
             reply_to=request.reply_to,
         )
         await self._link_attachments(message, request)
-        bridged = await self.routing.ingest(message)
+        await self.routing.ingest(message)
         for attachment in request.attachments or []:  # inline ones are not stored yet
             await self.storage.save_attachment(attachment.model_copy(update={"message_id": message.id}))
         # The WebSocketEvent the SDK would build, encoded in one pass. Pub/sub delivers at most
         # once anyway, so the visitor's answer does not wait for the PUBLISH.
         event = '{"type":"message","data":' + message.model_dump_json(by_alias=True) + "}"
         self._publisher.post(_envelope(message.session_id, event))
-        # The routing bridge has done its part; the SDK's hook tells the team's chat bridges, if it has any
-        # (most conversations' teams have none: their messages cost no further round trip).
-        wanted = bridged or self.on_message or self.host_bridges
+        # The routing bridge has done its part, the team chats' post queued with the message; the SDK's hook
+        # tells the embedding app's bridges and hook, if it has any (without, no further round trip).
+        wanted = self.on_message or self.host_bridges
         session = await self.storage.get_session(message.session_id) if wanted else None
         if session is not None:
             await self._notify_bridges_message(message, session)  # the routing bridge's hook is a no-op

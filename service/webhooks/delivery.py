@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, get_args
+from urllib.parse import quote
 
 import httpx2
 import sqlalchemy as sa
@@ -80,6 +81,15 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={digest}"
 
 
+def with_links(settings: Settings, event: dict[str, Any]) -> dict[str, Any]:
+    """The event as sent: with ``links.conversation``, the conversation's dashboard page (under ``PATH_PREFIX``),
+    added when it is sent so a moved or re-prefixed site links right."""
+    if not event.get("conversationId"):
+        return event
+    page = f"{settings.base_url}/app/conversations/{quote(event['conversationId'], safe='')}"
+    return {**event, "links": {"conversation": page}}
+
+
 def lease_seconds(settings: Settings) -> float:
     """How long a delivery is leased: the send's timeout plus a margin."""
     return settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
@@ -135,7 +145,7 @@ async def _post(client: httpx2.AsyncClient, settings: Settings, endpoint: Any, d
     except OSError as exc:
         raise DeliveryFailed(f"DNS: {exc}"[:500]) from exc
     secret = decrypt_secret(settings.secret_key, SECRET_PURPOSE, endpoint.secret_encrypted)
-    event = delivery.payload["event"]
+    event = with_links(settings, delivery.payload["event"])
     body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
     headers = {
         "Host": target.host_header,

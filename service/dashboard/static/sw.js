@@ -3,9 +3,9 @@
 // or a foreground app of the operator's is connected, so every push that arrives is shown.
 "use strict";
 
-// Paths under the dashboard, wherever the site mounts it (its scope is the dashboard's root).
+// Paths under the dashboard, wherever the site mounts it (its scope is the dashboard's root, "/app/").
 function dashboardPath(path) {
-  return new URL(path, self.registration.scope).pathname;
+  return new URL(self.registration.scope).pathname.replace(/\/$/, "") + path;
 }
 
 self.addEventListener("push", function (event) {
@@ -15,12 +15,12 @@ self.addEventListener("push", function (event) {
   } catch (error) {
     data = { body: event.data.text() };
   }
-  const url = dashboardPath(data.conversationId ? "conversations/" + encodeURIComponent(data.conversationId) : "");
+  const url = dashboardPath(data.conversationId ? "/conversations/" + encodeURIComponent(data.conversationId) : "");
   event.waitUntil(
     self.registration.showNotification(data.title || "Switchboard", {
       body: data.body || "",
       tag: data.tag,
-      icon: dashboardPath("static/icon.svg"),
+      icon: dashboardPath("/static/icon.svg"),
       data: { url: url, type: data.type || null },
     })
   );

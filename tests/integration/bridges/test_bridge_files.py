@@ -76,7 +76,7 @@ async def test_a_visitors_files_reach_each_platform_as_its_api_takes_them(
     clean_db: AsyncEngine,
     platforms: Platforms,
 ) -> None:
-    _, http, _ = served
+    api, http, configured = served
     telegram_api, slack_api, discord_api = platforms.telegram, platforms.slack, platforms.discord
     picture = await upload(http, desk.session_id, "screen.png", PICTURE, "image/png")
     invoice = await upload(http, desk.session_id, "invoice.pdf", PDF, "application/pdf")
@@ -86,6 +86,7 @@ async def test_a_visitors_files_reach_each_platform_as_its_api_takes_them(
     body["attachmentIds"] = [picture["id"], invoice["id"]]
     response = await http.post("/pocketping/message", json=body)
     assert response.status_code == 200, response.text
+    await work(configured, api)  # a worker posts to the chats, not the widget's request
 
     # Telegram: the picture as a photo, the PDF as a document, multipart, into the topic; no empty text line.
     assert telegram_api.calls_to("sendMessage") == []
@@ -239,7 +240,7 @@ async def test_a_file_sent_from_a_platform_reaches_the_visitor(
     clean_db: AsyncEngine,
     platforms: Platforms,
 ) -> None:
-    _, http, _ = served
+    api, http, configured = served
     telegram_api, slack_api, discord_api = platforms.telegram, platforms.slack, platforms.discord
     await assign(clean_db, desk, "ana")
     response = await from_platform(platform, http, desk, platforms)
@@ -270,7 +271,8 @@ async def test_a_file_sent_from_a_platform_reaches_the_visitor(
     if platform == "discord":
         [fetched] = discord_api.calls_to("GET /attachments")
         assert "authorization" not in fetched.headers  # the bot token stays with the API
-    # The other two chats get Ana's file (her name as its caption); the one it came from does not get it back.
+    # The other two chats get Ana's file (her name as its caption), from a worker; the one it came from does not.
+    await work(configured, api)
     mirrored = {
         "telegram": [multipart_file(c, "photo") for c in telegram_api.calls_to("sendPhoto")],
         "slack": [

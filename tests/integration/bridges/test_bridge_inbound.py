@@ -25,6 +25,7 @@ from service.settings import Settings
 from tests.conftest import RunningApi, run_api
 from tests.factories import add_member, bearer, make_operator, make_team, personal_token
 from tests.integration.realtime.test_fanout import received
+from tests.integration.workers.test_worker import run_burst
 from tests.standins import DiscordStandIn, SlackStandIn, TelegramStandIn
 from tests.support.bridges import (
     DISCORD_BOT_TOKEN,
@@ -512,6 +513,8 @@ async def test_assignees_reply_reaches_the_visitor_once_and_the_other_bridges_on
                 response = await telegram_update(http, desk.team_id, update)
                 assert (response.status_code, response.json()) == (200, {"ok": True})
             events = [e for e in await received(socket) if e["type"] == "message"]
+        # A worker mirrors the reply to the other chats.
+        assert (await run_burst(api.app.state.settings, cron_jobs=[])).jobs_failed == 0
         await slack_api.wait_for("chat.postMessage")
         await discord_api.wait_for("POST /channels/{id}/messages")
     assert [(e["data"]["content"], e["data"]["sender"], e["data"]["metadata"]["operatorName"]) for e in events] == [

@@ -195,7 +195,7 @@ async def test_an_assignment_notifies_only_the_assignee_and_posts_in_the_teams_t
         assert [(c.token, c.body["chat_id"]) for c in direct] == [(TOKEN_A, "5001")]
         assert direct[0].body["text"] == (
             "New conversation assigned to you\nVisitor: Vera\nPage: https://shop.example/pricing\n"
-            "Last message: Is there a student discount?"
+            f"Last message: Is there a student discount?\nOpen: http://127.0.0.1:8000/app/conversations/{session_id}"
         )
         assert all(call.token == TOKEN_A for call in platforms.telegram.calls)  # team B's bot said nothing
         # Slack: the DM channel is opened (and stored) because Ada's link had none; the thread in the channel.
@@ -214,10 +214,11 @@ async def test_an_assignment_notifies_only_the_assignee_and_posts_in_the_teams_t
             {"platform": "telegram", "thread_ref": str(thread), "team_id": people["a"]},
         ]
 
-        # Later visitor messages go straight into the topic and the thread, once each, with their ids stored.
+        # Later visitor messages go into the topic and the thread (posted by a worker), once each, ids stored.
         platforms.telegram.clear()
         platforms.slack.clear()
         await say(http, session_id, "Hello?")
+        await work(bridged, bridged_api)
         [sent] = platforms.telegram.calls_to("sendMessage")
         assert (sent.token, sent.body["chat_id"], sent.body["message_thread_id"]) == (TOKEN_A, CHAT_A, thread)
         [slack_sent] = platforms.slack.calls_to("chat.postMessage")
@@ -239,6 +240,7 @@ async def test_an_assignment_notifies_only_the_assignee_and_posts_in_the_teams_t
             f"/pocketping/message/{hello['id']}", json={"sessionId": session_id, "content": "Hello??"}
         )
         assert response.status_code == 200, response.text
+        await work(bridged, bridged_api)
         [edit] = platforms.telegram.calls_to("editMessageText")
         assert (edit.body["chat_id"], edit.body["message_id"]) == (CHAT_A, sent.response["result"]["message_id"])
         assert "Hello??" in edit.body["text"]
@@ -246,6 +248,7 @@ async def test_an_assignment_notifies_only_the_assignee_and_posts_in_the_teams_t
         assert (update.body["channel"], update.body["ts"]) == (SLACK_CHANNEL, slack_sent.response["ts"])
         response = await http.delete(f"/pocketping/message/{hello['id']}", params={"sessionId": session_id})
         assert response.status_code == 200, response.text
+        await work(bridged, bridged_api)
         [deleted] = platforms.telegram.calls_to("deleteMessage")
         assert deleted.body == {"chat_id": CHAT_A, "message_id": sent.response["result"]["message_id"]}
         [slack_deleted] = platforms.slack.calls_to("chat.delete")
@@ -284,8 +287,12 @@ async def test_each_conversation_reaches_its_current_teams_chat_only(
         platforms.telegram.clear()
         await say(http, for_a, "Second from A")
         await say(http, for_b, "Zweite von B")
-        assert chats(platforms.telegram) == [(TOKEN_A, CHAT_A, topics[TOKEN_A]), (TOKEN_B, CHAT_B, topics[TOKEN_B])]
-        assert ["Second from A" in t for t in texts(platforms.telegram.calls)] == [True, False]
+        await work(bridged, bridged_api)  # a worker posts, in order per conversation
+        # Two conversations, two workers' jobs: in either order.
+        expected = [(TOKEN_A, CHAT_A, topics[TOKEN_A]), (TOKEN_B, CHAT_B, topics[TOKEN_B])]
+        assert sorted(chats(platforms.telegram)) == expected
+        by_token = {c.token: str(c.body.get("text", "")) for c in platforms.telegram.calls}
+        assert ("Second from A" in by_token[TOKEN_A], "Zweite von B" in by_token[TOKEN_B]) == (True, True)
 
         # Moved to team A: a topic opens in A's group with the messages so far; B's group hears nothing more.
         lead_b = people["lead_b"]
@@ -296,6 +303,7 @@ async def test_each_conversation_reaches_its_current_teams_chat_only(
         await work(bridged, bridged_api)
         platforms.telegram.clear()
         await say(http, for_b, "Dritte")
+        await work(bridged, bridged_api)
         [(token, chat, topic)] = chats(platforms.telegram)
         assert (token, chat) == (TOKEN_A, CHAT_A) and topic not in topics.values()
 
@@ -317,6 +325,7 @@ async def test_changed_settings_are_followed_without_a_restart(
         await configure(http, people["a"], people["lead_a"], settings_a)
         platforms.telegram.clear()
         await say(http, session_id, "Second")
+        await work(bridged, bridged_api)
         [topic] = platforms.telegram.calls_to("createForumTopic")
         assert (topic.token, topic.body["chat_id"]) == (new_token, new_chat)
         thread = topic.response["result"]["message_thread_id"]
@@ -327,6 +336,7 @@ async def test_changed_settings_are_followed_without_a_restart(
         await configure(http, people["a"], people["lead_a"], {"telegram": {"enabled": False}})
         platforms.telegram.clear()
         await say(http, session_id, "Third")
+        await work(bridged, bridged_api)
         assert platforms.telegram.calls == []
 
 
@@ -349,6 +359,7 @@ async def test_operator_replies_are_mirrored_to_the_other_bridges_never_back_to_
         [question] = await rows(clean_db, "SELECT id, discord_message_id FROM message WHERE content = 'Anyone there?'")
         edited = {"sessionId": session_id, "content": "Anyone there at all?"}
         assert (await http.patch(f"/pocketping/message/{question['id']}", json=edited)).status_code == 200
+        await work(bridged, bridged_api)
         [patched] = platforms.discord.calls_to("PATCH /channels/{id}/messages/{id}")
         assert patched.path.endswith(f"/channels/{discord_thread}/messages/{question['discord_message_id']}")
         platforms.telegram.clear()
@@ -374,6 +385,7 @@ async def test_operator_replies_are_mirrored_to_the_other_bridges_never_back_to_
         await pocketping.send_as_operator(
             session_id, "From my phone", operator_id=people["ada"], operator_name="Ada", source_bridge="telegram"
         )
+        await work(bridged, bridged_api)
         assert platforms.telegram.calls == []
         [mirrored] = platforms.discord.calls_to("POST /channels/{id}/messages")
         assert mirrored.body["embeds"][0]["author"]["name"] == "Ada via telegram"
@@ -409,7 +421,9 @@ async def test_mentions_reach_the_mentioned_operator_and_long_queues_the_team_ch
         [told] = platforms.telegram.calls_to("sendMessage")
         assert (told.token, told.body["chat_id"]) == (TOKEN_A, "5002")
         assert told.body["text"].startswith("Ada mentioned you in a note\nVisitor: V0")
-        assert told.body["text"].endswith("Note: @bob can you take this one? @carl is in another team")
+        *_, note_line, link_line = told.body["text"].split("\n")
+        assert note_line == "Note: @bob can you take this one? @carl is in another team"
+        assert link_line == f"Open: http://127.0.0.1:8000/app/conversations/{sessions[0]}"
 
 
 async def test_a_webhook_disabled_for_failing_is_told_in_the_teams_channel(
@@ -511,6 +525,7 @@ async def test_leads_told_of_a_conversation_get_a_direct_message_where_linked(
         (
             TOKEN_A,
             "5004",
-            "SLA breached: first response\nVisitor: Vera\nPage: https://shop.example/\nLast message: Anyone there?",
+            "SLA breached: first response\nVisitor: Vera\nPage: https://shop.example/\nLast message: Anyone there?\n"
+            f"Open: http://127.0.0.1:8000/app/conversations/{session_id}",
         )
     ]
