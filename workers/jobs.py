@@ -26,6 +26,7 @@ from service.push import notify as push
 from service.queue import enqueue_delivery, enqueue_drain, enqueue_notices, enqueue_route, enqueue_trigger
 from service.realtime.relay import EventRelay
 from service.routing import placement, queries, queue_notices
+from service.sites import callbacks as site_callbacks
 from service.timers import services as timers
 from service.webhooks import delivery as webhooks
 
@@ -152,6 +153,7 @@ def _outbox_kinds(ctx: dict[str, Any]) -> dict[str, outbox.Kind]:
         push.PUSH: outbox.Kind(
             lambda delivery: push.deliver(ctx["engine"], ctx["push"], delivery), max_attempts=push.MAX_ATTEMPTS
         ),
+        site_callbacks.SITE_CALLBACK: site_callbacks.outbox_kind(ctx["engine"], ctx["http"], ctx["settings"]),
     }
 
 
