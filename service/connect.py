@@ -112,7 +112,7 @@ class SwitchboardBridge(Bridge):
         max_buffer: int = 10_000,
         batch_size: int = MAX_BATCH,
         backoff_base: float = 0.2,
-        backoff_max: float = 30.0,
+        backoff_max: float = 5.0,
         timeout: float = 10.0,
         seen_events: int = 10_000,
         on_callback: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
