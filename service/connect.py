@@ -128,7 +128,11 @@ class SwitchboardBridge(Bridge):
         self._timeout = timeout
         self._transport = transport
         self._on_callback = on_callback
-        self._buffer: collections.deque[dict[str, Any]] = collections.deque()
+        # Each event encoded once, when it happens (the hooks' only work besides the append).
+        self._buffer: collections.deque[bytes] = collections.deque()
+        # Event ids: unique per bridge instance (a random prefix) and cheap (a counter).
+        self._ids = itertools.count()
+        self._id_prefix = uuid.uuid4().hex[:16]
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -187,7 +191,8 @@ class SwitchboardBridge(Bridge):
 
     # Hooks: they only enqueue ---------------------------------------------------------------------------------
 
-    def _enqueue(self, kind: str, session_id: str, data: dict[str, Any]) -> None:
+    def _enqueue(self, kind: str, session_id: str, data: dict[str, Any] | None = None, raw: str | None = None) -> None:
+        """Buffer one event; ``raw`` is its data already encoded as JSON (the SDK's models encode themselves)."""
         if _applying.get():
             return
         if len(self._buffer) >= self._max_buffer:
@@ -195,20 +200,20 @@ class SwitchboardBridge(Bridge):
             if self.stats["dropped"] == 1 or self.stats["dropped"] % 1000 == 0:
                 log.error("Switchboard buffer full: %d events dropped so far", self.stats["dropped"])
             return
-        event = {"id": uuid.uuid4().hex, "type": kind, "sessionId": session_id, "data": data}
-        self._buffer.append(event)
+        head = f'{{"id":"{self._id_prefix}-{next(self._ids)}","type":"{kind}","sessionId":{json.dumps(session_id)},'
+        self._buffer.append((head + '"data":' + (raw if raw is not None else json.dumps(data)) + "}").encode())
         self.stats["queued"] += 1
         self._idle.clear()
         self._wake.set()
 
     async def on_new_session(self, session: Session) -> None:
-        self._enqueue("session", session.id, {"session": session.model_dump(mode="json", by_alias=True)})
+        self._enqueue("session", session.id, raw='{"session":' + session.model_dump_json(by_alias=True) + "}")
 
     async def on_visitor_message(self, message: Message, session: Session) -> None:
-        self._enqueue("message", session.id, {"message": message.model_dump(mode="json", by_alias=True)})
+        self._enqueue("message", session.id, raw='{"message":' + message.model_dump_json(by_alias=True) + "}")
 
     async def on_identity_update(self, session: Session) -> None:
-        self._enqueue("identify", session.id, {"session": session.model_dump(mode="json", by_alias=True)})
+        self._enqueue("identify", session.id, raw='{"session":' + session.model_dump_json(by_alias=True) + "}")
 
     async def on_typing(self, session_id: str, is_typing: bool) -> None:
         self._enqueue("typing", session_id, {"isTyping": is_typing})
@@ -242,10 +247,10 @@ class SwitchboardBridge(Bridge):
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch: list[dict[str, Any]] = []
+            batch: list[bytes] = []
             size = 0
             for event in itertools.islice(self._buffer, self._batch_size):
-                size += len(_json(event))
+                size += len(event) + 1
                 if batch and size > MAX_BATCH_BYTES:
                     break
                 batch.append(event)
@@ -261,10 +266,10 @@ class SwitchboardBridge(Bridge):
             if outcome == "sent":
                 self.stats["sent"] += len(batch)
 
-    async def _post(self, batch: list[dict[str, Any]]) -> str:
+    async def _post(self, batch: list[bytes]) -> str:
         """``sent``, ``retry`` (unreachable, 5xx, 429) or ``refused`` (any other 4xx: retrying cannot help)."""
         assert self._client is not None
-        body = _json({"events": batch})
+        body = b'{"events":[' + b",".join(batch) + b"]}"
         headers = {"Content-Type": "application/json", KEY_HEADER: self._key, **signed_headers(self._key, body)}
         try:
             response = await self._client.post(self.url + EVENTS_PATH, content=body, headers=headers)

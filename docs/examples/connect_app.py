@@ -30,7 +30,9 @@ def create_app(url: str | None = None, site_key: str | None = None) -> FastAPI:
     environment: SWITCHBOARD_URL, SWITCHBOARD_SITE_KEY)."""
     url = url or os.environ.get("SWITCHBOARD_URL")
     site_key = site_key or os.environ.get("SWITCHBOARD_SITE_KEY")
-    bridge = SwitchboardBridge(url, site_key) if url and site_key else None
+    # Events kept in memory while Switchboard is unreachable or behind (beyond it, new ones are dropped).
+    max_buffer = int(os.environ.get("SWITCHBOARD_MAX_BUFFER", "10000"))
+    bridge = SwitchboardBridge(url, site_key, max_buffer=max_buffer) if url and site_key else None
     pp = PocketPing(storage=MemoryStorage(), bridges=[bridge] if bridge else [])
 
     @asynccontextmanager
