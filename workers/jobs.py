@@ -210,7 +210,7 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
 @logged
 async def prune_old_rows(ctx: dict[str, Any]) -> dict[str, int]:
     """Delete what is older than ``RETENTION_DAYS``; events stay until every relay has read them."""
-    cursors = [EventRelay.cursor, bridges.BridgeRelay.cursor, AvailabilityRelay.cursor]
+    cursors = [EventRelay.cursor, bridges.BridgeRelay.cursor, AvailabilityRelay.cursor, site_callbacks.SITE_CURSOR]
     return await retention.prune(ctx["engine"], ctx["settings"].retention_days, cursors)
 
 
