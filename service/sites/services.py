@@ -108,7 +108,8 @@ async def get_site(conn: AsyncConnection, site_id: uuid.UUID) -> SitePublic:
 
 async def update_site(conn: AsyncConnection, site_id: uuid.UUID, data: SiteUpdate) -> SitePublic:
     """Change the name, callback URL or team; fields left out stay as they are."""
-    changes = data.model_dump(exclude_unset=True)
+    # Read as set (the URL validator already made it a string): omitted fields stay, an explicit null clears.
+    changes = {name: getattr(data, name) for name in data.model_fields_set}
     if changes.get("name", "") is None:
         raise field_invalid("name", "must not be null")
     await _team_exists(conn, changes.get("team_id"))
