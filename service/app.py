@@ -50,6 +50,7 @@ from service.routing.controllers import RoutingController
 from service.scim.controllers import ScimController
 from service.settings import Settings, load_settings
 from service.simulator.controllers import SimulationController
+from service.sites.controllers import ConnectController, SiteController
 from service.sla.controllers import SlaPolicyController
 from service.tags.controllers import ConversationTagController, TeamTagController
 from service.teams.controllers import TeamController
@@ -141,6 +142,8 @@ def create_app(settings: Settings | None = None, *, host: HostHooks | None = Non
             BridgeLinkController,
             ScimController,
             DeviceController,
+            SiteController,
+            ConnectController,
             demo_router,
         ],
         lifespan=[lifespan],

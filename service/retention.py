@@ -1,5 +1,5 @@
-"""Retention: domain events, finished outbox rows (the webhook delivery log), audit rows and idempotency answers
-older than ``RETENTION_DAYS`` are deleted by the worker's daily cron."""
+"""Retention: domain events, finished outbox rows (the webhook delivery log), audit rows, idempotency answers and the
+event ids connected sites sent older than ``RETENTION_DAYS`` are deleted by the worker's daily cron."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ _PRUNE = {
     "outbox": "created_at < :cutoff AND (delivered_at IS NOT NULL OR dead_at IS NOT NULL)",
     "audit_event": "created_at < :cutoff",
     "idempotent_action": "created_at < :cutoff",
+    # A site's event re-sent after this long is applied again: harmless, as each kind is idempotent by its own ids.
+    "site_event": "applied_at < :cutoff",
 }
 
 

@@ -261,6 +261,14 @@ class Settings(BaseSettings):
         "they are loopback, private, link-local, shared (CGNAT) or otherwise not public; every other such address "
         "is refused (docs/webhooks.md). Empty: public addresses only.",
     )
+    connect_signature_tolerance_seconds: float = Field(
+        300.0,
+        gt=0,
+        le=3600,
+        description="A connected site's request (docs/connect.md) signed longer ago than this, or this far in the "
+        "future, is refused with 401: a captured request cannot be replayed later. Site callbacks are sent to the "
+        "addresses `WEBHOOK_ALLOWED_CIDRS` allows, with the webhook timeout and retries.",
+    )
     retention_days: int = Field(
         30,
         ge=1,

@@ -27,6 +27,7 @@ from service.push import notify as push
 from service.queue import enqueue_delivery, enqueue_drain, enqueue_notices, enqueue_route, enqueue_trigger
 from service.realtime.relay import EventRelay
 from service.routing import placement, queries, queue_notices
+from service.sites import callbacks as site_callbacks
 from service.timers import services as timers
 from service.webhooks import delivery as webhooks
 
@@ -157,6 +158,7 @@ def _outbox_kinds(ctx: dict[str, Any]) -> dict[str, outbox.Kind]:
         push.PUSH: outbox.Kind(
             lambda delivery: push.deliver(ctx["engine"], ctx["push"], delivery), max_attempts=push.MAX_ATTEMPTS
         ),
+        site_callbacks.SITE_CALLBACK: site_callbacks.outbox_kind(ctx["engine"], ctx["http"], ctx["settings"]),
     }
 
 
@@ -213,7 +215,7 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
 @logged
 async def prune_old_rows(ctx: dict[str, Any]) -> dict[str, int]:
     """Delete what is older than ``RETENTION_DAYS``; events stay until every relay has read them."""
-    cursors = [EventRelay.cursor, bridges.BridgeRelay.cursor, AvailabilityRelay.cursor]
+    cursors = [EventRelay.cursor, bridges.BridgeRelay.cursor, AvailabilityRelay.cursor, site_callbacks.SITE_CURSOR]
     return await retention.prune(ctx["engine"], ctx["settings"].retention_days, cursors)
 
 

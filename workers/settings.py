@@ -22,6 +22,7 @@ from service.push.notify import PushRelay
 from service.realtime.relay import EventRelay
 from service.resources import Resources, redis_settings
 from service.settings import Settings
+from service.sites.callbacks import SiteCallbackRelay
 from service.tracing import shutdown as shutdown_tracing
 from service.tracing import traced_job, tracer_provider
 from service.webhooks.delivery import lease_seconds
@@ -86,6 +87,7 @@ def worker_settings(settings: Settings, host: HostHooks | None = None) -> dict[s
                 BridgeRelay(resources.engine, resources.redis, settings),
                 PushRelay(resources.engine, resources.redis, settings),
                 AvailabilityRelay(resources.engine, resources.redis, settings, resources.pocketping),
+                SiteCallbackRelay(resources.engine, resources.redis, settings),
             )
         }
 

@@ -8,9 +8,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
+from arq.connections import ArqRedis
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by, distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
@@ -27,6 +28,7 @@ from service.idempotency import advisory_lock, check_key
 from service.pagination import decode_cursor, encode_cursor
 from service.pagination import page as keyset_page
 from service.routing.handoff import claim
+from service.sites import callbacks as site_callbacks
 from service.tags import services as tags
 from service.teams import services as teams
 
@@ -647,6 +649,8 @@ async def typing(
     async with engine.connect() as conn:
         await visible_conversation(conn, principal, conversation_id)
     await pocketping.operator_typing(conversation_id, is_typing)
+    # A connected site's visitor is on the site's own PocketPing: it hears of it by callback.
+    await site_callbacks.operator_typing(engine, cast(ArqRedis, pocketping.redis), conversation_id, is_typing)
 
 
 async def mark_read(

@@ -299,6 +299,40 @@ class Conversation(SQLModel, table=True):
     csat: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
     # Who a rating counts for: the assignee when the conversation closed and the rating was asked.
     csat_operator_id: uuid.UUID | None = Field(default=None, foreign_key="operator.id", ondelete="SET NULL")
+    # The connected site (docs/connect.md) whose own PocketPing holds the visitor; null for the hosted widget.
+    site_id: uuid.UUID | None = Field(default=None, foreign_key="site.id", ondelete="SET NULL", index=True)
+
+
+class Site(SQLModel, table=True):
+    """A connected backend: the customer's own PocketPing, sending its sessions here (docs/connect.md).
+
+    Only the key's SHA-256 is kept; callbacks are signed with a secret derived from the key (stored encrypted).
+    """
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str
+    key_hash: str = Field(max_length=64, unique=True)
+    key_prefix: str = Field(max_length=16)
+    scopes: list[str] = Field(
+        default_factory=lambda: ["ingest"], sa_type=ARRAY(sa.Text), sa_column_kwargs={"server_default": "{ingest}"}
+    )
+    callback_url: str | None = None
+    callback_secret_encrypted: str
+    # The team its conversations are routed to; null: the routing rules choose, as for the hosted widget.
+    team_id: uuid.UUID | None = Field(default=None, foreign_key="team.id", ondelete="SET NULL")
+    revoked_at: datetime | None = Field(default=None, sa_type=TZ)
+    key_rotated_at: datetime | None = Field(default=None, sa_type=TZ)
+    created_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
+
+
+class SiteEvent(SQLModel, table=True):
+    """An event of a site applied once: its id, so a re-sent event is acknowledged and not applied again."""
+
+    __tablename__ = "site_event"
+
+    site_id: uuid.UUID = Field(foreign_key="site.id", ondelete="CASCADE", primary_key=True)
+    event_id: str = Field(max_length=64, primary_key=True)
+    applied_at: datetime | None = Field(default=None, sa_type=TZ, sa_column_kwargs=NOW)
 
 
 class Message(SQLModel, table=True):

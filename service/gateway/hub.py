@@ -172,8 +172,15 @@ class SwitchboardPocketPing(PocketPing):
             reply_to=request.reply_to,
         )
         await self._link_attachments(message, request)
+        await self.receive_visitor_message(message, inline=request.attachments or [])
+        return SentWithAttachments(message_id=message.id, timestamp=message.timestamp, attachments=message.attachments)
+
+    async def receive_visitor_message(self, message: Message, *, inline: list[Attachment] | None = None) -> None:
+        """A visitor message with its id and time chosen already (by the widget's request, or by a connected site's
+        PocketPing): stored and routed through the routing bridge, pushed to sockets, told to the team's chats."""
+        assert self.routing is not None, "only an instance with the routing bridge receives visitor messages"
         await self.routing.ingest(message)
-        for attachment in request.attachments or []:  # inline ones are not stored yet
+        for attachment in inline or []:  # inline ones are not stored yet
             await self.storage.save_attachment(attachment.model_copy(update={"message_id": message.id}))
         # The WebSocketEvent the SDK would build, encoded in one pass. Pub/sub delivers at most
         # once anyway, so the visitor's answer does not wait for the PUBLISH.
@@ -189,7 +196,6 @@ class SwitchboardPocketPing(PocketPing):
                 result = self.on_message(message, session)
                 if asyncio.iscoroutine(result):
                     await result
-        return SentWithAttachments(message_id=message.id, timestamp=message.timestamp, attachments=message.attachments)
 
     # Cross-process delivery ---------------------------------------------------------------
 

@@ -138,23 +138,30 @@ async def deliver(engine: AsyncEngine, client: httpx2.AsyncClient, settings: Set
 
 
 async def _post(client: httpx2.AsyncClient, settings: Settings, endpoint: Any, delivery: Delivery) -> Done:
-    try:
-        target = await guard.target(endpoint.url, settings.webhook_allowed_cidrs)
-    except guard.Blocked as exc:
-        raise DeliveryFailed(f"refused: {exc}", final=True) from exc
-    except OSError as exc:
-        raise DeliveryFailed(f"DNS: {exc}"[:500]) from exc
     secret = decrypt_secret(settings.secret_key, SECRET_PURPOSE, endpoint.secret_encrypted)
     event = with_links(settings, delivery.payload["event"])
     body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
     headers = {
-        "Host": target.host_header,
-        "Content-Type": "application/json",
         "User-Agent": "Switchboard-Webhooks/1",
         "Switchboard-Event": event["type"],
         "Switchboard-Delivery": str(delivery.id),
         "Switchboard-Signature": sign(secret, int(time.time()), body),
     }
+    return await post_guarded(client, settings, endpoint.url, body, headers)
+
+
+async def post_guarded(
+    client: httpx2.AsyncClient, settings: Settings, url: str, body: bytes, headers: dict[str, str]
+) -> Done:
+    """POST a JSON body to an address the guard allows (``WEBHOOK_ALLOWED_CIDRS``), with the webhook timeout;
+    ``DeliveryFailed`` unless it answers 2xx (final when the address is refused; redirects are not followed)."""
+    try:
+        target = await guard.target(url, settings.webhook_allowed_cidrs)
+    except guard.Blocked as exc:
+        raise DeliveryFailed(f"refused: {exc}", final=True) from exc
+    except OSError as exc:
+        raise DeliveryFailed(f"DNS: {exc}"[:500]) from exc
+    headers = {"Host": target.host_header, "Content-Type": "application/json", **headers}
     # The checked address, never the name again; TLS still checks the certificate against the name.
     extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
     try:

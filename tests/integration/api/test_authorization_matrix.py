@@ -41,6 +41,7 @@ from service.db.models import (
     Outbox,
     PushDevice,
     Screenshot,
+    Site,
     SlaPolicy,
     Tag,
     WebhookEndpoint,
@@ -286,6 +287,22 @@ async def webhook_of_team_a(world: World, caller: str) -> str:
     return str(webhook_id)
 
 
+async def any_site(world: World, caller: str) -> str:
+    """A connected site of the deployment (sites are not a team's: admins only)."""
+    site_id = uuid.uuid4()
+    async with world.engine.begin() as conn:
+        await conn.execute(
+            sa.insert(Site.__table__).values(  # type: ignore[attr-defined]
+                id=site_id,
+                name="matrix",
+                key_hash=uuid.uuid4().hex,
+                key_prefix="sbk_matrix",
+                callback_secret_encrypted="x",
+            )
+        )
+    return str(site_id)
+
+
 async def with_dead_delivery(world: World, caller: str) -> str:
     """A team-A webhook per caller with one given-up delivery (what ``dead_delivery_of`` names)."""
     webhook_id = await webhook_of_team_a(world, caller)
@@ -440,6 +457,7 @@ PARAMS: dict[str, Param] = {
     "policy_id": sla_policy_of_team_a,
     "link_id": own_bridge_link,
     "device_id": own_device,
+    "site_id": any_site,
 }
 
 NATIVE_APP = "switchboard-mobile"
@@ -658,6 +676,14 @@ ROWS: dict[str, Row] = {
     "GET /api/v1/analytics/export.csv": Row(
         lead_only(200), query=lambda world, caller: {**analytics_query(world), "metric": "operatorLoad"}
     ),
+    # connected sites: admins manage them; their connectors sign with the site key, not a bearer (all 401 here)
+    "GET /api/v1/sites": Row(admin_only(200)),
+    "POST /api/v1/sites": Row(admin_only(201), body={"name": "matrix"}),
+    "GET /api/v1/sites/{site_id}": Row(admin_only(200)),
+    "PATCH /api/v1/sites/{site_id}": Row(admin_only(200), body={"callbackUrl": "https://example.com/callbacks"}),
+    "POST /api/v1/sites/{site_id}/rotate-key": Row(admin_only(200)),
+    "POST /api/v1/sites/{site_id}/revoke": Row(admin_only(200)),
+    "POST /api/v1/connect/events": Row(platform_signed(), body={"events": []}),
     # SCIM provisioning: refused before the path is looked at, so fixed parameters do.
     "GET /scim/v2/ServiceProviderConfig": Row(scim()),
     "GET /scim/v2/ResourceTypes": Row(scim()),
