@@ -3,7 +3,7 @@
 Creates ``--timers`` timer rows in a scratch database, due uniformly over ``--spread`` seconds
 starting ``--lead`` seconds ahead, each with its versioned arq trigger (as ``schedule_timer``
 inside ``triggers`` does), then starts ``--workers`` ``switchboard worker`` processes (default
-settings: ``WORKER_POLL_DELAY=0.05``, ``TIMER_BATCH_SIZE=200``) and waits until every timer has
+settings: ``WORKER_POLL_DELAY=0.05``, ``TIMER_BATCH_SIZE=1000``) and waits until every timer has
 fired. Lateness is measured to the commit of the firing transaction (a deferred trigger of the
 scratch database records ``clock_timestamp()`` then, so an action is counted when it is visible),
 and to the claim (``fired_at - due_at``, what the ``switchboard_timer_lateness_seconds`` metric sees):
