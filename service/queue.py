@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix
 
 # The names of the worker's functions (``workers/jobs.py``), as arq registers them.
 ROUTE_JOB = "route_conversation"
@@ -88,6 +88,34 @@ async def waiting(arq: ArqRedis, job_ids: list[str]) -> list[bool]:
             pipe.exists(in_progress_key_prefix + one)
         replies = await pipe.execute()
     return [score is not None and not started for score, started in zip(replies[::2], replies[1::2], strict=True)]
+
+
+# Takes each job id not yet started off the queue and marks it started for a while: a worker that read the id
+# just before is WATCHing its in-progress key, so its start fails and it skips the id instead of finding the job's
+# data gone. KEYS[1]: the queue; ARGV: the mark's life (ms), arq's in-progress and job key prefixes, the job ids.
+_DROP_WAITING = """
+local dropped = 0
+for i = 4, #ARGV do
+    local started = ARGV[2] .. ARGV[i]
+    if redis.call('exists', started) == 0 and redis.call('zrem', KEYS[1], ARGV[i]) == 1 then
+        redis.call('del', ARGV[3] .. ARGV[i])
+        redis.call('set', started, '1', 'PX', ARGV[1])
+        dropped = dropped + 1
+    end
+end
+return dropped
+"""
+DROPPED_MARK_MS = 10_000
+
+
+async def drop_waiting(arq: ArqRedis, job_ids: list[str]) -> int:
+    """Take these jobs off the queue if none has started (their work is done, so they would only find it done);
+    how many were. Saves a worker the start of a job, never needed for correctness."""
+    if not job_ids:
+        return 0
+    script = arq.register_script(_DROP_WAITING)
+    args: list[str | int] = [DROPPED_MARK_MS, in_progress_key_prefix, job_key_prefix, *job_ids]
+    return int(await script(keys=[arq.default_queue_name], args=args))
 
 
 async def enqueue_route(

@@ -202,6 +202,13 @@ class Settings(BaseSettings):
         0.05, gt=0, description="Seconds between the worker's queue polls: how late a timer may fire."
     )
     worker_max_jobs: int = Field(50, ge=1, description="Jobs one worker runs at once.")
+    timer_batch_size: int = Field(
+        1000,
+        ge=1,
+        le=10_000,
+        description="Most timers one firing transaction claims: a trigger fires its own timer and every other one due "
+        "by then that no other transaction holds, with one commit for all (docs/presence-timers-ai.md).",
+    )
     worker_shutdown_grace_seconds: int = Field(
         10,
         ge=0,

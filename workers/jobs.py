@@ -113,20 +113,65 @@ async def tell_queue_positions(ctx: dict[str, Any], *, team_id: str) -> int:
 
 @logged
 async def fire_timer(ctx: dict[str, Any], *, timer_id: int, revision: int) -> str:
-    """Fire one timer revision if it is still pending (a stale, duplicated or retried trigger does nothing)."""
+    """Fire this timer revision if still pending, and with it every other due timer no transaction holds (a stale,
+    duplicated or retried trigger, or one whose timer a batch fired, reads one row and does nothing)."""
+    settings = ctx["settings"]
     async with timers.triggers(ctx["redis"]):
-        outcome, owed = await in_transaction(
-            ctx["engine"],
-            lambda conn: timeouts.fire(conn, timer_id, revision, sla_at_risk_share=ctx["settings"].sla_at_risk_share),
-        )
+        # One batch at a time in this worker: triggers due together wait for the first one's, then find theirs fired.
+        async with ctx["timer_batches"]:
+            batch = await timeouts.fire_batch(
+                ctx["engine"],
+                timer_id,
+                revision,
+                limit=settings.timer_batch_size,
+                sla_at_risk_share=settings.sla_at_risk_share,
+            )
+        owed = [fired.owed for fired in batch.fired]
+        if batch.own is None:
+            # Another transaction held its row or its conversation: alone now, waiting for them as a single firing does.
+            outcome, alone = await in_transaction(
+                ctx["engine"],
+                lambda conn: timeouts.fire(conn, timer_id, revision, sla_at_risk_share=settings.sla_at_risk_share),
+            )
+            owed.append(alone)
+        else:
+            outcome = batch.own
+    # Their triggers would only find them fired: off the queue, so this worker's throughput is timers', not jobs'.
+    name = ctx["redis"].default_queue_name
+    others = [queue.timer_job_id(name, f.timer_id, f.revision) for f in batch.fired if f.timer_id != timer_id]
+    try:
+        await queue.drop_waiting(ctx["redis"], others)
+    except Exception:
+        log.warning("fired timers' triggers not dropped; they will find them fired", exc_info=True)
+    for what in owed:
+        try:
+            await _deliver_owed(ctx, what)
+        except Exception:
+            # One visitor's follow-up failing must not keep the batch's others from theirs.
+            log.warning("timer follow-up failed", exc_info=True)
+    log.info(
+        "timer fired",
+        timer_id=timer_id,
+        revision=revision,
+        outcome=outcome,
+        batch=len(batch.fired),
+        skipped=len(batch.skipped),
+        failed=len(batch.failed),
+    )
+    if batch.own_error is not None:
+        # The others committed; this one stays pending (the sweep re-enqueues it) and the job is seen to fail.
+        raise batch.own_error
+    return outcome
+
+
+async def _deliver_owed(ctx: dict[str, Any], owed: RatingAsk | ai.Takeover | None) -> None:
+    """After the commit: what a fired timer owes its visitor."""
     if isinstance(owed, RatingAsk):
-        # After the commit, at most once: a visitor not connected now is not asked.
+        # At most once: a visitor not connected now is not asked.
         await ctx["pocketping"].ask_for_rating(owed.conversation_id, owed.requested_at)
     elif owed is not None:
         # The AI reply is outbox work (retried, sent once); if this enqueue is lost, the sweep finds the row.
         await enqueue_delivery(ctx["redis"], owed.outbox_id)
-    log.info("timer fired", timer_id=timer_id, revision=revision, outcome=outcome)
-    return outcome
 
 
 @logged

@@ -79,6 +79,8 @@ def worker_settings(settings: Settings, host: HostHooks | None = None) -> dict[s
             ai_provider=resources.ai_provider,
             http=resources.http,
             push=resources.push,
+            # fire_timer's batches, one at a time in this worker.
+            timer_batches=asyncio.Lock(),
         )
         ctx["relays"] = {
             relay: asyncio.create_task(relay.run(), name=f"{relay.cursor}-relay")

@@ -1,21 +1,26 @@
 """Timeout flows: what each kind of timer does when it fires (first-response timeout, presence lapse, offline
 grace, AI takeover, CSAT request, a team's opening, SLA clocks, skill relaxing, an exclusion's end).
 
-Each runs in the transaction that marks the timer fired, so a timer acts once.
+Each runs in the transaction that marks the timer fired, so a timer acts once. A trigger fires a batch
+(``fire_batch``): every pending timer due by then that no other transaction holds, each action in a savepoint
+of its own, one commit for all; its own timer, if the batch could not take it, alone after (``fire``).
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.ai.services import Takeover, take_over
 from service.csat.services import RatingAsk, ask_owed
-from service.db.tables import timer_t
+from service.db.tables import conversation_t, timer_t
+from service.db.transactions import in_transaction, is_retryable
 from service.flows import sla
 from service.hours.services import arm_opening, team_hours
 from service.presence.services import announce_opening, lapse, schedule_grace
@@ -30,7 +35,12 @@ from service.timers.services import (
     REOFFER,
     SKILL_RELAX,
     SLA,
+    Due,
+    claim_due,
     claim_fire,
+    claim_fire_all,
+    forgotten_on_error,
+    is_pending,
 )
 
 log = structlog.get_logger(__name__)
@@ -47,13 +57,137 @@ _OFFLINE_TEAMS = sa.text(
     """
 )
 
+# Kinds whose action works on a conversation: it is locked before the action, as a reply locks it before its timers.
+_CONVERSATION_KINDS = frozenset({FIRST_RESPONSE, AI_TAKEOVER, CSAT_REQUEST, SLA, SKILL_RELAX, REOFFER})
 
-async def fire(
-    conn: AsyncConnection, timer_id: int, revision: int, *, sla_at_risk_share: float
-) -> tuple[str, Takeover | RatingAsk | None]:
-    """Fire this revision once: ``(outcome, what the visitor is owed after the commit)``: an AI reply, a rating
-    ask, or nothing; outcome ``stale`` when it is no longer pending. ``sla_at_risk_share``: the setting, for
-    SLA policies with no share of their own.
+Owed = Takeover | RatingAsk | None
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """A timer a batch fired: its outcome and what its visitor is owed after the commit."""
+
+    timer_id: int
+    revision: int
+    outcome: str
+    owed: Owed
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one firing transaction did: the timers it fired, and what became of the trigger's own timer."""
+
+    fired: list[Fired] = field(default_factory=list)
+    # The own timer's outcome (``stale`` when no longer pending, ``failed``); None when the batch did not take it.
+    own: str | None = None
+    # Why the own timer's action failed (its savepoint rolled back, the timer left pending).
+    own_error: Exception | None = None
+    # Left pending: their conversation was held by another transaction, or their action failed.
+    skipped: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+
+def _conversation_of(kind: str, subject: str) -> str | None:
+    if kind not in _CONVERSATION_KINDS:
+        return None
+    return waiting.reoffer_parts(subject)[0] if kind == REOFFER else subject
+
+
+async def fire_batch(
+    engine: AsyncEngine, timer_id: int, revision: int, *, limit: int, sla_at_risk_share: float
+) -> Batch:
+    """For a trigger: one read when its revision is no longer pending (``own`` is ``stale``), else one transaction
+    firing up to ``limit`` due timers, its own among them unless another transaction holds it (``own`` None).
+
+    The actions run one after the other, all claimed in one statement. If one fails, the transaction rolls back
+    and the batch runs again with each claim and action in a savepoint of its own: a failing one is undone alone
+    and its timer stays pending. A deadlock or serialization failure rolls the batch back and runs it again
+    (every timer stays pending meanwhile).
+    """
+    async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+        if not await is_pending(conn, timer_id, revision):
+            return Batch(own="stale")
+    work = partial(_fire_due, timer_id=timer_id, revision=revision, limit=limit, share=sla_at_risk_share)
+    try:
+        return await in_transaction(engine, partial(work, careful=False))
+    except Exception as exc:
+        if is_retryable(exc):
+            raise
+        log.warning("a timer action failed; its batch runs again, each action in a savepoint", exc_info=True)
+    return await in_transaction(engine, partial(work, careful=True))
+
+
+async def _fire_due(
+    conn: AsyncConnection, *, timer_id: int, revision: int, limit: int, share: float, careful: bool
+) -> Batch:
+    # A trigger remembered by an attempt that rolls back is dropped: its revision never existed.
+    with forgotten_on_error():
+        batch = Batch()
+        due = await claim_due(conn, limit, timer_id, revision)
+        conversations = {d.timer_id: c for d in due if (c := _conversation_of(d.kind, d.subject)) is not None}
+        held = await _lock_conversations(conn, set(conversations.values()))
+        batch.skipped = [d.timer_id for d in due if conversations.get(d.timer_id) in held]
+        takeable = [d for d in due if conversations.get(d.timer_id) not in held]
+        claimed = set() if careful else await claim_fire_all(conn, takeable)
+        for timer in takeable:
+            own = (timer.timer_id, timer.revision) == (timer_id, revision)
+            if careful:
+                try:
+                    outcome, owed = await _fire_one(conn, timer, share)
+                except Exception as exc:
+                    if is_retryable(exc) or conn.invalidated:
+                        raise
+                    log.error(
+                        "timer action failed; left pending", timer_id=timer.timer_id, kind=timer.kind, exc_info=True
+                    )
+                    batch.failed.append(timer.timer_id)
+                    if own:
+                        batch.own, batch.own_error = "failed", exc
+                    continue
+            elif timer.timer_id in claimed:
+                outcome, owed = await _act_on(conn, timer, share)
+            else:
+                continue  # not reached: the batch holds the pending row
+            batch.fired.append(Fired(timer.timer_id, timer.revision, outcome, owed))
+            if own:
+                batch.own = outcome
+        return batch
+
+
+async def _act_on(conn: AsyncConnection, timer: Due, share: float) -> tuple[str, Owed]:
+    conversation_id = _conversation_of(timer.kind, timer.subject)
+    with structlog.contextvars.bound_contextvars(**({"conversation_id": conversation_id} if conversation_id else {})):
+        return await _act(conn, timer, sla_at_risk_share=share)
+
+
+async def _fire_one(conn: AsyncConnection, timer: Due, share: float) -> tuple[str, Owed]:
+    """Mark one locked timer fired and act, in a savepoint: a failure undoes that timer alone."""
+    with forgotten_on_error():
+        async with conn.begin_nested():
+            if await claim_fire(conn, timer.timer_id, timer.revision) is None:
+                return "stale", None  # not reached: the batch holds the pending row
+            return await _act_on(conn, timer, share)
+
+
+async def _lock_conversations(conn: AsyncConnection, ids: set[str]) -> set[str]:
+    """Lock these conversations without waiting; returns those another transaction holds (their timers wait)."""
+    if not ids:
+        return set()
+    locked = await conn.execute(
+        sa.select(conversation_t.c.id).where(conversation_t.c.id.in_(ids)).with_for_update(skip_locked=True)
+    )
+    missing = ids - set(locked.scalars())
+    if not missing:
+        return set()
+    # Not locked: either held by another transaction, or no such conversation (its action finds nothing to do).
+    found = await conn.execute(sa.select(conversation_t.c.id).where(conversation_t.c.id.in_(missing)))
+    return set(found.scalars())
+
+
+async def fire(conn: AsyncConnection, timer_id: int, revision: int, *, sla_at_risk_share: float) -> tuple[str, Owed]:
+    """Fire this revision alone, waiting for its locks: ``(outcome, what the visitor is owed after the commit)``: an
+    AI reply, a rating ask, or nothing; outcome ``stale`` when it is no longer pending. ``sla_at_risk_share``: the
+    setting, for SLA policies with no share of their own.
 
     The subject (conversation) is locked before the timer row, the order the operator-reply hook
     uses too, so a reply and a firing serialize: whichever comes second sees the other's work.
@@ -67,12 +201,17 @@ async def fire(
     ).first()
     if row is None:
         return "stale", None
-    conversation_id = waiting.reoffer_parts(row.subject)[0] if row.kind == REOFFER else row.subject
-    if row.kind in (FIRST_RESPONSE, AI_TAKEOVER, CSAT_REQUEST, SLA, SKILL_RELAX, REOFFER):
+    conversation_id = _conversation_of(row.kind, row.subject)
+    if conversation_id is not None:
         structlog.contextvars.bind_contextvars(conversation_id=conversation_id)
         await conn.execute(sa.text("SELECT 1 FROM conversation WHERE id = :id FOR UPDATE"), {"id": conversation_id})
     if await claim_fire(conn, timer_id, revision) is None:
         return "stale", None
+    return await _act(conn, Due(timer_id, revision, row.kind, row.subject, row.due_at), sla_at_risk_share)
+
+
+async def _act(conn: AsyncConnection, row: Due, sla_at_risk_share: float) -> tuple[str, Owed]:
+    """The kind's action, in the transaction that marked the timer fired."""
     if row.kind == FIRST_RESPONSE:
         return await _first_response(conn, row.subject, row.due_at), None
     if row.kind == SKILL_RELAX:
@@ -91,7 +230,7 @@ async def fire(
     if row.kind == CSAT_REQUEST:
         ask = await ask_owed(conn, row.subject)
         return ("csat_requested" if ask else "csat_answered"), ask
-    takeover = await take_over(conn, row.subject, message_id=f"ai-{timer_id}-{revision}")
+    takeover = await take_over(conn, row.subject, message_id=f"ai-{row.timer_id}-{row.revision}")
     return ("ai_takeover" if takeover else "ai_not_needed"), takeover
 
 

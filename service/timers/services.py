@@ -1,9 +1,11 @@
 """Durable timers: a PostgreSQL row per deadline (kind, subject) with a revision; arq jobs are only triggers.
 
 Scheduling upserts the row and bumps its revision, so every earlier trigger becomes stale. A
-trigger's job id is ``timer:<id>:<revision>`` (``service.queue``) and the job fires the row only if
-that revision is still pending, in the same transaction as the action: a duplicated, retried or
-stale job finds nothing to do. Triggers are enqueued after the scheduling transaction commits
+trigger's job id is ``timer:<id>:<revision>`` (``service.queue``). A trigger whose revision is still
+pending fires a batch: every pending timer due by then that no other transaction holds
+(``claim_due``, ``FOR UPDATE SKIP LOCKED``), its own included, each marked fired (``claim_fire``) in
+the transaction of its action; a duplicated, retried or stale job, or one whose timer a batch
+fired, finds nothing to do. Triggers are enqueued after the scheduling transaction commits
 (inside ``triggers(arq)``); the sweep enqueues every pending timer due before its next run, so a
 lost trigger (Redis flushed, enqueue failed, scheduled where no Redis was at hand) only delays it.
 """
@@ -12,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -59,6 +62,20 @@ def upsert_timers(rows: str) -> str:
 
 
 _SCHEDULE_TIMER = sa.text(upsert_timers("VALUES (:kind, :subject, :due_at)"))
+
+
+@contextlib.contextmanager
+def forgotten_on_error() -> Iterator[None]:
+    """Triggers remembered inside the block are dropped if it raises (its savepoint rolled their timers back)."""
+    pending = _scheduled.get()
+    mark = len(pending) if pending is not None else 0
+    try:
+        yield
+    except BaseException:
+        if pending is not None:
+            # A trigger for a revision that was rolled back could match the next real one's job id and fire it early.
+            del pending[mark:]
+        raise
 
 
 def remember(trigger: Trigger) -> None:
@@ -127,6 +144,68 @@ async def claim_fire(conn: AsyncConnection, timer_id: int, revision: int) -> tup
         return None
     metrics.observe_timer_lateness(row.kind, float(row.late))
     return row.kind, row.subject
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A pending timer a batch holds locked: what firing it needs."""
+
+    timer_id: int
+    revision: int
+    kind: str
+    subject: str
+    due_at: datetime
+
+
+async def is_pending(conn: AsyncConnection, timer_id: int, revision: int) -> bool:
+    """Whether this revision is still the pending one (no lock: a trigger's cheap first look)."""
+    found = await conn.execute(
+        sa.select(timer_t.c.id).where(
+            timer_t.c.id == timer_id, timer_t.c.revision == revision, timer_t.c.state == "pending"
+        )
+    )
+    return found.first() is not None
+
+
+async def claim_due(conn: AsyncConnection, limit: int, timer_id: int, revision: int) -> list[Due]:
+    """Lock up to ``limit`` pending timers due now, soonest first, and this revision if still pending whenever due;
+    rows another transaction holds are skipped, never waited for. Each is fired with ``claim_fire`` after."""
+    result = await conn.execute(
+        sa.select(timer_t.c.id, timer_t.c.revision, timer_t.c.kind, timer_t.c.subject, timer_t.c.due_at)
+        .where(
+            timer_t.c.state == "pending",
+            # Its own is taken even if PostgreSQL's clock says it is not quite due: its trigger's is the deadline.
+            sa.or_(
+                timer_t.c.due_at <= sa.func.now(), sa.and_(timer_t.c.id == timer_id, timer_t.c.revision == revision)
+            ),
+        )
+        .order_by(timer_t.c.due_at, timer_t.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [Due(r.id, r.revision, r.kind, r.subject, r.due_at) for r in result]
+
+
+async def claim_fire_all(conn: AsyncConnection, timers: list[Due]) -> set[int]:
+    """Mark these revisions fired in one statement (the caller holds their rows, from ``claim_due``); their ids."""
+    if not timers:
+        return set()
+    result = await conn.execute(
+        sa.update(timer_t)
+        .where(
+            sa.tuple_(timer_t.c.id, timer_t.c.revision).in_([(t.timer_id, t.revision) for t in timers]),
+            timer_t.c.state == "pending",
+        )
+        .values(state="fired", fired_at=sa.func.clock_timestamp(), updated_at=sa.func.now())
+        .returning(
+            timer_t.c.id, timer_t.c.kind, sa.extract("epoch", timer_t.c.fired_at - timer_t.c.due_at).label("late")
+        )
+    )
+    claimed = set()
+    for row in result:
+        metrics.observe_timer_lateness(row.kind, float(row.late))
+        claimed.add(row.id)
+    return claimed
 
 
 async def due_before(conn: AsyncConnection, horizon_seconds: float, limit: int = 20_000) -> list[Trigger]:
