@@ -203,7 +203,10 @@ def _outbox_kinds(ctx: dict[str, Any]) -> dict[str, outbox.Kind]:
         push.PUSH: outbox.Kind(
             lambda delivery: push.deliver(ctx["engine"], ctx["push"], delivery), max_attempts=push.MAX_ATTEMPTS
         ),
-        site_callbacks.SITE_CALLBACK: site_callbacks.outbox_kind(ctx["engine"], ctx["http"], ctx["settings"]),
+        site_callbacks.SITE_CALLBACK: site_callbacks.outbox_kind(
+            ctx["settings"],
+            lambda delivery: site_callbacks.deliver(ctx["engine"], ctx["http"], ctx["settings"], delivery),
+        ),
     }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
@@ -111,10 +112,11 @@ async def deliver(engine: AsyncEngine, client: httpx2.AsyncClient, settings: Set
     return await post_guarded(client, settings, site.callback_url, body, headers)
 
 
-def outbox_kind(engine: AsyncEngine, client: httpx2.AsyncClient, settings: Settings) -> outbox.Kind:
-    """The outbox's ``site_callback`` kind, retried as webhooks are (their timeout, tries and age)."""
+def outbox_kind(settings: Settings, send: Callable[[Delivery], Awaitable[Done]]) -> outbox.Kind:
+    """The outbox's ``site_callback`` kind: ``send`` (``deliver``), retried as webhooks are (their timeout, tries
+    and age)."""
     return outbox.Kind(
-        lambda delivery: deliver(engine, client, settings, delivery),
+        send,
         lease_seconds=settings.webhook_timeout_seconds + 30.0,
         max_attempts=settings.webhook_max_attempts,
         max_age_seconds=settings.webhook_max_age_seconds,
