@@ -189,35 +189,40 @@ _ATTACHMENT_FIELDS = (
 Present = Callable[[dict[str, Any]], Attachment]
 
 
-# One round trip per read: attachments ride along as a JSON array.
+# One round trip per read: attachments ride along as a JSON array, in the order they were added (a worker posting
+# the message re-reads it: its first file carries the caption, as the request's own copy had it).
 _attachments_json = (
     sa.select(
         sa.func.json_agg(
-            sa.func.json_build_object(
-                "id",
-                attachment_t.c.id,
-                "message_id",
-                attachment_t.c.message_id,
-                "filename",
-                attachment_t.c.filename,
-                "mime_type",
-                attachment_t.c.mime_type,
-                "size",
-                attachment_t.c.size,
-                "url",
-                attachment_t.c.url,
-                "thumbnail_url",
-                attachment_t.c.thumbnail_url,
-                "status",
-                attachment_t.c.status,
-                "uploaded_from",
-                attachment_t.c.uploaded_from,
-                "bridge_file_id",
-                attachment_t.c.bridge_file_id,
-                "created_at",
+            aggregate_order_by(
+                sa.func.json_build_object(
+                    "id",
+                    attachment_t.c.id,
+                    "message_id",
+                    attachment_t.c.message_id,
+                    "filename",
+                    attachment_t.c.filename,
+                    "mime_type",
+                    attachment_t.c.mime_type,
+                    "size",
+                    attachment_t.c.size,
+                    "url",
+                    attachment_t.c.url,
+                    "thumbnail_url",
+                    attachment_t.c.thumbnail_url,
+                    "status",
+                    attachment_t.c.status,
+                    "uploaded_from",
+                    attachment_t.c.uploaded_from,
+                    "bridge_file_id",
+                    attachment_t.c.bridge_file_id,
+                    "created_at",
+                    attachment_t.c.created_at,
+                    "storage_key",
+                    attachment_t.c.storage_key,
+                ),
                 attachment_t.c.created_at,
-                "storage_key",
-                attachment_t.c.storage_key,
+                attachment_t.c.id,
             )
         )
     )
