@@ -111,18 +111,16 @@ class TeamBridge(Bridge):
         self, conversation_id: str, call: Callable[[PlatformBridge], Awaitable[Any]], message_id: str | None = None
     ) -> None:
         """Run ``call`` on each team bridge inside the conversation's thread; store the ids of what it posted."""
-        async with self._engine.connect() as conn:
-            where = await self._where(conn, conversation_id)
-        if where is None:
-            return
-        team, threads = where
-        if any(platform not in threads for platform in team.bridges):
+        found = await self._destinations(conversation_id, message_id)
+        if found is not None and any(platform not in found[1] for platform in found[0].bridges):
             try:
                 await self.open_threads(conversation_id)  # the opening posts the messages so far
             except Exception:
                 log.warning("bridge threads not opened", conversation_id=conversation_id, exc_info=True)
-        # A message goes only where it is not yet (a thread's opening posted it, or an earlier try did).
-        threads = await self._still_to_post(conversation_id, message_id)
+            found = await self._destinations(conversation_id, message_id)
+        if found is None:
+            return
+        team, _, threads = found
         posted: dict[str, str] = {}
         failed: list[str] = []
         for platform, bridge in team.bridges.items():
@@ -143,18 +141,22 @@ class TeamBridge(Bridge):
             # Retried by the outbox (service/bridges/posts.py); a message is not posted twice where it went.
             raise PlatformError(f"not posted to {', '.join(failed)}")
 
-    async def _still_to_post(self, conversation_id: str, message_id: str | None) -> dict[str, str]:
-        """The conversation's threads, less those that already have this message."""
+    async def _destinations(
+        self, conversation_id: str, message_id: str | None
+    ) -> tuple[TeamBridges, dict[str, str], dict[str, str]] | None:
+        """The team's bridges, the conversation's threads, and those of them that do not have this message yet
+        (a thread's opening posted it, or an earlier try did); None while the conversation has no team."""
         async with self._engine.connect() as conn:
             where = await self._where(conn, conversation_id)
             if where is None:
-                return {}
-            threads = where[1]
+                return None
+            team, threads = where
             if message_id is None:
-                return threads
+                return team, threads, threads
             columns = [message_t.c[name] for name in _ID_COLUMN.values()]
             row = (await conn.execute(sa.select(*columns).where(message_t.c.id == message_id))).first()
-        return {p: t for p, t in threads.items() if row is None or getattr(row, _ID_COLUMN[p]) is None}
+        to_post = {p: t for p, t in threads.items() if row is None or getattr(row, _ID_COLUMN[p]) is None}
+        return team, threads, to_post
 
     # SDK hooks -------------------------------------------------------------------------------
 

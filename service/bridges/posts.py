@@ -22,10 +22,9 @@ from pocketping.models import CustomEvent, Message, Session
 from redis.exceptions import LockError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import queue
 from service.bridges.dispatch import NAME, TeamBridge
 from service.db.tables import conversation_t, message_t, outbox_t
-from service.gateway.bridge import BRIDGE_POST, TEAM_BRIDGED
+from service.gateway.bridge import BRIDGE_POST, TEAM_BRIDGED, enqueue_post
 from service.gateway.storage import MESSAGE_COLUMNS, row_to_message, row_to_session
 from service.outbox import Delivery, DeliveryFailed, Done
 
@@ -76,7 +75,7 @@ class PostQueue(Bridge):
         async with self._engine.begin() as conn:
             outbox_id = await conn.scalar(_QUEUE, {"payload": json.dumps(payload), "conversation": conversation_id})
         if outbox_id is not None:
-            await enqueue(self._arq, [outbox_id])
+            await enqueue_post(self._arq, outbox_id)
 
     async def on_visitor_message(self, message: Message, session: Session) -> None:
         """Queued with the message, by the statement that stored it."""
@@ -107,15 +106,6 @@ class PostQueue(Bridge):
         await self._queue(session.id, "custom_event", event=event.model_dump(mode="json", by_alias=True))
 
 
-async def enqueue(arq: ArqRedis, outbox_ids: list[int]) -> None:
-    """Trigger the rows' delivery after their commit; a lost trigger is the sweep's."""
-    for outbox_id in outbox_ids:
-        try:
-            await queue.enqueue_delivery(arq, outbox_id)
-        except Exception:
-            log.warning("bridge post not enqueued; the sweep will", outbox_id=outbox_id, exc_info=True)
-
-
 async def deliver(engine: AsyncEngine, arq: ArqRedis, team_bridge: TeamBridge, delivery: Delivery) -> Done:
     """Post the conversation's undelivered rows, oldest first, this one among them, until none is left.
 
@@ -128,9 +118,7 @@ async def deliver(engine: AsyncEngine, arq: ArqRedis, team_bridge: TeamBridge, d
     if not await lock.acquire():
         raise DeliveryFailed("another worker is posting this conversation", tried=False)
     try:
-        async with engine.connect() as conn:
-            rows = (await conn.execute(_PENDING, {"conversation": conversation_id})).all()
-        while rows:
+        while rows := await _pending(engine, conversation_id):
             for row in rows:
                 await _run(engine, team_bridge, row.payload)
                 # Marked at once (this one too, which the outbox marks again): a failure further on must not
@@ -140,12 +128,16 @@ async def deliver(engine: AsyncEngine, arq: ArqRedis, team_bridge: TeamBridge, d
                         sa.update(outbox_t).where(outbox_t.c.id == row.id).values(delivered_at=sa.func.now())
                     )
                 await lock.reacquire()  # the lease runs from the last post
-            async with engine.connect() as conn:
-                rows = (await conn.execute(_PENDING, {"conversation": conversation_id})).all()
     finally:
         with contextlib.suppress(LockError):  # expired meanwhile: nothing to let go
             await lock.release()
     return Done("posted")
+
+
+async def _pending(engine: AsyncEngine, conversation_id: str) -> list[Any]:
+    """The conversation's undelivered, not given up rows, oldest first (rows added while posting included)."""
+    async with engine.connect() as conn:
+        return list((await conn.execute(_PENDING, {"conversation": conversation_id})).all())
 
 
 async def _run(engine: AsyncEngine, team_bridge: TeamBridge, payload: dict[str, Any]) -> None:

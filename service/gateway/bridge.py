@@ -32,6 +32,15 @@ TEAM_BRIDGED = """EXISTS (SELECT 1 FROM conversation bc JOIN team bt ON bt.id = 
                           CROSS JOIN LATERAL jsonb_each(bt.bridge_settings) AS b
                           WHERE bc.id = {conversation} AND (b.value ->> 'enabled')::boolean)"""
 
+
+async def enqueue_post(arq: ArqRedis, outbox_id: int) -> None:
+    """Trigger a committed ``bridge_post`` row's delivery; a lost trigger is the sweep's."""
+    try:
+        await enqueue_delivery(arq, outbox_id)
+    except Exception:
+        log.warning("bridge post not enqueued; the sweep will", outbox_id=outbox_id, exc_info=True)
+
+
 # Visitor messages in one statement per batch: lock the batch's conversations (in id order,
 # so concurrent batches cannot deadlock), keep their *old* routing state for the decision,
 # touch activity and, where nobody is on the conversation yet (or it was closed), start the
@@ -179,7 +188,7 @@ class RoutingBridge(Bridge):
                 for row in rows
                 if row["sla_timer_id"] is not None
             ),
-            *(self._post(outbox_id) for row in rows for outbox_id in row["posts"]),
+            *(enqueue_post(self._arq, outbox_id) for row in rows for outbox_id in row["posts"]),
         )
         found = {row["id"] for row in rows}
         return [None if m.session_id in found else SessionNotFound() for m in messages]
@@ -190,12 +199,6 @@ class RoutingBridge(Bridge):
         except Exception:
             # The row is committed: the sweep fires it once it is overdue.
             log.warning("timer trigger not enqueued; sweep will", timer_id=trigger.timer_id, exc_info=True)
-
-    async def _post(self, outbox_id: int) -> None:
-        try:
-            await enqueue_delivery(self._arq, outbox_id)
-        except Exception:
-            log.warning("bridge post not enqueued; the sweep will", outbox_id=outbox_id, exc_info=True)
 
     async def _enqueue(self, conversation_id: str, revision: int) -> None:
         try:
