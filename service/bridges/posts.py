@@ -88,7 +88,9 @@ class PostQueue(Bridge):
         )
 
     async def on_message_edit(self, message: Message, session: Session, platform_message_id: Any = None) -> None:
-        await self._queue(session.id, "message_edit", messageId=message.id)
+        # The hub labels an operator's edit with the operator's name; the worker's copy must carry it too.
+        author = (message.metadata or {}).get("operatorName")
+        await self._queue(session.id, "message_edit", messageId=message.id, operatorName=author)
 
     async def on_message_delete(self, message: Message, session: Session, platform_message_id: Any = None) -> None:
         await self._queue(session.id, "message_delete", messageId=message.id)
@@ -166,7 +168,10 @@ async def _run(engine: AsyncEngine, team_bridge: TeamBridge, payload: dict[str, 
             payload.get("operatorName"),
         )
     elif hook == "message_edit":
-        await team_bridge.on_message_edit(message, session)  # type: ignore[arg-type]
+        assert message is not None
+        if author := payload.get("operatorName"):
+            message = message.model_copy(update={"metadata": {**(message.metadata or {}), "operatorName": author}})
+        await team_bridge.on_message_edit(message, session)
     elif hook == "message_delete":
         await team_bridge.on_message_delete(message, session)  # type: ignore[arg-type]
     elif hook == "ai_takeover":

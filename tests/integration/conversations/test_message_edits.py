@@ -81,10 +81,6 @@ def message_url(chat: Chat, message_id: str) -> str:
     return f"/api/v1/conversations/{chat.session_id}/messages/{message_id}"
 
 
-@pytest.mark.xfail(
-    reason="known regression: an edit posted by the worker (bridge_post) is labelled 'Operator', not the author",
-    strict=True,
-)
 async def test_an_edit_within_the_window_reaches_the_widget_and_the_chats_and_one_after_it_is_refused(
     bridged: Settings, clean_db: AsyncEngine, telegram_api: TelegramStandIn, slack_api: SlackStandIn
 ) -> None:
